@@ -1,0 +1,131 @@
+"""The backend interface and the registry of built-in backends.
+
+A backend is any object with a ``name`` and three methods — ``predict``, ``loss_and_grads`` and
+``train`` — that take a :class:`~gradcheck.Network`, params and NumPy arrays, and return NumPy
+arrays. The built-in ones live in the top-level ``kernels`` package, one module per
+implementation; their framework is imported only when the backend is first asked for, so
+``import gradcheck`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from gradcheck.network import Network, Params, check_data, check_params, check_steps_lr, check_X
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """A training run: the final ``params``, and ``losses`` of shape ``(steps,)`` where
+    ``losses[t]`` is the loss before step t."""
+
+    params: Params
+    losses: np.ndarray
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What ``verify`` needs from an implementation of the network."""
+
+    name: str
+
+    def predict(self, net: Network, params: Params, X: Any) -> np.ndarray:
+        """Outputs of shape ``(N, layers[-1])``."""
+        ...
+
+    def loss_and_grads(self, net: Network, params: Params, X: Any, y: Any) -> tuple[float, Params]:
+        """The loss and its gradient, structured exactly like ``params``."""
+        ...
+
+    def train(
+        self, net: Network, params: Params, X: Any, y: Any, steps: int, lr: float
+    ) -> Trajectory:
+        """``steps`` full-batch gradient-descent steps from ``params``, which stay unchanged."""
+        ...
+
+
+# name -> (kernels module, the packages it needs)
+_BUILTIN: dict[str, tuple[str, tuple[str, ...]]] = {
+    "numpy": ("kernels.numpy_backprop", ()),
+    "jax": ("kernels.jax_autodiff", ("jax",)),
+}
+
+
+class KernelBackend:
+    """A built-in backend: a ``kernels`` module behind the input checks every backend shares.
+
+    The module is imported on first use. Inputs are validated and cast to the net's dtype here,
+    before any work, so a kernel only ever sees well-formed arrays.
+    """
+
+    def __init__(self, name: str, module_name: str) -> None:
+        self.name = name
+        self._module_name = module_name
+        self._module: ModuleType | None = None
+
+    @property
+    def kernels(self) -> ModuleType:
+        if self._module is None:
+            self._module = importlib.import_module(self._module_name)
+        return self._module
+
+    def predict(self, net: Network, params: Params, X: Any) -> np.ndarray:
+        X = check_X(net, X)
+        return self.kernels.predict(net, check_params(net, params), X)
+
+    def loss_and_grads(self, net: Network, params: Params, X: Any, y: Any) -> tuple[float, Params]:
+        X, y = check_data(net, X, y)
+        return self.kernels.loss_and_grads(net, check_params(net, params), X, y)
+
+    def train(
+        self, net: Network, params: Params, X: Any, y: Any, steps: int, lr: float
+    ) -> Trajectory:
+        X, y = check_data(net, X, y)
+        params = check_params(net, params)
+        steps, lr = check_steps_lr(steps, lr)
+        return self.kernels.train(net, params, X, y, steps, lr)
+
+    def __repr__(self) -> str:
+        return f"<gradcheck backend {self.name!r} ({self._module_name})>"
+
+
+_instances: dict[str, KernelBackend] = {}
+
+
+def available_backends() -> list[str]:
+    """The built-in backends whose frameworks are installed here, without importing them."""
+    return [
+        name
+        for name, (_, packages) in _BUILTIN.items()
+        if all(importlib.util.find_spec(package) is not None for package in packages)
+    ]
+
+
+def get_backend(name: str) -> Backend:
+    """The built-in backend called ``name`` (see :func:`available_backends`)."""
+    if name not in _BUILTIN:
+        raise ValueError(f"backend must be one of {', '.join(_BUILTIN)}; got {name!r}")
+    if name not in available_backends():
+        needs = ", ".join(_BUILTIN[name][1])
+        raise ValueError(f"backend {name!r} needs {needs}, which is not installed")
+    if name not in _instances:
+        _instances[name] = KernelBackend(name, _BUILTIN[name][0])
+    return _instances[name]
+
+
+def resolve(backend: str | Backend) -> Backend:
+    """A backend from a registered name or an object with the backend interface."""
+    if isinstance(backend, str):
+        return get_backend(backend)
+    if not isinstance(backend, Backend) or not isinstance(getattr(backend, "name", None), str):
+        raise TypeError(
+            "backends must be names or objects with name, predict, loss_and_grads and train; "
+            f"got {backend!r}"
+        )
+    return backend

@@ -1,0 +1,29 @@
+"""The problems gradcheck verifies on: the notebook's four samples and scikit-learn's digits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def seed_xor() -> tuple[np.ndarray, np.ndarray]:
+    """The notebook's data: ``X`` of shape ``(4, 3)`` (the third column a constant 1) and ``y``
+    of shape ``(4, 1)``, the XOR of the first two columns, both float64."""
+    X = np.array([[0, 0, 1], [0, 1, 1], [1, 0, 1], [1, 1, 1]], dtype=np.float64)
+    y = np.array([[0], [1], [1], [0]], dtype=np.float64)
+    return X, y
+
+
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8×8 digits: ``X`` of shape ``(1797, 64)`` scaled to [0, 1] and
+    one-hot ``y`` of shape ``(1797, 10)``, both float64. Read from the copy that ships inside
+    scikit-learn (the ``digits`` extra), so nothing is downloaded."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as error:
+        raise ImportError(
+            "the digits dataset needs scikit-learn: pip install 'gradcheck[digits]'"
+        ) from error
+    images, labels = load_digits(return_X_y=True)
+    X = images / 16.0  # pixel intensities are 0..16
+    y = np.eye(10)[labels]  # (1797,) labels -> (1797, 10) one-hot rows
+    return X, y

@@ -1,0 +1,103 @@
+"""The reference: the network written once in jax.numpy, differentiated by ``jax.value_and_grad``.
+
+Nothing here is derived by hand — the loss is written as its definition and JAX's autodiff supplies
+every gradient, so it is independent of the hand-written kernels it checks. Training runs all
+steps inside one jit-compiled ``lax.scan``.
+
+float64 needs JAX's x64 mode. It is switched on only inside these functions, with the
+``jax.enable_x64`` context manager, so the user's own JAX code keeps whatever setting it had.
+Every array here carries an explicit dtype, so a float32 network still computes in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradcheck.backends import Trajectory
+from gradcheck.network import Network, Params
+
+name = "jax"
+
+_ACTIVATE: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,  # JAX's relu has derivative 0 at 0, as the spec asks
+    "identity": lambda z: z,
+    "softmax": partial(jax.nn.softmax, axis=1),
+}
+
+
+def _logits(net: Network, params: Any, X: jax.Array) -> jax.Array:
+    """z_L, shape ``(N, layers[-1])``; the output activation is applied by the caller."""
+    a = X
+    for index, (layer, activation) in enumerate(zip(params, net.activations, strict=True)):
+        z = a @ layer["W"] + layer["b"] if net.bias else a @ layer["W"]
+        if index == net.depth - 1:
+            return z
+        a = _ACTIVATE[activation](z)
+    raise AssertionError("a network has at least one weight layer")
+
+
+def _predict(net: Network, params: Any, X: jax.Array) -> jax.Array:
+    return _ACTIVATE[net.activations[-1]](_logits(net, params, X))
+
+
+def _loss(params: Any, X: jax.Array, y: jax.Array, net: Network) -> jax.Array:
+    """The loss exactly as the spec defines it (bce and softmax_ce through the logits)."""
+    z = _logits(net, params, X)
+    if net.loss == "bce":
+        # −[y log σ(z) + (1 − y) log(1 − σ(z))], in the form that stays finite for any z
+        return jnp.mean(jax.nn.softplus(z) - y * z)
+    if net.loss == "softmax_ce":
+        return -jnp.sum(y * jax.nn.log_softmax(z, axis=1)) / y.shape[0]
+    a = _ACTIVATE[net.activations[-1]](z)
+    if net.loss == "half_sse":
+        return 0.5 * jnp.sum((a - y) ** 2)
+    return jnp.mean((a - y) ** 2)  # mse
+
+
+_jit_predict = jax.jit(_predict, static_argnums=0)
+_jit_value_and_grad = jax.jit(jax.value_and_grad(_loss), static_argnames="net")
+
+
+@partial(jax.jit, static_argnames=("net", "steps"))
+def _jit_train(
+    net: Network, params: Any, X: jax.Array, y: jax.Array, lr: jax.Array, steps: int
+) -> tuple[Any, jax.Array]:
+    def step(params: Any, _: None) -> tuple[Any, jax.Array]:
+        loss, grads = jax.value_and_grad(_loss)(params, X, y, net)
+        return jax.tree.map(lambda p, g: p - lr * g, params, grads), loss
+
+    return jax.lax.scan(step, params, length=steps)
+
+
+def _to_numpy(tree: Any) -> Any:
+    return jax.tree.map(np.array, tree)
+
+
+def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
+    with jax.enable_x64(True):
+        return np.array(_jit_predict(net, params, X))
+
+
+def loss_and_grads(
+    net: Network, params: Params, X: np.ndarray, y: np.ndarray
+) -> tuple[float, Params]:
+    with jax.enable_x64(True):
+        loss, grads = _jit_value_and_grad(params, X, y, net=net)
+        return float(loss), _to_numpy(grads)
+
+
+def train(
+    net: Network, params: Params, X: np.ndarray, y: np.ndarray, steps: int, lr: float
+) -> Trajectory:
+    with jax.enable_x64(True):
+        lr_array = jnp.asarray(lr, dtype=net.dtype)
+        final, losses = _jit_train(net, params, X, y, lr_array, steps=steps)
+        return Trajectory(_to_numpy(final), np.array(losses))

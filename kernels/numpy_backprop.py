@@ -1,0 +1,220 @@
+"""Hand-written backpropagation in NumPy: the derivation, one small function per equation.
+
+For weight layer l = 1..L and a batch of N samples (rows), with a_0 = X:
+
+    z_l = a_{l-1} W_l + b_l                  (N, n_l)        pre_activation
+    a_l = f_l(z_l)                           (N, n_l)        ACTIVATE
+    δ_L = ∂C/∂z_L                            (N, n_L)        output_delta
+    ∂C/∂W_l = a_{l-1}ᵀ δ_l                   (n_{l-1}, n_l)  layer_grads
+    ∂C/∂b_l = Σ_samples δ_l                  (n_l,)          layer_grads
+    δ_{l-1} = (δ_l W_lᵀ) ⊙ f′_{l-1}(z_{l-1}) (N, n_{l-1})    hidden_delta
+
+Every f′ is written in terms of the activation a = f(z), which is what `forward` keeps. Inputs
+arrive validated and cast to the net's dtype (see ``gradcheck.backends``); every array computed
+here stays in that dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+from gradcheck.backends import Trajectory
+from gradcheck.network import Network, Params
+
+name = "numpy"
+
+
+# --- activations f(z), computed without overflow for any finite z ---------------------------
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    # e^{-|z|} ∈ (0, 1] never overflows; both branches are the same function rearranged.
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def relu(z: np.ndarray) -> np.ndarray:
+    return np.maximum(z, 0)
+
+
+def identity(z: np.ndarray) -> np.ndarray:
+    return z
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))  # shift so the largest exponent is 0
+    return e / e.sum(axis=1, keepdims=True)
+
+
+ACTIVATE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "sigmoid": sigmoid,
+    "tanh": np.tanh,
+    "relu": relu,
+    "identity": identity,
+    "softmax": softmax,
+}
+
+
+# --- their derivatives f′(z), written through a = f(z) ---------------------------------------
+
+
+def sigmoid_prime(a: np.ndarray) -> np.ndarray:
+    return a * (1 - a)  # σ′(z) = σ(z)(1 − σ(z))
+
+
+def tanh_prime(a: np.ndarray) -> np.ndarray:
+    return 1 - a * a  # tanh′(z) = 1 − tanh²(z)
+
+
+def relu_prime(a: np.ndarray) -> np.ndarray:
+    return (a > 0).astype(a.dtype)  # a > 0 exactly when z > 0, so relu′(0) = 0
+
+
+def identity_prime(a: np.ndarray) -> np.ndarray:
+    return np.ones_like(a)
+
+
+PRIME: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "sigmoid": sigmoid_prime,
+    "tanh": tanh_prime,
+    "relu": relu_prime,
+    "identity": identity_prime,
+}
+
+
+def activation_backward(activation: str, a: np.ndarray, grad_a: np.ndarray) -> np.ndarray:
+    """∂C/∂z from ∂C/∂a for a = f(z); both ``(N, n)``."""
+    if activation == "softmax":
+        # The softmax Jacobian is diag(a) − a aᵀ per sample, so ∂C/∂z = a ⊙ (∂C/∂a − ⟨∂C/∂a, a⟩).
+        return a * (grad_a - np.sum(grad_a * a, axis=1, keepdims=True))
+    return grad_a * PRIME[activation](a)
+
+
+# --- forward ----------------------------------------------------------------------------------
+
+
+class Cache(NamedTuple):
+    """What backward needs: every activation ``[a_0 = X, a_1, …, a_L]`` and the logits ``z_L``."""
+
+    activations: list[np.ndarray]
+    logits: np.ndarray
+
+
+def pre_activation(a_prev: np.ndarray, layer: dict[str, np.ndarray]) -> np.ndarray:
+    z = a_prev @ layer["W"]  # (N, n_{l-1}) @ (n_{l-1}, n_l) -> (N, n_l)
+    if "b" in layer:
+        z = z + layer["b"]  # (n_l,) broadcast over the N rows
+    return z
+
+
+def forward(net: Network, params: Params, X: np.ndarray) -> Cache:
+    activations = [X]
+    z = X
+    for layer, activation in zip(params, net.activations, strict=True):
+        z = pre_activation(activations[-1], layer)
+        activations.append(ACTIVATE[activation](z))
+    return Cache(activations, z)
+
+
+def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
+    """The network's outputs ``a_L``, shape ``(N, layers[-1])``."""
+    return forward(net, params, X).activations[-1]
+
+
+# --- loss C and its output delta δ_L = ∂C/∂z_L -------------------------------------------------
+
+
+def softplus(z: np.ndarray) -> np.ndarray:
+    return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))  # log(1 + e^z) without overflow
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+
+
+def loss(net: Network, cache: Cache, y: np.ndarray) -> float:
+    """C for outputs ``a = cache.activations[-1]`` and targets ``y``, both ``(N, K)``."""
+    a, z = cache.activations[-1], cache.logits
+    N = y.shape[0]
+    if net.loss == "half_sse":
+        return float(0.5 * np.sum((a - y) ** 2))
+    if net.loss == "mse":
+        return float(np.mean((a - y) ** 2))
+    if net.loss == "bce":
+        # −[y log σ(z) + (1 − y) log(1 − σ(z))] = softplus(z) − y z, finite for any z.
+        return float(np.mean(softplus(z) - y * z))
+    # softmax_ce: −(1/N) Σ_n Σ_k y log softmax(z)
+    return float(-np.sum(y * log_softmax(z)) / N)
+
+
+def output_delta(net: Network, cache: Cache, y: np.ndarray) -> np.ndarray:
+    """δ_L = ∂C/∂z_L, shape ``(N, K)``."""
+    a = cache.activations[-1]
+    N, K = y.shape
+    if net.loss == "bce":
+        # With a sigmoid output σ′ cancels the 1/(a(1 − a)) of ∂C/∂a.
+        return (a - y) / (N * K)
+    if net.loss == "softmax_ce":
+        # ∂/∂z of −Σ_k y_k log softmax(z)_k is a Σ_k y_k − y: the familiar a − y for one-hot rows.
+        return (a * np.sum(y, axis=1, keepdims=True) - y) / N
+    if net.loss == "half_sse":
+        grad_a = a - y  # ∂/∂a of ½(a − y)²
+    else:  # mse
+        grad_a = 2 * (a - y) / (N * K)
+    return activation_backward(net.activations[-1], a, grad_a)
+
+
+# --- backward ---------------------------------------------------------------------------------
+
+
+def layer_grads(a_prev: np.ndarray, delta: np.ndarray, bias: bool) -> dict[str, np.ndarray]:
+    grads = {"W": a_prev.T @ delta}  # (n_{l-1}, N) @ (N, n_l) -> (n_{l-1}, n_l)
+    if bias:
+        grads["b"] = delta.sum(axis=0)  # (N, n_l) -> (n_l,)
+    return grads
+
+
+def hidden_delta(
+    delta: np.ndarray, W: np.ndarray, activation: str, a_prev: np.ndarray
+) -> np.ndarray:
+    grad_a_prev = delta @ W.T  # (N, n_l) @ (n_l, n_{l-1}) -> (N, n_{l-1})
+    return activation_backward(activation, a_prev, grad_a_prev)
+
+
+def backward(net: Network, params: Params, cache: Cache, delta: np.ndarray) -> Params:
+    """Every layer's gradients from the output delta, structured like ``params``."""
+    grads: Params = [{} for _ in params]
+    for l in reversed(range(net.depth)):
+        a_prev = cache.activations[l]
+        grads[l] = layer_grads(a_prev, delta, net.bias)
+        if l > 0:
+            delta = hidden_delta(delta, params[l]["W"], net.activations[l - 1], a_prev)
+    return grads
+
+
+def loss_and_grads(
+    net: Network, params: Params, X: np.ndarray, y: np.ndarray
+) -> tuple[float, Params]:
+    cache = forward(net, params, X)
+    return loss(net, cache, y), backward(net, params, cache, output_delta(net, cache, y))
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+def train(
+    net: Network, params: Params, X: np.ndarray, y: np.ndarray, steps: int, lr: float
+) -> Trajectory:
+    """``steps`` full-batch gradient-descent steps, W ← W − lr ∂C/∂W, on a copy of ``params``."""
+    params = [{key: value.copy() for key, value in layer.items()} for layer in params]
+    losses = np.empty(steps, dtype=net.dtype)
+    for t in range(steps):
+        losses[t], grads = loss_and_grads(net, params, X, y)
+        for layer, grad in zip(params, grads, strict=True):
+            for key in layer:
+                layer[key] -= lr * grad[key]
+    return Trajectory(params, losses)

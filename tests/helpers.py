@@ -1,0 +1,32 @@
+"""Helpers shared by the tests: random problems for a network, copies of params."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradcheck import Network
+
+
+def random_problem(net: Network, n_samples: int = 6, seed: int = 0):
+    """Inputs, targets suited to the loss, and glorot params for ``net``, all float64."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(scale=1.5, size=(n_samples, net.layers[0]))
+    K = net.layers[-1]
+    if net.loss == "softmax_ce":
+        y = np.eye(K)[rng.integers(0, K, size=n_samples)]  # one-hot rows
+    elif net.loss == "bce" or net.activations[-1] in ("sigmoid", "softmax"):
+        y = rng.uniform(size=(n_samples, K))
+    else:
+        y = rng.normal(size=(n_samples, K))
+    return X, y, net.init(seed=seed)
+
+
+def copy_params(params):
+    return [{key: np.array(value, copy=True) for key, value in layer.items()} for layer in params]
+
+
+def same_params(a, b) -> bool:
+    return len(a) == len(b) and all(
+        set(x) == set(y) and all(np.array_equal(x[k], y[k]) for k in x)
+        for x, y in zip(a, b, strict=True)
+    )

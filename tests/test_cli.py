@@ -1,0 +1,173 @@
+"""The gradcheck command: its default run, its options and its exit status."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import gradcheck
+from gradcheck.cli import main
+
+SCRIPT = Path(sys.executable).with_name("gradcheck")
+
+
+def test_console_script_verifies_the_notebook_network():
+    result = subprocess.run([str(SCRIPT), "verify"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "3-4-1 sigmoid/sigmoid half_sse, no bias, float64" in result.stdout
+    assert "4 samples, 2000 steps, lr 1" in result.stdout
+    for name in gradcheck.available_backends():
+        assert name in result.stdout
+    assert "agree" in result.stdout
+
+
+def test_python_dash_m_with_json():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gradcheck",
+            "verify",
+            "--json",
+            "--steps",
+            "10",
+            "--dtype",
+            "float32",
+            "--backends",
+            "numpy",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["ok"] is True
+    assert data["steps"] == 10
+    assert data["network"]["dtype"] == "float32"
+    assert {c["backend"] for c in data["checks"]} == {"numpy"}
+
+
+def test_options_build_the_network_asked_for(capsys):
+    status = main(
+        [
+            "verify",
+            "--layers",
+            "3",
+            "6",
+            "5",
+            "1",
+            "--activation",
+            "tanh",
+            "relu",
+            "sigmoid",
+            "--loss",
+            "bce",
+            "--bias",
+            "--steps",
+            "7",
+            "--lr",
+            "0.3",
+            "--seed",
+            "4",
+            "--init",
+            "glorot_uniform",
+            "--json",
+        ]
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert status == 0
+    assert data["network"] == {
+        "layers": [3, 6, 5, 1],
+        "activations": ["tanh", "relu", "sigmoid"],
+        "loss": "bce",
+        "bias": True,
+        "dtype": "float64",
+    }
+    assert (data["steps"], data["lr"]) == (7, 0.3)
+
+
+def test_digits_dataset_defaults(capsys):
+    status = main(
+        [
+            "verify",
+            "--dataset",
+            "digits",
+            "--steps",
+            "2",
+            "--backends",
+            "numpy",
+            "--dtype",
+            "float32",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "64-128-10 sigmoid/softmax softmax_ce, bias, float32" in out
+    assert "1797 samples" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["verify", "--loss", "softmax_ce"], "softmax output"),
+        (["verify", "--backends", "torch"], "got 'torch'"),
+        (["verify", "--backends", "nowhere:thing"], "could not be imported"),
+        (["verify", "--dataset", "digits", "--layers", "3", "4", "1"], "X must have layers[0]"),
+        (["verify", "--activation", "relu", "tanh", "sigmoid"], "one name per weight layer"),
+        (["verify", "--steps", "-1"], "steps must be a non-negative integer"),
+        (["verify", "--lr", "0"], "lr must be a positive finite number"),
+    ],
+)
+def test_bad_usage_exits_2_with_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [["verify", "--loss", "hinge"], ["verify", "--layers", "x"], []])
+def test_argparse_errors_exit_2(argv):
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    assert raised.value.code == 2
+
+
+def test_a_disagreeing_backend_exits_1(tmp_path):
+    (tmp_path / "my_kernels.py").write_text(
+        textwrap.dedent("""
+        import gradcheck
+
+        class Sloppy:
+            name = "sloppy"
+            inner = gradcheck.get_backend("numpy")
+
+            def predict(self, net, params, X):
+                return self.inner.predict(net, params, X)
+
+            def loss_and_grads(self, net, params, X, y):
+                loss, grads = self.inner.loss_and_grads(net, params, X, y)
+                return loss * (1 + 1e-9), grads
+
+            def train(self, net, params, X, y, steps, lr):
+                return self.inner.train(net, params, X, y, steps, lr)
+
+        backend = Sloppy()
+    """)
+    )
+    result = subprocess.run(
+        [str(SCRIPT), "verify", "--backends", "numpy", "my_kernels:backend", "--steps", "5"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path), "PATH": ""},
+    )
+    assert result.returncode == 1, result.stderr
+    assert "sloppy" in result.stdout
+    assert "FAIL" in result.stdout

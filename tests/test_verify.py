@@ -1,0 +1,210 @@
+"""verify() and its Report: it must see a wrong backend, say exactly where, and touch nothing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import copy_params, random_problem, same_params
+
+import gradcheck
+from gradcheck import Network
+from gradcheck.tolerance import relative_error, tolerances
+
+
+class Perturbed:
+    """The numpy backend with one element of one layer's gradient nudged by a relative ``eps``."""
+
+    name = "perturbed"
+
+    def __init__(self, layer: int, index: tuple[int, int], eps: float):
+        self.inner = gradcheck.get_backend("numpy")
+        self.layer, self.index, self.eps = layer, index, eps
+
+    def predict(self, net, params, X):
+        return self.inner.predict(net, params, X)
+
+    def loss_and_grads(self, net, params, X, y):
+        loss, grads = self.inner.loss_and_grads(net, params, X, y)
+        grads[self.layer]["W"][self.index] *= 1 + self.eps
+        return loss, grads
+
+    def train(self, net, params, X, y, steps, lr):
+        return self.inner.train(net, params, X, y, steps, lr)
+
+
+def _seed_problem():
+    net = Network([3, 4, 1], bias=False)
+    X, y = gradcheck.datasets.seed_xor()
+    return net, X, y, net.init(seed=0, scheme="uniform")
+
+
+def test_a_one_in_a_million_gradient_error_is_caught_and_located():
+    net, X, y, params = _seed_problem()
+    report = gradcheck.verify(
+        net,
+        X,
+        y,
+        params=params,
+        backends=["numpy", Perturbed(1, (2, 0), 1e-6)],
+        steps=50,
+        reference="numpy",
+    )
+    assert not report.ok
+    [failure] = report.failures
+    assert (failure.backend, failure.quantity, failure.layer, failure.param, failure.index) == (
+        "perturbed",
+        "gradient",
+        2,
+        "W",
+        (2, 0),
+    )
+    grads = gradcheck.get_backend("numpy").loss_and_grads(net, params, X, y)[1][1]["W"]
+    assert failure.error == pytest.approx(1e-6 * abs(grads[2, 0]) / np.abs(grads).max(), rel=1e-6)
+    with pytest.raises(AssertionError) as raised:
+        report.assert_ok()
+    message = str(raised.value)
+    for expected in (
+        "perturbed",
+        "gradient",
+        "layer 2 W[2, 0]",
+        f"{failure.error:.1e}",
+        f"{failure.tolerance:.1e}",
+    ):
+        assert expected in message
+    assert "FAIL" in str(report)
+
+
+def test_report_table_json_and_reference_row():
+    net, X, y, params = _seed_problem()
+    report = gradcheck.verify(net, X, y, params=params, steps=30)
+    report.assert_ok()
+    text = str(report)
+    for name in gradcheck.available_backends():
+        assert name in text
+    assert "tolerance" in text
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["ok"] is True
+    assert data["network"]["layers"] == [3, 4, 1]
+    assert data["backends"] == gradcheck.available_backends()
+    quantities = {c["quantity"] for c in data["checks"]}
+    assert quantities == {"predictions", "loss", "gradient", "train losses", "train params"}
+    tol = tolerances(net, 4, 30)
+    for check in data["checks"]:
+        expected = (
+            tol.point
+            if check["quantity"] in ("predictions", "loss", "gradient")
+            else (tol.trajectory)
+        )
+        assert check["tolerance"] == expected
+        assert check["error"] <= check["tolerance"]
+
+
+def test_wrong_shape_and_missing_gradient_fail_with_a_reason():
+    class Broken(Perturbed):
+        name = "broken"
+
+        def predict(self, net, params, X):
+            return self.inner.predict(net, params, X)[:, 0]  # (N,) instead of (N, 1)
+
+        def loss_and_grads(self, net, params, X, y):
+            loss, grads = self.inner.loss_and_grads(net, params, X, y)
+            del grads[0]["W"]
+            return loss, grads
+
+    net, X, y, params = _seed_problem()
+    report = gradcheck.verify(
+        net, X, y, params=params, backends=[Broken(0, (0, 0), 0)], steps=3, reference="numpy"
+    )
+    details = {(c.quantity, c.layer, c.detail) for c in report.failures}
+    assert ("predictions", None, "shape (4,), expected (4, 1)") in details
+    assert ("gradient", 1, "missing") in details
+
+
+def test_a_trajectory_that_leaves_the_reference_is_caught_at_its_step():
+    class LateDrift(Perturbed):
+        name = "late"
+
+        def train(self, net, params, X, y, steps, lr):
+            run = self.inner.train(net, params, X, y, steps, lr)
+            run.losses[37] *= 1 + 1e-8
+            return run
+
+    net, X, y, params = _seed_problem()
+    report = gradcheck.verify(
+        net, X, y, params=params, backends=[LateDrift(0, (0, 0), 0)], steps=100, reference="numpy"
+    )
+    [failure] = report.failures
+    assert (failure.quantity, failure.where) == ("train losses", "step 37")
+
+
+def test_nothing_is_mutated(backend):
+    net = Network([3, 5, 2], activation=["tanh", "sigmoid"], loss="mse")
+    X, y, params = random_problem(net)
+    before = copy_params(params)
+    X0, y0 = X.copy(), y.copy()
+    backend.predict(net, params, X)
+    backend.loss_and_grads(net, params, X, y)
+    run = backend.train(net, params, X, y, steps=5, lr=0.1)
+    assert same_params(params, before)
+    assert not same_params(run.params, before)
+    assert np.array_equal(X, X0)
+    assert np.array_equal(y, y0)
+    gradcheck.verify(net, X, y, params=params, steps=5, lr=0.1).assert_ok()
+    assert same_params(params, before)
+
+
+def test_trajectory_losses_are_the_loss_before_each_step(backend):
+    net = Network([3, 5, 2], activation=["relu", "identity"], loss="half_sse")
+    X, y, params = random_problem(net)
+    run = backend.train(net, params, X, y, steps=3, lr=0.05)
+    assert run.losses.shape == (3,)
+    first, _ = backend.loss_and_grads(net, params, X, y)
+    assert run.losses[0] == pytest.approx(first, rel=1e-14)
+    assert backend.train(net, params, X, y, steps=0, lr=0.05).losses.shape == (0,)
+
+
+def test_bad_input_is_rejected_before_any_backend_runs():
+    calls = []
+
+    class Spy(Perturbed):
+        name = "spy"
+
+        def train(self, *args):
+            calls.append("train")
+            return super().train(*args)
+
+    net, X, y, params = _seed_problem()
+    with pytest.raises(
+        ValueError, match=r"X must have layers\[0\] = 3 columns; got shape \(4, 2\)"
+    ):
+        gradcheck.verify(net, X[:, :2], y, params=params, backends=[Spy(0, (0, 0), 0)])
+    with pytest.raises(ValueError, match=r"backend must be one of .* got 'torch'"):
+        gradcheck.verify(net, X, y, params=params, backends=[Spy(0, (0, 0), 0), "torch"])
+    with pytest.raises(ValueError, match="lr must be a positive finite number; got 0"):
+        gradcheck.verify(net, X, y, params=params, backends=[Spy(0, (0, 0), 0)], lr=0)
+    with pytest.raises(TypeError, match="backends must be names or objects"):
+        gradcheck.verify(net, X, y, params=params, backends=[object()])
+    assert calls == []
+
+
+def test_relative_error_definition():
+    reference = np.array([[1.0, -4.0], [0.5, 0.0]])
+    observed = reference + np.array([[0.0, 0.0], [0.02, 0.0]])
+    assert relative_error(observed, reference) == (pytest.approx(0.02 / 4), (1, 0))
+    assert relative_error(observed, reference, elementwise=True) == (pytest.approx(0.04), (1, 0))
+    observed[0, 1] = np.nan
+    assert relative_error(observed, reference) == (np.inf, (0, 1))
+    assert relative_error(np.zeros(3), np.zeros(3)) == (0.0, (0,))
+    assert relative_error(np.array([0, 1e-300]), np.zeros(2))[0] > 1
+
+
+def test_tolerances_grow_with_rounding_unit_size_depth_and_steps():
+    small = tolerances(Network([3, 4, 1]), 4, 0)
+    assert tolerances(Network([3, 4, 1], dtype="float32"), 4, 0).point == pytest.approx(
+        small.point * 2.0**29
+    )
+    assert tolerances(Network([3, 4, 4, 1]), 4, 0).point == pytest.approx(small.point * 1.5)
+    assert tolerances(Network([3, 4, 1]), 16, 0).point == pytest.approx(small.point * 2)
+    assert tolerances(Network([3, 4, 1]), 4, 99).trajectory == pytest.approx(small.point * 10)
