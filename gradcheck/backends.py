@@ -53,6 +53,7 @@ class Backend(Protocol):
 # name -> (kernels module, the packages it needs)
 _BUILTIN: dict[str, tuple[str, tuple[str, ...]]] = {
     "numpy": ("kernels.numpy_backprop", ()),
+    "numba": ("kernels.numba_backprop", ("numba",)),
     "jax": ("kernels.jax_autodiff", ("jax",)),
 }
 

@@ -1,0 +1,446 @@
+"""The hand-written kernels of ``numpy_backprop``, compiled with Numba.
+
+The functions keep the NumPy module's names and equations so the two read side by side; what
+changes is how memory is used. Every buffer — activations, deltas, gradients — is allocated once
+per call in a :class:`Workspace`, and each kernel writes into the buffer it is given, so the
+training loop allocates nothing per step and runs as one compiled call.
+
+Two details keep the arithmetic in the net's dtype. Numba widens ``float32 * 0.5`` to float64, so
+every constant is made from the data's own dtype (``dtype.type(1)``) rather than written as a
+literal. And small products are written as loops, because a BLAS call costs more than a 4×3 by
+3×4 product; large ones go to BLAS through ``np.dot``.
+
+Compiled code is cached on disk (``cache=True``), so only the first process on a machine pays
+for compilation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from gradcheck.backends import Trajectory
+from gradcheck.network import Network, Params
+from kernels.numba_exp import exp_nonpositive
+
+name = "numba"
+
+SIGMOID, TANH, RELU, IDENTITY, SOFTMAX = range(5)
+ACTIVATION_CODES = {
+    "sigmoid": SIGMOID,
+    "tanh": TANH,
+    "relu": RELU,
+    "identity": IDENTITY,
+    "softmax": SOFTMAX,
+}
+HALF_SSE, MSE, BCE, SOFTMAX_CE = range(4)
+LOSS_CODES = {"half_sse": HALF_SSE, "mse": MSE, "bce": BCE, "softmax_ce": SOFTMAX_CE}
+
+#: Products of at least this many multiply-adds go to BLAS; smaller ones are cheaper as loops.
+BLAS_MIN_WORK = 16 * 16 * 16
+#: Exponentials are taken this many at a time, in vector-friendly runs through scratch space;
+#: fewer than SMALL of them are cheaper one by one through the C library's exp.
+CHUNK = 512
+SMALL = 64
+
+jit = njit(cache=True, nogil=True, inline="always")
+
+
+# --- products into preallocated buffers --------------------------------------------------------
+
+
+@jit
+def matmul(a, b, out):
+    """out (m, n) = a (m, k) @ b (k, n)."""
+    m, k = a.shape
+    n = b.shape[1]
+    if m * k * n >= BLAS_MIN_WORK:
+        np.dot(a, b, out)
+        return
+    for i in range(m):
+        for j in range(n):
+            total = out.dtype.type(0)  # a register accumulator: out may alias nothing it reads
+            for p in range(k):
+                total += a[i, p] * b[p, j]
+            out[i, j] = total
+
+
+@jit
+def matmul_tn(a, b, out):
+    """out (m, n) = aᵀ @ b for a (k, m) and b (k, n), without making a transposed view."""
+    k, m = a.shape
+    n = b.shape[1]
+    if m * k * n >= BLAS_MIN_WORK:
+        np.dot(a.T, b, out)
+        return
+    for i in range(m):
+        for j in range(n):
+            total = out.dtype.type(0)
+            for p in range(k):
+                total += a[p, i] * b[p, j]
+            out[i, j] = total
+
+
+@jit
+def matmul_nt(a, b, out):
+    """out (m, n) = a @ bᵀ for a (m, k) and b (n, k), without making a transposed view."""
+    m, k = a.shape
+    n = b.shape[0]
+    if m * k * n >= BLAS_MIN_WORK:
+        np.dot(a, b.T, out)
+        return
+    for i in range(m):
+        for j in range(n):
+            total = out.dtype.type(0)
+            for p in range(k):
+                total += a[i, p] * b[j, p]
+            out[i, j] = total
+
+
+# --- activations f(z), in place ----------------------------------------------------------------
+
+
+@jit
+def sigmoid(z, scratch):
+    # σ(z) = 1/(1 + e) for z ≥ 0 and e/(1 + e) below, with e = e^{-|z|} ∈ (0, 1] never
+    # overflowing; both are formed so the choice is a select, not an unpredictable jump.
+    one = z.dtype.type(1)
+    flat = z.reshape(z.size)  # (N, n) -> (N·n,), a view: z is C-contiguous
+    if flat.size < SMALL:  # too few for vector loops to pay off
+        for j in range(flat.size):
+            e = np.exp(-abs(flat[j]))
+            positive = one / (one + e)
+            flat[j] = positive if flat[j] >= 0 else e * positive
+        return
+    e, bits = scratch
+    for start in range(0, flat.size, CHUNK):
+        part = flat[start : start + CHUNK]
+        m = part.size
+        for j in range(m):
+            e[j] = -abs(part[j])
+        exp_nonpositive(e[:m], bits[:m])
+        for j in range(m):
+            positive = one / (one + e[j])
+            part[j] = positive if part[j] >= 0 else e[j] * positive
+
+
+@jit
+def tanh(z):
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            z[i, j] = np.tanh(z[i, j])
+
+
+@jit
+def relu(z):
+    zero = z.dtype.type(0)
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            if z[i, j] < zero:
+                z[i, j] = zero
+
+
+@jit
+def softmax(z, scratch, log_norm):
+    """Also keeps log_norm[i] = log Σ_k e^{z_ik}, which the softmax_ce loss needs."""
+    bits = scratch[1]
+    N, n = z.shape
+    for i in range(N):
+        log_norm[i] = z[i].max()
+        for k in range(n):
+            z[i, k] -= log_norm[i]  # shift so the largest exponent is 0
+    flat = z.reshape(z.size)  # (N, n) -> (N·n,)
+    for start in range(0, flat.size, CHUNK):
+        part = flat[start : start + CHUNK]
+        exp_nonpositive(part, bits[: part.size])
+    for i in range(N):
+        total = z[i].sum()
+        for k in range(n):
+            z[i, k] /= total
+        log_norm[i] += np.log(total)
+
+
+@jit
+def activate(activation, z, scratch, log_norm):
+    """a = f(z), overwriting z (N, n); scratch is work space, log_norm (N,) is set by softmax."""
+    if activation == SIGMOID:
+        sigmoid(z, scratch)
+    elif activation == TANH:
+        tanh(z)
+    elif activation == RELU:
+        relu(z)
+    elif activation == SOFTMAX:
+        softmax(z, scratch, log_norm)
+    # IDENTITY: a = z
+
+
+# --- ∂C/∂z from ∂C/∂a, written through a = f(z), in place --------------------------------------
+
+
+@jit
+def activation_backward(activation, a, grad):
+    """Overwrite grad (N, n), holding ∂C/∂a, with ∂C/∂z."""
+    one = a.dtype.type(1)
+    N, n = a.shape
+    if activation == SOFTMAX:
+        # ∂C/∂z = a ⊙ (∂C/∂a − ⟨∂C/∂a, a⟩) per sample: the softmax Jacobian diag(a) − a aᵀ.
+        for i in range(N):
+            dot = a.dtype.type(0)
+            for j in range(n):
+                dot += grad[i, j] * a[i, j]
+            for j in range(n):
+                grad[i, j] = a[i, j] * (grad[i, j] - dot)
+    elif activation == SIGMOID:
+        for i in range(N):
+            for j in range(n):
+                grad[i, j] *= a[i, j] * (one - a[i, j])  # σ′ = σ(1 − σ)
+    elif activation == TANH:
+        for i in range(N):
+            for j in range(n):
+                grad[i, j] *= one - a[i, j] * a[i, j]  # tanh′ = 1 − tanh²
+    elif activation == RELU:
+        for i in range(N):
+            for j in range(n):
+                if a[i, j] <= 0:
+                    grad[i, j] = 0  # relu′(0) = 0
+    # IDENTITY: ∂C/∂z = ∂C/∂a
+
+
+# --- forward -------------------------------------------------------------------------------------
+
+
+@jit
+def pre_activation(a_prev, W, b, bias, z):
+    matmul(a_prev, W, z)  # (N, n_{l-1}) @ (n_{l-1}, n_l) -> (N, n_l)
+    if bias:
+        for i in range(z.shape[0]):  # (n_l,) added to each of the N rows
+            for j in range(z.shape[1]):
+                z[i, j] += b[j]
+
+
+@jit
+def forward(activations, Ws, bs, bias, A, logits, log_norm, scratch):
+    """Fill A[1..L] with the activations of A[0] = X, logits with z_L and, for a softmax
+    output, log_norm with each row's log Σ_k e^{z_k}."""
+    L = len(Ws)
+    for l in range(L):
+        z = A[l + 1]
+        pre_activation(A[l], Ws[l], bs[l], bias, z)
+        if l == L - 1:
+            for i in range(z.shape[0]):  # keep z_L, which the losses on logits need
+                for k in range(z.shape[1]):
+                    logits[i, k] = z[i, k]
+        activate(activations[l], z, scratch, log_norm)
+
+
+# --- loss C and the output delta δ_L = ∂C/∂z_L ---------------------------------------------------
+
+
+@jit
+def softplus(z, zero):
+    return max(z, zero) + np.log1p(np.exp(-abs(z)))  # log(1 + e^z) without overflow
+
+
+@jit
+def loss(loss_code, a, z, log_norm, y):
+    """C for outputs a (N, K) with logits z and targets y; log_norm as forward leaves it."""
+    N, K = y.shape
+    zero = a.dtype.type(0)
+    total = zero
+    for i in range(N):
+        row = zero  # per-row partial sums keep the accumulation short
+        if loss_code == SOFTMAX_CE:
+            for k in range(K):
+                row -= y[i, k] * (z[i, k] - log_norm[i])  # −y log softmax(z)
+        else:
+            for k in range(K):
+                if loss_code == BCE:
+                    # −[y log σ(z) + (1 − y) log(1 − σ(z))] = softplus(z) − y z
+                    row += softplus(z[i, k], zero) - y[i, k] * z[i, k]
+                else:
+                    diff = a[i, k] - y[i, k]
+                    row += diff * diff
+        total += row
+    if loss_code == HALF_SSE:
+        return total / a.dtype.type(2)
+    if loss_code == SOFTMAX_CE:
+        return total / a.dtype.type(N)
+    return total / a.dtype.type(N * K)  # mse, bce
+
+
+@jit
+def output_delta(loss_code, activation, a, y, delta):
+    """Write δ_L = ∂C/∂z_L (N, K) into delta."""
+    N, K = y.shape
+    count = a.dtype.type(N * K)
+    if loss_code == BCE:
+        for i in range(N):
+            for k in range(K):
+                delta[i, k] = (a[i, k] - y[i, k]) / count  # σ′ cancels 1/(a(1 − a))
+    elif loss_code == SOFTMAX_CE:
+        n = a.dtype.type(N)
+        for i in range(N):
+            y_sum = y[i].sum()  # a Σ_k y_k − y: the familiar a − y for one-hot rows
+            for k in range(K):
+                delta[i, k] = (a[i, k] * y_sum - y[i, k]) / n
+    else:
+        two = a.dtype.type(2)
+        for i in range(N):
+            for k in range(K):
+                diff = a[i, k] - y[i, k]  # ∂/∂a of ½(a − y)²
+                delta[i, k] = diff if loss_code == HALF_SSE else two * diff / count
+        activation_backward(activation, a, delta)
+
+
+# --- backward ------------------------------------------------------------------------------------
+
+
+@jit
+def layer_grads(a_prev, delta, bias, dW, db):
+    matmul_tn(a_prev, delta, dW)  # (n_{l-1}, N) @ (N, n_l) -> (n_{l-1}, n_l)
+    if bias:
+        db[:] = 0  # (N, n_l) summed over rows -> (n_l,)
+        for i in range(delta.shape[0]):
+            for j in range(db.shape[0]):
+                db[j] += delta[i, j]
+
+
+@jit
+def hidden_delta(delta, W, activation, a_prev, delta_prev):
+    matmul_nt(delta, W, delta_prev)  # (N, n_l) @ (n_l, n_{l-1}) -> (N, n_{l-1})
+    activation_backward(activation, a_prev, delta_prev)
+
+
+@jit
+def backward(activations, Ws, bias, A, D, dWs, dbs):
+    """Fill every layer's gradients from the output delta already in D[L-1]."""
+    for l in range(len(Ws) - 1, -1, -1):
+        layer_grads(A[l], D[l], bias, dWs[l], dbs[l])
+        if l > 0:
+            hidden_delta(D[l], Ws[l], activations[l - 1], A[l], D[l - 1])
+
+
+@jit
+def loss_and_grads_into(
+    loss_code, activations, Ws, bs, bias, y, A, logits, log_norm, D, dWs, dbs, scratch
+):
+    """One evaluation: forward, C, δ_L and backward; returns C, gradients in dWs and dbs."""
+    forward(activations, Ws, bs, bias, A, logits, log_norm, scratch)
+    L = len(Ws)
+    value = loss(loss_code, A[L], logits, log_norm, y)
+    output_delta(loss_code, activations[L - 1], A[L], y, D[L - 1])
+    backward(activations, Ws, bias, A, D, dWs, dbs)
+    return value
+
+
+@jit
+def descend(W, dW, lr):
+    """W ← W − lr · dW, in place; both 2-D."""
+    for i in range(W.shape[0]):
+        for j in range(W.shape[1]):
+            W[i, j] -= lr * dW[i, j]
+
+
+@jit
+def train_loop(
+    loss_code, activations, Ws, bs, bias, y, lr, A, logits, log_norm, D, dWs, dbs, scratch, losses
+):
+    """``len(losses)`` gradient-descent steps on Ws and bs in place; losses[t] before step t."""
+    for t in range(losses.shape[0]):
+        losses[t] = loss_and_grads_into(
+            loss_code, activations, Ws, bs, bias, y, A, logits, log_norm, D, dWs, dbs, scratch
+        )
+        for l in range(len(Ws)):
+            descend(Ws[l], dWs[l], lr)
+            if bias:
+                b, db = bs[l], dbs[l]
+                for j in range(b.shape[0]):
+                    b[j] -= lr * db[j]
+
+
+# --- the Python boundary -------------------------------------------------------------------------
+
+
+class Workspace:
+    """Every buffer one call needs, allocated once: activations A[0..L] with A[0] = X, the
+    logits z_L, deltas D[0..L-1] (δ of layer l+1 in D[l]) and the gradients."""
+
+    def __init__(self, net: Network, params: Params, X: np.ndarray, copy: bool):
+        N = X.shape[0]
+        dtype = net.np_dtype
+        self.activations = np.array([ACTIVATION_CODES[a] for a in net.activations], np.int64)
+        self.Ws = tuple(np.array(layer["W"], dtype, copy=copy, order="C") for layer in params)
+        self.bs = tuple(
+            np.array(layer["b"], dtype, copy=copy) if net.bias else np.empty(0, dtype)
+            for layer in params
+        )
+        self.A = (np.ascontiguousarray(X), *(np.empty((N, w), dtype) for w in net.layers[1:]))
+        self.logits = np.empty((N, net.layers[-1]), dtype)
+        self.log_norm = np.empty(N, dtype)
+        self.D = tuple(np.empty((N, w), dtype) for w in net.layers[1:])
+        self.dWs = tuple(np.empty_like(W) for W in self.Ws)
+        self.dbs = tuple(np.empty_like(b) for b in self.bs)
+        bits = np.int64 if dtype == np.float64 else np.int32  # the exponent field's integer
+        self.scratch = (np.empty(CHUNK, dtype), np.empty(CHUNK, bits))
+
+    def params(self, bias: bool) -> Params:
+        return [
+            {"W": W, "b": b} if bias else {"W": W} for W, b in zip(self.Ws, self.bs, strict=True)
+        ]
+
+
+def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
+    ws = Workspace(net, params, X, copy=False)
+    forward(ws.activations, ws.Ws, ws.bs, net.bias, ws.A, ws.logits, ws.log_norm, ws.scratch)
+    return ws.A[-1]
+
+
+def loss_and_grads(
+    net: Network, params: Params, X: np.ndarray, y: np.ndarray
+) -> tuple[float, Params]:
+    ws = Workspace(net, params, X, copy=False)
+    value = loss_and_grads_into(
+        LOSS_CODES[net.loss],
+        ws.activations,
+        ws.Ws,
+        ws.bs,
+        net.bias,
+        y,
+        ws.A,
+        ws.logits,
+        ws.log_norm,
+        ws.D,
+        ws.dWs,
+        ws.dbs,
+        ws.scratch,
+    )
+    grads = [
+        {"W": dW, "b": db} if net.bias else {"W": dW} for dW, db in zip(ws.dWs, ws.dbs, strict=True)
+    ]
+    return float(value), grads
+
+
+def train(
+    net: Network, params: Params, X: np.ndarray, y: np.ndarray, steps: int, lr: float
+) -> Trajectory:
+    """All ``steps`` steps in one compiled call, on a copy of ``params``."""
+    ws = Workspace(net, params, X, copy=True)
+    losses = np.empty(steps, net.dtype)
+    train_loop(
+        LOSS_CODES[net.loss],
+        ws.activations,
+        ws.Ws,
+        ws.bs,
+        net.bias,
+        y,
+        net.np_dtype.type(lr),
+        ws.A,
+        ws.logits,
+        ws.log_norm,
+        ws.D,
+        ws.dWs,
+        ws.dbs,
+        ws.scratch,
+        losses,
+    )
+    return Trajectory(ws.params(net.bias), losses)
