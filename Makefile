@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: verify test lint clean
+.PHONY: verify test lint bench clean
 
 $(BIN)/gradcheck: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,13 @@ lint: $(BIN)/gradcheck
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The benchmarks run once each, untimed, so they cannot rot; `make bench` times them.
 test: lint
 	$(BIN)/pytest
+	$(BIN)/pytest bench --benchmark-disable -q
+
+bench: $(BIN)/gradcheck
+	$(BIN)/pytest bench --benchmark-only
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -84,7 +84,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="BACKEND",
         help="built-in names, or module:object for your own backend (default: all available)",
     )
-    verify_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify_cmd.add_argument(
+        "--timing",
+        action="store_true",
+        help="train each backend a second time and report training and compile time apart",
+    )
+    verify_cmd.add_argument(
+        "--json", action="store_true", help="print the report as JSON (timings included)"
+    )
     return parser
 
 
@@ -131,6 +138,7 @@ def _problem(args: argparse.Namespace) -> dict[str, Any]:
         "backends": None if args.backends is None else [_backend(s) for s in args.backends],
         "steps": steps,
         "lr": lr,
+        "timing": args.timing or args.json,
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,6 +97,10 @@ class Report:
     reference: str
     backends: list[str]
     checks: list[Check] = field(default_factory=list)
+    #: Seconds per backend: ``first_call`` (the first gradient, compile or load included),
+    #: ``first_train``, and with ``verify(timing=True)`` a warm ``train`` and their difference,
+    #: ``compile``.
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -129,6 +134,7 @@ class Report:
             "backends": self.backends,
             "ok": self.ok,
             "checks": [check.to_dict() for check in self.checks],
+            "seconds": self.timings,
         }
 
     def __str__(self) -> str:
@@ -160,12 +166,18 @@ class Report:
         else:
             failed = sorted({check.backend for check in self.failures})
             verdict = f"DISAGREE: {', '.join(failed)}"
+        timings = "".join(
+            f"\n{name}: training {seconds['train'] * 1e3:.3g} ms warm; first calls "
+            f"{seconds['first_call']:.3g} s (gradient) and +{seconds['compile']:.3g} s (training)"
+            for name, seconds in self.timings.items()
+            if "train" in seconds
+        )
         return (
             f"gradcheck verify: {self.net.describe()}\n"
             f"{self.n_samples} samples, {self.steps} steps, lr {self.lr:g}; "
             f"reference: {self.reference}\n"
             "errors are relative to the reference's largest magnitude (losses: to each value)\n\n"
-            f"{table}\n\n{verdict}"
+            f"{table}\n\n{verdict}{timings}"
         )
 
 
@@ -178,17 +190,39 @@ class _Outputs:
     grads: Params
     losses: np.ndarray
     params: Params
+    timing: dict[str, float]
 
 
-def _run(backend: Backend, net: Network, params: Params, X: Any, y: Any, steps: int, lr: float):
+def _run(
+    backend: Backend,
+    net: Network,
+    params: Params,
+    X: Any,
+    y: Any,
+    steps: int,
+    lr: float,
+    timing: bool,
+) -> _Outputs:
+    start = time.perf_counter()
     loss, grads = backend.loss_and_grads(net, params, X, y)
+    first_call = time.perf_counter() - start
+    start = time.perf_counter()
     trajectory = backend.train(net, params, X, y, steps, lr)
+    first_train = time.perf_counter() - start
+    seconds = {"first_call": first_call, "first_train": first_train}
+    if timing:
+        # The first run paid for compiling (or loading) the training loop; time it again warm.
+        start = time.perf_counter()
+        backend.train(net, params, X, y, steps, lr)
+        seconds["train"] = time.perf_counter() - start
+        seconds["compile"] = max(first_train - seconds["train"], 0.0)
     return _Outputs(
         predictions=np.asarray(backend.predict(net, params, X)),
         loss=loss,
         grads=grads,
         losses=np.asarray(trajectory.losses),
         params=trajectory.params,
+        timing=seconds,
     )
 
 
@@ -247,6 +281,7 @@ def verify(
     steps: int = 2000,
     lr: float = 1.0,
     reference: str | Backend | None = None,
+    timing: bool = False,
 ) -> Report:
     """Run every backend from the same params and compare each with the reference.
 
@@ -260,6 +295,8 @@ def verify(
         steps, lr: the training run compared (default: the notebook's 2000 steps of lr 1).
         reference: the backend the others are compared with, run in float64 (default ``jax``
             when available, else the first of ``backends``).
+        timing: also train each backend a second time, warm, so the report's ``timings``
+            separate the training time from the first run's compile (or cache-load) time.
 
     Returns:
         A :class:`Report`; ``report.ok`` says whether every backend agrees.
@@ -282,7 +319,14 @@ def verify(
     net64 = dataclasses.replace(net, dtype="float64")
     params64 = check_params(net64, params)
     want = _run(
-        reference_backend, net64, params64, X.astype(np.float64), y.astype(np.float64), steps, lr
+        reference_backend,
+        net64,
+        params64,
+        X.astype(np.float64),
+        y.astype(np.float64),
+        steps,
+        lr,
+        timing,
     )
 
     tol = tolerances(net, X.shape[0], steps)
@@ -296,7 +340,9 @@ def verify(
     )
     for backend in requested:
         if backend is reference_backend and net.dtype == "float64":
-            continue  # the reference itself: nothing to compare
-        got = _run(backend, net, params, X, y, steps, lr)
+            report.timings[backend.name] = want.timing  # the reference itself: nothing to compare
+            continue
+        got = _run(backend, net, params, X, y, steps, lr, timing)
+        report.timings[backend.name] = got.timing
         report.checks.extend(_compare_outputs(backend.name, got, want, tol.point, tol.trajectory))
     return report

@@ -51,6 +51,9 @@ def test_python_dash_m_with_json():
     assert data["steps"] == 10
     assert data["network"]["dtype"] == "float32"
     assert {c["backend"] for c in data["checks"]} == {"numpy"}
+    seconds = data["seconds"]["numpy"]
+    assert set(seconds) == {"first_call", "first_train", "train", "compile"}
+    assert seconds["compile"] == pytest.approx(max(seconds["first_train"] - seconds["train"], 0))
 
 
 def test_options_build_the_network_asked_for(capsys):

@@ -1,0 +1,69 @@
+"""First-call costs, each in a fresh process so nothing is already compiled or imported.
+
+``numba`` compiles on its first call and caches the machine code on disk; the cold figure uses
+an empty cache directory, the cached one a cache filled by an earlier process. ``jax`` traces and
+compiles its training loop in every new process. The timed figure is the whole process; the
+summary gives the first training call alone, less a second, warm call of the same size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import RESULTS
+
+import gradcheck
+
+FIRST_CALL = """
+import json, sys, time
+import gradcheck
+from problems import notebook
+problem = notebook("float64")
+backend = gradcheck.get_backend(sys.argv[1])
+args = (problem.net, problem.params, problem.X, problem.y, problem.steps, problem.lr)
+start = time.perf_counter()
+backend.train(*args)
+first = time.perf_counter() - start
+start = time.perf_counter()
+backend.train(*args)
+print(json.dumps({"first": first, "warm": time.perf_counter() - start}))
+"""
+
+
+def _first_call(name: str, cache_dir: Path) -> float:
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir)}
+    result = subprocess.run(
+        [sys.executable, "-c", FIRST_CALL, name],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=Path(__file__).parent,
+    )
+    seconds = json.loads(result.stdout)
+    return seconds["first"] - seconds["warm"]
+
+
+CASES = [
+    pytest.param(name, cached, id=f"{name}-{'cached' if cached else 'cold'}")
+    for name in ("numba", "jax")
+    if name in gradcheck.available_backends()
+    for cached in ((False, True) if name == "numba" else (False,))
+]
+
+
+@pytest.mark.parametrize(("name", "cached"), CASES)
+def test_first_call(machine, tmp_path, name, cached):
+    if cached:
+        _first_call(name, tmp_path)  # fill the cache
+    machine.group = "first training call in a fresh process (notebook, float64)"
+    compile_seconds = machine.pedantic(_first_call, args=(name, tmp_path), rounds=1)
+    machine.extra_info["first_call_minus_warm_s"] = compile_seconds
+    label = f"{name} {'cached' if cached else 'cold'}"
+    if not machine.disabled:
+        RESULTS[machine.group][label] = {"median": compile_seconds}
