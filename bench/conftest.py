@@ -36,7 +36,7 @@ def _cpu() -> str:
 
 def _versions() -> dict[str, str]:
     found = {}
-    for package in ("numpy", "numba", "jax", "jaxlib", "scipy"):
+    for package in ("numpy", "numba", "jax", "jaxlib", "keras", "tensorflow-cpu", "tensorflow"):
         with contextlib.suppress(PackageNotFoundError):
             found[package] = version(package)
     return found

@@ -1,9 +1,11 @@
 """First-call costs, each in a fresh process so nothing is already compiled or imported.
 
 ``numba`` compiles on its first call and caches the machine code on disk; the cold figure uses
-an empty cache directory, the cached one a cache filled by an earlier process. ``jax`` traces and
-compiles its training loop in every new process. The timed figure is the whole process; the
-summary gives the first training call alone, less a second, warm call of the same size.
+an empty cache directory, the cached one a cache filled by an earlier process. ``jax`` and
+``keras`` trace and compile their training loops in every new process (keras's figure leaves out
+importing TensorFlow, which happens at the backend's first use). The timed figure is the whole
+process; the summary gives the first training call alone, less a second, warm call of the same
+size.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def _first_call(name: str, cache_dir: Path) -> float:
 
 CASES = [
     pytest.param(name, cached, id=f"{name}-{'cached' if cached else 'cold'}")
-    for name in ("numba", "jax")
+    for name in ("numba", "jax", "keras")
     if name in gradcheck.available_backends()
     for cached in ((False, True) if name == "numba" else (False,))
 ]

@@ -55,6 +55,7 @@ _BUILTIN: dict[str, tuple[str, tuple[str, ...]]] = {
     "numpy": ("kernels.numpy_backprop", ()),
     "numba": ("kernels.numba_backprop", ("numba",)),
     "jax": ("kernels.jax_autodiff", ("jax",)),
+    "keras": ("kernels.keras_model", ("keras", "tensorflow")),
 }
 
 

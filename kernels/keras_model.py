@@ -1,0 +1,256 @@
+"""The notebook's Keras model, built from the same Network and started from the same weights.
+
+The notebook's Keras cell printed outputs unlike its scratch network's because the two were not the
+same network:
+
+1. **Biases.** ``Dense`` has ``use_bias=True`` by default; the scratch network had none.
+2. **Initial weights.** Keras drew its own glorot_uniform weights; the scratch network drew U[0, 1).
+3. **The loss.** ``mean_squared_error`` is (1/NK) Σ (a − y)², the scratch loss ½ Σ (a − y)². The
+   gradients differ by the factor N·K/2, so with the same learning rate Keras took steps N·K/2 times
+   smaller — half as large on the notebook's 4 samples with 1 output.
+4. **The optimizer call.** ``optimizers.SGD(lr=1)`` was removed; Keras 3 rejects it with a
+   ValueError and the argument is now ``learning_rate``.
+
+Here the model is built from the Network — widths, activations, ``use_bias`` and dtype — its weights
+are set from ``params``, the loss is the spec's, and training runs Keras's own compiled train step
+with ``keras.optimizers.SGD``; what differences remain are rounding.
+
+Two further details keep the comparison exact. Keras keeps a plain float learning rate as a
+float32 variable, so 0.1 would become 0.100000001; a constant schedule in the net's dtype keeps it
+exact. And Keras's cross-entropies compute from the logits only in graph mode, so gradients are
+taken inside a ``tf.function``.
+
+TensorFlow is imported with its start-up logging off and oneDNN's reordered kernels disabled —
+unless the user has set ``TF_CPP_MIN_LOG_LEVEL`` or ``TF_ENABLE_ONEDNN_OPTS`` — and Keras is asked
+for its TensorFlow backend unless ``KERAS_BACKEND`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no CUDA probing or start-up notices
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from gradcheck.backends import Trajectory
+from gradcheck.network import Network, Params
+
+if keras.backend.backend() != "tensorflow":
+    raise ImportError(
+        "the keras backend needs Keras's TensorFlow backend; Keras was loaded with "
+        f"KERAS_BACKEND={keras.backend.backend()!r}"
+    )
+
+name = "keras"
+
+_ACTIVATION = {
+    "sigmoid": "sigmoid",
+    "tanh": "tanh",
+    "relu": "relu",
+    "identity": "linear",
+    "softmax": "softmax",
+}
+
+
+class HalfSSE(keras.losses.Loss):
+    """½ Σ_n Σ_k (a − y)²: per-sample ½ Σ_k, summed over the samples."""
+
+    def __init__(self, dtype: str | None = None) -> None:
+        super().__init__(name="half_sse", reduction="sum", dtype=dtype)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return 0.5 * ops.sum(ops.square(y_pred - y_true), axis=-1)
+
+
+def keras_loss(net: Network) -> keras.losses.Loss:
+    """The spec's loss as a Keras loss, computed in the net's dtype.
+
+    Keras's own ``mean_squared_error``, ``binary_crossentropy`` and ``categorical_crossentropy``
+    with the default mean over the batch are exactly ``mse``, ``bce`` and ``softmax_ce``; the last
+    two take the logits under a sigmoid or softmax output (in graph mode), as the spec's stable
+    forms do. ``half_sse`` is :class:`HalfSSE`.
+    """
+    if net.loss == "half_sse":
+        return HalfSSE(dtype=net.dtype)
+    if net.loss == "mse":
+        return keras.losses.MeanSquaredError(dtype=net.dtype)
+    if net.loss == "bce":
+        return keras.losses.BinaryCrossentropy(dtype=net.dtype)
+    return keras.losses.CategoricalCrossentropy(dtype=net.dtype)
+
+
+def build_model(net: Network) -> keras.Sequential:
+    """A Sequential of Dense layers with the spec's widths, activations, biases and dtype.
+
+    Each layer computes and keeps its variables in the net's dtype through its own dtype policy,
+    so Keras's global floatx is left as the user set it.
+    """
+    layers: list[Any] = [keras.Input((net.layers[0],), dtype=net.dtype)]
+    for width, activation in zip(net.layers[1:], net.activations, strict=True):
+        layers.append(
+            keras.layers.Dense(
+                width, activation=_ACTIVATION[activation], use_bias=net.bias, dtype=net.dtype
+            )
+        )
+    return keras.Sequential(layers)
+
+
+def set_params(model: keras.Sequential, params: Params) -> None:
+    """Copy params into the Dense layers; a Dense kernel is (fan_in, fan_out), like ``W``."""
+    for layer, values in zip(model.layers, params, strict=True):
+        layer.kernel.assign(values["W"])
+        if "b" in values:
+            layer.bias.assign(values["b"])
+
+
+def _variables(model: keras.Sequential, bias: bool) -> list[dict[str, Any]]:
+    return [
+        {"W": layer.kernel, "b": layer.bias} if bias else {"W": layer.kernel}
+        for layer in model.layers
+    ]
+
+
+def _to_numpy(values: list[dict[str, Any]]) -> Params:
+    """Variables or tensors as NumPy copies; ``.numpy()`` copies without NumPy's deprecated
+    ``__array__`` path."""
+    return [{key: value.numpy() for key, value in layer.items()} for layer in values]
+
+
+class _Evaluator:
+    """A model for one network with its prediction and gradient compiled as tf.functions."""
+
+    def __init__(self, net: Network) -> None:
+        self.net = net
+        self.model = build_model(net)
+        self.loss = keras_loss(net)
+        self.predict = tf.function(lambda x: self.model(x, training=False))
+        self.loss_and_grads = tf.function(self._loss_and_grads)
+
+    def _loss_and_grads(self, x: Any, y: Any) -> tuple[Any, Any]:
+        variables = _variables(self.model, self.net.bias)
+        with tf.GradientTape() as tape:
+            loss = self.loss(y, self.model(x, training=True))
+        return loss, tape.gradient(loss, variables)
+
+
+class ConstantLearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """A learning rate held in a variable of the net's dtype, so it is exact and can change
+    without recompiling."""
+
+    def __init__(self, dtype: str) -> None:
+        self.rate = keras.Variable(0.0, dtype=dtype, trainable=False, name="learning_rate")
+
+    def __call__(self, step: Any) -> Any:
+        return self.rate.value
+
+    def get_config(self) -> dict[str, Any]:
+        return {"dtype": self.rate.dtype}
+
+
+class LossHistory(keras.metrics.Metric):
+    """Records the loss of every training step, in order.
+
+    Keras computes a train step's metrics from the predictions made before that step's update, so
+    entry t is the loss before step t — what ``Trajectory.losses`` holds.
+    """
+
+    def __init__(self, loss: keras.losses.Loss, steps: int, dtype: str) -> None:
+        super().__init__(name="loss_history", dtype=dtype)
+        self.loss = loss
+        self.history = self.add_variable(
+            shape=(steps,), initializer="zeros", dtype=dtype, name="history"
+        )
+        self.count = self.add_variable(shape=(), initializer="zeros", dtype="int32", name="count")
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        value = ops.cast(self.loss(y_true, y_pred), self.dtype)
+        index = ops.reshape(self.count, (1, 1))
+        self.history.assign(ops.scatter_update(self.history, index, ops.reshape(value, (1,))))
+        self.count.assign_add(1)
+
+    def result(self) -> Any:
+        return self.history[ops.maximum(self.count - 1, 0)]
+
+    def reset_state(self) -> None:
+        self.history.assign(ops.zeros_like(self.history))
+        self.count.assign(0)
+
+
+class _Trainer:
+    """A compiled model whose ``train_step`` runs ``steps`` times inside one XLA-compiled loop.
+
+    ``fit`` pays Python overhead per epoch and per execution; calling the model's own compiled
+    train step from a ``tf.range`` loop keeps Keras's loss, optimizer and metrics while the whole
+    run is one call.
+    """
+
+    def __init__(self, net: Network, steps: int) -> None:
+        self.net = net
+        self.model = build_model(net)
+        self.learning_rate = ConstantLearningRate(net.dtype)
+        self.history = LossHistory(keras_loss(net), steps, net.dtype)
+        self.model.compile(
+            optimizer=keras.optimizers.SGD(learning_rate=self.learning_rate),
+            loss=keras_loss(net),
+            metrics=[self.history],
+        )
+        self.model.make_train_function()
+        self.steps = steps
+        self.run = tf.function(self._run, jit_compile=True)
+
+    def _run(self, x: Any, y: Any) -> None:
+        for _ in tf.range(self.steps):
+            self.model.train_step((x, y))
+
+    def train(self, params: Params, X: np.ndarray, y: np.ndarray, lr: float) -> Trajectory:
+        set_params(self.model, params)
+        self.learning_rate.rate.assign(lr)
+        self.model.optimizer.iterations.assign(0)
+        self.history.reset_state()
+        self.run(tf.constant(X), tf.constant(y))
+        params = _to_numpy(_variables(self.model, self.net.bias))
+        return Trajectory(params, self.history.history.numpy())
+
+
+@lru_cache(maxsize=16)
+def _evaluator(net: Network) -> _Evaluator:
+    return _Evaluator(net)
+
+
+@lru_cache(maxsize=16)
+def _trainer(net: Network, steps: int) -> _Trainer:
+    return _Trainer(net, steps)
+
+
+def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
+    evaluator = _evaluator(net)
+    set_params(evaluator.model, params)
+    return evaluator.predict(tf.constant(X)).numpy()
+
+
+def loss_and_grads(
+    net: Network, params: Params, X: np.ndarray, y: np.ndarray
+) -> tuple[float, Params]:
+    evaluator = _evaluator(net)
+    set_params(evaluator.model, params)
+    loss, grads = evaluator.loss_and_grads(tf.constant(X), tf.constant(y))
+    return float(loss), _to_numpy(grads)
+
+
+def train(
+    net: Network, params: Params, X: np.ndarray, y: np.ndarray, steps: int, lr: float
+) -> Trajectory:
+    """``steps`` steps of Keras's SGD through the model's compiled train step."""
+    if steps == 0:
+        return Trajectory(
+            [{k: v.copy() for k, v in layer.items()} for layer in params], np.empty(0, net.dtype)
+        )
+    return _trainer(net, steps).train(params, X, y, lr)
