@@ -20,19 +20,25 @@ BACKENDS = gradcheck.available_backends()
 DTYPES = ("float64", "float32")
 
 
+def _time_training(benchmark, problem, name, group, rounds):
+    backend = gradcheck.get_backend(name)
+    benchmark.group = group
+    run = benchmark.pedantic(
+        backend.train,
+        args=(problem.net, problem.params, problem.X, problem.y, problem.steps, problem.lr),
+        warmup_rounds=2,
+        rounds=rounds,
+    )
+    assert run.losses[-1] < run.losses[0]
+    return run
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", BACKENDS)
 def test_notebook_training(machine, name, dtype):
     problem = notebook(dtype)
-    backend = gradcheck.get_backend(name)
-    machine.group = f"notebook 3-4-1, {problem.steps} steps, {dtype}"
-    run = machine.pedantic(
-        backend.train,
-        args=(problem.net, problem.params, problem.X, problem.y, problem.steps, problem.lr),
-        warmup_rounds=2,
-        rounds=15,
-    )
-    assert run.losses[-1] < run.losses[0]
+    group = f"notebook 3-4-1, {problem.steps} steps, {dtype}"
+    _time_training(machine, problem, name, group, rounds=15)
     record(machine, name)
 
 
@@ -40,15 +46,8 @@ def test_notebook_training(machine, name, dtype):
 @pytest.mark.parametrize("name", BACKENDS)
 def test_digits_training(machine, name, dtype):
     problem = digits(dtype)
-    backend = gradcheck.get_backend(name)
-    machine.group = f"digits 64-128-10, full batch, per step, {dtype}"
-    run = machine.pedantic(
-        backend.train,
-        args=(problem.net, problem.params, problem.X, problem.y, problem.steps, problem.lr),
-        warmup_rounds=1,
-        rounds=10,
-    )
-    assert run.losses[-1] < run.losses[0]
+    group = f"digits 64-128-10, full batch, per step, {dtype}"
+    _time_training(machine, problem, name, group, rounds=10)
     record(machine, name, per=problem.steps, flops=problem.flops_per_step)
 
 

@@ -369,9 +369,13 @@ class Workspace:
         N = X.shape[0]
         dtype = net.np_dtype
         self.activations = np.array([ACTIVATION_CODES[a] for a in net.activations], np.int64)
-        self.Ws = tuple(np.array(layer["W"], dtype, copy=copy, order="C") for layer in params)
+        # Kernels need C-contiguous arrays: copied when asked, otherwise only when necessary.
+        copy_or_if_needed = True if copy else None
+        self.Ws = tuple(
+            np.array(layer["W"], dtype, copy=copy_or_if_needed, order="C") for layer in params
+        )
         self.bs = tuple(
-            np.array(layer["b"], dtype, copy=copy) if net.bias else np.empty(0, dtype)
+            np.array(layer["b"], dtype, copy=copy_or_if_needed) if net.bias else np.empty(0, dtype)
             for layer in params
         )
         self.A = (np.ascontiguousarray(X), *(np.empty((N, w), dtype) for w in net.layers[1:]))

@@ -155,6 +155,26 @@ def test_nothing_is_mutated(backend):
     assert same_params(params, before)
 
 
+def test_non_contiguous_and_integer_inputs_are_accepted(backend):
+    net = Network([3, 4, 2], activation=["tanh", "identity"], loss="mse")
+    X, y, params = random_problem(net)
+    expected = backend.loss_and_grads(net, params, X, y)
+    wide = np.zeros((X.shape[0], 6))
+    wide[:, ::2] = X  # X as a strided view
+    transposed = [
+        {key: np.asfortranarray(value) for key, value in layer.items()} for layer in params
+    ]
+    loss, grads = backend.loss_and_grads(net, transposed, wide[:, ::2], y)
+    # The same numbers; a BLAS may sum in another order for another memory layout.
+    assert loss == pytest.approx(expected[0], rel=1e-14)
+    for got, want in zip(grads, expected[1], strict=True):
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-13, atol=1e-15)
+    Xi, yi = np.rint(X).astype(np.int32), np.rint(y).astype(np.int64)
+    loss_int, _ = backend.loss_and_grads(net, params, Xi, yi)
+    assert loss_int == backend.loss_and_grads(net, params, Xi.astype(float), yi.astype(float))[0]
+
+
 def test_trajectory_losses_are_the_loss_before_each_step(backend):
     net = Network([3, 5, 2], activation=["relu", "identity"], loss="half_sse")
     X, y, params = random_problem(net)
