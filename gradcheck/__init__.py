@@ -7,16 +7,20 @@ their predictions, gradients and training runs agree, or exactly where they part
 
 from gradcheck import datasets
 from gradcheck.backends import Backend, Trajectory, available_backends, get_backend
+from gradcheck.check_backward import BackwardCheck, check_backward
 from gradcheck.network import Network
-from gradcheck.verify import Check, Report, verify
+from gradcheck.report import Check, Report
+from gradcheck.verify import verify
 
 __all__ = [
     "Backend",
+    "BackwardCheck",
     "Check",
     "Network",
     "Report",
     "Trajectory",
     "available_backends",
+    "check_backward",
     "datasets",
     "get_backend",
     "verify",

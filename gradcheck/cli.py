@@ -85,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
         help="built-in names, or module:object for your own backend (default: all available)",
     )
     verify_cmd.add_argument(
+        "--finite-differences",
+        choices=("auto", "elementwise", "directional", "none"),
+        default="auto",
+        help="the finite-difference oracle: every parameter, random directions, or none "
+        "(default auto: every parameter up to 2000)",
+    )
+    verify_cmd.add_argument(
         "--timing",
         action="store_true",
         help="train each backend a second time and report training and compile time apart",
@@ -139,6 +146,9 @@ def _problem(args: argparse.Namespace) -> dict[str, Any]:
         "steps": steps,
         "lr": lr,
         "timing": args.timing or args.json,
+        "finite_differences": None
+        if args.finite_differences == "none"
+        else args.finite_differences,
     }
 
 

@@ -46,28 +46,33 @@ def tolerances(net: Network, n_samples: int, steps: int) -> Tolerances:
     return Tolerances(point=point, trajectory=point * math.sqrt(steps + 1))
 
 
+def relative_errors(
+    observed: np.ndarray, reference: np.ndarray, *, elementwise: bool = False
+) -> np.ndarray:
+    """``|observed − reference|`` divided by the reference's largest magnitude or, with
+    ``elementwise``, by each reference value's own magnitude; non-finite observations count as
+    an infinite error. Both arrays must have the same shape."""
+    observed = np.asarray(observed, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    magnitude = np.abs(reference)
+    scale = magnitude if elementwise or magnitude.size == 0 else magnitude.max()
+    scale = np.maximum(scale, np.finfo(np.float64).tiny)  # 0/0 is a mismatch, not NaN
+    with np.errstate(invalid="ignore", over="ignore"):
+        errors = np.abs(observed - reference) / scale
+    return np.where(np.isfinite(errors), errors, np.inf)
+
+
 def relative_error(
     observed: np.ndarray, reference: np.ndarray, *, elementwise: bool = False
 ) -> tuple[float, tuple[int, ...]]:
-    """The worst relative error of ``observed`` against ``reference`` and where it occurs.
-
-    ``|observed − reference|`` is divided by the reference's largest magnitude or, with
-    ``elementwise``, by each reference value's own magnitude. Non-finite observations count as
-    an infinite error. Both arrays must have the same shape.
+    """The worst of :func:`relative_errors` and where it occurs.
 
     Returns:
         ``(error, index)``: the largest relative error and its index in the arrays.
     """
-    observed = np.asarray(observed, dtype=np.float64)
-    reference = np.asarray(reference, dtype=np.float64)
-    if reference.size == 0:
+    errors = relative_errors(observed, reference, elementwise=elementwise)
+    if errors.size == 0:
         return 0.0, ()
-    magnitude = np.abs(reference)
-    scale = magnitude if elementwise else magnitude.max()
-    scale = np.maximum(scale, np.finfo(np.float64).tiny)  # 0/0 is a mismatch, not NaN
-    with np.errstate(invalid="ignore", over="ignore"):
-        errors = np.abs(observed - reference) / scale
-    errors = np.where(np.isfinite(errors), errors, np.inf)
     flat = int(np.argmax(errors))
     index = tuple(int(i) for i in np.unravel_index(flat, errors.shape))
     return float(errors.flat[flat]), index

@@ -11,11 +11,12 @@ import dataclasses
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from gradcheck import finite_diff
 from gradcheck.backends import Backend, available_backends, resolve
 from gradcheck.network import (
     Network,
@@ -25,160 +26,11 @@ from gradcheck.network import (
     check_params,
     check_steps_lr,
 )
-from gradcheck.tolerance import relative_error, tolerances
+from gradcheck.report import FINITE_DIFFERENCES, Check, Report
+from gradcheck.tolerance import relative_error, relative_errors, tolerances
 
-#: The quantities compared, in the order a report lists them.
-QUANTITIES = ("predictions", "loss", "gradient", "train losses", "train params")
-
-
-@dataclass(frozen=True)
-class Check:
-    """One comparison: the worst element of one quantity of one backend against the reference.
-
-    ``layer`` is 1-based and ``param`` is ``"W"`` or ``"b"`` for per-layer quantities; ``index``
-    is the worst element's index (for ``train losses``, the step).
-    """
-
-    backend: str
-    quantity: str
-    error: float
-    tolerance: float
-    layer: int | None = None
-    param: str | None = None
-    index: tuple[int, ...] = ()
-    detail: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.error <= self.tolerance  # False for NaN
-
-    @property
-    def where(self) -> str:
-        """The worst element, e.g. ``layer 2 W[3, 0]`` or ``step 17``."""
-        if self.quantity == "train losses" and self.index:
-            return f"step {self.index[0]}"
-        if self.quantity == "loss":
-            return ""
-        index = f"[{', '.join(str(i) for i in self.index)}]" if self.index else ""
-        if self.layer is None:
-            return index
-        return f"layer {self.layer} {self.param}{index}"
-
-    def describe(self) -> str:
-        where = f" {self.where}" if self.where else ""
-        detail = f" ({self.detail})" if self.detail else ""
-        return (
-            f"{self.backend}: {self.quantity}{where}: relative error {self.error:.1e} "
-            f"against tolerance {self.tolerance:.1e}{detail}"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "backend": self.backend,
-            "quantity": self.quantity,
-            "layer": self.layer,
-            "param": self.param,
-            "index": list(self.index),
-            "error": self.error if math.isfinite(self.error) else str(self.error),
-            "tolerance": self.tolerance,
-            "ok": self.ok,
-            "detail": self.detail,
-        }
-
-
-@dataclass
-class Report:
-    """What :func:`verify` found: every backend's checks against the reference."""
-
-    net: Network
-    n_samples: int
-    steps: int
-    lr: float
-    reference: str
-    backends: list[str]
-    checks: list[Check] = field(default_factory=list)
-    #: Seconds per backend: ``first_call`` (the first gradient, compile or load included),
-    #: ``first_train``, and with ``verify(timing=True)`` a warm ``train`` and their difference,
-    #: ``compile``.
-    timings: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """True when every check of every backend is within its tolerance."""
-        return all(check.ok for check in self.checks)
-
-    @property
-    def failures(self) -> list[Check]:
-        return [check for check in self.checks if not check.ok]
-
-    def assert_ok(self) -> None:
-        """Raise AssertionError listing every check that exceeds its tolerance."""
-        if not self.ok:
-            lines = "\n".join(f"  {check.describe()}" for check in self.failures)
-            raise AssertionError(f"backends disagree on {self.net.describe()}:\n{lines}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary: the problem, the reference, every check and the verdict."""
-        return {
-            "network": {
-                "layers": list(self.net.layers),
-                "activations": list(self.net.activations),
-                "loss": self.net.loss,
-                "bias": self.net.bias,
-                "dtype": self.net.dtype,
-            },
-            "samples": self.n_samples,
-            "steps": self.steps,
-            "lr": self.lr,
-            "reference": self.reference,
-            "backends": self.backends,
-            "ok": self.ok,
-            "checks": [check.to_dict() for check in self.checks],
-            "seconds": self.timings,
-        }
-
-    def __str__(self) -> str:
-        header = ("backend", "quantity", "where", "error", "tolerance", "")
-        rows = [header]
-        for name in self.backends:
-            checks = [check for check in self.checks if check.backend == name]
-            if not checks:
-                rows.append((name, "(reference)", "", "", "", ""))
-            for check in checks:
-                status = "ok" if check.ok else "FAIL"
-                rows.append(
-                    (
-                        name,
-                        check.quantity,
-                        check.where,
-                        f"{check.error:.1e}",
-                        f"{check.tolerance:.1e}",
-                        status,
-                    )
-                )
-        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-        table = "\n".join(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-            for row in rows
-        )
-        if self.ok:
-            verdict = f"all {len(self.backends)} backends agree with the reference"
-        else:
-            failed = sorted({check.backend for check in self.failures})
-            verdict = f"DISAGREE: {', '.join(failed)}"
-        timings = "".join(
-            f"\n{name}: training {seconds['train'] * 1e3:.3g} ms warm; first calls "
-            f"{seconds['first_call']:.3g} s (gradient) and +{seconds['compile']:.3g} s (training)"
-            for name, seconds in self.timings.items()
-            if "train" in seconds
-        )
-        return (
-            f"gradcheck verify: {self.net.describe()}\n"
-            f"{self.n_samples} samples, {self.steps} steps, lr {self.lr:g}; "
-            f"reference: {self.reference}\n"
-            "errors are relative to the reference's largest magnitude (losses: to each value)\n\n"
-            f"{table}\n\n{verdict}{timings}"
-        )
+#: Networks with at most this many parameters get a finite difference for every one.
+ELEMENTWISE_MAX_PARAMS = 2000
 
 
 @dataclass(frozen=True)
@@ -254,8 +106,107 @@ def _compare(
     if observed.shape != reference.shape:
         detail = f"shape {observed.shape}, expected {reference.shape}"
         return Check(backend, quantity, math.inf, tolerance, layer, param, detail=detail)
+    errors = relative_errors(observed, reference, elementwise=elementwise)
     error, index = relative_error(observed, reference, elementwise=elementwise)
-    return Check(backend, quantity, error, tolerance, layer, param, index)
+    first_step = None
+    if quantity == "train losses" and error > tolerance:
+        first_step = int(np.argmax(errors > tolerance))
+    return Check(backend, quantity, error, tolerance, layer, param, index, first_step=first_step)
+
+
+class _Oracle:
+    """Finite-difference gradients of the float64 network, and comparisons against them."""
+
+    def __init__(self, net: Network, params: Params, X: np.ndarray, y: np.ndarray, mode: str):
+        n_params = sum(math.prod(shape) for layer in net.shapes() for shape in layer.values())
+        if mode == "auto":
+            mode = "elementwise" if n_params <= ELEMENTWISE_MAX_PARAMS else "directional"
+        self.mode = mode
+        if mode == "elementwise":
+            self.elementwise = finite_diff.elementwise_gradient(net, params, X, y)
+        elif mode == "directional":
+            self.directional = finite_diff.directional_derivatives(net, params, X, y)
+        else:
+            raise ValueError(
+                f"finite_differences must be 'auto', 'elementwise', 'directional' or None; "
+                f"got {mode!r}"
+            )
+
+    def compare(self, name: str, grads: Params, point: float) -> list[Check]:
+        """``grads`` against the finite differences, held to the policy's tolerance or, where
+        larger, ten times the differences' own error estimate."""
+        if self.mode == "directional":
+            d = self.directional
+            projected = d.project(grads)  # (k,) ⟨g, v_j⟩
+            keep = ~d.kinks
+            scale = max(float(np.abs(d.values[keep]).max(initial=0.0)), np.finfo(float).tiny)
+            tolerance = max(point, 10 * float(d.errors[keep].max(initial=0.0)) / scale)
+            tolerance = min(tolerance, finite_diff.noise_limit(np.float64))
+            check = _compare(name, "gradient", projected[keep], d.values[keep], tolerance)
+            detail = f"{keep.sum()} random directions" + (
+                f", {(~keep).sum()} across a relu kink skipped" if (~keep).any() else ""
+            )
+            return [dataclasses.replace(check, param="directional", detail=detail)]
+        e = self.elementwise
+        checks = []
+        for layer, (got, fd, err, kinks) in enumerate(
+            zip(grads, e.grads, e.errors, e.kinks, strict=True), start=1
+        ):
+            for key in fd:
+                kink = kinks[key]
+                expected = np.where(kink, 0.0, fd[key])  # no derivative at a kink: not compared
+                observed = got.get(key)
+                if observed is not None and np.shape(observed) == expected.shape:
+                    observed = np.where(kink, 0.0, observed)
+                scale = max(float(np.abs(expected).max()), np.finfo(float).tiny)
+                tolerance = max(point, 10 * float(err[key][~kink].max(initial=0)) / scale)
+                tolerance = min(tolerance, finite_diff.noise_limit(np.float64))
+                check = _compare(name, "gradient", observed, expected, tolerance, layer, key)
+                if kink.any():
+                    check = dataclasses.replace(
+                        check, detail=f"{int(kink.sum())} at a relu kink skipped"
+                    )
+                checks.append(check)
+        return checks
+
+
+def _verdicts(
+    reference: str,
+    agree_with_reference: dict[str, bool],
+    agree_with_oracle: dict[str, bool],
+    checks: list[Check],
+) -> list[str]:
+    """Name the odd one out: a backend that disagrees where the others agree, or the reference
+    when every other implementation agrees with each other and not with it."""
+
+    def worst(name: str) -> str:
+        failing = [c for c in checks if c.backend == name and not c.ok]
+        return max(failing, key=lambda c: c.error / c.tolerance).finding() if failing else ""
+
+    def listing(names: list[str]) -> str:
+        return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+    oracle = [FINITE_DIFFERENCES] if agree_with_oracle else []
+    failing = [name for name, ok in agree_with_reference.items() if not ok]
+    agreeing = [name for name, ok in agree_with_reference.items() if ok]
+    if not failing:
+        return []
+    reference_is_right = agree_with_oracle.get(reference, True)
+    if reference_is_right:
+        witnesses = [reference, *(n for n in agreeing if n != reference)]
+        witnesses += oracle
+        return [
+            f"{name} disagrees with {listing(witnesses)}: {worst(name)}"
+            for name in failing
+            if len(witnesses) >= 2
+        ]
+    others = [n for n in failing if agree_with_oracle.get(n, False)]
+    if others and len(others) == len(failing) and not agreeing:
+        return [
+            f"the reference {reference} disagrees with {listing(others + oracle)}: "
+            f"{worst(FINITE_DIFFERENCES)}"
+        ]
+    return [f"no majority: {', '.join(failing)} disagree with the reference {reference}"]
 
 
 def _compare_outputs(
@@ -282,6 +233,7 @@ def verify(
     lr: float = 1.0,
     reference: str | Backend | None = None,
     timing: bool = False,
+    finite_differences: str | None = "auto",
 ) -> Report:
     """Run every backend from the same params and compare each with the reference.
 
@@ -297,6 +249,9 @@ def verify(
             when available, else the first of ``backends``).
         timing: also train each backend a second time, warm, so the report's ``timings``
             separate the training time from the first run's compile (or cache-load) time.
+        finite_differences: add the finite-difference oracle as a row and a witness for the
+            verdict: ``"elementwise"``, ``"directional"``, ``"auto"`` (element-wise up to
+            ``ELEMENTWISE_MAX_PARAMS`` parameters) or None.
 
     Returns:
         A :class:`Report`; ``report.ok`` says whether every backend agrees.
@@ -329,7 +284,8 @@ def verify(
         timing,
     )
 
-    tol = tolerances(net, X.shape[0], steps)
+    tol_args = (X.shape[0], steps)
+    tol = tolerances(net, *tol_args)
     report = Report(
         net=net,
         n_samples=X.shape[0],
@@ -338,11 +294,31 @@ def verify(
         reference=f"{reference_backend.name} in float64",
         backends=names,
     )
+    oracle = (
+        None if finite_differences is None else _Oracle(net64, params64, X, y, finite_differences)
+    )
+    agree_with_reference: dict[str, bool] = {}
+    agree_with_oracle: dict[str, bool] = {}
+    if oracle is not None:
+        fd_checks = oracle.compare(
+            FINITE_DIFFERENCES, want.grads, tolerances(net64, *tol_args).point
+        )
+        agree_with_oracle[reference_backend.name] = all(c.ok for c in fd_checks)
+        report.checks.extend(fd_checks)
     for backend in requested:
         if backend is reference_backend and net.dtype == "float64":
             report.timings[backend.name] = want.timing  # the reference itself: nothing to compare
             continue
         got = _run(backend, net, params, X, y, steps, lr, timing)
         report.timings[backend.name] = got.timing
-        report.checks.extend(_compare_outputs(backend.name, got, want, tol.point, tol.trajectory))
+        checks = _compare_outputs(backend.name, got, want, tol.point, tol.trajectory)
+        report.checks.extend(checks)
+        agree_with_reference[backend.name] = all(c.ok for c in checks)
+        if oracle is not None:
+            agree_with_oracle[backend.name] = all(
+                c.ok for c in oracle.compare(backend.name, got.grads, tol.point)
+            )
+    report.verdicts = _verdicts(
+        reference_backend.name, agree_with_reference, agree_with_oracle, report.checks
+    )
     return report

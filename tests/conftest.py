@@ -2,6 +2,8 @@ import pytest
 
 import gradcheck
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture(params=gradcheck.available_backends())
 def backend(request):

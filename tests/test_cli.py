@@ -50,7 +50,7 @@ def test_python_dash_m_with_json():
     assert data["ok"] is True
     assert data["steps"] == 10
     assert data["network"]["dtype"] == "float32"
-    assert {c["backend"] for c in data["checks"]} == {"numpy"}
+    assert {c["backend"] for c in data["checks"]} == {"numpy", "finite differences"}
     seconds = data["seconds"]["numpy"]
     assert set(seconds) == {"first_call", "first_train", "train", "compile"}
     assert seconds["compile"] == pytest.approx(max(seconds["first_train"] - seconds["train"], 0))

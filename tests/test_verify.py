@@ -92,6 +92,10 @@ def test_report_table_json_and_reference_row():
     assert quantities == {"predictions", "loss", "gradient", "train losses", "train params"}
     tol = tolerances(net, 4, 30)
     for check in data["checks"]:
+        if check["backend"] == "finite differences":
+            # held to its own error estimate, never tighter than the policy
+            assert tol.point <= check["tolerance"] <= 1e-6
+            continue
         expected = (
             tol.point
             if check["quantity"] in ("predictions", "loss", "gradient")

@@ -1,0 +1,185 @@
+"""The outcome of :func:`gradcheck.verify`: one Check per compared quantity, a verdict, a table."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from gradcheck.network import Network
+
+#: The row of the finite-difference oracle.
+FINITE_DIFFERENCES = "finite differences"
+
+#: The quantities compared, in the order a report lists them.
+QUANTITIES = ("predictions", "loss", "gradient", "train losses", "train params")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One comparison: the worst element of one quantity of one backend against the reference.
+
+    ``layer`` is 1-based and ``param`` is ``"W"`` or ``"b"`` for per-layer quantities; ``index``
+    is the worst element's index (for ``train losses``, the step).
+    """
+
+    backend: str
+    quantity: str
+    error: float
+    tolerance: float
+    layer: int | None = None
+    param: str | None = None
+    index: tuple[int, ...] = ()
+    detail: str = ""
+    #: For ``train losses``: the first step whose loss leaves the tolerance.
+    first_step: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error <= self.tolerance  # False for NaN
+
+    @property
+    def where(self) -> str:
+        """The worst element, e.g. ``layer 2 W[3, 0]`` or ``step 17``."""
+        if self.quantity == "train losses" and self.index:
+            return f"step {self.index[0]}"
+        if self.quantity == "loss":
+            return ""
+        if self.param == "directional":
+            return f"direction {self.index[0]}" if self.index else ""
+        index = f"[{', '.join(str(i) for i in self.index)}]" if self.index else ""
+        if self.layer is None:
+            return index
+        return f"layer {self.layer} {self.param}{index}"
+
+    def describe(self) -> str:
+        return f"{self.backend}: {self.finding()}"
+
+    def finding(self) -> str:
+        """What was found, without the backend: quantity, where, error against tolerance."""
+        where = f" {self.where}" if self.where else ""
+        detail = f" ({self.detail})" if self.detail else ""
+        first = (
+            f", first out of tolerance at step {self.first_step}"
+            if self.first_step is not None and not self.ok
+            else ""
+        )
+        return (
+            f"{self.quantity}{where}: relative error {self.error:.1e} "
+            f"against tolerance {self.tolerance:.1e}{first}{detail}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "quantity": self.quantity,
+            "layer": self.layer,
+            "param": self.param,
+            "index": list(self.index),
+            "error": self.error if math.isfinite(self.error) else str(self.error),
+            "tolerance": self.tolerance,
+            "ok": self.ok,
+            "detail": self.detail,
+            "first_step": self.first_step,
+        }
+
+
+@dataclass
+class Report:
+    """What :func:`verify` found: every backend's checks against the reference."""
+
+    net: Network
+    n_samples: int
+    steps: int
+    lr: float
+    reference: str
+    backends: list[str]
+    checks: list[Check] = field(default_factory=list)
+    #: One sentence per implementation found wrong, naming it and what the others agree on.
+    verdicts: list[str] = field(default_factory=list)
+    #: Seconds per backend: ``first_call`` (the first gradient, compile or load included),
+    #: ``first_train``, and with ``verify(timing=True)`` a warm ``train`` and their difference,
+    #: ``compile``.
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when every check of every backend is within its tolerance."""
+        return all(check.ok for check in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [check for check in self.checks if not check.ok]
+
+    def assert_ok(self) -> None:
+        """Raise AssertionError with the verdict and every check that exceeds its tolerance."""
+        if not self.ok:
+            lines = "\n".join(f"  {check.describe()}" for check in self.failures)
+            verdict = "".join(f"{line}\n" for line in self.verdicts)
+            raise AssertionError(f"backends disagree on {self.net.describe()}:\n{verdict}{lines}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary: the problem, the reference, every check and the verdict."""
+        return {
+            "network": {
+                "layers": list(self.net.layers),
+                "activations": list(self.net.activations),
+                "loss": self.net.loss,
+                "bias": self.net.bias,
+                "dtype": self.net.dtype,
+            },
+            "samples": self.n_samples,
+            "steps": self.steps,
+            "lr": self.lr,
+            "reference": self.reference,
+            "backends": self.backends,
+            "ok": self.ok,
+            "verdicts": self.verdicts,
+            "checks": [check.to_dict() for check in self.checks],
+            "seconds": self.timings,
+        }
+
+    def __str__(self) -> str:
+        header = ("backend", "quantity", "where", "error", "tolerance", "")
+        rows = [header]
+        for name in [*self.backends, FINITE_DIFFERENCES]:
+            checks = [check for check in self.checks if check.backend == name]
+            if name == FINITE_DIFFERENCES and not checks:
+                continue
+            if not checks:
+                rows.append((name, "(reference)", "", "", "", ""))
+            for check in checks:
+                status = "ok" if check.ok else "FAIL"
+                rows.append(
+                    (
+                        name,
+                        check.quantity,
+                        check.where,
+                        f"{check.error:.1e}",
+                        f"{check.tolerance:.1e}",
+                        status,
+                    )
+                )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        table = "\n".join(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        )
+        if self.ok:
+            verdict = f"all {len(self.backends)} backends agree with the reference"
+        else:
+            failed = sorted({check.backend for check in self.failures})
+            verdict = "\n".join([f"DISAGREE: {', '.join(failed)}", *self.verdicts])
+        timings = "".join(
+            f"\n{name}: training {seconds['train'] * 1e3:.3g} ms warm; first calls "
+            f"{seconds['first_call']:.3g} s (gradient) and +{seconds['compile']:.3g} s (training)"
+            for name, seconds in self.timings.items()
+            if "train" in seconds
+        )
+        return (
+            f"gradcheck verify: {self.net.describe()}\n"
+            f"{self.n_samples} samples, {self.steps} steps, lr {self.lr:g}; "
+            f"reference: {self.reference}\n"
+            "errors are relative to the reference's largest magnitude (losses: to each value)\n\n"
+            f"{table}\n\n{verdict}{timings}"
+        )

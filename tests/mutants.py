@@ -1,0 +1,164 @@
+"""Realistic backprop bugs, each one small change to the correct NumPy kernels.
+
+A mutant is a copy of ``kernels.numpy_backprop`` whose functions see the copy's globals, with one
+function replaced; it is served through the same input checks as the built-in backends.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+
+from gradcheck.backends import KernelBackend
+from kernels import numpy_backprop as nb
+
+
+def _copy_kernels(name: str) -> types.ModuleType:
+    module = types.ModuleType(f"mutant_{name}")
+    namespace = module.__dict__
+    namespace.update(vars(nb))
+    for key, value in vars(nb).items():
+        if isinstance(value, types.FunctionType) and value.__module__ == nb.__name__:
+            namespace[key] = types.FunctionType(
+                value.__code__, namespace, value.__name__, value.__defaults__, value.__closure__
+            )
+    namespace["name"] = name
+    return module
+
+
+def _point_tables_at(namespace: dict) -> None:
+    """ACTIVATE and PRIME hold functions; make them the mutant's, replacements included."""
+    namespace["ACTIVATE"] = {k: namespace.get(f.__name__, f) for k, f in nb.ACTIVATE.items()}
+    namespace["PRIME"] = {k: namespace[f.__name__] for k, f in nb.PRIME.items()}
+
+
+class MutantBackend(KernelBackend):
+    def __init__(self, name: str, module: types.ModuleType) -> None:
+        super().__init__(name, module.__name__)
+        self._module = module
+
+
+def mutant(name: str, **replacements: object) -> MutantBackend:
+    module = _copy_kernels(name)
+    for key, value in replacements.items():
+        if key not in vars(nb):
+            raise KeyError(f"numpy_backprop has no {key!r} to replace")
+        if isinstance(value, types.FunctionType):  # its globals are the mutant's
+            value = types.FunctionType(
+                value.__code__, module.__dict__, value.__name__, value.__defaults__
+            )
+        module.__dict__[key] = value
+    _point_tables_at(module.__dict__)
+    return MutantBackend(name, module)
+
+
+# --- the bugs; each body is the correct function with one change, marked -----------------------
+
+
+def _train_sign_flip(net, params, X, y, steps, lr):
+    params = [{key: value.copy() for key, value in layer.items()} for layer in params]
+    losses = np.empty(steps, dtype=net.dtype)
+    for t in range(steps):
+        losses[t], grads = loss_and_grads(net, params, X, y)  # noqa: F821
+        for layer, grad in zip(params, grads, strict=True):
+            for key in layer:
+                layer[key] += lr * grad[key]  # BUG: ascends the loss
+    return Trajectory(params, losses)  # noqa: F821
+
+
+def _sigmoid_prime_of_activation(a):
+    return sigmoid(a) * (1 - sigmoid(a))  # BUG: σ′(z) applied to a = σ(z)  # noqa: F821
+
+
+def _tanh_prime_unsquared(a):
+    return 1 - a  # BUG: 1 − tanh, not 1 − tanh²
+
+
+def _layer_grads_without_bias(a_prev, delta, bias):
+    grads = {"W": a_prev.T @ delta}
+    if bias:
+        grads["b"] = np.zeros(delta.shape[1], delta.dtype)  # BUG: bias gradient dropped
+    return grads
+
+
+def _layer_grads_transposed(a_prev, delta, bias):
+    grads = {"W": delta.T @ a_prev}  # BUG: ∂C/∂Wᵀ, (n_l, n_{l-1}): the right shape when square
+    if bias:
+        grads["b"] = delta.sum(axis=0)
+    return grads
+
+
+def _output_delta_without_mean(net, cache, y):
+    a = cache.activations[-1]
+    if net.loss == "softmax_ce":
+        return a * np.sum(y, axis=1, keepdims=True) - y  # BUG: the 1/N of the mean is missing
+    return nb.output_delta(net, cache, y)
+
+
+def _output_delta_without_softmax(net, cache, y):
+    if net.loss == "softmax_ce":
+        return (cache.logits - y) / y.shape[0]  # BUG: z − y instead of softmax(z) − y
+    return nb.output_delta(net, cache, y)
+
+
+def _backward_wrong_layer_activation(net, params, cache, delta):
+    grads = [{} for _ in params]
+    for l in reversed(range(net.depth)):  # noqa: E741
+        a_prev = cache.activations[l]
+        grads[l] = layer_grads(a_prev, delta, net.bias)  # noqa: F821
+        if l > 0:
+            # BUG: the layer's own activation, net.activations[l], instead of layer l − 1's
+            delta = hidden_delta(delta, params[l]["W"], net.activations[l], a_prev)  # noqa: F821
+    return grads
+
+
+def _loss_and_grads_stale_cache(net, params, X, y, _previous={}):  # noqa: B006
+    cache = forward(net, params, X)  # noqa: F821
+    stale = _previous.get("cache", cache)  # BUG: backward gets the previous call's activations
+    _previous["cache"] = cache
+    return loss(net, cache, y), backward(net, params, stale, output_delta(net, stale, y))  # noqa: F821
+
+
+def _layer_grads_first_sample(a_prev, delta, bias):
+    grads = {"W": a_prev[:1].T @ delta[:1]}  # BUG: only the first sample's gradient
+    if bias:
+        grads["b"] = delta[:1].sum(axis=0)
+    return grads
+
+
+def _forward_first_layer_float16(net, params, X):
+    activations = [X]
+    z = X
+    for l, (layer, activation) in enumerate(zip(params, net.activations, strict=True)):  # noqa: E741
+        if l == 0:  # BUG: the first layer silently computed in float16
+            half = {key: value.astype(np.float16) for key, value in layer.items()}
+            z = pre_activation(X.astype(np.float16), half).astype(X.dtype)  # noqa: F821
+        else:
+            z = pre_activation(activations[-1], layer)  # noqa: F821
+        activations.append(ACTIVATE[activation](z))  # noqa: F821
+    return Cache(activations, z)  # noqa: F821
+
+
+def all_mutants() -> dict[str, MutantBackend]:
+    """Every bug, by name, as a fresh backend."""
+    _loss_and_grads_stale_cache.__defaults__[0].clear()
+    return {
+        "update sign flip": mutant("update_sign_flip", train=_train_sign_flip),
+        "sigmoid' of the activation": mutant(
+            "sigmoid_prime_of_a", sigmoid_prime=_sigmoid_prime_of_activation
+        ),
+        "tanh' unsquared": mutant("tanh_prime_unsquared", tanh_prime=_tanh_prime_unsquared),
+        "missing bias gradient": mutant("no_bias_grad", layer_grads=_layer_grads_without_bias),
+        "transposed weight gradient": mutant("transposed_dW", layer_grads=_layer_grads_transposed),
+        "missing 1/N of the mean": mutant("no_mean", output_delta=_output_delta_without_mean),
+        "softmax-CE gradient without the softmax": mutant(
+            "no_softmax", output_delta=_output_delta_without_softmax
+        ),
+        "wrong layer's activation in backward": mutant(
+            "wrong_layer_activation", backward=_backward_wrong_layer_activation
+        ),
+        "stale forward cache": mutant("stale_cache", loss_and_grads=_loss_and_grads_stale_cache),
+        "first sample only": mutant("first_sample", layer_grads=_layer_grads_first_sample),
+        "one layer in float16": mutant("float16_layer", forward=_forward_first_layer_float16),
+    }

@@ -1,0 +1,48 @@
+"""The pytest plugin, run on the README's example test file the way a user runs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradcheck
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def _readme_example() -> str:
+    """The README's example of a user's test file, so the example is what is tested."""
+    section = README.read_text().split("### A pytest gate for your own kernels", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+USER_TESTS = _readme_example()
+
+
+def test_fixture_runs_over_the_chosen_backends(pytester):
+    pytester.makepyfile(test_user=USER_TESTS)
+    result = pytester.runpytest_subprocess("--gradcheck-backends", "numpy")
+    result.assert_outcomes(passed=2)
+    result = pytester.runpytest_subprocess("-v")
+    result.assert_outcomes(passed=1 + len(gradcheck.available_backends()))
+    for name in gradcheck.available_backends():
+        result.stdout.fnmatch_lines([f"*test_backends_train_the_notebook?{name}? PASSED*"])
+
+
+def test_a_backend_that_is_not_installed_is_skipped_with_the_reason(pytester):
+    pytester.makeconftest(
+        """
+        import gradcheck.pytest_plugin as plugin
+        plugin.available_backends = lambda: ["numpy"]  # as if no framework were installed
+        """
+    )
+    pytester.makepyfile(test_user=USER_TESTS)
+    result = pytester.runpytest_subprocess("-rs", "--gradcheck-backends", "numpy,keras")
+    result.assert_outcomes(passed=2, skipped=1)
+    result.stdout.fnmatch_lines(["*gradcheck backend 'keras': its framework is not installed*"])
+
+
+def test_an_unknown_backend_is_a_usage_error(pytester):
+    pytester.makepyfile(test_user=USER_TESTS)
+    result = pytester.runpytest_subprocess("--gradcheck-backends", "torch")
+    assert result.ret == 4  # pytest's usage error
+    result.stderr.fnmatch_lines(["*--gradcheck-backends must name backends among*got 'torch'*"])
