@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from gradcheck.finite_diff import STEP, along, central_difference, noise_limit
-from gradcheck.tolerance import SAFETY
+from gradcheck.tolerance import SAFETY, relative_error
 
 #: Inputs with at most this many elements are checked element by element.
 ELEMENTWISE_MAX = 2000
@@ -70,17 +70,6 @@ class BackwardCheck:
     @property
     def ok(self) -> bool:
         return all(check.ok for check in self.checks)
-
-
-def _relative(observed: np.ndarray, expected: np.ndarray) -> tuple[float, tuple[int, ...]]:
-    scale = max(float(np.abs(expected).max(initial=0.0)), np.finfo(np.float64).tiny)
-    with np.errstate(invalid="ignore", over="ignore"):
-        errors = np.abs(np.asarray(observed, np.float64) - expected) / scale
-    errors = np.where(np.isfinite(errors), errors, np.inf)
-    if errors.size == 0:
-        return 0.0, ()
-    flat = int(np.argmax(errors))
-    return float(errors.flat[flat]), tuple(int(i) for i in np.unravel_index(flat, errors.shape))
 
 
 def check_backward(
@@ -195,7 +184,7 @@ def _against_finite_differences(
             )
             estimates[j], errors[j] = d.value, d.error
         expected = estimates.reshape(x.shape)
-        error, index = _relative(grad, expected)
+        error, index = relative_error(grad, expected)
         scale = max(float(np.abs(expected).max(initial=0.0)), np.finfo(np.float64).tiny)
         tolerance = max(rounding, 10 * float(errors.max()) / scale)
         return InputCheck(label, "finite differences", error, tolerance, index, "elementwise")
@@ -207,7 +196,7 @@ def _against_finite_differences(
         values.append(d.value)
         errs.append(d.error)
         projected.append(float(np.sum(grad.astype(np.float64) * v)))
-    error, index = _relative(np.array(projected), np.array(values))
+    error, index = relative_error(np.array(projected), np.array(values))
     scale = max(float(np.abs(values).max()), np.finfo(np.float64).tiny)
     tolerance = max(rounding, 10 * max(errs) / scale)
     return InputCheck(label, "finite differences", error, tolerance, index, "directional")
@@ -230,6 +219,6 @@ def _against_jax(
     tolerance = SAFETY * eps * math.sqrt(max(size, 1))
     checks = []
     for label, grad, want in zip(labels, grads, expected, strict=True):
-        error, index = _relative(np.asarray(grad), want)
+        error, index = relative_error(np.asarray(grad), want)
         checks.append(InputCheck(label, "jax.vjp", error, tolerance, index, "elementwise"))
     return checks

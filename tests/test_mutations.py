@@ -21,6 +21,11 @@ CORRECT = [name for name in ("numpy", "numba") if name in gradcheck.available_ba
 TRAINING_ONLY = {"update sign flip"}
 
 
+def _unflatten(arrays):
+    """(W1, b1, W2, b2, …) back into params."""
+    return [{"W": arrays[i], "b": arrays[i + 1]} for i in range(0, len(arrays), 2)]
+
+
 def _problem():
     rng = np.random.default_rng(3)
     X = rng.normal(size=(8, 4))
@@ -49,14 +54,11 @@ def test_check_backward_flags_the_mutant(bug):
     X, y, params = _problem()
     flat = [layer[key] for layer in params for key in ("W", "b")]
 
-    def unflatten(arrays):
-        return [{"W": arrays[i], "b": arrays[i + 1]} for i in range(0, len(arrays), 2)]
-
     def forward(*arrays):
-        return np.asarray(backend.loss_and_grads(NET, unflatten(arrays), X, y)[0])
+        return np.asarray(backend.loss_and_grads(NET, _unflatten(arrays), X, y)[0])
 
     def backward(u, *arrays):
-        _, grads = backend.loss_and_grads(NET, unflatten(arrays), X, y)
+        _, grads = backend.loss_and_grads(NET, _unflatten(arrays), X, y)
         return [u * layer[key] for layer in grads for key in ("W", "b")]
 
     with pytest.raises(AssertionError, match="backward disagrees"):
@@ -69,13 +71,12 @@ def test_check_backward_passes_the_correct_kernels(name):
     X, y, params = _problem()
     flat = [layer[key] for layer in params for key in ("W", "b")]
 
-    def unflatten(arrays):
-        return [{"W": arrays[i], "b": arrays[i + 1]} for i in range(0, len(arrays), 2)]
-
     result = gradcheck.check_backward(
-        lambda *a: np.asarray(backend.loss_and_grads(NET, unflatten(a), X, y)[0]),
+        lambda *a: np.asarray(backend.loss_and_grads(NET, _unflatten(a), X, y)[0]),
         lambda u, *a: [
-            u * g[k] for g in backend.loss_and_grads(NET, unflatten(a), X, y)[1] for k in ("W", "b")
+            u * g[k]
+            for g in backend.loss_and_grads(NET, _unflatten(a), X, y)[1]
+            for k in ("W", "b")
         ],
         *flat,
     )
