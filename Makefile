@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: verify test lint bench clean
+.PHONY: verify test lint bench chart clean
 
 $(BIN)/gradcheck: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: lint
 
 bench: $(BIN)/gradcheck
 	$(BIN)/pytest bench --benchmark-only
+
+# The README's chart: every backend's time per step and the notebook's loss curves.
+chart: $(BIN)/gradcheck
+	$(BIN)/gradcheck bench --plot bench/chart.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

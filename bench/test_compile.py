@@ -24,7 +24,7 @@ import gradcheck
 FIRST_CALL = """
 import json, sys, time
 import gradcheck
-from problems import notebook
+from gradcheck.benchmarks import notebook
 problem = notebook("float64")
 backend = gradcheck.get_backend(sys.argv[1])
 args = (problem.net, problem.params, problem.X, problem.y, problem.steps, problem.lr)

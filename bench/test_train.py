@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import record
-from problems import digits, notebook
 
 import gradcheck
+from gradcheck.benchmarks import digits, notebook
 
 BACKENDS = gradcheck.available_backends()
 DTYPES = ("float64", "float32")

@@ -1,5 +1,6 @@
 """The ``gradcheck`` command.
 
+``gradcheck bench`` times every backend's training loop (see ``gradcheck.benchmarks``).
 ``gradcheck verify`` with no options verifies the notebook's network (3-4-1, sigmoid, no bias,
 ½SSE, U[0,1) weights, 2000 steps of lr 1) on the notebook's four samples with every available
 backend. Exit status: 0 when every backend agrees, 1 when any disagrees, 2 on bad usage.
@@ -15,7 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from gradcheck import datasets
-from gradcheck.backends import Backend, resolve
+from gradcheck.backends import Backend, available_backends, resolve
+from gradcheck.benchmarks import DTYPES as BENCH_DTYPES
+from gradcheck.benchmarks import PROBLEMS
 from gradcheck.network import (
     ACTIVATIONS,
     DTYPES,
@@ -99,6 +102,22 @@ def _parser() -> argparse.ArgumentParser:
     verify_cmd.add_argument(
         "--json", action="store_true", help="print the report as JSON (timings included)"
     )
+
+    bench_cmd = commands.add_parser(
+        "bench",
+        help="time every backend's training loop and print the ratios",
+        description="Time each backend's training run on the notebook and digits problems in "
+        "float64 and float32: median time per step, ratio to the fastest, GFLOP/s against a "
+        "plain matmul measured in the same run, and the first call's compile time.",
+    )
+    bench_cmd.add_argument("--backends", nargs="+", metavar="BACKEND")
+    bench_cmd.add_argument("--problems", nargs="+", choices=PROBLEMS, default=list(PROBLEMS))
+    bench_cmd.add_argument("--dtypes", nargs="+", choices=BENCH_DTYPES, default=list(BENCH_DTYPES))
+    bench_cmd.add_argument("--rounds", type=int, default=7, help="timed rounds per backend")
+    bench_cmd.add_argument("--json", action="store_true", help="print the results as JSON")
+    bench_cmd.add_argument(
+        "--plot", metavar="FILE.png", help="also write a chart of the times and loss curves"
+    )
     return parser
 
 
@@ -152,9 +171,36 @@ def _problem(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from gradcheck import benchmarks
+
+    backends = available_backends() if args.backends is None else args.backends
+    for name in backends:
+        resolve(name)  # an unknown or missing backend is bad usage, found before any timing
+    if args.rounds < 1:
+        raise ValueError(f"rounds must be a positive integer; got {args.rounds}")
+    rows, ceiling = benchmarks.run(
+        backends, args.problems, args.dtypes, args.rounds, progress=benchmarks.progress_bar
+    )
+    if args.json:
+        print(json.dumps(benchmarks.to_dict(rows, ceiling), indent=2))
+    else:
+        print(benchmarks.table(rows, ceiling))
+    if args.plot:
+        benchmarks.plot(rows, backends, args.plot)
+        print(f"chart written to {args.plot}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "bench":
+        try:
+            return _bench(args)
+        except (ValueError, ImportError) as error:
+            print(f"gradcheck: error: {error}", file=sys.stderr)
+            return 2
     try:
         problem = _problem(args)
     except (ValueError, TypeError, ImportError) as error:

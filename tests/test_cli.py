@@ -174,3 +174,70 @@ def test_a_disagreeing_backend_exits_1(tmp_path):
     assert result.returncode == 1, result.stderr
     assert "sloppy" in result.stdout
     assert "FAIL" in result.stdout
+
+
+def test_bench_prints_json_rows_for_the_matrix_asked_for(capsys):
+    status = main(
+        [
+            "bench",
+            "--problems",
+            "notebook",
+            "--dtypes",
+            "float64",
+            "float32",
+            "--backends",
+            "numpy",
+            "numba",
+            "--rounds",
+            "1",
+            "--json",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert status == 0
+    data = json.loads(captured.out)
+    rows = data["rows"]
+    assert {(r["backend"], r["dtype"]) for r in rows} == {
+        (b, d) for b in ("numpy", "numba") for d in ("float64", "float32")
+    }
+    for dtype in ("float64", "float32"):
+        ratios = [r["ratio_to_fastest"] for r in rows if r["dtype"] == dtype]
+        assert min(ratios) == 1.0
+    assert all(r["seconds_per_step"] > 0 and r["steps"] == 2000 for r in rows)
+    assert "4/4 done" in captured.err  # the progress bar ran to the end
+
+
+def test_bench_table_and_chart(tmp_path, capsys):
+    chart = tmp_path / "chart.png"
+    status = main(
+        [
+            "bench",
+            "--problems",
+            "digits",
+            "--dtypes",
+            "float32",
+            "--backends",
+            "numpy",
+            "--rounds",
+            "1",
+            "--plot",
+            str(chart),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "% matmul" in out
+    assert "plain matmul (1797x64 @ 64x128), float32" in out
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bench", "--backends", "torch"], "got 'torch'"),
+        (["bench", "--rounds", "0"], "rounds must be a positive integer"),
+    ],
+)
+def test_bench_bad_usage_exits_2(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
