@@ -11,9 +11,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
+import zipfile
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from gradcheck import datasets
 from gradcheck.backends import Backend, available_backends, resolve
@@ -66,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
         "dataset's defaults (seed_xor: the notebook's 3-4-1 network).",
     )
     verify_cmd.add_argument("--dataset", choices=sorted(PRESETS), default="seed_xor")
+    verify_cmd.add_argument(
+        "--data",
+        metavar="FILE.npz",
+        help="your own data: an .npz file with arrays X and y (the dataset's defaults for the "
+        "network still apply; give --layers to match your data)",
+    )
     verify_cmd.add_argument("--layers", type=int, nargs="+", metavar="WIDTH")
     verify_cmd.add_argument(
         "--activation",
@@ -132,6 +142,28 @@ def _backend(spec: str) -> Backend:
         raise ValueError(f"backend {spec!r} could not be imported: {error}") from error
 
 
+def _load(path: str) -> tuple[Any, Any]:
+    """X and y from an .npz file, without unpickling anything."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--data {path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"--data {path} is not an .npz file (a zip archive of .npy arrays)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = {"X", "y"} - set(data.files)
+            if missing:
+                raise ValueError(
+                    f"--data {path} must hold arrays X and y; it has {sorted(data.files)}"
+                )
+            return data["X"], data["y"]
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        raise ValueError(f"--data {path} could not be read: {error}") from None
+    except ValueError as error:
+        if "pickle" in str(error):
+            raise ValueError(f"--data {path} holds pickled objects, which are not loaded") from None
+        raise
+
+
 def _problem(args: argparse.Namespace) -> dict[str, Any]:
     """verify()'s arguments from the command line, every one checked before any work."""
     options = {
@@ -154,7 +186,7 @@ def _problem(args: argparse.Namespace) -> dict[str, Any]:
         bias=options["bias"],
         dtype=args.dtype,
     )
-    X, y = check_data(net, *getattr(datasets, args.dataset)())
+    X, y = check_data(net, *(_load(args.data) if args.data else getattr(datasets, args.dataset)()))
     steps, lr = check_steps_lr(options["steps"], options["lr"])
     return {
         "net": net,

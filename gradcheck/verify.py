@@ -209,18 +209,48 @@ def _verdicts(
     return [f"no majority: {', '.join(failing)} disagree with the reference {reference}"]
 
 
+def _diverged_at(losses: np.ndarray) -> int | None:
+    """The first step whose loss is not finite, if any."""
+    bad = ~np.isfinite(losses)
+    return int(np.argmax(bad)) if bad.any() else None
+
+
 def _compare_outputs(
     backend: str, got: _Outputs, want: _Outputs, point: float, trajectory: float
 ) -> list[Check]:
-    return [
+    checks = [
         _compare(backend, "predictions", got.predictions, want.predictions, point),
         _compare(
             backend, "loss", np.float64(got.loss), np.float64(want.loss), point, elementwise=True
         ),
         *_compare_params(backend, "gradient", got.grads, want.grads, point),
-        _compare(backend, "train losses", got.losses, want.losses, trajectory, elementwise=True),
-        *_compare_params(backend, "train params", got.params, want.params, trajectory),
     ]
+    step, reference_step = _diverged_at(got.losses), _diverged_at(want.losses)
+    if step is None and reference_step is None:
+        return [
+            *checks,
+            _compare(
+                backend, "train losses", got.losses, want.losses, trajectory, elementwise=True
+            ),
+            *_compare_params(backend, "train params", got.params, want.params, trajectory),
+        ]
+    # After its first non-finite loss a diverged run has nothing left to compare.
+    first = min(s for s in (step, reference_step) if s is not None)
+    detail = (
+        f"diverged at step {step}"
+        if step is not None
+        else f"the reference diverged at step {reference_step}"
+    )
+    diverged = Check(
+        backend,
+        "train losses",
+        math.inf,
+        trajectory,
+        index=(first,),
+        detail=detail,
+        first_step=first,
+    )
+    return [*checks, diverged]
 
 
 def verify(
@@ -305,6 +335,8 @@ def verify(
         )
         agree_with_oracle[reference_backend.name] = all(c.ok for c in fd_checks)
         report.checks.extend(fd_checks)
+    reference_diverged = _diverged_at(want.losses)
+    diverged = [] if reference_diverged is None else [f"{reference_backend.name} (the reference)"]
     for backend in requested:
         if backend is reference_backend and net.dtype == "float64":
             report.timings[backend.name] = want.timing  # the reference itself: nothing to compare
@@ -313,7 +345,11 @@ def verify(
         report.timings[backend.name] = got.timing
         checks = _compare_outputs(backend.name, got, want, tol.point, tol.trajectory)
         report.checks.extend(checks)
-        agree_with_reference[backend.name] = all(c.ok for c in checks)
+        if _diverged_at(got.losses) is not None:
+            diverged.append(backend.name)
+        # When the reference itself diverged, no training run can be blamed for differing.
+        compared = [c for c in checks if reference_diverged is None or c.quantity != "train losses"]
+        agree_with_reference[backend.name] = all(c.ok for c in compared)
         if oracle is not None:
             agree_with_oracle[backend.name] = all(
                 c.ok for c in oracle.compare(backend.name, got.grads, tol.point)
@@ -321,4 +357,10 @@ def verify(
     report.verdicts = _verdicts(
         reference_backend.name, agree_with_reference, agree_with_oracle, report.checks
     )
+    if reference_diverged is not None:
+        report.verdicts.insert(
+            0,
+            f"training diverged ({', '.join(diverged)}; the reference at step "
+            f"{reference_diverged}): a diverged run cannot be compared, try a smaller lr",
+        )
     return report

@@ -212,9 +212,12 @@ def train(
     """``steps`` full-batch gradient-descent steps, W ← W − lr ∂C/∂W, on a copy of ``params``."""
     params = [{key: value.copy() for key, value in layer.items()} for layer in params]
     losses = np.empty(steps, dtype=net.dtype)
-    for t in range(steps):
-        losses[t], grads = loss_and_grads(net, params, X, y)
-        for layer, grad in zip(params, grads, strict=True):
-            for key in layer:
-                layer[key] -= lr * grad[key]
+    # A step size too large for the problem drives the loss to inf and then NaN; that divergence
+    # shows in the losses, where verify() reports it, rather than as NumPy warnings.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(steps):
+            losses[t], grads = loss_and_grads(net, params, X, y)
+            for layer, grad in zip(params, grads, strict=True):
+                for key in layer:
+                    layer[key] -= lr * grad[key]
     return Trajectory(params, losses)
