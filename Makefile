@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: verify test lint bench chart clean
+.PHONY: verify test lint docs bench chart clean
 
 $(BIN)/gradcheck: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,17 +19,23 @@ lint: $(BIN)/gradcheck
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The benchmarks run once each, untimed, so they cannot rot; `make bench` times them.
-test: lint
+# The benchmarks run once each, untimed, so they cannot rot; `make bench` times them. The docs'
+# and README's code blocks run as tests, and the site builds with warnings as errors.
+test: lint docs
 	$(BIN)/pytest
+	$(BIN)/pytest --markdown-docs -m markdown-docs docs README.md -q
 	$(BIN)/pytest bench --benchmark-disable -q
+
+# The documentation site, into site/.
+docs: $(BIN)/gradcheck
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 bench: $(BIN)/gradcheck
 	$(BIN)/pytest bench --benchmark-only
 
 # The README's chart: every backend's time per step and the notebook's loss curves.
 chart: $(BIN)/gradcheck
-	$(BIN)/gradcheck bench --plot bench/chart.png
+	$(BIN)/gradcheck bench --plot docs/chart.png
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache

@@ -172,6 +172,7 @@ def output_delta(net: Network, cache: Cache, y: np.ndarray) -> np.ndarray:
 
 
 def layer_grads(a_prev: np.ndarray, delta: np.ndarray, bias: bool) -> dict[str, np.ndarray]:
+    """∂C/∂W_l = a_{l-1}ᵀ δ_l and ∂C/∂b_l = Σ_samples δ_l."""
     grads = {"W": a_prev.T @ delta}  # (n_{l-1}, N) @ (N, n_l) -> (n_{l-1}, n_l)
     if bias:
         grads["b"] = delta.sum(axis=0)  # (N, n_l) -> (n_l,)
@@ -181,6 +182,7 @@ def layer_grads(a_prev: np.ndarray, delta: np.ndarray, bias: bool) -> dict[str, 
 def hidden_delta(
     delta: np.ndarray, W: np.ndarray, activation: str, a_prev: np.ndarray
 ) -> np.ndarray:
+    """δ_{l-1} = (δ_l W_lᵀ) ⊙ f′_{l-1}(z_{l-1}), with f′ written through a_{l-1}."""
     grad_a_prev = delta @ W.T  # (N, n_l) @ (n_l, n_{l-1}) -> (N, n_{l-1})
     return activation_backward(activation, a_prev, grad_a_prev)
 
