@@ -86,6 +86,11 @@ class Network:
                 f"{list(self.activations)}"
             )
 
+        if self.activations[-1] == "softmax" and self.layers[-1] < 2:
+            raise ValueError(
+                f"softmax needs at least 2 outputs (over one it is the constant 1); got layers "
+                f"{list(self.layers)}"
+            )
         _one_of("loss", self.loss, LOSSES)
         output = self.activations[-1]
         if self.loss == "bce" and output != "sigmoid":

@@ -19,11 +19,12 @@ a run whose dynamics amplify rounding (chaos, divergence) is reported as disagre
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from gradcheck.network import Network
+from gradcheck.network import Network, Params
 
 #: Headroom over the rounding estimate; differences a real bug makes are far larger.
 SAFETY = 16.0
@@ -47,14 +48,22 @@ def tolerances(net: Network, n_samples: int, steps: int) -> Tolerances:
 
 
 def relative_errors(
-    observed: np.ndarray, reference: np.ndarray, *, elementwise: bool = False
+    observed: np.ndarray,
+    reference: np.ndarray,
+    *,
+    elementwise: bool = False,
+    magnitude: np.ndarray | None = None,
 ) -> np.ndarray:
     """``|observed − reference|`` divided by the reference's largest magnitude or, with
     ``elementwise``, by each reference value's own magnitude; non-finite observations count as
-    an infinite error. Both arrays must have the same shape."""
+    an infinite error. Both arrays must have the same shape.
+
+    ``magnitude``, when given, is the size of what was summed to make each reference value
+    (see :func:`gradient_magnitudes`); the scale is then its largest element, since rounding
+    in a sum is relative to its terms, not to a result they nearly cancel to."""
     observed = np.asarray(observed, dtype=np.float64)
     reference = np.asarray(reference, dtype=np.float64)
-    magnitude = np.abs(reference)
+    magnitude = np.abs(reference) if magnitude is None else np.maximum(magnitude, np.abs(reference))
     scale = magnitude if elementwise or magnitude.size == 0 else magnitude.max()
     scale = np.maximum(scale, np.finfo(np.float64).tiny)  # 0/0 is a mismatch, not NaN
     with np.errstate(invalid="ignore", over="ignore"):
@@ -63,16 +72,74 @@ def relative_errors(
 
 
 def relative_error(
-    observed: np.ndarray, reference: np.ndarray, *, elementwise: bool = False
+    observed: np.ndarray,
+    reference: np.ndarray,
+    *,
+    elementwise: bool = False,
+    magnitude: np.ndarray | None = None,
 ) -> tuple[float, tuple[int, ...]]:
     """The worst of :func:`relative_errors` and where it occurs.
 
     Returns:
         ``(error, index)``: the largest relative error and its index in the arrays.
     """
-    errors = relative_errors(observed, reference, elementwise=elementwise)
+    errors = relative_errors(observed, reference, elementwise=elementwise, magnitude=magnitude)
     if errors.size == 0:
         return 0.0, ()
     flat = int(np.argmax(errors))
     index = tuple(int(i) for i in np.unravel_index(flat, errors.shape))
     return float(errors.flat[flat]), index
+
+
+def gradient_magnitudes(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Params:
+    """For every gradient element, the sum of the magnitudes of the terms that make it.
+
+    Backpropagation run in absolute values — |a|ᵀ|δ|, |δ||W|ᵀ ⊙ |f′|, starting from |a| + |y| at
+    the output — bounds what each gradient sums. Where those terms nearly cancel, the gradient is
+    small but its rounding is not, and the comparison is scaled by this instead.
+    """
+    from dataclasses import replace
+
+    from kernels import numpy_backprop as nb
+
+    net = replace(net, dtype="float64")
+    signed = [{k: np.asarray(v, np.float64) for k, v in layer.items()} for layer in params]
+    X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
+    activations = nb.forward(net, signed, X).activations
+    a, (N, K) = activations[-1], y.shape
+    spread = np.abs(a) + np.abs(y)  # (N, K): the size of a − y before it cancels
+    if net.loss == "bce":
+        delta = spread / (N * K)
+    elif net.loss == "softmax_ce":
+        delta = (np.abs(a) * np.abs(y).sum(axis=1, keepdims=True) + np.abs(y)) / N
+    else:
+        delta = spread if net.loss == "half_sse" else 2 * spread / (N * K)
+        delta = _abs_activation_backward(net.activations[-1], a, delta)
+    magnitudes: Params = [{} for _ in params]
+    for i in reversed(range(net.depth)):
+        magnitudes[i]["W"] = np.abs(activations[i]).T @ delta  # (n_{i-1}, N) @ (N, n_i)
+        if net.bias:
+            magnitudes[i]["b"] = delta.sum(axis=0)
+        if i > 0:
+            grad_a = delta @ np.abs(signed[i]["W"]).T  # (N, n_i) @ (n_i, n_{i-1})
+            delta = _abs_activation_backward(net.activations[i - 1], activations[i], grad_a)
+    return magnitudes
+
+
+#: The size of the terms in each f′ written through a = f(z): σ′ = a − a² and tanh′ = 1 − a²
+#: are differences that cancel as the unit saturates, so their rounding is relative to a and
+#: to 1, not to the small derivative that is left.
+_PRIME_TERMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "sigmoid": np.abs,
+    "tanh": np.ones_like,
+    "relu": lambda a: (a > 0).astype(np.float64),
+    "identity": np.ones_like,
+}
+
+
+def _abs_activation_backward(activation: str, a: np.ndarray, grad_a: np.ndarray) -> np.ndarray:
+    """A bound on the terms of ∂C/∂z from one on those of ∂C/∂a: elementwise through
+    ``_PRIME_TERMS``, and for the softmax |a| ⊙ (g + ⟨g, |a|⟩), which bounds a ⊙ (g − ⟨g, a⟩)."""
+    if activation == "softmax":
+        return np.abs(a) * (grad_a + np.sum(grad_a * np.abs(a), axis=1, keepdims=True))
+    return grad_a * _PRIME_TERMS[activation](a)

@@ -27,7 +27,12 @@ from gradcheck.network import (
     check_steps_lr,
 )
 from gradcheck.report import FINITE_DIFFERENCES, Check, Report
-from gradcheck.tolerance import relative_error, relative_errors, tolerances
+from gradcheck.tolerance import (
+    gradient_magnitudes,
+    relative_error,
+    relative_errors,
+    tolerances,
+)
 
 #: Networks with at most this many parameters get a finite difference for every one.
 ELEMENTWISE_MAX_PARAMS = 2000
@@ -79,13 +84,28 @@ def _run(
 
 
 def _compare_params(
-    backend: str, quantity: str, observed: Params, reference: Params, tolerance: float
+    backend: str,
+    quantity: str,
+    observed: Params,
+    reference: Params,
+    tolerance: float,
+    magnitudes: Params | None = None,
 ) -> list[Check]:
     checks = []
     for layer, (got, want) in enumerate(zip(observed, reference, strict=True), start=1):
         for key in want:
+            magnitude = None if magnitudes is None else magnitudes[layer - 1][key]
             checks.append(
-                _compare(backend, quantity, got.get(key), want[key], tolerance, layer, key)
+                _compare(
+                    backend,
+                    quantity,
+                    got.get(key),
+                    want[key],
+                    tolerance,
+                    layer,
+                    key,
+                    magnitude=magnitude,
+                )
             )
     return checks
 
@@ -99,6 +119,7 @@ def _compare(
     layer: int | None = None,
     param: str | None = None,
     elementwise: bool = False,
+    magnitude: np.ndarray | None = None,
 ) -> Check:
     if observed is None:
         return Check(backend, quantity, math.inf, tolerance, layer, param, detail="missing")
@@ -106,8 +127,8 @@ def _compare(
     if observed.shape != reference.shape:
         detail = f"shape {observed.shape}, expected {reference.shape}"
         return Check(backend, quantity, math.inf, tolerance, layer, param, detail=detail)
-    errors = relative_errors(observed, reference, elementwise=elementwise)
-    error, index = relative_error(observed, reference, elementwise=elementwise)
+    errors = relative_errors(observed, reference, elementwise=elementwise, magnitude=magnitude)
+    error, index = relative_error(observed, reference, elementwise=elementwise, magnitude=magnitude)
     first_step = None
     if quantity == "train losses" and error > tolerance:
         first_step = int(np.argmax(errors > tolerance))
@@ -216,14 +237,19 @@ def _diverged_at(losses: np.ndarray) -> int | None:
 
 
 def _compare_outputs(
-    backend: str, got: _Outputs, want: _Outputs, point: float, trajectory: float
+    backend: str,
+    got: _Outputs,
+    want: _Outputs,
+    point: float,
+    trajectory: float,
+    magnitudes: Params,
 ) -> list[Check]:
     checks = [
         _compare(backend, "predictions", got.predictions, want.predictions, point),
         _compare(
             backend, "loss", np.float64(got.loss), np.float64(want.loss), point, elementwise=True
         ),
-        *_compare_params(backend, "gradient", got.grads, want.grads, point),
+        *_compare_params(backend, "gradient", got.grads, want.grads, point, magnitudes),
     ]
     step, reference_step = _diverged_at(got.losses), _diverged_at(want.losses)
     if step is None and reference_step is None:
@@ -335,6 +361,8 @@ def verify(
         )
         agree_with_oracle[reference_backend.name] = all(c.ok for c in fd_checks)
         report.checks.extend(fd_checks)
+    # Gradients are sums; their rounding is relative to the size of what they sum.
+    magnitudes = gradient_magnitudes(net64, params64, X, y)
     reference_diverged = _diverged_at(want.losses)
     diverged = [] if reference_diverged is None else [f"{reference_backend.name} (the reference)"]
     for backend in requested:
@@ -343,7 +371,7 @@ def verify(
             continue
         got = _run(backend, net, params, X, y, steps, lr, timing)
         report.timings[backend.name] = got.timing
-        checks = _compare_outputs(backend.name, got, want, tol.point, tol.trajectory)
+        checks = _compare_outputs(backend.name, got, want, tol.point, tol.trajectory, magnitudes)
         report.checks.extend(checks)
         if _diverged_at(got.losses) is not None:
             diverged.append(backend.name)

@@ -121,7 +121,7 @@ def test_digits_dataset_defaults(capsys):
         (["verify", "--loss", "softmax_ce"], "softmax output"),
         (["verify", "--backends", "torch"], "got 'torch'"),
         (["verify", "--backends", "nowhere:thing"], "could not be imported"),
-        (["verify", "--dataset", "digits", "--layers", "3", "4", "1"], "X must have layers[0]"),
+        (["verify", "--dataset", "digits", "--layers", "3", "4", "10"], "X must have layers[0]"),
         (["verify", "--activation", "relu", "tanh", "sigmoid"], "one name per weight layer"),
         (["verify", "--steps", "-1"], "steps must be a non-negative integer"),
         (["verify", "--lr", "0"], "lr must be a positive finite number"),

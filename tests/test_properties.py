@@ -30,6 +30,8 @@ def problems(draw):
     loss = draw(st.sampled_from(sorted(OUTPUT_FOR_LOSS)))
     output = draw(st.sampled_from(OUTPUT_FOR_LOSS[loss]))
     hidden = draw(st.lists(st.sampled_from(HIDDEN), min_size=depth - 1, max_size=depth - 1))
+    if output == "softmax":  # a softmax over one output is the constant 1: not a valid network
+        layers[-1] = max(layers[-1], 2)
     net = Network(
         layers,
         activation=[*hidden, output],
