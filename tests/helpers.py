@@ -6,6 +6,16 @@ import numpy as np
 
 from gradcheck import Network
 
+#: Every activation a hidden layer may have.
+HIDDEN = ("sigmoid", "tanh", "relu", "identity")
+#: For each loss, the output activations it may follow.
+OUTPUTS = {
+    "half_sse": ("sigmoid", "tanh", "relu", "identity", "softmax"),
+    "mse": ("sigmoid", "tanh", "relu", "identity", "softmax"),
+    "bce": ("sigmoid",),
+    "softmax_ce": ("softmax",),
+}
+
 
 def random_problem(net: Network, n_samples: int = 6, seed: int = 0):
     """Inputs, targets suited to the loss, and glorot params for ``net``, all float64."""

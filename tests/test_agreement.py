@@ -11,7 +11,7 @@ import itertools
 
 import numpy as np
 import pytest
-from helpers import random_problem
+from helpers import HIDDEN, OUTPUTS, random_problem
 
 import gradcheck
 from gradcheck import Network
@@ -20,13 +20,6 @@ pytestmark = pytest.mark.skipif(
     "jax" not in gradcheck.available_backends(), reason="the JAX reference is not installed"
 )
 
-HIDDEN = ("sigmoid", "tanh", "relu", "identity")
-OUTPUTS = {
-    "half_sse": ("sigmoid", "tanh", "relu", "identity", "softmax"),
-    "mse": ("sigmoid", "tanh", "relu", "identity", "softmax"),
-    "bce": ("sigmoid",),
-    "softmax_ce": ("softmax",),
-}
 WIDTHS = {1: [3, 3], 2: [3, 5, 3], 3: [4, 5, 4, 3]}
 
 

@@ -8,27 +8,20 @@ searches further.
 from __future__ import annotations
 
 import numpy as np
+from helpers import HIDDEN, OUTPUTS
 from hypothesis import given
 from hypothesis import strategies as st
 
 import gradcheck
 from gradcheck import Network
 
-HIDDEN = ("sigmoid", "tanh", "relu", "identity")
-OUTPUT_FOR_LOSS = {
-    "half_sse": ("sigmoid", "tanh", "relu", "identity", "softmax"),
-    "mse": ("sigmoid", "tanh", "relu", "identity", "softmax"),
-    "bce": ("sigmoid",),
-    "softmax_ce": ("softmax",),
-}
-
 
 @st.composite
 def problems(draw):
     depth = draw(st.integers(1, 4))
     layers = draw(st.lists(st.integers(1, 16), min_size=depth + 1, max_size=depth + 1))
-    loss = draw(st.sampled_from(sorted(OUTPUT_FOR_LOSS)))
-    output = draw(st.sampled_from(OUTPUT_FOR_LOSS[loss]))
+    loss = draw(st.sampled_from(sorted(OUTPUTS)))
+    output = draw(st.sampled_from(OUTPUTS[loss]))
     hidden = draw(st.lists(st.sampled_from(HIDDEN), min_size=depth - 1, max_size=depth - 1))
     if output == "softmax":  # a softmax over one output is the constant 1: not a valid network
         layers[-1] = max(layers[-1], 2)

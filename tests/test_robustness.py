@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import OUTPUTS
 
 import gradcheck
 from gradcheck import Network
@@ -106,16 +107,7 @@ def test_unknown_backend_names_the_name():
         gradcheck.get_backend("pytorch")
 
 
-ACTIVATION_LOSS = [
-    (output, loss)
-    for loss, outputs in {
-        "half_sse": ("sigmoid", "tanh", "relu", "identity", "softmax"),
-        "mse": ("sigmoid", "tanh", "relu", "identity", "softmax"),
-        "bce": ("sigmoid",),
-        "softmax_ce": ("softmax",),
-    }.items()
-    for output in outputs
-]
+ACTIVATION_LOSS = [(output, loss) for loss, outputs in OUTPUTS.items() for output in outputs]
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
