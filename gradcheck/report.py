@@ -180,6 +180,7 @@ class Report:
             f"gradcheck verify: {self.net.describe()}\n"
             f"{self.n_samples} samples, {self.steps} steps, lr {self.lr:g}; "
             f"reference: {self.reference}\n"
-            "errors are relative to the reference's largest magnitude (losses: to each value)\n\n"
+            "relative errors: gradients to the size of their terms, params to their layer's "
+            "largest, losses to themselves, others to their largest element\n\n"
             f"{table}\n\n{verdict}{timings}"
         )

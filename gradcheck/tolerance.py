@@ -10,10 +10,12 @@ like √T while the dynamics are stable. The policy writes that estimate down wi
 
 where ε is the machine epsilon of the dtype under test (float32 results are compared with a float64
 reference at float32's ε), n the longest sum in the problem (samples or widest layer) and L the
-number of weight layers. Errors are relative: to the largest magnitude in the reference tensor for
-arrays (a normwise error, so tiny entries produced by cancellation are not held to a precision
-they never had), and to the value itself for losses. A tolerance is a statement about rounding:
-a run whose dynamics amplify rounding (chaos, divergence) is reported as disagreeing.
+number of weight layers. Errors are relative, each to the size its rounding scales with: a
+gradient to the sum of the magnitudes of the terms it adds up (:func:`gradient_magnitudes`), so
+tiny values produced by cancellation are not held to a precision they never had; trained params
+to their layer's largest; a loss to itself; any other array to its largest element. A tolerance
+is a statement about rounding: a run whose dynamics amplify rounding (chaos, divergence) is
+reported as disagreeing.
 """
 
 from __future__ import annotations

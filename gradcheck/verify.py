@@ -230,6 +230,20 @@ def _verdicts(
     return [f"no majority: {', '.join(failing)} disagree with the reference {reference}"]
 
 
+def _layer_scales(params: Params) -> Params:
+    """Each layer's largest parameter, for every parameter of the layer.
+
+    A layer's weights and bias move by updates built from the same deltas, so their rounding is
+    on one scale: a bias that stays near zero while its updates nearly cancel is held to the
+    layer's scale, not to its own small value.
+    """
+    scales = []
+    for layer in params:
+        largest = max(float(np.abs(value).max(initial=0.0)) for value in layer.values())
+        scales.append({key: np.full(np.shape(value), largest) for key, value in layer.items()})
+    return scales
+
+
 def _diverged_at(losses: np.ndarray) -> int | None:
     """The first step whose loss is not finite, if any."""
     bad = ~np.isfinite(losses)
@@ -258,7 +272,14 @@ def _compare_outputs(
             _compare(
                 backend, "train losses", got.losses, want.losses, trajectory, elementwise=True
             ),
-            *_compare_params(backend, "train params", got.params, want.params, trajectory),
+            *_compare_params(
+                backend,
+                "train params",
+                got.params,
+                want.params,
+                trajectory,
+                _layer_scales(want.params),
+            ),
         ]
     # After its first non-finite loss a diverged run has nothing left to compare.
     first = min(s for s in (step, reference_step) if s is not None)

@@ -251,6 +251,16 @@ def test_a_gradient_that_cancels_is_held_to_the_size_of_its_terms():
     report.assert_ok()
 
 
+def test_a_bias_whose_updates_cancel_is_held_to_its_layers_scale():
+    """Found by hypothesis: a bias that starts at 0 and whose updates nearly cancel ends tiny;
+    relative to itself correct backends differ, relative to its layer's weights they agree."""
+    net = Network([1, 1], activation="sigmoid", loss="bce", bias=True)
+    X = np.array([[-1.47980844], [1.72406656]])
+    y = np.array([[0.53458417], [0.48679755]])
+    params = [{"W": np.array([[1.70993923]]), "b": np.array([0.0])}]
+    gradcheck.verify(net, X, y, params=params, steps=5, lr=0.05).assert_ok()
+
+
 def test_tolerances_grow_with_rounding_unit_size_depth_and_steps():
     small = tolerances(Network([3, 4, 1]), 4, 0)
     assert tolerances(Network([3, 4, 1], dtype="float32"), 4, 0).point == pytest.approx(
