@@ -127,10 +127,10 @@ def _compare(
     if observed.shape != reference.shape:
         detail = f"shape {observed.shape}, expected {reference.shape}"
         return Check(backend, quantity, math.inf, tolerance, layer, param, detail=detail)
-    errors = relative_errors(observed, reference, elementwise=elementwise, magnitude=magnitude)
     error, index = relative_error(observed, reference, elementwise=elementwise, magnitude=magnitude)
     first_step = None
-    if quantity == "train losses" and error > tolerance:
+    if quantity == "train losses" and error > tolerance:  # where the curve first left
+        errors = relative_errors(observed, reference, elementwise=elementwise)
         first_step = int(np.argmax(errors > tolerance))
     return Check(backend, quantity, error, tolerance, layer, param, index, first_step=first_step)
 
