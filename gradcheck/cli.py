@@ -214,10 +214,11 @@ def _bench(args: argparse.Namespace) -> int:
     rows, ceiling = benchmarks.run(
         backends, args.problems, args.dtypes, args.rounds, progress=benchmarks.progress_bar
     )
-    if args.json:
-        print(json.dumps(benchmarks.to_dict(rows, ceiling), indent=2))
-    else:
-        print(benchmarks.table(rows, ceiling))
+    _emit(
+        json.dumps(benchmarks.to_dict(rows, ceiling), indent=2)
+        if args.json
+        else benchmarks.table(rows, ceiling)
+    )
     if args.plot:
         benchmarks.plot(rows, backends, args.plot)
         print(f"chart written to {args.plot}", file=sys.stderr)
@@ -239,5 +240,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gradcheck: error: {error}", file=sys.stderr)
         return 2
     report = verify(**problem)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+    _emit(json.dumps(report.to_dict(), indent=2) if args.json else str(report))
     return 0 if report.ok else 1
+
+
+def _emit(text: str) -> None:
+    """Print to stdout; a reader that closes the pipe early (``| head``) is not an error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Send what Python still wants to flush at exit to nowhere instead of a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

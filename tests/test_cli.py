@@ -241,3 +241,16 @@ def test_bench_table_and_chart(tmp_path, capsys):
 def test_bench_bad_usage_exits_2(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """``gradcheck verify | head -1``: the command ends quietly when the pipe closes."""
+    producer = subprocess.Popen(
+        [str(SCRIPT), "verify", "--backends", "numpy", "--steps", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert producer.stdout is not None
+    producer.stdout.close()  # the reader is gone before a line is written
+    _, err = producer.communicate()
+    assert err == b""
