@@ -11,9 +11,6 @@ from gradcheck.network import Network
 #: The row of the finite-difference oracle.
 FINITE_DIFFERENCES = "finite differences"
 
-#: The quantities compared, in the order a report lists them.
-QUANTITIES = ("predictions", "loss", "gradient", "train losses", "train params")
-
 
 @dataclass(frozen=True)
 class Check:

@@ -387,10 +387,10 @@ class Workspace:
         bits = np.int64 if dtype == np.float64 else np.int32  # the exponent field's integer
         self.scratch = (np.empty(CHUNK, dtype), np.empty(CHUNK, bits))
 
-    def params(self, bias: bool) -> Params:
-        return [
-            {"W": W, "b": b} if bias else {"W": W} for W, b in zip(self.Ws, self.bs, strict=True)
-        ]
+
+def _as_params(Ws: tuple, bs: tuple, bias: bool) -> Params:
+    """Per-layer arrays back into the params layout, ``"b"`` only with bias."""
+    return [{"W": W, "b": b} if bias else {"W": W} for W, b in zip(Ws, bs, strict=True)]
 
 
 def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
@@ -418,10 +418,7 @@ def loss_and_grads(
         ws.dbs,
         ws.scratch,
     )
-    grads = [
-        {"W": dW, "b": db} if net.bias else {"W": dW} for dW, db in zip(ws.dWs, ws.dbs, strict=True)
-    ]
-    return float(value), grads
+    return float(value), _as_params(ws.dWs, ws.dbs, net.bias)
 
 
 def train(
@@ -447,4 +444,4 @@ def train(
         ws.scratch,
         losses,
     )
-    return Trajectory(ws.params(net.bias), losses)
+    return Trajectory(_as_params(ws.Ws, ws.bs, net.bias), losses)
