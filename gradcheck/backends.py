@@ -2,9 +2,9 @@
 
 A backend is any object with a ``name`` and three methods — ``predict``, ``loss_and_grads`` and
 ``train`` — that take a :class:`~gradcheck.Network`, params and NumPy arrays, and return NumPy
-arrays. The built-in ones live in the top-level ``kernels`` package, one module per
-implementation; their framework is imported only when the backend is first asked for, so
-``import gradcheck`` stays light.
+arrays. The built-in ones live in ``gradcheck.kernels`` (``kernels/`` in the repository), one
+module per implementation; their framework is imported only when the backend is first asked for,
+so ``import gradcheck`` stays light.
 """
 
 from __future__ import annotations
@@ -52,10 +52,10 @@ class Backend(Protocol):
 
 # name -> (kernels module, the packages it needs)
 _BUILTIN: dict[str, tuple[str, tuple[str, ...]]] = {
-    "numpy": ("kernels.numpy_backprop", ()),
-    "numba": ("kernels.numba_backprop", ("numba",)),
-    "jax": ("kernels.jax_autodiff", ("jax",)),
-    "keras": ("kernels.keras_model", ("keras", "tensorflow")),
+    "numpy": ("gradcheck.kernels.numpy_backprop", ()),
+    "numba": ("gradcheck.kernels.numba_backprop", ("numba",)),
+    "jax": ("gradcheck.kernels.jax_autodiff", ("jax",)),
+    "keras": ("gradcheck.kernels.keras_model", ("keras", "tensorflow")),
 }
 
 

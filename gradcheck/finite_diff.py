@@ -22,8 +22,12 @@ Two modes:
   the k-th power. A sum or mean of the outputs, the usual shortcut, is a single fixed direction
   that whole classes of bugs are orthogonal to; random ones are not.
 
-A relu at 0 has no derivative. Where the steps ±h carry a relu pre-activation across 0 the
-estimate is reported as a kink, not compared.
+A relu at 0 has no derivative. Where the steps ±h carry a pre-activation across a kink of its
+activation (the registry's ``kinks``) the estimate is reported as a kink, not compared.
+
+A gradient is compared with the estimates in one place, :func:`compare`, for ``verify`` and
+``check_backward`` alike: held to the tolerance policy's floor or, where larger, ten times the
+estimates' own error, but never looser than the noise limit of a smooth function.
 """
 
 from __future__ import annotations
@@ -34,10 +38,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gradcheck import witness
 from gradcheck.network import Network, Params
+from gradcheck.ops import ACTIVATIONS
+from gradcheck.tolerance import relative_error
 
 EPS = float(np.finfo(np.float64).eps)
 STEP = EPS ** (1 / 3)
+
+#: Up to this many parameters (verify) or input elements (check_backward) get a finite difference
+#: each; above it, derivatives are taken along random directions.
+ELEMENTWISE_MAX = 2000
 
 
 def noise_limit(dtype: np.dtype | type | str) -> float:
@@ -100,41 +111,30 @@ def _unflat(net: Network, theta: np.ndarray) -> Params:
 
 
 class _NetworkLoss:
-    """θ ↦ C(θ) for the flattened params of ``net`` (in float64) on fixed data."""
+    """θ ↦ C(θ) for the flattened params of ``net`` on fixed data, through the witness's own
+    float64 forward pass (:mod:`gradcheck.witness`), never through a kernel under test."""
 
     def __init__(self, net: Network, X: np.ndarray, y: np.ndarray) -> None:
-        from dataclasses import replace
-
-        from kernels import numpy_backprop
-
-        self.kernels = numpy_backprop
-        self.net = replace(net, dtype="float64")
-        self.X, self.y = X.astype(np.float64), y.astype(np.float64)
+        self.net = net
+        self.X, self.y = np.asarray(X, np.float64), np.asarray(y, np.float64)
         self.passes = 0
 
     def __call__(self, theta: np.ndarray) -> float:
         self.passes += 1
-        cache = self.kernels.forward(self.net, _unflat(self.net, theta), self.X)
-        return self.kernels.loss(self.net, cache, self.y)
-
-    def relu_signs(self, theta: np.ndarray) -> list[np.ndarray]:
-        """The sign of every pre-activation that feeds a relu."""
         params = _unflat(self.net, theta)
-        signs, a = [], self.X
-        for layer, activation in zip(params, self.net.activations, strict=True):
-            z = self.kernels.pre_activation(a, layer)
-            if activation == "relu":
-                signs.append(z > 0)
-            a = self.kernels.ACTIVATE[activation](z)
-        return signs
+        return witness.loss(self.net, witness.forward(self.net, params, self.X), self.y)
 
     def crosses_kink(self, theta: np.ndarray, direction: np.ndarray) -> Callable[..., bool]:
-        if "relu" not in self.net.activations:
+        """Whether moving from θ + a·v to θ + b·v carries a pre-activation across a kink of its
+        activation (relu's 0)."""
+        if not any(ACTIVATIONS[name].kinks for name in self.net.activations):
             return lambda a, b: False
 
         def kink(a: float, b: float) -> bool:
-            before = self.relu_signs(theta + a * direction)
-            after = self.relu_signs(theta + b * direction)
+            before, after = (
+                witness.kink_sides(self.net, _unflat(self.net, theta + t * direction), self.X)
+                for t in (a, b)
+            )
             return any(not np.array_equal(p, q) for p, q in zip(before, after, strict=True))
 
         return kink
@@ -214,3 +214,73 @@ def miss_probability(error_norm: float, tolerance: float, k: int) -> float:
     i.e. that every |⟨e, v⟩| stays below ``tolerance``: (√(2/π)·τ/‖e‖)^k, at most 1."""
     one = min(1.0, math.sqrt(2 / math.pi) * tolerance / error_norm)
     return one**k
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A gradient against finite-difference estimates: the worst relative error, where it is, and
+    the tolerance it was held to."""
+
+    error: float
+    tolerance: float
+    index: tuple[int, ...]
+    #: ``"elementwise"`` (one estimate per element) or ``"directional"`` (⟨g, v⟩ per direction).
+    mode: str
+    #: How many estimates there were, skipped ones included.
+    estimates: int
+    #: Estimates skipped because their steps crossed a kink.
+    kinks: int = 0
+    #: The estimates were noisier than a smooth function allows; the tolerance is held at the
+    #: noise limit rather than widened to them.
+    noisy: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error <= self.tolerance  # False for NaN
+
+    @property
+    def detail(self) -> str:
+        """What a reader needs besides the error: kinks skipped, noise."""
+        parts = [f"{self.estimates} random directions"] if self.mode == "directional" else []
+        if self.kinks:
+            parts.append(f"{self.kinks} at a kink skipped")
+        if self.noisy:
+            parts.append("finite differences noisier than a smooth function allows")
+        return ", ".join(parts)
+
+
+def compare(
+    observed: np.ndarray,
+    values: np.ndarray,
+    errors: np.ndarray,
+    kinks: np.ndarray,
+    *,
+    floor: float,
+    mode: str,
+    dtype: np.dtype | type | str = np.float64,
+) -> Comparison:
+    """``observed`` against finite-difference ``values`` with their estimated ``errors``, both
+    shaped like it; estimates flagged in ``kinks`` are skipped.
+
+    The tolerance is ``floor`` (the policy's, for rounding) or, where larger, ten times the
+    largest estimated error relative to the largest estimate — capped at
+    :func:`noise_limit` of ``dtype``, the precision the function was computed in.
+    """
+    if mode not in ("elementwise", "directional"):
+        raise ValueError(f"mode must be 'elementwise' or 'directional'; got {mode!r}")
+    kinks = np.asarray(kinks, bool)
+    expected = np.where(kinks, 0.0, values)
+    observed = np.where(kinks, 0.0, np.asarray(observed, np.float64))
+    scale = max(float(np.abs(expected).max(initial=0.0)), np.finfo(np.float64).tiny)
+    wanted = max(floor, 10 * float(np.asarray(errors)[~kinks].max(initial=0.0)) / scale)
+    limit = noise_limit(dtype)
+    error, index = relative_error(observed, expected)
+    return Comparison(
+        error,
+        min(wanted, limit),
+        index,
+        mode,
+        estimates=kinks.size,
+        kinks=int(kinks.sum()),
+        noisy=wanted > limit,
+    )

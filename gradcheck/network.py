@@ -16,8 +16,11 @@ from typing import Any
 
 import numpy as np
 
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "identity", "softmax")
-LOSSES = ("half_sse", "mse", "bce", "softmax_ce")
+from gradcheck import ops
+
+#: The names the registry (:mod:`gradcheck.ops`) declares.
+ACTIVATIONS = tuple(ops.ACTIVATIONS)
+LOSSES = tuple(ops.LOSSES)
 DTYPES = ("float32", "float64")
 INIT_SCHEMES = ("glorot_uniform", "uniform")
 
@@ -39,8 +42,8 @@ class Network:
     Args:
         layers: the widths from input to output, e.g. ``[3, 4, 1]``; at least two.
         activation: one name for every weight layer, or a list with one name per weight layer:
-            ``sigmoid``, ``tanh``, ``relu`` (relu′(0) = 0), ``identity``, or ``softmax`` (output
-            layer only).
+            ``sigmoid``, ``tanh``, ``relu`` (relu′(0) = 0), ``identity``, ``softplus``, or
+            ``softmax`` (output layer only); :mod:`gradcheck.ops` declares them.
         loss: with N samples and K outputs, ``half_sse`` = ½Σ(a − y)², ``mse`` = (1/NK)Σ(a − y)²,
             ``bce`` = (1/NK)Σ −[y log a + (1 − y) log(1 − a)] (needs a sigmoid output),
             ``softmax_ce`` = (1/N)Σ −Σ_k y log a (needs a softmax output).
@@ -80,23 +83,23 @@ class Network:
             object.__setattr__(self, "activation", activation)
         for name in self.activations:
             _one_of("activation", name, ACTIVATIONS)
-        if "softmax" in self.activations[:-1]:
-            raise ValueError(
-                f"softmax is allowed on the output layer only; got activations "
-                f"{list(self.activations)}"
-            )
-
-        if self.activations[-1] == "softmax" and self.layers[-1] < 2:
-            raise ValueError(
-                f"softmax needs at least 2 outputs (over one it is the constant 1); got layers "
-                f"{list(self.layers)}"
-            )
+        for name in self.activations[:-1]:
+            if ops.ACTIVATIONS[name].output_only:
+                raise ValueError(
+                    f"{name} is allowed on the output layer only; got activations "
+                    f"{list(self.activations)}"
+                )
+        for width, name in zip(self.layers[1:], self.activations, strict=True):
+            fewest = ops.ACTIVATIONS[name].min_units
+            if width < fewest:
+                raise ValueError(
+                    f"{name} needs at least {fewest} units; got layers {list(self.layers)}"
+                )
         _one_of("loss", self.loss, LOSSES)
         output = self.activations[-1]
-        if self.loss == "bce" and output != "sigmoid":
-            raise ValueError(f"loss 'bce' needs a sigmoid output layer; got {output!r}")
-        if self.loss == "softmax_ce" and output != "softmax":
-            raise ValueError(f"loss 'softmax_ce' needs a softmax output layer; got {output!r}")
+        required = ops.LOSSES[self.loss].output
+        if required is not None and output != required:
+            raise ValueError(f"loss {self.loss!r} needs a {required} output layer; got {output!r}")
         if not isinstance(self.bias, bool):
             raise TypeError(f"bias must be True or False; got {self.bias!r}")
         _one_of("dtype", self.dtype, DTYPES)
@@ -200,8 +203,9 @@ def check_data(net: Network, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(
             f"y must have shape {expected} (X's rows, layers[-1]); got shape {y.shape}"
         )
-    if net.loss in ("bce", "softmax_ce") and (np.any(y < 0) or np.any(y > 1)):
-        raise ValueError(f"y must lie in [0, 1] for loss {net.loss!r}")
+    targets = ops.LOSSES[net.loss].targets
+    if targets is not None and (np.any(y < targets[0]) or np.any(y > targets[1])):
+        raise ValueError(f"y must lie in [{targets[0]:g}, {targets[1]:g}] for loss {net.loss!r}")
     return X, y
 
 

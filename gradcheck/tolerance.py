@@ -21,12 +21,13 @@ reported as disagreeing.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from gradcheck import witness
 from gradcheck.network import Network, Params
+from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
 
 #: Headroom over the rounding estimate; differences a real bug makes are far larger.
 SAFETY = 16.0
@@ -96,52 +97,33 @@ def relative_error(
 def gradient_magnitudes(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Params:
     """For every gradient element, the sum of the magnitudes of the terms that make it.
 
-    Backpropagation run in absolute values — |a|ᵀ|δ|, |δ||W|ᵀ ⊙ |f′|, starting from |a| + |y| at
-    the output — bounds what each gradient sums. Where those terms nearly cancel, the gradient is
-    small but its rounding is not, and the comparison is scaled by this instead.
+    Backpropagation run in absolute values — |a|ᵀ|δ|, |δ||W|ᵀ ⊙ |f′| — from the loss's bound on
+    its output terms (``Loss.terms`` in :mod:`gradcheck.ops`) bounds what each gradient sums.
+    Where those terms nearly cancel, the gradient is small but its rounding is not, and the
+    comparison is scaled by this instead. The forward pass is the witness's own.
     """
-    from dataclasses import replace
-
-    from kernels import numpy_backprop as nb
-
-    net = replace(net, dtype="float64")
-    signed = [{k: np.asarray(v, np.float64) for k, v in layer.items()} for layer in params]
-    X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
-    activations = nb.forward(net, signed, X).activations
-    a, (N, K) = activations[-1], y.shape
-    spread = np.abs(a) + np.abs(y)  # (N, K): the size of a − y before it cancels
-    if net.loss == "bce":
-        delta = spread / (N * K)
-    elif net.loss == "softmax_ce":
-        delta = (np.abs(a) * np.abs(y).sum(axis=1, keepdims=True) + np.abs(y)) / N
-    else:
-        delta = spread if net.loss == "half_sse" else 2 * spread / (N * K)
-        delta = _abs_activation_backward(net.activations[-1], a, delta)
+    activations = witness.forward(net, params, X).activations
+    spec = lookup(LOSSES, net.loss, "loss")
+    delta = spec.terms(activations[-1], np.asarray(y, np.float64))  # (N, K)
+    if spec.output is None:  # a bound on ∂C/∂a: carry it through the output activation
+        delta = _abs_activation_backward(net.activations[-1], activations[-1], delta)
     magnitudes: Params = [{} for _ in params]
     for i in reversed(range(net.depth)):
         magnitudes[i]["W"] = np.abs(activations[i]).T @ delta  # (n_{i-1}, N) @ (N, n_i)
         if net.bias:
             magnitudes[i]["b"] = delta.sum(axis=0)
         if i > 0:
-            grad_a = delta @ np.abs(signed[i]["W"]).T  # (N, n_i) @ (n_i, n_{i-1})
+            W = np.abs(np.asarray(params[i]["W"], np.float64))
+            grad_a = delta @ W.T  # (N, n_i) @ (n_i, n_{i-1})
             delta = _abs_activation_backward(net.activations[i - 1], activations[i], grad_a)
     return magnitudes
 
 
-#: The size of the terms in each f′ written through a = f(z): σ′ = a − a² and tanh′ = 1 − a²
-#: are differences that cancel as the unit saturates, so their rounding is relative to a and
-#: to 1, not to the small derivative that is left.
-_PRIME_TERMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "sigmoid": np.abs,
-    "tanh": np.ones_like,
-    "relu": lambda a: (a > 0).astype(np.float64),
-    "identity": np.ones_like,
-}
-
-
 def _abs_activation_backward(activation: str, a: np.ndarray, grad_a: np.ndarray) -> np.ndarray:
-    """A bound on the terms of ∂C/∂z from one on those of ∂C/∂a: elementwise through
-    ``_PRIME_TERMS``, and for the softmax |a| ⊙ (g + ⟨g, |a|⟩), which bounds a ⊙ (g − ⟨g, a⟩)."""
-    if activation == "softmax":
+    """A bound on the terms of ∂C/∂z from one on those of ∂C/∂a: elementwise through the
+    registry's ``prime_terms``, and for a row-wise activation (the softmax)
+    |a| ⊙ (g + ⟨g, |a|⟩), which bounds a ⊙ (g − ⟨g, a⟩)."""
+    prime_terms = lookup(ACTIVATIONS, activation, "activation").prime_terms
+    if prime_terms is None:
         return np.abs(a) * (grad_a + np.sum(grad_a * np.abs(a), axis=1, keepdims=True))
-    return grad_a * _PRIME_TERMS[activation](a)
+    return grad_a * prime_terms(a)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from gradcheck import finite_diff
+from gradcheck import finite_diff, witness
 from gradcheck.backends import Backend, available_backends, resolve
 from gradcheck.network import (
     Network,
@@ -28,6 +28,7 @@ from gradcheck.network import (
 )
 from gradcheck.report import FINITE_DIFFERENCES, Check, Report
 from gradcheck.tolerance import (
+    Tolerances,
     gradient_magnitudes,
     relative_error,
     relative_errors,
@@ -35,7 +36,7 @@ from gradcheck.tolerance import (
 )
 
 #: Networks with at most this many parameters get a finite difference for every one.
-ELEMENTWISE_MAX_PARAMS = 2000
+ELEMENTWISE_MAX_PARAMS = finite_diff.ELEMENTWISE_MAX
 
 
 @dataclass(frozen=True)
@@ -135,99 +136,201 @@ def _compare(
     return Check(backend, quantity, error, tolerance, layer, param, index, first_step=first_step)
 
 
+#: The finite-difference modes ``verify`` accepts, and None for no oracle.
+FD_MODES = ("auto", "elementwise", "directional")
+
+#: Quantities voted on together, in the order they are computed; the oracle votes on the first
+#: three, which it measures itself.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "predictions": ("predictions",),
+    "loss": ("loss",),
+    "gradient": ("gradient",),
+    "training": ("train losses", "train params"),
+}
+ORACLE_GROUPS = ("predictions", "loss", "gradient")
+
+
 class _Oracle:
-    """Finite-difference gradients of the float64 network, and comparisons against them."""
+    """The independent witness: the network's predictions and loss from its own float64 forward
+    pass (:mod:`gradcheck.witness`), and its gradient by finite differences of that loss."""
 
     def __init__(self, net: Network, params: Params, X: np.ndarray, y: np.ndarray, mode: str):
         n_params = sum(math.prod(shape) for layer in net.shapes() for shape in layer.values())
         if mode == "auto":
             mode = "elementwise" if n_params <= ELEMENTWISE_MAX_PARAMS else "directional"
         self.mode = mode
+        outputs = witness.forward(net, params, X)
+        self.predictions = outputs.outputs
+        self.loss = witness.loss(net, outputs, y)
         if mode == "elementwise":
             self.elementwise = finite_diff.elementwise_gradient(net, params, X, y)
-        elif mode == "directional":
-            self.directional = finite_diff.directional_derivatives(net, params, X, y)
         else:
-            raise ValueError(
-                f"finite_differences must be 'auto', 'elementwise', 'directional' or None; "
-                f"got {mode!r}"
-            )
+            self.directional = finite_diff.directional_derivatives(net, params, X, y)
 
-    def compare(self, name: str, grads: Params, point: float) -> list[Check]:
-        """``grads`` against the finite differences, held to the policy's tolerance or, where
-        larger, ten times the differences' own error estimate."""
+    def compare(self, name: str, got: _Outputs, point: float) -> list[Check]:
+        """``got``'s predictions, loss and gradient against the witness's: the first two at the
+        policy's tolerance ``point``, the gradient through :func:`finite_diff.compare`."""
+        checks = [
+            _compare(name, "predictions", got.predictions, self.predictions, point),
+            _compare(
+                name, "loss", np.float64(got.loss), np.float64(self.loss), point, elementwise=True
+            ),
+        ]
         if self.mode == "directional":
             d = self.directional
-            projected = d.project(grads)  # (k,) ⟨g, v_j⟩
-            keep = ~d.kinks
-            scale = max(float(np.abs(d.values[keep]).max(initial=0.0)), np.finfo(float).tiny)
-            tolerance = max(point, 10 * float(d.errors[keep].max(initial=0.0)) / scale)
-            tolerance = min(tolerance, finite_diff.noise_limit(np.float64))
-            check = _compare(name, "gradient", projected[keep], d.values[keep], tolerance)
-            detail = f"{keep.sum()} random directions" + (
-                f", {(~keep).sum()} across a relu kink skipped" if (~keep).any() else ""
+            c = finite_diff.compare(
+                d.project(got.grads), d.values, d.errors, d.kinks, floor=point, mode="directional"
             )
-            return [dataclasses.replace(check, param="directional", detail=detail)]
+            checks.append(
+                Check(
+                    name, "gradient", c.error, c.tolerance, None, "directional", c.index, c.detail
+                )
+            )
+            return checks
         e = self.elementwise
-        checks = []
-        for layer, (got, fd, err, kinks) in enumerate(
-            zip(grads, e.grads, e.errors, e.kinks, strict=True), start=1
+        for layer, (grads, fd, err, kinks) in enumerate(
+            zip(got.grads, e.grads, e.errors, e.kinks, strict=True), start=1
         ):
             for key in fd:
-                kink = kinks[key]
-                expected = np.where(kink, 0.0, fd[key])  # no derivative at a kink: not compared
-                observed = got.get(key)
-                if observed is not None and np.shape(observed) == expected.shape:
-                    observed = np.where(kink, 0.0, observed)
-                scale = max(float(np.abs(expected).max()), np.finfo(float).tiny)
-                tolerance = max(point, 10 * float(err[key][~kink].max(initial=0)) / scale)
-                tolerance = min(tolerance, finite_diff.noise_limit(np.float64))
-                check = _compare(name, "gradient", observed, expected, tolerance, layer, key)
-                if kink.any():
-                    check = dataclasses.replace(
-                        check, detail=f"{int(kink.sum())} at a relu kink skipped"
-                    )
-                checks.append(check)
+                observed = grads.get(key)
+                if observed is None or np.shape(observed) != fd[key].shape:
+                    checks.append(_compare(name, "gradient", observed, fd[key], point, layer, key))
+                    continue
+                c = finite_diff.compare(
+                    observed, fd[key], err[key], kinks[key], floor=point, mode="elementwise"
+                )
+                checks.append(
+                    Check(name, "gradient", c.error, c.tolerance, layer, key, c.index, c.detail)
+                )
         return checks
+
+
+def _group_of(quantity: str) -> str:
+    return next(group for group, quantities in GROUPS.items() if quantity in quantities)
+
+
+def _listing(names: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _verdicts(
     reference: str,
-    agree_with_reference: dict[str, bool],
-    agree_with_oracle: dict[str, bool],
-    checks: list[Check],
+    blocs: dict[str, list[list[str]]],
+    finding: Callable[[str, str, str], str],
 ) -> list[str]:
-    """Name the odd one out: a backend that disagrees where the others agree, or the reference
-    when every other implementation agrees with each other and not with it."""
+    """One sentence per implementation found wrong, from who agrees with whom.
 
-    def worst(name: str) -> str:
-        failing = [c for c in checks if c.backend == name and not c.ok]
-        return max(failing, key=lambda c: c.error / c.tolerance).finding() if failing else ""
+    ``blocs[group]`` partitions the implementations that voted on a group of quantities into
+    sets that agree with each other, the reference's first. Where one bloc of at least two is
+    larger than every other, everyone outside it is wrong on that group; otherwise there is no
+    majority and the sentence says so. An implementation wrong on several groups gets one
+    sentence: every implementation that outvoted it, and the finding (``finding(name, group,
+    against)``, ``against`` a member of the majority) of the first group where it parted.
+    """
+    blamed: dict[str, tuple[list[str], str]] = {}
+    ties = []
+    for group, partition in blocs.items():
+        if len(partition) < 2:
+            continue
+        largest = max(len(bloc) for bloc in partition)
+        majority = [bloc for bloc in partition if len(bloc) == largest]
+        if largest < 2 or len(majority) > 1:
+            described = [_listing([_label(reference, n) for n in bloc]) for bloc in partition]
+            ties.append(f"no majority on the {group}: {' against '.join(described)}")
+            continue
+        [winners] = majority
+        for bloc in partition:
+            for name in bloc:
+                if bloc is winners:
+                    continue
+                witnesses, first = blamed.get(name, ([], finding(name, group, winners[0])))
+                blamed[name] = ([*witnesses, *(w for w in winners if w not in witnesses)], first)
+    sentences = []
+    for name, (witnesses, first) in blamed.items():
+        subject = _label(reference, name)
+        verb = "disagree" if name == FINITE_DIFFERENCES else "disagrees"
+        sentences.append(f"{subject} {verb} with {_listing(witnesses)}: {first}")
+    return sentences + ties
 
-    def listing(names: list[str]) -> str:
-        return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
-    oracle = [FINITE_DIFFERENCES] if agree_with_oracle else []
-    failing = [name for name, ok in agree_with_reference.items() if not ok]
-    agreeing = [name for name, ok in agree_with_reference.items() if ok]
-    if not failing:
-        return []
-    reference_is_right = agree_with_oracle.get(reference, True)
-    if reference_is_right:
-        witnesses = [reference, *(n for n in agreeing if n != reference)]
-        witnesses += oracle
-        return [
-            f"{name} disagrees with {listing(witnesses)}: {worst(name)}"
-            for name in failing
-            if len(witnesses) >= 2
-        ]
-    others = [n for n in failing if agree_with_oracle.get(n, False)]
-    if others and len(others) == len(failing) and not agreeing:
-        return [
-            f"the reference {reference} disagrees with {listing(others + oracle)}: "
-            f"{worst(FINITE_DIFFERENCES)}"
-        ]
-    return [f"no majority: {', '.join(failing)} disagree with the reference {reference}"]
+def _label(reference: str, name: str) -> str:
+    if name == reference:
+        return f"the reference {name}"
+    return f"the {name}" if name == FINITE_DIFFERENCES else name
+
+
+class _Jury:
+    """Who agrees with whom, group by group, from comparisons made only when a vote needs them.
+
+    Everyone is compared with the reference; two implementations that both part from it are
+    compared with each other, so that several that agree among themselves outvote it.
+    """
+
+    def __init__(
+        self,
+        reference: str,
+        outputs: dict[str, _Outputs],
+        oracle: _Oracle | None,
+        tolerance: Callable[[str], Tolerances],
+        magnitudes: Params,
+    ) -> None:
+        self.reference = reference
+        self.outputs = outputs
+        self.oracle = oracle
+        self.tolerance = tolerance
+        self.magnitudes = magnitudes
+        self._checks: dict[tuple[str, str], list[Check]] = {}
+
+    def checks(self, name: str, against: str) -> list[Check]:
+        """``name``'s checks against ``against``'s outputs (one of them may be the oracle)."""
+        key = (name, against)
+        if key not in self._checks:
+            # the looser of the two: a float32 run is held to float32's tolerance on either side
+            tol = max(self.tolerance(name), self.tolerance(against), key=lambda t: t.point)
+            if FINITE_DIFFERENCES in key:
+                assert self.oracle is not None
+                other = against if name == FINITE_DIFFERENCES else name
+                self._checks[key] = self.oracle.compare(name, self.outputs[other], tol.point)
+            else:
+                self._checks[key] = _compare_outputs(
+                    name,
+                    self.outputs[name],
+                    self.outputs[against],
+                    tol.point,
+                    tol.trajectory,
+                    self.magnitudes,
+                )
+        return self._checks[key]
+
+    def seed(self, checks: Sequence[Check]) -> None:
+        """Take the comparisons with the reference that the report already holds."""
+        for check in checks:
+            self._checks.setdefault((check.backend, self.reference), []).append(check)
+
+    def agree(self, a: str, b: str, group: str) -> bool:
+        if b == self.reference:
+            a, b = b, a
+        checks = self.checks(b, a)  # measured against the reference when it is one of them
+        return all(c.ok for c in checks if _group_of(c.quantity) == group)
+
+    def blocs(self, group: str, members: Sequence[str]) -> list[list[str]]:
+        """``members`` partitioned into blocs that agree on ``group``, the reference's first;
+        each joins the first bloc whose first member it agrees with."""
+        partition: list[list[str]] = []
+        for name in members:
+            bloc = next((b for b in partition if self.agree(b[0], name, group)), None)
+            if bloc is None:
+                partition.append([name])
+            else:
+                bloc.append(name)
+        return partition
+
+    def finding(self, name: str, group: str, against: str) -> str:
+        """The worst of ``name``'s checks on ``group`` that fail against ``against``."""
+        checks = self.checks(name, against)
+        failing = [c for c in checks if _group_of(c.quantity) == group and not c.ok]
+        return max(failing, key=lambda c: c.error / c.tolerance).finding()
 
 
 def _layer_scales(params: Params) -> Params:
@@ -337,6 +440,11 @@ def verify(
     X, y = check_data(net, X, y)
     params = check_params(net, net.init() if params is None else params)
     steps, lr = check_steps_lr(steps, lr)
+    if finite_differences is not None and finite_differences not in FD_MODES:
+        raise ValueError(
+            f"finite_differences must be one of {', '.join(FD_MODES)} or None; "
+            f"got {finite_differences!r}"
+        )
     requested = [resolve(b) for b in (available_backends() if backends is None else backends)]
     if not requested:
         raise ValueError("backends must name at least one backend; got none")
@@ -361,8 +469,7 @@ def verify(
         timing,
     )
 
-    tol_args = (X.shape[0], steps)
-    tol = tolerances(net, *tol_args)
+    tol, tol64 = (tolerances(n, X.shape[0], steps) for n in (net, net64))
     report = Report(
         net=net,
         n_samples=X.shape[0],
@@ -371,42 +478,51 @@ def verify(
         reference=f"{reference_backend.name} in float64",
         backends=names,
     )
-    oracle = (
-        None if finite_differences is None else _Oracle(net64, params64, X, y, finite_differences)
-    )
-    agree_with_reference: dict[str, bool] = {}
-    agree_with_oracle: dict[str, bool] = {}
-    if oracle is not None:
-        fd_checks = oracle.compare(
-            FINITE_DIFFERENCES, want.grads, tolerances(net64, *tol_args).point
-        )
-        agree_with_oracle[reference_backend.name] = all(c.ok for c in fd_checks)
-        report.checks.extend(fd_checks)
+    # In float64 the reference's own run is the reference; in float32 it is compared like the
+    # others, and its float64 run votes under its own name.
+    reference_name = reference_backend.name
+    if net.dtype != "float64":
+        reference_name = report.reference
+    outputs = {reference_name: want}
+    oracle = None
+    if finite_differences is not None:
+        oracle = _Oracle(net64, params64, X, y, finite_differences)
+        report.checks.extend(oracle.compare(FINITE_DIFFERENCES, want, tol64.point))
     # Gradients are sums; their rounding is relative to the size of what they sum.
     magnitudes = gradient_magnitudes(net64, params64, X, y)
-    reference_diverged = _diverged_at(want.losses)
-    diverged = [] if reference_diverged is None else [f"{reference_backend.name} (the reference)"]
     for backend in requested:
-        if backend is reference_backend and net.dtype == "float64":
+        if backend.name == reference_name:
             report.timings[backend.name] = want.timing  # the reference itself: nothing to compare
             continue
         got = _run(backend, net, params, X, y, steps, lr, timing)
         report.timings[backend.name] = got.timing
-        checks = _compare_outputs(backend.name, got, want, tol.point, tol.trajectory, magnitudes)
-        report.checks.extend(checks)
-        if _diverged_at(got.losses) is not None:
-            diverged.append(backend.name)
-        # When the reference itself diverged, no training run can be blamed for differing.
-        compared = [c for c in checks if reference_diverged is None or c.quantity != "train losses"]
-        agree_with_reference[backend.name] = all(c.ok for c in compared)
-        if oracle is not None:
-            agree_with_oracle[backend.name] = all(
-                c.ok for c in oracle.compare(backend.name, got.grads, tol.point)
-            )
-    report.verdicts = _verdicts(
-        reference_backend.name, agree_with_reference, agree_with_oracle, report.checks
+        outputs[backend.name] = got
+        report.checks.extend(
+            _compare_outputs(backend.name, got, want, tol.point, tol.trajectory, magnitudes)
+        )
+
+    jury = _Jury(
+        reference_name,
+        outputs,
+        oracle,
+        lambda name: tol if name in names and name != reference_name else tol64,
+        magnitudes,
     )
+    jury.seed(report.checks)
+    reference_diverged = _diverged_at(want.losses)
+    blocs = {}
+    for group in GROUPS:
+        if group == "training" and reference_diverged is not None:
+            continue  # a diverged reference leaves no training run to vote on
+        members = list(outputs)
+        if oracle is not None and group in ORACLE_GROUPS:
+            members.append(FINITE_DIFFERENCES)
+        blocs[group] = jury.blocs(group, members)
+    report.verdicts = _verdicts(reference_name, blocs, jury.finding)
     if reference_diverged is not None:
+        diverged = [f"{reference_backend.name} (the reference)"]
+        diverged += [n for n, o in outputs.items() if _diverged_at(o.losses) is not None]
+        diverged = list(dict.fromkeys(d for d in diverged if d != reference_name))
         report.verdicts.insert(
             0,
             f"training diverged ({', '.join(diverged)}; the reference at step "

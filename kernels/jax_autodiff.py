@@ -11,6 +11,7 @@ Every array here carries an explicit dtype, so a float32 network still computes 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -21,15 +22,23 @@ import numpy as np
 
 from gradcheck.backends import Trajectory
 from gradcheck.network import Network, Params
+from gradcheck.ops import ACTIVATIONS, lookup
 
 name = "jax"
 
+#: Each activation as JAX spells it in the registry (``jax.nn.relu`` has derivative 0 at 0, as
+#: the spec asks; ``jax.nn.softmax`` normalises the last axis, the outputs of each row).
 _ACTIVATE: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "sigmoid": jax.nn.sigmoid,
-    "tanh": jnp.tanh,
-    "relu": jax.nn.relu,  # JAX's relu has derivative 0 at 0, as the spec asks
-    "identity": lambda z: z,
-    "softmax": partial(jax.nn.softmax, axis=1),
+    name: operator.attrgetter(spec.jax)(jax) for name, spec in ACTIVATIONS.items()
+}
+
+#: Each loss as its definition, from the logits z, the outputs a and the targets y, all (N, K);
+#: bce and softmax_ce through the logits, in forms that stay finite for any z.
+_LOSS: dict[str, Callable[[jax.Array, jax.Array, jax.Array], jax.Array]] = {
+    "half_sse": lambda z, a, y: 0.5 * jnp.sum((a - y) ** 2),
+    "mse": lambda z, a, y: jnp.mean((a - y) ** 2),
+    "bce": lambda z, a, y: jnp.mean(jax.nn.softplus(z) - y * z),
+    "softmax_ce": lambda z, a, y: -jnp.sum(y * jax.nn.log_softmax(z, axis=1)) / y.shape[0],
 }
 
 
@@ -40,26 +49,19 @@ def _logits(net: Network, params: Any, X: jax.Array) -> jax.Array:
         z = a @ layer["W"] + layer["b"] if net.bias else a @ layer["W"]
         if index == net.depth - 1:
             return z
-        a = _ACTIVATE[activation](z)
+        a = lookup(_ACTIVATE, activation, "activation")(z)
     raise AssertionError("a network has at least one weight layer")
 
 
 def _predict(net: Network, params: Any, X: jax.Array) -> jax.Array:
-    return _ACTIVATE[net.activations[-1]](_logits(net, params, X))
+    return lookup(_ACTIVATE, net.activations[-1], "activation")(_logits(net, params, X))
 
 
 def _loss(params: Any, X: jax.Array, y: jax.Array, net: Network) -> jax.Array:
-    """The loss exactly as the spec defines it (bce and softmax_ce through the logits)."""
+    """The loss exactly as the spec defines it."""
     z = _logits(net, params, X)
-    if net.loss == "bce":
-        # −[y log σ(z) + (1 − y) log(1 − σ(z))], in the form that stays finite for any z
-        return jnp.mean(jax.nn.softplus(z) - y * z)
-    if net.loss == "softmax_ce":
-        return -jnp.sum(y * jax.nn.log_softmax(z, axis=1)) / y.shape[0]
-    a = _ACTIVATE[net.activations[-1]](z)
-    if net.loss == "half_sse":
-        return 0.5 * jnp.sum((a - y) ** 2)
-    return jnp.mean((a - y) ** 2)  # mse
+    a = lookup(_ACTIVATE, net.activations[-1], "activation")(z)  # unused ones are traced away
+    return lookup(_LOSS, net.loss, "loss")(z, a, y)
 
 
 _jit_predict = jax.jit(_predict, static_argnums=0)

@@ -42,6 +42,7 @@ from keras import ops
 
 from gradcheck.backends import Trajectory
 from gradcheck.network import Network, Params
+from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
 
 if keras.backend.backend() != "tensorflow":
     raise ImportError(
@@ -51,13 +52,8 @@ if keras.backend.backend() != "tensorflow":
 
 name = "keras"
 
-_ACTIVATION = {
-    "sigmoid": "sigmoid",
-    "tanh": "tanh",
-    "relu": "relu",
-    "identity": "linear",
-    "softmax": "softmax",
-}
+#: Keras's name for each activation, from the registry.
+_ACTIVATION = {name: spec.keras for name, spec in ACTIVATIONS.items()}
 
 
 class HalfSSE(keras.losses.Loss):
@@ -70,6 +66,10 @@ class HalfSSE(keras.losses.Loss):
         return 0.5 * ops.sum(ops.square(y_pred - y_true), axis=-1)
 
 
+#: The losses Keras has no class for (the registry's ``keras`` is empty).
+_CUSTOM_LOSSES = {"half_sse": HalfSSE}
+
+
 def keras_loss(net: Network) -> keras.losses.Loss:
     """The spec's loss as a Keras loss, computed in the net's dtype.
 
@@ -78,13 +78,10 @@ def keras_loss(net: Network) -> keras.losses.Loss:
     two take the logits under a sigmoid or softmax output (in graph mode), as the spec's stable
     forms do. ``half_sse`` is :class:`HalfSSE`.
     """
-    if net.loss == "half_sse":
-        return HalfSSE(dtype=net.dtype)
-    if net.loss == "mse":
-        return keras.losses.MeanSquaredError(dtype=net.dtype)
-    if net.loss == "bce":
-        return keras.losses.BinaryCrossentropy(dtype=net.dtype)
-    return keras.losses.CategoricalCrossentropy(dtype=net.dtype)
+    keras_name = lookup(LOSSES, net.loss, "loss").keras
+    if keras_name:
+        return getattr(keras.losses, keras_name)(dtype=net.dtype)
+    return lookup(_CUSTOM_LOSSES, net.loss, "loss")(dtype=net.dtype)
 
 
 def build_model(net: Network) -> keras.Sequential:
@@ -97,7 +94,10 @@ def build_model(net: Network) -> keras.Sequential:
     for width, activation in zip(net.layers[1:], net.activations, strict=True):
         layers.append(
             keras.layers.Dense(
-                width, activation=_ACTIVATION[activation], use_bias=net.bias, dtype=net.dtype
+                width,
+                activation=lookup(_ACTIVATION, activation, "activation"),
+                use_bias=net.bias,
+                dtype=net.dtype,
             )
         )
     return keras.Sequential(layers)

@@ -20,17 +20,19 @@ import numpy as np
 from numba import njit
 
 from gradcheck.backends import Trajectory
+from gradcheck.kernels.numba_exp import exp_nonpositive
 from gradcheck.network import Network, Params
-from kernels.numba_exp import exp_nonpositive
+from gradcheck.ops import lookup
 
 name = "numba"
 
-SIGMOID, TANH, RELU, IDENTITY, SOFTMAX = range(5)
+SIGMOID, TANH, RELU, IDENTITY, SOFTPLUS, SOFTMAX = range(6)
 ACTIVATION_CODES = {
     "sigmoid": SIGMOID,
     "tanh": TANH,
     "relu": RELU,
     "identity": IDENTITY,
+    "softplus": SOFTPLUS,
     "softmax": SOFTMAX,
 }
 HALF_SSE, MSE, BCE, SOFTMAX_CE = range(4)
@@ -141,6 +143,19 @@ def relu(z):
 
 
 @jit
+def softplus_scalar(z, zero):
+    return max(z, zero) + np.log1p(np.exp(-abs(z)))  # log(1 + e^z) without overflow
+
+
+@jit
+def softplus(z):
+    zero = z.dtype.type(0)
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            z[i, j] = softplus_scalar(z[i, j], zero)
+
+
+@jit
 def softmax(z, scratch, log_norm):
     """Also keeps log_norm[i] = log Σ_k e^{z_ik}, which the softmax_ce loss needs."""
     bits = scratch[1]
@@ -169,9 +184,12 @@ def activate(activation, z, scratch, log_norm):
         tanh(z)
     elif activation == RELU:
         relu(z)
+    elif activation == SOFTPLUS:
+        softplus(z)
     elif activation == SOFTMAX:
         softmax(z, scratch, log_norm)
-    # IDENTITY: a = z
+    elif activation != IDENTITY:  # identity: a = z
+        raise ValueError("activate: unknown activation code")
 
 
 # --- ∂C/∂z from ∂C/∂a, written through a = f(z), in place --------------------------------------
@@ -203,7 +221,12 @@ def activation_backward(activation, a, grad):
             for j in range(n):
                 if a[i, j] <= 0:
                     grad[i, j] = 0  # relu′(0) = 0
-    # IDENTITY: ∂C/∂z = ∂C/∂a
+    elif activation == SOFTPLUS:
+        for i in range(N):
+            for j in range(n):
+                grad[i, j] *= -np.expm1(-a[i, j])  # softplus′ = σ(z) = 1 − e^{−a}
+    elif activation != IDENTITY:  # identity: ∂C/∂z = ∂C/∂a
+        raise ValueError("activation_backward: unknown activation code")
 
 
 # --- forward -------------------------------------------------------------------------------------
@@ -237,11 +260,6 @@ def forward(activations, Ws, bs, bias, A, logits, log_norm, scratch):
 
 
 @jit
-def softplus(z, zero):
-    return max(z, zero) + np.log1p(np.exp(-abs(z)))  # log(1 + e^z) without overflow
-
-
-@jit
 def loss(loss_code, a, z, log_norm, y):
     """C for outputs a (N, K) with logits z and targets y; log_norm as forward leaves it."""
     N, K = y.shape
@@ -256,7 +274,7 @@ def loss(loss_code, a, z, log_norm, y):
             for k in range(K):
                 if loss_code == BCE:
                     # −[y log σ(z) + (1 − y) log(1 − σ(z))] = softplus(z) − y z
-                    row += softplus(z[i, k], zero) - y[i, k] * z[i, k]
+                    row += softplus_scalar(z[i, k], zero) - y[i, k] * z[i, k]
                 else:
                     diff = a[i, k] - y[i, k]
                     row += diff * diff
@@ -265,7 +283,9 @@ def loss(loss_code, a, z, log_norm, y):
         return total / a.dtype.type(2)
     if loss_code == SOFTMAX_CE:
         return total / a.dtype.type(N)
-    return total / a.dtype.type(N * K)  # mse, bce
+    if loss_code in (MSE, BCE):
+        return total / a.dtype.type(N * K)
+    raise ValueError("loss: unknown loss code")
 
 
 @jit
@@ -283,13 +303,15 @@ def output_delta(loss_code, activation, a, y, delta):
             y_sum = y[i].sum()  # a Σ_k y_k − y: the familiar a − y for one-hot rows
             for k in range(K):
                 delta[i, k] = (a[i, k] * y_sum - y[i, k]) / n
-    else:
+    elif loss_code in (HALF_SSE, MSE):
         two = a.dtype.type(2)
         for i in range(N):
             for k in range(K):
                 diff = a[i, k] - y[i, k]  # ∂/∂a of ½(a − y)²
                 delta[i, k] = diff if loss_code == HALF_SSE else two * diff / count
         activation_backward(activation, a, delta)
+    else:
+        raise ValueError("output_delta: unknown loss code")
 
 
 # --- backward ------------------------------------------------------------------------------------
@@ -368,7 +390,9 @@ class Workspace:
     def __init__(self, net: Network, params: Params, X: np.ndarray, copy: bool):
         N = X.shape[0]
         dtype = net.np_dtype
-        self.activations = np.array([ACTIVATION_CODES[a] for a in net.activations], np.int64)
+        self.activations = np.array(
+            [lookup(ACTIVATION_CODES, a, "activation") for a in net.activations], np.int64
+        )
         # Kernels need C-contiguous arrays: copied when asked, otherwise only when necessary.
         copy_or_if_needed = True if copy else None
         self.Ws = tuple(
@@ -404,7 +428,7 @@ def loss_and_grads(
 ) -> tuple[float, Params]:
     ws = Workspace(net, params, X, copy=False)
     value = loss_and_grads_into(
-        LOSS_CODES[net.loss],
+        lookup(LOSS_CODES, net.loss, "loss"),
         ws.activations,
         ws.Ws,
         ws.bs,
@@ -428,7 +452,7 @@ def train(
     ws = Workspace(net, params, X, copy=True)
     losses = np.empty(steps, net.dtype)
     train_loop(
-        LOSS_CODES[net.loss],
+        lookup(LOSS_CODES, net.loss, "loss"),
         ws.activations,
         ws.Ws,
         ws.bs,

@@ -4,14 +4,16 @@ For weight layer l = 1..L and a batch of N samples (rows), with a_0 = X:
 
     z_l = a_{l-1} W_l + b_l                  (N, n_l)        pre_activation
     a_l = f_l(z_l)                           (N, n_l)        ACTIVATE
-    δ_L = ∂C/∂z_L                            (N, n_L)        output_delta
+    C                                        scalar          LOSS
+    δ_L = ∂C/∂z_L                            (N, n_L)        output_delta, LOSS_GRAD, DELTA
     ∂C/∂W_l = a_{l-1}ᵀ δ_l                   (n_{l-1}, n_l)  layer_grads
     ∂C/∂b_l = Σ_samples δ_l                  (n_l,)          layer_grads
     δ_{l-1} = (δ_l W_lᵀ) ⊙ f′_{l-1}(z_{l-1}) (N, n_{l-1})    hidden_delta
 
 Every f′ is written in terms of the activation a = f(z), which is what `forward` keeps. Inputs
 arrive validated and cast to the net's dtype (see ``gradcheck.backends``); every array computed
-here stays in that dtype.
+here stays in that dtype. The tables map the registry's names (``gradcheck.ops``) to the
+functions here, and a name missing from a table raises.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from gradcheck.backends import Trajectory
 from gradcheck.network import Network, Params
+from gradcheck.ops import lookup
 
 name = "numpy"
 
@@ -44,6 +47,10 @@ def identity(z: np.ndarray) -> np.ndarray:
     return z
 
 
+def softplus(z: np.ndarray) -> np.ndarray:
+    return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))  # log(1 + e^z) without overflow
+
+
 def softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=1, keepdims=True))  # shift so the largest exponent is 0
     return e / e.sum(axis=1, keepdims=True)
@@ -54,6 +61,7 @@ ACTIVATE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "tanh": np.tanh,
     "relu": relu,
     "identity": identity,
+    "softplus": softplus,
     "softmax": softmax,
 }
 
@@ -77,11 +85,16 @@ def identity_prime(a: np.ndarray) -> np.ndarray:
     return np.ones_like(a)
 
 
+def softplus_prime(a: np.ndarray) -> np.ndarray:
+    return -np.expm1(-a)  # softplus′(z) = σ(z) = 1 − e^{−a}, with no cancellation for small a
+
+
 PRIME: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sigmoid": sigmoid_prime,
     "tanh": tanh_prime,
     "relu": relu_prime,
     "identity": identity_prime,
+    "softplus": softplus_prime,
 }
 
 
@@ -90,7 +103,7 @@ def activation_backward(activation: str, a: np.ndarray, grad_a: np.ndarray) -> n
     if activation == "softmax":
         # The softmax Jacobian is diag(a) − a aᵀ per sample, so ∂C/∂z = a ⊙ (∂C/∂a − ⟨∂C/∂a, a⟩).
         return a * (grad_a - np.sum(grad_a * a, axis=1, keepdims=True))
-    return grad_a * PRIME[activation](a)
+    return grad_a * lookup(PRIME, activation, "activation")(a)
 
 
 # --- forward ----------------------------------------------------------------------------------
@@ -115,7 +128,7 @@ def forward(net: Network, params: Params, X: np.ndarray) -> Cache:
     z = X
     for layer, activation in zip(params, net.activations, strict=True):
         z = pre_activation(activations[-1], layer)
-        activations.append(ACTIVATE[activation](z))
+        activations.append(lookup(ACTIVATE, activation, "activation")(z))
     return Cache(activations, z)
 
 
@@ -127,44 +140,72 @@ def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
 # --- loss C and its output delta δ_L = ∂C/∂z_L -------------------------------------------------
 
 
-def softplus(z: np.ndarray) -> np.ndarray:
-    return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))  # log(1 + e^z) without overflow
-
-
 def log_softmax(z: np.ndarray) -> np.ndarray:
     shifted = z - z.max(axis=1, keepdims=True)
     return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
 
 
+def half_sse(cache: Cache, y: np.ndarray) -> float:
+    return float(0.5 * np.sum((cache.activations[-1] - y) ** 2))
+
+
+def mse(cache: Cache, y: np.ndarray) -> float:
+    return float(np.mean((cache.activations[-1] - y) ** 2))
+
+
+def bce(cache: Cache, y: np.ndarray) -> float:
+    # −[y log σ(z) + (1 − y) log(1 − σ(z))] = softplus(z) − y z, finite for any z.
+    z = cache.logits
+    return float(np.mean(softplus(z) - y * z))
+
+
+def softmax_ce(cache: Cache, y: np.ndarray) -> float:
+    # −(1/N) Σ_n Σ_k y log softmax(z)
+    return float(-np.sum(y * log_softmax(cache.logits)) / y.shape[0])
+
+
+LOSS: dict[str, Callable[[Cache, np.ndarray], float]] = {
+    "half_sse": half_sse,
+    "mse": mse,
+    "bce": bce,
+    "softmax_ce": softmax_ce,
+}
+
+
 def loss(net: Network, cache: Cache, y: np.ndarray) -> float:
     """C for outputs ``a = cache.activations[-1]`` and targets ``y``, both ``(N, K)``."""
-    a, z = cache.activations[-1], cache.logits
-    N = y.shape[0]
-    if net.loss == "half_sse":
-        return float(0.5 * np.sum((a - y) ** 2))
-    if net.loss == "mse":
-        return float(np.mean((a - y) ** 2))
-    if net.loss == "bce":
-        # −[y log σ(z) + (1 − y) log(1 − σ(z))] = softplus(z) − y z, finite for any z.
-        return float(np.mean(softplus(z) - y * z))
-    # softmax_ce: −(1/N) Σ_n Σ_k y log softmax(z)
-    return float(-np.sum(y * log_softmax(z)) / N)
+    return lookup(LOSS, net.loss, "loss")(cache, y)
+
+
+# ∂C/∂a for the losses of a, carried through the output activation's derivative.
+LOSS_GRAD: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "half_sse": lambda a, y: a - y,  # ∂/∂a of ½(a − y)²
+    "mse": lambda a, y: 2 * (a - y) / y.size,  # ∂/∂a of (1/NK)(a − y)²
+}
+
+
+def bce_delta(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return (a - y) / y.size  # with a sigmoid output σ′ cancels the 1/(a(1 − a)) of ∂C/∂a
+
+
+def softmax_ce_delta(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    # ∂/∂z of −Σ_k y_k log softmax(z)_k is a Σ_k y_k − y: the familiar a − y for one-hot rows.
+    return (a * np.sum(y, axis=1, keepdims=True) - y) / y.shape[0]
+
+
+# δ_L for the losses defined together with their output activation, where f′ cancels.
+DELTA: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "bce": bce_delta,
+    "softmax_ce": softmax_ce_delta,
+}
 
 
 def output_delta(net: Network, cache: Cache, y: np.ndarray) -> np.ndarray:
     """δ_L = ∂C/∂z_L, shape ``(N, K)``."""
     a = cache.activations[-1]
-    N, K = y.shape
-    if net.loss == "bce":
-        # With a sigmoid output σ′ cancels the 1/(a(1 − a)) of ∂C/∂a.
-        return (a - y) / (N * K)
-    if net.loss == "softmax_ce":
-        # ∂/∂z of −Σ_k y_k log softmax(z)_k is a Σ_k y_k − y: the familiar a − y for one-hot rows.
-        return (a * np.sum(y, axis=1, keepdims=True) - y) / N
-    if net.loss == "half_sse":
-        grad_a = a - y  # ∂/∂a of ½(a − y)²
-    else:  # mse
-        grad_a = 2 * (a - y) / (N * K)
+    if net.loss in DELTA:
+        return DELTA[net.loss](a, y)
+    grad_a = lookup(LOSS_GRAD, net.loss, "loss")(a, y)
     return activation_backward(net.activations[-1], a, grad_a)
 
 

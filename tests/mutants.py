@@ -11,7 +11,7 @@ import types
 import numpy as np
 
 from gradcheck.backends import KernelBackend
-from kernels import numpy_backprop as nb
+from gradcheck.kernels import numpy_backprop as nb
 
 
 def _copy_kernels(name: str) -> types.ModuleType:

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def keras_model():
-    from kernels import keras_model
+    from gradcheck.kernels import keras_model
 
     return keras_model
 

@@ -63,7 +63,7 @@ def test_activation_list_and_properties():
         ({"layers": [3, 4, 1], "loss": "bce", "activation": "tanh"}, "sigmoid output"),
         ({"layers": [3, 4, 2], "loss": "softmax_ce"}, "softmax output"),
         ({"layers": [3, 4, 1], "dtype": "float16"}, "'float16'"),
-        ({"layers": [3, 1], "activation": "softmax"}, "softmax needs at least 2 outputs"),
+        ({"layers": [3, 1], "activation": "softmax"}, "softmax needs at least 2 units"),
     ],
 )
 def test_invalid_networks_are_rejected_with_the_argument_named(kwargs, message):

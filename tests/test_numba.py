@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
     [(np.float64, np.int64, -708.0), (np.float32, np.int32, -87.0)],
 )
 def test_exp_nonpositive_is_within_one_ulp_of_the_correctly_rounded_exp(dtype, bits, lowest_normal):
-    from kernels.numba_exp import exp_nonpositive_array
+    from gradcheck.kernels.numba_exp import exp_nonpositive_array
 
     rng = np.random.default_rng(0)
     x = np.concatenate(
@@ -44,7 +44,7 @@ def test_exp_nonpositive_is_within_one_ulp_of_the_correctly_rounded_exp(dtype, b
 
 @pytest.mark.parametrize(("dtype", "bits"), [(np.float64, np.int64), (np.float32, np.int32)])
 def test_exp_nonpositive_subnormal_results_are_exact(dtype, bits):
-    from kernels.numba_exp import exp_nonpositive_array
+    from gradcheck.kernels.numba_exp import exp_nonpositive_array
 
     x = np.array([-1.0, -745.0, -744.0, -720.0, -103.0, -100.0, -1e6], dtype=dtype)
     result = x.copy()
@@ -58,7 +58,7 @@ def test_training_allocates_nothing_per_step():
 import numpy as np
 from numba.core.runtime import rtsys
 import gradcheck
-from kernels import numba_backprop as nb
+from gradcheck.kernels import numba_backprop as nb
 X, y = gradcheck.datasets.digits()
 X, y = X[:200], y[:200]
 net = gradcheck.Network([64, 32, 10], activation=["sigmoid", "softmax"], loss="softmax_ce")

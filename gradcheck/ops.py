@@ -1,0 +1,239 @@
+"""The registry of operations: every activation and every loss, declared once.
+
+Each entry says what the operation is — its formula, a float64 reference definition written for
+the finite-difference witness, the constraints a network must meet to use it, the bound the
+tolerance policy needs, and how JAX and Keras spell it. Network validation, the tolerance policy,
+the witness's forward pass, the command line's choices, the docs' tables and the test matrix all
+read it. The hand-written kernels keep their own code, since they are what is under test, and
+look names up with :func:`lookup`, so a name a kernel does not implement raises instead of
+computing something else.
+
+The reference definitions are written for accuracy, not speed, and differently from the kernels
+where a stable form allows (``logaddexp`` where the kernels split on the sign): a witness that
+repeats the code it judges repeats its bugs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+Array = np.ndarray
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An activation a = f(z), applied to a layer's pre-activations z of shape ``(N, n)``."""
+
+    name: str
+    #: f(z) in the docs' notation.
+    formula: str
+    #: f in float64, finite and silent for any finite z.
+    reference: Callable[[Array], Array]
+    #: For an elementwise f: a bound on the size of the terms of f′ written through a = f(z),
+    #: which is what its rounding is relative to (σ′ = a − a² cancels as the unit saturates,
+    #: so its terms are |a|, not the small σ′ left). None for a row-wise f (softmax), whose
+    #: Jacobian the tolerance policy bounds as a whole.
+    prime_terms: Callable[[Array], Array] | None
+    #: Pre-activation values where f has no derivative (relu's 0).
+    kinks: tuple[float, ...] = ()
+    #: Allowed on the output layer only.
+    output_only: bool = False
+    #: The fewest units a layer with f may have (a softmax over one unit is the constant 1).
+    min_units: int = 1
+    #: The function's path in the ``jax`` package, e.g. ``nn.sigmoid``.
+    jax: str = ""
+    #: Keras's name for it (``keras.activations.get``).
+    keras: str = ""
+
+    @property
+    def elementwise(self) -> bool:
+        return self.prime_terms is not None
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A loss C(z_L, a_L, y) over N samples (rows) and K outputs (columns)."""
+
+    name: str
+    #: C in the docs' notation.
+    formula: str
+    #: C in float64 from the logits z_L, the outputs a_L = f(z_L) and the targets y, all (N, K).
+    reference: Callable[[Array, Array, Array], float]
+    #: A bound on the size of the terms of ∂C/∂a (when ``output`` is None, to be carried through
+    #: the output activation), or of δ_L = ∂C/∂z_L directly (when the loss is defined together
+    #: with its ``output``), from a and y, both (N, K).
+    terms: Callable[[Array, Array], Array]
+    #: The output activation the loss needs, if any.
+    output: str | None = None
+    #: The closed interval the targets must lie in, if any.
+    targets: tuple[float, float] | None = None
+    #: The class in ``keras.losses`` that computes it with Keras's defaults; empty when Keras has
+    #: none and the Keras backend defines it.
+    keras: str = ""
+
+
+# --- float64 reference definitions -------------------------------------------------------------
+
+
+def _log_sum_exp(z: Array) -> Array:
+    """log Σ_k e^{z_k} per row, (N, K) -> (N, 1), without overflow."""
+    return np.logaddexp.reduce(z, axis=1, keepdims=True)
+
+
+def _sigmoid(z: Array) -> Array:
+    return np.exp(-np.logaddexp(0.0, -z))  # 1 / (1 + e^{−z}) = e^{−log(1 + e^{−z})}
+
+
+def _softmax(z: Array) -> Array:
+    return np.exp(z - _log_sum_exp(z))
+
+
+def _half_sse(z: Array, a: Array, y: Array) -> float:
+    return float(0.5 * np.sum((a - y) ** 2))
+
+
+def _mse(z: Array, a: Array, y: Array) -> float:
+    return float(np.sum((a - y) ** 2) / a.size)
+
+
+def _bce(z: Array, a: Array, y: Array) -> float:
+    # −[y log σ(z) + (1 − y) log(1 − σ(z))] = log(1 + e^z) − y z
+    return float(np.sum(np.logaddexp(0.0, z) - y * z) / z.size)
+
+
+def _softmax_ce(z: Array, a: Array, y: Array) -> float:
+    return float(-np.sum(y * (z - _log_sum_exp(z))) / z.shape[0])
+
+
+# --- the registry --------------------------------------------------------------------------------
+
+
+def _ones(a: Array) -> Array:
+    return np.ones_like(a, dtype=np.float64)
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in (
+        Activation(
+            "sigmoid",
+            "σ(z) = 1 / (1 + e^{−z})",
+            _sigmoid,
+            prime_terms=np.abs,  # σ′ = a − a²
+            jax="nn.sigmoid",
+            keras="sigmoid",
+        ),
+        Activation(
+            "tanh",
+            "tanh(z)",
+            np.tanh,
+            prime_terms=_ones,  # tanh′ = 1 − a²
+            jax="nn.tanh",
+            keras="tanh",
+        ),
+        Activation(
+            "relu",
+            "max(z, 0), with relu′(0) = 0",
+            lambda z: np.where(z > 0, z, 0.0),
+            prime_terms=lambda a: (a > 0).astype(np.float64),
+            kinks=(0.0,),
+            jax="nn.relu",
+            keras="relu",
+        ),
+        Activation(
+            "identity",
+            "z",
+            lambda z: z,
+            prime_terms=_ones,
+            jax="nn.identity",
+            keras="linear",
+        ),
+        Activation(
+            "softplus",
+            "log(1 + e^z)",
+            lambda z: np.logaddexp(0.0, z),
+            prime_terms=_ones,  # softplus′ = σ(z) = 1 − e^{−a}, at most 1
+            jax="nn.softplus",
+            keras="softplus",
+        ),
+        Activation(
+            "softmax",
+            "e^{z_k} / Σ_j e^{z_j}, per row",
+            _softmax,
+            prime_terms=None,
+            output_only=True,
+            min_units=2,
+            jax="nn.softmax",
+            keras="softmax",
+        ),
+    )
+}
+
+LOSSES: dict[str, Loss] = {
+    loss.name: loss
+    for loss in (
+        Loss(
+            "half_sse",
+            "½ Σ (a − y)²",
+            _half_sse,
+            terms=lambda a, y: np.abs(a) + np.abs(y),  # ∂C/∂a = a − y
+            keras="",
+        ),
+        Loss(
+            "mse",
+            "(1/NK) Σ (a − y)²",
+            _mse,
+            terms=lambda a, y: 2 * (np.abs(a) + np.abs(y)) / a.size,  # ∂C/∂a = 2(a − y)/NK
+            keras="MeanSquaredError",
+        ),
+        Loss(
+            "bce",
+            "(1/NK) Σ −[y log a + (1 − y) log(1 − a)]",
+            _bce,
+            terms=lambda a, y: (np.abs(a) + np.abs(y)) / a.size,  # δ_L = (a − y)/NK
+            output="sigmoid",
+            targets=(0.0, 1.0),
+            keras="BinaryCrossentropy",
+        ),
+        Loss(
+            "softmax_ce",
+            "(1/N) Σ −Σ_k y log a",
+            _softmax_ce,
+            # δ_L = (a Σ_k y_k − y)/N
+            terms=lambda a, y: (
+                (np.abs(a) * np.abs(y).sum(axis=1, keepdims=True) + np.abs(y)) / a.shape[0]
+            ),
+            output="softmax",
+            targets=(0.0, 1.0),
+            keras="CategoricalCrossentropy",
+        ),
+    )
+}
+
+
+def lookup(table: Mapping[str, T], name: str, what: str) -> T:
+    """``table[name]``; a name the table does not hold raises, naming the ones it does.
+
+    Every dispatch on an operation's name goes through here, so a name that one implementation
+    forgot is an error, never a fall-through to another operation.
+    """
+    try:
+        return table[name]
+    except KeyError:
+        raise ValueError(f"{what} must be one of {', '.join(table)}; got {name!r}") from None
+
+
+def hidden_activations() -> tuple[str, ...]:
+    """The activations a hidden layer may have."""
+    return tuple(name for name, a in ACTIVATIONS.items() if not a.output_only)
+
+
+def output_activations(loss: str) -> tuple[str, ...]:
+    """The output activations ``loss`` may follow."""
+    required = lookup(LOSSES, loss, "loss").output
+    return tuple(name for name in ACTIVATIONS if required is None or name == required)
