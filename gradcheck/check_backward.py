@@ -14,7 +14,6 @@ leans on state left behind by the last forward call — a stale cache — is cau
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,11 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck.finite_diff import STEP, along, central_difference, noise_limit
+from gradcheck.finite_diff import (
+    ELEMENTWISE_MAX,
+    STEP,
+    Comparison,
+    along,
+    central_difference,
+    compare,
+)
 from gradcheck.tolerance import SAFETY, relative_error
-
-#: Inputs with at most this many elements are checked element by element.
-ELEMENTWISE_MAX = 2000
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,15 @@ class InputCheck:
     #: The finite differences were noisier than a smooth function allows (see
     #: ``finite_diff.noise_limit``); the tolerance is held at that limit.
     noisy: bool = False
+    #: What else the comparison found (``finite_diff.Comparison.detail``).
+    detail: str = ""
+
+    @classmethod
+    def from_comparison(cls, input: str, c: Comparison) -> InputCheck:
+        """The finite differences' verdict on one input's gradient."""
+        return cls(
+            input, "finite differences", c.error, c.tolerance, c.index, c.mode, c.noisy, c.detail
+        )
 
     @property
     def ok(self) -> bool:
@@ -52,10 +64,10 @@ class InputCheck:
             where = f"[{', '.join(map(str, self.index))}]"
         else:
             where = f" direction {self.index[0]}" if self.index else ""
-        noisy = "; the forward is not smooth at its working precision" if self.noisy else ""
+        detail = f" ({self.detail})" if self.detail else ""
         return (
             f"input {self.input}{where} against {self.oracle} ({self.mode}): relative error "
-            f"{self.error:.1e}, tolerance {self.tolerance:.1e}{noisy}"
+            f"{self.error:.1e}, tolerance {self.tolerance:.1e}{detail}"
         )
 
 
@@ -147,11 +159,11 @@ def check_backward(
                 return float(np.sum(u64 * evaluate(xs).astype(np.float64)))  # ⟨u, y⟩
 
             rounding = SAFETY * eps * math.sqrt(max(y.size, 1))
-            check = _against_finite_differences(scalar, x, grad, label, rounding, directions, rng)
-            limit = noise_limit(y.dtype if y.dtype.kind == "f" else np.float64)
-            if check.tolerance > limit:
-                check = dataclasses.replace(check, tolerance=limit, noisy=True)
-            checks.append(check)
+            precision = y.dtype if y.dtype.kind == "f" else np.float64
+            comparison = _against_finite_differences(
+                scalar, x, grad, rounding, precision, directions, rng
+            )
+            checks.append(InputCheck.from_comparison(label, comparison))
         if jax_forward is not None:
             checks.extend(_against_jax(jax_forward, arrays, u, grads, labels, eps, y.size))
     result = BackwardCheck(checks, cotangents, passes)
@@ -166,11 +178,11 @@ def _against_finite_differences(
     scalar: Callable[[np.ndarray], float],
     x: np.ndarray,
     grad: np.ndarray,
-    label: str,
     rounding: float,
+    precision: np.dtype,
     directions: int,
     rng: np.random.Generator,
-) -> InputCheck:
+) -> Comparison:
     x64 = x.astype(np.float64)
     step = STEP if x.dtype == np.float64 else float(np.finfo(x.dtype).eps) ** (1 / 3)
     if x.size <= ELEMENTWISE_MAX:
@@ -183,11 +195,15 @@ def _against_finite_differences(
                 along(scalar, x64, unit), step * max(1.0, abs(float(x64.flat[j])))
             )
             estimates[j], errors[j] = d.value, d.error
-        expected = estimates.reshape(x.shape)
-        error, index = relative_error(grad, expected)
-        scale = max(float(np.abs(expected).max(initial=0.0)), np.finfo(np.float64).tiny)
-        tolerance = max(rounding, 10 * float(errors.max()) / scale)
-        return InputCheck(label, "finite differences", error, tolerance, index, "elementwise")
+        return compare(
+            grad,
+            estimates.reshape(x.shape),
+            errors.reshape(x.shape),
+            np.zeros(x.shape, bool),
+            floor=rounding,
+            mode="elementwise",
+            dtype=precision,
+        )
     h = step * max(1.0, float(np.abs(x64).max()))
     values, projected, errs = [], [], []
     for _ in range(directions):
@@ -196,10 +212,15 @@ def _against_finite_differences(
         values.append(d.value)
         errs.append(d.error)
         projected.append(float(np.sum(grad.astype(np.float64) * v)))
-    error, index = relative_error(np.array(projected), np.array(values))
-    scale = max(float(np.abs(values).max()), np.finfo(np.float64).tiny)
-    tolerance = max(rounding, 10 * max(errs) / scale)
-    return InputCheck(label, "finite differences", error, tolerance, index, "directional")
+    return compare(
+        np.array(projected),
+        np.array(values),
+        np.array(errs),
+        np.zeros(directions, bool),
+        floor=rounding,
+        mode="directional",
+        dtype=precision,
+    )
 
 
 def _against_jax(

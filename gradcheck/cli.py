@@ -23,6 +23,7 @@ from gradcheck import datasets
 from gradcheck.backends import Backend, available_backends, resolve
 from gradcheck.benchmarks import DTYPES as BENCH_DTYPES
 from gradcheck.benchmarks import PROBLEMS
+from gradcheck.finite_diff import ELEMENTWISE_MAX
 from gradcheck.network import (
     ACTIVATIONS,
     DTYPES,
@@ -32,7 +33,7 @@ from gradcheck.network import (
     check_data,
     check_steps_lr,
 )
-from gradcheck.verify import verify
+from gradcheck.verify import FD_MODES, verify
 
 #: Each dataset's default problem; any option given on the command line overrides it.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -99,10 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify_cmd.add_argument(
         "--finite-differences",
-        choices=("auto", "elementwise", "directional", "none"),
+        choices=(*FD_MODES, "none"),
         default="auto",
         help="the finite-difference oracle: every parameter, random directions, or none "
-        "(default auto: every parameter up to 2000)",
+        f"(default auto: every parameter up to {ELEMENTWISE_MAX})",
     )
     verify_cmd.add_argument(
         "--timing",

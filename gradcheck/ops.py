@@ -8,9 +8,9 @@ read it. The hand-written kernels keep their own code, since they are what is un
 look names up with :func:`lookup`, so a name a kernel does not implement raises instead of
 computing something else.
 
-The reference definitions are written for accuracy, not speed, and differently from the kernels
-where a stable form allows (``logaddexp`` where the kernels split on the sign): a witness that
-repeats the code it judges repeats its bugs.
+The reference definitions are written for accuracy (within a few ulp), not speed, and
+differently from the kernels where a stable form allows (``logaddexp`` where the kernels split on
+the sign): a witness that repeats the code it judges repeats its bugs.
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ def _log_sum_exp(z: Array) -> Array:
 
 
 def _sigmoid(z: Array) -> Array:
-    return np.exp(-np.logaddexp(0.0, -z))  # 1 / (1 + e^{−z}) = e^{−log(1 + e^{−z})}
+    # e^{min(z, 0)} / (1 + e^{−|z|}): 1/(1 + e^{−z}) for z ≥ 0, e^z/(1 + e^z) below; no overflow.
+    return np.exp(np.minimum(z, 0.0)) / (1.0 + np.exp(-np.abs(z)))
 
 
 def _softmax(z: Array) -> Array:

@@ -27,10 +27,14 @@ def _copy_kernels(name: str) -> types.ModuleType:
     return module
 
 
+#: The kernel's dispatch tables, which hold its functions.
+TABLES = ("ACTIVATE", "PRIME", "LOSS", "LOSS_GRAD", "DELTA")
+
+
 def _point_tables_at(namespace: dict) -> None:
-    """ACTIVATE and PRIME hold functions; make them the mutant's, replacements included."""
-    namespace["ACTIVATE"] = {k: namespace.get(f.__name__, f) for k, f in nb.ACTIVATE.items()}
-    namespace["PRIME"] = {k: namespace[f.__name__] for k, f in nb.PRIME.items()}
+    """Make the dispatch tables hold the mutant's functions, replacements included."""
+    for table in TABLES:
+        namespace[table] = {k: namespace.get(f.__name__, f) for k, f in getattr(nb, table).items()}
 
 
 class MutantBackend(KernelBackend):

@@ -84,9 +84,8 @@ def test_check_backward_passes_the_correct_kernels(name):
         ],
         *flat,
     )
-    assert result.ok
     assert len(result.checks) == 2 * len(flat)  # every input, for each of two cotangents
-
-
-def test_the_suite_has_at_least_ten_bugs():
-    assert len(MUTANTS) >= 10
+    # Not only within tolerance (check_backward raises otherwise): with margin, and as close as
+    # float64 finite differences of a smooth function get.
+    assert max(check.error / check.tolerance for check in result.checks) < 0.25
+    assert max(check.error for check in result.checks) < 1e-7

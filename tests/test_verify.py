@@ -269,3 +269,26 @@ def test_tolerances_grow_with_rounding_unit_size_depth_and_steps():
     assert tolerances(Network([3, 4, 4, 1]), 4, 0).point == pytest.approx(small.point * 1.5)
     assert tolerances(Network([3, 4, 1]), 16, 0).point == pytest.approx(small.point * 2)
     assert tolerances(Network([3, 4, 1]), 4, 99).trajectory == pytest.approx(small.point * 10)
+
+
+class Doubled(Perturbed):
+    """The numpy backend with every gradient doubled: what a loss averaged over N·K = 2 less
+    than the spec's gives."""
+
+    name = "doubled"
+
+    def loss_and_grads(self, net, params, X, y):
+        loss, grads = self.inner.loss_and_grads(net, params, X, y)
+        return loss, [{key: 2 * value for key, value in layer.items()} for layer in grads]
+
+
+def test_a_wrong_reference_is_named_by_the_others_and_the_finite_differences():
+    net, X, y, params = _seed_problem()
+    backends = [n for n in ("numpy", "numba") if n in gradcheck.available_backends()]
+    report = gradcheck.verify(
+        net, X, y, params=params, backends=backends, reference=Doubled(0, (0, 0), 0), steps=5
+    )
+    assert {c.backend for c in report.failures} == {*backends, "finite differences"}
+    listing = " and ".join([", ".join(backends), "finite differences"])
+    [verdict] = report.verdicts
+    assert verdict.startswith(f"the reference doubled disagrees with {listing}: gradient")
