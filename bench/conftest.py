@@ -10,17 +10,21 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-from collections import defaultdict
 from importlib.metadata import PackageNotFoundError, version
 
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from gradcheck import benchmarks
+
 #: BLAS threads for every benchmark: one per core, fixed rather than left to the environment.
 BLAS_THREADS = os.cpu_count() or 1
 
-#: group -> benchmark name -> figures, filled by record() and printed by the summary below.
-RESULTS: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+#: What the timed benchmarks measured, for the summary: training rows, the matmul ceiling per
+#: dtype, and first-call costs by label.
+ROWS: list[benchmarks.Row] = []
+CEILING: dict[str, float] = {}
+FIRST_CALLS: dict[str, float] = {}
 
 
 def _cpu() -> str:
@@ -62,33 +66,30 @@ def machine(benchmark):
     return benchmark
 
 
-def record(benchmark, name: str, per: int = 1, flops: float | None = None) -> None:
-    """Keep the median (per step when ``per`` steps ran each round) for the summary."""
+def record(benchmark, case: benchmarks.Case, backend: str) -> None:
+    """Keep a training benchmark's median round as a row of the summary table."""
     if benchmark.disabled or benchmark.stats is None:
         return
-    median = benchmark.stats.stats.median / per
-    figures = {"median": median}
-    if flops is not None:
-        figures["gflops"] = flops / median / 1e9
-    benchmark.extra_info.update({"median_per_step_s": median, **figures})
-    RESULTS[benchmark.group][name] = figures
+    row = benchmarks.timed_row(case, backend, benchmark.stats.stats.median, None)
+    benchmark.extra_info.update({"median_per_step_s": row.seconds_per_step})
+    ROWS.append(row)
+
+
+def record_ceiling(benchmark, dtype: str, flops: float) -> None:
+    if benchmark.disabled or benchmark.stats is None:
+        return
+    CEILING[dtype] = flops / benchmark.stats.stats.median / 1e9
+    benchmark.extra_info.update({"gflops": CEILING[dtype]})
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not RESULTS:
+    """The table ``gradcheck bench`` prints, from this run's medians."""
+    if not ROWS and not FIRST_CALLS:
         return
-    write = terminalreporter.write_line
     terminalreporter.section("gradcheck: ratios measured in this run")
-    for group, results in sorted(RESULTS.items()):
-        write(group)
-        fastest = min(r["median"] for name, r in results.items() if name != "matmul")
-        matmul = results.get("matmul", {}).get("gflops")
-        for name, r in sorted(results.items(), key=lambda item: item[1]["median"]):
-            line = f"  {name:14s} {r['median'] * 1e3:10.4f} ms"
-            if name != "matmul":
-                line += f"  {r['median'] / fastest:6.2f}x the fastest"
-            if "gflops" in r:
-                line += f"  {r['gflops']:6.1f} GFLOP/s"
-                if matmul and name != "matmul":
-                    line += f" = {100 * r['gflops'] / matmul:3.0f}% of matmul"
-            write(line)
+    if ROWS:
+        rows = benchmarks.compare_rows(ROWS, CEILING)
+        for line in benchmarks.table(rows, CEILING).splitlines():
+            terminalreporter.write_line(line)
+    for label, seconds in FIRST_CALLS.items():
+        terminalreporter.write_line(f"first call in a fresh process, {label}: {seconds:.3g} s")

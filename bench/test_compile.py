@@ -17,22 +17,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import RESULTS
+from conftest import FIRST_CALLS
 
 import gradcheck
 
 FIRST_CALL = """
 import json, sys, time
 import gradcheck
-from gradcheck.benchmarks import notebook
-problem = notebook("float64")
-backend = gradcheck.get_backend(sys.argv[1])
-args = (problem.net, problem.params, problem.X, problem.y, problem.steps, problem.lr)
+from gradcheck import benchmarks
+case = benchmarks.case("notebook", "float64")
 start = time.perf_counter()
-backend.train(*args)
+case.train(sys.argv[1])
 first = time.perf_counter() - start
 start = time.perf_counter()
-backend.train(*args)
+case.train(sys.argv[1])
 print(json.dumps({"first": first, "warm": time.perf_counter() - start}))
 """
 
@@ -68,4 +66,4 @@ def test_first_call(machine, tmp_path, name, cached):
     machine.extra_info["first_call_minus_warm_s"] = compile_seconds
     label = f"{name} {'cached' if cached else 'cold'}"
     if not machine.disabled:
-        RESULTS[machine.group][label] = {"median": compile_seconds}
+        FIRST_CALLS[label] = compile_seconds

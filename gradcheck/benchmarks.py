@@ -1,10 +1,12 @@
-"""The benchmark problems and the ``gradcheck bench`` runner: table, JSON and chart.
+"""The one benchmark harness, for ``gradcheck bench`` and for bench/ under pytest-benchmark.
 
-The same problems are timed under pytest-benchmark in bench/; this module serves the command
-line, where a user wants one table of ratios measured in one run. Every timing is warm: the
-first call of each backend (compilation, tracing or cache loading) is timed on its own and
-reported as such, then the median of several rounds is taken. BLAS threads are pinned to one per
-core for the whole run.
+It defines what is timed — a :class:`Case` (a problem of :mod:`gradcheck.problems` in one dtype)
+and the call one round makes, the matmul that serves as the ceiling — and how the figures are
+read: the ratios to the fastest, the share of the ceiling, one table layout. ``gradcheck bench``
+times rounds with its own median loop; bench/ hands the same call to pytest-benchmark. Every
+timing is warm: the first call of each backend (compilation, tracing or cache loading) is timed
+on its own and reported as such, then the median of several rounds is taken. BLAS threads are
+pinned to one per core for the whole run.
 """
 
 from __future__ import annotations
@@ -20,25 +22,41 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import datasets
-from gradcheck.backends import get_backend
+from gradcheck.backends import Trajectory, get_backend
 from gradcheck.network import Network, Params
+from gradcheck.ops import lookup
+from gradcheck.problems import PROBLEMS as CATALOGUE
+from gradcheck.problems import Problem
 
-PROBLEMS = ("notebook", "digits")
+PROBLEMS = tuple(CATALOGUE)
 DTYPES = ("float64", "float32")
+#: Untimed calls before the timed rounds: the first compiles, traces or loads a cache.
+WARMUP_ROUNDS = 2
 
 
 @dataclass(frozen=True)
-class Problem:
-    """A network, its data and starting params, and the training run that is timed."""
+class Case:
+    """A problem from the catalogue in one dtype, ready to time: one round is ``steps`` training
+    steps from ``params``."""
 
-    name: str
+    problem: Problem
+    dtype: str
     net: Network
     X: np.ndarray
     y: np.ndarray
     params: Params
-    steps: int
-    lr: float
+
+    @property
+    def name(self) -> str:
+        return self.problem.name
+
+    @property
+    def steps(self) -> int:
+        return self.problem.bench_steps
+
+    @property
+    def lr(self) -> float:
+        return self.problem.lr
 
     @property
     def flops_per_step(self) -> float:
@@ -48,32 +66,36 @@ class Problem:
         products = [a * b for a, b in zip(self.net.layers[:-1], self.net.layers[1:], strict=True)]
         return 2.0 * N * (2 * sum(products) + sum(products[1:]))
 
-
-def notebook(dtype: str) -> Problem:
-    """The notebook's 3-4-1 sigmoid network, ½SSE, U[0,1) weights, 2000 steps of lr 1."""
-    X, y = datasets.seed_xor()
-    net = Network([3, 4, 1], activation="sigmoid", loss="half_sse", bias=False, dtype=dtype)
-    return Problem("notebook", net, X, y, net.init(seed=0, scheme="uniform"), 2000, 1.0)
-
-
-def digits(dtype: str, steps: int = 10) -> Problem:
-    """1797 digits, 64-128-10, sigmoid then softmax with softmax_ce, full batch."""
-    X, y = datasets.digits()
-    net = Network([64, 128, 10], activation=["sigmoid", "softmax"], loss="softmax_ce", dtype=dtype)
-    return Problem("digits", net, X.astype(dtype), y.astype(dtype), net.init(seed=0), steps, 0.5)
+    def train(self, backend: str) -> Trajectory:
+        """One timed round: the training run through the named backend."""
+        return get_backend(backend).train(
+            self.net, self.params, self.X, self.y, self.steps, self.lr
+        )
 
 
-def problem(name: str, dtype: str) -> Problem:
-    return notebook(dtype) if name == "notebook" else digits(dtype)
+def case(name: str, dtype: str) -> Case:
+    """The catalogue's problem ``name`` in ``dtype``."""
+    problem = lookup(CATALOGUE, name, "problem")
+    return Case(problem, dtype, problem.network(dtype), *problem.data(dtype), problem.params(dtype))
+
+
+def matmul_operands(dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """X (1797, 64), W (64, 128) and an output buffer: the digits step's first product, the
+    ceiling a matmul-bound step is measured against."""
+    digits = case("digits", dtype)
+    X, W = digits.X, digits.params[0]["W"]
+    return X, W, np.empty((X.shape[0], W.shape[1]), dtype)
+
+
+def matmul_flops(X: np.ndarray, W: np.ndarray) -> float:
+    return 2.0 * X.shape[0] * X.shape[1] * W.shape[1]
 
 
 def matmul_gflops(dtype: str, rounds: int = 50) -> float:
-    """The throughput of X (1797, 64) @ W (64, 128) in ``dtype``: the ceiling for digits."""
-    rng = np.random.default_rng(0)
-    X, W = rng.random((1797, 64)).astype(dtype), rng.random((64, 128)).astype(dtype)
-    out = np.empty((1797, 128), dtype)
+    """The throughput of the ceiling product in ``dtype``."""
+    X, W, out = matmul_operands(dtype)
     seconds = _median_seconds(lambda: np.matmul(X, W, out=out), rounds)
-    return 2.0 * 1797 * 64 * 128 / seconds / 1e9
+    return matmul_flops(X, W) / seconds / 1e9
 
 
 def _median_seconds(call: Callable[[], Any], rounds: int) -> float:
@@ -94,10 +116,28 @@ class Row:
     backend: str
     steps: int
     seconds_per_step: float
-    first_call_seconds: float
+    first_call_seconds: float | None = None
     ratio_to_fastest: float = 1.0
     gflops: float | None = None
     percent_of_matmul: float | None = None
+
+
+def timed_row(c: Case, backend: str, seconds_per_round: float, first: float | None) -> Row:
+    """A row for ``seconds_per_round`` of ``c``'s training, GFLOP/s filled in for digits."""
+    per_step = seconds_per_round / c.steps
+    gflops = c.flops_per_step / per_step / 1e9 if c.name == "digits" else None
+    return Row(c.name, c.dtype, backend, c.steps, per_step, first, gflops=gflops)
+
+
+def compare_rows(rows: Sequence[Row], ceiling: dict[str, float]) -> list[Row]:
+    """Each row's ratio to the fastest of its problem and dtype, and its share of the matmul
+    ceiling measured in the same run."""
+    for row in rows:
+        group = [r for r in rows if (r.problem, r.dtype) == (row.problem, row.dtype)]
+        row.ratio_to_fastest = row.seconds_per_step / min(r.seconds_per_step for r in group)
+        if row.gflops is not None and row.dtype in ceiling:
+            row.percent_of_matmul = 100 * row.gflops / ceiling[row.dtype]
+    return list(rows)
 
 
 def run(
@@ -114,27 +154,21 @@ def run(
     jobs = [(p, d, b) for p in problems for d in dtypes for b in backends]
     with threadpool_limits(limits=os.cpu_count() or 1, user_api="blas"):
         ceiling = {d: matmul_gflops(d) for d in dtypes} if "digits" in problems else {}
-        for done, (name, dtype, backend_name) in enumerate(jobs):
+        for done, (name, dtype, backend) in enumerate(jobs):
             if progress:
-                progress(done, len(jobs), f"{backend_name} {name} {dtype}")
-            p = problem(name, dtype)
-            backend = get_backend(backend_name)
-            args = (p.net, p.params, p.X, p.y, p.steps, p.lr)
+                progress(done, len(jobs), f"{backend} {name} {dtype}")
+            c = case(name, dtype)
             start = time.perf_counter()
-            backend.train(*args)
+            c.train(backend)
             first = time.perf_counter() - start
-            per_step = _median_seconds(partial(backend.train, *args), rounds) / p.steps
-            row = Row(name, dtype, backend_name, p.steps, per_step, first)
-            if name == "digits":
-                row.gflops = p.flops_per_step / per_step / 1e9
-                row.percent_of_matmul = 100 * row.gflops / ceiling[dtype]
-            rows.append(row)
+            for _ in range(WARMUP_ROUNDS - 1):
+                c.train(backend)
+            rows.append(
+                timed_row(c, backend, _median_seconds(partial(c.train, backend), rounds), first)
+            )
         if progress:
             progress(len(jobs), len(jobs), "done")
-    for row in rows:
-        group = [r for r in rows if (r.problem, r.dtype) == (row.problem, row.dtype)]
-        row.ratio_to_fastest = row.seconds_per_step / min(r.seconds_per_step for r in group)
-    return rows, ceiling
+    return compare_rows(rows, ceiling), ceiling
 
 
 def progress_bar(done: int, total: int, label: str) -> None:
@@ -168,7 +202,7 @@ def table(rows: Sequence[Row], ceiling: dict[str, float]) -> str:
                 f"{r.ratio_to_fastest:.2f}x",
                 "" if r.gflops is None else f"{r.gflops:.1f}",
                 "" if r.percent_of_matmul is None else f"{r.percent_of_matmul:.0f}%",
-                f"{r.first_call_seconds:.3g} s",
+                "" if r.first_call_seconds is None else f"{r.first_call_seconds:.3g} s",
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -176,8 +210,10 @@ def table(rows: Sequence[Row], ceiling: dict[str, float]) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
         for line in lines
     )
+    X, W, _ = matmul_operands("float64")
+    shape = f"{X.shape[0]}x{X.shape[1]} @ {W.shape[0]}x{W.shape[1]}"
     matmul = "".join(
-        f"\nplain matmul (1797x64 @ 64x128), {dtype}: {gflops:.1f} GFLOP/s"
+        f"\nplain matmul ({shape}), {dtype}: {gflops:.1f} GFLOP/s"
         for dtype, gflops in ceiling.items()
     )
     return text + matmul + f"\nBLAS threads pinned to {os.cpu_count()}; medians of warm rounds."
@@ -218,10 +254,10 @@ def plot(rows: Sequence[Row], backends: Sequence[str], path: str) -> None:
     times.set_title("Training time per step")
     times.legend()
 
-    p = notebook("float64")
+    p = case("notebook", "float64")
     styles = ["-", "--", ":", "-."]
     for i, backend in enumerate(backends):
-        losses = get_backend(backend).train(p.net, p.params, p.X, p.y, p.steps, p.lr).losses
+        losses = p.train(backend).losses
         curves.plot(losses, styles[i % len(styles)], linewidth=2.5 - 0.4 * i, label=backend)
     curves.set_yscale("log")
     curves.set_xlabel("step")

@@ -159,7 +159,7 @@ def check_backward(
                 return float(np.sum(u64 * evaluate(xs).astype(np.float64)))  # ⟨u, y⟩
 
             rounding = SAFETY * eps * math.sqrt(max(y.size, 1))
-            precision = y.dtype if y.dtype.kind == "f" else np.float64
+            precision = y.dtype if y.dtype.kind == "f" else np.dtype(np.float64)
             comparison = _against_finite_differences(
                 scalar, x, grad, rounding, precision, directions, rng
             )

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import datasets
+from gradcheck import problems
 from gradcheck.backends import Backend, available_backends, resolve
 from gradcheck.benchmarks import DTYPES as BENCH_DTYPES
 from gradcheck.benchmarks import PROBLEMS
@@ -35,28 +35,6 @@ from gradcheck.network import (
 )
 from gradcheck.verify import FD_MODES, verify
 
-#: Each dataset's default problem; any option given on the command line overrides it.
-PRESETS: dict[str, dict[str, Any]] = {
-    "seed_xor": {
-        "layers": [3, 4, 1],
-        "activation": ["sigmoid"],
-        "loss": "half_sse",
-        "bias": False,
-        "init": "uniform",
-        "steps": 2000,
-        "lr": 1.0,
-    },
-    "digits": {
-        "layers": [64, 128, 10],
-        "activation": ["sigmoid", "softmax"],
-        "loss": "softmax_ce",
-        "bias": True,
-        "init": "glorot_uniform",
-        "steps": 100,
-        "lr": 1.0,
-    },
-}
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -70,7 +48,12 @@ def _parser() -> argparse.ArgumentParser:
         "gradients and a training run with the reference. Options left out take the "
         "dataset's defaults (seed_xor: the notebook's 3-4-1 network).",
     )
-    verify_cmd.add_argument("--dataset", choices=sorted(PRESETS), default="seed_xor")
+    verify_cmd.add_argument(
+        "--dataset",
+        choices=sorted(p.dataset for p in problems.PROBLEMS.values()),
+        default="seed_xor",
+        help="the data, and the defaults of every option below from its problem in the catalogue",
+    )
     verify_cmd.add_argument(
         "--data",
         metavar="FILE.npz",
@@ -167,8 +150,9 @@ def _load(path: str) -> tuple[Any, Any]:
 
 def _problem(args: argparse.Namespace) -> dict[str, Any]:
     """verify()'s arguments from the command line, every one checked before any work."""
+    preset = problems.for_dataset(args.dataset)
     options = {
-        key: value if value is not None else PRESETS[args.dataset][key]
+        key: value if value is not None else getattr(preset, key)
         for key, value in {
             "layers": args.layers,
             "activation": args.activation,
@@ -182,12 +166,14 @@ def _problem(args: argparse.Namespace) -> dict[str, Any]:
     activation = options["activation"]
     net = Network(
         options["layers"],
-        activation=activation[0] if len(activation) == 1 else activation,
+        activation=activation[0]
+        if isinstance(activation, list) and len(activation) == 1
+        else activation,
         loss=options["loss"],
         bias=options["bias"],
         dtype=args.dtype,
     )
-    X, y = check_data(net, *(_load(args.data) if args.data else getattr(datasets, args.dataset)()))
+    X, y = check_data(net, *(_load(args.data) if args.data else preset.data()))
     steps, lr = check_steps_lr(options["steps"], options["lr"])
     return {
         "net": net,

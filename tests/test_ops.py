@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import gradcheck
-from gradcheck import Network, ops, tolerance, witness
+from gradcheck import ops, tolerance, witness
 
 ACTIVATIONS = set(ops.ACTIVATIONS)
 LOSSES = set(ops.LOSSES)
@@ -48,13 +48,13 @@ PARAMS = [{"W": np.array([[0.3, -0.7], [1.1, 0.4]])}]
 def test_the_registry_is_consistent():
     for name, spec in ops.ACTIVATIONS.items():
         assert spec.name == name
-        assert spec.jax and spec.keras
+        assert spec.jax
+        assert spec.keras
     for name, spec in ops.LOSSES.items():
         assert spec.name == name
         assert spec.output is None or spec.output in ops.ACTIVATIONS
-    assert set(Network.__dataclass_fields__) >= {"activation", "loss"}
-    assert gradcheck.network.ACTIVATIONS == tuple(ops.ACTIVATIONS)
-    assert gradcheck.network.LOSSES == tuple(ops.LOSSES)
+    assert tuple(ops.ACTIVATIONS) == gradcheck.network.ACTIVATIONS
+    assert tuple(ops.LOSSES) == gradcheck.network.LOSSES
 
 
 def test_numpy_implements_exactly_the_registry():
@@ -97,20 +97,20 @@ def test_keras_implements_exactly_the_registry():
 
 def test_numpy_dispatch_raises_on_an_unknown_name():
     nb = kernels("numpy")
-    with pytest.raises(ValueError, match="activation must be one of .* got 'swish'"):
+    with pytest.raises(ValueError, match=r"activation must be one of .* got \'swish\'"):
         nb.forward(stand_in(activation="swish"), PARAMS, X)
     cache = nb.forward(stand_in(), PARAMS, X)
-    with pytest.raises(ValueError, match="loss must be one of .* got 'hinge'"):
+    with pytest.raises(ValueError, match=r"loss must be one of .* got \'hinge\'"):
         nb.loss(stand_in(loss="hinge"), cache, Y)
-    with pytest.raises(ValueError, match="loss must be one of .* got 'hinge'"):
+    with pytest.raises(ValueError, match=r"loss must be one of .* got \'hinge\'"):
         nb.output_delta(stand_in(loss="hinge"), cache, Y)
-    with pytest.raises(ValueError, match="activation must be one of .* got 'swish'"):
+    with pytest.raises(ValueError, match=r"activation must be one of .* got \'swish\'"):
         nb.activation_backward("swish", X, Y)
 
 
 def test_numba_dispatch_raises_on_an_unknown_name_or_code():
     nb = kernels("numba")
-    with pytest.raises(ValueError, match="activation must be one of .* got 'swish'"):
+    with pytest.raises(ValueError, match=r"activation must be one of .* got \'swish\'"):
         nb.Workspace(stand_in(activation="swish"), PARAMS, X, copy=True)
     unknown = 99
     z, log_norm = X.copy(), np.empty(2)
@@ -127,24 +127,24 @@ def test_numba_dispatch_raises_on_an_unknown_name_or_code():
 
 def test_jax_dispatch_raises_on_an_unknown_name():
     jx = kernels("jax")
-    with pytest.raises(ValueError, match="loss must be one of .* got 'hinge'"):
+    with pytest.raises(ValueError, match=r"loss must be one of .* got \'hinge\'"):
         jx._loss(PARAMS, X, Y, stand_in(loss="hinge"))
-    with pytest.raises(ValueError, match="activation must be one of .* got 'swish'"):
+    with pytest.raises(ValueError, match=r"activation must be one of .* got \'swish\'"):
         jx._predict(stand_in(activation="swish"), PARAMS, X)
 
 
 def test_keras_dispatch_raises_on_an_unknown_name():
     km = kernels("keras")
-    with pytest.raises(ValueError, match="loss must be one of .* got 'hinge'"):
+    with pytest.raises(ValueError, match=r"loss must be one of .* got \'hinge\'"):
         km.keras_loss(stand_in(loss="hinge"))
-    with pytest.raises(ValueError, match="activation must be one of .* got 'swish'"):
+    with pytest.raises(ValueError, match=r"activation must be one of .* got \'swish\'"):
         km.build_model(stand_in(activation="swish"))
 
 
 def test_the_witness_and_the_tolerance_policy_raise_on_an_unknown_name():
-    with pytest.raises(ValueError, match="activation must be one of .* got 'swish'"):
+    with pytest.raises(ValueError, match=r"activation must be one of .* got \'swish\'"):
         witness.forward(stand_in(activation="swish"), PARAMS, X)
-    with pytest.raises(ValueError, match="loss must be one of .* got 'hinge'"):
+    with pytest.raises(ValueError, match=r"loss must be one of .* got \'hinge\'"):
         tolerance.gradient_magnitudes(stand_in(loss="hinge"), PARAMS, X, Y)
 
 

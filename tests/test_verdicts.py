@@ -60,9 +60,11 @@ CASES = {
     ),
     "only the oracle disagreeing": (
         {"gradient": [["jax", "numpy", "numba"], [FD]]},
-        ["the finite differences disagree with jax, numpy and numba: <finite differences "
-         "gradient vs jax>"],
-    ),  # fmt: skip
+        [
+            "the finite differences disagree with jax, numpy and numba: <finite differences "
+            "gradient vs jax>"
+        ],
+    ),
     "a backend that diverged": (
         {"training": [["jax", "numba"], ["numpy"]]},
         ["numpy disagrees with jax and numba: <numpy training vs jax>"],
