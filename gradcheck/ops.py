@@ -30,7 +30,7 @@ class Activation:
     """An activation a = f(z), applied to a layer's pre-activations z of shape ``(N, n)``."""
 
     name: str
-    #: f(z) in the docs' notation.
+    #: f(z) as plain text, for the docs' tables.
     formula: str
     #: f in float64, finite and silent for any finite z.
     reference: Callable[[Array], Array]
@@ -60,7 +60,7 @@ class Loss:
     """A loss C(z_L, a_L, y) over N samples (rows) and K outputs (columns)."""
 
     name: str
-    #: C in the docs' notation.
+    #: C as plain text, for the docs' tables.
     formula: str
     #: C in float64 from the logits z_L, the outputs a_L = f(z_L) and the targets y, all (N, K).
     reference: Callable[[Array, Array, Array], float]
@@ -123,7 +123,7 @@ ACTIVATIONS: dict[str, Activation] = {
     for a in (
         Activation(
             "sigmoid",
-            "σ(z) = 1 / (1 + e^{−z})",
+            "1 / (1 + exp(−z))",
             _sigmoid,
             prime_terms=np.abs,  # σ′ = a − a²
             jax="nn.sigmoid",
@@ -156,7 +156,7 @@ ACTIVATIONS: dict[str, Activation] = {
         ),
         Activation(
             "softplus",
-            "log(1 + e^z)",
+            "log(1 + exp(z))",
             lambda z: np.logaddexp(0.0, z),
             prime_terms=_ones,  # softplus′ = σ(z) = 1 − e^{−a}, at most 1
             jax="nn.softplus",
@@ -164,7 +164,7 @@ ACTIVATIONS: dict[str, Activation] = {
         ),
         Activation(
             "softmax",
-            "e^{z_k} / Σ_j e^{z_j}, per row",
+            "exp(z_k) / Σ_j exp(z_j), per row",
             _softmax,
             prime_terms=None,
             output_only=True,

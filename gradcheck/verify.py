@@ -145,7 +145,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "predictions": ("predictions",),
     "loss": ("loss",),
     "gradient": ("gradient",),
-    "training": ("train losses", "train params"),
+    "training run": ("train losses", "train params"),
 }
 ORACLE_GROUPS = ("predictions", "loss", "gradient")
 
@@ -244,7 +244,9 @@ def _verdicts(
             for name in bloc:
                 if bloc is winners:
                     continue
-                witnesses, first = blamed.get(name, ([], finding(name, group, winners[0])))
+                if name not in blamed:
+                    blamed[name] = ([], finding(name, group, winners[0]))
+                witnesses, first = blamed[name]
                 blamed[name] = ([*witnesses, *(w for w in winners if w not in witnesses)], first)
     sentences = []
     for name, (witnesses, first) in blamed.items():
@@ -327,10 +329,11 @@ class _Jury:
         return partition
 
     def finding(self, name: str, group: str, against: str) -> str:
-        """The worst of ``name``'s checks on ``group`` that fail against ``against``."""
-        checks = self.checks(name, against)
-        failing = [c for c in checks if _group_of(c.quantity) == group and not c.ok]
-        return max(failing, key=lambda c: c.error / c.tolerance).finding()
+        """The worst of ``name``'s checks on ``group`` against ``against``. (Agreement within
+        a tolerance is not transitive: a member of the reference's bloc can be outvoted by a
+        bloc whose first member it happens to agree with.)"""
+        checks = [c for c in self.checks(name, against) if _group_of(c.quantity) == group]
+        return max(checks, key=lambda c: c.error / c.tolerance).finding()
 
 
 def _layer_scales(params: Params) -> Params:
@@ -512,7 +515,7 @@ def verify(
     reference_diverged = _diverged_at(want.losses)
     blocs = {}
     for group in GROUPS:
-        if group == "training" and reference_diverged is not None:
+        if group == "training run" and reference_diverged is not None:
             continue  # a diverged reference leaves no training run to vote on
         members = list(outputs)
         if oracle is not None and group in ORACLE_GROUPS:

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradcheck import Network
+from gradcheck import Network, ops
 
-#: Every activation a hidden layer may have.
-HIDDEN = ("sigmoid", "tanh", "relu", "identity")
+#: Every activation a hidden layer may have, from the registry.
+HIDDEN = ops.hidden_activations()
 #: For each loss, the output activations it may follow.
-OUTPUTS = {
-    "half_sse": ("sigmoid", "tanh", "relu", "identity", "softmax"),
-    "mse": ("sigmoid", "tanh", "relu", "identity", "softmax"),
-    "bce": ("sigmoid",),
-    "softmax_ce": ("softmax",),
-}
+OUTPUTS = {loss: ops.output_activations(loss) for loss in ops.LOSSES}
 
 
 def random_problem(net: Network, n_samples: int = 6, seed: int = 0):

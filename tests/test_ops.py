@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -189,3 +190,11 @@ def test_the_witness_imports_no_kernel():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_readme_names_every_operation():
+    """The README's description of Network lists what the registry declares."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("- `Network(layers", 1)[1].split("\n- ", 1)[0]
+    for name in [*ops.ACTIVATIONS, *ops.LOSSES]:
+        assert f"`{name}`" in section, name

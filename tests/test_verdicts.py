@@ -22,7 +22,7 @@ CASES = {
     "one backend wrong": (
         {
             "predictions": [["jax", "numpy", "keras", FD], ["numba"]],
-            "training": [["jax", "numpy", "keras"], ["numba"]],
+            "training run": [["jax", "numpy", "keras"], ["numba"]],
         },
         [
             "numba disagrees with jax, numpy, keras and finite differences: "
@@ -30,8 +30,8 @@ CASES = {
         ],
     ),
     "wrong on training only: the oracle is no witness": (
-        {"gradient": [["jax", "numpy", "numba", FD]], "training": [["jax", "numpy"], ["numba"]]},
-        ["numba disagrees with jax and numpy: <numba training vs jax>"],
+        {"gradient": [["jax", "numpy", "numba", FD]], "training run": [["jax", "numpy"], ["numba"]]},
+        ["numba disagrees with jax and numpy: <numba training run vs jax>"],
     ),
     "the reference wrong": (
         {"gradient": [["jax"], ["numpy", "numba", FD]]},
@@ -41,8 +41,8 @@ CASES = {
         ],
     ),
     "the reference outvoted on training by backends that agree": (
-        {"training": [["jax"], ["numpy", "numba", "keras"]]},
-        ["the reference jax disagrees with numpy, numba and keras: <jax training vs numpy>"],
+        {"training run": [["jax"], ["numpy", "numba", "keras"]]},
+        ["the reference jax disagrees with numpy, numba and keras: <jax training run vs numpy>"],
     ),
     "two wrong, each its own way": (
         {"gradient": [["jax", "keras", FD], ["numpy"], ["numba"]]},
@@ -66,8 +66,8 @@ CASES = {
         ],
     ),
     "a backend that diverged": (
-        {"training": [["jax", "numba"], ["numpy"]]},
-        ["numpy disagrees with jax and numba: <numpy training vs jax>"],
+        {"training run": [["jax", "numba"], ["numpy"]]},
+        ["numpy disagrees with jax and numba: <numpy training run vs jax>"],
     ),
     "two implementations: no one to side with": (
         {"gradient": [["jax"], ["numpy"]]},
@@ -77,7 +77,7 @@ CASES = {
         {
             "loss": [["jax", "numba", FD], ["numpy"]],
             "gradient": [["jax", "numba", FD], ["numpy"]],
-            "training": [["jax", "numba", "keras"], ["numpy"]],
+            "training run": [["jax", "numba", "keras"], ["numpy"]],
         },
         ["numpy disagrees with jax, numba, finite differences and keras: <numpy loss vs jax>"],
     ),

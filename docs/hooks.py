@@ -1,0 +1,38 @@
+"""MkDocs hook: the tables of operations, made from gradcheck's registry as the site builds, so
+the docs list exactly what ``gradcheck.ops`` declares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gradcheck import ops
+
+
+def _activations() -> str:
+    rows = ["| activation | f(z) | layers | JAX | Keras |", "|---|---|---|---|---|"]
+    for a in ops.ACTIVATIONS.values():
+        layers = "output only" if a.output_only else "any"
+        if a.min_units > 1:
+            layers += f", at least {a.min_units} units"
+        rows.append(f"| `{a.name}` | {a.formula} | {layers} | `jax.{a.jax}` | `{a.keras}` |")
+    return "\n".join(rows)
+
+
+def _losses() -> str:
+    rows = ["| loss | C | output | targets | Keras |", "|---|---|---|---|---|"]
+    for loss in ops.LOSSES.values():
+        output = loss.output or "any"
+        targets = "any" if loss.targets is None else f"[{loss.targets[0]:g}, {loss.targets[1]:g}]"
+        keras = f"`keras.losses.{loss.keras}`" if loss.keras else "defined by the Keras backend"
+        rows.append(f"| `{loss.name}` | {loss.formula} | {output} | {targets} | {keras} |")
+    return "\n".join(rows)
+
+
+TABLES = {"<!-- registry: activations -->": _activations, "<!-- registry: losses -->": _losses}
+
+
+def on_page_markdown(markdown: str, **kwargs: Any) -> str:
+    for placeholder, table in TABLES.items():
+        if placeholder in markdown:
+            markdown = markdown.replace(placeholder, table())
+    return markdown
