@@ -30,7 +30,10 @@ CASES = {
         ],
     ),
     "wrong on training only: the oracle is no witness": (
-        {"gradient": [["jax", "numpy", "numba", FD]], "training run": [["jax", "numpy"], ["numba"]]},
+        {
+            "gradient": [["jax", "numpy", "numba", FD]],
+            "training run": [["jax", "numpy"], ["numba"]],
+        },
         ["numba disagrees with jax and numpy: <numba training run vs jax>"],
     ),
     "the reference wrong": (

@@ -25,12 +25,16 @@ def _sigmoid_of_scaled_z(z):
     return nb.sigmoid(1.01 * z)  # BUG: σ(1.01 z)
 
 
-def _doubled_half_sse(cache, y):
-    return 2 * nb.half_sse(cache, y)  # BUG: the loss value doubled, its gradient untouched
+def _doubled_loss(loss):
+    def doubled(cache, y):
+        return 2 * loss(cache, y)  # BUG: the loss value doubled, its gradient untouched
+
+    return doubled
 
 
-def _output_delta_without_prime(net, cache, y):
-    return cache.activations[-1] - y  # BUG: ∂C/∂a, the output's f′ forgotten
+def _output_delta_a_minus_y(net, cache, y):
+    # BUG: a − y whatever the loss: ½SSE's output f′ forgotten, softmax-CE's 1/N forgotten
+    return cache.activations[-1] - y
 
 
 def _hidden_delta_without_prime(delta, W, activation, a_prev):
@@ -38,22 +42,41 @@ def _hidden_delta_without_prime(delta, W, activation, a_prev):
 
 
 BUGS = {
-    "activation": lambda mp: mp.setitem(nb.ACTIVATE, "sigmoid", _sigmoid_of_scaled_z),
-    "loss value": lambda mp: mp.setitem(nb.LOSS, "half_sse", _doubled_half_sse),
-    "output delta": lambda mp: mp.setattr(nb, "output_delta", _output_delta_without_prime),
-    "hidden delta": lambda mp: mp.setattr(nb, "hidden_delta", _hidden_delta_without_prime),
+    "activation": lambda mp, net: mp.setitem(nb.ACTIVATE, "sigmoid", _sigmoid_of_scaled_z),
+    "loss value": lambda mp, net: mp.setitem(nb.LOSS, net.loss, _doubled_loss(nb.LOSS[net.loss])),
+    "output delta": lambda mp, net: mp.setattr(nb, "output_delta", _output_delta_a_minus_y),
+    "hidden delta": lambda mp, net: mp.setattr(nb, "hidden_delta", _hidden_delta_without_prime),
 }
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("bug", list(BUGS))
-def test_a_bug_in_the_numpy_kernel_is_blamed_on_numpy_alone(monkeypatch, bug, dtype):
+def _notebook(dtype, seed):
+    """The notebook's 3-4-1 network: 21 weights, every one by finite differences."""
     net = Network([3, 4, 1], activation="sigmoid", loss="half_sse", bias=False, dtype=dtype)
     X, y = gradcheck.datasets.seed_xor()
-    params = net.init(seed=0, scheme="uniform")
-    BUGS[bug](monkeypatch)
+    return net, X, y, net.init(seed=seed, scheme="uniform"), 50, 1.0
+
+
+def _digits(dtype, seed):
+    """A realistic size: 300 digits through 64-32-10, 2410 parameters, so the finite
+    differences go along random directions."""
+    net = Network([64, 32, 10], activation=["sigmoid", "softmax"], loss="softmax_ce", dtype=dtype)
+    X, y = gradcheck.datasets.digits()
+    rows = np.random.default_rng(seed).choice(len(X), size=300, replace=False)
+    return net, X[rows], y[rows], net.init(seed=seed), 20, 0.5
+
+
+PROBLEMS = {"notebook": _notebook, "digits": _digits}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("problem", list(PROBLEMS))
+@pytest.mark.parametrize("bug", list(BUGS))
+def test_a_bug_in_the_numpy_kernel_is_blamed_on_numpy_alone(monkeypatch, bug, problem, dtype, seed):
+    net, X, y, params, steps, lr = PROBLEMS[problem](dtype, seed)
+    BUGS[bug](monkeypatch, net)
     report = gradcheck.verify(
-        net, X, y, params=params, backends=["numpy", "numba", "jax"], steps=50
+        net, X, y, params=params, backends=["numpy", "numba", "jax"], steps=steps, lr=lr
     )
     assert {c.backend for c in report.failures} == {"numpy"}
     [verdict] = report.verdicts
@@ -63,17 +86,18 @@ def test_a_bug_in_the_numpy_kernel_is_blamed_on_numpy_alone(monkeypatch, bug, dt
     oracle = [c for c in report.checks if c.backend == "finite differences"]
     assert {c.quantity for c in oracle} == {"predictions", "loss", "gradient"}
     assert all(c.ok for c in oracle)
+    if problem == "digits":
+        assert [c.param for c in oracle if c.quantity == "gradient"] == ["directional"]
 
 
-def test_the_planted_bugs_are_real(monkeypatch):
+@pytest.mark.parametrize("problem", list(PROBLEMS))
+def test_the_planted_bugs_are_real(monkeypatch, problem):
     """Each bug changes what the kernel computes (so the test above tests something)."""
-    net = Network([3, 4, 1], activation="sigmoid", loss="half_sse", bias=False)
-    X, y = gradcheck.datasets.seed_xor()
-    params = net.init(seed=0, scheme="uniform")
+    net, X, y, params, _, _ = PROBLEMS[problem]("float64", 0)
     correct = nb.loss_and_grads(net, params, X, y)
     for bug, plant in BUGS.items():
         with monkeypatch.context() as mp:
-            plant(mp)
+            plant(mp, net)
             loss, grads = nb.loss_and_grads(net, params, X, y)
         same = loss == correct[0] and all(
             np.array_equal(g["W"], c["W"]) for g, c in zip(grads, correct[1], strict=True)
