@@ -1,40 +1,66 @@
 """Check a user's own backward kernel — any function, not only the MLP — against finite differences.
 
-``forward(*inputs)`` returns an array y; ``backward(cotangent, *inputs)`` returns one gradient per
-input, ∂⟨u, y⟩/∂x_i for the cotangent u. With random Gaussian cotangents the scalar ⟨u, y⟩ sees
-every output, so no output's gradient can hide (a sum of the outputs, the usual shortcut, is the
-single cotangent of ones). Its derivatives are taken by Richardson-extrapolated central
-differences in float64 (``gradcheck.finite_diff``), element by element for small inputs and along
-random directions for large ones, and, when a jax-traceable ``jax_forward`` is given, compared
-with ``jax.vjp`` as well.
+``forward(*inputs)`` returns an array y (or a tuple of arrays); ``backward(u, *inputs)`` returns
+one gradient per input, ∂⟨u, y⟩/∂x_i for the cotangent u. With random Gaussian cotangents the
+scalar ⟨u, y⟩ sees every output, so no output's gradient can hide (a sum of the outputs, the
+usual shortcut, is the single cotangent of ones). Its derivatives are taken by
+Richardson-extrapolated central differences in float64 (``gradcheck.finite_diff``), element by
+element for small inputs and along random directions for large ones, and, when a jax-traceable
+``jax_forward`` is given, compared with ``jax.vjp`` as well.
 
-``backward`` is called after ``forward`` has been evaluated at other inputs, so a backward that
-leans on state left behind by the last forward call — a stale cache — is caught too.
+What real kernels do is not mistaken for a wrong gradient:
+
+- **Kinks.** A step that crosses a kink of a piecewise function (relu, max-pooling, a hinge) is
+  retried with smaller steps; a point that sits on one, where the kernel chose a one-sided slope,
+  is reported as a kink and not compared (``finite_diff.near_kinks``).
+- **float32.** The precision is the narrowest of the differentiated inputs' and the outputs'
+  dtypes: it sets the step, the rounding floor and the noise limit. Perturbations are made in
+  each input's own dtype.
+- **In-place updates.** ``forward`` and ``backward`` get copies: a backward that updates its
+  cotangent or an input in place (``dout += …``) is named in a note, and the check is unharmed.
+- **Stale state.** ``backward`` is called after ``forward`` has seen another input, so a backward
+  that leans on a cache left by the last forward call is caught. That input is a mix of the
+  input with a shuffle of its own last axis, so it keeps every box, sign and row-sum constraint
+  the input meets; a forward that raises on it is named in a note, not taken for a wrong
+  gradient.
+
+Adapters for kernels written as ``(out, cache)`` pairs or as layer objects are in
+:mod:`gradcheck.adapters`.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from gradcheck.finite_diff import (
     ELEMENTWISE_MAX,
-    STEP,
     Comparison,
+    Derivative,
+    allowed,
     along,
     central_difference,
     compare,
+    memoised,
+    near_kinks,
+    noise_limit,
 )
 from gradcheck.tolerance import SAFETY, relative_error
+
+FINITE_DIFFERENCES = "finite differences"
+JAX_VJP = "jax.vjp"
 
 
 @dataclass(frozen=True)
 class InputCheck:
-    """One input's gradient against one oracle."""
+    """One input's gradient against one oracle, for one cotangent: the worst element (or
+    direction), with the kernel's value there and the oracle's."""
 
     input: str
     oracle: str
@@ -45,14 +71,35 @@ class InputCheck:
     #: The finite differences were noisier than a smooth function allows (see
     #: ``finite_diff.noise_limit``); the tolerance is held at that limit.
     noisy: bool = False
-    #: What else the comparison found (``finite_diff.Comparison.detail``).
+    #: What else the comparison found (``finite_diff.Comparison.detail``), or what was wrong
+    #: with the gradient backward returned.
     detail: str = ""
+    observed: float = math.nan
+    expected: float = math.nan
+    #: Estimates skipped on a kink, and estimates a smaller step settled.
+    kinks: int = 0
+    resolved: int = 0
+    #: When the kernel's values are a multiple of the oracle's: "x is 2.0× the finite
+    #: differences".
+    hint: str = ""
 
     @classmethod
-    def from_comparison(cls, input: str, c: Comparison) -> InputCheck:
-        """The finite differences' verdict on one input's gradient."""
+    def from_comparison(cls, input: str, oracle: str, c: Comparison) -> InputCheck:
+        flat = int(np.ravel_multi_index(c.index, c.expected.shape)) if c.expected.size else 0
         return cls(
-            input, "finite differences", c.error, c.tolerance, c.index, c.mode, c.noisy, c.detail
+            input,
+            oracle,
+            c.error,
+            c.tolerance,
+            c.index,
+            c.mode,
+            c.noisy,
+            c.detail,
+            observed=float(c.observed.flat[flat]) if c.observed.size else math.nan,
+            expected=float(c.expected.flat[flat]) if c.expected.size else math.nan,
+            kinks=c.kinks,
+            resolved=c.resolved,
+            hint="" if c.ok else _scale_hint(input, oracle, c.observed, c.expected),
         )
 
     @property
@@ -61,185 +108,453 @@ class InputCheck:
 
     def describe(self) -> str:
         if self.mode == "elementwise":
-            where = f"[{', '.join(map(str, self.index))}]"
+            where = f"[{', '.join(map(str, self.index))}]" if self.index else ""
         else:
             where = f" direction {self.index[0]}" if self.index else ""
+        values = (
+            f"observed {self.observed:.6g}, expected {self.expected:.6g}, "
+            if math.isfinite(self.observed) and math.isfinite(self.expected)
+            else ""
+        )
+        hint = f"; {self.hint}" if self.hint else ""
         detail = f" ({self.detail})" if self.detail else ""
         return (
-            f"input {self.input}{where} against {self.oracle} ({self.mode}): relative error "
-            f"{self.error:.1e}, tolerance {self.tolerance:.1e}{detail}"
+            f"input {self.input}{where} against {self.oracle} ({self.mode}): {values}relative "
+            f"error {self.error:.1e}, tolerance {self.tolerance:.1e}{hint}{detail}"
         )
+
+
+def _scale_hint(input: str, oracle: str, observed: np.ndarray, expected: np.ndarray) -> str:
+    """ "x is 2.0× the finite differences" when one factor maps the oracle's values onto the
+    kernel's to within 0.1% of their size, and the factor is not 1."""
+    norm = float(expected.ravel() @ expected.ravel())
+    if norm == 0 or not np.all(np.isfinite(observed)):
+        return ""
+    factor = float(observed.ravel() @ expected.ravel()) / norm
+    residual = float(np.abs(observed - factor * expected).max())
+    if residual > 1e-3 * float(np.abs(expected).max()) or abs(factor - 1) < 1e-3:
+        return ""
+    return f"{input} is {factor:.4g}× the {oracle}"
 
 
 @dataclass(frozen=True)
 class BackwardCheck:
-    """What :func:`check_backward` compared; ``checks`` has one entry per input and oracle."""
+    """What :func:`check_backward` compared: ``checks`` has one entry per cotangent, input and
+    oracle; ``findings`` the worst of them per input and oracle; ``notes`` what the kernel did
+    that is not a wrong gradient (it changed its cotangent in place, its forward raised near the
+    input)."""
 
     checks: list[InputCheck]
     cotangents: int
     forward_passes: int
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return all(check.ok for check in self.checks)
 
+    @property
+    def findings(self) -> list[InputCheck]:
+        worst: dict[tuple[str, str], InputCheck] = {}
+        for check in self.checks:
+            key = (check.input, check.oracle)
+            if key not in worst or _badness(check) > _badness(worst[key]):
+                worst[key] = check
+        return list(worst.values())
+
+    def __str__(self) -> str:
+        status = "backward agrees" if self.ok else "backward disagrees"
+        lines = [f"{status} ({self.cotangents} cotangents, {self.forward_passes} forward passes):"]
+        lines += [f"  {'ok  ' if f.ok else 'FAIL'} {f.describe()}" for f in self.findings]
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def _badness(check: InputCheck) -> float:
+    return check.error / check.tolerance if check.tolerance > 0 else math.inf
+
 
 def check_backward(
     forward: Callable[..., Any],
-    backward: Callable[..., Sequence[Any]],
+    backward: Callable[..., Any],
     *inputs: Any,
     names: Sequence[str] | None = None,
     cotangents: int = 2,
     directions: int = 8,
     jax_forward: Callable[..., Any] | None = None,
     seed: int = 0,
+    wrt: Sequence[str | int] | None = None,
+    rtol: float | None = None,
+    elementwise_max: int = ELEMENTWISE_MAX,
+    raise_exception: bool = True,
 ) -> BackwardCheck:
     """Check ``backward`` against finite differences of ``forward`` (and ``jax.vjp``).
 
     Args:
-        forward: ``forward(*inputs) -> y``, an array.
-        backward: ``backward(u, *inputs) -> (dx_1, …, dx_n)``, one gradient of ⟨u, y⟩ per input,
-            each shaped like its input.
-        inputs: float arrays; each is checked.
+        forward: ``forward(*inputs) -> y``, an array or a tuple of arrays.
+        backward: ``backward(u, *inputs)``, the gradient of ⟨u, y⟩ for each differentiated
+            input, shaped like it: a tuple with one entry per input (entries for the inputs not
+            in ``wrt`` are ignored) or one per differentiated input, or a bare array when only
+            one input is differentiated. ``u`` is shaped like y (a tuple for a tuple).
+        inputs: the arguments; the differentiated ones must be float arrays, the others
+            (labels, masks, hyper-parameters) may be anything and are passed unchanged.
         names: a name per input for the messages (default ``x0``, ``x1``, …).
         cotangents: how many random Gaussian cotangents u to check.
-        directions: random directions per input when an input is too large to check element
-            by element (more than ``ELEMENTWISE_MAX`` elements).
+        directions: random directions per input too large to check element by element.
         jax_forward: the same function written in jax.numpy, to compare with ``jax.vjp``.
-        seed: for the random cotangents and directions.
+        seed: for the cotangents, the directions and the stale-state probe.
+        wrt: the inputs to differentiate, by name or position (default: every input).
+        rtol: the relative tolerance for the kernel's rounding (default: the tolerance policy's,
+            16·ε·√n for the narrowest precision involved).
+        elementwise_max: inputs with at most this many elements are checked element by
+            element; larger ones along ``directions`` random directions.
+        raise_exception: raise AssertionError when a gradient disagrees (the default), or
+            return the result with ``ok`` False.
 
     Returns:
-        A :class:`BackwardCheck` when every gradient agrees.
+        A :class:`BackwardCheck`.
 
     Raises:
-        AssertionError: naming the input, the index (or direction), the error and the tolerance
-            of every gradient that does not.
+        AssertionError: with ``raise_exception``, naming for each input that disagrees the
+            index (or direction), the kernel's value and the oracle's, the error and the
+            tolerance, and a factor when the kernel's values are a multiple of the oracle's.
+        ValueError, TypeError: for arguments that check nothing or cannot be checked, before any
+            work is done.
     """
-    arrays = [np.asarray(x) for x in inputs]
-    if not arrays:
-        raise ValueError("inputs must hold at least one array; got none")
-    for i, x in enumerate(arrays):
-        if x.dtype.kind != "f":
-            raise TypeError(f"inputs must be float arrays; input {i} has dtype {x.dtype}")
-    labels = list(names) if names is not None else [f"x{i}" for i in range(len(arrays))]
-    if len(labels) != len(arrays):
-        raise ValueError(f"names must have one name per input ({len(arrays)}); got {len(labels)}")
+    labels = _names(names, len(inputs))
+    differentiated = _wrt(wrt, labels)
+    _settings(cotangents, directions, seed, rtol, elementwise_max)
+    arrays = list(inputs)
+    for i in differentiated:
+        arrays[i] = _float_array(labels[i], inputs[i])
     rng = np.random.default_rng(seed)
     passes = 0
 
-    def evaluate(xs: list[np.ndarray]) -> np.ndarray:
+    def evaluate(args: Sequence[Any]) -> tuple[np.ndarray, ...]:
         nonlocal passes
         passes += 1
-        return np.asarray(forward(*xs))
+        return _outputs(forward(*[_copy(a) for a in args]))
 
-    y = evaluate(arrays)
-    eps = float(np.finfo(y.dtype if y.dtype.kind == "f" else np.float64).eps)
+    first = forward(*[_copy(a) for a in arrays])
+    passes += 1
+    ys, tuple_output = _outputs(first), isinstance(first, (tuple, list))
+    precision = _narrowest([arrays[i].dtype for i in differentiated] + [y.dtype for y in ys])
+    eps = float(np.finfo(precision).eps)
+    floor = rtol if rtol is not None else SAFETY * eps * math.sqrt(max(sum(y.size for y in ys), 1))
     checks: list[InputCheck] = []
+    notes: list[str] = []
     for _ in range(cotangents):
-        u = rng.standard_normal(y.shape).astype(y.dtype if y.dtype.kind == "f" else np.float64)
-        # Leave forward's last call at other inputs, so backward must rely on its arguments.
-        evaluate([x + rng.standard_normal(x.shape).astype(x.dtype) for x in arrays])
-        grads = backward(u, *arrays)
-        if len(grads) != len(arrays):
-            raise AssertionError(
-                f"backward must return one gradient per input ({len(arrays)}); got {len(grads)}"
-            )
-        u64 = u.astype(np.float64)
-        for i, (x, grad, label) in enumerate(zip(arrays, grads, labels, strict=True)):
-            grad = np.asarray(grad)
-            if grad.shape != x.shape:
-                raise AssertionError(
-                    f"backward's gradient for input {label} has shape {grad.shape}, "
-                    f"expected {x.shape}"
-                )
+        us = tuple(rng.standard_normal(y.shape).astype(y.dtype) for y in ys)
+        u = us if tuple_output else us[0]
+        notes += _probe(evaluate, arrays, differentiated, labels, rng)
+        given = (_copy(u), *[_copy(a) for a in arrays])
+        grads = backward(*given)
+        notes += _modified(given, (u, *arrays), ["its cotangent", *[f"input {n}" for n in labels]])
+        grads, problems = _gradients(grads, arrays, differentiated, labels)
+        checks += problems
+        u64 = [np.asarray(c, np.float64) for c in us]
+        for i, grad in grads.items():
 
-            def scalar(xi: np.ndarray, i: int = i, u64: np.ndarray = u64) -> float:
-                xs = list(arrays)
-                xs[i] = xi.astype(arrays[i].dtype)
-                return float(np.sum(u64 * evaluate(xs).astype(np.float64)))  # ⟨u, y⟩
+            def scalar(xi: np.ndarray, i: int = i, u64: list[np.ndarray] = u64) -> float:
+                args = list(arrays)
+                args[i] = xi.astype(arrays[i].dtype)
+                return sum(float(np.sum(c * y)) for c, y in zip(u64, evaluate(args), strict=True))
 
-            rounding = SAFETY * eps * math.sqrt(max(y.size, 1))
-            precision = y.dtype if y.dtype.kind == "f" else np.dtype(np.float64)
             comparison = _against_finite_differences(
-                scalar, x, grad, rounding, precision, directions, rng
+                scalar, arrays[i], grad, floor, precision, directions, elementwise_max, rng
             )
-            checks.append(InputCheck.from_comparison(label, comparison))
-        if jax_forward is not None:
-            checks.extend(_against_jax(jax_forward, arrays, u, grads, labels, eps, y.size))
-    result = BackwardCheck(checks, cotangents, passes)
-    failures = [check for check in checks if not check.ok]
-    if failures:
-        lines = "\n".join(f"  {check.describe()}" for check in failures)
-        raise AssertionError(f"backward disagrees:\n{lines}")
+            checks.append(InputCheck.from_comparison(labels[i], FINITE_DIFFERENCES, comparison))
+        if jax_forward is not None and grads:
+            checks += _against_jax(jax_forward, arrays, us, grads, labels, floor)
+    result = BackwardCheck(checks, cotangents, passes, list(dict.fromkeys(notes)))
+    if raise_exception and not result.ok:
+        raise AssertionError(str(result))
     return result
+
+
+# --- arguments -----------------------------------------------------------------------------------
+
+
+def _names(names: Sequence[str] | None, count: int) -> list[str]:
+    if count == 0:
+        raise ValueError("inputs must hold at least one array; got none")
+    if names is None:
+        return [f"x{i}" for i in range(count)]
+    if isinstance(names, str) or len(names) != count:
+        raise ValueError(f"names must have one name per input ({count}); got {names!r}")
+    return list(names)
+
+
+def _wrt(wrt: Sequence[str | int] | None, labels: list[str]) -> list[int]:
+    if wrt is None:
+        return list(range(len(labels)))
+    if isinstance(wrt, (str, int)):
+        wrt = [wrt]
+    chosen = []
+    for item in wrt:
+        if isinstance(item, str) and item in labels:
+            chosen.append(labels.index(item))
+        elif isinstance(item, int) and not isinstance(item, bool) and 0 <= item < len(labels):
+            chosen.append(item)
+        else:
+            raise ValueError(
+                f"wrt must name inputs among {labels} or give their positions; got {item!r}"
+            )
+    if not chosen:
+        raise ValueError("wrt must name at least one input; got none")
+    return sorted(set(chosen))
+
+
+def _settings(cotangents: Any, directions: Any, seed: Any, rtol: Any, elementwise_max: Any) -> None:
+    for name, value, least in (
+        ("cotangents", cotangents, 1),
+        ("directions", directions, 1),
+        ("elementwise_max", elementwise_max, 0),
+        ("seed", seed, 0),
+    ):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
+            raise ValueError(f"{name} must be an integer of at least {least}; got {value!r}")
+    if rtol is not None and not (
+        isinstance(rtol, numbers.Real) and not isinstance(rtol, bool) and 0 < float(rtol) < 1
+    ):
+        raise ValueError(f"rtol must be a number in (0, 1) or None; got {rtol!r}")
+
+
+def _float_array(label: str, value: Any) -> np.ndarray:
+    if value is None:
+        raise TypeError(f"input {label} must be a float array to differentiate; got None")
+    array = np.asarray(value)
+    if array.dtype.kind != "f":
+        raise TypeError(
+            f"input {label} must be a float array to differentiate; got dtype {array.dtype} "
+            "(leave it out of wrt= to hold it fixed)"
+        )
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"input {label} must be finite; it holds NaN or Inf")
+    return array
+
+
+def _outputs(y: Any) -> tuple[np.ndarray, ...]:
+    """forward's result as a tuple of float arrays."""
+    values = tuple(y) if isinstance(y, (tuple, list)) else (y,)
+    arrays = tuple(np.asarray(v) for v in values)
+    for array in arrays:
+        if array.dtype.kind != "f":
+            raise TypeError(
+                f"forward must return a float array or a tuple of them; got dtype {array.dtype}"
+            )
+    return arrays
+
+
+def _narrowest(dtypes: Sequence[np.dtype]) -> np.dtype:
+    return max(dtypes, key=lambda d: float(np.finfo(d).eps))
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, tuple):
+        return tuple(_copy(v) for v in value)
+    return value
+
+
+# --- the protocol --------------------------------------------------------------------------------
+
+
+def _probe(
+    evaluate: Callable[[Sequence[Any]], Any],
+    arrays: list[Any],
+    differentiated: list[int],
+    labels: list[str],
+    rng: np.random.Generator,
+) -> list[str]:
+    """Evaluate forward at another input in the input's neighbourhood, so that backward cannot
+    lean on the last forward call's state. Each differentiated input becomes the mean of itself
+    and a shuffle of its last axis (its whole, for one column): every value stays within the
+    range of its row, and every row keeps its sum. Returns a note when forward raised or warned
+    there."""
+    nearby = list(arrays)
+    for i in differentiated:
+        x = arrays[i]
+        if x.ndim >= 1 and x.shape[-1] > 1:
+            shuffled = x[..., rng.permutation(x.shape[-1])]
+        else:
+            shuffled = rng.permutation(x.ravel()).reshape(x.shape)
+        nearby[i] = ((x + shuffled) / 2).astype(x.dtype)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            evaluate(nearby)
+        except Exception as error:  # the user's forward: anything it raises is reported
+            return [
+                f"forward raised on a nearby input ({type(error).__name__}: {error}), so a "
+                f"backward relying on a stale cache could not be ruled out for "
+                f"{', '.join(labels[i] for i in differentiated)}"
+            ]
+    return [f"forward warned on a nearby input: {w.message}" for w in caught]
+
+
+def _modified(given: tuple[Any, ...], originals: tuple[Any, ...], what: list[str]) -> list[str]:
+    """Notes for the arguments backward changed in place (it got copies, so nothing is harmed)."""
+    notes = []
+    for copy, original, name in zip(given, originals, what, strict=True):
+        pairs = zip(copy, original, strict=True) if isinstance(copy, tuple) else [(copy, original)]
+        if any(
+            isinstance(c, np.ndarray) and not np.array_equal(c, o, equal_nan=True) for c, o in pairs
+        ):
+            notes.append(f"backward modified {name} in place (it was given a copy)")
+    return notes
+
+
+def _gradients(
+    grads: Any, arrays: list[Any], differentiated: list[int], labels: list[str]
+) -> tuple[dict[int, np.ndarray], list[InputCheck]]:
+    """backward's result as ``{input position: gradient}``, and a failed check for every
+    gradient that is missing or misshapen."""
+    wanted = [labels[i] for i in differentiated]
+    if isinstance(grads, np.ndarray) or not isinstance(grads, (tuple, list)):
+        if len(differentiated) == 1 and grads is not None:
+            grads = [grads]
+        else:
+            got = "None" if grads is None else f"one {type(grads).__name__}"
+            return {}, [
+                _broken(
+                    ", ".join(wanted),
+                    f"backward returned {got}; expected a tuple with a gradient for each of "
+                    f"{', '.join(wanted)}",
+                )
+            ]
+    if len(grads) == len(arrays):
+        chosen = [grads[i] for i in differentiated]
+    elif len(grads) == len(differentiated):
+        chosen = list(grads)
+    else:
+        return {}, [
+            _broken(
+                ", ".join(wanted),
+                f"backward returned {len(grads)} gradients; expected {len(arrays)} (one per "
+                f"input) or {len(differentiated)} (one per input in wrt: {', '.join(wanted)})",
+            )
+        ]
+    found, problems = {}, []
+    for i, grad in zip(differentiated, chosen, strict=True):
+        expected = arrays[i].shape
+        if grad is None:
+            problems.append(_broken(labels[i], f"gradient is None, expected shape {expected}"))
+            continue
+        grad = np.asarray(grad)
+        if grad.shape != expected:
+            problems.append(
+                _broken(labels[i], f"gradient has shape {grad.shape}, expected {expected}")
+            )
+            continue
+        found[i] = grad
+    return found, problems
+
+
+def _broken(label: str, detail: str) -> InputCheck:
+    return InputCheck(label, "backward's result", math.inf, 0.0, (), "elementwise", detail=detail)
+
+
+# --- the oracles ---------------------------------------------------------------------------------
 
 
 def _against_finite_differences(
     scalar: Callable[[np.ndarray], float],
     x: np.ndarray,
     grad: np.ndarray,
-    rounding: float,
+    floor: float,
     precision: np.dtype,
     directions: int,
+    elementwise_max: int,
     rng: np.random.Generator,
 ) -> Comparison:
+    """``grad`` against finite differences of ``scalar`` at ``x``: element by element, or along
+    random directions; estimates that disagree are looked at again for kinks."""
     x64 = x.astype(np.float64)
-    step = STEP if x.dtype == np.float64 else float(np.finfo(x.dtype).eps) ** (1 / 3)
-    if x.size <= ELEMENTWISE_MAX:
-        estimates = np.empty(x.size)
-        errors = np.empty(x.size)
+    grad64 = grad.astype(np.float64)
+    eps = float(np.finfo(precision).eps)
+    step = eps ** (1 / 3)
+    elementwise = x.size <= elementwise_max
+    if elementwise:
+        lines = []
         for j in range(x.size):
             unit = np.zeros(x.shape)
             unit.flat[j] = 1.0
-            d = central_difference(
-                along(scalar, x64, unit), step * max(1.0, abs(float(x64.flat[j])))
-            )
-            estimates[j], errors[j] = d.value, d.error
-        return compare(
-            grad,
-            estimates.reshape(x.shape),
-            errors.reshape(x.shape),
-            np.zeros(x.shape, bool),
-            floor=rounding,
-            mode="elementwise",
-            dtype=precision,
-        )
-    h = step * max(1.0, float(np.abs(x64).max()))
-    values, projected, errs = [], [], []
-    for _ in range(directions):
-        v = rng.standard_normal(x.shape)
-        d = central_difference(along(scalar, x64, v), h)
-        values.append(d.value)
-        errs.append(d.error)
-        projected.append(float(np.sum(grad.astype(np.float64) * v)))
+            lines.append((unit, step * max(1.0, abs(float(x64.flat[j]))), float(grad64.flat[j])))
+    else:
+        h = step * max(1.0, float(np.abs(x64).max()))
+        lines = []
+        for _ in range(directions):
+            v = rng.standard_normal(x.shape)
+            lines.append((v, h, float(np.sum(grad64 * v))))
+    gs = [memoised(along(scalar, x64, v)) for v, _, _ in lines]
+    estimates = [central_difference(g, h, eps=eps) for g, (_, h, _) in zip(gs, lines, strict=True)]
+    scale = max(max((abs(d.value) for d in estimates), default=0.0), np.finfo(np.float64).tiny)
+    limit = noise_limit(precision)
+    mode = "elementwise" if elementwise else "directional"
+    # along directions every estimate shares the noise level of all (see finite_diff.allowed)
+    shared = max(d.error for d in estimates) if mode == "directional" else 0.0
+
+    def tolerance(d: Derivative) -> float:
+        return float(allowed(np.array([max(d.error, shared)]), scale, floor, limit, mode)[0])
+
+    for j, (g, (_, h, observed), d) in enumerate(zip(gs, lines, estimates, strict=True)):
+        if not abs(observed - d.value) <= tolerance(d):
+            estimates[j] = near_kinks(g, h, d, observed, tolerance, eps=eps)
+    shape = x.shape if elementwise else (directions,)
     return compare(
-        np.array(projected),
-        np.array(values),
-        np.array(errs),
-        np.zeros(directions, bool),
-        floor=rounding,
-        mode="directional",
+        np.array([o for _, _, o in lines]).reshape(shape),
+        np.array([d.value for d in estimates]).reshape(shape),
+        np.array([d.error for d in estimates]).reshape(shape),
+        np.array([d.kink for d in estimates]).reshape(shape),
+        floor=floor,
+        mode=mode,
         dtype=precision,
+        resolved=sum(d.resolved for d in estimates),
     )
 
 
 def _against_jax(
     jax_forward: Callable[..., Any],
-    arrays: list[np.ndarray],
-    u: np.ndarray,
-    grads: Sequence[Any],
+    arrays: list[Any],
+    us: tuple[np.ndarray, ...],
+    grads: dict[int, np.ndarray],
     labels: list[str],
-    eps: float,
-    size: int,
+    floor: float,
 ) -> list[InputCheck]:
+    """``grads`` against ``jax.vjp`` of ``jax_forward`` at the same inputs, in x64 mode; the
+    cotangent is cast to each output's dtype, so mixed dtypes work."""
     import jax
 
+    positions = sorted(grads)
     with jax.enable_x64(True):
-        _, vjp = jax.vjp(jax_forward, *arrays)
-        expected = [np.array(g) for g in vjp(u)]
-    tolerance = SAFETY * eps * math.sqrt(max(size, 1))
+
+        def differentiated(*xs: Any) -> Any:
+            args = list(arrays)
+            for i, x in zip(positions, xs, strict=True):
+                args[i] = x
+            return jax_forward(*args)
+
+        out, vjp = jax.vjp(differentiated, *[arrays[i] for i in positions])
+        leaves = jax.tree.leaves(out)
+        cast = [np.asarray(u, leaf.dtype) for u, leaf in zip(us, leaves, strict=True)]
+        expected = [np.array(g) for g in vjp(jax.tree.unflatten(jax.tree.structure(out), cast))]
     checks = []
-    for label, grad, want in zip(labels, grads, expected, strict=True):
-        error, index = relative_error(np.asarray(grad), want)
-        checks.append(InputCheck(label, "jax.vjp", error, tolerance, index, "elementwise"))
+    for i, want in zip(positions, expected, strict=True):
+        error, index = relative_error(grads[i], want)
+        observed = np.asarray(grads[i], np.float64)
+        checks.append(
+            InputCheck(
+                labels[i],
+                JAX_VJP,
+                error,
+                floor,
+                index,
+                "elementwise",
+                observed=float(observed[index]) if index else float(observed.flat[0]),
+                expected=float(want[index]) if index else float(want.flat[0]),
+                hint="" if error <= floor else _scale_hint(labels[i], JAX_VJP, observed, want),
+            )
+        )
     return checks

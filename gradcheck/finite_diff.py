@@ -32,16 +32,16 @@ estimates' own error, but never looser than the noise limit of a smooth function
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from gradcheck import witness
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS
-from gradcheck.tolerance import relative_error
 
 EPS = float(np.finfo(np.float64).eps)
 STEP = EPS ** (1 / 3)
@@ -59,28 +59,103 @@ def noise_limit(dtype: np.dtype | type | str) -> float:
     return 100 * math.sqrt(float(np.finfo(dtype).eps))
 
 
+#: The smaller steps tried, as fractions of the first, where a step may have crossed a kink.
+SHRINKS = (10, 100, 1000)
+
+
 @dataclass(frozen=True)
 class Derivative:
-    """A Richardson-extrapolated central difference and its estimated absolute error."""
+    """A Richardson-extrapolated central difference and its estimated absolute error.
+
+    ``kink``: a non-differentiable point lies within the step and the estimate is not compared;
+    ``resolved``: the first step crossed one, and a smaller step gave the estimate."""
 
     value: float
     error: float
     kink: bool = False
+    resolved: bool = False
 
 
 def central_difference(
-    g: Callable[[float], float], h: float, kink: Callable[[float, float], bool] | None = None
+    g: Callable[[float], float],
+    h: float,
+    kink: Callable[[float, float], bool] | None = None,
+    eps: float = EPS,
 ) -> Derivative:
     """g′(0) from g at ±h and ±h/2; ``kink(a, b)`` says whether a non-differentiable point lies
-    between the arguments a and b."""
+    between the arguments a and b; ``eps`` is the precision g is computed in."""
     if kink is not None and kink(-h, h):
         return Derivative(math.nan, math.inf, kink=True)
     values = {t: g(t) for t in (-h, -h / 2, h / 2, h)}
     coarse = (values[h] - values[-h]) / (2 * h)
     fine = (values[h / 2] - values[-h / 2]) / h
     extrapolated = fine + (fine - coarse) / 3
-    rounding = EPS * max(abs(v) for v in values.values()) / h
+    rounding = eps * max(abs(v) for v in values.values()) / h
     return Derivative(extrapolated, abs(extrapolated - fine) + 4 * rounding)
+
+
+def memoised(g: Callable[[float], float]) -> Callable[[float], float]:
+    """g, evaluated once per argument."""
+    seen: dict[float, float] = {}
+
+    def cached(t: float) -> float:
+        if t not in seen:
+            seen[t] = g(t)
+        return seen[t]
+
+    return cached
+
+
+def near_kinks(
+    g: Callable[[float], float],
+    h: float,
+    first: Derivative,
+    observed: float,
+    tolerance: Callable[[Derivative], float],
+    eps: float = EPS,
+) -> Derivative:
+    """A second look at an estimate ``first`` (made with step ``h``) that disagrees with a
+    kernel's ``observed`` g′(0), in case the step crossed a kink of a piecewise function (relu,
+    max, a hinge) rather than the kernel being wrong. ``tolerance(d)`` is the absolute tolerance
+    an estimate is held to; ``g`` should be :func:`memoised`.
+
+    - Smaller steps (``SHRINKS``): when one of them agrees with ``observed`` and differs from the
+      first by more than their two error estimates allow — which for a smooth function they do
+      not — the first step had crossed a kink and the smaller step's estimate stands
+      (``resolved``).
+    - Otherwise, when ``observed`` lies between the one-sided slopes at the smallest step and
+      their gap explains the disagreement, the point is on a kink and the kernel chose one side
+      (relu′(0) = 0, the first of tied maxima): reported as a kink, not compared.
+    - Otherwise, when the estimates of the steps whose noise is within the limit never settle
+      and the kernel's value lies among them, every step crossed kinks: reported as a kink.
+    - Otherwise the most accurate estimate stands, and the kernel disagrees with it.
+    """
+    d, tried = first, [first]
+    for shrink in SHRINKS:
+        d = central_difference(g, h / shrink, eps=eps)
+        tried.append(d)
+        inconsistent = abs(first.value - d.value) > first.error + d.error
+        if abs(observed - d.value) <= tolerance(d) and inconsistent:
+            return dataclasses.replace(d, resolved=True)
+    half = h / SHRINKS[-1] / 2
+    right, left = (g(half) - g(0.0)) / half, (g(0.0) - g(-half)) / half
+    low, high = min(left, right), max(left, right)
+    slack = tolerance(d)
+    if low - slack <= observed <= high + slack and high - low > abs(observed - d.value):
+        return Derivative(math.nan, math.inf, kink=True)
+    # Steps small enough to miss every kink may be too small for the function's precision (a
+    # float32 loss over thousands of hinges): then, among the steps whose noise is within the
+    # limit, estimates that never settle and bracket the kernel's value are kinks at every step.
+    cap = tolerance(Derivative(0.0, math.inf))
+    usable = [t for t in tried if tolerance(t) < cap]
+    if len(usable) >= 2:
+        values = [t.value for t in usable]
+        slack = max(tolerance(t) for t in usable)
+        unsettled = max(values) - min(values) > slack
+        if unsettled and min(values) - slack <= observed <= max(values) + slack:
+            return Derivative(math.nan, math.inf, kink=True)
+    d = min(tried, key=lambda t: t.error)
+    return d
 
 
 def along(
@@ -218,8 +293,8 @@ def miss_probability(error_norm: float, tolerance: float, k: int) -> float:
 
 @dataclass(frozen=True)
 class Comparison:
-    """A gradient against finite-difference estimates: the worst relative error, where it is, and
-    the tolerance it was held to."""
+    """A gradient against finite-difference estimates: the worst estimate — the largest error
+    against its own tolerance — where it is, and what was compared."""
 
     error: float
     tolerance: float
@@ -228,11 +303,16 @@ class Comparison:
     mode: str
     #: How many estimates there were, skipped ones included.
     estimates: int
-    #: Estimates skipped because their steps crossed a kink.
+    #: Estimates skipped because they lie on a kink.
     kinks: int = 0
-    #: The estimates were noisier than a smooth function allows; the tolerance is held at the
+    #: Estimates whose first step crossed a kink and a smaller step settled.
+    resolved: int = 0
+    #: Some estimates were noisier than a smooth function allows; their tolerance is held at the
     #: noise limit rather than widened to them.
     noisy: bool = False
+    #: The compared values, kinks set to 0: the kernel's and the finite differences'.
+    observed: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    expected: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
 
     @property
     def ok(self) -> bool:
@@ -240,13 +320,28 @@ class Comparison:
 
     @property
     def detail(self) -> str:
-        """What a reader needs besides the error: kinks skipped, noise."""
+        """What a reader needs besides the error: kinks skipped or resolved, noise."""
         parts = [f"{self.estimates} random directions"] if self.mode == "directional" else []
         if self.kinks:
             parts.append(f"{self.kinks} at a kink skipped")
+        if self.resolved:
+            parts.append(f"{self.resolved} across a kink settled by a smaller step")
         if self.noisy:
             parts.append("finite differences noisier than a smooth function allows")
         return ", ".join(parts)
+
+
+def allowed(errors: np.ndarray, scale: float, floor: float, limit: float, mode: str) -> np.ndarray:
+    """The absolute tolerance of each estimate: ``floor`` relative to ``scale`` (the rounding
+    the kernel may have), or ten times the estimate's error where larger — capped at ``limit``
+    relative to ``scale``. Element by element, each estimate's own error: one element's noise
+    widens its own tolerance only. Along random directions, which all probe the whole function
+    with one step, the largest error of them all: a direction whose step crossed kinks can look
+    smooth to its own error estimate, the noise level of the others is the better measure."""
+    errors = np.asarray(errors, np.float64)
+    if mode == "directional":
+        errors = np.full_like(errors, errors.max(initial=0.0))
+    return np.minimum(np.maximum(floor * scale, 10 * errors), limit * scale)
 
 
 def compare(
@@ -258,12 +353,13 @@ def compare(
     floor: float,
     mode: str,
     dtype: np.dtype | type | str = np.float64,
+    resolved: int = 0,
 ) -> Comparison:
-    """``observed`` against finite-difference ``values`` with their estimated ``errors``, both
-    shaped like it; estimates flagged in ``kinks`` are skipped.
+    """``observed`` against finite-difference ``values`` with their estimated ``errors``, all
+    shaped alike; estimates flagged in ``kinks`` are skipped.
 
-    The tolerance is ``floor`` (the policy's, for rounding) or, where larger, ten times the
-    largest estimated error relative to the largest estimate — capped at
+    Errors are relative to the largest estimate, and each is held to its own tolerance
+    (:func:`allowed`): ``floor``, the policy's, or ten times its estimated error, capped at
     :func:`noise_limit` of ``dtype``, the precision the function was computed in.
     """
     if mode not in ("elementwise", "directional"):
@@ -272,15 +368,23 @@ def compare(
     expected = np.where(kinks, 0.0, values)
     observed = np.where(kinks, 0.0, np.asarray(observed, np.float64))
     scale = max(float(np.abs(expected).max(initial=0.0)), np.finfo(np.float64).tiny)
-    wanted = max(floor, 10 * float(np.asarray(errors)[~kinks].max(initial=0.0)) / scale)
     limit = noise_limit(dtype)
-    error, index = relative_error(observed, expected)
+    errors = np.where(kinks, 0.0, errors)
+    tolerance = allowed(errors, scale, floor, limit, mode) / scale
+    with np.errstate(invalid="ignore", over="ignore"):
+        relative = np.abs(observed - expected) / scale
+        relative = np.where(np.isfinite(relative), relative, np.inf)
+        worst = int(np.argmax(relative / tolerance)) if relative.size else 0
+    index = tuple(int(i) for i in np.unravel_index(worst, relative.shape)) if relative.size else ()
     return Comparison(
-        error,
-        min(wanted, limit),
+        float(relative.flat[worst]) if relative.size else 0.0,
+        float(tolerance.flat[worst]) if relative.size else floor,
         index,
         mode,
         estimates=kinks.size,
         kinks=int(kinks.sum()),
-        noisy=wanted > limit,
+        resolved=resolved,
+        noisy=bool(np.any(10 * errors > limit * scale)),
+        observed=observed,
+        expected=expected,
     )
