@@ -5,9 +5,9 @@ and any backend you bring — from the same weights; :func:`verify` shows, numbe
 their predictions, gradients and training runs agree, or exactly where they part.
 """
 
-from gradcheck import datasets
+from gradcheck import adapters, datasets
 from gradcheck.backends import Backend, Trajectory, available_backends, get_backend
-from gradcheck.check_backward import BackwardCheck, check_backward
+from gradcheck.check_backward import BackwardCheck, InputCheck, check_backward
 from gradcheck.network import Network
 from gradcheck.report import Check, Report
 from gradcheck.verify import verify
@@ -16,9 +16,11 @@ __all__ = [
     "Backend",
     "BackwardCheck",
     "Check",
+    "InputCheck",
     "Network",
     "Report",
     "Trajectory",
+    "adapters",
     "available_backends",
     "check_backward",
     "datasets",

@@ -74,6 +74,8 @@ class Derivative:
     error: float
     kink: bool = False
     resolved: bool = False
+    #: The part of ``error`` that is rounding in the function's values, ε·|g|/h.
+    rounding: float = 0.0
 
 
 def central_difference(
@@ -90,8 +92,8 @@ def central_difference(
     coarse = (values[h] - values[-h]) / (2 * h)
     fine = (values[h / 2] - values[-h / 2]) / h
     extrapolated = fine + (fine - coarse) / 3
-    rounding = eps * max(abs(v) for v in values.values()) / h
-    return Derivative(extrapolated, abs(extrapolated - fine) + 4 * rounding)
+    rounding = 4 * eps * max(abs(v) for v in values.values()) / h
+    return Derivative(extrapolated, abs(extrapolated - fine) + rounding, rounding=rounding)
 
 
 def memoised(g: Callable[[float], float]) -> Callable[[float], float]:
@@ -119,10 +121,11 @@ def near_kinks(
     max, a hinge) rather than the kernel being wrong. ``tolerance(d)`` is the absolute tolerance
     an estimate is held to; ``g`` should be :func:`memoised`.
 
-    - Smaller steps (``SHRINKS``): when one of them agrees with ``observed`` and differs from the
-      first by more than their two error estimates allow — which for a smooth function they do
-      not — the first step had crossed a kink and the smaller step's estimate stands
-      (``resolved``).
+    - Smaller steps (``SHRINKS``): the first step had crossed a kink, and a smaller step's
+      estimate stands (``resolved``; the closest such), when that estimate agrees with
+      ``observed`` within the first's own tolerance (and its own noise is within the limit), or
+      within its own looser tolerance while it differs from the first by more than their two
+      error estimates allow — which for a smooth function they do not.
     - Otherwise, when ``observed`` lies between the one-sided slopes at the smallest step and
       their gap explains the disagreement, the point is on a kink and the kernel chose one side
       (relu′(0) = 0, the first of tied maxima): reported as a kink, not compared.
@@ -130,13 +133,21 @@ def near_kinks(
       and the kernel's value lies among them, every step crossed kinks: reported as a kink.
     - Otherwise the most accurate estimate stands, and the kernel disagrees with it.
     """
-    d, tried = first, [first]
-    for shrink in SHRINKS:
-        d = central_difference(g, h / shrink, eps=eps)
-        tried.append(d)
-        inconsistent = abs(first.value - d.value) > first.error + d.error
-        if abs(observed - d.value) <= tolerance(d) and inconsistent:
-            return dataclasses.replace(d, resolved=True)
+    cap = tolerance(Derivative(0.0, math.inf))
+    tried = [first, *(central_difference(g, h / shrink, eps=eps) for shrink in SHRINKS)]
+    settled = [
+        d
+        for d in tried[1:]
+        if (10 * d.error < cap and abs(observed - d.value) <= tolerance(first))
+        or (
+            abs(observed - d.value) <= tolerance(d)
+            and abs(first.value - d.value) > first.error + d.error
+        )
+    ]
+    if settled:
+        best = min(settled, key=lambda d: abs(observed - d.value))
+        return dataclasses.replace(best, resolved=True)
+    d = tried[-1]
     half = h / SHRINKS[-1] / 2
     right, left = (g(half) - g(0.0)) / half, (g(0.0) - g(-half)) / half
     low, high = min(left, right), max(left, right)
@@ -146,8 +157,7 @@ def near_kinks(
     # Steps small enough to miss every kink may be too small for the function's precision (a
     # float32 loss over thousands of hinges): then, among the steps whose noise is within the
     # limit, estimates that never settle and bracket the kernel's value are kinks at every step.
-    cap = tolerance(Derivative(0.0, math.inf))
-    usable = [t for t in tried if tolerance(t) < cap]
+    usable = [t for t in tried if 10 * t.error < cap]
     if len(usable) >= 2:
         values = [t.value for t in usable]
         slack = max(tolerance(t) for t in usable)
@@ -293,8 +303,8 @@ def miss_probability(error_norm: float, tolerance: float, k: int) -> float:
 
 @dataclass(frozen=True)
 class Comparison:
-    """A gradient against finite-difference estimates: the worst estimate — the largest error
-    against its own tolerance — where it is, and what was compared."""
+    """A gradient against finite-difference estimates: the worst relative error, where it is,
+    the tolerance it was held to, and what was compared."""
 
     error: float
     tolerance: float
@@ -331,17 +341,26 @@ class Comparison:
         return ", ".join(parts)
 
 
-def allowed(errors: np.ndarray, scale: float, floor: float, limit: float, mode: str) -> np.ndarray:
-    """The absolute tolerance of each estimate: ``floor`` relative to ``scale`` (the rounding
-    the kernel may have), or ten times the estimate's error where larger — capped at ``limit``
-    relative to ``scale``. Element by element, each estimate's own error: one element's noise
-    widens its own tolerance only. Along random directions, which all probe the whole function
-    with one step, the largest error of them all: a direction whose step crossed kinks can look
-    smooth to its own error estimate, the noise level of the others is the better measure."""
-    errors = np.asarray(errors, np.float64)
-    if mode == "directional":
-        errors = np.full_like(errors, errors.max(initial=0.0))
-    return np.minimum(np.maximum(floor * scale, 10 * errors), limit * scale)
+def allowed(
+    errors: np.ndarray,
+    scale: float,
+    floor: float,
+    limit: float,
+    rounding: np.ndarray | None = None,
+) -> float:
+    """The absolute tolerance of a comparison with finite differences: ``floor`` relative to
+    ``scale`` (the rounding the kernel may have), or ten times the largest estimated error where
+    larger — every estimate probes the same function with steps of one size, and one whose step
+    crossed kinks can look smooth to its own error estimate, so the noise level of them all is the
+    measure — capped at ``limit`` relative to ``scale``.
+
+    The cap never falls below ten times the estimates' ``rounding``: a gradient that nearly
+    vanishes (a cotangent near the Jacobian's null space) is compared as closely as finite
+    differences can resolve it, not more closely."""
+    error = float(np.max(errors, initial=0.0))
+    rounding_error = 0.0 if rounding is None else float(np.max(rounding, initial=0.0))
+    cap = max(limit * scale, 10 * rounding_error)
+    return min(max(floor * scale, 10 * error), cap)
 
 
 def compare(
@@ -354,12 +373,13 @@ def compare(
     mode: str,
     dtype: np.dtype | type | str = np.float64,
     resolved: int = 0,
+    rounding: np.ndarray | None = None,
 ) -> Comparison:
     """``observed`` against finite-difference ``values`` with their estimated ``errors``, all
     shaped alike; estimates flagged in ``kinks`` are skipped.
 
-    Errors are relative to the largest estimate, and each is held to its own tolerance
-    (:func:`allowed`): ``floor``, the policy's, or ten times its estimated error, capped at
+    Errors are relative to the largest estimate, and held to one tolerance (:func:`allowed`):
+    ``floor``, the policy's, or ten times the largest estimated error, capped at
     :func:`noise_limit` of ``dtype``, the precision the function was computed in.
     """
     if mode not in ("elementwise", "directional"):
@@ -370,21 +390,23 @@ def compare(
     scale = max(float(np.abs(expected).max(initial=0.0)), np.finfo(np.float64).tiny)
     limit = noise_limit(dtype)
     errors = np.where(kinks, 0.0, errors)
-    tolerance = allowed(errors, scale, floor, limit, mode) / scale
+    if rounding is not None:
+        rounding = np.where(kinks, 0.0, rounding)
+    tolerance = allowed(errors, scale, floor, limit, rounding) / scale
     with np.errstate(invalid="ignore", over="ignore"):
         relative = np.abs(observed - expected) / scale
-        relative = np.where(np.isfinite(relative), relative, np.inf)
-        worst = int(np.argmax(relative / tolerance)) if relative.size else 0
+    relative = np.where(np.isfinite(relative), relative, np.inf)
+    worst = int(np.argmax(relative)) if relative.size else 0
     index = tuple(int(i) for i in np.unravel_index(worst, relative.shape)) if relative.size else ()
     return Comparison(
         float(relative.flat[worst]) if relative.size else 0.0,
-        float(tolerance.flat[worst]) if relative.size else floor,
+        tolerance,
         index,
         mode,
         estimates=kinks.size,
         kinks=int(kinks.sum()),
         resolved=resolved,
-        noisy=bool(np.any(10 * errors > limit * scale)),
+        noisy=bool(10 * float(np.max(errors, initial=0.0)) > tolerance * scale),
         observed=observed,
         expected=expected,
     )

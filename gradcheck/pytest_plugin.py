@@ -5,6 +5,10 @@
 - ``gradcheck_backend``: a test that takes it runs once per selected backend; a backend whose
   framework is not installed is skipped, with the reason.
 - ``gradcheck_verify``: :func:`gradcheck.verify`, whose report is asserted before it returns.
+- ``gradcheck_dtype`` and ``gradcheck_seed``: a test that takes them runs once per dtype and
+  seed, chosen with ``--gradcheck-dtypes float64,float32`` and ``--gradcheck-seeds 20`` (seeds 0
+  to 19) or ``--gradcheck-seeds 3,7``; made for sweeping ``check_backward`` over a user's
+  kernels.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ from typing import Any
 import pytest
 
 from gradcheck.backends import _BUILTIN, available_backends, get_backend
+from gradcheck.network import DTYPES
+
+#: Seeds the ``gradcheck_seed`` fixture runs over unless --gradcheck-seeds says otherwise.
+DEFAULT_SEEDS = 3
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -24,6 +32,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="NAMES",
         help="comma-separated backends for the gradcheck_backend fixture "
         f"(default: all of {', '.join(_BUILTIN)})",
+    )
+    group.addoption(
+        "--gradcheck-dtypes",
+        default=",".join(DTYPES),
+        metavar="DTYPES",
+        help="comma-separated dtypes for the gradcheck_dtype fixture "
+        f"(default: {','.join(DTYPES)})",
+    )
+    group.addoption(
+        "--gradcheck-seeds",
+        default=str(DEFAULT_SEEDS),
+        metavar="SEEDS",
+        help="seeds for the gradcheck_seed fixture: a count N for seeds 0 to N-1, or a "
+        f"comma-separated list (default: {DEFAULT_SEEDS})",
     )
 
 
@@ -40,13 +62,47 @@ def _selected(config: pytest.Config) -> list[str]:
     return names
 
 
+def _dtypes(config: pytest.Config) -> list[str]:
+    option = config.getoption("--gradcheck-dtypes")
+    names = [name.strip() for name in option.split(",") if name.strip()]
+    if not names or any(name not in DTYPES for name in names):
+        raise pytest.UsageError(
+            f"--gradcheck-dtypes must name dtypes among {', '.join(DTYPES)}; got {option!r}"
+        )
+    return names
+
+
+def _seeds(config: pytest.Config) -> list[int]:
+    option = config.getoption("--gradcheck-seeds").strip()
+    try:
+        if "," in option:
+            seeds = [int(part) for part in option.split(",") if part.strip()]
+        else:
+            seeds = list(range(int(option)))
+    except ValueError:
+        seeds = []
+    if not seeds or any(seed < 0 for seed in seeds):
+        raise pytest.UsageError(
+            "--gradcheck-seeds must be a positive count or a comma-separated list of "
+            f"non-negative seeds; got {option!r}"
+        )
+    return seeds
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    _selected(config)  # a bad --gradcheck-backends is a usage error before any collection
+    # bad options are usage errors before any collection
+    _selected(config)
+    _dtypes(config)
+    _seeds(config)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "gradcheck_backend" in metafunc.fixturenames:
         metafunc.parametrize("gradcheck_backend", _selected(metafunc.config), indirect=True)
+    if "gradcheck_dtype" in metafunc.fixturenames:
+        metafunc.parametrize("gradcheck_dtype", _dtypes(metafunc.config))
+    if "gradcheck_seed" in metafunc.fixturenames:
+        metafunc.parametrize("gradcheck_seed", _seeds(metafunc.config))
 
 
 @pytest.fixture

@@ -1,0 +1,113 @@
+"""Adapters from the ways people write kernels to :func:`gradcheck.check_backward`'s
+``forward(*inputs)`` and ``backward(u, *inputs)``.
+
+Each returns the pair, to be unpacked into ``check_backward``::
+
+    check_backward(*from_cache(affine_forward, affine_backward), x, w, b)
+    check_backward(*from_layer(Dense, params=["W", "b"]), x, W, b)
+
+Labels, masks and hyper-parameters travel as inputs too, held fixed with ``wrt=``::
+
+    check_backward(*from_cache(conv_forward, conv_backward), x, w, b, conv_param,
+                   names=["x", "w", "b", "conv_param"], wrt=["x", "w", "b"])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def from_cache(
+    forward: Callable[..., tuple[Any, Any]], backward: Callable[[Any, Any], Any]
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """Kernels written as ``forward(*inputs) -> (out, cache)`` and
+    ``backward(dout, cache) -> gradients`` (a tuple, or one array for one input).
+
+    Every backward call gets the cache of a forward call at its own inputs, made just before.
+    """
+
+    def forward_only(*inputs: Any) -> Any:
+        out, _ = _pair(forward(*inputs))
+        return out
+
+    def backward_with_cache(u: Any, *inputs: Any) -> Any:
+        _, cache = _pair(forward(*inputs))
+        return backward(u, cache)
+
+    return forward_only, backward_with_cache
+
+
+def from_layer(
+    make: Callable[[], Any],
+    params: Sequence[str] = (),
+    grads: Sequence[str] | None = None,
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """Stateful layer objects: ``make()`` returns a fresh layer with ``forward(x)`` and
+    ``backward(dout) -> dx``; its parameters are set from the inputs after x.
+
+    Args:
+        make: builds a layer; called for every forward and backward, so no state carries over.
+        params: the parameters' names, in the order they follow x among the inputs. Each is set
+            as an attribute or, when the layer keeps a ``params`` dict holding the name, as an
+            entry of it.
+        grads: where backward leaves each parameter's gradient: attribute names or entries of a
+            ``grads`` dict (default ``"d" + name``, or the name itself in ``grads``).
+    """
+    params = list(params)
+    grad_names = list(grads) if grads is not None else None
+    if grad_names is not None and len(grad_names) != len(params):
+        raise ValueError(
+            f"grads must name one gradient per parameter ({len(params)}); got {grad_names}"
+        )
+
+    def build(values: Sequence[Any]) -> Any:
+        if len(values) != len(params):
+            raise ValueError(
+                f"the layer takes x and {len(params)} parameters ({', '.join(params)}); got "
+                f"{1 + len(values)} inputs"
+            )
+        layer = make()
+        for name, value in zip(params, values, strict=True):
+            store = getattr(layer, "params", None)
+            if isinstance(store, dict) and name in store:
+                store[name] = value
+            else:
+                setattr(layer, name, value)
+        return layer
+
+    def forward(x: Any, *values: Any) -> Any:
+        return build(values).forward(x)
+
+    def backward(u: Any, x: Any, *values: Any) -> tuple[Any, ...]:
+        layer = build(values)
+        layer.forward(x)
+        dx = layer.backward(u)
+        found = [_gradient(layer, name, i, grad_names) for i, name in enumerate(params)]
+        return (dx, *found)
+
+    return forward, backward
+
+
+def _pair(result: Any) -> tuple[Any, Any]:
+    if not isinstance(result, tuple) or len(result) != 2:
+        raise TypeError(
+            f"forward must return a pair (out, cache); got {type(result).__name__}"
+            + (f" of length {len(result)}" if isinstance(result, tuple) else "")
+        )
+    return result
+
+
+def _gradient(layer: Any, name: str, index: int, grad_names: list[str] | None) -> Any:
+    store = getattr(layer, "grads", None)
+    wanted = grad_names[index] if grad_names is not None else None
+    for key in [wanted] if wanted else [name, f"d{name}"]:
+        if isinstance(store, dict) and key in store:
+            return store[key]
+    attribute = wanted or f"d{name}"
+    if not hasattr(layer, attribute):
+        raise AttributeError(
+            f"after backward the layer has no gradient for {name}: looked for attribute "
+            f"{attribute!r}" + (f" and grads[{name!r}]" if isinstance(store, dict) else "")
+        )
+    return getattr(layer, attribute)

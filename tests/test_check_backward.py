@@ -1,0 +1,316 @@
+"""check_backward's protocol: every way it used to cry wolf on a correct kernel, each as a
+regression test, and what it promises about its arguments, its result and its messages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gallery import KERNELS, relu_backward, relu_forward
+
+import gradcheck
+from gradcheck import check_backward
+from gradcheck.adapters import from_cache, from_layer
+
+RELU = from_cache(relu_forward, relu_backward)
+
+
+def tanh(x):
+    return np.tanh(x)
+
+
+def tanh_backward(u, x):
+    return u * (1 - np.tanh(x) ** 2)
+
+
+# --- false alarms that are gone -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_relu_at_a_realistic_size_is_not_flagged(seed):
+    """Random directions move all 32768 inputs at once; some cross relu's kink."""
+    x = np.random.default_rng(seed).normal(size=(64, 512))
+    result = check_backward(*RELU, x, seed=seed)
+    assert result.ok
+
+
+def test_a_kink_crossed_by_the_first_step_is_settled_by_a_smaller_one():
+    x = np.array([[3e-7, -0.5, 0.8]])  # 3e-7 lies within the first step (6e-6) of relu's kink
+    result = check_backward(*RELU, x)
+    [finding] = result.findings
+    assert finding.resolved >= 1
+    assert finding.kinks == 0
+
+
+def test_a_point_on_a_kink_is_reported_as_one_not_failed():
+    x = np.array([[0.0, -0.5, 0.8]])  # relu′(0) = 0 is the left slope: a kink, not an error
+    result = check_backward(*RELU, x)
+    [finding] = result.findings
+    assert finding.kinks >= 1
+    assert "at a kink skipped" in finding.detail
+
+
+def test_a_wrong_gradient_beside_a_kink_is_still_caught():
+    def wrong(u, x):
+        return 2 * relu_backward(u, x)
+
+    x = np.array([[0.0, -0.5, 0.8]])
+    result = check_backward(RELU[0], wrong, x, raise_exception=False)
+    assert not result.ok
+    assert "x0 is 2× the finite differences" in str(result)
+
+
+def test_float32_code_with_a_float64_output_buffer():
+    """The precision is the narrowest dtype involved, not the output's."""
+
+    def forward(x):
+        out = np.zeros(x.shape)  # float64, as np.zeros gives
+        out[:] = np.tanh(x)  # computed in float32
+        return out
+
+    x = np.random.default_rng(1).normal(size=(40, 30)).astype(np.float32)
+    result = check_backward(forward, lambda u, x: u * (1 - np.tanh(x) ** 2), x)
+    assert result.ok
+
+
+def test_a_backward_that_updates_its_cotangent_in_place():
+    def backward(dout, x):
+        dout *= 1 - np.tanh(x) ** 2  # common: dout updated in place and returned
+        return dout
+
+    x = np.random.default_rng(2).normal(size=(5, 4))
+    result = check_backward(tanh, backward, x)
+    assert result.ok
+    assert result.notes == ["backward modified its cotangent in place (it was given a copy)"]
+
+
+def test_a_forward_that_checks_its_domain():
+    """Probabilities in, their logs out: the stale-state probe stays within [0, 1], and every
+    row keeps its sum."""
+
+    def forward(p):
+        if np.any(p <= 0) or np.any(p > 1) or not np.allclose(p.sum(axis=1), 1):
+            raise ValueError("p must hold probability rows")
+        return np.log(p)
+
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet(np.ones(6), size=8)
+    result = check_backward(forward, lambda u, p: u / p, p)
+    assert result.ok
+    assert result.notes == []
+
+
+def test_a_forward_that_raises_near_the_input_is_a_note_not_a_verdict():
+    calls = []
+
+    def forward(x):
+        calls.append(x.copy())
+        if len(calls) == 2:  # the second call is the stale-state probe
+            raise RuntimeError("out of range")
+        return np.tanh(x)
+
+    x = np.random.default_rng(4).normal(size=(3, 3))
+    result = check_backward(forward, tanh_backward, x, cotangents=1)
+    assert result.ok
+    [note] = result.notes
+    assert note.startswith("forward raised on a nearby input (RuntimeError: out of range)")
+
+
+def test_a_forward_that_warns_near_the_input_is_a_note():
+    calls = []
+
+    def forward(x):
+        calls.append(1)
+        if len(calls) == 2:
+            np.log(np.zeros(1))  # divide by zero: a RuntimeWarning, an error under -W error
+        return np.tanh(x)
+
+    x = np.random.default_rng(4).normal(size=(3, 3))
+    result = check_backward(forward, tanh_backward, x, cotangents=1)
+    assert result.ok
+    assert result.notes[0].startswith("forward warned on a nearby input: divide by zero")
+
+
+def test_jax_forward_with_float32_inputs_and_a_float64_output():
+    jnp = pytest.importorskip("jax.numpy")
+
+    def forward(x):
+        return np.tanh(x).astype(np.float64)
+
+    x = np.random.default_rng(5).normal(size=(6, 5)).astype(np.float32)
+    result = check_backward(
+        forward,
+        tanh_backward,
+        x,
+        jax_forward=lambda x: jnp.tanh(x).astype(jnp.float64),
+    )
+    assert {f.oracle for f in result.findings} == {"finite differences", "jax.vjp"}
+
+
+# --- still caught -----------------------------------------------------------------------------
+
+
+def test_a_stale_cache_is_caught():
+    state = {}
+
+    def forward(x):
+        state["t"] = np.tanh(x)
+        return state["t"]
+
+    def backward(u, x):
+        return u * (1 - state["t"] ** 2)  # BUG: the last forward call's activations
+
+    x = np.random.default_rng(6).normal(size=(4, 5))
+    result = check_backward(forward, backward, x, raise_exception=False)
+    assert not result.ok
+
+
+# --- arguments ----------------------------------------------------------------------------------
+
+
+X = np.random.default_rng(7).normal(size=(3, 4))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"cotangents": 0}, ValueError, "cotangents must be an integer of at least 1; got 0"),
+        ({"directions": 0}, ValueError, "directions must be an integer of at least 1; got 0"),
+        ({"seed": -1}, ValueError, "seed must be an integer of at least 0; got -1"),
+        ({"rtol": 0.0}, ValueError, r"rtol must be a number in \(0, 1\) or None; got 0.0"),
+        ({"elementwise_max": -1}, ValueError, "elementwise_max must be an integer"),
+        ({"wrt": ["y"]}, ValueError, r"wrt must name inputs among \['x0'\]"),
+        ({"names": ["a", "b"]}, ValueError, r"names must have one name per input \(1\)"),
+    ],
+)
+def test_settings_that_check_nothing_are_refused_before_any_work(kwargs, error, message):
+    calls = []
+
+    def forward(x):
+        calls.append(1)
+        return np.tanh(x)
+
+    with pytest.raises(error, match=message):
+        check_backward(forward, tanh_backward, X, **kwargs)
+    assert calls == []
+
+
+def test_inputs_that_cannot_be_differentiated_are_refused():
+    with pytest.raises(
+        TypeError, match="input x0 must be a float array to differentiate; got None"
+    ):
+        check_backward(tanh, tanh_backward, None)
+    with pytest.raises(TypeError, match=r"got dtype int64 \(leave it out of wrt= to hold it"):
+        check_backward(tanh, tanh_backward, np.arange(3))
+    with pytest.raises(ValueError, match="input x0 must be finite"):
+        check_backward(tanh, tanh_backward, np.array([np.nan]))
+
+
+def test_wrt_holds_labels_and_hyper_parameters_fixed():
+    kernel = KERNELS["softmax_loss"]
+    x, y = kernel.inputs(np.random.default_rng(0), "float64")
+    result = check_backward(*from_cache(kernel.forward, kernel.backward), x, y, names=["x", "y"],
+                            wrt=["x"])  # fmt: skip
+    assert [f.input for f in result.findings] == ["x"]
+    same = check_backward(*from_cache(kernel.forward, kernel.backward), x, y, wrt=[0])
+    assert same.ok
+
+
+def test_a_kernel_with_two_outputs():
+    """The LSTM step returns (h, c); its backward takes a cotangent for each."""
+    kernel = KERNELS["lstm_step"]
+    inputs = kernel.inputs(np.random.default_rng(0), "float64")
+    result = check_backward(*from_cache(kernel.forward, kernel.backward), *inputs,
+                            names=kernel.names)  # fmt: skip
+    assert result.ok
+
+
+@pytest.mark.parametrize(
+    ("returned", "message"),
+    [
+        (lambda u, x, w: u @ w.T, "backward returned one ndarray; expected a tuple with a "
+                                  "gradient for each of x, w"),
+        (lambda u, x, w: None, "backward returned None; expected a tuple"),
+        (lambda u, x, w: (u @ w.T,) * 3, "backward returned 3 gradients; expected 2"),
+        (lambda u, x, w: (u @ w.T, None), "gradient is None, expected shape (4, 3)"),
+        (lambda u, x, w: (u @ w.T, u.T @ x), "gradient has shape (3, 4), expected (4, 3)"),
+    ],
+)  # fmt: skip
+def test_malformed_gradients_say_what_was_expected(returned, message):
+    rng = np.random.default_rng(8)
+    x, w = rng.normal(size=(5, 4)), rng.normal(size=(4, 3))
+    result = check_backward(lambda x, w: x @ w, returned, x, w, names=["x", "w"],
+                            raise_exception=False)  # fmt: skip
+    assert not result.ok
+    assert message in str(result)
+
+
+def test_from_cache_needs_pairs():
+    forward, backward = from_cache(lambda x: np.tanh(x), lambda d, c: d)
+    with pytest.raises(TypeError, match=r"forward must return a pair \(out, cache\); got ndarray"):
+        check_backward(forward, backward, X)
+
+
+def test_from_layer_with_params_and_grads_dicts():
+    class Dense:  # the numpy-ml style: params and grads dicts
+        def __init__(self):
+            self.params = {"W": None, "b": None}
+            self.grads = {}
+
+        def forward(self, x):
+            self.x = x
+            return x @ self.params["W"] + self.params["b"]
+
+        def backward(self, dout):
+            self.grads = {"W": self.x.T @ dout, "b": dout.sum(axis=0)}
+            return dout @ self.params["W"].T
+
+    rng = np.random.default_rng(9)
+    x, W, b = rng.normal(size=(6, 4)), rng.normal(size=(4, 3)), rng.normal(size=3)
+    result = check_backward(*from_layer(Dense, params=["W", "b"]), x, W, b, names=["x", "W", "b"])
+    assert [f.input for f in result.findings] == ["x", "W", "b"]
+
+
+def test_from_layer_names_a_missing_gradient():
+    class NoGrads:
+        def forward(self, x):
+            return x * self.scale
+
+        def backward(self, dout):
+            return dout * self.scale
+
+    forward, backward = from_layer(NoGrads, params=["scale"])
+    with pytest.raises(
+        AttributeError, match="no gradient for scale: looked for attribute 'dscale'"
+    ):
+        check_backward(forward, backward, X, np.ones(4))
+
+
+# --- the result and its messages ------------------------------------------------------------
+
+
+def test_the_result_has_one_finding_per_input_and_oracle():
+    kernel = KERNELS["affine"]
+    inputs = kernel.inputs(np.random.default_rng(0), "float64")
+    result = check_backward(*from_cache(kernel.forward, kernel.bugs["mean_bias"]), *inputs,
+                            names=kernel.names, cotangents=3, raise_exception=False)  # fmt: skip
+    assert len(result.checks) == 3 * 3
+    assert [f.input for f in result.findings] == ["x", "w", "b"]
+    [b] = [f for f in result.findings if f.input == "b"]
+    assert not b.ok
+    assert np.isfinite(b.observed)
+    assert np.isfinite(b.expected)
+    factor = float(b.hint.removeprefix("b is ").removesuffix("× the finite differences"))
+    assert factor == pytest.approx(1 / 64, rel=1e-3)  # averaged over the N = 64 samples
+    text = str(result)
+    assert len(text.splitlines()) == len(set(text.splitlines()))  # no line twice
+    with pytest.raises(AssertionError, match="FAIL input b"):
+        check_backward(*from_cache(kernel.forward, kernel.bugs["mean_bias"]), *inputs,
+                       names=kernel.names)  # fmt: skip
+
+
+def test_the_default_still_raises_and_returns_on_success():
+    result = check_backward(tanh, tanh_backward, X)
+    assert isinstance(result, gradcheck.BackwardCheck)
+    assert result.forward_passes > 0
+    with pytest.raises(AssertionError, match="backward disagrees"):
+        check_backward(tanh, lambda u, x: 3 * tanh_backward(u, x), X)
