@@ -147,12 +147,12 @@ def near_kinks(
     if settled:
         best = min(settled, key=lambda d: abs(observed - d.value))
         return dataclasses.replace(best, resolved=True)
-    d = tried[-1]
+    smallest = tried[-1]
     half = h / SHRINKS[-1] / 2
     right, left = (g(half) - g(0.0)) / half, (g(0.0) - g(-half)) / half
     low, high = min(left, right), max(left, right)
-    slack = tolerance(d)
-    if low - slack <= observed <= high + slack and high - low > abs(observed - d.value):
+    slack = tolerance(smallest)
+    if low - slack <= observed <= high + slack and high - low > abs(observed - smallest.value):
         return Derivative(math.nan, math.inf, kink=True)
     # Steps small enough to miss every kink may be too small for the function's precision (a
     # float32 loss over thousands of hinges): then, among the steps whose noise is within the
@@ -164,8 +164,7 @@ def near_kinks(
         unsettled = max(values) - min(values) > slack
         if unsettled and min(values) - slack <= observed <= max(values) + slack:
             return Derivative(math.nan, math.inf, kink=True)
-    d = min(tried, key=lambda t: t.error)
-    return d
+    return min(tried, key=lambda t: t.error)
 
 
 def along(
