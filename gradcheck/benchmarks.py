@@ -210,12 +210,14 @@ def table(rows: Sequence[Row], ceiling: dict[str, float]) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
         for line in lines
     )
-    X, W, _ = matmul_operands("float64")
-    shape = f"{X.shape[0]}x{X.shape[1]} @ {W.shape[0]}x{W.shape[1]}"
-    matmul = "".join(
-        f"\nplain matmul ({shape}), {dtype}: {gflops:.1f} GFLOP/s"
-        for dtype, gflops in ceiling.items()
-    )
+    matmul = ""
+    if ceiling:  # its operands are the digits data, already loaded to measure it
+        X, W, _ = matmul_operands("float64")
+        shape = f"{X.shape[0]}x{X.shape[1]} @ {W.shape[0]}x{W.shape[1]}"
+        matmul = "".join(
+            f"\nplain matmul ({shape}), {dtype}: {gflops:.1f} GFLOP/s"
+            for dtype, gflops in ceiling.items()
+        )
     return text + matmul + f"\nBLAS threads pinned to {os.cpu_count()}; medians of warm rounds."
 
 

@@ -305,11 +305,6 @@ class _Jury:
                 )
         return self._checks[key]
 
-    def seed(self, checks: Sequence[Check]) -> None:
-        """Take the comparisons with the reference that the report already holds."""
-        for check in checks:
-            self._checks.setdefault((check.backend, self.reference), []).append(check)
-
     def agree(self, a: str, b: str, group: str) -> bool:
         if b == self.reference:
             a, b = b, a
@@ -487,12 +482,6 @@ def verify(
     if net.dtype != "float64":
         reference_name = report.reference
     outputs = {reference_name: want}
-    oracle = None
-    if finite_differences is not None:
-        oracle = _Oracle(net64, params64, X, y, finite_differences)
-        report.checks.extend(oracle.compare(FINITE_DIFFERENCES, want, tol64.point))
-    # Gradients are sums; their rounding is relative to the size of what they sum.
-    magnitudes = gradient_magnitudes(net64, params64, X, y)
     for backend in requested:
         if backend.name == reference_name:
             report.timings[backend.name] = want.timing  # the reference itself: nothing to compare
@@ -500,18 +489,22 @@ def verify(
         got = _run(backend, net, params, X, y, steps, lr, timing)
         report.timings[backend.name] = got.timing
         outputs[backend.name] = got
-        report.checks.extend(
-            _compare_outputs(backend.name, got, want, tol.point, tol.trajectory, magnitudes)
-        )
-
+    oracle = None
+    if finite_differences is not None:
+        oracle = _Oracle(net64, params64, X, y, finite_differences)
     jury = _Jury(
         reference_name,
         outputs,
         oracle,
         lambda name: tol if name in names and name != reference_name else tol64,
-        magnitudes,
+        # Gradients are sums; their rounding is relative to the size of what they sum.
+        gradient_magnitudes(net64, params64, X, y),
     )
-    jury.seed(report.checks)
+    # The report's rows: every implementation against the reference.
+    compared = [*([FINITE_DIFFERENCES] if oracle is not None else []), *outputs]
+    for name in compared:
+        if name != reference_name:
+            report.checks.extend(jury.checks(name, reference_name))
     reference_diverged = _diverged_at(want.losses)
     blocs = {}
     for group in GROUPS:
@@ -523,9 +516,11 @@ def verify(
         blocs[group] = jury.blocs(group, members)
     report.verdicts = _verdicts(reference_name, blocs, jury.finding)
     if reference_diverged is not None:
-        diverged = [f"{reference_backend.name} (the reference)"]
-        diverged += [n for n, o in outputs.items() if _diverged_at(o.losses) is not None]
-        diverged = list(dict.fromkeys(d for d in diverged if d != reference_name))
+        diverged = [f"{reference_backend.name} (the reference)"] + [
+            name
+            for name, got in outputs.items()
+            if name != reference_name and _diverged_at(got.losses) is not None
+        ]
         report.verdicts.insert(
             0,
             f"training diverged ({', '.join(diverged)}; the reference at step "
