@@ -1,7 +1,7 @@
 """gradcheck: prove hand-written backpropagation right.
 
 The same network runs through several implementations — hand-written NumPy kernels, JAX autodiff
-and any backend you bring — from the same weights; :func:`verify` shows, number by number, that
+and any backend you bring — from the same weights; `verify` shows, number by number, that
 their predictions, gradients and training runs agree, or exactly where they part.
 """
 

@@ -1,4 +1,4 @@
-"""Adapters from the ways people write kernels to :func:`gradcheck.check_backward`'s
+"""Adapters from the ways people write kernels to `gradcheck.check_backward`'s
 ``forward(*inputs)`` and ``backward(u, *inputs)``.
 
 Each returns the pair, to be unpacked into ``check_backward``::

@@ -1,7 +1,7 @@
 """The backend interface and the registry of built-in backends.
 
 A backend is any object with a ``name`` and three methods — ``predict``, ``loss_and_grads`` and
-``train`` — that take a :class:`~gradcheck.Network`, params and NumPy arrays, and return NumPy
+``train`` — that take a `gradcheck.Network`, params and NumPy arrays, and return NumPy
 arrays. The built-in ones live in ``gradcheck.kernels`` (``kernels/`` in the repository), one
 module per implementation; their framework is imported only when the backend is first asked for,
 so ``import gradcheck`` stays light.
@@ -110,7 +110,7 @@ def available_backends() -> list[str]:
 
 
 def get_backend(name: str) -> Backend:
-    """The built-in backend called ``name`` (see :func:`available_backends`)."""
+    """The built-in backend called ``name`` (see `available_backends`)."""
     if name not in _BUILTIN:
         raise ValueError(f"backend must be one of {', '.join(_BUILTIN)}; got {name!r}")
     if name not in available_backends():

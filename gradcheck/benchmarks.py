@@ -1,6 +1,6 @@
 """The one benchmark harness, for ``gradcheck bench`` and for bench/ under pytest-benchmark.
 
-It defines what is timed — a :class:`Case` (a problem of :mod:`gradcheck.problems` in one dtype)
+It defines what is timed — a `Case` (a problem of `gradcheck.problems` in one dtype)
 and the call one round makes, the matmul that serves as the ceiling — and how the figures are
 read: the ratios to the fastest, the share of the ceiling, one table layout. ``gradcheck bench``
 times rounds with its own median loop; bench/ hands the same call to pytest-benchmark. Every

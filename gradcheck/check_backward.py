@@ -25,7 +25,7 @@ What real kernels do is not mistaken for a wrong gradient:
   gradient.
 
 Adapters for kernels written as ``(out, cache)`` pairs or as layer objects are in
-:mod:`gradcheck.adapters`.
+`gradcheck.adapters`.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def _scale_hint(input: str, oracle: str, observed: np.ndarray, expected: np.ndar
 
 @dataclass(frozen=True)
 class BackwardCheck:
-    """What :func:`check_backward` compared: ``checks`` has one entry per cotangent, input and
+    """What `check_backward` compared: ``checks`` has one entry per cotangent, input and
     oracle; ``findings`` the worst of them per input and oracle; ``notes`` what the kernel did
     that is not a wrong gradient (it changed its cotangent in place, its forward raised near the
     input)."""
@@ -217,7 +217,7 @@ def check_backward(
             return the result with ``ok`` False.
 
     Returns:
-        A :class:`BackwardCheck`.
+        A `BackwardCheck`.
 
     Raises:
         AssertionError: with ``raise_exception``, naming for each input that disagrees the

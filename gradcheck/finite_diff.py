@@ -25,7 +25,7 @@ Two modes:
 A relu at 0 has no derivative. Where the steps ±h carry a pre-activation across a kink of its
 activation (the registry's ``kinks``) the estimate is reported as a kink, not compared.
 
-A gradient is compared with the estimates in one place, :func:`compare`, for ``verify`` and
+A gradient is compared with the estimates in one place, `compare`, for ``verify`` and
 ``check_backward`` alike: held to the tolerance policy's floor or, where larger, ten times the
 estimates' own error, but never looser than the noise limit of a smooth function.
 """
@@ -119,7 +119,7 @@ def near_kinks(
     """A second look at an estimate ``first`` (made with step ``h``) that disagrees with a
     kernel's ``observed`` g′(0), in case the step crossed a kink of a piecewise function (relu,
     max, a hinge) rather than the kernel being wrong. ``tolerance(d)`` is the absolute tolerance
-    an estimate is held to; ``g`` should be :func:`memoised`.
+    an estimate is held to; ``g`` should be `memoised`.
 
     - Smaller steps (``SHRINKS``): the first step had crossed a kink, and a smaller step's
       estimate stands (``resolved``; the closest such), when that estimate agrees with
@@ -196,7 +196,7 @@ def _unflat(net: Network, theta: np.ndarray) -> Params:
 
 class _NetworkLoss:
     """θ ↦ C(θ) for the flattened params of ``net`` on fixed data, through the witness's own
-    float64 forward pass (:mod:`gradcheck.witness`), never through a kernel under test."""
+    float64 forward pass (`gradcheck.witness`), never through a kernel under test."""
 
     def __init__(self, net: Network, X: np.ndarray, y: np.ndarray) -> None:
         self.net = net
@@ -377,9 +377,9 @@ def compare(
     """``observed`` against finite-difference ``values`` with their estimated ``errors``, all
     shaped alike; estimates flagged in ``kinks`` are skipped.
 
-    Errors are relative to the largest estimate, and held to one tolerance (:func:`allowed`):
+    Errors are relative to the largest estimate, and held to one tolerance (`allowed`):
     ``floor``, the policy's, or ten times the largest estimated error, capped at
-    :func:`noise_limit` of ``dtype``, the precision the function was computed in.
+    `noise_limit` of ``dtype``, the precision the function was computed in.
     """
     if mode not in ("elementwise", "directional"):
         raise ValueError(f"mode must be 'elementwise' or 'directional'; got {mode!r}")

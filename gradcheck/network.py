@@ -1,6 +1,6 @@
 """The network description, its parameter layout and initialisation, and input validation.
 
-A :class:`Network` is a frozen description (widths, activations, loss, bias, dtype); ``params`` is a
+A `Network` is a frozen description (widths, activations, loss, bias, dtype); ``params`` is a
 list with one plain dict per weight layer, ``{"W": (fan_in, fan_out), "b": (fan_out,)}`` — the
 layout of a Keras Dense kernel. Every backend receives the same two objects, validated and cast
 here, so that no backend starts work on input that another would reject.
@@ -18,7 +18,7 @@ import numpy as np
 
 from gradcheck import ops
 
-#: The names the registry (:mod:`gradcheck.ops`) declares.
+#: The names the registry (`gradcheck.ops`) declares.
 ACTIVATIONS = tuple(ops.ACTIVATIONS)
 LOSSES = tuple(ops.LOSSES)
 DTYPES = ("float32", "float64")
@@ -43,7 +43,7 @@ class Network:
         layers: the widths from input to output, e.g. ``[3, 4, 1]``; at least two.
         activation: one name for every weight layer, or a list with one name per weight layer:
             ``sigmoid``, ``tanh``, ``relu`` (relu′(0) = 0), ``identity``, ``softplus``, or
-            ``softmax`` (output layer only); :mod:`gradcheck.ops` declares them.
+            ``softmax`` (output layer only); `gradcheck.ops` declares them.
         loss: with N samples and K outputs, ``half_sse`` = ½Σ(a − y)², ``mse`` = (1/NK)Σ(a − y)²,
             ``bce`` = (1/NK)Σ −[y log a + (1 − y) log(1 − a)] (needs a sigmoid output),
             ``softmax_ce`` = (1/N)Σ −Σ_k y log a (needs a softmax output).
@@ -139,10 +139,11 @@ class Network:
     def init(self, seed: int = 0, scheme: str = "glorot_uniform") -> Params:
         """Fresh parameters, one dict per weight layer, in the net's dtype.
 
-        Draws come from ``np.random.RandomState(seed)`` layer by layer in float64, then are cast,
-        so ``scheme="uniform"`` gives exactly the notebook's ``np.random.seed(seed)`` followed by
-        ``np.random.rand(fan_in, fan_out)`` for each layer. ``glorot_uniform`` is Keras's default,
-        U(−l, l) with l = √(6 / (fan_in + fan_out)). Biases start at zero, as in Keras.
+        Draws come from ``np.random.RandomState(seed)`` layer by layer in float64, then are cast.
+        ``scheme="uniform"`` is U[0, 1), the notebook's ``np.random.rand(fan_in, fan_out)`` for
+        each layer in turn: its unseeded draws made reproducible (the same arrays as its code run
+        after ``np.random.seed(seed)``). ``glorot_uniform`` is Keras's default, U(−l, l) with
+        l = √(6 / (fan_in + fan_out)). Biases start at zero, as in Keras.
 
         Returns:
             ``[{"W": (fan_in, fan_out), "b": (fan_out,)}, ...]``, ``"b"`` absent without bias.

@@ -5,7 +5,7 @@ the finite-difference witness, the constraints a network must meet to use it, th
 tolerance policy needs, and how JAX and Keras spell it. Network validation, the tolerance policy,
 the witness's forward pass, the command line's choices, the docs' tables and the test matrix all
 read it. The hand-written kernels keep their own code, since they are what is under test, and
-look names up with :func:`lookup`, so a name a kernel does not implement raises instead of
+look names up with `lookup`, so a name a kernel does not implement raises instead of
 computing something else.
 
 The reference definitions are written for accuracy (within a few ulp), not speed, and

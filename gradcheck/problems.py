@@ -18,7 +18,7 @@ class Problem:
     times ``bench_steps`` of the same steps."""
 
     name: str
-    #: The function in :mod:`gradcheck.datasets` that gives X and y.
+    #: The function in `gradcheck.datasets` that gives X and y.
     dataset: str
     layers: tuple[int, ...]
     #: One name for every weight layer, or one per weight layer.

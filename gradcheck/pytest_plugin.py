@@ -4,7 +4,7 @@
   built-in backend).
 - ``gradcheck_backend``: a test that takes it runs once per selected backend; a backend whose
   framework is not installed is skipped, with the reason.
-- ``gradcheck_verify``: :func:`gradcheck.verify`, whose report is asserted before it returns.
+- ``gradcheck_verify``: `gradcheck.verify`, whose report is asserted before it returns.
 - ``gradcheck_dtype`` and ``gradcheck_seed``: a test that takes them runs once per dtype and
   seed, chosen with ``--gradcheck-dtypes float64,float32`` and ``--gradcheck-seeds 20`` (seeds 0
   to 19) or ``--gradcheck-seeds 3,7``; made for sweeping ``check_backward`` over a user's

@@ -1,4 +1,4 @@
-"""The outcome of :func:`gradcheck.verify`: one Check per compared quantity, a verdict, a table."""
+"""The outcome of `gradcheck.verify`: one Check per compared quantity, a verdict, a table."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ class Check:
 
 @dataclass
 class Report:
-    """What :func:`verify` found: every backend's checks against the reference."""
+    """What `verify` found: every backend's checks against the reference."""
 
     net: Network
     n_samples: int
@@ -147,6 +147,8 @@ class Report:
                 rows.append((name, "(reference)", "", "", "", ""))
             for check in checks:
                 status = "ok" if check.ok else "FAIL"
+                if check.detail:
+                    status = f"{status} ({check.detail})"
                 rows.append(
                     (
                         name,

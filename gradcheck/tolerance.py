@@ -11,7 +11,7 @@ like √T while the dynamics are stable. The policy writes that estimate down wi
 where ε is the machine epsilon of the dtype under test (float32 results are compared with a float64
 reference at float32's ε), n the longest sum in the problem (samples or widest layer) and L the
 number of weight layers. Errors are relative, each to the size its rounding scales with: a
-gradient to the sum of the magnitudes of the terms it adds up (:func:`gradient_magnitudes`), so
+gradient to the sum of the magnitudes of the terms it adds up (`gradient_magnitudes`), so
 tiny values produced by cancellation are not held to a precision they never had; trained params
 to their layer's largest; a loss to itself; any other array to its largest element. A tolerance
 is a statement about rounding: a run whose dynamics amplify rounding (chaos, divergence) is
@@ -62,7 +62,7 @@ def relative_errors(
     an infinite error. Both arrays must have the same shape.
 
     ``magnitude``, when given, is the size of what was summed to make each reference value
-    (see :func:`gradient_magnitudes`); the scale is then its largest element, since rounding
+    (see `gradient_magnitudes`); the scale is then its largest element, since rounding
     in a sum is relative to its terms, not to a result they nearly cancel to."""
     observed = np.asarray(observed, dtype=np.float64)
     reference = np.asarray(reference, dtype=np.float64)
@@ -81,7 +81,7 @@ def relative_error(
     elementwise: bool = False,
     magnitude: np.ndarray | None = None,
 ) -> tuple[float, tuple[int, ...]]:
-    """The worst of :func:`relative_errors` and where it occurs.
+    """The worst of `relative_errors` and where it occurs.
 
     Returns:
         ``(error, index)``: the largest relative error and its index in the arrays.
@@ -98,7 +98,7 @@ def gradient_magnitudes(net: Network, params: Params, X: np.ndarray, y: np.ndarr
     """For every gradient element, the sum of the magnitudes of the terms that make it.
 
     Backpropagation run in absolute values — |a|ᵀ|δ|, |δ||W|ᵀ ⊙ |f′| — from the loss's bound on
-    its output terms (``Loss.terms`` in :mod:`gradcheck.ops`) bounds what each gradient sums.
+    its output terms (``Loss.terms`` in `gradcheck.ops`) bounds what each gradient sums.
     Where those terms nearly cancel, the gradient is small but its rounding is not, and the
     comparison is scaled by this instead. The forward pass is the witness's own.
     """

@@ -152,7 +152,7 @@ ORACLE_GROUPS = ("predictions", "loss", "gradient")
 
 class _Oracle:
     """The independent witness: the network's predictions and loss from its own float64 forward
-    pass (:mod:`gradcheck.witness`), and its gradient by finite differences of that loss."""
+    pass (`gradcheck.witness`), and its gradient by finite differences of that loss."""
 
     def __init__(self, net: Network, params: Params, X: np.ndarray, y: np.ndarray, mode: str):
         n_params = sum(math.prod(shape) for layer in net.shapes() for shape in layer.values())
@@ -169,7 +169,7 @@ class _Oracle:
 
     def compare(self, name: str, got: _Outputs, point: float) -> list[Check]:
         """``got``'s predictions, loss and gradient against the witness's: the first two at the
-        policy's tolerance ``point``, the gradient through :func:`finite_diff.compare`."""
+        policy's tolerance ``point``, the gradient through `finite_diff.compare`."""
         checks = [
             _compare(name, "predictions", got.predictions, self.predictions, point),
             _compare(
@@ -432,7 +432,7 @@ def verify(
             ``ELEMENTWISE_MAX_PARAMS`` parameters) or None.
 
     Returns:
-        A :class:`Report`; ``report.ok`` says whether every backend agrees.
+        A `Report`; ``report.ok`` says whether every backend agrees.
     """
     net = as_network(net)
     X, y = check_data(net, X, y)

@@ -76,7 +76,7 @@ def keras_loss(net: Network) -> keras.losses.Loss:
     Keras's own ``mean_squared_error``, ``binary_crossentropy`` and ``categorical_crossentropy``
     with the default mean over the batch are exactly ``mse``, ``bce`` and ``softmax_ce``; the last
     two take the logits under a sigmoid or softmax output (in graph mode), as the spec's stable
-    forms do. ``half_sse`` is :class:`HalfSSE`.
+    forms do. ``half_sse`` is `HalfSSE`.
     """
     keras_name = lookup(LOSSES, net.loss, "loss").keras
     if keras_name:

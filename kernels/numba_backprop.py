@@ -2,7 +2,7 @@
 
 The functions keep the NumPy module's names and equations so the two read side by side; what
 changes is how memory is used. Every buffer — activations, deltas, gradients — is allocated once
-per call in a :class:`Workspace`, and each kernel writes into the buffer it is given, so the
+per call in a `Workspace`, and each kernel writes into the buffer it is given, so the
 training loop allocates nothing per step and runs as one compiled call.
 
 Two details keep the arithmetic in the net's dtype. Numba widens ``float32 * 0.5`` to float64, so

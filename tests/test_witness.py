@@ -50,7 +50,7 @@ BUGS = {
 
 
 def _notebook(dtype, seed):
-    """The notebook's 3-4-1 network: 21 weights, every one by finite differences."""
+    """The notebook's 3-4-1 network: 16 weights, every one by finite differences."""
     net = Network([3, 4, 1], activation="sigmoid", loss="half_sse", bias=False, dtype=dtype)
     X, y = gradcheck.datasets.seed_xor()
     return net, X, y, net.init(seed=seed, scheme="uniform"), 50, 1.0
