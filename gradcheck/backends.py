@@ -2,8 +2,10 @@
 
 A backend is any object with a ``name`` and three methods — ``predict``, ``loss_and_grads`` and
 ``train`` — that take a `gradcheck.Network`, params and NumPy arrays, and return NumPy
-arrays. The built-in ones live in ``gradcheck.kernels`` (``kernels/`` in the repository), one
-module per implementation; their framework is imported only when the backend is first asked for,
+arrays. A fourth, ``trace``, is optional: it returns a `Trace` of the intermediates, which
+``verify`` walks to find the first tensor where a disagreeing backend parts from the reference.
+The built-in ones live in ``gradcheck.kernels`` (``kernels/`` in the repository), one module per
+implementation; their framework is imported only when the backend is first asked for,
 so ``import gradcheck`` stays light.
 """
 
@@ -27,6 +29,20 @@ class Trajectory:
 
     params: Params
     losses: np.ndarray
+
+
+@dataclass(frozen=True)
+class Trace:
+    """The intermediates of one gradient evaluation, for layers l = 1..L (list index l − 1):
+    pre-activations ``z`` and activations ``a`` of shape ``(N, n_l)``, the ``loss``, the deltas
+    ``delta`` (δ_l = ∂C/∂z_l, shape ``(N, n_l)``) and the ``grads``, structured like params.
+    A backend that keeps no copy of a hidden layer's z puts None in its place."""
+
+    z: list[np.ndarray | None]
+    a: list[np.ndarray]
+    loss: float
+    delta: list[np.ndarray]
+    grads: Params
 
 
 @runtime_checkable
@@ -92,6 +108,10 @@ class KernelBackend:
         params = check_params(net, params)
         steps, lr = check_steps_lr(steps, lr)
         return self.kernels.train(net, params, X, y, steps, lr)
+
+    def trace(self, net: Network, params: Params, X: Any, y: Any) -> Trace:
+        X, y = check_data(net, X, y)
+        return self.kernels.trace(net, check_params(net, params), X, y)
 
     def __repr__(self) -> str:
         return f"<gradcheck backend {self.name!r} ({self._module_name})>"

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from gradcheck import explain
 from gradcheck.finite_diff import (
     ELEMENTWISE_MAX,
     Comparison,
@@ -104,7 +105,7 @@ class InputCheck:
             expected=float(c.expected.flat[flat]) if c.expected.size else math.nan,
             kinks=c.kinks,
             resolved=c.resolved,
-            hint="" if c.ok else _scale_hint(input, oracle, c.observed, c.expected),
+            hint="" if c.ok else _hint(input, oracle, c.observed, c.expected, c.tolerance),
         )
 
     @property
@@ -129,17 +130,11 @@ class InputCheck:
         )
 
 
-def _scale_hint(input: str, oracle: str, observed: np.ndarray, expected: np.ndarray) -> str:
-    """ "x is 2.0× the finite differences" when one factor maps the oracle's values onto the
-    kernel's to within 0.1% of their size, and the factor is not 1."""
-    norm = float(expected.ravel() @ expected.ravel())
-    if norm == 0 or not np.all(np.isfinite(observed)):
-        return ""
-    factor = float(observed.ravel() @ expected.ravel()) / norm
-    residual = float(np.abs(observed - factor * expected).max())
-    if residual > 1e-3 * float(np.abs(expected).max()) or abs(factor - 1) < 1e-3:
-        return ""
-    return f"{input} is {factor:.4g}× the {oracle}"
+def _hint(input: str, oracle: str, observed: Any, expected: Any, tolerance: float) -> str:
+    """ "dx is 2 × the finite differences" when one factor maps the oracle's values onto the
+    kernel's within the tolerance, and the factor is not 1 (`gradcheck.explain`)."""
+    found = explain.explain_inputs({input: observed}, {input: expected}, oracle, tolerance)
+    return next((e.text for e in found if e.kind in ("scale", "sign")), "")
 
 
 @dataclass(frozen=True)
@@ -153,6 +148,9 @@ class BackwardCheck:
     cotangents: int
     forward_passes: int
     notes: list[str] = field(default_factory=list)
+    #: What fits the gradients that disagree with the finite differences (`gradcheck.explain`):
+    #: a factor, a sign, a transpose, two inputs swapped, or none.
+    explanations: list[explain.Explanation] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -172,6 +170,7 @@ class BackwardCheck:
         lines = [f"{status} ({self.cotangents} cotangents, {self.forward_passes} forward passes):"]
         lines += [f"  {'ok  ' if f.ok else 'FAIL'} {f.describe()}" for f in self.findings]
         lines += [f"  note: {note}" for note in self.notes]
+        lines += [f"  why: {e.text}" for e in self.explanations]
         return "\n".join(lines)
 
 
@@ -250,6 +249,7 @@ def check_backward(
     floor = rtol if rtol is not None else SAFETY * eps * math.sqrt(max(sum(y.size for y in ys), 1))
     checks: list[InputCheck] = []
     notes: list[str] = []
+    compared: dict[str, Comparison] = {}  # the first cotangent's, for the explanations
     for _ in range(cotangents):
         us = tuple(rng.standard_normal(y.shape).astype(y.dtype) for y in ys)
         u = us if tuple_output else us[0]
@@ -271,9 +271,19 @@ def check_backward(
                 scalar, arrays[i], grad, floor, precision, directions, elementwise_max, rng
             )
             checks.append(InputCheck.from_comparison(labels[i], FINITE_DIFFERENCES, comparison))
+            compared.setdefault(labels[i], comparison)
         if jax_forward is not None and grads:
             checks += _against_jax(jax_forward, arrays, us, grads, labels, floor)
     result = BackwardCheck(checks, cotangents, passes, list(dict.fromkeys(notes)))
+    if not result.ok and compared:
+        result.explanations.extend(
+            explain.explain_inputs(
+                {name: c.observed for name, c in compared.items()},
+                {name: c.expected for name, c in compared.items()},
+                FINITE_DIFFERENCES,
+                max(c.tolerance for c in compared.values()),
+            )
+        )
     if raise_exception and not result.ok:
         raise AssertionError(str(result))
     return result
@@ -580,7 +590,7 @@ def _against_jax(
                 "elementwise",
                 observed=float(observed[index]) if index else float(observed.flat[0]),
                 expected=float(want[index]) if index else float(want.flat[0]),
-                hint="" if error <= floor else _scale_hint(labels[i], JAX_VJP, observed, want),
+                hint="" if error <= floor else _hint(labels[i], JAX_VJP, observed, want, floor),
             )
         )
     return checks

@@ -39,6 +39,9 @@ class Activation:
     #: so its terms are |a|, not the small σ′ left). None for a row-wise f (softmax), whose
     #: Jacobian the tolerance policy bounds as a whole.
     prime_terms: Callable[[Array], Array] | None
+    #: For an elementwise f: f′(z) in float64, as a function of z (the explanations evaluate
+    #: it where a kernel may have passed the activation instead).
+    prime: Callable[[Array], Array] | None = None
     #: Pre-activation values where f has no derivative (relu's 0).
     kinks: tuple[float, ...] = ()
     #: Allowed on the output layer only.
@@ -90,6 +93,12 @@ def _sigmoid(z: Array) -> Array:
     return np.exp(np.minimum(z, 0.0)) / (1.0 + np.exp(-np.abs(z)))
 
 
+def _tanh_prime(z: Array) -> Array:
+    # sech²(z) = 4 e^{−2|z|} / (1 + e^{−2|z|})², without the cancellation of 1 − tanh²
+    e = np.exp(-2.0 * np.abs(z))
+    return 4.0 * e / (1.0 + e) ** 2
+
+
 def _softmax(z: Array) -> Array:
     return np.exp(z - _log_sum_exp(z))
 
@@ -126,6 +135,7 @@ ACTIVATIONS: dict[str, Activation] = {
             "1 / (1 + exp(−z))",
             _sigmoid,
             prime_terms=np.abs,  # σ′ = a − a²
+            prime=lambda z: _sigmoid(z) * _sigmoid(-z),
             jax="nn.sigmoid",
             keras="sigmoid",
         ),
@@ -134,6 +144,7 @@ ACTIVATIONS: dict[str, Activation] = {
             "tanh(z)",
             np.tanh,
             prime_terms=_ones,  # tanh′ = 1 − a²
+            prime=_tanh_prime,
             jax="nn.tanh",
             keras="tanh",
         ),
@@ -142,6 +153,7 @@ ACTIVATIONS: dict[str, Activation] = {
             "max(z, 0), with relu′(0) = 0",
             lambda z: np.where(z > 0, z, 0.0),
             prime_terms=lambda a: (a > 0).astype(np.float64),
+            prime=lambda z: (z > 0).astype(np.float64),
             kinks=(0.0,),
             jax="nn.relu",
             keras="relu",
@@ -151,6 +163,7 @@ ACTIVATIONS: dict[str, Activation] = {
             "z",
             lambda z: z,
             prime_terms=_ones,
+            prime=_ones,
             jax="nn.identity",
             keras="linear",
         ),
@@ -159,6 +172,7 @@ ACTIVATIONS: dict[str, Activation] = {
             "log(1 + exp(z))",
             lambda z: np.logaddexp(0.0, z),
             prime_terms=_ones,  # softplus′ = σ(z) = 1 − e^{−a}, at most 1
+            prime=_sigmoid,
             jax="nn.softplus",
             keras="softplus",
         ),

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from gradcheck.explain import Explanation, FirstDifference
 from gradcheck.network import Network
 
 #: The row of the finite-difference oracle.
@@ -98,6 +99,10 @@ class Report:
     #: ``first_train``, and with ``verify(timing=True)`` a warm ``train`` and their difference,
     #: ``compile``.
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: For each disagreeing backend with a ``trace``, the first tensor where it parts.
+    first_differences: list[FirstDifference] = field(default_factory=list)
+    #: Simple causes that fit the disagreements (`gradcheck.explain`), or ``none``.
+    explanations: list[Explanation] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -132,6 +137,8 @@ class Report:
             "backends": self.backends,
             "ok": self.ok,
             "verdicts": self.verdicts,
+            "first_difference": [d.to_dict() for d in self.first_differences],
+            "explanations": [e.to_dict() for e in self.explanations],
             "checks": [check.to_dict() for check in self.checks],
             "seconds": self.timings,
         }
@@ -168,7 +175,14 @@ class Report:
             verdict = f"all {len(self.backends)} backends agree with the reference"
         else:
             failed = sorted({check.backend for check in self.failures})
-            verdict = "\n".join([f"DISAGREE: {', '.join(failed)}", *self.verdicts])
+            verdict = "\n".join(
+                [
+                    f"DISAGREE: {', '.join(failed)}",
+                    *self.verdicts,
+                    *(d.text for d in self.first_differences),
+                    *(f"why: {e.text}" for e in self.explanations),
+                ]
+            )
         timings = "".join(
             f"\n{name}: training {seconds['train'] * 1e3:.3g} ms warm; first calls "
             f"{seconds['first_call']:.3g} s (gradient) and +{seconds['compile']:.3g} s (training)"

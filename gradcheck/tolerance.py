@@ -102,11 +102,20 @@ def gradient_magnitudes(net: Network, params: Params, X: np.ndarray, y: np.ndarr
     Where those terms nearly cancel, the gradient is small but its rounding is not, and the
     comparison is scaled by this instead. The forward pass is the witness's own.
     """
+    return backward_magnitudes(net, params, X, y)[1]
+
+
+def backward_magnitudes(
+    net: Network, params: Params, X: np.ndarray, y: np.ndarray
+) -> tuple[list[np.ndarray], Params]:
+    """`gradient_magnitudes` with the bounds on each layer's delta δ_l as well:
+    ``(deltas, gradients)``, ``deltas[l - 1]`` of shape ``(N, n_l)``."""
     activations = witness.forward(net, params, X).activations
     spec = lookup(LOSSES, net.loss, "loss")
     delta = spec.terms(activations[-1], np.asarray(y, np.float64))  # (N, K)
     if spec.output is None:  # a bound on ∂C/∂a: carry it through the output activation
         delta = _abs_activation_backward(net.activations[-1], activations[-1], delta)
+    deltas = [delta]
     magnitudes: Params = [{} for _ in params]
     for i in reversed(range(net.depth)):
         magnitudes[i]["W"] = np.abs(activations[i]).T @ delta  # (n_{i-1}, N) @ (N, n_i)
@@ -116,7 +125,8 @@ def gradient_magnitudes(net: Network, params: Params, X: np.ndarray, y: np.ndarr
             W = np.abs(np.asarray(params[i]["W"], np.float64))
             grad_a = delta @ W.T  # (N, n_i) @ (n_i, n_{i-1})
             delta = _abs_activation_backward(net.activations[i - 1], activations[i], grad_a)
-    return magnitudes
+            deltas.insert(0, delta)
+    return deltas, magnitudes
 
 
 def _abs_activation_backward(activation: str, a: np.ndarray, grad_a: np.ndarray) -> np.ndarray:

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import finite_diff, witness
-from gradcheck.backends import Backend, available_backends, resolve
+from gradcheck import explain, finite_diff, witness
+from gradcheck.backends import Backend, Trace, available_backends, resolve
 from gradcheck.network import (
     Network,
     Params,
@@ -209,11 +209,6 @@ def _group_of(quantity: str) -> str:
     return next(group for group, quantities in GROUPS.items() if quantity in quantities)
 
 
-def _listing(names: Sequence[str]) -> str:
-    """``a``, ``a and b``, ``a, b and c``."""
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
-
-
 def _verdicts(
     reference: str,
     blocs: dict[str, list[list[str]]],
@@ -236,7 +231,9 @@ def _verdicts(
         largest = max(len(bloc) for bloc in partition)
         majority = [bloc for bloc in partition if len(bloc) == largest]
         if largest < 2 or len(majority) > 1:
-            described = [_listing([_label(reference, n) for n in bloc]) for bloc in partition]
+            described = [
+                explain.listing([_label(reference, n) for n in bloc]) for bloc in partition
+            ]
             ties.append(f"no majority on the {group}: {' against '.join(described)}")
             continue
         [winners] = majority
@@ -252,7 +249,7 @@ def _verdicts(
     for name, (witnesses, first) in blamed.items():
         subject = _label(reference, name)
         verb = "disagree" if name == FINITE_DIFFERENCES else "disagrees"
-        sentences.append(f"{subject} {verb} with {_listing(witnesses)}: {first}")
+        sentences.append(f"{subject} {verb} with {explain.listing(witnesses)}: {first}")
     return sentences + ties
 
 
@@ -515,6 +512,10 @@ def verify(
             members.append(FINITE_DIFFERENCES)
         blocs[group] = jury.blocs(group, members)
     report.verdicts = _verdicts(reference_name, blocs, jury.finding)
+    if not report.ok:
+        backends_by_name = {b.name: b for b in requested if b.name != reference_name}
+        _explain(report, backends_by_name, reference_backend, net, params, params64, X, y, lr,
+                 outputs, reference_name, tol)  # fmt: skip
     if reference_diverged is not None:
         diverged = [f"{reference_backend.name} (the reference)"] + [
             name
@@ -527,3 +528,114 @@ def verify(
             f"{reference_diverged}): a diverged run cannot be compared, try a smaller lr",
         )
     return report
+
+
+def _explain(
+    report: Report,
+    backends: dict[str, Backend],
+    reference: Backend,
+    net: Network,
+    params: Params,
+    params64: Params,
+    X: np.ndarray,
+    y: np.ndarray,
+    lr: float,
+    outputs: dict[str, _Outputs],
+    reference_name: str,
+    tol: Tolerances,
+) -> None:
+    """Localise and explain each disagreeing backend (`gradcheck.explain`): its first
+    differing tensor when it and the reference have a ``trace``, and the simple causes that fit
+    each group of quantities it fails. Runs only for a report with failures."""
+    net64 = dataclasses.replace(net, dtype="float64")
+    X64, y64 = X.astype(np.float64), y.astype(np.float64)
+    want = outputs[reference_name]
+    sizes = (X.shape[0], net.layers[-1])
+    magnitudes = gradient_magnitudes(net64, params64, X64, y64)
+    reference_trace = _trace(reference, net64, params64, X64, y64)
+    for name in dict.fromkeys(check.backend for check in report.failures):
+        if name not in backends:
+            continue  # the finite differences, or the reference's own float64 run
+        backend, got = backends[name], outputs[name]
+        groups = {_group_of(c.quantity) for c in report.failures if c.backend == name}
+        trace = _trace(backend, net, params, X, y) if reference_trace is not None else None
+        if trace is not None and reference_trace is not None:
+            found = explain.first_difference(
+                name, trace, reference_trace, net64, params64, X64, y64, tol.point
+            )
+            if found is not None:
+                report.first_differences.append(found)
+        extra = [
+            f"{key} of layer {layer}"
+            for layer, (g, w) in enumerate(zip(got.grads, want.grads, strict=True), start=1)
+            for key in g
+            if key not in w
+        ]
+        report.explanations += _explanations(
+            name, backend, reference, groups, got, want, net, params, params64, X, y, lr, sizes,
+            magnitudes, tol, extra, reference_trace,
+        )  # fmt: skip
+
+
+def _trace(backend: Backend, net: Network, params: Params, X: Any, y: Any) -> Trace | None:
+    """The backend's `Trace`, or None when it has no ``trace`` (it is optional)."""
+    trace = getattr(backend, "trace", None)
+    return trace(net, params, X, y) if callable(trace) else None
+
+
+def _explanations(
+    name: str,
+    backend: Backend,
+    reference: Backend,
+    groups: set[str],
+    got: _Outputs,
+    want: _Outputs,
+    net: Network,
+    params: Params,
+    params64: Params,
+    X: np.ndarray,
+    y: np.ndarray,
+    lr: float,
+    sizes: tuple[int, int],
+    magnitudes: Params,
+    tol: Tolerances,
+    extra: list[str],
+    reference_trace: Trace | None,
+) -> list[explain.Explanation]:
+    """The hypotheses that fit, group by group in the order of the computation. A forward that
+    differs explains everything after it, so the groups after it are not explained again; a
+    training run is explained when its gradients agree or differ by one common factor."""
+    X64, y64 = X.astype(np.float64), y.astype(np.float64)
+    net64 = dataclasses.replace(net, dtype="float64")
+    if "predictions" in groups:
+        found = explain.explain_own_weights(backend, net, params, X, y, lr, "predictions", extra)
+        found += explain.explain_loss(name, net, got.loss, got.predictions, y, tol.point, sizes)
+        return found or [explain.none(name, "predictions")]
+    found = []
+    if "loss" in groups:
+        loss = explain.explain_loss(name, net, got.loss, got.predictions, y, tol.point, sizes)
+        found += loss or [explain.none(name, "loss")]
+    gradient_scale = None
+    if "gradient" in groups:
+        derivative = (
+            explain.derivative_at_activation(net64, params64, X64, reference_trace)
+            if reference_trace is not None
+            else None
+        )
+        gradient = explain.explain_gradients(
+            name, got.grads, want.grads, magnitudes, tol.point, sizes, derivative
+        )
+        found += gradient
+        gradient_scale = next(
+            (e for e in gradient if e.kind in ("scale", "sign") and len(e.layers) == net.depth),
+            None,
+        )
+    if "training run" in groups and ("gradient" not in groups or gradient_scale is not None):
+        training = explain.explain_training(
+            backend, reference, net, params, params64, X64, y64, lr, got.losses, want.grads, sizes
+        )
+        training = training or explain.explain_own_weights(
+            backend, net, params, X, y, lr, "training run", extra
+        )
+        found += training or [explain.none(name, "training run")]
+    return found

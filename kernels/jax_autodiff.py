@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradcheck.backends import Trajectory
+from gradcheck.backends import Trace, Trajectory
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, lookup
 
@@ -64,7 +64,24 @@ def _loss(params: Any, X: jax.Array, y: jax.Array, net: Network) -> jax.Array:
     return lookup(_LOSS, net.loss, "loss")(z, a, y)
 
 
+def _traced_loss(
+    params: Any, offsets: list[jax.Array], X: jax.Array, y: jax.Array, net: Network
+) -> tuple[jax.Array, tuple[list[jax.Array], list[jax.Array]]]:
+    """The loss with a zero ``offsets[l]`` added to each z_l, so that its gradient with respect
+    to the offsets is δ_l = ∂C/∂z_l; z and a of every layer come back as auxiliary outputs."""
+    zs, activations, a = [], [], X
+    for layer, activation, offset in zip(params, net.activations, offsets, strict=True):
+        z = (a @ layer["W"] + layer["b"] if net.bias else a @ layer["W"]) + offset
+        a = lookup(_ACTIVATE, activation, "activation")(z)
+        zs.append(z)
+        activations.append(a)
+    return lookup(_LOSS, net.loss, "loss")(zs[-1], a, y), (zs, activations)
+
+
 _jit_predict = jax.jit(_predict, static_argnums=0)
+_jit_trace = jax.jit(
+    jax.value_and_grad(_traced_loss, argnums=(0, 1), has_aux=True), static_argnames="net"
+)
 _jit_value_and_grad = jax.jit(jax.value_and_grad(_loss), static_argnames="net")
 
 
@@ -94,6 +111,15 @@ def loss_and_grads(
     with jax.enable_x64(True):
         loss, grads = _jit_value_and_grad(params, X, y, net=net)
         return float(loss), _to_numpy(grads)
+
+
+def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
+    with jax.enable_x64(True):
+        offsets = [jnp.zeros((X.shape[0], width), net.dtype) for width in net.layers[1:]]
+        (loss, (zs, activations)), (grads, deltas) = _jit_trace(params, offsets, X, y, net=net)
+        return Trace(
+            _to_numpy(zs), _to_numpy(activations), float(loss), _to_numpy(deltas), _to_numpy(grads)
+        )
 
 
 def train(

@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from gradcheck.backends import Trajectory
+from gradcheck.backends import Trace, Trajectory
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
 
@@ -133,12 +133,29 @@ class _Evaluator:
         self.loss = keras_loss(net)
         self.predict = tf.function(lambda x: self.model(x, training=False))
         self.loss_and_grads = tf.function(self._loss_and_grads)
+        self.trace = tf.function(self._trace)
 
     def _loss_and_grads(self, x: Any, y: Any) -> tuple[Any, Any]:
         variables = _variables(self.model, self.net.bias)
         with tf.GradientTape() as tape:
             loss = self.loss(y, self.model(x, training=True))
         return loss, tape.gradient(loss, variables)
+
+    def _trace(self, x: Any, y: Any) -> tuple[Any, ...]:
+        """Each Dense layer's two steps taken apart — z = a W + b, then its activation — so
+        the tape also gives δ = ∂C/∂z."""
+        variables = _variables(self.model, self.net.bias)
+        zs, activations, a = [], [], x
+        with tf.GradientTape() as tape:
+            for layer in self.model.layers:
+                z = ops.matmul(a, layer.kernel)
+                z = z + layer.bias if self.net.bias else z
+                a = layer.activation(z)
+                zs.append(z)
+                activations.append(a)
+            loss = self.loss(y, a)
+        grads, deltas = tape.gradient(loss, (variables, zs))
+        return loss, zs, activations, deltas, grads
 
 
 class ConstantLearningRate(keras.optimizers.schedules.LearningRateSchedule):
@@ -243,6 +260,14 @@ def loss_and_grads(
     set_params(evaluator.model, params)
     loss, grads = evaluator.loss_and_grads(tf.constant(X), tf.constant(y))
     return float(loss), _to_numpy(grads)
+
+
+def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
+    evaluator = _evaluator(net)
+    set_params(evaluator.model, params)
+    loss, zs, activations, deltas, grads = evaluator.trace(tf.constant(X), tf.constant(y))
+    arrays = [[tensor.numpy() for tensor in tensors] for tensors in (zs, activations, deltas)]
+    return Trace(arrays[0], arrays[1], float(loss), arrays[2], _to_numpy(grads))
 
 
 def train(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from gradcheck.backends import Trajectory
+from gradcheck.backends import Trace, Trajectory
 from gradcheck.kernels.numba_exp import exp_nonpositive
 from gradcheck.network import Network, Params
 from gradcheck.ops import lookup
@@ -426,6 +426,23 @@ def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
 def loss_and_grads(
     net: Network, params: Params, X: np.ndarray, y: np.ndarray
 ) -> tuple[float, Params]:
+    value, ws = _evaluate(net, params, X, y)
+    return value, _as_params(ws.dWs, ws.dbs, net.bias)
+
+
+def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
+    """The buffers of one evaluation. The activations overwrite the pre-activations in place,
+    so only the output layer's z (the logits) is kept."""
+    value, ws = _evaluate(net, params, X, y)
+    zs: list[np.ndarray | None] = [None] * (net.depth - 1)
+    return Trace(
+        [*zs, ws.logits], list(ws.A[1:]), value, list(ws.D), _as_params(ws.dWs, ws.dbs, net.bias)
+    )
+
+
+def _evaluate(
+    net: Network, params: Params, X: np.ndarray, y: np.ndarray
+) -> tuple[float, Workspace]:
     ws = Workspace(net, params, X, copy=False)
     value = loss_and_grads_into(
         lookup(LOSS_CODES, net.loss, "loss"),
@@ -442,7 +459,7 @@ def loss_and_grads(
         ws.dbs,
         ws.scratch,
     )
-    return float(value), _as_params(ws.dWs, ws.dbs, net.bias)
+    return float(value), ws
 
 
 def train(

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gradcheck.backends import Trajectory
+from gradcheck.backends import Trace, Trajectory
 from gradcheck.network import Network, Params
 from gradcheck.ops import lookup
 
@@ -110,10 +110,12 @@ def activation_backward(activation: str, a: np.ndarray, grad_a: np.ndarray) -> n
 
 
 class Cache(NamedTuple):
-    """What backward needs: every activation ``[a_0 = X, a_1, …, a_L]`` and the logits ``z_L``."""
+    """What backward needs: every activation ``[a_0 = X, a_1, …, a_L]`` and the logits ``z_L``;
+    and, for a trace, every pre-activation ``[z_1, …, z_L]``."""
 
     activations: list[np.ndarray]
     logits: np.ndarray
+    zs: tuple[np.ndarray, ...] = ()
 
 
 def pre_activation(a_prev: np.ndarray, layer: dict[str, np.ndarray]) -> np.ndarray:
@@ -124,12 +126,11 @@ def pre_activation(a_prev: np.ndarray, layer: dict[str, np.ndarray]) -> np.ndarr
 
 
 def forward(net: Network, params: Params, X: np.ndarray) -> Cache:
-    activations = [X]
-    z = X
+    activations, zs = [X], []
     for layer, activation in zip(params, net.activations, strict=True):
-        z = pre_activation(activations[-1], layer)
-        activations.append(lookup(ACTIVATE, activation, "activation")(z))
-    return Cache(activations, z)
+        zs.append(pre_activation(activations[-1], layer))
+        activations.append(lookup(ACTIVATE, activation, "activation")(zs[-1]))
+    return Cache(activations, zs[-1], tuple(zs))
 
 
 def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
@@ -228,10 +229,19 @@ def hidden_delta(
     return activation_backward(activation, a_prev, grad_a_prev)
 
 
-def backward(net: Network, params: Params, cache: Cache, delta: np.ndarray) -> Params:
-    """Every layer's gradients from the output delta, structured like ``params``."""
+def backward(
+    net: Network,
+    params: Params,
+    cache: Cache,
+    delta: np.ndarray,
+    deltas: list[np.ndarray] | None = None,
+) -> Params:
+    """Every layer's gradients from the output delta, structured like ``params``; ``deltas``,
+    when given a list, receives δ_L, …, δ_1 in the order they are used."""
     grads: Params = [{} for _ in params]
     for l in reversed(range(net.depth)):
+        if deltas is not None:
+            deltas.append(delta)
         a_prev = cache.activations[l]
         grads[l] = layer_grads(a_prev, delta, net.bias)
         if l > 0:
@@ -244,6 +254,15 @@ def loss_and_grads(
 ) -> tuple[float, Params]:
     cache = forward(net, params, X)
     return loss(net, cache, y), backward(net, params, cache, output_delta(net, cache, y))
+
+
+def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
+    """``loss_and_grads`` with every intermediate kept: z, a and δ of each layer."""
+    cache = forward(net, params, X)
+    zs: list[np.ndarray | None] = list(cache.zs) or [None] * net.depth
+    deltas: list[np.ndarray] = []
+    grads = backward(net, params, cache, output_delta(net, cache, y), deltas)
+    return Trace(zs, cache.activations[1:], loss(net, cache, y), deltas[::-1], grads)
 
 
 # --- training ---------------------------------------------------------------------------------

@@ -106,9 +106,11 @@ def _output_delta_without_softmax(net, cache, y):
     return nb.output_delta(net, cache, y)
 
 
-def _backward_wrong_layer_activation(net, params, cache, delta):
+def _backward_wrong_layer_activation(net, params, cache, delta, deltas=None):
     grads = [{} for _ in params]
     for l in reversed(range(net.depth)):  # noqa: E741
+        if deltas is not None:
+            deltas.append(delta)
         a_prev = cache.activations[l]
         grads[l] = layer_grads(a_prev, delta, net.bias)  # noqa: F821
         if l > 0:

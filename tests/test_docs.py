@@ -187,6 +187,11 @@ BREAKS = {
         'trained("mse", False, "uniform", 2.0), scratch',
         'trained("mse", False, "uniform", 1.0), scratch',
     ),
+    "notebook: the Keras cell's loss summed": Break(
+        "notebook.md",
+        "self.loss = keras.losses.MeanSquaredError()",
+        'self.loss = keras.losses.MeanSquaredError(reduction="sum")',
+    ),
     "notebook: the mse rows' gradient 1/NK": Break(
         "notebook.md", "rows = [", kernel={"LOSS_GRAD[mse]": _mse_grad_without_two}
     ),
@@ -198,6 +203,11 @@ BREAKS = {
         "reading-a-report.md",
         "M = np.abs(a1).T @ ((np.abs(a2) + np.abs(y)) * np.abs(a2))",
         "M = np.abs(a1).T @ np.abs(delta2)",
+    ),
+    "report: the summed kernel's step not scaled": Break(
+        "reading-a-report.md",
+        "return self.numpy.train(net, params, X, y, steps, len(X) * lr)",
+        "return self.numpy.train(net, params, X, y, steps, lr)",
     ),
     # own-kernel.md
     "own kernel: one dropped term only": Break(

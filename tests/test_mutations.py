@@ -7,12 +7,14 @@ softmax output with the mean cross-entropy.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from mutants import all_mutants
 
 import gradcheck
-from gradcheck import Network
+from gradcheck import Network, explain
 
 NET = Network([4, 4, 4, 4], activation=["sigmoid", "tanh", "softmax"], loss="softmax_ce")
 MUTANTS = list(all_mutants())
@@ -24,16 +26,50 @@ TRAINING_ONLY = {"update sign flip"}
 SEEN_IN_TRAINING = TRAINING_ONLY | {"stale forward cache"}
 
 
+#: What verify must say of each mutant: the explanations, as (quantity, kind, factor), and the
+#: first tensor that parts, as (stage, layer, tensor) — None where the traces agree (the bug is
+#: in the training loop, or in a cache only a second call sees).
+EXPLAINED = {
+    "update sign flip": ({("training run", "sign", -1)}, None),
+    "sigmoid' of the activation": (
+        {("gradient", "activation_derivative", None)},
+        ("backward", 1, "δ"),
+    ),
+    "tanh' unsquared": ({("gradient", "none", None)}, ("backward", 2, "δ")),
+    "missing bias gradient": ({("gradient", "missing_bias", 0)}, ("backward", 3, "b")),
+    "transposed weight gradient": ({("gradient", "transpose", None)}, ("backward", 3, "W")),
+    "missing 1/N of the mean": (
+        {("gradient", "scale", 8), ("training run", "lr_scale", 8)},  # N = 8 samples
+        ("output_delta", 3, "δ"),
+    ),
+    "softmax-CE gradient without the softmax": (
+        {("gradient", "none", None)},
+        ("output_delta", 3, "δ"),
+    ),
+    "wrong layer's activation in backward": ({("gradient", "none", None)}, ("backward", 2, "δ")),
+    "stale forward cache": ({("training run", "none", None)}, None),
+    "first sample only": ({("gradient", "none", None)}, ("backward", 3, "W")),
+    # forward writes no pre-activations for the trace, so its first difference is an activation
+    "one layer in float16": ({("predictions", "none", None)}, ("forward", 1, "a")),
+}
+#: What check_backward must say of the gradient mutants, as (kind, factor) per explanation.
+EXPLAINED_BY_CHECK_BACKWARD = {
+    "missing bias gradient": [("scale", 0)],
+    "transposed weight gradient": [("transpose", None)] * 3,
+    "missing 1/N of the mean": [("scale", 8)],
+}
+
+
 def _unflatten(arrays):
     """(W1, b1, W2, b2, …) back into params."""
     return [{"W": arrays[i], "b": arrays[i + 1]} for i in range(0, len(arrays), 2)]
 
 
-def _problem():
-    rng = np.random.default_rng(3)
+def _problem(seed=3):
+    rng = np.random.default_rng(seed)
     X = rng.normal(size=(8, 4))
     y = np.eye(4)[rng.integers(0, 4, size=8)]
-    return X, y, NET.init(seed=3)
+    return X, y, NET.init(seed=seed)
 
 
 @pytest.mark.parametrize("bug", MUTANTS)
@@ -52,6 +88,31 @@ def test_verify_flags_and_blames_the_mutant(bug):
     assert verdict.startswith(f"{backend.name} disagrees with {listing}: ")
 
 
+def test_every_mutant_states_its_explanation():
+    assert set(EXPLAINED) == set(MUTANTS)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("seed", [3, 4, 5])
+@pytest.mark.parametrize("bug", MUTANTS)
+def test_verify_explains_the_mutant(bug, dtype, seed):
+    """Each mutant gets the explanation it expects — kind and factor — and its first differing
+    tensor, in both dtypes and over several problems; the correct backend gets none."""
+    net = dataclasses.replace(NET, dtype=dtype)
+    X, y, params = _problem(seed)
+    backend = all_mutants()[bug]
+    report = gradcheck.verify(
+        net, X, y, params=params, backends=["numpy", backend], steps=30, lr=0.5
+    )
+    explained, first = EXPLAINED[bug]
+    found = {(e.quantity, e.kind, e.factor) for e in report.explanations}
+    assert found == explained, [e.text for e in report.explanations]
+    assert {e.backend for e in report.explanations} == {backend.name}
+    places = [(d.stage, d.layer, d.tensor) for d in report.first_differences]
+    assert places == ([] if first is None else [first])
+    assert all(e.text and e.kind in explain.KINDS for e in report.explanations)
+
+
 @pytest.mark.parametrize("bug", [bug for bug in MUTANTS if bug not in TRAINING_ONLY])
 def test_check_backward_flags_the_mutant(bug):
     backend = all_mutants()[bug]
@@ -67,6 +128,9 @@ def test_check_backward_flags_the_mutant(bug):
 
     with pytest.raises(AssertionError, match="backward disagrees"):
         gradcheck.check_backward(forward, backward, *flat)
+    result = gradcheck.check_backward(forward, backward, *flat, raise_exception=False)
+    expected = EXPLAINED_BY_CHECK_BACKWARD.get(bug, [("none", None)])
+    assert [(e.kind, e.factor) for e in result.explanations] == expected
 
 
 @pytest.mark.parametrize("name", CORRECT)

@@ -164,6 +164,26 @@ def test_reference_activations_match_their_formulas(name):
     np.testing.assert_allclose(ops.ACTIVATIONS[name].reference(z), literal, rtol=1e-15, atol=0)
 
 
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
+def test_registry_derivatives_match_their_formulas(name):
+    """f′(z) of the registry against the derivative written out, away from relu's kink, and
+    finite and silent at extremes."""
+    z = np.linspace(-20, 20, 80)  # no point at 0
+    s = 1 / (1 + np.exp(-z))
+    literal = {
+        "sigmoid": s * (1 - s),
+        "tanh": 1 - np.tanh(z) ** 2,
+        "relu": (z > 0).astype(float),
+        "identity": np.ones_like(z),
+        "softplus": s,
+    }[name]
+    prime = ops.ACTIVATIONS[name].prime
+    assert prime is not None
+    # the literal forms subtract from 1: each within a few ulp of 1, absolutely
+    np.testing.assert_allclose(prime(z), literal, rtol=1e-14, atol=4 * np.finfo(float).eps)
+    assert np.all(np.isfinite(prime(np.array([-1e4, 1e4]))))
+
+
 def test_reference_definitions_are_finite_and_silent_at_extremes():
     z = np.array([[-1e4, 1e4], [1e4, -1e4]])
     y = np.array([[0.0, 1.0], [1.0, 0.0]])

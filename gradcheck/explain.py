@@ -1,0 +1,669 @@
+"""Explain a disagreement: the first tensor where two implementations part, and simple causes.
+
+``verify`` calls this only for a backend that disagrees, so a report without a disagreement
+costs nothing more. Two parts:
+
+1. **Localise** (`first_difference`): walk two `Trace`s in the order of the computation —
+   forward layer by layer (z, then a), the loss, the output delta δ_L, then backward layer by
+   layer (the layer's gradients, then the delta below it) — and name the first tensor out of
+   tolerance.
+2. **Explain**: fit simple hypotheses against the reference and keep those that fit within the
+   tolerance — a scale (least squares; named when it is a simple fraction of N and K), a sign, a
+   transposed or swapped gradient, a missing or averaged bias gradient, a learning rate scaled,
+   initial weights of the backend's own, an activation's derivative evaluated at its output —
+   or say that none fits.
+
+Every array is compared as the tolerance policy compares it: relative to the size its rounding
+scales with (``tolerance.relative_error``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from gradcheck import witness
+from gradcheck.backends import Backend, Trace
+from gradcheck.network import Network, Params
+from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
+from gradcheck.tolerance import backward_magnitudes, relative_error, tolerances
+
+#: What an explanation can say.
+KINDS = (
+    "scale",
+    "sign",
+    "transpose",
+    "swap",
+    "missing_bias",
+    "lr_scale",
+    "initial_weights",
+    "activation_derivative",
+    "none",
+)
+#: Where in the computation a first difference lies, in order.
+STAGES = ("forward", "loss", "output_delta", "backward")
+#: Steps of the reference simulated to test a training-run hypothesis: few enough that a run
+#: whose dynamics amplify rounding still matches to within the policy's tolerance.
+TRAINING_STEPS = 10
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A hypothesis that fits a disagreement: ``backend``'s ``quantity`` is the reference's
+    under ``kind`` (one of `KINDS`), with the fitted ``factor`` where there is one, on
+    ``layers`` (1-based; empty where layers do not apply)."""
+
+    backend: str
+    quantity: str
+    kind: str
+    factor: float | None
+    layers: tuple[int, ...]
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "quantity": self.quantity,
+            "kind": self.kind,
+            "factor": self.factor,
+            "layers": list(self.layers),
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True)
+class FirstDifference:
+    """The first tensor, in the order of the computation, where ``backend`` parts from the
+    reference: ``stage`` one of `STAGES`, ``tensor`` one of z, a, loss, δ, W, b."""
+
+    backend: str
+    stage: str
+    layer: int | None
+    tensor: str
+    error: float
+    tolerance: float
+    #: The stages before it, which agree.
+    agreeing: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> str:
+        where = self.tensor if self.layer is None else f"{self.tensor} of layer {self.layer}"
+        agree = ""
+        if self.agreeing:
+            names = [s.replace("_", " ") for s in self.agreeing]
+            verb = "agrees" if len(names) == 1 else "agree"
+            agree = f"; {listing(names)} {verb}"
+        return (
+            f"{self.backend}: first difference: {where} ({self.stage.replace('_', ' ')}), "
+            f"relative error {self.error:.1e} against {self.tolerance:.1e}{agree}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "stage": self.stage,
+            "layer": self.layer,
+            "tensor": self.tensor,
+            "error": self.error,
+            "tolerance": self.tolerance,
+        }
+
+
+# --- localise ------------------------------------------------------------------------------------
+
+
+def first_difference(
+    backend: str,
+    got: Trace,
+    want: Trace,
+    net: Network,
+    params: Params,
+    X: np.ndarray,
+    y: np.ndarray,
+    tolerance: float,
+) -> FirstDifference | None:
+    """The first tensor of ``got`` out of ``tolerance`` against ``want`` (the reference's
+    trace, from the float64 ``params``), or None when the traces agree throughout."""
+    deltas, grads = backward_magnitudes(net, params, X, y)
+    a_prev = [np.asarray(X, np.float64), *want.a[:-1]]
+    steps: list[tuple[str, int | None, str, Any, Any, Any]] = []
+    for i in range(net.depth):  # z carries the cancellation of a W + b; a is bounded by f
+        z_scale = np.abs(a_prev[i]) @ np.abs(params[i]["W"]) + np.abs(params[i].get("b", 0.0))
+        steps += [
+            ("forward", i + 1, "z", got.z[i], want.z[i], z_scale),
+            ("forward", i + 1, "a", got.a[i], want.a[i], None),
+        ]
+    steps.append(("loss", None, "loss", np.float64(got.loss), np.float64(want.loss), None))
+    L = net.depth
+    steps.append(("output_delta", L, "δ", got.delta[L - 1], want.delta[L - 1], deltas[L - 1]))
+    for i in reversed(range(L)):
+        for key in want.grads[i]:
+            steps.append(
+                ("backward", i + 1, key, got.grads[i].get(key), want.grads[i][key], grads[i][key])
+            )
+        if i > 0:
+            steps.append(("backward", i, "δ", got.delta[i - 1], want.delta[i - 1], deltas[i - 1]))
+    for stage, layer, tensor, observed, reference, magnitude in steps:
+        if observed is None:  # not kept by this backend (numba overwrites hidden z)
+            continue
+        if np.shape(observed) != np.shape(reference):
+            error = np.inf
+        else:
+            error, _ = relative_error(
+                observed, reference, magnitude=magnitude, elementwise=tensor == "loss"
+            )
+        if not error <= tolerance:
+            agreeing = STAGES[: STAGES.index(stage)]
+            return FirstDifference(backend, stage, layer, tensor, error, tolerance, agreeing)
+    return None
+
+
+# --- naming a factor -----------------------------------------------------------------------------
+
+
+def named_factor(factor: float, sizes: tuple[int, int] | None) -> tuple[float, str] | None:
+    """The simple number closest to ``factor`` when they agree to 0.1%, with what it usually
+    means — a fraction of the problem's sizes ``(N, K)`` (samples, outputs) when given, else a
+    whole number or one over one; None otherwise. The caller checks that it fits."""
+    candidates: list[tuple[float, str]] = []
+    if sizes is not None:
+        N, K = sizes
+        candidates = [
+            (2 / (N * K), f"a loss averaged over N·K = {N * K} where the reference halves a sum"),
+            (N * K / 2, f"a halved sum where the reference averages over N·K = {N * K}"),
+            (1 / N, f"a mean over the N = {N} samples where the reference sums"),
+            (N, f"a sum over the N = {N} samples where the reference takes the mean"),
+            (1 / (N * K), f"a mean over all N·K = {N * K} outputs where the reference sums"),
+            (N * K, f"a sum over all N·K = {N * K} outputs where the reference takes the mean"),
+            (1 / K, f"a mean over the K = {K} outputs where the reference sums"),
+            (K, f"a sum over the K = {K} outputs where the reference takes the mean"),
+        ]
+    candidates += [(2, ""), (1 / 2, ""), (-1, "")]
+    if abs(factor) >= 1:
+        candidates.append((round(factor), ""))  # a whole number
+    elif factor != 0:
+        candidates.append((1 / round(1 / factor), ""))  # or one over one
+    for value, meaning in candidates:
+        if abs(factor - value) <= 1e-3 * abs(value):
+            return value, meaning
+    return None
+
+
+def _fraction(value: float) -> str:
+    """1/64 as 1/64 (one over a whole number), anything else to four digits: 8, 0.5, 1.37."""
+    fraction = Fraction(value).limit_denominator(10_000)
+    if abs(fraction.numerator) == 1 and fraction.denominator > 2 and float(fraction) == value:
+        return f"{fraction.numerator}/{fraction.denominator}"
+    return f"{value:.4g}"
+
+
+# --- fitting -------------------------------------------------------------------------------------
+
+
+def _least_squares(observed: Sequence[np.ndarray], expected: Sequence[np.ndarray]) -> float | None:
+    """The factor c minimising Σ‖observed − c·expected‖², or None when it is undefined."""
+    o = np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in observed])
+    e = np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in expected])
+    norm = float(e @ e)
+    if norm == 0 or not np.all(np.isfinite(o)):
+        return None
+    return float(o @ e) / norm
+
+
+def _fits(
+    observed: Sequence[Any],
+    expected: Sequence[np.ndarray],
+    tolerance: float,
+    magnitudes: Sequence[np.ndarray | None] | None = None,
+) -> bool:
+    """Every observed array within ``tolerance`` of its expected one, as the policy measures."""
+    magnitudes = magnitudes if magnitudes is not None else [None] * len(expected)
+    for o, e, m in zip(observed, expected, magnitudes, strict=True):
+        if o is None or np.shape(o) != np.shape(e):
+            return False
+        if not relative_error(o, e, magnitude=m)[0] <= tolerance:
+            return False
+    return True
+
+
+def _scaled(
+    observed: Sequence[Any],
+    expected: Sequence[np.ndarray],
+    magnitudes: Sequence[np.ndarray | None],
+    tolerance: float,
+    sizes: tuple[int, int] | None,
+) -> tuple[float, str] | None:
+    """``(factor, meaning)`` when observed = factor × expected within tolerance and the factor
+    is not 1: a simple fraction of the sizes where one fits, else the fitted number."""
+    if any(
+        o is None or np.shape(o) != np.shape(e) for o, e in zip(observed, expected, strict=True)
+    ):
+        return None
+    c = _least_squares(observed, expected)
+    if c is None or abs(c - 1) <= 1e-3:
+        return None
+    named = named_factor(c, sizes)
+    for factor, meaning in ([named] if named else []) + [(c, "")]:
+        scaled = [factor * e for e in expected]
+        moved = [None if m is None else abs(factor) * m for m in magnitudes]
+        if _fits(observed, scaled, tolerance, moved):
+            return factor, meaning
+    return None
+
+
+def _scale_text(subject: str, factor: float, meaning: str, where: str = "") -> str:
+    """ "x's gradients are 8 × the reference's on every layer: a sum where …"."""
+    if factor == -1:
+        return f"{subject} the reference's with the sign flipped{where}"
+    text = f"{subject} {_fraction(factor)} × the reference's{where}"
+    return f"{text}: {meaning}" if meaning else text
+
+
+def _kind(factor: float) -> str:
+    return "sign" if factor == -1 else "scale"
+
+
+def _where(layers: Sequence[int], depth: int) -> str:
+    """ " on every layer", " on layer 2", " on layers 1 and 3"."""
+    if len(layers) == depth and depth > 1:
+        return " on every layer"
+    if len(layers) == 1:
+        return f" on layer {layers[0]}"
+    return f" on layers {listing([str(layer) for layer in layers])}"
+
+
+# --- gradients -----------------------------------------------------------------------------------
+
+
+def explain_gradients(
+    backend: str,
+    got: Params,
+    want: Params,
+    magnitudes: Params,
+    tolerance: float,
+    sizes: tuple[int, int],
+    derivative: Callable[[str], Params | None] | None = None,
+) -> list[Explanation]:
+    """Hypotheses for gradients ``got`` that disagree with ``want``: one factor common to every
+    layer, else per layer a factor, a sign, a transpose, or a bias gradient missing or
+    averaged; weight gradients swapped between two layers; an activation's derivative evaluated
+    at its output (``derivative(name)`` gives the gradients that bug produces); or none."""
+    depth = len(want)
+    keys = [(i, key) for i in range(depth) for key in want[i]]
+    wrong = sorted(
+        {
+            i + 1
+            for i, key in keys
+            if not _fits([got[i].get(key)], [want[i][key]], tolerance, [magnitudes[i][key]])
+        }
+    )
+    if not wrong:
+        return []
+    arrays = (
+        [got[i].get(key) for i, key in keys],
+        [want[i][key] for i, key in keys],
+        [magnitudes[i][key] for i, key in keys],
+    )
+    common = _scaled(*arrays, tolerance, sizes)
+    if common is not None:
+        factor, meaning = common
+        every = tuple(range(1, depth + 1))
+        text = _scale_text(f"{backend}'s gradients are", factor, meaning, _where(every, depth))
+        return [Explanation(backend, "gradient", _kind(factor), factor, every, text)]
+
+    by_layer: dict[tuple[str, float | None, str], list[int]] = {}
+    for layer in wrong:
+        for finding in _layer_findings(layer, got, want, magnitudes, tolerance, sizes):
+            by_layer.setdefault(finding, []).append(layer)
+    found = [
+        Explanation(backend, "gradient", kind, factor, tuple(layers),
+                    template.format(backend=backend, where=_where(layers, depth)))
+        for (kind, factor, template), layers in by_layer.items()
+    ]  # fmt: skip
+    found += _swaps(backend, wrong, got, want, magnitudes, tolerance)
+    if derivative is not None:
+        found += _activation_derivative(backend, got, magnitudes, tolerance, derivative)
+    if not found:
+        where = _where(wrong, depth)
+        text = f"{backend}'s gradients{where}: no simple explanation fits"
+        found.append(Explanation(backend, "gradient", "none", None, tuple(wrong), text))
+    return found
+
+
+def _layer_findings(
+    layer: int,
+    got: Params,
+    want: Params,
+    magnitudes: Params,
+    tolerance: float,
+    sizes: tuple[int, int],
+) -> list[tuple[str, float | None, str]]:
+    """What fits one layer's gradients: ``(kind, factor, text template)`` with ``{backend}``
+    and ``{where}`` to fill in, so that layers with the same finding are named together."""
+    g, w, m = got[layer - 1], want[layer - 1], magnitudes[layer - 1]
+    keys = list(w)
+    scaled = _scaled([g.get(k) for k in keys], [w[k] for k in keys], [m[k] for k in keys],
+                     tolerance, sizes)  # fmt: skip
+    if scaled is not None:
+        factor, meaning = scaled
+        template = _scale_text("{backend}'s gradients are", factor, meaning, "{where}")
+        return [(_kind(factor), factor, template)]
+    findings: list[tuple[str, float | None, str]] = []
+    W = np.asarray(w["W"])
+    if (
+        not _fits([g.get("W")], [W], tolerance, [m["W"]])
+        and W.shape[0] == W.shape[1]
+        and _fits([g.get("W")], [W.T], tolerance, [m["W"].T])
+    ):
+        findings.append(
+            ("transpose", None, "{backend}'s weight gradient{where} is the reference's transposed")
+        )
+    if "b" in w and not _fits([g.get("b")], [w["b"]], tolerance, [m["b"]]):
+        b, N = g.get("b"), sizes[0]
+        if b is not None and np.shape(b) == np.shape(w["b"]) and not np.any(b):
+            findings.append(
+                (
+                    "missing_bias",
+                    0.0,
+                    "{backend}'s bias gradient{where} is zero where the reference's is not",
+                )
+            )
+        elif _fits([b], [w["b"] / N], tolerance, [m["b"] / N]):
+            template = (
+                f"{{backend}}'s bias gradient{{where}} is 1/{N} × the reference's: "
+                f"averaged over the N = {N} samples instead of summed"
+            )
+            findings.append(("scale", 1 / N, template))
+    return findings
+
+
+def _swaps(
+    backend: str,
+    wrong: Sequence[int],
+    got: Params,
+    want: Params,
+    magnitudes: Params,
+    tolerance: float,
+) -> list[Explanation]:
+    found = []
+    for i in wrong:
+        for j in wrong:
+            if j <= i or np.shape(want[i - 1]["W"]) != np.shape(want[j - 1]["W"]):
+                continue
+            if _fits(
+                [got[i - 1].get("W"), got[j - 1].get("W")],
+                [want[j - 1]["W"], want[i - 1]["W"]],
+                tolerance,
+                [magnitudes[j - 1]["W"], magnitudes[i - 1]["W"]],
+            ):
+                found.append(
+                    Explanation(
+                        backend,
+                        "gradient",
+                        "swap",
+                        None,
+                        (i, j),
+                        f"{backend}'s weight gradients of layers {i} and {j} are the reference's "
+                        "swapped",
+                    )
+                )
+    return found
+
+
+def _activation_derivative(
+    backend: str,
+    got: Params,
+    magnitudes: Params,
+    tolerance: float,
+    derivative: Callable[[str], Params | None],
+) -> list[Explanation]:
+    found = []
+    for name in ACTIVATIONS:
+        hypothesis = derivative(name)
+        if hypothesis is None:
+            continue
+        keys = [(i, key) for i in range(len(hypothesis)) for key in hypothesis[i]]
+        if _fits(
+            [got[i].get(key) for i, key in keys],
+            [hypothesis[i][key] for i, key in keys],
+            tolerance,
+            [magnitudes[i][key] for i, key in keys],
+        ):
+            text = (
+                f"{backend}'s gradients are what {name}′ evaluated at the activation gives: "
+                f"{name}′ written for z but given a = {name}(z), so {name} is applied twice"
+            )
+            found.append(Explanation(backend, "gradient", "activation_derivative", None, (), text))
+    return found
+
+
+def derivative_at_activation(
+    net: Network, params: Params, X: np.ndarray, reference: Trace
+) -> Callable[[str], Params | None]:
+    """For an activation's name, the gradients backpropagation gives when that activation's
+    f′ is evaluated at its output a instead of at z (None when the network does not use it, or
+    when that changes nothing, as for relu and identity), from the reference's output delta and
+    the witness's forward pass."""
+    forward = witness.forward(net, params, X)
+    loss_spec = lookup(LOSSES, net.loss, "loss")
+
+    def prime(name: str, at: np.ndarray) -> np.ndarray:
+        spec = lookup(ACTIVATIONS, name, "activation")
+        assert spec.prime is not None
+        return spec.prime(at)
+
+    def gradients(name: str) -> Params | None:
+        if name not in net.activations or ACTIVATIONS[name].prime is None:
+            return None
+        delta = np.asarray(reference.delta[-1], np.float64)
+        output = net.activations[-1]
+        if output == name and loss_spec.output is None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = prime(name, forward.outputs) / prime(name, forward.zs[-1])
+            delta = delta * np.where(np.isfinite(ratio), ratio, 0.0)
+        grads: Params = [{} for _ in params]
+        for i in reversed(range(net.depth)):
+            grads[i]["W"] = forward.activations[i].T @ delta
+            if "b" in params[i]:
+                grads[i]["b"] = delta.sum(axis=0)
+            if i > 0:
+                below = net.activations[i - 1]
+                at = forward.activations[i] if below == name else forward.zs[i - 1]
+                delta = (delta @ np.asarray(params[i]["W"], np.float64).T) * prime(below, at)
+        changed = any(
+            not np.array_equal(g[key], r[key])
+            for g, r in zip(grads, reference.grads, strict=True)
+            for key in g
+        )
+        return grads if changed else None
+
+    return gradients
+
+
+# --- loss and predictions ------------------------------------------------------------------------
+
+
+def _loss_at(net: Network, a: np.ndarray, y: np.ndarray) -> float:
+    """The network's loss, by its reference definition, for outputs ``a``."""
+    spec = lookup(LOSSES, net.loss, "loss")
+    a = np.asarray(a, np.float64)
+    with np.errstate(divide="ignore"):
+        z = {"sigmoid": np.log(a) - np.log1p(-a), "softmax": np.log(a)}.get(spec.output or "", a)
+    return spec.reference(z, a, np.asarray(y, np.float64))
+
+
+def explain_loss(
+    backend: str,
+    net: Network,
+    loss: float,
+    predictions: np.ndarray,
+    y: np.ndarray,
+    tolerance: float,
+    sizes: tuple[int, int],
+) -> list[Explanation]:
+    """The backend's loss against the reference's definition at the backend's own outputs: a
+    factor there means another normalisation, which scales every gradient and step alike."""
+    reference = _loss_at(net, predictions, y)
+    if not np.isfinite(reference) or reference == 0:
+        return []
+    scaled = _scaled(
+        [np.array(loss)], [np.array(reference)], [np.abs(np.array(reference))], tolerance, sizes
+    )
+    if scaled is None:
+        return []
+    factor, meaning = scaled
+    text = _scale_text(f"{backend}'s loss at its own outputs is", factor, meaning)
+    text += "; every gradient and step scales with it"
+    return [Explanation(backend, "loss", _kind(factor), factor, (), text)]
+
+
+def explain_own_weights(
+    backend: Backend,
+    net: Network,
+    params: Params,
+    X: np.ndarray,
+    y: np.ndarray,
+    lr: float,
+    quantity: str,
+    extra: Sequence[str],
+) -> list[Explanation]:
+    """Whether ``backend`` ignores the weights it is given — the same predictions (or, for
+    ``quantity`` ``"training run"``, the same first loss) from params moved by 10% of each
+    layer's size: it starts from weights of its own."""
+    rng = np.random.default_rng(0)
+    moved = [
+        {key: value + 0.1 * (np.abs(value).max() + 1) * rng.standard_normal(np.shape(value))
+         for key, value in layer.items()}
+        for layer in params
+    ]  # fmt: skip
+    if quantity == "predictions":
+        same = np.array_equal(backend.predict(net, params, X), backend.predict(net, moved, X))
+    else:
+        first = [backend.train(net, p, X, y, 1, lr).losses[0] for p in (params, moved)]
+        same = bool(first[0] == first[1])
+    if not same:
+        return []
+    text = f"{backend.name} gives the same {'predictions' if quantity == 'predictions' else 'run'} "
+    text += "whatever weights it is given: its initial weights are its own"
+    if extra:
+        text += f", and it has parameters the network does not ({', '.join(extra)})"
+    return [Explanation(backend.name, quantity, "initial_weights", None, (), text)]
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def explain_training(
+    backend: Backend,
+    reference: Backend,
+    net: Network,
+    params: Params,
+    params64: Params,
+    X: np.ndarray,
+    y: np.ndarray,
+    lr: float,
+    losses: np.ndarray,
+    gradient: Params,
+    sizes: tuple[int, int],
+) -> list[Explanation]:
+    """A training run whose gradients agree (or are a multiple of the reference's) but whose
+    run does not: is it the reference's plain gradient descent with the learning rate times a
+    factor? The factor comes from the backend's first step and is tested by stepping with the
+    reference's gradients for up to `TRAINING_STEPS` steps."""
+    step = backend.train(net, params, X, y, 1, lr).params
+    moved = [step[i][key] - params[i][key] for i in range(len(params)) for key in params[i]]
+    descent = [-lr * np.asarray(gradient[i][key]) for i in range(len(params)) for key in params[i]]
+    c = _least_squares(moved, descent)
+    if c is None or abs(c - 1) <= 1e-3:
+        return []
+    named = named_factor(c, sizes)
+    factor = named[0] if named else c
+    k = min(len(losses), TRAINING_STEPS)
+    simulated, current = [], [{key: v.copy() for key, v in layer.items()} for layer in params64]
+    for _ in range(k):
+        loss, grads = reference.loss_and_grads(replace(net, dtype="float64"), current, X, y)
+        simulated.append(loss)
+        current = [
+            {key: value - factor * lr * grads[i][key] for key, value in layer.items()}
+            for i, layer in enumerate(current)
+        ]
+    tolerance = tolerances(net, X.shape[0], k).trajectory
+    error, _ = relative_error(losses[:k], np.array(simulated), elementwise=True)
+    if not error <= tolerance:
+        return []
+    if factor == -1:
+        text = f"{backend.name}'s run is the reference's with each step's sign flipped: it climbs"
+        return [Explanation(backend.name, "training run", "sign", -1.0, (), text)]
+    text = f"{backend.name}'s run is the reference's with the learning rate × {_fraction(factor)}"
+    if named and named[1]:
+        text += f" ({named[1]})"
+    return [Explanation(backend.name, "training run", "lr_scale", factor, (), text)]
+
+
+def none(backend: str, quantity: str) -> Explanation:
+    return Explanation(
+        backend, quantity, "none", None, (), f"{backend}'s {quantity}: no simple explanation fits"
+    )
+
+
+# --- check_backward ------------------------------------------------------------------------------
+
+
+def explain_inputs(
+    observed: dict[str, np.ndarray],
+    expected: dict[str, np.ndarray],
+    oracle: str,
+    tolerance: float,
+) -> list[Explanation]:
+    """For ``check_backward``: gradients of named inputs that disagree with ``oracle``'s — one
+    factor common to all, else per input a factor, a sign or a transpose; two inputs' gradients
+    swapped; or none."""
+    wrong = [n for n in expected if not _fits([observed.get(n)], [expected[n]], tolerance)]
+    if not wrong:
+        return []
+    o, e = [observed.get(n) for n in wrong], [expected[n] for n in wrong]
+    if len(wrong) > 1:
+        common = _scaled(o, e, [None] * len(wrong), tolerance, None)
+        if common is not None:
+            return [_input_scale(wrong, common[0], oracle)]
+    found = []
+    for n, got, want in zip(wrong, o, e, strict=True):
+        scaled = _scaled([got], [want], [None], tolerance, None)
+        if scaled is not None:
+            found.append(_input_scale([n], scaled[0], oracle))
+        elif (
+            want.ndim == 2 and want.shape[0] == want.shape[1] and _fits([got], [want.T], tolerance)
+        ):
+            text = f"d{n} is the {oracle}' gradient transposed"
+            found.append(Explanation("backward", n, "transpose", None, (), text))
+    for i, a in enumerate(wrong):
+        for b in wrong[i + 1 :]:
+            if np.shape(expected[a]) == np.shape(expected[b]) and _fits(
+                [observed[a], observed[b]], [expected[b], expected[a]], tolerance
+            ):
+                text = f"d{a} and d{b} are the {oracle}' gradients swapped"
+                found.append(Explanation("backward", f"{a}, {b}", "swap", None, (), text))
+    if not found:
+        text = f"{listing([f'd{n}' for n in wrong])}: no simple explanation fits"
+        found.append(Explanation("backward", ", ".join(wrong), "none", None, (), text))
+    return found
+
+
+def _input_scale(names: Sequence[str], factor: float, oracle: str) -> Explanation:
+    subject = listing([f"d{n}" for n in names])
+    verb = "is" if len(names) == 1 else "are"
+    if factor == 0:
+        text = f"{subject} {verb} zero where the {oracle} are not"
+    else:
+        size = "with the sign flipped" if factor == -1 else f"{_fraction(factor)} ×"
+        text = f"{subject} {verb} {size} the {oracle}"
+    return Explanation("backward", ", ".join(names), _kind(factor), factor, (), text)
+
+
+def listing(names: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"

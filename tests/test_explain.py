@@ -1,0 +1,236 @@
+"""Explaining a disagreement: the first tensor that parts, the causes that fit, and nothing at all
+for backends that agree. The mutation suite (test_mutations.py) holds each realistic bug to the
+explanation it expects; here are the pieces and the contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mutants import mutant
+
+import gradcheck
+from gradcheck import Network, explain
+from gradcheck.kernels import numpy_backprop as nb
+
+NET = Network([4, 4, 4, 4], activation=["sigmoid", "tanh", "softmax"], loss="softmax_ce")
+
+
+def _problem(seed: int = 3):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(8, 4))
+    y = np.eye(4)[rng.integers(0, 4, size=8)]
+    return X, y, NET.init(seed=seed)
+
+
+def _hidden_delta_wrong_below_layer_2(delta, W, activation, a_prev, right=nb.hidden_delta):
+    if activation == "sigmoid":  # only layer 1 has a sigmoid: δ₁ loses its σ′
+        return delta @ W.T
+    return right(delta, W, activation, a_prev)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_a_bug_in_the_hidden_delta_of_layer_1_is_localised_to_it(dtype, seed):
+    import dataclasses
+
+    net = dataclasses.replace(NET, dtype=dtype)
+    X, y, params = _problem(seed)
+    backend = mutant("delta_1", hidden_delta=_hidden_delta_wrong_below_layer_2)
+    report = gradcheck.verify(net, X, y, params=params, backends=["numpy", backend], steps=5)
+    [first] = report.first_differences
+    assert (first.backend, first.stage, first.layer, first.tensor) == (
+        "delta_1",
+        "backward",
+        1,
+        "δ",
+    )
+    assert first.error > first.tolerance
+    assert first.text.startswith("delta_1: first difference: δ of layer 1 (backward)")
+    assert first.text.endswith("forward, loss and output delta agree")
+    assert first.text in str(report)
+
+
+class _Untraceable:
+    """The numpy backend, with a trace that must never be called."""
+
+    name = "untraceable"
+
+    def __init__(self):
+        self.numpy = gradcheck.get_backend("numpy")
+
+    def predict(self, net, params, X):
+        return self.numpy.predict(net, params, X)
+
+    def loss_and_grads(self, net, params, X, y):
+        return self.numpy.loss_and_grads(net, params, X, y)
+
+    def train(self, net, params, X, y, steps, lr):
+        return self.numpy.train(net, params, X, y, steps, lr)
+
+    def trace(self, net, params, X, y):
+        raise AssertionError("trace runs only when a backend disagrees")
+
+
+def test_agreement_has_no_explanations_and_never_traces():
+    X, y, params = _problem()
+    report = gradcheck.verify(NET, X, y, params=params, backends=["numpy", _Untraceable()], steps=5)
+    report.assert_ok()
+    assert report.explanations == []
+    assert report.first_differences == []
+    summary = report.to_dict()
+    assert summary["explanations"] == []
+    assert summary["first_difference"] == []
+    assert "why:" not in str(report)
+
+
+def test_the_report_contract():
+    X, y, params = _problem()
+
+    def doubled_delta(net, cache, y, right=nb.output_delta):
+        return 2 * right(net, cache, y)
+
+    doubled = mutant("doubled", output_delta=doubled_delta)
+    report = gradcheck.verify(NET, X, y, params=params, backends=["numpy", doubled], steps=5)
+    summary = report.to_dict()
+    [why] = [e for e in summary["explanations"] if e["quantity"] == "gradient"]
+    assert why == {
+        "backend": "doubled",
+        "quantity": "gradient",
+        "kind": "scale",
+        "factor": 2,
+        "layers": [1, 2, 3],
+        "text": "doubled's gradients are 2 × the reference's on every layer",
+    }
+    [first] = summary["first_difference"]
+    assert set(first) == {"backend", "stage", "layer", "tensor", "error", "tolerance"}
+    assert (first["stage"], first["layer"], first["tensor"]) == ("output_delta", 3, "δ")
+    assert f"why: {why['text']}" in str(report)
+
+
+def test_a_user_backend_without_trace_gets_explanations_but_no_first_difference():
+    X, y, params = _problem()
+    numpy = gradcheck.get_backend("numpy")
+
+    class Halved:
+        name = "halved"
+        predict = staticmethod(numpy.predict)
+
+        def loss_and_grads(self, net, params, X, y):
+            loss, grads = numpy.loss_and_grads(net, params, X, y)
+            return loss, [{k: g / 2 for k, g in layer.items()} for layer in grads]
+
+        def train(self, net, params, X, y, steps, lr):
+            return numpy.train(net, params, X, y, steps, lr / 2)
+
+    report = gradcheck.verify(NET, X, y, params=params, backends=["numpy", Halved()], steps=5)
+    assert report.first_differences == []
+    assert {(e.quantity, e.kind, e.factor) for e in report.explanations} == {
+        ("gradient", "scale", 0.5),
+        ("training run", "lr_scale", 0.5),
+    }
+
+
+@pytest.mark.parametrize(
+    ("factor", "sizes", "named"),
+    [
+        (0.5, (4, 1), 0.5),  # 2/(N·K): a mean where the reference halves a sum
+        (8.0, (8, 4), 8),  # N
+        (1 / 32, (8, 4), 1 / 32),  # 1/(N·K)
+        (2.0004, (8, 4), 2),  # 0.02% off 2 is named; 0.2% is not
+        (2.004, (8, 4), None),
+        (1.37, (8, 4), None),
+        (-1.0, None, -1),
+        (1 / 64 * (1 + 1e-5), None, 1 / 64),
+        (12.0, None, 12),
+    ],
+)
+def test_named_factor(factor, sizes, named):
+    found = explain.named_factor(factor, sizes)
+    if named is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert found[0] == pytest.approx(named, rel=1e-12)
+
+
+def test_the_names_of_the_notebooks_factor():
+    _, meaning = explain.named_factor(0.5, (4, 1))
+    assert meaning == "a loss averaged over N·K = 4 where the reference halves a sum"
+
+
+# --- check_backward ---------------------------------------------------------------------------
+
+
+def _tanh_layer(x, w):
+    return np.tanh(x @ w)
+
+
+def _tanh_layer_backward(u, x, w):
+    du = u * (1 - np.tanh(x @ w) ** 2)
+    return du @ w.T, x.T @ du
+
+
+BACKWARD_BUGS = {  # a realistic bug, and what must explain it
+    "both doubled": (
+        lambda u, x, w: [2 * g for g in _tanh_layer_backward(u, x, w)],
+        [("scale", 2)],
+    ),
+    "dw negated": (
+        lambda u, x, w: (_tanh_layer_backward(u, x, w)[0], -_tanh_layer_backward(u, x, w)[1]),
+        [("sign", -1)],
+    ),
+    "dw transposed": (
+        lambda u, x, w: (_tanh_layer_backward(u, x, w)[0], _tanh_layer_backward(u, x, w)[1].T),
+        [("transpose", None)],
+    ),
+    "dx averaged over the batch": (
+        lambda u, x, w: (
+            _tanh_layer_backward(u, x, w)[0] / len(x),
+            _tanh_layer_backward(u, x, w)[1],
+        ),
+        [("scale", 1 / 6)],
+    ),
+    "tanh′ unsquared": (
+        lambda u, x, w: (
+            (u * (1 - np.tanh(x @ w))) @ w.T,
+            x.T @ (u * (1 - np.tanh(x @ w))),
+        ),
+        [("none", None)],
+    ),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("bug", list(BACKWARD_BUGS))
+def test_check_backward_explains(bug, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x, w = rng.normal(size=(6, 5)).astype(dtype), rng.normal(size=(5, 5)).astype(dtype)
+    backward, expected = BACKWARD_BUGS[bug]
+    result = gradcheck.check_backward(_tanh_layer, backward, x, w, names=["x", "w"],
+                                      raise_exception=False)  # fmt: skip
+    assert [(e.kind, e.factor) for e in result.explanations] == expected
+    assert all(f"why: {e.text}" in str(result) for e in result.explanations)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_check_backward_finds_two_gradients_swapped(dtype):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(4, 4)).astype(dtype), rng.normal(size=(4, 4)).astype(dtype)
+    result = gradcheck.check_backward(
+        lambda a, b: a * np.sin(b),
+        lambda u, a, b: (u * a * np.cos(b), u * np.sin(b)),  # each input's gradient, swapped
+        a,
+        b,
+        names=["a", "b"],
+        raise_exception=False,
+    )
+    assert [(e.kind, e.quantity) for e in result.explanations] == [("swap", "a, b")]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_correct_kernel_has_no_explanations(dtype):
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(6, 5)).astype(dtype), rng.normal(size=(5, 5)).astype(dtype)
+    result = gradcheck.check_backward(_tanh_layer, _tanh_layer_backward, x, w)
+    assert result.explanations == []
