@@ -165,14 +165,13 @@ def first_difference(
 # --- naming a factor -----------------------------------------------------------------------------
 
 
-def named_factor(factor: float, sizes: tuple[int, int] | None) -> tuple[float, str] | None:
-    """The simple number closest to ``factor`` when they agree to 0.1%, with what it usually
-    means — a fraction of the problem's sizes ``(N, K)`` (samples, outputs) when given, else a
-    whole number or one over one; None otherwise. The caller checks that it fits."""
-    candidates: list[tuple[float, str]] = []
+def simple_factors(sizes: tuple[int, int] | None) -> list[tuple[float, str]]:
+    """The factors a disagreement is tested against, with what each usually means: the simple
+    fractions of the problem's sizes ``(N, K)`` (samples, outputs) when given, then 2, 1/2, −1."""
+    factors: list[tuple[float, str]] = []
     if sizes is not None:
         N, K = sizes
-        candidates = [
+        factors = [
             (2 / (N * K), f"a loss averaged over N·K = {N * K} where the reference halves a sum"),
             (N * K / 2, f"a halved sum where the reference averages over N·K = {N * K}"),
             (1 / N, f"a mean over the N = {N} samples where the reference sums"),
@@ -182,7 +181,14 @@ def named_factor(factor: float, sizes: tuple[int, int] | None) -> tuple[float, s
             (1 / K, f"a mean over the K = {K} outputs where the reference sums"),
             (K, f"a sum over the K = {K} outputs where the reference takes the mean"),
         ]
-    candidates += [(2, ""), (1 / 2, ""), (-1, "")]
+    return [*factors, (2, ""), (1 / 2, ""), (-1, "")]
+
+
+def named_factor(factor: float, sizes: tuple[int, int] | None) -> tuple[float, str] | None:
+    """The simple number closest to ``factor`` when they agree to 0.1%, with what it usually
+    means — one of `simple_factors`, else a whole number or one over one; None otherwise. The
+    caller checks that it fits."""
+    candidates = simple_factors(sizes)
     if abs(factor) >= 1:
         candidates.append((round(factor), ""))  # a whole number
     elif factor != 0:
@@ -527,28 +533,30 @@ def explain_own_weights(
     params: Params,
     X: np.ndarray,
     y: np.ndarray,
-    lr: float,
     quantity: str,
+    observed: np.ndarray,
+    run: tuple[int, float] | None,
     extra: Sequence[str],
 ) -> list[Explanation]:
-    """Whether ``backend`` ignores the weights it is given — the same predictions (or, for
-    ``quantity`` ``"training run"``, the same first loss) from params moved by 10% of each
-    layer's size: it starts from weights of its own."""
+    """Whether ``backend`` ignores the weights it is given: the same ``observed`` predictions
+    (or, for ``quantity`` ``"training run"``, the same losses from a run of ``run = (steps,
+    lr)``) from params moved by 10% of each layer's size. Then it starts from weights of its
+    own."""
     rng = np.random.default_rng(0)
     moved = [
         {key: value + 0.1 * (np.abs(value).max() + 1) * rng.standard_normal(np.shape(value))
          for key, value in layer.items()}
         for layer in params
     ]  # fmt: skip
-    if quantity == "predictions":
-        same = np.array_equal(backend.predict(net, params, X), backend.predict(net, moved, X))
+    if run is None:
+        again = backend.predict(net, moved, X)
     else:
-        first = [backend.train(net, p, X, y, 1, lr).losses[0] for p in (params, moved)]
-        same = bool(first[0] == first[1])
-    if not same:
+        again = backend.train(net, moved, X, y, *run).losses
+    if not np.array_equal(np.asarray(again), np.asarray(observed)):
         return []
-    text = f"{backend.name} gives the same {'predictions' if quantity == 'predictions' else 'run'} "
-    text += "whatever weights it is given: its initial weights are its own"
+    what = "predictions" if run is None else "run"
+    text = f"{backend.name} gives the same {what} whatever weights it is given: "
+    text += "its initial weights are its own"
     if extra:
         text += f", and it has parameters the network does not ({', '.join(extra)})"
     return [Explanation(backend.name, quantity, "initial_weights", None, (), text)]
@@ -558,50 +566,45 @@ def explain_own_weights(
 
 
 def explain_training(
-    backend: Backend,
+    backend: str,
     reference: Backend,
     net: Network,
-    params: Params,
     params64: Params,
     X: np.ndarray,
     y: np.ndarray,
     lr: float,
     losses: np.ndarray,
-    gradient: Params,
-    sizes: tuple[int, int],
+    factors: Sequence[tuple[float, str]],
 ) -> list[Explanation]:
     """A training run whose gradients agree (or are a multiple of the reference's) but whose
-    run does not: is it the reference's plain gradient descent with the learning rate times a
-    factor? The factor comes from the backend's first step and is tested by stepping with the
-    reference's gradients for up to `TRAINING_STEPS` steps."""
-    step = backend.train(net, params, X, y, 1, lr).params
-    moved = [step[i][key] - params[i][key] for i in range(len(params)) for key in params[i]]
-    descent = [-lr * np.asarray(gradient[i][key]) for i in range(len(params)) for key in params[i]]
-    c = _least_squares(moved, descent)
-    if c is None or abs(c - 1) <= 1e-3:
-        return []
-    named = named_factor(c, sizes)
-    factor = named[0] if named else c
+    run does not: is it the reference's gradient descent with the learning rate times one of
+    ``factors``? Each is tested by stepping the float64 ``params64`` with the reference's
+    gradients for up to `TRAINING_STEPS` steps against the run's ``losses``; the first that
+    fits is the explanation."""
     k = min(len(losses), TRAINING_STEPS)
-    simulated, current = [], [{key: v.copy() for key, v in layer.items()} for layer in params64]
-    for _ in range(k):
-        loss, grads = reference.loss_and_grads(replace(net, dtype="float64"), current, X, y)
-        simulated.append(loss)
-        current = [
-            {key: value - factor * lr * grads[i][key] for key, value in layer.items()}
-            for i, layer in enumerate(current)
-        ]
+    if k < 2:
+        return []  # the loss before the first step says nothing about the step
+    net64 = replace(net, dtype="float64")
     tolerance = tolerances(net, X.shape[0], k).trajectory
-    error, _ = relative_error(losses[:k], np.array(simulated), elementwise=True)
-    if not error <= tolerance:
-        return []
-    if factor == -1:
-        text = f"{backend.name}'s run is the reference's with each step's sign flipped: it climbs"
-        return [Explanation(backend.name, "training run", "sign", -1.0, (), text)]
-    text = f"{backend.name}'s run is the reference's with the learning rate × {_fraction(factor)}"
-    if named and named[1]:
-        text += f" ({named[1]})"
-    return [Explanation(backend.name, "training run", "lr_scale", factor, (), text)]
+    for factor, meaning in factors:
+        simulated, current = [], params64
+        for _ in range(k):
+            loss, grads = reference.loss_and_grads(net64, current, X, y)
+            simulated.append(loss)
+            current = [
+                {key: value - factor * lr * grads[i][key] for key, value in layer.items()}
+                for i, layer in enumerate(current)
+            ]
+        error, _ = relative_error(losses[:k], np.array(simulated), elementwise=True)
+        if not error <= tolerance:
+            continue
+        if factor == -1:
+            text = f"{backend}'s run is the reference's with each step's sign flipped: it climbs"
+            return [Explanation(backend, "training run", "sign", -1.0, (), text)]
+        text = f"{backend}'s run is the reference's with the learning rate × {_fraction(factor)}"
+        text += f" ({meaning})" if meaning else ""
+        return [Explanation(backend, "training run", "lr_scale", factor, (), text)]
+    return []
 
 
 def none(backend: str, quantity: str) -> Explanation:

@@ -608,14 +608,16 @@ def _explanations(
     X64, y64 = X.astype(np.float64), y.astype(np.float64)
     net64 = dataclasses.replace(net, dtype="float64")
     if "predictions" in groups:
-        found = explain.explain_own_weights(backend, net, params, X, y, lr, "predictions", extra)
+        found = explain.explain_own_weights(
+            backend, net, params, X, y, "predictions", got.predictions, None, extra
+        )
         found += explain.explain_loss(name, net, got.loss, got.predictions, y, tol.point, sizes)
         return found or [explain.none(name, "predictions")]
     found = []
     if "loss" in groups:
         loss = explain.explain_loss(name, net, got.loss, got.predictions, y, tol.point, sizes)
         found += loss or [explain.none(name, "loss")]
-    gradient_scale = None
+    factors = explain.simple_factors(sizes)
     if "gradient" in groups:
         derivative = (
             explain.derivative_at_activation(net64, params64, X64, reference_trace)
@@ -626,16 +628,18 @@ def _explanations(
             name, got.grads, want.grads, magnitudes, tol.point, sizes, derivative
         )
         found += gradient
-        gradient_scale = next(
-            (e for e in gradient if e.kind in ("scale", "sign") and len(e.layers) == net.depth),
-            None,
-        )
-    if "training run" in groups and ("gradient" not in groups or gradient_scale is not None):
+        common = [
+            e.factor
+            for e in gradient
+            if e.kind in ("scale", "sign") and len(e.layers) == net.depth and e.factor is not None
+        ]  # the run of gradients scaled by a factor is the reference's with lr times it
+        factors = [explain.named_factor(f, sizes) or (f, "") for f in common[:1]]
+    if "training run" in groups and factors:
+        steps = len(got.losses)
         training = explain.explain_training(
-            backend, reference, net, params, params64, X64, y64, lr, got.losses, want.grads, sizes
-        )
-        training = training or explain.explain_own_weights(
-            backend, net, params, X, y, lr, "training run", extra
+            name, reference, net, params64, X64, y64, lr, got.losses, factors
+        ) or explain.explain_own_weights(
+            backend, net, params, X, y, "training run", got.losses, (steps, lr), extra
         )
         found += training or [explain.none(name, "training run")]
     return found
