@@ -514,8 +514,8 @@ def verify(
     report.verdicts = _verdicts(reference_name, blocs, jury.finding)
     if not report.ok:
         backends_by_name = {b.name: b for b in requested if b.name != reference_name}
-        _explain(report, backends_by_name, reference_backend, net, params, params64, X, y, lr,
-                 outputs, reference_name, tol)  # fmt: skip
+        problem = _Problem(net, params, params64, X, y, lr, tol.point)
+        _explain(report, backends_by_name, reference_backend, problem, outputs, reference_name)
     if reference_diverged is not None:
         diverged = [f"{reference_backend.name} (the reference)"] + [
             name
@@ -530,38 +530,61 @@ def verify(
     return report
 
 
+@dataclass(frozen=True)
+class _Problem:
+    """One verify call's problem as the explanations need it: in the net's dtype for the
+    backend, in float64 for the reference, and the policy's point tolerance."""
+
+    net: Network
+    params: Params
+    params64: Params
+    X: np.ndarray
+    y: np.ndarray
+    lr: float
+    point: float
+
+    @property
+    def net64(self) -> Network:
+        return dataclasses.replace(self.net, dtype="float64")
+
+    @property
+    def X64(self) -> np.ndarray:
+        return self.X.astype(np.float64)
+
+    @property
+    def y64(self) -> np.ndarray:
+        return self.y.astype(np.float64)
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """(N, K): samples and outputs, after which a factor is named."""
+        return self.X.shape[0], self.net.layers[-1]
+
+
 def _explain(
     report: Report,
     backends: dict[str, Backend],
     reference: Backend,
-    net: Network,
-    params: Params,
-    params64: Params,
-    X: np.ndarray,
-    y: np.ndarray,
-    lr: float,
+    problem: _Problem,
     outputs: dict[str, _Outputs],
     reference_name: str,
-    tol: Tolerances,
 ) -> None:
     """Localise and explain each disagreeing backend (`gradcheck.explain`): its first
     differing tensor when it and the reference have a ``trace``, and the simple causes that fit
     each group of quantities it fails. Runs only for a report with failures."""
-    net64 = dataclasses.replace(net, dtype="float64")
-    X64, y64 = X.astype(np.float64), y.astype(np.float64)
+    p = problem
     want = outputs[reference_name]
-    sizes = (X.shape[0], net.layers[-1])
-    magnitudes = gradient_magnitudes(net64, params64, X64, y64)
-    reference_trace = _trace(reference, net64, params64, X64, y64)
+    magnitudes = gradient_magnitudes(p.net64, p.params64, p.X64, p.y64)
+    reference_trace = _trace(reference, p.net64, p.params64, p.X64, p.y64)
     for name in dict.fromkeys(check.backend for check in report.failures):
         if name not in backends:
             continue  # the finite differences, or the reference's own float64 run
         backend, got = backends[name], outputs[name]
         groups = {_group_of(c.quantity) for c in report.failures if c.backend == name}
-        trace = _trace(backend, net, params, X, y) if reference_trace is not None else None
+        trace = _trace(backend, p.net, p.params, p.X, p.y) if reference_trace else None
         if trace is not None and reference_trace is not None:
             found = explain.first_difference(
-                name, trace, reference_trace, net64, params64, X64, y64, tol.point
+                name, trace, reference_trace, p.net64, p.params64, p.X64, p.y64, p.point
             )
             if found is not None:
                 report.first_differences.append(found)
@@ -572,9 +595,8 @@ def _explain(
             if key not in w
         ]
         report.explanations += _explanations(
-            name, backend, reference, groups, got, want, net, params, params64, X, y, lr, sizes,
-            magnitudes, tol, extra, reference_trace,
-        )  # fmt: skip
+            name, backend, reference, groups, got, want, p, magnitudes, extra, reference_trace
+        )
 
 
 def _trace(backend: Backend, net: Network, params: Params, X: Any, y: Any) -> Trace | None:
@@ -590,56 +612,46 @@ def _explanations(
     groups: set[str],
     got: _Outputs,
     want: _Outputs,
-    net: Network,
-    params: Params,
-    params64: Params,
-    X: np.ndarray,
-    y: np.ndarray,
-    lr: float,
-    sizes: tuple[int, int],
+    p: _Problem,
     magnitudes: Params,
-    tol: Tolerances,
     extra: list[str],
     reference_trace: Trace | None,
 ) -> list[explain.Explanation]:
     """The hypotheses that fit, group by group in the order of the computation. A forward that
     differs explains everything after it, so the groups after it are not explained again; a
     training run is explained when its gradients agree or differ by one common factor."""
-    X64, y64 = X.astype(np.float64), y.astype(np.float64)
-    net64 = dataclasses.replace(net, dtype="float64")
+    loss = explain.explain_loss(name, p.net, got.loss, got.predictions, p.y, p.point, p.sizes)
     if "predictions" in groups:
         found = explain.explain_own_weights(
-            backend, net, params, X, y, "predictions", got.predictions, None, extra
+            backend, p.net, p.params, p.X, p.y, "predictions", got.predictions, None, extra
         )
-        found += explain.explain_loss(name, net, got.loss, got.predictions, y, tol.point, sizes)
-        return found or [explain.none(name, "predictions")]
+        return found + loss or [explain.none(name, "predictions")]
     found = []
     if "loss" in groups:
-        loss = explain.explain_loss(name, net, got.loss, got.predictions, y, tol.point, sizes)
         found += loss or [explain.none(name, "loss")]
-    factors = explain.simple_factors(sizes)
+    factors = explain.simple_factors(p.sizes)
     if "gradient" in groups:
         derivative = (
-            explain.derivative_at_activation(net64, params64, X64, reference_trace)
+            explain.derivative_at_activation(p.net64, p.params64, p.X64, reference_trace)
             if reference_trace is not None
             else None
         )
         gradient = explain.explain_gradients(
-            name, got.grads, want.grads, magnitudes, tol.point, sizes, derivative
+            name, got.grads, want.grads, magnitudes, p.point, p.sizes, derivative
         )
         found += gradient
         common = [
             e.factor
             for e in gradient
-            if e.kind in ("scale", "sign") and len(e.layers) == net.depth and e.factor is not None
+            if e.kind in ("scale", "sign") and len(e.layers) == p.net.depth and e.factor is not None
         ]  # the run of gradients scaled by a factor is the reference's with lr times it
-        factors = [explain.named_factor(f, sizes) or (f, "") for f in common[:1]]
+        factors = [explain.named_factor(f, p.sizes) or (f, "") for f in common[:1]]
     if "training run" in groups and factors:
-        steps = len(got.losses)
+        run = (len(got.losses), p.lr)
         training = explain.explain_training(
-            name, reference, net, params64, X64, y64, lr, got.losses, factors
+            name, reference, p.net, p.params64, p.X64, p.y64, p.lr, got.losses, factors
         ) or explain.explain_own_weights(
-            backend, net, params, X, y, "training run", got.losses, (steps, lr), extra
+            backend, p.net, p.params, p.X, p.y, "training run", got.losses, run, extra
         )
         found += training or [explain.none(name, "training run")]
     return found
