@@ -6,7 +6,7 @@ their predictions, gradients and training runs agree, or exactly where they part
 """
 
 from gradcheck import adapters, datasets
-from gradcheck.backends import Backend, Trajectory, available_backends, get_backend
+from gradcheck.backends import Backend, Trace, Trajectory, available_backends, get_backend
 from gradcheck.check_backward import BackwardCheck, InputCheck, check_backward
 from gradcheck.network import Network
 from gradcheck.report import Check, Report
@@ -19,6 +19,7 @@ __all__ = [
     "InputCheck",
     "Network",
     "Report",
+    "Trace",
     "Trajectory",
     "adapters",
     "available_backends",

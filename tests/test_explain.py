@@ -50,6 +50,40 @@ def test_a_bug_in_the_hidden_delta_of_layer_1_is_localised_to_it(dtype, seed):
     assert first.text in str(report)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize(
+    "net",
+    [
+        NET,
+        Network([3, 5, 1], activation=["relu", "sigmoid"], loss="bce"),
+        Network([3, 4, 2], activation=["softplus", "identity"], loss="half_sse", bias=False),
+    ],
+    ids=["sigmoid-tanh-softmax", "relu-sigmoid-bce", "softplus-identity-no-bias"],
+)
+def test_every_backends_trace_agrees_with_the_references(backend, net, dtype):
+    """A correct backend's trace has no first difference: every z, a, δ and gradient it keeps
+    agrees with the float64 reference's within the policy's tolerance."""
+    import dataclasses
+
+    net = dataclasses.replace(net, dtype=dtype)
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(7, net.layers[0]))
+    y = rng.uniform(size=(7, net.layers[-1]))
+    if net.loss == "softmax_ce":  # soft labels: TF differentiates as if rows summed to 1
+        y /= y.sum(axis=1, keepdims=True)
+    params = net.init(seed=1)
+    net64 = dataclasses.replace(net, dtype="float64")
+    params64 = [{k: v.astype(np.float64) for k, v in layer.items()} for layer in params]
+    X32, y32 = X.astype(dtype), y.astype(dtype)
+    X64, y64 = X32.astype(np.float64), y32.astype(np.float64)
+    reference = gradcheck.get_backend("jax").trace(net64, params64, X64, y64)
+    trace = backend.trace(net, params, X32, y32)
+    assert len(trace.a) == len(trace.delta) == len(trace.z) == net.depth
+    point = gradcheck.tolerance.tolerances(net, 7, 0).point
+    assert explain.first_difference(backend.name, trace, reference, net64, params64, X64, y64,
+                                    point) is None  # fmt: skip
+
+
 class _Untraceable:
     """The numpy backend, with a trace that must never be called."""
 

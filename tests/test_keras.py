@@ -96,6 +96,24 @@ def test_keras_uses_the_stable_cross_entropies(keras_model):
     assert loss == pytest.approx(80.0, rel=1e-12)
 
 
+def test_kerass_cross_entropy_gradient_assumes_targets_that_sum_to_one():
+    """TensorFlow's fused softmax cross-entropy differentiates to softmax(z) − y whatever the
+    targets sum to, while its loss −Σ y log softmax(z) has the gradient softmax(z) Σ y − y. With
+    rows summing to 1 (one-hot or smoothed labels) the two agree; otherwise verify names keras,
+    which every other implementation outvotes, and locates the output delta."""
+    net = Network([3, 4, 3], activation=["tanh", "softmax"], loss="softmax_ce")
+    rng = np.random.default_rng(0)
+    X, soft = rng.normal(size=(6, 3)), rng.uniform(size=(6, 3))
+    labels = soft / soft.sum(axis=1, keepdims=True)
+    backends = ["numpy", "jax", "keras"]
+    gradcheck.verify(net, X, labels, backends=backends, steps=3).assert_ok()
+    report = gradcheck.verify(net, X, soft, backends=backends, steps=3)
+    assert {check.backend for check in report.failures} == {"keras"}
+    assert report.verdicts[0].startswith("keras disagrees with jax, numpy and finite differences")
+    [first] = report.first_differences
+    assert (first.stage, first.tensor) == ("output_delta", "δ")
+
+
 def test_float64_without_touching_keras_floatx(keras_model):
     import keras
 
