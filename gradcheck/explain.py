@@ -325,11 +325,10 @@ def explain_gradients(
     for layer in wrong:
         for finding in _layer_findings(layer, got, want, magnitudes, tolerance, sizes):
             by_layer.setdefault(finding, []).append(layer)
-    found = [
-        Explanation(backend, "gradient", kind, factor, tuple(layers),
-                    template.format(backend=backend, where=_where(layers, depth)))
-        for (kind, factor, template), layers in by_layer.items()
-    ]  # fmt: skip
+    found = []
+    for (kind, fitted, template), layers in by_layer.items():
+        text = template.replace("{backend}", backend).replace("{where}", _where(layers, depth))
+        found.append(Explanation(backend, "gradient", kind, fitted, tuple(layers), text))
     found += _swaps(backend, wrong, got, want, magnitudes, tolerance)
     if derivative is not None:
         found += _activation_derivative(backend, got, magnitudes, tolerance, derivative)
@@ -380,7 +379,7 @@ def _layer_findings(
             )
         elif _fits([b], [w["b"] / N], tolerance, [m["b"] / N]):
             template = (
-                f"{{backend}}'s bias gradient{{where}} is 1/{N} × the reference's: "
+                "{backend}'s bias gradient{where} is " + f"1/{N} × the reference's: "
                 f"averaged over the N = {N} samples instead of summed"
             )
             findings.append(("scale", 1 / N, template))
