@@ -30,7 +30,7 @@ from gradcheck import witness
 from gradcheck.backends import Backend, Trace
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
-from gradcheck.tolerance import backward_magnitudes, relative_error, tolerances
+from gradcheck.tolerance import relative_error, tolerances
 
 #: What an explanation can say.
 KINDS = (
@@ -123,12 +123,13 @@ def first_difference(
     net: Network,
     params: Params,
     X: np.ndarray,
-    y: np.ndarray,
+    magnitudes: tuple[list[np.ndarray], Params],
     tolerance: float,
 ) -> FirstDifference | None:
     """The first tensor of ``got`` out of ``tolerance`` against ``want`` (the reference's
-    trace, from the float64 ``params``), or None when the traces agree throughout."""
-    deltas, grads = backward_magnitudes(net, params, X, y)
+    trace, from the float64 ``params``), or None when the traces agree throughout. Deltas and
+    gradients are measured against their ``magnitudes`` (``tolerance.backward_magnitudes``)."""
+    deltas, grads = magnitudes
     a_prev = [np.asarray(X, np.float64), *want.a[:-1]]
     steps: list[tuple[str, int | None, str, Any, Any, Any]] = []
     for i in range(net.depth):  # z carries the cancellation of a W + b; a is bounded by f

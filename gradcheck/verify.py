@@ -29,6 +29,7 @@ from gradcheck.network import (
 from gradcheck.report import FINITE_DIFFERENCES, Check, Report
 from gradcheck.tolerance import (
     Tolerances,
+    backward_magnitudes,
     gradient_magnitudes,
     relative_error,
     relative_errors,
@@ -574,7 +575,7 @@ def _explain(
     each group of quantities it fails. Runs only for a report with failures."""
     p = problem
     want = outputs[reference_name]
-    magnitudes = gradient_magnitudes(p.net64, p.params64, p.X64, p.y64)
+    magnitudes = backward_magnitudes(p.net64, p.params64, p.X64, p.y64)  # (deltas, gradients)
     reference_trace = _trace(reference, p.net64, p.params64, p.X64, p.y64)
     for name in dict.fromkeys(check.backend for check in report.failures):
         if name not in backends:
@@ -584,7 +585,7 @@ def _explain(
         trace = _trace(backend, p.net, p.params, p.X, p.y) if reference_trace else None
         if trace is not None and reference_trace is not None:
             found = explain.first_difference(
-                name, trace, reference_trace, p.net64, p.params64, p.X64, p.y64, p.point
+                name, trace, reference_trace, p.net64, p.params64, p.X64, magnitudes, p.point
             )
             if found is not None:
                 report.first_differences.append(found)
@@ -595,7 +596,7 @@ def _explain(
             if key not in w
         ]
         report.explanations += _explanations(
-            name, backend, reference, groups, got, want, p, magnitudes, extra, reference_trace
+            name, backend, reference, groups, got, want, p, magnitudes[1], extra, reference_trace
         )
 
 

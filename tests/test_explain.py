@@ -80,8 +80,9 @@ def test_every_backends_trace_agrees_with_the_references(backend, net, dtype):
     trace = backend.trace(net, params, X32, y32)
     assert len(trace.a) == len(trace.delta) == len(trace.z) == net.depth
     point = gradcheck.tolerance.tolerances(net, 7, 0).point
-    assert explain.first_difference(backend.name, trace, reference, net64, params64, X64, y64,
-                                    point) is None  # fmt: skip
+    magnitudes = gradcheck.tolerance.backward_magnitudes(net64, params64, X64, y64)
+    assert explain.first_difference(backend.name, trace, reference, net64, params64, X64,
+                                    magnitudes, point) is None  # fmt: skip
 
 
 class _Untraceable:
