@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from gradcheck.network import Network, Params, check_data, check_params, check_steps_lr, check_X
+from gradcheck.optimizers import SGD, Optimizer, as_optimizer, batch_schedule
 
 
 @dataclass(frozen=True)
@@ -102,12 +103,33 @@ class KernelBackend:
         return self.kernels.loss_and_grads(net, check_params(net, params), X, y)
 
     def train(
-        self, net: Network, params: Params, X: Any, y: Any, steps: int, lr: float
+        self,
+        net: Network,
+        params: Params,
+        X: Any,
+        y: Any,
+        steps: int,
+        lr: float | None = None,
+        optimizer: Optimizer | None = None,
+        batch_size: int | None = None,
+        seed: int = 0,
     ) -> Trajectory:
+        """``steps`` steps of ``optimizer`` (or, given ``lr`` alone, plain gradient descent) on
+        batches of ``batch_size`` samples drawn from ``seed`` (None: the full batch)."""
         X, y = check_data(net, X, y)
         params = check_params(net, params)
-        steps, lr = check_steps_lr(steps, lr)
-        return self.kernels.train(net, params, X, y, steps, lr)
+        optimizer = as_optimizer(optimizer, lr)
+        steps, _ = check_steps_lr(steps, optimizer.lr)
+        schedule = batch_schedule(len(X), batch_size, steps, seed)
+        if optimizer == SGD(optimizer.lr) and batch_size is None:
+            return self.kernels.train(net, params, X, y, steps, optimizer.lr)
+        train_with = getattr(self.kernels, "train_with", None)
+        if train_with is None:
+            raise NotImplementedError(
+                f"the {self.name} backend trains with plain full-batch gradient descent only; "
+                f"got {optimizer.describe()} with batch_size={batch_size!r}"
+            )
+        return train_with(net, params, X, y, optimizer, schedule)
 
     def trace(self, net: Network, params: Params, X: Any, y: Any) -> Trace:
         X, y = check_data(net, X, y)

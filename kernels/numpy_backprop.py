@@ -18,6 +18,7 @@ functions here, and a name missing from a table raises.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -26,6 +27,7 @@ import numpy as np
 from gradcheck.backends import Trace, Trajectory
 from gradcheck.network import Network, Params
 from gradcheck.ops import lookup
+from gradcheck.optimizers import SGD, Adam, Batch, Optimizer, RMSprop, batch_schedule
 
 name = "numpy"
 
@@ -265,6 +267,65 @@ def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
     return Trace(zs, cache.activations[1:], loss(net, cache, y), deltas[::-1], grads)
 
 
+# --- optimizers: the update of one parameter θ with gradient g at step t ------------------------
+# The equations are gradcheck.optimizers'; ``state`` holds the optimizer's arrays for θ.
+
+
+def sgd_update(opt: SGD, theta: np.ndarray, g: np.ndarray, state: dict, t: int) -> np.ndarray:
+    if opt.momentum == 0:
+        return theta - opt.lr * g  # θ ← θ − η g
+    m = state.setdefault("m", np.zeros_like(theta))
+    m[...] = opt.momentum * m - opt.lr * g  # m ← μ m − η g
+    if opt.nesterov:
+        return theta + opt.momentum * m - opt.lr * g  # θ ← θ + μ m − η g
+    return theta + m  # θ ← θ + m
+
+
+def rmsprop_update(
+    opt: RMSprop, theta: np.ndarray, g: np.ndarray, state: dict, t: int
+) -> np.ndarray:
+    v = state.setdefault("v", np.zeros_like(theta))
+    v[...] = opt.rho * v + (1 - opt.rho) * (g * g)  # v ← ρ v + (1 − ρ) g²
+    v_bar = v
+    if opt.centered:
+        a = state.setdefault("a", np.zeros_like(theta))
+        a[...] = opt.rho * a + (1 - opt.rho) * g  # a ← ρ a + (1 − ρ) g
+        v_bar = v - a * a  # v̄ = v − a²
+    if opt.epsilon_placement == "inside":
+        delta = opt.lr * g / np.sqrt(v_bar + opt.epsilon)  # η g / √(v̄ + ε)
+    else:
+        delta = opt.lr * g / (np.sqrt(v_bar) + opt.epsilon)  # η g / (√v̄ + ε)
+    if opt.momentum == 0:
+        return theta - delta
+    b = state.setdefault("b", np.zeros_like(theta))
+    b[...] = opt.momentum * b + delta  # b ← μ b + Δ
+    return theta - b
+
+
+def adam_update(opt: Adam, theta: np.ndarray, g: np.ndarray, state: dict, t: int) -> np.ndarray:
+    m = state.setdefault("m", np.zeros_like(theta))
+    v = state.setdefault("v", np.zeros_like(theta))
+    m[...] = opt.beta_1 * m + (1 - opt.beta_1) * g  # m ← β₁ m + (1 − β₁) g
+    v[...] = opt.beta_2 * v + (1 - opt.beta_2) * (g * g)  # v ← β₂ v + (1 − β₂) g²
+    if opt.amsgrad:
+        v_max = state.setdefault("v_max", np.zeros_like(theta))
+        v_max[...] = np.maximum(v_max, v)  # v̂ ← max(v̂, v)
+        v = v_max
+    if opt.epsilon_placement == "keras":
+        alpha = opt.lr * math.sqrt(1 - opt.beta_2**t) / (1 - opt.beta_1**t)
+        return theta - alpha * m / (np.sqrt(v) + opt.epsilon)  # θ − α m / (√v + ε)
+    m_hat = m / (1 - opt.beta_1**t)
+    v_hat = v / (1 - opt.beta_2**t)
+    return theta - opt.lr * m_hat / (np.sqrt(v_hat) + opt.epsilon)  # θ − η m̂ / (√v̂ + ε)
+
+
+UPDATE: dict[type, Callable[..., np.ndarray]] = {
+    SGD: sgd_update,
+    RMSprop: rmsprop_update,
+    Adam: adam_update,
+}
+
+
 # --- training ---------------------------------------------------------------------------------
 
 
@@ -272,14 +333,31 @@ def train(
     net: Network, params: Params, X: np.ndarray, y: np.ndarray, steps: int, lr: float
 ) -> Trajectory:
     """``steps`` full-batch gradient-descent steps, W ← W − lr ∂C/∂W, on a copy of ``params``."""
+    return train_with(net, params, X, y, SGD(lr), batch_schedule(len(X), None, steps, 0))
+
+
+def train_with(
+    net: Network,
+    params: Params,
+    X: np.ndarray,
+    y: np.ndarray,
+    optimizer: Optimizer,
+    schedule: list[Batch],
+) -> Trajectory:
+    """One step of ``optimizer`` per batch of ``schedule`` (the samples of each step), on a
+    copy of ``params``; ``losses[t]`` is the loss of step t's batch before its update."""
+    update = UPDATE[type(optimizer)]
     params = [{key: value.copy() for key, value in layer.items()} for layer in params]
-    losses = np.empty(steps, dtype=net.dtype)
+    states: list[dict[str, dict]] = [{key: {} for key in layer} for layer in params]
+    losses = np.empty(len(schedule), dtype=net.dtype)
+    decay = optimizer.lr * optimizer.weight_decay
     # A step size too large for the problem drives the loss to inf and then NaN; that divergence
     # shows in the losses, where verify() reports it, rather than as NumPy warnings.
     with np.errstate(over="ignore", invalid="ignore"):
-        for t in range(steps):
-            losses[t], grads = loss_and_grads(net, params, X, y)
-            for layer, grad in zip(params, grads, strict=True):
+        for t, batch in enumerate(schedule, start=1):
+            losses[t - 1], grads = loss_and_grads(net, params, X[batch], y[batch])
+            for layer, grad, state in zip(params, grads, states, strict=True):
                 for key in layer:
-                    layer[key] -= lr * grad[key]
+                    theta = layer[key] - decay * layer[key] if decay else layer[key]  # θ − ηλθ
+                    layer[key] = update(optimizer, theta, grad[key], state[key], t)
     return Trajectory(params, losses)

@@ -1,0 +1,206 @@
+"""Optimizers and mini-batches: the specifications validate their hyper-parameters, the batch
+schedule is what its docstring says, and the NumPy kernels reproduce each optimizer's equations
+written out literally here — one loop in plain NumPy, no gradcheck code."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+import gradcheck
+from gradcheck import Network
+from gradcheck.optimizers import SGD, Adam, RMSprop, batch_schedule
+from gradcheck.tolerance import relative_error, tolerances
+
+NET = Network([4, 3], activation="tanh", loss="mse")
+
+CONFIGS = {
+    "sgd": SGD(0.3),
+    "momentum": SGD(0.3, momentum=0.9),
+    "nesterov": SGD(0.3, momentum=0.9, nesterov=True),
+    "sgd with weight decay": SGD(0.3, weight_decay=0.01),
+    "rmsprop": RMSprop(0.01),
+    "rmsprop, ε outside": RMSprop(0.01, epsilon_placement="outside"),
+    "rmsprop, centered, momentum": RMSprop(0.01, centered=True, momentum=0.5),
+    "adam": Adam(0.01),
+    "adam, paper's ε": Adam(0.01, epsilon_placement="paper", epsilon=1e-3),
+    "adam, amsgrad": Adam(0.01, amsgrad=True),
+    "adamw": Adam(0.01, weight_decay=0.05),
+}
+
+
+def literal_run(config, W, b, X, y, steps, batch_size, seed):
+    """The optimizer's equations for a tanh layer with the mean squared error, written out."""
+    W, b = W.copy(), b.copy()
+    state = {"W": {}, "b": {}}
+    order, losses = [], []
+    rng = np.random.default_rng(seed)
+    while len(order) < steps:  # a fresh permutation per epoch, cut into batches
+        perm = rng.permutation(len(X))
+        order += [perm[i : i + batch_size] for i in range(0, len(X), batch_size)]
+    for t, batch in enumerate(order[:steps], start=1):
+        x, target = X[batch], y[batch]
+        a = np.tanh(x @ W + b)
+        losses.append(np.mean((a - target) ** 2))
+        delta = 2 * (a - target) / target.size * (1 - a * a)
+        grads = {"W": x.T @ delta, "b": delta.sum(axis=0)}
+        params = {"W": W, "b": b}
+        for key in ("W", "b"):
+            theta, g, s = params[key], grads[key], state[key]
+            theta = theta - config.lr * config.weight_decay * theta
+            if isinstance(config, SGD):
+                if config.momentum:
+                    s["m"] = config.momentum * s.get("m", 0) - config.lr * g
+                    step = config.momentum * s["m"] - config.lr * g if config.nesterov else s["m"]
+                    theta = theta + step
+                else:
+                    theta = theta - config.lr * g
+            elif isinstance(config, RMSprop):
+                s["v"] = config.rho * s.get("v", 0) + (1 - config.rho) * g**2
+                v = s["v"]
+                if config.centered:
+                    s["a"] = config.rho * s.get("a", 0) + (1 - config.rho) * g
+                    v = v - s["a"] ** 2
+                if config.epsilon_placement == "inside":
+                    increment = config.lr * g / np.sqrt(v + config.epsilon)
+                else:
+                    increment = config.lr * g / (np.sqrt(v) + config.epsilon)
+                if config.momentum:
+                    s["b"] = config.momentum * s.get("b", 0) + increment
+                    increment = s["b"]
+                theta = theta - increment
+            else:
+                s["m"] = config.beta_1 * s.get("m", 0) + (1 - config.beta_1) * g
+                s["v"] = config.beta_2 * s.get("v", 0) + (1 - config.beta_2) * g**2
+                v = s["v"]
+                if config.amsgrad:
+                    s["v_max"] = np.maximum(s.get("v_max", 0), s["v"])
+                    v = s["v_max"]
+                if config.epsilon_placement == "keras":
+                    alpha = config.lr * math.sqrt(1 - config.beta_2**t) / (1 - config.beta_1**t)
+                    theta = theta - alpha * s["m"] / (np.sqrt(v) + config.epsilon)
+                else:
+                    m_hat = s["m"] / (1 - config.beta_1**t)
+                    v_hat = v / (1 - config.beta_2**t)
+                    theta = theta - config.lr * m_hat / (np.sqrt(v_hat) + config.epsilon)
+            params[key] = theta
+        W, b = params["W"], params["b"]
+    return W, b, np.array(losses)
+
+
+@pytest.mark.parametrize("batch_size", [None, 7])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_numpy_reproduces_the_equations_written_out(name, batch_size, gradcheck_seed):
+    rng = np.random.default_rng(gradcheck_seed)
+    X, y = rng.normal(size=(20, 4)), rng.uniform(-0.9, 0.9, size=(20, 3))
+    params = [{"W": rng.normal(size=(4, 3)), "b": rng.normal(size=3)}]
+    config, steps = CONFIGS[name], 25
+    W, b, losses = literal_run(
+        config, params[0]["W"], params[0]["b"], X, y, steps, batch_size or len(X), gradcheck_seed
+    )
+    run = gradcheck.get_backend("numpy").train(
+        NET, params, X, y, steps, optimizer=config, batch_size=batch_size, seed=gradcheck_seed
+    )
+    # the same equations, up to how each side orders its sums: the policy's run tolerance
+    tolerance = tolerances(NET, len(X), steps).trajectory
+    assert relative_error(run.losses, losses, elementwise=True)[0] <= tolerance
+    scale = max(np.abs(W).max(), np.abs(b).max())  # a layer's params on one scale
+    for ours, theirs in ((run.params[0]["W"], W), (run.params[0]["b"], b)):
+        assert np.max(np.abs(ours - theirs)) <= tolerance * scale
+
+
+CONFUSED = [  # what the kernel runs, what the transcription writes: conventions one apart
+    ("adam", "adam, paper's ε"),
+    ("rmsprop", "rmsprop, ε outside"),
+    ("momentum", "nesterov"),
+    ("sgd", "sgd with weight decay"),
+    ("adam", "adamw"),
+]
+
+
+@pytest.mark.parametrize(("kernel", "written"), CONFUSED)
+def test_the_comparison_tells_conventions_apart(kernel, written, gradcheck_seed):
+    """The test above would catch a kernel that ran a neighbouring convention."""
+    rng = np.random.default_rng(gradcheck_seed)
+    X, y = rng.normal(size=(20, 4)), rng.uniform(-0.9, 0.9, size=(20, 3))
+    params = [{"W": rng.normal(size=(4, 3)), "b": rng.normal(size=3)}]
+    _, _, losses = literal_run(CONFIGS[written], params[0]["W"], params[0]["b"], X, y, 25, 7, 0)
+    run = gradcheck.get_backend("numpy").train(
+        NET, params, X, y, 25, optimizer=CONFIGS[kernel], batch_size=7, seed=0
+    )
+    tolerance = tolerances(NET, len(X), 25).trajectory
+    assert relative_error(run.losses, losses, elementwise=True)[0] > 100 * tolerance
+
+
+def test_plain_sgd_is_the_notebooks_training_exactly():
+    X, y = gradcheck.datasets.seed_xor()
+    net = Network([3, 4, 1], bias=False)
+    params = net.init(seed=0, scheme="uniform")
+    backend = gradcheck.get_backend("numpy")
+    by_lr = backend.train(net, params, X, y, 50, 1.0)
+    by_optimizer = backend.train(net, params, X, y, 50, optimizer=SGD(1.0))
+    assert np.array_equal(by_lr.losses, by_optimizer.losses)
+    assert np.array_equal(by_lr.params[1]["W"], by_optimizer.params[1]["W"])
+
+
+def test_the_batch_schedule():
+    schedule = batch_schedule(10, 4, steps=7, seed=3)
+    assert [len(batch) for batch in schedule] == [4, 4, 2, 4, 4, 2, 4]
+    for epoch in (schedule[0:3], schedule[3:6]):
+        assert sorted(np.concatenate(epoch)) == list(range(10))  # every sample once an epoch
+    assert not np.array_equal(np.concatenate(schedule[0:3]), np.concatenate(schedule[3:6]))
+    again = batch_schedule(10, 4, steps=7, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(schedule, again, strict=True))
+    assert batch_schedule(10, None, steps=2, seed=3) == [slice(None), slice(None)]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: SGD(-0.1), "lr must be a positive finite number; got -0.1"),
+        (lambda: SGD(0.1, momentum=1.0), "momentum must be in [0, 1); got 1.0"),
+        (lambda: SGD(0.1, nesterov=True), "nesterov needs a momentum"),
+        (lambda: SGD(0.1, weight_decay=-1), "weight_decay must be in [0, inf); got -1"),
+        (lambda: RMSprop(0.1, rho=1.5), "rho must be in [0, 1); got 1.5"),
+        (lambda: RMSprop(0.1, epsilon=-1e-7), "epsilon must be in [0, inf); got -1e-07"),
+        (lambda: RMSprop(0.1, epsilon_placement="under"), "epsilon_placement must be one of"),
+        (lambda: Adam(0.1, beta_1=-0.1), "beta_1 must be in [0, 1); got -0.1"),
+        (lambda: Adam(0.1, beta_2=1.0), "beta_2 must be in [0, 1); got 1.0"),
+        (lambda: Adam(0.1, amsgrad="yes"), "amsgrad must be True or False; got 'yes'"),
+        (lambda: Adam(math.nan), "lr must be a positive finite number; got nan"),
+        (lambda: batch_schedule(10, 0, 3, 0), "batch_size must be None or an integer from 1"),
+        (lambda: batch_schedule(10, 2, 3, -1), "seed must be a non-negative integer; got -1"),
+    ],
+)
+def test_bad_hyper_parameters_are_refused(make, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make()
+
+
+def test_lr_and_optimizer_together_are_refused_before_any_work():
+    X, y = gradcheck.datasets.seed_xor()
+    net = Network([3, 4, 1], bias=False)
+    params = net.init(seed=0, scheme="uniform")
+    before = [layer["W"].copy() for layer in params]
+    backend = gradcheck.get_backend("numpy")
+    with pytest.raises(ValueError, match="give lr or optimizer, not both"):
+        backend.train(net, params, X, y, 5, lr=1.0, optimizer=Adam(0.1))
+    with pytest.raises(ValueError, match="train needs lr or optimizer"):
+        backend.train(net, params, X, y, 5)
+    with pytest.raises(TypeError, match=re.escape("optimizer must be a gradcheck.optimizers")):
+        backend.train(net, params, X, y, 5, optimizer="adam")
+    assert all(np.array_equal(a, layer["W"]) for a, layer in zip(before, params, strict=True))
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in ("numba", "jax", "keras") if n in gradcheck.available_backends()]
+)
+def test_backends_without_optimizers_say_so(name):
+    X, y = gradcheck.datasets.seed_xor()
+    net = Network([3, 4, 1], bias=False)
+    params = net.init(seed=0, scheme="uniform")
+    with pytest.raises(NotImplementedError, match=f"the {name} backend trains with plain"):
+        gradcheck.get_backend(name).train(net, params, X, y, 5, optimizer=Adam(0.1))
