@@ -13,10 +13,11 @@ do):
                epsilon "outside" (optax, PyTorch):  Δ = η g / (√v̄ + ε)
                momentum μ > 0:  b ← μ b + Δ;  θ ← θ − b   (else θ ← θ − Δ)
     Adam       m ← β₁ m + (1 − β₁) g;  v ← β₂ v + (1 − β₂) g²
-               amsgrad:         v̂ ← max(v̂, v) and v̂ replaces v below
                epsilon "keras":  α = η √(1 − β₂ᵗ) / (1 − β₁ᵗ);  θ ← θ − α m / (√v + ε)
+                                amsgrad: the running maximum of v in place of v
                epsilon "paper" (Algorithm 1, optax):  θ ← θ − η m̂ / (√v̂ + ε),
                                 m̂ = m / (1 − β₁ᵗ),  v̂ = v / (1 − β₂ᵗ)
+                                amsgrad: the running maximum of v̂ in place of v̂
 
 Keras's conventions are the defaults. Momentum written as a running sum of gradients
 (b ← μ b + g; θ ← θ − η b) is Keras's velocity divided by −η, the same run for a constant η, so

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from functools import partial
-from typing import Any
+from functools import lru_cache, partial
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from gradcheck.backends import Trace, Trajectory
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, lookup
+from gradcheck.optimizers import SGD, Adam, Batch, Optimizer, RMSprop
 
 name = "jax"
 
@@ -32,13 +34,14 @@ _ACTIVATE: dict[str, Callable[[jax.Array], jax.Array]] = {
     name: operator.attrgetter(spec.jax)(jax) for name, spec in ACTIVATIONS.items()
 }
 
-#: Each loss as its definition, from the logits z, the outputs a and the targets y, all (N, K);
-#: bce and softmax_ce through the logits, in forms that stay finite for any z.
-_LOSS: dict[str, Callable[[jax.Array, jax.Array, jax.Array], jax.Array]] = {
-    "half_sse": lambda z, a, y: 0.5 * jnp.sum((a - y) ** 2),
-    "mse": lambda z, a, y: jnp.mean((a - y) ** 2),
-    "bce": lambda z, a, y: jnp.mean(jax.nn.softplus(z) - y * z),
-    "softmax_ce": lambda z, a, y: -jnp.sum(y * jax.nn.log_softmax(z, axis=1)) / y.shape[0],
+#: Each loss as its definition: a sum of terms over samples and outputs, from the logits z, the
+#: outputs a and the targets y (all (N, K)), divided by what the loss averages over for n samples
+#: and K outputs; bce and softmax_ce through the logits, in forms that stay finite for any z.
+_LOSS: dict[str, tuple[Callable[..., jax.Array], Callable[[Any, int], Any]]] = {
+    "half_sse": (lambda z, a, y: 0.5 * (a - y) ** 2, lambda n, K: 1),
+    "mse": (lambda z, a, y: (a - y) ** 2, lambda n, K: n * K),
+    "bce": (lambda z, a, y: jax.nn.softplus(z) - y * z, lambda n, K: n * K),
+    "softmax_ce": (lambda z, a, y: -y * jax.nn.log_softmax(z, axis=1), lambda n, K: n),
 }
 
 
@@ -57,11 +60,17 @@ def _predict(net: Network, params: Any, X: jax.Array) -> jax.Array:
     return lookup(_ACTIVATE, net.activations[-1], "activation")(_logits(net, params, X))
 
 
-def _loss(params: Any, X: jax.Array, y: jax.Array, net: Network) -> jax.Array:
-    """The loss exactly as the spec defines it."""
+def _loss(
+    params: Any, X: jax.Array, y: jax.Array, net: Network, mask: jax.Array | None = None
+) -> jax.Array:
+    """The loss exactly as the spec defines it; with ``mask`` (N,), over the samples it marks
+    with 1 — a batch padded to a fixed shape."""
     z = _logits(net, params, X)
     a = lookup(_ACTIVATE, net.activations[-1], "activation")(z)  # unused ones are traced away
-    return lookup(_LOSS, net.loss, "loss")(z, a, y)
+    terms, divisor = lookup(_LOSS, net.loss, "loss")
+    if mask is None:
+        return jnp.sum(terms(z, a, y)) / divisor(y.shape[0], y.shape[1])
+    return jnp.sum(terms(z, a, y) * mask[:, None]) / divisor(jnp.sum(mask), y.shape[1])
 
 
 def _traced_loss(
@@ -75,7 +84,9 @@ def _traced_loss(
         a = lookup(_ACTIVATE, activation, "activation")(z)
         zs.append(z)
         activations.append(a)
-    return lookup(_LOSS, net.loss, "loss")(zs[-1], a, y), (zs, activations)
+    terms, divisor = lookup(_LOSS, net.loss, "loss")
+    loss = jnp.sum(terms(zs[-1], a, y)) / divisor(y.shape[0], y.shape[1])
+    return loss, (zs, activations)
 
 
 _jit_predict = jax.jit(_predict, static_argnums=0)
@@ -94,6 +105,107 @@ def _jit_train(
         return jax.tree.map(lambda p, g: p - lr * g, params, grads), loss
 
     return jax.lax.scan(step, params, length=steps)
+
+
+@partial(jax.jit, static_argnames=("net", "transform"))
+def _jit_train_with(
+    net: Network,
+    transform: optax.GradientTransformation,
+    params: Any,
+    X: jax.Array,
+    y: jax.Array,
+    batches: jax.Array,
+    masks: jax.Array,
+) -> tuple[Any, jax.Array]:
+    """One step of ``transform`` per row of ``batches`` (sample indices, padded) and ``masks``
+    (1 for the samples of the batch), every step inside one ``lax.scan``."""
+
+    def step(carry: Any, batch: tuple[jax.Array, jax.Array]) -> tuple[Any, jax.Array]:
+        params, state = carry
+        rows, mask = batch
+        loss, grads = jax.value_and_grad(_loss)(params, X[rows], y[rows], net, mask)
+        updates, state = transform.update(grads, state, params)
+        return (optax.apply_updates(params, updates), state), loss
+
+    (final, _), losses = jax.lax.scan(step, (params, transform.init(params)), (batches, masks))
+    return final, losses
+
+
+@lru_cache(maxsize=32)
+def _transform(optimizer: Optimizer) -> optax.GradientTransformation:
+    """The optimizer as an optax chain: its scaling of the gradient, the decoupled weight decay
+    and the learning rate — optax's own transformations where one computes the spec's
+    equations, `_scale_by_keras_adam` where none does."""
+    match optimizer:
+        case SGD(momentum=0.0):
+            scale = optax.identity()
+        case SGD():
+            # optax's trace b ← g + μ b is Keras's velocity divided by −η: the same steps
+            scale = optax.trace(decay=optimizer.momentum, nesterov=optimizer.nesterov)
+        case RMSprop():
+            inside = optimizer.epsilon_placement == "inside"
+            by = optax.scale_by_stddev if optimizer.centered else optax.scale_by_rms
+            scale = by(decay=optimizer.rho, eps=optimizer.epsilon, eps_in_sqrt=inside)
+            if optimizer.momentum:
+                scale = optax.chain(scale, optax.trace(decay=optimizer.momentum))
+        case Adam(epsilon_placement="paper"):
+            by = optax.scale_by_amsgrad if optimizer.amsgrad else optax.scale_by_adam
+            scale = by(b1=optimizer.beta_1, b2=optimizer.beta_2, eps=optimizer.epsilon)
+        case Adam():
+            scale = _scale_by_keras_adam(optimizer)
+        case _:
+            raise ValueError(f"optimizer must be SGD, RMSprop or Adam; got {optimizer!r}")
+    return optax.chain(
+        scale,
+        optax.add_decayed_weights(optimizer.weight_decay),
+        optax.scale_by_learning_rate(optimizer.lr),
+    )
+
+
+class _KerasAdamState(NamedTuple):
+    step: jax.Array
+    m: Any
+    v: Any
+    v_max: Any
+
+
+def _scale_by_keras_adam(optimizer: Adam) -> optax.GradientTransformation:
+    """Keras's Adam, which optax has no option for: m / (√v + ε) times
+    √(1 − β₂ᵗ) / (1 − β₁ᵗ), ε added after the bias correction is folded into the step."""
+    b1, b2, eps = optimizer.beta_1, optimizer.beta_2, optimizer.epsilon
+
+    def init(params: Any) -> _KerasAdamState:
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return _KerasAdamState(jnp.zeros([], jnp.int32), zeros, zeros, zeros)
+
+    def update(grads: Any, state: _KerasAdamState, params: Any = None) -> tuple[Any, Any]:
+        step = state.step + 1
+        m = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.m, grads)
+        v = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.v, grads)
+        v_max = jax.tree.map(jnp.maximum, state.v_max, v) if optimizer.amsgrad else state.v_max
+        second = v_max if optimizer.amsgrad else v
+
+        def scaled(m: jax.Array, v: jax.Array) -> jax.Array:
+            t = step.astype(m.dtype)
+            alpha = jnp.sqrt(1 - b2**t) / (1 - b1**t)
+            return alpha * m / (jnp.sqrt(v) + eps)
+
+        return jax.tree.map(scaled, m, second), _KerasAdamState(step, m, v, v_max)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _padded(schedule: list[Batch], n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """The batches as one (steps, B) array of sample indices, B the largest batch, the shorter
+    ones padded with sample 0, and the (steps, B) mask of the real ones."""
+    rows = [np.arange(n_samples)[batch] for batch in schedule]
+    width = max((len(r) for r in rows), default=n_samples)
+    indices = np.zeros((len(rows), width), np.int64)
+    masks = np.zeros((len(rows), width))
+    for step, r in enumerate(rows):
+        indices[step, : len(r)] = r
+        masks[step, : len(r)] = 1
+    return indices, masks
 
 
 def _to_numpy(tree: Any) -> Any:
@@ -120,6 +232,23 @@ def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
         return Trace(
             _to_numpy(zs), _to_numpy(activations), float(loss), _to_numpy(deltas), _to_numpy(grads)
         )
+
+
+def train_with(
+    net: Network,
+    params: Params,
+    X: np.ndarray,
+    y: np.ndarray,
+    optimizer: Optimizer,
+    schedule: list[Batch],
+) -> Trajectory:
+    """One step of ``optimizer`` (through optax) per batch of ``schedule``, all in one jit."""
+    with jax.enable_x64(True):
+        indices, masks = _padded(schedule, len(X))
+        final, losses = _jit_train_with(
+            net, _transform(optimizer), params, X, y, indices, masks.astype(net.dtype)
+        )
+        return Trajectory(_to_numpy(final), np.array(losses))
 
 
 def train(

@@ -307,16 +307,23 @@ def adam_update(opt: Adam, theta: np.ndarray, g: np.ndarray, state: dict, t: int
     v = state.setdefault("v", np.zeros_like(theta))
     m[...] = opt.beta_1 * m + (1 - opt.beta_1) * g  # m ← β₁ m + (1 − β₁) g
     v[...] = opt.beta_2 * v + (1 - opt.beta_2) * (g * g)  # v ← β₂ v + (1 − β₂) g²
-    if opt.amsgrad:
-        v_max = state.setdefault("v_max", np.zeros_like(theta))
-        v_max[...] = np.maximum(v_max, v)  # v̂ ← max(v̂, v)
-        v = v_max
     if opt.epsilon_placement == "keras":
         alpha = opt.lr * math.sqrt(1 - opt.beta_2**t) / (1 - opt.beta_1**t)
+        if opt.amsgrad:
+            v = _running_max(state, v)
         return theta - alpha * m / (np.sqrt(v) + opt.epsilon)  # θ − α m / (√v + ε)
     m_hat = m / (1 - opt.beta_1**t)
     v_hat = v / (1 - opt.beta_2**t)
+    if opt.amsgrad:
+        v_hat = _running_max(state, v_hat)
     return theta - opt.lr * m_hat / (np.sqrt(v_hat) + opt.epsilon)  # θ − η m̂ / (√v̂ + ε)
+
+
+def _running_max(state: dict, v: np.ndarray) -> np.ndarray:
+    """AMSGrad's running maximum of the second moment."""
+    v_max = state.setdefault("v_max", np.zeros_like(v))
+    v_max[...] = np.maximum(v_max, v)
+    return v_max
 
 
 UPDATE: dict[type, Callable[..., np.ndarray]] = {
