@@ -81,9 +81,13 @@ class Optimizer:
         wd = _number("weight_decay", self.weight_decay, 0.0, math.inf)
         object.__setattr__(self, "weight_decay", wd)
 
+    #: The optimizer's family, by which the kernels look up its update: sgd, rmsprop or adam.
+    family = ""
+
     @property
     def name(self) -> str:
-        raise NotImplementedError
+        """The family, and for SGD whether it has momentum: sgd, momentum or nesterov."""
+        return self.family
 
     def settings(self) -> dict[str, Any]:
         """Every hyper-parameter by name, JSON-ready, with the optimizer's ``name``."""
@@ -102,6 +106,7 @@ class SGD(Optimizer):
 
     momentum: float = 0.0
     nesterov: bool = False
+    family = "sgd"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -127,6 +132,7 @@ class RMSprop(Optimizer):
     momentum: float = 0.0
     centered: bool = False
     epsilon_placement: str = "inside"
+    family = "rmsprop"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -136,10 +142,6 @@ class RMSprop(Optimizer):
         object.__setattr__(self, "centered", _flag("centered", self.centered))
         placement = _choice("epsilon_placement", self.epsilon_placement, ("inside", "outside"))
         object.__setattr__(self, "epsilon_placement", placement)
-
-    @property
-    def name(self) -> str:
-        return "rmsprop"
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ class Adam(Optimizer):
     epsilon: float = 1e-7
     amsgrad: bool = False
     epsilon_placement: str = "keras"
+    family = "adam"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -162,10 +165,6 @@ class Adam(Optimizer):
         object.__setattr__(self, "amsgrad", _flag("amsgrad", self.amsgrad))
         placement = _choice("epsilon_placement", self.epsilon_placement, ("keras", "paper"))
         object.__setattr__(self, "epsilon_placement", placement)
-
-    @property
-    def name(self) -> str:
-        return "adam"
 
 
 def as_optimizer(optimizer: Any, lr: Any) -> Optimizer:

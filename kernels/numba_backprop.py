@@ -23,6 +23,7 @@ from gradcheck.backends import Trace, Trajectory
 from gradcheck.kernels.numba_exp import exp_nonpositive
 from gradcheck.network import Network, Params
 from gradcheck.ops import lookup
+from gradcheck.optimizers import Batch, Optimizer
 
 name = "numba"
 
@@ -380,6 +381,103 @@ def train_loop(
                     b[j] -= lr * db[j]
 
 
+# --- optimizers: gradcheck.optimizers' equations, element by element, state in buffers ----------
+
+SGD_CODE, RMSPROP_CODE, ADAM_CODE = range(3)
+
+
+@jit
+def optimizer_update(kind, hyper, flags, t, theta, g, m, v, a, v_max):
+    """One step of the optimizer on a flat parameter θ with gradient g at step t, in place;
+    m, v, a and v_max are its state, as gradcheck.optimizers names it. ``hyper`` holds η, λ,
+    μ, ρ, ε, β₁, β₂ in θ's dtype; ``flags`` nesterov, centered, ε outside (RMSprop), AMSGrad,
+    ε as the paper places it (Adam)."""
+    lr, decay, momentum, rho, eps, beta_1, beta_2 = hyper
+    nesterov, centered, outside, amsgrad, paper = flags
+    one = theta.dtype.type(1)
+    # the bias corrections in float64, then in θ's dtype
+    c1 = theta.dtype.type(1.0 - float(beta_1) ** t)
+    c2 = theta.dtype.type(1.0 - float(beta_2) ** t)
+    alpha = theta.dtype.type(
+        float(lr) * np.sqrt(1.0 - float(beta_2) ** t) / (1.0 - float(beta_1) ** t)
+    )
+    for i in range(theta.size):
+        th = theta[i] - lr * decay * theta[i] if decay != 0 else theta[i]  # θ − ηλθ
+        gi = g[i]
+        if kind == SGD_CODE:
+            if momentum == 0:
+                th = th - lr * gi
+            else:
+                m[i] = momentum * m[i] - lr * gi
+                th = th + (momentum * m[i] - lr * gi if nesterov else m[i])
+        elif kind == RMSPROP_CODE:
+            v[i] = rho * v[i] + (one - rho) * (gi * gi)
+            v_bar = v[i]
+            if centered:
+                a[i] = rho * a[i] + (one - rho) * gi
+                v_bar = v[i] - a[i] * a[i]
+            if outside:
+                delta = lr * gi / (np.sqrt(v_bar) + eps)
+            else:
+                delta = lr * gi / np.sqrt(v_bar + eps)
+            if momentum == 0:
+                th = th - delta
+            else:
+                m[i] = momentum * m[i] + delta  # the momentum buffer b ← μ b + Δ, kept in m
+                th = th - m[i]
+        elif kind == ADAM_CODE:
+            m[i] = beta_1 * m[i] + (one - beta_1) * gi
+            v[i] = beta_2 * v[i] + (one - beta_2) * (gi * gi)
+            if paper:
+                second = v[i] / c2
+                if amsgrad:
+                    v_max[i] = max(v_max[i], second)
+                    second = v_max[i]
+                th = th - lr * (m[i] / c1) / (np.sqrt(second) + eps)
+            else:
+                second = v[i]
+                if amsgrad:
+                    v_max[i] = max(v_max[i], second)
+                    second = v_max[i]
+                th = th - alpha * m[i] / (np.sqrt(second) + eps)
+        else:
+            raise ValueError("optimizer_update: unknown optimizer code")
+        theta[i] = th
+
+
+@jit
+def gather(rows, n, source, out):
+    """out[:n] = source[rows[:n]], row by row."""
+    for i in range(n):
+        for j in range(source.shape[1]):
+            out[i, j] = source[rows[i], j]
+
+
+@jit
+def train_with_loop(
+    loss_code, activations, Ws, bs, bias, X, y, rows, sizes, kind, hyper, flags,
+    full, part, dWs, dbs, states, losses,
+):  # fmt: skip
+    """One optimizer step per row of ``rows`` (the sample indices of each step's batch, the
+    first ``sizes[t]`` of them), in place on Ws and bs; ``full`` and ``part`` are the buffers of
+    a batch of the largest size and of the smaller last batch of an epoch."""
+    for t in range(losses.shape[0]):
+        n = sizes[t]
+        A, yb, logits, log_norm, D, scratch = full if n == full[0][0].shape[0] else part
+        gather(rows[t], n, X, A[0])
+        gather(rows[t], n, y, yb)
+        losses[t] = loss_and_grads_into(
+            loss_code, activations, Ws, bs, bias, yb, A, logits, log_norm, D, dWs, dbs, scratch
+        )
+        for l in range(len(Ws)):
+            m, v, a, v_max = states[2 * l]
+            optimizer_update(kind, hyper, flags, t + 1, Ws[l].reshape(-1), dWs[l].reshape(-1),
+                             m, v, a, v_max)  # fmt: skip
+            if bias:
+                m, v, a, v_max = states[2 * l + 1]
+                optimizer_update(kind, hyper, flags, t + 1, bs[l], dbs[l], m, v, a, v_max)
+
+
 # --- the Python boundary -------------------------------------------------------------------------
 
 
@@ -460,6 +558,68 @@ def _evaluate(
         ws.scratch,
     )
     return float(value), ws
+
+
+#: Each optimizer's code in the compiled loop.
+OPTIMIZER_CODES = {"sgd": SGD_CODE, "rmsprop": RMSPROP_CODE, "adam": ADAM_CODE}
+
+
+def train_with(
+    net: Network,
+    params: Params,
+    X: np.ndarray,
+    y: np.ndarray,
+    optimizer: Optimizer,
+    schedule: list[Batch],
+) -> Trajectory:
+    """One step of ``optimizer`` per batch of ``schedule``, all in one compiled call, on a copy
+    of ``params``; the optimizer's state lives in buffers allocated here, once."""
+    dtype = net.np_dtype
+    rows = [np.arange(len(X))[batch] for batch in schedule]
+    width = max((len(r) for r in rows), default=len(X))
+    indices = np.zeros((len(rows), width), np.int64)
+    for step, r in enumerate(rows):
+        indices[step, : len(r)] = r
+    sizes = np.array([len(r) for r in rows], np.int64)
+    smaller = min(sizes, default=width)
+    full = _batch_buffers(net, params, width, X.shape[1])
+    part = _batch_buffers(net, params, smaller, X.shape[1])
+    ws = Workspace(net, params, full[0][0], copy=True)
+    # m, v, a and v_max for each W and b; without biases the b slots are allocated but unused,
+    # so that the layers' states stay one tuple of one type
+    states = tuple(
+        tuple(np.zeros(value.size, dtype) for _ in range(4))
+        for layer in params
+        for value in ((layer["W"], layer["b"]) if net.bias else (layer["W"], layer["W"]))
+    )
+    o = optimizer
+    momentum = getattr(o, "momentum", 0.0)
+    rho, eps = getattr(o, "rho", 0.0), getattr(o, "epsilon", 0.0)
+    beta_1, beta_2 = getattr(o, "beta_1", 0.0), getattr(o, "beta_2", 0.0)
+    hyper = np.array([o.lr, o.weight_decay, momentum, rho, eps, beta_1, beta_2], dtype)
+    flags = (
+        bool(getattr(o, "nesterov", False)),
+        bool(getattr(o, "centered", False)),
+        getattr(o, "epsilon_placement", "") == "outside",
+        bool(getattr(o, "amsgrad", False)),
+        getattr(o, "epsilon_placement", "") == "paper",
+    )
+    losses = np.empty(len(rows), dtype)
+    train_with_loop(
+        lookup(LOSS_CODES, net.loss, "loss"), ws.activations, ws.Ws, ws.bs, net.bias,
+        np.ascontiguousarray(X), np.ascontiguousarray(y), indices, sizes,
+        lookup(OPTIMIZER_CODES, o.family, "optimizer"), hyper, flags, full, part, ws.dWs, ws.dbs,
+        states, losses,
+    )  # fmt: skip
+    return Trajectory(_as_params(ws.Ws, ws.bs, net.bias), losses)
+
+
+def _batch_buffers(net: Network, params: Params, n: int, width: int) -> tuple:
+    """The buffers of one batch size: (A, y, logits, log_norm, D, scratch), A[0] the inputs."""
+    dtype = net.np_dtype
+    ws = Workspace(net, params, np.empty((n, width), dtype), copy=False)
+    y = np.empty((n, net.layers[-1]), dtype)
+    return ws.A, y, ws.logits, ws.log_norm, ws.D, ws.scratch
 
 
 def train(

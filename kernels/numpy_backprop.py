@@ -326,10 +326,10 @@ def _running_max(state: dict, v: np.ndarray) -> np.ndarray:
     return v_max
 
 
-UPDATE: dict[type, Callable[..., np.ndarray]] = {
-    SGD: sgd_update,
-    RMSprop: rmsprop_update,
-    Adam: adam_update,
+UPDATE: dict[str, Callable[..., np.ndarray]] = {
+    "sgd": sgd_update,
+    "rmsprop": rmsprop_update,
+    "adam": adam_update,
 }
 
 
@@ -353,7 +353,7 @@ def train_with(
 ) -> Trajectory:
     """One step of ``optimizer`` per batch of ``schedule`` (the samples of each step), on a
     copy of ``params``; ``losses[t]`` is the loss of step t's batch before its update."""
-    update = UPDATE[type(optimizer)]
+    update = lookup(UPDATE, optimizer.family, "optimizer")
     params = [{key: value.copy() for key, value in layer.items()} for layer in params]
     states: list[dict[str, dict]] = [{key: {} for key in layer} for layer in params]
     losses = np.empty(len(schedule), dtype=net.dtype)

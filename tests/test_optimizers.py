@@ -101,7 +101,7 @@ def literal_run(config, W, b, X, y, steps, batch_size, seed):
 
 
 #: The backends that train with every optimizer so far.
-OPTIMIZING = [name for name in ("numpy", "jax") if name in gradcheck.available_backends()]
+OPTIMIZING = [n for n in ("numpy", "numba", "jax") if n in gradcheck.available_backends()]
 
 
 @pytest.mark.parametrize("batch_size", [None, 7])
