@@ -214,3 +214,15 @@ def batch_schedule(n_samples: int, batch_size: int | None, steps: int, seed: int
         order = rng.permutation(n_samples)
         batches += [order[i : i + batch_size] for i in range(0, n_samples, int(batch_size))]
     return batches[:steps]
+
+
+def padded(schedule: list[Batch], n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """The schedule as arrays a compiled loop can take: ``(indices, sizes)``, the sample
+    indices of step t in ``indices[t, :sizes[t]]`` (shape (steps, B), B the largest batch) and
+    the rest of the row padded with sample 0."""
+    rows = [np.arange(n_samples)[batch] for batch in schedule]
+    width = max((len(r) for r in rows), default=n_samples)
+    indices = np.zeros((len(rows), width), np.int64)
+    for step, r in enumerate(rows):
+        indices[step, : len(r)] = r
+    return indices, np.array([len(r) for r in rows], np.int64)

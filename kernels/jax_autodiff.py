@@ -24,7 +24,7 @@ import optax
 from gradcheck.backends import Trace, Trajectory
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, lookup
-from gradcheck.optimizers import SGD, Adam, Batch, Optimizer, RMSprop
+from gradcheck.optimizers import SGD, Adam, Batch, Optimizer, RMSprop, padded
 
 name = "jax"
 
@@ -195,19 +195,6 @@ def _scale_by_keras_adam(optimizer: Adam) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-def _padded(schedule: list[Batch], n_samples: int) -> tuple[np.ndarray, np.ndarray]:
-    """The batches as one (steps, B) array of sample indices, B the largest batch, the shorter
-    ones padded with sample 0, and the (steps, B) mask of the real ones."""
-    rows = [np.arange(n_samples)[batch] for batch in schedule]
-    width = max((len(r) for r in rows), default=n_samples)
-    indices = np.zeros((len(rows), width), np.int64)
-    masks = np.zeros((len(rows), width))
-    for step, r in enumerate(rows):
-        indices[step, : len(r)] = r
-        masks[step, : len(r)] = 1
-    return indices, masks
-
-
 def _to_numpy(tree: Any) -> Any:
     return jax.tree.map(np.array, tree)
 
@@ -244,10 +231,9 @@ def train_with(
 ) -> Trajectory:
     """One step of ``optimizer`` (through optax) per batch of ``schedule``, all in one jit."""
     with jax.enable_x64(True):
-        indices, masks = _padded(schedule, len(X))
-        final, losses = _jit_train_with(
-            net, _transform(optimizer), params, X, y, indices, masks.astype(net.dtype)
-        )
+        indices, sizes = padded(schedule, len(X))
+        masks = (np.arange(indices.shape[1]) < sizes[:, None]).astype(net.dtype)  # real samples
+        final, losses = _jit_train_with(net, _transform(optimizer), params, X, y, indices, masks)
         return Trajectory(_to_numpy(final), np.array(losses))
 
 

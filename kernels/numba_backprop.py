@@ -23,7 +23,7 @@ from gradcheck.backends import Trace, Trajectory
 from gradcheck.kernels.numba_exp import exp_nonpositive
 from gradcheck.network import Network, Params
 from gradcheck.ops import lookup
-from gradcheck.optimizers import Batch, Optimizer
+from gradcheck.optimizers import Batch, Optimizer, padded
 
 name = "numba"
 
@@ -575,12 +575,8 @@ def train_with(
     """One step of ``optimizer`` per batch of ``schedule``, all in one compiled call, on a copy
     of ``params``; the optimizer's state lives in buffers allocated here, once."""
     dtype = net.np_dtype
-    rows = [np.arange(len(X))[batch] for batch in schedule]
-    width = max((len(r) for r in rows), default=len(X))
-    indices = np.zeros((len(rows), width), np.int64)
-    for step, r in enumerate(rows):
-        indices[step, : len(r)] = r
-    sizes = np.array([len(r) for r in rows], np.int64)
+    indices, sizes = padded(schedule, len(X))
+    width = indices.shape[1]
     smaller = min(sizes, default=width)
     full = _batch_buffers(net, params, width, X.shape[1])
     part = _batch_buffers(net, params, smaller, X.shape[1])
@@ -604,7 +600,7 @@ def train_with(
         bool(getattr(o, "amsgrad", False)),
         getattr(o, "epsilon_placement", "") == "paper",
     )
-    losses = np.empty(len(rows), dtype)
+    losses = np.empty(len(schedule), dtype)
     train_with_loop(
         lookup(LOSS_CODES, net.loss, "loss"), ws.activations, ws.Ws, ws.bs, net.bias,
         np.ascontiguousarray(X), np.ascontiguousarray(y), indices, sizes,
