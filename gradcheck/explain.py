@@ -493,13 +493,21 @@ def derivative_at_activation(
 # --- loss and predictions ------------------------------------------------------------------------
 
 
+#: The logits behind the outputs of the activations a loss can require, for the losses defined
+#: on the logits (softmax's up to a constant per row, which its cross-entropy ignores).
+_LOGITS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "sigmoid": lambda a: np.log(a) - np.log1p(-a),
+    "softmax": np.log,
+}
+
+
 def _loss_at(net: Network, a: np.ndarray, y: np.ndarray) -> float:
     """The network's loss, by its reference definition, for outputs ``a``."""
     spec = lookup(LOSSES, net.loss, "loss")
     a = np.asarray(a, np.float64)
-    with np.errstate(divide="ignore"):
-        z = {"sigmoid": np.log(a) - np.log1p(-a), "softmax": np.log(a)}.get(spec.output or "", a)
-    return spec.reference(z, a, np.asarray(y, np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):  # outputs of 0 or 1: infinite logits
+        z = a if spec.output is None else lookup(_LOGITS, spec.output, "output activation")(a)
+        return spec.reference(z, a, np.asarray(y, np.float64))
 
 
 def explain_loss(
@@ -588,13 +596,14 @@ def explain_training(
     tolerance = tolerances(net, X.shape[0], k).trajectory
     for factor, meaning in factors:
         simulated, current = [], params64
-        for _ in range(k):
-            loss, grads = reference.loss_and_grads(net64, current, X, y)
-            simulated.append(loss)
-            current = [
-                {key: value - factor * lr * grads[i][key] for key, value in layer.items()}
-                for i, layer in enumerate(current)
-            ]
+        with np.errstate(over="ignore", invalid="ignore"):  # a wrong factor may diverge
+            for _ in range(k):
+                loss, grads = reference.loss_and_grads(net64, current, X, y)
+                simulated.append(loss)
+                current = [
+                    {key: value - factor * lr * grads[i][key] for key, value in layer.items()}
+                    for i, layer in enumerate(current)
+                ]
         error, _ = relative_error(losses[:k], np.array(simulated), elementwise=True)
         if not error <= tolerance:
             continue

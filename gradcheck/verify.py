@@ -621,7 +621,8 @@ def _explanations(
     """The hypotheses that fit, group by group in the order of the computation. A forward that
     differs explains everything after it, so the groups after it are not explained again; a
     training run is explained when its gradients agree or differ by one common factor."""
-    loss = explain.explain_loss(name, p.net, got.loss, got.predictions, p.y, p.point, p.sizes)
+    if groups & {"predictions", "loss"}:
+        loss = explain.explain_loss(name, p.net, got.loss, got.predictions, p.y, p.point, p.sizes)
     if "predictions" in groups:
         found = explain.explain_own_weights(
             backend, p.net, p.params, p.X, p.y, "predictions", got.predictions, None, extra
@@ -647,7 +648,8 @@ def _explanations(
             if e.kind in ("scale", "sign") and len(e.layers) == p.net.depth and e.factor is not None
         ]  # the run of gradients scaled by a factor is the reference's with lr times it
         factors = [explain.named_factor(f, p.sizes) or (f, "") for f in common[:1]]
-    if "training run" in groups and factors:
+    # a run that diverged is reported as such; no simple cause is looked for in it
+    if "training run" in groups and factors and np.all(np.isfinite(got.losses)):
         run = (len(got.losses), p.lr)
         training = explain.explain_training(
             name, reference, p.net, p.params64, p.X64, p.y64, p.lr, got.losses, factors
