@@ -67,6 +67,14 @@ def _loss(
     with 1 — a batch padded to a fixed shape."""
     z = _logits(net, params, X)
     a = lookup(_ACTIVATE, net.activations[-1], "activation")(z)  # unused ones are traced away
+    return _cost(net, z, a, y, mask)
+
+
+def _cost(
+    net: Network, z: jax.Array, a: jax.Array, y: jax.Array, mask: jax.Array | None = None
+) -> jax.Array:
+    """The loss of outputs ``a`` with logits ``z``: its terms summed and divided as `_LOSS`
+    says, over the samples ``mask`` marks when one is given."""
     terms, divisor = lookup(_LOSS, net.loss, "loss")
     if mask is None:
         return jnp.sum(terms(z, a, y)) / divisor(y.shape[0], y.shape[1])
@@ -84,9 +92,7 @@ def _traced_loss(
         a = lookup(_ACTIVATE, activation, "activation")(z)
         zs.append(z)
         activations.append(a)
-    terms, divisor = lookup(_LOSS, net.loss, "loss")
-    loss = jnp.sum(terms(zs[-1], a, y)) / divisor(y.shape[0], y.shape[1])
-    return loss, (zs, activations)
+    return _cost(net, zs[-1], a, y), (zs, activations)
 
 
 _jit_predict = jax.jit(_predict, static_argnums=0)

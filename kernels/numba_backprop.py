@@ -578,9 +578,14 @@ def train_with(
     indices, sizes = padded(schedule, len(X))
     width = indices.shape[1]
     smaller = min(sizes, default=width)
-    full = _batch_buffers(net, params, width, X.shape[1])
-    part = _batch_buffers(net, params, smaller, X.shape[1])
-    ws = Workspace(net, params, full[0][0], copy=True)
+    ws = Workspace(net, params, np.empty((width, X.shape[1]), dtype), copy=True)
+    full = _batch_buffers(net, ws)
+    if smaller == width:
+        part = full
+    else:
+        part = _batch_buffers(
+            net, Workspace(net, params, np.empty((smaller, X.shape[1]), dtype), copy=False)
+        )
     # m, v, a and v_max for each W and b; without biases the b slots are allocated but unused,
     # so that the layers' states stay one tuple of one type
     states = tuple(
@@ -610,11 +615,10 @@ def train_with(
     return Trajectory(_as_params(ws.Ws, ws.bs, net.bias), losses)
 
 
-def _batch_buffers(net: Network, params: Params, n: int, width: int) -> tuple:
-    """The buffers of one batch size: (A, y, logits, log_norm, D, scratch), A[0] the inputs."""
-    dtype = net.np_dtype
-    ws = Workspace(net, params, np.empty((n, width), dtype), copy=False)
-    y = np.empty((n, net.layers[-1]), dtype)
+def _batch_buffers(net: Network, ws: Workspace) -> tuple:
+    """The buffers of one batch size from a workspace whose A[0] holds the batch's inputs, and
+    one for its targets: (A, y, logits, log_norm, D, scratch)."""
+    y = np.empty((ws.A[0].shape[0], net.layers[-1]), net.np_dtype)
     return ws.A, y, ws.logits, ws.log_norm, ws.D, ws.scratch
 
 
