@@ -28,7 +28,10 @@ for its TensorFlow backend unless ``KERAS_BACKEND`` says otherwise.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import replace
 from functools import lru_cache
+from itertools import pairwise
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no CUDA probing or start-up notices
@@ -43,6 +46,7 @@ from keras import ops
 from gradcheck.backends import Trace, Trajectory
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
+from gradcheck.optimizers import SGD, Adam, Batch, Optimizer, RMSprop, batch_schedule, padded
 
 if keras.backend.backend() != "tensorflow":
     raise ImportError(
@@ -201,40 +205,151 @@ class LossHistory(keras.metrics.Metric):
         self.count.assign(0)
 
 
-class _Trainer:
-    """A compiled model whose ``train_step`` runs ``steps`` times inside one XLA-compiled loop.
+class AdamPaper(keras.optimizers.Adam):
+    """Adam as Algorithm 1 of Kingma and Ba writes it, and optax computes it: ε added to √v̂,
+    θ ← θ − η m̂ / (√v̂ + ε), and AMSGrad's running maximum taken of v̂.
 
-    ``fit`` pays Python overhead per epoch and per execution; calling the model's own compiled
-    train step from a ``tf.range`` loop keeps Keras's loss, optimizer and metrics while the whole
-    run is one call.
+    Keras's Adam folds the bias corrections into the step size first and adds ε to √v, which is
+    the paper's update with ε scaled by √(1 − β₂ᵗ) — a constant ε cannot express it.
     """
 
-    def __init__(self, net: Network, steps: int) -> None:
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        step = ops.cast(self.iterations + 1, variable.dtype)
+        index = self._get_variable_index(variable)
+        m, v = self._momentums[index], self._velocities[index]
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        m_hat = ops.divide(m, 1 - ops.power(ops.cast(self.beta_1, variable.dtype), step))
+        v_hat = ops.divide(v, 1 - ops.power(ops.cast(self.beta_2, variable.dtype), step))
+        if self.amsgrad:
+            v_max = self._velocity_hats[index]
+            self.assign(v_max, ops.maximum(v_max, v_hat))
+            v_hat = v_max
+        step_size = ops.divide(ops.multiply(lr, m_hat), ops.add(ops.sqrt(v_hat), self.epsilon))
+        self.assign_sub(variable, step_size)
+
+
+class RMSpropOutside(keras.optimizers.RMSprop):
+    """RMSprop with ε outside the square root, Δ = η g / (√v̄ + ε), as optax and PyTorch write
+    it; Keras's RMSprop adds ε to v̄ under the root."""
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        index = self._get_variable_index(variable)
+        rho, v = self.rho, self._velocities[index]
+        self.assign(v, ops.add(ops.multiply(rho, v), ops.multiply(1 - rho, ops.square(gradient))))
+        v_bar = v
+        if self.centered:
+            a = self._average_gradients[index]
+            self.assign(a, ops.add(ops.multiply(rho, a), ops.multiply(1 - rho, gradient)))
+            v_bar = ops.subtract(v, ops.square(a))
+        increment = ops.divide(ops.multiply(lr, gradient), ops.add(ops.sqrt(v_bar), self.epsilon))
+        if self.momentum > 0:
+            b = self._momentums[index]
+            self.assign(b, ops.add(ops.multiply(self.momentum, b), increment))
+            increment = b
+        self.assign_sub(variable, increment)
+
+
+def _sgd(opt: SGD, hyper: Callable[[float], Any]) -> dict[str, Any]:
+    return {"class": keras.optimizers.SGD, "momentum": hyper(opt.momentum),
+            "nesterov": opt.nesterov}  # fmt: skip
+
+
+def _rmsprop(opt: RMSprop, hyper: Callable[[float], Any]) -> dict[str, Any]:
+    placement = {"inside": keras.optimizers.RMSprop, "outside": RMSpropOutside}
+    return {"class": lookup(placement, opt.epsilon_placement, "epsilon_placement"),
+            "rho": hyper(opt.rho), "epsilon": hyper(opt.epsilon),
+            "momentum": hyper(opt.momentum), "centered": opt.centered}  # fmt: skip
+
+
+def _adam(opt: Adam, hyper: Callable[[float], Any]) -> dict[str, Any]:
+    placement = {"keras": keras.optimizers.Adam, "paper": AdamPaper}
+    return {"class": lookup(placement, opt.epsilon_placement, "epsilon_placement"),
+            "beta_1": hyper(opt.beta_1), "beta_2": hyper(opt.beta_2),
+            "epsilon": hyper(opt.epsilon), "amsgrad": opt.amsgrad}  # fmt: skip
+
+
+#: Each optimizer family's Keras class and arguments.
+_KERAS_OPTIMIZER = {"sgd": _sgd, "rmsprop": _rmsprop, "adam": _adam}
+
+
+def keras_optimizer(
+    optimizer: Optimizer, learning_rate: ConstantLearningRate, dtype: str
+) -> keras.optimizers.Optimizer:
+    """``optimizer`` as the ``keras.optimizers`` class that computes it.
+
+    Every hyper-parameter is handed over as a NumPy scalar of the net's dtype: Keras casts a
+    Python float through float32 (``ops.cast(0.9, "float64")`` is 0.8999999761581421), which
+    would round Adam's β's, SGD's momentum, ε and the weight decay of a float64 run.
+    """
+    hyper = np.float64
+    arguments = lookup(_KERAS_OPTIMIZER, optimizer.family, "optimizer")(optimizer, hyper)
+    cls = arguments.pop("class")
+    weight_decay = hyper(optimizer.weight_decay) if optimizer.weight_decay else None
+    return cls(learning_rate=learning_rate, weight_decay=weight_decay, **arguments)
+
+
+class _Trainer:
+    """A compiled model whose ``train_step`` runs a whole schedule of steps inside XLA-compiled
+    loops.
+
+    ``fit`` pays Python overhead per epoch and per execution; calling the model's own compiled
+    train step from a ``tf.range`` loop keeps Keras's loss, optimizer and metrics while a run of
+    full-batch steps is one call. Mini-batches are gathered inside the loop from index rows, one
+    call per run of equal-sized batches (XLA compiles one loop per batch size).
+    """
+
+    def __init__(self, net: Network, steps: int, optimizer: Optimizer) -> None:
         self.net = net
         self.model = build_model(net)
         self.learning_rate = ConstantLearningRate(net.dtype)
         self.history = LossHistory(keras_loss(net), steps, net.dtype)
         self.model.compile(
-            optimizer=keras.optimizers.SGD(learning_rate=self.learning_rate),
+            optimizer=keras_optimizer(optimizer, self.learning_rate, net.dtype),
             loss=keras_loss(net),
             metrics=[self.history],
         )
         self.model.make_train_function()
+        self.model.optimizer.build(self.model.trainable_variables)
         self.steps = steps
         self.run = tf.function(self._run, jit_compile=True)
+        self.run_batches = tf.function(self._run_batches, jit_compile=True)
 
     def _run(self, x: Any, y: Any) -> None:
         for _ in tf.range(self.steps):
             self.model.train_step((x, y))
 
-    def train(self, params: Params, X: np.ndarray, y: np.ndarray, lr: float) -> Trajectory:
+    def _run_batches(self, x: Any, y: Any, batches: Any) -> None:
+        for step in tf.range(tf.shape(batches)[0]):
+            rows = batches[step]
+            self.model.train_step((tf.gather(x, rows), tf.gather(y, rows)))
+
+    def train(self, params: Params, X: np.ndarray, y: np.ndarray, lr: float,
+              schedule: list[Batch]) -> Trajectory:  # fmt: skip
         set_params(self.model, params)
         self.learning_rate.rate.assign(lr)
-        self.model.optimizer.iterations.assign(0)
+        for variable in self.model.optimizer.variables:  # the step count and every moment
+            variable.assign(ops.zeros_like(variable))
         self.history.reset_state()
-        self.run(tf.constant(X), tf.constant(y))
+        x, y = tf.constant(X), tf.constant(y)
+        if all(isinstance(batch, slice) for batch in schedule):
+            self.run(x, y)
+        else:
+            indices, sizes = padded(schedule, len(X))
+            for start, stop in _runs(sizes):
+                self.run_batches(x, y, tf.constant(indices[start:stop, : sizes[start]]))
         params = _to_numpy(_variables(self.model, self.net.bias))
         return Trajectory(params, self.history.history.numpy())
+
+
+def _runs(sizes: np.ndarray) -> list[tuple[int, int]]:
+    """The (start, stop) of each run of consecutive steps with equal batch sizes."""
+    edges = [0, *np.flatnonzero(np.diff(sizes)) + 1, len(sizes)]
+    return list(pairwise(edges))
 
 
 @lru_cache(maxsize=16)
@@ -242,9 +357,11 @@ def _evaluator(net: Network) -> _Evaluator:
     return _Evaluator(net)
 
 
-@lru_cache(maxsize=16)
-def _trainer(net: Network, steps: int) -> _Trainer:
-    return _Trainer(net, steps)
+@lru_cache(maxsize=64)
+def _trainer(net: Network, steps: int, optimizer: Optimizer) -> _Trainer:
+    """One compiled trainer per optimizer configuration; the learning rate is a variable, so a
+    new one needs no new trainer."""
+    return _Trainer(net, steps, optimizer)
 
 
 def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
@@ -274,8 +391,22 @@ def train(
     net: Network, params: Params, X: np.ndarray, y: np.ndarray, steps: int, lr: float
 ) -> Trajectory:
     """``steps`` steps of Keras's SGD through the model's compiled train step."""
-    if steps == 0:
+    return train_with(net, params, X, y, SGD(lr), batch_schedule(len(X), None, steps, 0))
+
+
+def train_with(
+    net: Network,
+    params: Params,
+    X: np.ndarray,
+    y: np.ndarray,
+    optimizer: Optimizer,
+    schedule: list[Batch],
+) -> Trajectory:
+    """One step of ``optimizer`` per batch of ``schedule`` through the model's compiled train
+    step; ``losses[t]`` is the loss of step t's batch before its update."""
+    if not schedule:
         return Trajectory(
             [{k: v.copy() for k, v in layer.items()} for layer in params], np.empty(0, net.dtype)
         )
-    return _trainer(net, steps).train(params, X, y, lr)
+    trainer = _trainer(net, len(schedule), replace(optimizer, lr=1.0))
+    return trainer.train(params, X, y, optimizer.lr, schedule)
