@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from gradcheck.network import Network, Params, check_data, check_params, check_steps_lr, check_X
-from gradcheck.optimizers import SGD, Optimizer, as_optimizer, batch_schedule
+from gradcheck.optimizers import Optimizer, as_optimizer, batch_schedule
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,33 @@ class Backend(Protocol):
     ) -> Trajectory:
         """``steps`` full-batch gradient-descent steps from ``params``, which stay unchanged."""
         ...
+
+
+@dataclass(frozen=True)
+class Training:
+    """A training run to compare: ``steps`` steps of ``optimizer`` on batches of ``batch_size``
+    samples drawn from ``seed`` (None: the full batch)."""
+
+    steps: int
+    optimizer: Optimizer
+    batch_size: int | None = None
+    seed: int = 0
+
+    @property
+    def plain(self) -> bool:
+        """Plain full-batch gradient descent, the notebook's training."""
+        return self.optimizer.plain and self.batch_size is None
+
+    def run(self, backend: Backend, net: Network, params: Params, X: Any, y: Any) -> Trajectory:
+        """``backend``'s run. Plain gradient descent is asked for as ``train(..., steps, lr)``,
+        the form every backend has; anything else with the ``optimizer``, ``batch_size`` and
+        ``seed`` keywords of `KernelBackend.train`."""
+        if self.plain:
+            return backend.train(net, params, X, y, self.steps, self.optimizer.lr)
+        return backend.train(  # type: ignore[call-arg]
+            net, params, X, y, self.steps,
+            optimizer=self.optimizer, batch_size=self.batch_size, seed=self.seed,
+        )  # fmt: skip
 
 
 # name -> (kernels module, the packages it needs)
@@ -121,7 +148,7 @@ class KernelBackend:
         optimizer = as_optimizer(optimizer, lr)
         steps, _ = check_steps_lr(steps, optimizer.lr)
         schedule = batch_schedule(len(X), batch_size, steps, seed)
-        if optimizer == SGD(optimizer.lr) and batch_size is None:
+        if optimizer.plain and batch_size is None:
             return self.kernels.train(net, params, X, y, steps, optimizer.lr)
         train_with = getattr(self.kernels, "train_with", None)
         if train_with is None:

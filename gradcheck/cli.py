@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import sys
 import zipfile
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import problems
+from gradcheck import optimizers, problems
 from gradcheck.backends import Backend, available_backends, resolve
 from gradcheck.benchmarks import DTYPES as BENCH_DTYPES
 from gradcheck.benchmarks import PROBLEMS
@@ -73,7 +74,33 @@ def _parser() -> argparse.ArgumentParser:
     verify_cmd.add_argument("--dtype", choices=DTYPES, default="float64")
     verify_cmd.add_argument("--steps", type=int)
     verify_cmd.add_argument("--lr", type=float)
-    verify_cmd.add_argument("--seed", type=int, default=0)
+    verify_cmd.add_argument(
+        "--seed", type=int, default=0, help="the seed of the initial weights and the batch order"
+    )
+    training = verify_cmd.add_argument_group(
+        "training",
+        "The training run compared (default: plain full-batch gradient descent). Settings left "
+        "out take Keras's defaults; --lr defaults to the dataset's for the SGDs and to 0.001 "
+        "for rmsprop and adam.",
+    )
+    training.add_argument("--optimizer", choices=optimizers.NAMES)
+    training.add_argument("--momentum", type=float, help="momentum, nesterov (0.9), rmsprop (0)")
+    training.add_argument("--rho", type=float, help="rmsprop (0.9)")
+    training.add_argument("--beta1", type=float, help="adam (0.9)")
+    training.add_argument("--beta2", type=float, help="adam (0.999)")
+    training.add_argument("--epsilon", type=float, help="rmsprop, adam (1e-7)")
+    training.add_argument(
+        "--epsilon-placement",
+        choices=("keras", "paper", "inside", "outside"),
+        help="adam: keras or paper; rmsprop: inside or outside the square root (Keras's)",
+    )
+    training.add_argument("--centered", action="store_true", help="rmsprop")
+    training.add_argument("--amsgrad", action="store_true", help="adam")
+    training.add_argument("--weight-decay", type=float, help="decoupled, any optimizer (0)")
+    training.add_argument("--batch-size", type=int, help="mini-batches (default: the full batch)")
+    training.add_argument(
+        "--epochs", type=int, help="train this many epochs instead of --steps steps"
+    )
     verify_cmd.add_argument("--init", choices=INIT_SCHEMES)
     verify_cmd.add_argument(
         "--backends",
@@ -174,7 +201,17 @@ def _problem(args: argparse.Namespace) -> dict[str, Any]:
         dtype=args.dtype,
     )
     X, y = check_data(net, *(_load(args.data) if args.data else preset.data()))
-    steps, lr = check_steps_lr(options["steps"], options["lr"])
+    optimizers.batch_schedule(len(X), args.batch_size, 0, args.seed)  # refuses bad ones
+    if args.epochs is not None:
+        if args.steps is not None:
+            raise ValueError("give --steps or --epochs, not both")
+        if args.epochs < 1:
+            raise ValueError(f"--epochs must be a positive integer; got {args.epochs}")
+        options["steps"] = args.epochs * math.ceil(len(X) / (args.batch_size or len(X)))
+    optimizer = _optimizer(args, preset.lr)
+    steps, lr = check_steps_lr(
+        options["steps"], options["lr"] if optimizer is None else optimizer.lr
+    )
     return {
         "net": net,
         "X": X,
@@ -182,12 +219,44 @@ def _problem(args: argparse.Namespace) -> dict[str, Any]:
         "params": net.init(seed=args.seed, scheme=options["init"]),
         "backends": None if args.backends is None else [_backend(s) for s in args.backends],
         "steps": steps,
-        "lr": lr,
+        "lr": lr if optimizer is None else None,
+        "optimizer": optimizer,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
         "timing": args.timing or args.json,
         "finite_differences": None
         if args.finite_differences == "none"
         else args.finite_differences,
     }
+
+
+#: The optimizer setting of each training option.
+_SETTINGS = {
+    "--momentum": "momentum",
+    "--rho": "rho",
+    "--beta1": "beta_1",
+    "--beta2": "beta_2",
+    "--epsilon": "epsilon",
+    "--epsilon-placement": "epsilon_placement",
+    "--centered": "centered",
+    "--amsgrad": "amsgrad",
+    "--weight-decay": "weight_decay",
+}
+
+
+def _optimizer(args: argparse.Namespace, dataset_lr: float) -> optimizers.Optimizer | None:
+    """The optimizer the training options ask for; None for plain gradient descent at --lr."""
+    values = {flag: getattr(args, flag[2:].replace("-", "_")) for flag in _SETTINGS}
+    given = {flag: v for flag, v in values.items() if v is not None and v is not False}
+    if args.optimizer is None:
+        if given:
+            raise ValueError(f"{', '.join(given)} need --optimizer")
+        return None
+    for flag in given:
+        if not optimizers.accepts(args.optimizer, _SETTINGS[flag]):
+            raise ValueError(f"{flag} does not apply to --optimizer {args.optimizer}")
+    lr = args.lr if args.lr is not None else optimizers.DEFAULT_LR[args.optimizer] or dataset_lr
+    return optimizers.make(args.optimizer, lr, **{_SETTINGS[f]: v for f, v in given.items()})
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from gradcheck import witness
-from gradcheck.backends import Backend, Trace
+from gradcheck.backends import Backend, Trace, Training
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
 from gradcheck.tolerance import relative_error, tolerances
@@ -543,13 +543,12 @@ def explain_own_weights(
     y: np.ndarray,
     quantity: str,
     observed: np.ndarray,
-    run: tuple[int, float] | None,
+    run: Training | None,
     extra: Sequence[str],
 ) -> list[Explanation]:
     """Whether ``backend`` ignores the weights it is given: the same ``observed`` predictions
-    (or, for ``quantity`` ``"training run"``, the same losses from a run of ``run = (steps,
-    lr)``) from params moved by 10% of each layer's size. Then it starts from weights of its
-    own."""
+    (or, for ``quantity`` ``"training run"``, the same losses from the training ``run``) from
+    params moved by 10% of each layer's size. Then it starts from weights of its own."""
     rng = np.random.default_rng(0)
     moved = [
         {key: value + 0.1 * (np.abs(value).max() + 1) * rng.standard_normal(np.shape(value))
@@ -559,7 +558,7 @@ def explain_own_weights(
     if run is None:
         again = backend.predict(net, moved, X)
     else:
-        again = backend.train(net, moved, X, y, *run).losses
+        again = run.run(backend, net, moved, X, y).losses
     if not np.array_equal(np.asarray(again), np.asarray(observed)):
         return []
     what = "predictions" if run is None else "run"

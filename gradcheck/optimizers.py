@@ -89,6 +89,11 @@ class Optimizer:
         """The family, and for SGD whether it has momentum: sgd, momentum or nesterov."""
         return self.family
 
+    @property
+    def plain(self) -> bool:
+        """Plain gradient descent, θ ← θ − η g: SGD without momentum or weight decay."""
+        return self == SGD(self.lr)
+
     def settings(self) -> dict[str, Any]:
         """Every hyper-parameter by name, JSON-ready, with the optimizer's ``name``."""
         return {"name": self.name, **{f.name: getattr(self, f.name) for f in fields(self)}}
@@ -165,6 +170,40 @@ class Adam(Optimizer):
         object.__setattr__(self, "amsgrad", _flag("amsgrad", self.amsgrad))
         placement = _choice("epsilon_placement", self.epsilon_placement, ("keras", "paper"))
         object.__setattr__(self, "epsilon_placement", placement)
+
+
+#: What each name in `NAMES` builds, with the settings the name implies.
+_BY_NAME: dict[str, tuple[type[Optimizer], dict[str, Any]]] = {
+    "sgd": (SGD, {}),
+    "momentum": (SGD, {"momentum": 0.9}),
+    "nesterov": (SGD, {"momentum": 0.9, "nesterov": True}),
+    "rmsprop": (RMSprop, {}),
+    "adam": (Adam, {}),
+}
+
+#: The learning rate each name takes when none is given: Keras's default for RMSprop and Adam;
+#: None for the SGDs, whose learning rate is the problem's.
+DEFAULT_LR = {"sgd": None, "momentum": None, "nesterov": None, "rmsprop": 1e-3, "adam": 1e-3}
+
+
+def accepts(name: str, setting: str) -> bool:
+    """Whether the optimizer called ``name`` has the hyper-parameter ``setting``."""
+    if name not in _BY_NAME:
+        raise ValueError(f"optimizer must be one of {', '.join(NAMES)}; got {name!r}")
+    return setting in {f.name for f in fields(_BY_NAME[name][0])} - {"lr"}
+
+
+def make(name: str, lr: float, **settings: Any) -> Optimizer:
+    """The optimizer called ``name`` in `NAMES` (as on the command line), with ``settings``
+    over the ones its name implies (``momentum`` is SGD with momentum 0.9)."""
+    for key in settings:
+        if not accepts(name, key):
+            raise ValueError(f"{key} does not apply to the {name} optimizer")
+    cls, implied = _BY_NAME[name]
+    optimizer = cls(lr, **{**implied, **settings})
+    if optimizer.name != name:  # e.g. momentum=0 turns "momentum" into plain sgd
+        raise ValueError(f"the {name} optimizer needs a momentum in (0, 1); got {settings}")
+    return optimizer
 
 
 def as_optimizer(optimizer: Any, lr: Any) -> Optimizer:

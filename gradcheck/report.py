@@ -8,6 +8,7 @@ from typing import Any
 
 from gradcheck.explain import Explanation, FirstDifference
 from gradcheck.network import Network
+from gradcheck.optimizers import SGD, Optimizer
 
 #: The row of the finite-difference oracle.
 FINITE_DIFFERENCES = "finite differences"
@@ -92,6 +93,10 @@ class Report:
     lr: float
     reference: str
     backends: list[str]
+    #: The training run's optimizer (plain SGD at ``lr`` when None), batch size and seed.
+    optimizer: Optimizer | None = None
+    batch_size: int | None = None
+    seed: int = 0
     checks: list[Check] = field(default_factory=list)
     #: One sentence per implementation found wrong, naming it and what the others agree on.
     verdicts: list[str] = field(default_factory=list)
@@ -133,6 +138,9 @@ class Report:
             "samples": self.n_samples,
             "steps": self.steps,
             "lr": self.lr,
+            "optimizer": (self.optimizer or SGD(self.lr)).settings(),
+            "batch_size": self.batch_size,
+            "seed": self.seed,
             "reference": self.reference,
             "backends": self.backends,
             "ok": self.ok,
@@ -142,6 +150,19 @@ class Report:
             "checks": [check.to_dict() for check in self.checks],
             "seconds": self.timings,
         }
+
+    def _problem(self) -> str:
+        """The header's problem: samples, steps, and the training — ``lr η`` for plain
+        full-batch gradient descent, else a line of its own with the optimizer and batches."""
+        optimizer = self.optimizer or SGD(self.lr)
+        line = f"{self.n_samples} samples, {self.steps} steps"
+        if optimizer.plain and self.batch_size is None:
+            return f"{line}, lr {self.lr:g}; reference: {self.reference}"
+        batches = "full batch" if self.batch_size is None else f"batches of {self.batch_size}"
+        return (
+            f"{line}; reference: {self.reference}\n"
+            f"training: {optimizer.describe()}, {batches} (seed {self.seed})"
+        )
 
     def __str__(self) -> str:
         header = ("backend", "quantity", "where", "error", "tolerance", "")
@@ -191,8 +212,7 @@ class Report:
         )
         return (
             f"gradcheck verify: {self.net.describe()}\n"
-            f"{self.n_samples} samples, {self.steps} steps, lr {self.lr:g}; "
-            f"reference: {self.reference}\n"
+            f"{self._problem()}\n"
             "relative errors: gradients to the size of their terms, params to their layer's "
             "largest, losses to themselves, others to their largest element\n\n"
             f"{table}\n\n{verdict}{timings}"

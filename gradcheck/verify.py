@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from gradcheck import explain, finite_diff, witness
-from gradcheck.backends import Backend, Trace, available_backends, resolve
+from gradcheck.backends import Backend, Trace, Training, available_backends, resolve
 from gradcheck.network import (
     Network,
     Params,
@@ -26,6 +26,7 @@ from gradcheck.network import (
     check_params,
     check_steps_lr,
 )
+from gradcheck.optimizers import Optimizer, as_optimizer, batch_schedule
 from gradcheck.report import FINITE_DIFFERENCES, Check, Report
 from gradcheck.tolerance import (
     Tolerances,
@@ -58,21 +59,20 @@ def _run(
     params: Params,
     X: Any,
     y: Any,
-    steps: int,
-    lr: float,
+    training: Training,
     timing: bool,
 ) -> _Outputs:
     start = time.perf_counter()
     loss, grads = backend.loss_and_grads(net, params, X, y)
     first_call = time.perf_counter() - start
     start = time.perf_counter()
-    trajectory = backend.train(net, params, X, y, steps, lr)
+    trajectory = training.run(backend, net, params, X, y)
     first_train = time.perf_counter() - start
     seconds = {"first_call": first_call, "first_train": first_train}
     if timing:
         # The first run paid for compiling (or loading) the training loop; time it again warm.
         start = time.perf_counter()
-        backend.train(net, params, X, y, steps, lr)
+        training.run(backend, net, params, X, y)
         seconds["train"] = time.perf_counter() - start
         seconds["compile"] = max(first_train - seconds["train"], 0.0)
     return _Outputs(
@@ -406,10 +406,13 @@ def verify(
     params: Params | None = None,
     backends: Sequence[str | Backend] | None = None,
     steps: int = 2000,
-    lr: float = 1.0,
+    lr: float | None = None,
     reference: str | Backend | None = None,
     timing: bool = False,
     finite_differences: str | None = "auto",
+    optimizer: Optimizer | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
 ) -> Report:
     """Run every backend from the same params and compare each with the reference.
 
@@ -420,7 +423,8 @@ def verify(
         params: starting params (default ``net.init()``); never modified.
         backends: names and/or objects with the backend interface (default: every available
             built-in backend).
-        steps, lr: the training run compared (default: the notebook's 2000 steps of lr 1).
+        steps, lr: the training run compared (default: the notebook's 2000 steps of plain
+            gradient descent at lr 1).
         reference: the backend the others are compared with, run in float64 (default ``jax``
             when available, else the first of ``backends``).
         timing: also train each backend a second time, warm, so the report's ``timings``
@@ -428,6 +432,11 @@ def verify(
         finite_differences: add the finite-difference oracle as a row and a witness for the
             verdict: ``"elementwise"``, ``"directional"``, ``"auto"`` (element-wise up to
             ``ELEMENTWISE_MAX_PARAMS`` parameters) or None.
+        optimizer: train with this `gradcheck.optimizers` optimizer instead of plain gradient
+            descent at ``lr`` (give one or the other).
+        batch_size, seed: train on mini-batches of ``batch_size`` samples, drawn once from
+            ``seed`` by `gradcheck.optimizers.batch_schedule` and handed to every backend
+            (default: the full batch).
 
     Returns:
         A `Report`; ``report.ok`` says whether every backend agrees.
@@ -435,7 +444,10 @@ def verify(
     net = as_network(net)
     X, y = check_data(net, X, y)
     params = check_params(net, net.init() if params is None else params)
-    steps, lr = check_steps_lr(steps, lr)
+    optimizer = as_optimizer(optimizer, 1.0 if lr is None and optimizer is None else lr)
+    steps, lr = check_steps_lr(steps, optimizer.lr)
+    batch_schedule(len(X), batch_size, steps, seed)  # refuses a bad batch_size or seed
+    training = Training(steps, optimizer, batch_size, seed)
     if finite_differences is not None and finite_differences not in FD_MODES:
         raise ValueError(
             f"finite_differences must be one of {', '.join(FD_MODES)} or None; "
@@ -460,8 +472,7 @@ def verify(
         params64,
         X.astype(np.float64),
         y.astype(np.float64),
-        steps,
-        lr,
+        training,
         timing,
     )
 
@@ -473,6 +484,9 @@ def verify(
         lr=lr,
         reference=f"{reference_backend.name} in float64",
         backends=names,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        seed=seed,
     )
     # In float64 the reference's own run is the reference; in float32 it is compared like the
     # others, and its float64 run votes under its own name.
@@ -484,7 +498,7 @@ def verify(
         if backend.name == reference_name:
             report.timings[backend.name] = want.timing  # the reference itself: nothing to compare
             continue
-        got = _run(backend, net, params, X, y, steps, lr, timing)
+        got = _run(backend, net, params, X, y, training, timing)
         report.timings[backend.name] = got.timing
         outputs[backend.name] = got
     oracle = None
@@ -515,7 +529,7 @@ def verify(
     report.verdicts = _verdicts(reference_name, blocs, jury.finding)
     if not report.ok:
         backends_by_name = {b.name: b for b in requested if b.name != reference_name}
-        problem = _Problem(net, params, params64, X, y, lr, tol.point)
+        problem = _Problem(net, params, params64, X, y, training, tol.point)
         _explain(report, backends_by_name, reference_backend, problem, outputs, reference_name)
     if reference_diverged is not None:
         diverged = [f"{reference_backend.name} (the reference)"] + [
@@ -541,7 +555,7 @@ class _Problem:
     params64: Params
     X: np.ndarray
     y: np.ndarray
-    lr: float
+    training: Training
     point: float
 
     @property
@@ -650,11 +664,14 @@ def _explanations(
         factors = [explain.named_factor(f, p.sizes) or (f, "") for f in common[:1]]
     # a run that diverged is reported as such; no simple cause is looked for in it
     if "training run" in groups and factors and np.all(np.isfinite(got.losses)):
-        run = (len(got.losses), p.lr)
-        training = explain.explain_training(
-            name, reference, p.net, p.params64, p.X64, p.y64, p.lr, got.losses, factors
-        ) or explain.explain_own_weights(
-            backend, p.net, p.params, p.X, p.y, "training run", got.losses, run, extra
+        training = []
+        if p.training.plain:  # the factors are hypotheses about gradient descent's steps
+            training = explain.explain_training(
+                name, reference, p.net, p.params64, p.X64, p.y64, p.training.optimizer.lr,
+                got.losses, factors,
+            )  # fmt: skip
+        training = training or explain.explain_own_weights(
+            backend, p.net, p.params, p.X, p.y, "training run", got.losses, p.training, extra
         )
         found += training or [explain.none(name, "training run")]
     return found

@@ -254,43 +254,48 @@ class RMSpropOutside(keras.optimizers.RMSprop):
         self.assign_sub(variable, increment)
 
 
-def _sgd(opt: SGD, hyper: Callable[[float], Any]) -> dict[str, Any]:
-    return {"class": keras.optimizers.SGD, "momentum": hyper(opt.momentum),
-            "nesterov": opt.nesterov}  # fmt: skip
+def _sgd(opt: SGD) -> tuple[type, dict[str, Any]]:
+    return keras.optimizers.SGD, {"momentum": opt.momentum, "nesterov": opt.nesterov}
 
 
-def _rmsprop(opt: RMSprop, hyper: Callable[[float], Any]) -> dict[str, Any]:
+def _rmsprop(opt: RMSprop) -> tuple[type, dict[str, Any]]:
     placement = {"inside": keras.optimizers.RMSprop, "outside": RMSpropOutside}
-    return {"class": lookup(placement, opt.epsilon_placement, "epsilon_placement"),
-            "rho": hyper(opt.rho), "epsilon": hyper(opt.epsilon),
-            "momentum": hyper(opt.momentum), "centered": opt.centered}  # fmt: skip
+    return lookup(placement, opt.epsilon_placement, "epsilon_placement"), {
+        "rho": opt.rho, "epsilon": opt.epsilon, "momentum": opt.momentum,
+        "centered": opt.centered,
+    }  # fmt: skip
 
 
-def _adam(opt: Adam, hyper: Callable[[float], Any]) -> dict[str, Any]:
+def _adam(opt: Adam) -> tuple[type, dict[str, Any]]:
     placement = {"keras": keras.optimizers.Adam, "paper": AdamPaper}
-    return {"class": lookup(placement, opt.epsilon_placement, "epsilon_placement"),
-            "beta_1": hyper(opt.beta_1), "beta_2": hyper(opt.beta_2),
-            "epsilon": hyper(opt.epsilon), "amsgrad": opt.amsgrad}  # fmt: skip
+    return lookup(placement, opt.epsilon_placement, "epsilon_placement"), {
+        "beta_1": opt.beta_1, "beta_2": opt.beta_2, "epsilon": opt.epsilon,
+        "amsgrad": opt.amsgrad,
+    }  # fmt: skip
 
 
-#: Each optimizer family's Keras class and arguments.
-_KERAS_OPTIMIZER = {"sgd": _sgd, "rmsprop": _rmsprop, "adam": _adam}
+#: Each optimizer family's Keras class and its arguments.
+_KERAS_OPTIMIZER: dict[str, Callable[[Any], tuple[type, dict[str, Any]]]] = {
+    "sgd": _sgd,
+    "rmsprop": _rmsprop,
+    "adam": _adam,
+}
 
 
 def keras_optimizer(
-    optimizer: Optimizer, learning_rate: ConstantLearningRate, dtype: str
+    optimizer: Optimizer, learning_rate: ConstantLearningRate
 ) -> keras.optimizers.Optimizer:
     """``optimizer`` as the ``keras.optimizers`` class that computes it.
 
-    Every hyper-parameter is handed over as a NumPy scalar of the net's dtype: Keras casts a
-    Python float through float32 (``ops.cast(0.9, "float64")`` is 0.8999999761581421), which
-    would round Adam's β's, SGD's momentum, ε and the weight decay of a float64 run.
+    Every float hyper-parameter is handed over as ``np.float64``: Keras casts a Python float
+    through float32 (``ops.cast(0.9, "float64")`` is 0.8999999761581421), which would round
+    Adam's β's, SGD's momentum, ε and the weight decay of a float64 run. A float32 run rounds
+    them to float32, as it rounds everything.
     """
-    hyper = np.float64
-    arguments = lookup(_KERAS_OPTIMIZER, optimizer.family, "optimizer")(optimizer, hyper)
-    cls = arguments.pop("class")
-    weight_decay = hyper(optimizer.weight_decay) if optimizer.weight_decay else None
-    return cls(learning_rate=learning_rate, weight_decay=weight_decay, **arguments)
+    cls, arguments = lookup(_KERAS_OPTIMIZER, optimizer.family, "optimizer")(optimizer)
+    arguments["weight_decay"] = optimizer.weight_decay or None
+    exact = {k: np.float64(v) if isinstance(v, float) else v for k, v in arguments.items()}
+    return cls(learning_rate=learning_rate, **exact)
 
 
 class _Trainer:
@@ -309,7 +314,7 @@ class _Trainer:
         self.learning_rate = ConstantLearningRate(net.dtype)
         self.history = LossHistory(keras_loss(net), steps, net.dtype)
         self.model.compile(
-            optimizer=keras_optimizer(optimizer, self.learning_rate, net.dtype),
+            optimizer=keras_optimizer(optimizer, self.learning_rate),
             loss=keras_loss(net),
             metrics=[self.history],
         )
@@ -317,7 +322,15 @@ class _Trainer:
         self.model.optimizer.build(self.model.trainable_variables)
         self.steps = steps
         self.run = tf.function(self._run, jit_compile=True)
-        self.run_batches = tf.function(self._run_batches, jit_compile=True)
+        # One trace for every batch size; XLA compiles a loop for each size it meets.
+        signature = [
+            tf.TensorSpec((None, net.layers[0]), net.dtype),
+            tf.TensorSpec((None, net.layers[-1]), net.dtype),
+            tf.TensorSpec((None, None), tf.int64),
+        ]
+        self.run_batches = tf.function(
+            self._run_batches, jit_compile=True, input_signature=signature
+        )
 
     def _run(self, x: Any, y: Any) -> None:
         for _ in tf.range(self.steps):

@@ -117,6 +117,26 @@ def test_digits_dataset_defaults(capsys):
     assert "1797 samples" in out
 
 
+def test_training_options_build_the_run_asked_for(capsys):
+    """Epochs count batches (4 samples in batches of 3: two a epoch), settings left out take
+    Keras's defaults, --lr the optimizer's default, and the JSON and header record them all."""
+    argv = ["verify", "--optimizer", "adam", "--beta2", "0.99", "--batch-size", "3"]
+    argv += ["--epochs", "5", "--seed", "4", "--backends", "numpy", "numba"]
+    assert main([*argv, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["steps"] == 10
+    assert (data["batch_size"], data["seed"]) == (3, 4)
+    assert data["optimizer"] == {
+        "name": "adam", "lr": 0.001, "weight_decay": 0.0, "beta_1": 0.9, "beta_2": 0.99,
+        "epsilon": 1e-7, "amsgrad": False, "epsilon_placement": "keras",
+    }  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "4 samples, 10 steps; reference: jax in float64" in out
+    assert "training: adam(lr=0.001, weight_decay=0, beta_1=0.9, beta_2=0.99" in out
+    assert "batches of 3 (seed 4)" in out
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -127,6 +147,19 @@ def test_digits_dataset_defaults(capsys):
         (["verify", "--activation", "relu", "tanh", "sigmoid"], "one name per weight layer"),
         (["verify", "--steps", "-1"], "steps must be a non-negative integer"),
         (["verify", "--lr", "0"], "lr must be a positive finite number"),
+        (["verify", "--beta1", "0.5"], "--beta1 need --optimizer"),
+        (["verify", "--optimizer", "sgd", "--beta1", "0.5"], "--beta1 does not apply to"),
+        (["verify", "--optimizer", "adam", "--centered"], "--centered does not apply to"),
+        (["verify", "--optimizer", "adam", "--beta2", "1"], "beta_2 must be in [0, 1); got 1.0"),
+        (["verify", "--optimizer", "momentum", "--momentum", "0"], "needs a momentum in (0, 1)"),
+        (
+            ["verify", "--optimizer", "adam", "--epsilon-placement", "inside"],
+            "epsilon_placement must be one of keras, paper; got 'inside'",
+        ),
+        (["verify", "--steps", "5", "--epochs", "2"], "give --steps or --epochs, not both"),
+        (["verify", "--epochs", "0"], "--epochs must be a positive integer; got 0"),
+        (["verify", "--batch-size", "5"], "batch_size must be None or an integer from 1 to the 4"),
+        (["verify", "--batch-size", "0"], "batch_size must be None or an integer from 1"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(argv, message, capsys):
