@@ -25,6 +25,7 @@ import numpy as np
 from gradcheck.backends import Trajectory, get_backend
 from gradcheck.network import Network, Params
 from gradcheck.ops import lookup
+from gradcheck.optimizers import batch_schedule, padded
 from gradcheck.problems import PROBLEMS as CATALOGUE
 from gradcheck.problems import Problem
 
@@ -55,22 +56,20 @@ class Case:
         return self.problem.bench_steps
 
     @property
-    def lr(self) -> float:
-        return self.problem.lr
-
-    @property
     def flops_per_step(self) -> float:
         """2 × the multiply-adds of one step's matrix products: every layer's forward product,
-        every weight gradient, and every hidden delta."""
-        N = self.X.shape[0]
+        every weight gradient, and every hidden delta, for the samples of an average step."""
+        sizes = padded(
+            batch_schedule(len(self.X), self.problem.batch_size, self.steps, 0), len(self.X)
+        )[1]
+        N = float(np.mean(sizes))
         products = [a * b for a, b in zip(self.net.layers[:-1], self.net.layers[1:], strict=True)]
         return 2.0 * N * (2 * sum(products) + sum(products[1:]))
 
     def train(self, backend: str) -> Trajectory:
         """One timed round: the training run through the named backend."""
-        return get_backend(backend).train(
-            self.net, self.params, self.X, self.y, self.steps, self.lr
-        )
+        training = self.problem.training(self.steps)
+        return training.run(get_backend(backend), self.net, self.params, self.X, self.y)
 
 
 def case(name: str, dtype: str) -> Case:
@@ -125,7 +124,7 @@ class Row:
 def timed_row(c: Case, backend: str, seconds_per_round: float, first: float | None) -> Row:
     """A row for ``seconds_per_round`` of ``c``'s training, GFLOP/s filled in for digits."""
     per_step = seconds_per_round / c.steps
-    gflops = c.flops_per_step / per_step / 1e9 if c.name == "digits" else None
+    gflops = c.flops_per_step / per_step / 1e9 if c.problem.dataset == "digits" else None
     return Row(c.name, c.dtype, backend, c.steps, per_step, first, gflops=gflops)
 
 
@@ -153,7 +152,8 @@ def run(
     rows: list[Row] = []
     jobs = [(p, d, b) for p in problems for d in dtypes for b in backends]
     with threadpool_limits(limits=os.cpu_count() or 1, user_api="blas"):
-        ceiling = {d: matmul_gflops(d) for d in dtypes} if "digits" in problems else {}
+        digits = any(lookup(CATALOGUE, p, "problem").dataset == "digits" for p in problems)
+        ceiling = {d: matmul_gflops(d) for d in dtypes} if digits else {}
         for done, (name, dtype, backend) in enumerate(jobs):
             if progress:
                 progress(done, len(jobs), f"{backend} {name} {dtype}")

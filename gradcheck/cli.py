@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify_cmd.add_argument(
         "--dataset",
-        choices=sorted(p.dataset for p in problems.PROBLEMS.values()),
+        choices=sorted({p.dataset for p in problems.PROBLEMS.values()}),
         default="seed_xor",
         help="the data, and the defaults of every option below from its problem in the catalogue",
     )

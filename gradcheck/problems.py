@@ -9,13 +9,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from gradcheck import datasets
+from gradcheck.backends import Training
 from gradcheck.network import Network, Params
+from gradcheck.optimizers import SGD, Adam, Optimizer
 
 
 @dataclass(frozen=True)
 class Problem:
-    """A named problem. ``steps`` is the training run ``verify`` compares; a benchmark round
-    times ``bench_steps`` of the same steps."""
+    """A named problem. ``steps`` is the training run ``verify`` compares — plain full-batch
+    gradient descent at ``lr``, or ``optimizer`` on batches of ``batch_size`` — and a benchmark
+    round times ``bench_steps`` of the same steps."""
 
     name: str
     #: The function in `gradcheck.datasets` that gives X and y.
@@ -29,6 +32,12 @@ class Problem:
     steps: int
     lr: float
     bench_steps: int
+    optimizer: Optimizer | None = None
+    batch_size: int | None = None
+
+    def training(self, steps: int) -> Training:
+        """``steps`` of the problem's training, its batches drawn from seed 0."""
+        return Training(steps, self.optimizer or SGD(self.lr), self.batch_size)
 
     def network(self, dtype: str = "float64") -> Network:
         return Network(
@@ -73,11 +82,28 @@ PROBLEMS: dict[str, Problem] = {
         lr=0.5,
         bench_steps=10,
     ),
+    # The same network trained as people train it: Adam with Keras's defaults, batches of 64,
+    # 3 epochs (29 batches an epoch, the last of 5).
+    "digits_adam": Problem(
+        "digits_adam",
+        dataset="digits",
+        layers=(64, 128, 10),
+        activation=("sigmoid", "softmax"),
+        loss="softmax_ce",
+        bias=True,
+        init="glorot_uniform",
+        steps=87,
+        lr=1e-3,
+        bench_steps=87,
+        optimizer=Adam(1e-3),
+        batch_size=64,
+    ),
 }
 
 
 def for_dataset(dataset: str) -> Problem:
-    """The problem defined on ``dataset`` (the command line's ``--dataset``)."""
+    """The first problem defined on ``dataset`` (the command line's ``--dataset``), whose
+    training is plain gradient descent."""
     for problem in PROBLEMS.values():
         if problem.dataset == dataset:
             return problem

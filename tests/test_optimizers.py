@@ -231,3 +231,94 @@ def test_kernels_without_optimizers_say_so():
         backend.train(net, params, X, y, 5, optimizer=Adam(0.1))
     with pytest.raises(NotImplementedError, match="the plain backend trains with plain"):
         backend.train(net, params, X, y, 5, lr=1.0, batch_size=2)
+
+
+# --- verify on optimizer runs: no false alarm, and the mistakes people make are caught ---------
+
+CLASSIFIER = Network([8, 16, 4], activation=("tanh", "softmax"), loss="softmax_ce")
+ADAMW = Adam(0.01, weight_decay=0.1)
+
+
+def _classification(seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(96, 8))
+    y = np.eye(4)[np.argmax(X[:, :4] + 0.5 * rng.normal(size=(96, 4)), axis=1)]
+    return X, y
+
+
+class Mistaken:
+    """The NumPy kernels, training with a mistaken version of the run they are asked for."""
+
+    def __init__(self, mistake):
+        self.name = "mistaken"
+        self.mistake = mistake
+        self.numpy = gradcheck.get_backend("numpy")
+
+    def predict(self, net, params, X):
+        return self.numpy.predict(net, params, X)
+
+    def loss_and_grads(self, net, params, X, y):
+        return self.numpy.loss_and_grads(net, params, X, y)
+
+    def train(self, net, params, X, y, steps, lr=None, optimizer=None, batch_size=None, seed=0):
+        optimizer, batch_size, seed = self.mistake(optimizer, batch_size, seed)
+        return self.numpy.train(
+            net, params, X, y, steps, optimizer=optimizer, batch_size=batch_size, seed=seed
+        )
+
+
+def _rounded(value):
+    return float(np.float32(value))
+
+
+#: Mistakes in an AdamW run on mini-batches, and the dtypes whose precision can see them.
+MISTAKES = {
+    "the paper's ε": (
+        lambda o, b, s: (dataclasses.replace(o, epsilon_placement="paper"), b, s),
+        ("float64",),
+    ),
+    "β₁, β₂ rounded through float32, as Keras does with Python floats": (
+        lambda o, b, s: (
+            dataclasses.replace(o, beta_1=_rounded(o.beta_1), beta_2=_rounded(o.beta_2)),
+            b,
+            s,
+        ),
+        ("float64",),
+    ),
+    "the learning rate 10% off": (
+        lambda o, b, s: (dataclasses.replace(o, lr=1.1 * o.lr), b, s),
+        ("float64", "float32"),
+    ),
+    "the weight decay left out": (
+        lambda o, b, s: (dataclasses.replace(o, weight_decay=0.0), b, s),
+        ("float64", "float32"),
+    ),
+    "its own batch order": (lambda o, b, s: (o, b, s + 1), ("float64", "float32")),
+    "the full batch": (lambda o, b, s: (o, None, s), ("float64", "float32")),
+}
+
+
+def test_verify_passes_every_backend_on_an_adamw_run(gradcheck_dtype, gradcheck_seed):
+    X, y = _classification(gradcheck_seed)
+    net = dataclasses.replace(CLASSIFIER, dtype=gradcheck_dtype)
+    report = gradcheck.verify(
+        net, X, y, params=net.init(seed=gradcheck_seed), steps=18, optimizer=ADAMW,
+        batch_size=16, seed=gradcheck_seed, finite_differences=None,
+    )  # fmt: skip
+    assert report.ok, str(report)
+
+
+@pytest.mark.parametrize(
+    ("mistake", "dtype"), [(m, dtype) for m, (_, dtypes) in MISTAKES.items() for dtype in dtypes]
+)
+def test_verify_catches_a_mistaken_run(mistake, dtype, gradcheck_seed):
+    change, _ = MISTAKES[mistake]
+    X, y = _classification(gradcheck_seed)
+    net = dataclasses.replace(CLASSIFIER, dtype=dtype)
+    report = gradcheck.verify(
+        net, X, y, params=net.init(seed=gradcheck_seed), backends=[Mistaken(change)], steps=18,
+        optimizer=ADAMW, batch_size=16, seed=gradcheck_seed, finite_differences=None,
+    )  # fmt: skip
+    failed = {check.quantity for check in report.failures}
+    assert failed, str(report)
+    assert failed <= {"train losses", "train params"}, str(report)
