@@ -10,8 +10,9 @@ costs nothing more. Two parts:
 2. **Explain**: fit simple hypotheses against the reference and keep those that fit within the
    tolerance — a scale (least squares; named when it is a simple fraction of N and K), a sign, a
    transposed or swapped gradient, a missing or averaged bias gradient, a learning rate scaled,
-   initial weights of the backend's own, an activation's derivative evaluated at its output —
-   or say that none fits.
+   an optimizer's neighbouring convention (ε's place, hyper-parameters rounded to float32,
+   Nesterov, AMSGrad, weight decay, the full batch), initial weights of the backend's own, an
+   activation's derivative evaluated at its output — or say that none fits.
 
 Every array is compared as the tolerance policy compares it: relative to the size its rounding
 scales with (``tolerance.relative_error``).
@@ -20,16 +21,17 @@ scales with (``tolerance.relative_error``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
 from gradcheck import witness
-from gradcheck.backends import Backend, Trace, Training
+from gradcheck.backends import Backend, Trace, Training, Trajectory
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
+from gradcheck.optimizers import SGD, Adam, Optimizer, RMSprop
 from gradcheck.tolerance import relative_error, tolerances
 
 #: What an explanation can say.
@@ -40,6 +42,7 @@ KINDS = (
     "swap",
     "missing_bias",
     "lr_scale",
+    "convention",
     "initial_weights",
     "activation_derivative",
     "none",
@@ -613,6 +616,89 @@ def explain_training(
         text += f" ({meaning})" if meaning else ""
         return [Explanation(backend, "training run", "lr_scale", factor, (), text)]
     return []
+
+
+def _float32_rounded(optimizer: Optimizer) -> Optimizer:
+    """``optimizer`` with every float hyper-parameter rounded to float32, as Keras rounds a
+    Python float."""
+    rounded = {
+        f.name: float(np.float32(getattr(optimizer, f.name)))
+        for f in fields(optimizer)
+        if isinstance(getattr(optimizer, f.name), float)
+    }
+    return replace(optimizer, **rounded)
+
+
+def neighbours(training: Training) -> list[tuple[str, Training]]:
+    """The runs a correct-looking implementation of ``training`` makes instead, each with what
+    it differs in: the conventions that tell frameworks' optimizers apart."""
+    o = training.optimizer
+    changes: list[tuple[str, Optimizer]] = []
+    if isinstance(o, Adam):
+        other = {"keras": "paper", "paper": "keras"}[o.epsilon_placement]
+        changes.append((f"ε placed as {_EPSILON[other]}", replace(o, epsilon_placement=other)))
+        changes.append((f"amsgrad={not o.amsgrad}", replace(o, amsgrad=not o.amsgrad)))
+    if isinstance(o, RMSprop):
+        other = {"inside": "outside", "outside": "inside"}[o.epsilon_placement]
+        changes.append((f"ε placed as {_EPSILON[other]}", replace(o, epsilon_placement=other)))
+    if isinstance(o, SGD) and o.momentum:
+        changes.append((f"nesterov={not o.nesterov}", replace(o, nesterov=not o.nesterov)))
+    if o.weight_decay:
+        changes.append(("no weight decay", replace(o, weight_decay=0.0)))
+    rounded = _float32_rounded(o)
+    if rounded != o:
+        changes.append(("its hyper-parameters rounded to float32", rounded))
+    found = [(text, replace(training, optimizer=changed)) for text, changed in changes]
+    if training.batch_size is not None:
+        found.append(("the full batch at every step", replace(training, batch_size=None)))
+    return found
+
+
+_EPSILON = {
+    "keras": "Keras does (after the bias correction)",
+    "paper": "the paper and optax do (added to √v̂)",
+    "inside": "Keras does (inside the square root)",
+    "outside": "optax and PyTorch do (outside the square root)",
+}
+
+
+def explain_optimizer(
+    backend: str,
+    reference: Backend,
+    net64: Network,
+    params64: Params,
+    X: np.ndarray,
+    y: np.ndarray,
+    training: Training,
+    observed: Trajectory,
+    tolerance: float,
+) -> list[Explanation]:
+    """A run with an optimizer that parts from the reference's: is it the reference's run
+    under one of the `neighbours` of ``training``? Each is run by the reference in float64 and
+    held to the ``observed`` losses and final params (each layer to its largest) at the run's
+    trajectory ``tolerance``; the closest that fits is the explanation."""
+    fits = []
+    for meaning, neighbour in neighbours(training):
+        run = neighbour.run(reference, net64, params64, X, y)
+        error = max(
+            relative_error(observed.losses, np.asarray(run.losses), elementwise=True)[0],
+            *(
+                float(np.max(np.abs(got[key] - want[key]))) / _largest(want)
+                for got, want in zip(observed.params, run.params, strict=True)
+                for key in want
+            ),
+        )
+        if error <= tolerance:
+            fits.append((error, meaning))
+    if not fits:
+        return []
+    _, meaning = min(fits)
+    text = f"{backend}'s run is the reference's {training.optimizer.name} with {meaning}"
+    return [Explanation(backend, "training run", "convention", None, (), text)]
+
+
+def _largest(layer: dict[str, np.ndarray]) -> float:
+    return max(float(np.abs(value).max(initial=0.0)) for value in layer.values()) or 1.0
 
 
 def none(backend: str, quantity: str) -> Explanation:

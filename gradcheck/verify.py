@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 
 from gradcheck import explain, finite_diff, witness
-from gradcheck.backends import Backend, Trace, Training, available_backends, resolve
+from gradcheck.backends import (
+    Backend,
+    Trace,
+    Training,
+    Trajectory,
+    available_backends,
+    resolve,
+)
 from gradcheck.network import (
     Network,
     Params,
@@ -567,7 +574,7 @@ def verify(
     report.verdicts = _verdicts(reference_name, blocs, jury.finding)
     if not report.ok:
         backends_by_name = {b.name: b for b in requested if b.name != reference_name}
-        problem = _Problem(net, params, params64, X, y, training, tol.point)
+        problem = _Problem(net, params, params64, X, y, training, tol.point, tol.trajectory)
         _explain(report, backends_by_name, reference_backend, problem, outputs, reference_name)
     if reference_diverged is not None:
         diverged = [f"{reference_backend.name} (the reference)"] + [
@@ -595,6 +602,7 @@ class _Problem:
     y: np.ndarray
     training: Training
     point: float
+    trajectory: float
 
     @property
     def net64(self) -> Network:
@@ -702,11 +710,15 @@ def _explanations(
         factors = [explain.named_factor(f, p.sizes) or (f, "") for f in common[:1]]
     # a run that diverged is reported as such; no simple cause is looked for in it
     if "training run" in groups and factors and np.all(np.isfinite(got.losses)):
-        training = []
         if p.training.plain:  # the factors are hypotheses about gradient descent's steps
             training = explain.explain_training(
                 name, reference, p.net, p.params64, p.X64, p.y64, p.training.optimizer.lr,
                 got.losses, factors,
+            )  # fmt: skip
+        else:
+            training = explain.explain_optimizer(
+                name, reference, p.net64, p.params64, p.X64, p.y64, p.training,
+                Trajectory(got.params, got.losses), p.trajectory,
             )  # fmt: skip
         training = training or explain.explain_own_weights(
             backend, p.net, p.params, p.X, p.y, "training run", got.losses, p.training, extra

@@ -267,34 +267,48 @@ class Mistaken:
         )
 
 
-def _rounded(value):
-    return float(np.float32(value))
+def _float32(optimizer):
+    """Every float hyper-parameter rounded to float32, as float32 variables hold them."""
+    return dataclasses.replace(
+        optimizer,
+        **{
+            key: float(np.float32(value))
+            for key, value in optimizer.settings().items()
+            if isinstance(value, float)
+        },
+    )
 
 
-#: Mistakes in an AdamW run on mini-batches, and the dtypes whose precision can see them.
+#: Mistakes in an AdamW run on mini-batches: the run made instead, the dtypes whose precision
+#: can see it, and the explanation verify must give (None: no simple one fits).
 MISTAKES = {
     "the paper's ε": (
         lambda o, b, s: (dataclasses.replace(o, epsilon_placement="paper"), b, s),
         ("float64",),
+        "with ε placed as the paper and optax do",
     ),
-    "β₁, β₂ rounded through float32, as Keras does with Python floats": (
-        lambda o, b, s: (
-            dataclasses.replace(o, beta_1=_rounded(o.beta_1), beta_2=_rounded(o.beta_2)),
-            b,
-            s,
-        ),
+    "hyper-parameters rounded to float32": (
+        lambda o, b, s: (_float32(o), b, s),
         ("float64",),
+        "with its hyper-parameters rounded to float32",
     ),
-    "the learning rate 10% off": (
-        lambda o, b, s: (dataclasses.replace(o, lr=1.1 * o.lr), b, s),
-        ("float64", "float32"),
+    "AMSGrad": (
+        lambda o, b, s: (dataclasses.replace(o, amsgrad=True), b, s),
+        ("float64",),
+        "with amsgrad=True",
     ),
     "the weight decay left out": (
         lambda o, b, s: (dataclasses.replace(o, weight_decay=0.0), b, s),
         ("float64", "float32"),
+        "with no weight decay",
     ),
-    "its own batch order": (lambda o, b, s: (o, b, s + 1), ("float64", "float32")),
-    "the full batch": (lambda o, b, s: (o, None, s), ("float64", "float32")),
+    "the full batch": (lambda o, b, s: (o, None, s), ("float64", "float32"), "the full batch"),
+    "the learning rate 10% off": (
+        lambda o, b, s: (dataclasses.replace(o, lr=1.1 * o.lr), b, s),
+        ("float64", "float32"),
+        None,
+    ),
+    "its own batch order": (lambda o, b, s: (o, b, s + 1), ("float64", "float32"), None),
 }
 
 
@@ -309,10 +323,10 @@ def test_verify_passes_every_backend_on_an_adamw_run(gradcheck_dtype, gradcheck_
 
 
 @pytest.mark.parametrize(
-    ("mistake", "dtype"), [(m, dtype) for m, (_, dtypes) in MISTAKES.items() for dtype in dtypes]
+    ("mistake", "dtype"), [(m, d) for m, (_, dtypes, _) in MISTAKES.items() for d in dtypes]
 )
-def test_verify_catches_a_mistaken_run(mistake, dtype, gradcheck_seed):
-    change, _ = MISTAKES[mistake]
+def test_verify_catches_and_explains_a_mistaken_run(mistake, dtype, gradcheck_seed):
+    change, _, explanation = MISTAKES[mistake]
     X, y = _classification(gradcheck_seed)
     net = dataclasses.replace(CLASSIFIER, dtype=dtype)
     report = gradcheck.verify(
@@ -322,3 +336,9 @@ def test_verify_catches_a_mistaken_run(mistake, dtype, gradcheck_seed):
     failed = {check.quantity for check in report.failures}
     assert failed, str(report)
     assert failed <= {"train losses", "train params"}, str(report)
+    (why,) = report.explanations
+    if explanation is None:
+        assert why.kind == "none", why.text
+    else:
+        assert why.kind == "convention", why.text
+        assert explanation in why.text, why.text
