@@ -97,6 +97,9 @@ class Report:
     optimizer: Optimizer | None = None
     batch_size: int | None = None
     seed: int = 0
+    #: For a run with an optimizer: how far the reference's run moves when its params and inputs
+    #: move by one rounding (the trajectory tolerance is at least ``SAFETY`` times it).
+    sensitivity: float | None = None
     checks: list[Check] = field(default_factory=list)
     #: One sentence per implementation found wrong, naming it and what the others agree on.
     verdicts: list[str] = field(default_factory=list)
@@ -141,6 +144,7 @@ class Report:
             "optimizer": (self.optimizer or SGD(self.lr)).settings(),
             "batch_size": self.batch_size,
             "seed": self.seed,
+            "sensitivity": self.sensitivity,
             "reference": self.reference,
             "backends": self.backends,
             "ok": self.ok,
@@ -159,9 +163,12 @@ class Report:
         if optimizer.plain and self.batch_size is None:
             return f"{line}, lr {self.lr:g}; reference: {self.reference}"
         batches = "full batch" if self.batch_size is None else f"batches of {self.batch_size}"
+        moves = ""
+        if self.sensitivity is not None:
+            moves = f"; one rounding moves the reference's run by {self.sensitivity:.1e}"
         return (
             f"{line}; reference: {self.reference}\n"
-            f"training: {optimizer.describe()}, {batches} (seed {self.seed})"
+            f"training: {optimizer.describe()}, {batches} (seed {self.seed}){moves}"
         )
 
     def __str__(self) -> str:

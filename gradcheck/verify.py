@@ -354,28 +354,39 @@ def _layer_scales(params: Params) -> Params:
 def _sensitivity(
     reference: Backend,
     training: Training,
-    net64: Network,
-    params64: Params,
+    net: Network,
+    params: Params,
     X: np.ndarray,
     y: np.ndarray,
     want: _Outputs,
     tol: Tolerances,
 ) -> float:
-    """How far the reference's run moves, measured as the checks measure it, when its params
-    and inputs move by one rounding (`Tolerances.rounding`) in random directions."""
+    """How far the reference's float64 run ``want`` moves under the rounding of ``net``'s dtype,
+    measured as the checks measure it: run again from params and inputs moved by one rounding
+    (`Tolerances.rounding`) in random directions and, for a dtype narrower than float64, run
+    by the reference in that dtype."""
+    net64 = dataclasses.replace(net, dtype="float64")
+    X64, y64 = X.astype(np.float64), y.astype(np.float64)
     rng = np.random.default_rng(0)
     size = tol.rounding
     moved = [
         {key: value + size * np.abs(value).max() * rng.choice([-1.0, 1.0], value.shape)
          for key, value in layer.items()}
-        for layer in params64
+        for layer in check_params(net64, params)
     ]  # fmt: skip
-    X = X.astype(np.float64) * (1 + size * rng.choice([-1.0, 1.0], X.shape))
-    again = training.run(reference, net64, moved, X, y.astype(np.float64))
+    X_moved = X64 * (1 + size * rng.choice([-1.0, 1.0], X.shape))
+    runs = [training.run(reference, net64, moved, X_moved, y64)]
+    if net.dtype != "float64":
+        runs.append(training.run(reference, net, params, X, y))
+    return max(_distance(run, want) for run in runs)
+
+
+def _distance(run: Trajectory, want: _Outputs) -> float:
+    """The largest error of ``run``'s losses and final params from ``want``'s."""
     checks = [
-        _compare("", "train losses", again.losses, want.losses, math.inf, elementwise=True),
+        _compare("", "train losses", run.losses, want.losses, math.inf, elementwise=True),
         *_compare_params(
-            "", "train params", again.params, want.params, math.inf, _layer_scales(want.params)
+            "", "train params", run.params, want.params, math.inf, _layer_scales(want.params)
         ),
     ]
     return max(check.error for check in checks)
@@ -515,13 +526,15 @@ def verify(
     )
 
     tol, tol64 = (tolerances(n, X.shape[0], steps) for n in (net, net64))
+    sensitivity = None
     if not training.plain:  # an optimizer that normalises its steps can amplify rounding
-        tol, tol64 = (
-            conditioned(
-                t, _sensitivity(reference_backend, training, net64, params64, X, y, want, t)
+        sensitivity = _sensitivity(reference_backend, training, net, params, X, y, want, tol)
+        sensitivity64 = sensitivity
+        if net.dtype != "float64":
+            sensitivity64 = _sensitivity(
+                reference_backend, training, net64, params64, X, y, want, tol64
             )
-            for t in (tol, tol64)
-        )
+        tol, tol64 = conditioned(tol, sensitivity), conditioned(tol64, sensitivity64)
     report = Report(
         net=net,
         n_samples=X.shape[0],
@@ -532,6 +545,7 @@ def verify(
         optimizer=optimizer,
         batch_size=batch_size,
         seed=seed,
+        sensitivity=sensitivity,
     )
     # In float64 the reference's own run is the reference; in float32 it is compared like the
     # others, and its float64 run votes under its own name.

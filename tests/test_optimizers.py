@@ -342,3 +342,19 @@ def test_verify_catches_and_explains_a_mistaken_run(mistake, dtype, gradcheck_se
     else:
         assert why.kind == "convention", why.text
         assert explanation in why.text, why.text
+
+
+def test_verify_measures_a_run_that_amplifies_rounding(gradcheck_dtype, gradcheck_seed):
+    """RMSprop near a minimum keeps stepping ±η with signs set by rounding: on the notebook's
+    network correct backends part by far more than the √T estimate allows, and verify, having
+    measured the reference's own response to one rounding, does not cry wolf."""
+    X, y = gradcheck.datasets.seed_xor()
+    net = Network([3, 4, 1], bias=False, dtype=gradcheck_dtype)
+    report = gradcheck.verify(
+        net, X, y, params=net.init(seed=gradcheck_seed, scheme="uniform"), steps=2000,
+        optimizer=RMSprop(0.01), finite_differences=None,
+    )  # fmt: skip
+    assert report.ok, str(report)
+    assert report.sensitivity is not None
+    plain = gradcheck.verify(net, X, y, backends=["numpy"], steps=5, finite_differences=None)
+    assert plain.sensitivity is None
