@@ -63,7 +63,11 @@ class Backend(Protocol):
     def train(
         self, net: Network, params: Params, X: Any, y: Any, steps: int, lr: float
     ) -> Trajectory:
-        """``steps`` full-batch gradient-descent steps from ``params``, which stay unchanged."""
+        """``steps`` full-batch gradient-descent steps from ``params``, which stay unchanged.
+
+        A backend that also trains with other optimizers and on mini-batches takes the keywords
+        of `KernelBackend.train` — ``optimizer``, ``batch_size`` and ``seed`` — and ``verify``
+        passes them only when the run asks for more than plain gradient descent."""
         ...
 
 
