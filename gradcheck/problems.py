@@ -4,7 +4,7 @@ defined once for ``gradcheck verify``, ``gradcheck bench`` and the benchmarks in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -55,50 +55,44 @@ class Problem:
         return f"{self.name} {'-'.join(map(str, self.layers))}"
 
 
-PROBLEMS: dict[str, Problem] = {
-    # The notebook: 3-4-1 sigmoid, no biases, ½SSE, U[0,1) weights, 2000 full-batch steps of 1.
-    "notebook": Problem(
-        "notebook",
-        dataset="seed_xor",
-        layers=(3, 4, 1),
-        activation="sigmoid",
-        loss="half_sse",
-        bias=False,
-        init="uniform",
-        steps=2000,
-        lr=1.0,
-        bench_steps=2000,
-    ),
-    # 1797 digits, 64-128-10, sigmoid then softmax with softmax_ce, full batch.
-    "digits": Problem(
-        "digits",
-        dataset="digits",
-        layers=(64, 128, 10),
-        activation=("sigmoid", "softmax"),
-        loss="softmax_ce",
-        bias=True,
-        init="glorot_uniform",
-        steps=100,
-        lr=0.5,
-        bench_steps=10,
-    ),
-    # The same network trained as people train it: Adam with Keras's defaults, batches of 64,
-    # 3 epochs (29 batches an epoch, the last of 5).
-    "digits_adam": Problem(
-        "digits_adam",
-        dataset="digits",
-        layers=(64, 128, 10),
-        activation=("sigmoid", "softmax"),
-        loss="softmax_ce",
-        bias=True,
-        init="glorot_uniform",
-        steps=87,
-        lr=1e-3,
-        bench_steps=87,
-        optimizer=Adam(1e-3),
-        batch_size=64,
-    ),
-}
+# The notebook: 3-4-1 sigmoid, no biases, ½SSE, U[0,1) weights, 2000 full-batch steps of 1.
+_NOTEBOOK = Problem(
+    "notebook",
+    dataset="seed_xor",
+    layers=(3, 4, 1),
+    activation="sigmoid",
+    loss="half_sse",
+    bias=False,
+    init="uniform",
+    steps=2000,
+    lr=1.0,
+    bench_steps=2000,
+)
+# 1797 digits, 64-128-10, sigmoid then softmax with softmax_ce, full batch.
+_DIGITS = Problem(
+    "digits",
+    dataset="digits",
+    layers=(64, 128, 10),
+    activation=("sigmoid", "softmax"),
+    loss="softmax_ce",
+    bias=True,
+    init="glorot_uniform",
+    steps=100,
+    lr=0.5,
+    bench_steps=10,
+)
+# The same network trained as people train it: Adam with Keras's defaults, batches of 64,
+# 3 epochs (29 batches an epoch, the last of 5).
+_DIGITS_ADAM = replace(
+    _DIGITS,
+    name="digits_adam",
+    steps=87,
+    lr=1e-3,
+    bench_steps=87,
+    optimizer=Adam(1e-3),
+    batch_size=64,
+)
+PROBLEMS: dict[str, Problem] = {p.name: p for p in (_NOTEBOOK, _DIGITS, _DIGITS_ADAM)}
 
 
 def for_dataset(dataset: str) -> Problem:

@@ -45,6 +45,10 @@ from gradcheck.tolerance import (
     tolerances,
 )
 
+#: Runs of the reference from randomly moved params and inputs that measure how much a run with
+#: an optimizer amplifies rounding: how far a chaotic run moves depends on the direction, and the
+#: most of a few draws is a steadier measure than one.
+SENSITIVITY_DRAWS = 3
 #: Networks with at most this many parameters get a finite difference for every one.
 ELEMENTWISE_MAX_PARAMS = finite_diff.ELEMENTWISE_MAX
 
@@ -362,20 +366,22 @@ def _sensitivity(
     tol: Tolerances,
 ) -> float:
     """How far the reference's float64 run ``want`` moves under the rounding of ``net``'s dtype,
-    measured as the checks measure it: run again from params and inputs moved by one rounding
-    (`Tolerances.rounding`) in random directions and, for a dtype narrower than float64, run
-    by the reference in that dtype."""
+    measured as the checks measure it: the most it moves in `SENSITIVITY_DRAWS` runs from params
+    and inputs moved by one rounding (`Tolerances.rounding`) in random directions and, for a
+    dtype narrower than float64, run by the reference in that dtype."""
     net64 = dataclasses.replace(net, dtype="float64")
     X64, y64 = X.astype(np.float64), y.astype(np.float64)
     rng = np.random.default_rng(0)
     size = tol.rounding
-    moved = [
-        {key: value + size * np.abs(value).max() * rng.choice([-1.0, 1.0], value.shape)
-         for key, value in layer.items()}
-        for layer in check_params(net64, params)
-    ]  # fmt: skip
-    X_moved = X64 * (1 + size * rng.choice([-1.0, 1.0], X.shape))
-    runs = [training.run(reference, net64, moved, X_moved, y64)]
+    runs = []
+    for _ in range(SENSITIVITY_DRAWS):
+        moved = [
+            {key: value + size * np.abs(value).max() * rng.choice([-1.0, 1.0], value.shape)
+             for key, value in layer.items()}
+            for layer in check_params(net64, params)
+        ]  # fmt: skip
+        X_moved = X64 * (1 + size * rng.choice([-1.0, 1.0], X.shape))
+        runs.append(training.run(reference, net64, moved, X_moved, y64))
     if net.dtype != "float64":
         runs.append(training.run(reference, net, params, X, y))
     return max(_distance(run, want) for run in runs)
