@@ -188,18 +188,22 @@ DEFAULT_LR = {"sgd": None, "momentum": None, "nesterov": None, "rmsprop": 1e-3, 
 
 def accepts(name: str, setting: str) -> bool:
     """Whether the optimizer called ``name`` has the hyper-parameter ``setting``."""
+    return setting in {f.name for f in fields(_named(name)[0])} - {"lr"}
+
+
+def _named(name: str) -> tuple[type[Optimizer], dict[str, Any]]:
     if name not in _BY_NAME:
         raise ValueError(f"optimizer must be one of {', '.join(NAMES)}; got {name!r}")
-    return setting in {f.name for f in fields(_BY_NAME[name][0])} - {"lr"}
+    return _BY_NAME[name]
 
 
 def make(name: str, lr: float, **settings: Any) -> Optimizer:
     """The optimizer called ``name`` in `NAMES` (as on the command line), with ``settings``
     over the ones its name implies (``momentum`` is SGD with momentum 0.9)."""
+    cls, implied = _named(name)
     for key in settings:
         if not accepts(name, key):
             raise ValueError(f"{key} does not apply to the {name} optimizer")
-    cls, implied = _BY_NAME[name]
     optimizer = cls(lr, **{**implied, **settings})
     if optimizer.name != name:  # e.g. momentum=0 turns "momentum" into plain sgd
         raise ValueError(f"the {name} optimizer needs a momentum in (0, 1); got {settings}")

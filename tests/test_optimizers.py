@@ -16,7 +16,7 @@ import gradcheck
 from gradcheck import Network
 from gradcheck.backends import KernelBackend
 from gradcheck.kernels import numpy_backprop
-from gradcheck.optimizers import SGD, Adam, RMSprop, batch_schedule
+from gradcheck.optimizers import SGD, Adam, RMSprop, batch_schedule, make
 from gradcheck.tolerance import relative_error, tolerances
 
 NET = Network([4, 3], activation="tanh", loss="mse")
@@ -192,6 +192,9 @@ def test_the_batch_schedule():
         (lambda: Adam(0.1, beta_2=1.0), "beta_2 must be in [0, 1); got 1.0"),
         (lambda: Adam(0.1, amsgrad="yes"), "amsgrad must be True or False; got 'yes'"),
         (lambda: Adam(math.nan), "lr must be a positive finite number; got nan"),
+        (lambda: make("adagrad", 0.1), "optimizer must be one of sgd, momentum, nesterov, rmsprop"),
+        (lambda: make("sgd", 0.1, beta_1=0.9), "beta_1 does not apply to the sgd optimizer"),
+        (lambda: make("momentum", 0.1, momentum=0.0), "the momentum optimizer needs a momentum"),
         (lambda: batch_schedule(10, 0, 3, 0), "batch_size must be None or an integer from 1"),
         (lambda: batch_schedule(10, 2, 3, -1), "seed must be a non-negative integer; got -1"),
     ],
