@@ -24,10 +24,10 @@ rounding: the rounding in g is amplified by (term magnitudes)/√v. Near a minim
 stepping ±η with every sign decided this way. On the notebook's network after 2000 full-batch
 steps of RMSprop at lr 0.01, four correct float64 implementations part by up to 3.7e-4 — 10⁸
 times the √T estimate. So for such a run ``verify`` asks the reference itself how much the run
-amplifies rounding: it trains again from params and inputs moved by one rounding (``rounding``
-= point / SAFETY, random signs; the most of three draws) and, for float32, in float32; the
-trajectory tolerance becomes at least ``SAFETY`` times how far that moves the run
-(`conditioned`). Measured over every optimizer and both ε conventions on the notebook's network
+amplifies rounding: it trains again from params and inputs moved by one float64 rounding
+(``rounding`` = point / SAFETY, random signs; the most of three draws) and, for a float32 run,
+trains in float32 — a correct implementation's own rounding, measured; the trajectory tolerance
+becomes at least ``SAFETY`` times how far that moves the run (`conditioned`). Measured over every optimizer and both ε conventions on the notebook's network
 (full batch and batches of 2, 5 seeds; RMSprop over 20), and on digits (batches of 64, 3
 epochs), correct backends parted from the reference by at most 4.6× that measure in float64 and
 1.7× in float32, never more than 0.29 of the tolerance; a wrong learning rate, batch order,
