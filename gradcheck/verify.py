@@ -358,27 +358,27 @@ def _layer_scales(params: Params) -> Params:
 def _sensitivity(
     reference: Backend,
     training: Training,
-    net64: Network,
-    params64: Params,
+    net: Network,
+    params: Params,
     X: np.ndarray,
     y: np.ndarray,
     want: _Outputs,
     rounding: float,
 ) -> float:
     """How far the reference's float64 run ``want`` moves, measured as the checks measure it,
-    when its params and inputs move by ``rounding`` in random directions: the most of
-    `SENSITIVITY_DRAWS` draws."""
-    X64, y64 = X.astype(np.float64), y.astype(np.float64)
+    when the reference trains in ``net``'s dtype from params and inputs moved by ``rounding`` in
+    random directions: the most of `SENSITIVITY_DRAWS` draws."""
     rng = np.random.default_rng(0)
     distances = []
     for _ in range(SENSITIVITY_DRAWS):
         moved = [
             {key: value + rounding * np.abs(value).max() * rng.choice([-1.0, 1.0], value.shape)
              for key, value in layer.items()}
-            for layer in params64
+            for layer in params
         ]  # fmt: skip
-        X_moved = X64 * (1 + rounding * rng.choice([-1.0, 1.0], X.shape))
-        distances.append(_distance(training.run(reference, net64, moved, X_moved, y64), want))
+        X_moved = X * (1 + rounding * rng.choice([-1.0, 1.0], X.shape))
+        run = training.run(reference, net, check_params(net, moved), X_moved.astype(net.dtype), y)
+        distances.append(_distance(run, want))
     return max(distances)
 
 
@@ -529,13 +529,15 @@ def verify(
     tol, tol64 = (tolerances(n, X.shape[0], steps) for n in (net, net64))
     sensitivity = None
     if not training.plain:  # an optimizer that normalises its steps can amplify rounding
+        X64, y64 = X.astype(np.float64), y.astype(np.float64)
         sensitivity64 = _sensitivity(
-            reference_backend, training, net64, params64, X, y, want, tol64.rounding
+            reference_backend, training, net64, params64, X64, y64, want, tol64.rounding
         )
         sensitivity = sensitivity64
-        if net.dtype != "float64":  # the reference's own run in the dtype shows its rounding
-            own = training.run(reference_backend, net, params, X, y)
-            sensitivity = max(sensitivity64, _distance(own, want))
+        if net.dtype != "float64":  # correct runs in the dtype, each with its own rounding
+            eps = float(np.finfo(net.dtype).eps)
+            in_dtype = _sensitivity(reference_backend, training, net, params, X, y, want, eps)
+            sensitivity = max(sensitivity64, in_dtype)
         tol, tol64 = conditioned(tol, sensitivity), conditioned(tol64, sensitivity64)
     report = Report(
         net=net,
