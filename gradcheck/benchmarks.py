@@ -250,7 +250,7 @@ def plot(rows: Sequence[Row], backends: Sequence[str], path: str) -> None:
         ]
         times.bar(np.arange(len(groups)) + i * width, heights, width, label=backend)
     times.set_xticks(np.arange(len(groups)) + width * (len(backends) - 1) / 2)
-    times.set_xticklabels([f"{p}\n{d}" for p, d in groups])
+    times.set_xticklabels([f"{p}\n{d}" for p, d in groups], fontsize=8)
     times.set_yscale("log")
     times.set_ylabel("seconds per training step (median)")
     times.set_title("Training time per step")
