@@ -13,17 +13,22 @@ def seed_xor() -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def digits() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's bundled 8×8 digits: ``X`` of shape ``(1797, 64)`` scaled to [0, 1] and
+def digits(images: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8×8 digits: ``X`` of shape ``(1797, 64)`` scaled to [0, 1] — or,
+    with ``images``, ``(1797, 8, 8, 1)``, each image channels-last with its rows in order — and
     one-hot ``y`` of shape ``(1797, 10)``, both float64. Read from the copy that ships inside
     scikit-learn (the ``digits`` extra), so nothing is downloaded."""
+    if not isinstance(images, bool):
+        raise ValueError(f"images must be True or False; got {images!r}")
     try:
         from sklearn.datasets import load_digits
     except ImportError as error:
         raise ImportError(
             "the digits dataset needs scikit-learn: pip install 'gradcheck[digits]'"
         ) from error
-    images, labels = load_digits(return_X_y=True)
-    X = images / 16.0  # pixel intensities are 0..16
+    pixels, labels = load_digits(return_X_y=True)
+    X = pixels / 16.0  # pixel intensities are 0..16
+    if images:
+        X = X.reshape(-1, 8, 8, 1)  # each row of 64 is the image's 8 rows of 8, in order
     y = np.eye(10)[labels]  # (1797,) labels -> (1797, 10) one-hot rows
     return X, y
