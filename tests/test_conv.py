@@ -1,5 +1,5 @@
-"""The NumPy convolution and pooling kernels: forward against the convolution written out as
-seven nested loops here, backward against JAX's vector-Jacobian products of
+"""The NumPy and Numba convolution and pooling kernels: forward against the convolution written
+out as seven nested loops here, backward against JAX's vector-Jacobian products of
 ``lax.conv_general_dilated`` and ``lax.reduce_window``, in float64 and float32, over strides,
 padding, kernel sizes and channels."""
 
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from gradcheck.kernels import numba_conv as nb
 from gradcheck.kernels import numpy_conv as nc
 
 #: (input H, W), kernel (kh, kw), stride, padding, channels in, filters
@@ -25,6 +26,41 @@ CONVS = [
     ((5, 5), (5, 5), 1, "valid", 2, 2),
     ((9, 7), (4, 3), 3, "same", 2, 5),
 ]
+
+
+def _numba_conv2d(x, W, b, stride):
+    rows, cols = (nc.output_size(x.shape[1 + a], W.shape[a], stride) for a in (0, 1))
+    z = np.empty((x.shape[0], rows, cols, W.shape[3]), dtype=x.dtype)
+    nb.conv2d(x, W, b, stride, z)
+    return z
+
+
+def _numba_backward(x, delta, W, stride):
+    dW, db, dx = np.empty_like(W), np.empty(W.shape[3], dtype=W.dtype), np.empty_like(x)
+    nb.conv2d_grads(x, delta, stride, dW, db)
+    nb.conv2d_input_grad(delta, W, stride, dx)
+    return dx, dW, db
+
+
+#: Each implementation's forward (padded x, W, b, stride) → z and backward
+#: (padded x, δ, W, stride) → (∂C/∂x padded, ∂C/∂W, ∂C/∂b).
+FORMS = {
+    "numpy direct": (
+        nc.conv2d,
+        lambda x, d, W, s: (
+            nc.conv2d_input_grad(d, W, s, x.shape),
+            *nc.conv2d_grads(x, d, W.shape[:2], s),
+        ),
+    ),
+    "numpy im2col": (
+        nc.conv2d_im2col,
+        lambda x, d, W, s: (
+            nc.conv2d_input_grad_im2col(d, W, s, x.shape),
+            *nc.conv2d_grads_im2col(x, d, W.shape[:2], s),
+        ),
+    ),
+    "numba": (_numba_conv2d, _numba_backward),
+}
 
 
 def literal_conv(x, W, b, stride):
@@ -65,12 +101,11 @@ def _problem(case, dtype, seed):
 
 
 @pytest.mark.parametrize("case", CONVS)
-@pytest.mark.parametrize("form", ["direct", "im2col"])
+@pytest.mark.parametrize("form", list(FORMS))
 def test_conv_forward_is_the_sum_written_out(case, form, gradcheck_dtype, gradcheck_seed):
     x, W, b, kernel, stride, padding = _problem(case, gradcheck_dtype, gradcheck_seed)
     padded = nc.pad(x, nc.padding(x.shape, kernel, stride, padding))
-    conv = {"direct": nc.conv2d, "im2col": nc.conv2d_im2col}[form]
-    z = conv(padded, W, b, stride)
+    z = FORMS[form][0](padded, W, b, stride)
     assert z.dtype == gradcheck_dtype
     want, size = literal_conv(padded.astype(np.float64), W.astype(np.float64), b, stride)
     if padding == "same":
@@ -87,17 +122,15 @@ def _jax_conv(x, W, b, stride, padding):
 
 
 @pytest.mark.parametrize("case", CONVS)
-@pytest.mark.parametrize("form", ["direct", "im2col"])
+@pytest.mark.parametrize("form", list(FORMS))
 def test_conv_backward_is_jaxs_vjp(case, form, gradcheck_dtype, gradcheck_seed):
     x, W, b, kernel, stride, padding = _problem(case, gradcheck_dtype, gradcheck_seed)
     pads = nc.padding(x.shape, kernel, stride, padding)
     padded = nc.pad(x, pads)
     z = nc.conv2d(padded, W, b, stride)
     delta = np.random.default_rng(gradcheck_seed + 1).normal(size=z.shape).astype(gradcheck_dtype)
-    grads = {"direct": nc.conv2d_grads, "im2col": nc.conv2d_grads_im2col}[form]
-    input_grad = {"direct": nc.conv2d_input_grad, "im2col": nc.conv2d_input_grad_im2col}[form]
-    dW, db = grads(padded, delta, kernel, stride)
-    dx = nc.unpad(input_grad(delta, W, stride, padded.shape), pads)
+    dx_padded, dW, db = FORMS[form][1](padded, delta, W, stride)
+    dx = nc.unpad(dx_padded, pads)
     with jax.enable_x64(True):
         args = [np.float64(a) for a in (x, W, b)]
         _, vjp = jax.vjp(lambda *a: _jax_conv(*a, stride, padding), *args)
@@ -134,17 +167,46 @@ def _jax_pool(kind, x, size, stride):
     return y if kind == "max" else y / (size * size)
 
 
+def _numba_pool(kind, x, size, stride, delta=None):
+    """The Numba pooling of x, or with ``delta`` its gradient, into arrays allocated here."""
+    rows, cols = (nc.output_size(n, size, stride) for n in x.shape[1:3])
+    y = np.empty((x.shape[0], rows, cols, x.shape[3]), dtype=x.dtype)
+    first = np.empty(y.shape, dtype=np.int64)
+    if kind == "max":
+        nb.max_pool(x, size, stride, y, first)
+    else:
+        nb.avg_pool(x, size, stride, y)
+    if delta is None:
+        return y
+    dx = np.empty_like(x)
+    if kind == "max":
+        nb.max_pool_grad(delta, first, size, stride, dx)
+    else:
+        nb.avg_pool_grad(delta, size, stride, dx)
+    return dx
+
+
+def _numpy_pool(kind, x, size, stride, delta=None):
+    """The NumPy pooling of x, or with ``delta`` its gradient."""
+    if delta is None:
+        return {"max": nc.max_pool, "avg": nc.avg_pool}[kind](x, size, stride)
+    return {"max": nc.max_pool_grad, "avg": nc.avg_pool_grad}[kind](x, delta, size, stride)
+
+
+#: Each implementation's pooling (kind, x, size, stride) and, given δ, its gradient.
+POOLINGS = {"numpy": _numpy_pool, "numba": _numba_pool}
+
+
 @pytest.mark.parametrize("case", POOLS)
 @pytest.mark.parametrize("kind", ["max", "avg"])
-def test_pooling_and_its_gradient_are_jaxs(case, kind, gradcheck_dtype, gradcheck_seed):
+@pytest.mark.parametrize("form", list(POOLINGS))
+def test_pooling_and_its_gradient_are_jaxs(case, kind, form, gradcheck_dtype, gradcheck_seed):
     (height, width), size, stride = case
     rng = np.random.default_rng(gradcheck_seed)
     x = rng.normal(size=(3, height, width, 2)).astype(gradcheck_dtype)  # no ties, almost surely
-    forward = {"max": nc.max_pool, "avg": nc.avg_pool}[kind]
-    backward = {"max": nc.max_pool_grad, "avg": nc.avg_pool_grad}[kind]
-    y = forward(x, size, stride)
+    y = POOLINGS[form](kind, x, size, stride)
     delta = rng.normal(size=y.shape).astype(gradcheck_dtype)
-    dx = backward(x, delta, size, stride)
+    dx = POOLINGS[form](kind, x, size, stride, delta)
     with jax.enable_x64(True):
         want, vjp = jax.vjp(lambda a: _jax_pool(kind, a, size, stride), np.float64(x))
         (want_dx,) = vjp(np.float64(delta))
@@ -154,9 +216,11 @@ def test_pooling_and_its_gradient_are_jaxs(case, kind, gradcheck_dtype, gradchec
         assert np.max(np.abs(got - np.asarray(expected))) <= tolerance * np.abs(expected).max()
 
 
-def test_max_pool_routes_a_tie_to_the_first_maximum():
+@pytest.mark.parametrize("form", list(POOLINGS))
+def test_max_pool_routes_a_tie_to_the_first_maximum(form):
     x = np.array([[3.0, 1.0, 5.0, 5.0], [3.0, 2.0, 5.0, 5.0]]).reshape(1, 2, 4, 1)
-    dx = nc.max_pool_grad(x, np.array([10.0, 20.0]).reshape(1, 1, 2, 1), 2, 2)
+    delta = np.array([10.0, 20.0]).reshape(1, 1, 2, 1)
+    dx = POOLINGS[form]("max", x, 2, 2, delta)
     np.testing.assert_array_equal(dx[0, :, :, 0], [[10.0, 0, 20.0, 0], [0, 0, 0, 0]])
 
 
