@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from gradcheck.network import Network, Params, check_data, check_params, check_steps_lr, check_X
-from gradcheck.optimizers import Optimizer, as_optimizer, batch_schedule
+from gradcheck.optimizers import Optimizer, as_optimizer, batch_schedule, plain_descent
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class Training:
     @property
     def plain(self) -> bool:
         """Plain full-batch gradient descent, the notebook's training."""
-        return self.optimizer.plain and self.batch_size is None
+        return plain_descent(self.optimizer, self.batch_size)
 
     def run(self, backend: Backend, net: Network, params: Params, X: Any, y: Any) -> Trajectory:
         """``backend``'s run. Plain gradient descent is asked for as ``train(..., steps, lr)``,
@@ -152,7 +152,7 @@ class KernelBackend:
         optimizer = as_optimizer(optimizer, lr)
         steps, _ = check_steps_lr(steps, optimizer.lr)
         schedule = batch_schedule(len(X), batch_size, steps, seed)
-        if optimizer.plain and batch_size is None:
+        if plain_descent(optimizer, batch_size):
             return self.kernels.train(net, params, X, y, steps, optimizer.lr)
         train_with = getattr(self.kernels, "train_with", None)
         if train_with is None:

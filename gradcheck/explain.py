@@ -32,7 +32,7 @@ from gradcheck.backends import Backend, Trace, Training, Trajectory
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
 from gradcheck.optimizers import SGD, Adam, Optimizer, RMSprop
-from gradcheck.tolerance import relative_error, tolerances
+from gradcheck.tolerance import relative_error, run_error, tolerances
 
 #: What an explanation can say.
 KINDS = (
@@ -675,19 +675,12 @@ def explain_optimizer(
 ) -> list[Explanation]:
     """A run with an optimizer that parts from the reference's: is it the reference's run
     under one of the `neighbours` of ``training``? Each is run by the reference in float64 and
-    held to the ``observed`` losses and final params (each layer to its largest) at the run's
+    held to the ``observed`` losses and final params (`tolerance.run_error`) at the run's
     trajectory ``tolerance``; the closest that fits is the explanation."""
     fits = []
     for meaning, neighbour in neighbours(training):
         run = neighbour.run(reference, net64, params64, X, y)
-        error = max(
-            relative_error(observed.losses, np.asarray(run.losses), elementwise=True)[0],
-            *(
-                float(np.max(np.abs(got[key] - want[key]))) / _largest(want)
-                for got, want in zip(observed.params, run.params, strict=True)
-                for key in want
-            ),
-        )
+        error = run_error(observed.losses, observed.params, run.losses, run.params)
         if error <= tolerance:
             fits.append((error, meaning))
     if not fits:
@@ -695,10 +688,6 @@ def explain_optimizer(
     _, meaning = min(fits)
     text = f"{backend}'s run is the reference's {training.optimizer.name} with {meaning}"
     return [Explanation(backend, "training run", "convention", None, (), text)]
-
-
-def _largest(layer: dict[str, np.ndarray]) -> float:
-    return max(float(np.abs(value).max(initial=0.0)) for value in layer.values()) or 1.0
 
 
 def none(backend: str, quantity: str) -> Explanation:

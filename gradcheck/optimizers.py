@@ -226,6 +226,12 @@ def as_optimizer(optimizer: Any, lr: Any) -> Optimizer:
     return optimizer
 
 
+def plain_descent(optimizer: Optimizer, batch_size: int | None) -> bool:
+    """Whether a run is plain full-batch gradient descent, the notebook's training: the form of
+    ``train`` every backend has, and the run the √T tolerance estimate is written for."""
+    return optimizer.plain and batch_size is None
+
+
 #: The samples of one step: indices into X, or ``slice(None)`` for all of them in order.
 Batch = np.ndarray | slice
 

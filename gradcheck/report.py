@@ -8,7 +8,7 @@ from typing import Any
 
 from gradcheck.explain import Explanation, FirstDifference
 from gradcheck.network import Network
-from gradcheck.optimizers import SGD, Optimizer
+from gradcheck.optimizers import SGD, Optimizer, plain_descent
 
 #: The row of the finite-difference oracle.
 FINITE_DIFFERENCES = "finite differences"
@@ -141,7 +141,7 @@ class Report:
             "samples": self.n_samples,
             "steps": self.steps,
             "lr": self.lr,
-            "optimizer": (self.optimizer or SGD(self.lr)).settings(),
+            "optimizer": self.training_optimizer.settings(),
             "batch_size": self.batch_size,
             "seed": self.seed,
             "sensitivity": self.sensitivity,
@@ -155,12 +155,17 @@ class Report:
             "seconds": self.timings,
         }
 
+    @property
+    def training_optimizer(self) -> Optimizer:
+        """The optimizer of the training run: ``optimizer``, or plain SGD at ``lr``."""
+        return self.optimizer or SGD(self.lr)
+
     def _problem(self) -> str:
         """The header's problem: samples, steps, and the training — ``lr η`` for plain
         full-batch gradient descent, else a line of its own with the optimizer and batches."""
-        optimizer = self.optimizer or SGD(self.lr)
+        optimizer = self.training_optimizer
         line = f"{self.n_samples} samples, {self.steps} steps"
-        if optimizer.plain and self.batch_size is None:
+        if plain_descent(optimizer, self.batch_size):
             return f"{line}, lr {self.lr:g}; reference: {self.reference}"
         batches = "full batch" if self.batch_size is None else f"batches of {self.batch_size}"
         moves = ""

@@ -124,6 +124,40 @@ def relative_error(
     return float(errors.flat[flat]), index
 
 
+def layer_scales(params: Params) -> Params:
+    """Each layer's largest parameter, for every parameter of the layer.
+
+    A layer's weights and bias move by updates built from the same deltas, so their rounding is
+    on one scale: a bias that stays near zero while its updates nearly cancel is held to the
+    layer's scale, not to its own small value.
+    """
+    scales = []
+    for layer in params:
+        largest = max(float(np.abs(value).max(initial=0.0)) for value in layer.values())
+        scales.append({key: np.full(np.shape(value), largest) for key, value in layer.items()})
+    return scales
+
+
+def run_error(
+    losses: np.ndarray, params: Params, reference_losses: np.ndarray, reference_params: Params
+) -> float:
+    """How far a training run is from a reference run, measured as ``verify`` measures one: the
+    largest error of its losses, each to itself, and of its final params, each to its layer's
+    largest (`layer_scales`). A missing or misshapen array is infinitely far."""
+    losses, reference_losses = np.asarray(losses), np.asarray(reference_losses)
+    if losses.shape != reference_losses.shape or len(params) != len(reference_params):
+        return math.inf
+    errors = [relative_error(losses, reference_losses, elementwise=True)[0]]
+    scales = layer_scales(reference_params)
+    for got, want, scale in zip(params, reference_params, scales, strict=True):
+        for key in want:
+            value = got.get(key)
+            if value is None or np.shape(value) != np.shape(want[key]):
+                return math.inf
+            errors.append(relative_error(value, want[key], magnitude=scale[key])[0])
+    return max(errors)
+
+
 def gradient_magnitudes(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Params:
     """For every gradient element, the sum of the magnitudes of the terms that make it.
 

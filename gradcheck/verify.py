@@ -40,8 +40,10 @@ from gradcheck.tolerance import (
     backward_magnitudes,
     conditioned,
     gradient_magnitudes,
+    layer_scales,
     relative_error,
     relative_errors,
+    run_error,
     tolerances,
 )
 
@@ -341,20 +343,6 @@ class _Jury:
         return max(checks, key=lambda c: c.error / c.tolerance).finding()
 
 
-def _layer_scales(params: Params) -> Params:
-    """Each layer's largest parameter, for every parameter of the layer.
-
-    A layer's weights and bias move by updates built from the same deltas, so their rounding is
-    on one scale: a bias that stays near zero while its updates nearly cancel is held to the
-    layer's scale, not to its own small value.
-    """
-    scales = []
-    for layer in params:
-        largest = max(float(np.abs(value).max(initial=0.0)) for value in layer.values())
-        scales.append({key: np.full(np.shape(value), largest) for key, value in layer.items()})
-    return scales
-
-
 def _sensitivity(
     reference: Backend,
     training: Training,
@@ -378,19 +366,8 @@ def _sensitivity(
         ]  # fmt: skip
         X_moved = X * (1 + rounding * rng.choice([-1.0, 1.0], X.shape))
         run = training.run(reference, net, check_params(net, moved), X_moved.astype(net.dtype), y)
-        distances.append(_distance(run, want))
+        distances.append(run_error(run.losses, run.params, want.losses, want.params))
     return max(distances)
-
-
-def _distance(run: Trajectory, want: _Outputs) -> float:
-    """The largest error of ``run``'s losses and final params from ``want``'s."""
-    checks = [
-        _compare("", "train losses", run.losses, want.losses, math.inf, elementwise=True),
-        *_compare_params(
-            "", "train params", run.params, want.params, math.inf, _layer_scales(want.params)
-        ),
-    ]
-    return max(check.error for check in checks)
 
 
 def _diverged_at(losses: np.ndarray) -> int | None:
@@ -427,7 +404,7 @@ def _compare_outputs(
                 got.params,
                 want.params,
                 trajectory,
-                _layer_scales(want.params),
+                layer_scales(want.params),
             ),
         ]
     # After its first non-finite loss a diverged run has nothing left to compare.
@@ -516,20 +493,12 @@ def verify(
     # The reference runs in float64 from the same params, exactly upcast.
     net64 = dataclasses.replace(net, dtype="float64")
     params64 = check_params(net64, params)
-    want = _run(
-        reference_backend,
-        net64,
-        params64,
-        X.astype(np.float64),
-        y.astype(np.float64),
-        training,
-        timing,
-    )
+    X64, y64 = X.astype(np.float64), y.astype(np.float64)
+    want = _run(reference_backend, net64, params64, X64, y64, training, timing)
 
     tol, tol64 = (tolerances(n, X.shape[0], steps) for n in (net, net64))
     sensitivity = None
     if not training.plain:  # an optimizer that normalises its steps can amplify rounding
-        X64, y64 = X.astype(np.float64), y.astype(np.float64)
         sensitivity64 = _sensitivity(
             reference_backend, training, net64, params64, X64, y64, want, tol64.rounding
         )
