@@ -11,6 +11,7 @@ pinned to one per core for the whole run.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import sys
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from gradcheck.backends import Trajectory, get_backend
+from gradcheck.layers import Weighted
 from gradcheck.network import Network, Params
 from gradcheck.ops import lookup
 from gradcheck.optimizers import batch_schedule, padded
@@ -57,13 +59,23 @@ class Case:
 
     @property
     def flops_per_step(self) -> float:
-        """2 × the multiply-adds of one step's matrix products: every layer's forward product,
-        every weight gradient, and every hidden delta, for the samples of an average step."""
+        """2 × the multiply-adds of one step's products: every weight layer's forward product,
+        weight gradient and (above the first) input delta, each |W| multiply-adds per output
+        position (one for Dense, Ho·Wo for Conv2D), for the samples of an average step."""
         sizes = padded(
             batch_schedule(len(self.X), self.problem.batch_size, self.steps, 0), len(self.X)
         )[1]
         N = float(np.mean(sizes))
-        products = [a * b for a, b in zip(self.net.layers[:-1], self.net.layers[1:], strict=True)]
+        net = self.net
+        outputs = [
+            s
+            for layer, s in zip(net.stack, net.output_shapes, strict=True)
+            if isinstance(layer, Weighted)
+        ]
+        products = [
+            math.prod(shapes["W"]) * math.prod(shape[:-1])  # positions Ho·Wo, or 1
+            for shapes, shape in zip(net.shapes(), outputs, strict=True)
+        ]
         return 2.0 * N * (2 * sum(products) + sum(products[1:]))
 
     def train(self, backend: str) -> Trajectory:

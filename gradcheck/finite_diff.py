@@ -22,8 +22,10 @@ Two modes:
   the k-th power. A sum or mean of the outputs, the usual shortcut, is a single fixed direction
   that whole classes of bugs are orthogonal to; random ones are not.
 
-A relu at 0 has no derivative. Where the steps ±h carry a pre-activation across a kink of its
-activation (the registry's ``kinks``) the estimate is reported as a kink, not compared.
+A relu at 0 has no derivative, nor has a max pool where two entries of a window tie. Where the
+steps ±h carry a pre-activation across a kink of its activation (the registry's ``kinks``), or
+change which entry of a pooling window is its first maximum, the estimate is reported as a kink,
+not compared.
 
 A gradient is compared with the estimates in one place, `compare`, for ``verify`` and
 ``check_backward`` alike: held to the tolerance policy's floor or, where larger, ten times the
@@ -41,7 +43,6 @@ import numpy as np
 
 from gradcheck import witness
 from gradcheck.network import Network, Params
-from gradcheck.ops import ACTIVATIONS
 
 EPS = float(np.finfo(np.float64).eps)
 STEP = EPS ** (1 / 3)
@@ -210,8 +211,8 @@ class _NetworkLoss:
 
     def crosses_kink(self, theta: np.ndarray, direction: np.ndarray) -> Callable[..., bool]:
         """Whether moving from θ + a·v to θ + b·v carries a pre-activation across a kink of its
-        activation (relu's 0)."""
-        if not any(ACTIVATIONS[name].kinks for name in self.net.activations):
+        activation (relu's 0) or moves a pooling window's first maximum."""
+        if not witness.has_kinks(self.net):
             return lambda a, b: False
 
         def kink(a: float, b: float) -> bool:

@@ -9,6 +9,7 @@ than its input, a Dense layer on an image that was not flattened.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
@@ -72,6 +73,12 @@ class Conv2D:
     def kernel(self) -> tuple[int, int]:
         return _pair("kernel_size", self.kernel_size)
 
+    def describe(self) -> str:
+        """E.g. ``conv 8 3×3 same relu``, with ``/2`` for a stride of 2."""
+        kh, kw = self.kernel
+        stride = f"/{self.strides}" if self.strides != 1 else ""
+        return _words(f"conv {self.filters} {kh}×{kw}{stride} {self.padding}", self)
+
     def output_shape(self, shape: Shape) -> Shape:
         height, width, _ = _image(self, shape)
         if self.padding == "same":
@@ -108,6 +115,11 @@ class _Pool:
     def stride(self) -> int:
         return self.pool_size if self.strides is None else int(self.strides)
 
+    def describe(self) -> str:
+        """E.g. ``maxpool 2``, with ``/1`` for a stride other than the pool size."""
+        stride = f"/{self.stride}" if self.stride != self.pool_size else ""
+        return f"{type(self).__name__[:3].lower()}pool {self.pool_size}{stride}"
+
     def output_shape(self, shape: Shape) -> Shape:
         height, width, channels = _image(self, shape)
         size = self.pool_size
@@ -135,6 +147,9 @@ class AvgPool2D(_Pool):
 class Flatten:
     """(H, W, C) → (H·W·C,), row-major, as Keras's Flatten."""
 
+    def describe(self) -> str:
+        return "flatten"
+
     def output_shape(self, shape: Shape) -> Shape:
         return (math.prod(shape),)
 
@@ -156,6 +171,10 @@ class Dense:
         if not isinstance(self.bias, bool):
             raise ValueError(f"bias must be True or False; got {self.bias!r}")
 
+    def describe(self) -> str:
+        """E.g. ``dense 10 softmax``."""
+        return _words(f"dense {self.units}", self)
+
     def output_shape(self, shape: Shape) -> Shape:
         if len(shape) != 1:
             raise ValueError(
@@ -171,6 +190,18 @@ class Dense:
 
 
 Layer = Conv2D | MaxPool2D | AvgPool2D | Flatten | Dense
+#: The layers with parameters and an activation.
+Weighted = Conv2D | Dense
+Pooling = MaxPool2D | AvgPool2D
+
+
+def _words(head: str, layer: Weighted) -> str:
+    return f"{head} {layer.activation}" + ("" if layer.bias else " no bias")
+
+
+def as_dict(layer: Layer) -> dict[str, Any]:
+    """The layer as JSON: its class name as ``type`` and its arguments."""
+    return {"type": type(layer).__name__, **dataclasses.asdict(layer)}
 
 
 def output_shapes(input_shape: Any, layers: list[Layer]) -> list[Shape]:

@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from gradcheck import layers as nn
 from gradcheck import ops
+from gradcheck.layers import Dense, Shape, Weighted, output_shapes
 
 #: The names the registry (`gradcheck.ops`) declares.
 ACTIVATIONS = tuple(ops.ACTIVATIONS)
@@ -37,50 +39,49 @@ def _one_of(argument: str, value: object, allowed: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class Network:
-    """A fully connected network: ``layers`` widths, one activation per weight layer, a loss.
+    """A network: its layers, one activation per weight layer, a loss.
+
+    Two forms. The dense shorthand gives widths, ``Network([3, 4, 1])``: fully connected layers
+    with ``activation`` and ``bias`` shared or listed per weight layer. A layer list gives
+    `gradcheck.layers` objects and the per-sample ``input_shape``, channels-last::
+
+        Network([Conv2D(8, 3, padding="same", activation="relu"), MaxPool2D(2), Flatten(),
+                 Dense(10, activation="softmax")], input_shape=(8, 8, 1), loss="softmax_ce")
+
+    where each Conv2D and Dense layer carries its own activation and bias; the last layer is
+    a Dense layer.
 
     Args:
-        layers: the widths from input to output, e.g. ``[3, 4, 1]``; at least two.
-        activation: one name for every weight layer, or a list with one name per weight layer:
-            ``sigmoid``, ``tanh``, ``relu`` (relu′(0) = 0), ``identity``, ``softplus``, or
-            ``softmax`` (output layer only); `gradcheck.ops` declares them.
+        layers: the widths from input to output, e.g. ``[3, 4, 1]``; at least two. Or a list of
+            Conv2D, MaxPool2D, AvgPool2D, Flatten and Dense layers.
+        activation: (widths only; default sigmoid) one name for every weight layer, or a list with
+            one name per weight layer: ``sigmoid``, ``tanh``, ``relu`` (relu′(0) = 0),
+            ``identity``, ``softplus``, or ``softmax`` (output layer only); `gradcheck.ops`
+            declares them.
         loss: with N samples and K outputs, ``half_sse`` = ½Σ(a − y)², ``mse`` = (1/NK)Σ(a − y)²,
             ``bce`` = (1/NK)Σ −[y log a + (1 − y) log(1 − a)] (needs a sigmoid output),
             ``softmax_ce`` = (1/N)Σ −Σ_k y log a (needs a softmax output).
-        bias: whether each weight layer has a bias vector ``b``.
+        bias: (widths only; default True) whether each weight layer has a bias vector ``b``.
         dtype: ``float32`` or ``float64``; every backend computes in it.
+        input_shape: (layer lists only) one sample's shape, e.g. ``(8, 8, 1)`` for an 8×8 image
+            with one channel, or ``(64,)``.
     """
 
-    layers: Sequence[int]
-    activation: str | Sequence[str] = "sigmoid"
+    layers: Sequence[int] | Sequence[nn.Layer]
+    activation: str | Sequence[str] | None = None
     loss: str = "half_sse"
-    bias: bool = True
+    bias: bool = None  # type: ignore[assignment]  # None: True for widths
     dtype: str = "float64"
+    input_shape: tuple[int, ...] = None  # type: ignore[assignment]  # None: (layers[0],)
 
     def __post_init__(self) -> None:
         layers = self.layers
         if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence):
             raise TypeError(f"layers must be a list of widths such as [3, 4, 1]; got {layers!r}")
-        if len(layers) < 2:
-            raise ValueError(
-                f"layers must give at least an input and an output width; got {list(layers)}"
-            )
-        for width in layers:
-            if not isinstance(width, numbers.Integral) or isinstance(width, bool) or width < 1:
-                raise ValueError(f"layers must be positive integers; got {list(layers)}")
-        object.__setattr__(self, "layers", tuple(int(w) for w in layers))
-
-        activation = self.activation
-        if not isinstance(activation, str):
-            if not isinstance(activation, Sequence):
-                raise TypeError(f"activation must be a name or a list of names; got {activation!r}")
-            if len(activation) != self.depth:
-                raise ValueError(
-                    f"activation must have one name per weight layer ({self.depth} for layers "
-                    f"{list(self.layers)}); got {len(activation)}: {list(activation)}"
-                )
-            activation = tuple(activation)
-            object.__setattr__(self, "activation", activation)
+        if any(isinstance(layer, nn.Layer) for layer in layers):
+            self._init_layer_list()
+        else:
+            self._init_widths()
         for name in self.activations:
             _one_of("activation", name, ACTIVATIONS)
         for name in self.activations[:-1]:
@@ -89,52 +90,156 @@ class Network:
                     f"{name} is allowed on the output layer only; got activations "
                     f"{list(self.activations)}"
                 )
-        for width, name in zip(self.layers[1:], self.activations, strict=True):
-            fewest = ops.ACTIVATIONS[name].min_units
-            if width < fewest:
+        for layer in self.weighted:
+            fewest = ops.ACTIVATIONS[layer.activation].min_units
+            if isinstance(layer, Dense) and layer.units < fewest:
                 raise ValueError(
-                    f"{name} needs at least {fewest} units; got layers {list(self.layers)}"
+                    f"{layer.activation} needs at least {fewest} units; got {self._shown()}"
                 )
         _one_of("loss", self.loss, LOSSES)
         output = self.activations[-1]
         required = ops.LOSSES[self.loss].output
         if required is not None and output != required:
             raise ValueError(f"loss {self.loss!r} needs a {required} output layer; got {output!r}")
+        _one_of("dtype", self.dtype, DTYPES)
+
+    def _init_widths(self) -> None:
+        layers: Any = self.layers
+        if len(layers) < 2:
+            raise ValueError(
+                f"layers must give at least an input and an output width; got {list(layers)}"
+            )
+        for width in layers:
+            if not isinstance(width, numbers.Integral) or isinstance(width, bool) or width < 1:
+                raise ValueError(f"layers must be positive integers; got {list(layers)}")
+        object.__setattr__(self, "layers", tuple(int(w) for w in layers))
+        if self.input_shape is not None and tuple(self.input_shape) != (self.layers[0],):
+            raise ValueError(
+                f"input_shape is the first width, {(self.layers[0],)}, for layers "
+                f"{list(self.layers)}; got {self.input_shape!r}"
+            )
+        object.__setattr__(self, "input_shape", (self.layers[0],))
+        if self.bias is None:
+            object.__setattr__(self, "bias", True)
         if not isinstance(self.bias, bool):
             raise TypeError(f"bias must be True or False; got {self.bias!r}")
-        _one_of("dtype", self.dtype, DTYPES)
+        activation = "sigmoid" if self.activation is None else self.activation
+        if not isinstance(activation, str):
+            if not isinstance(activation, Sequence):
+                raise TypeError(f"activation must be a name or a list of names; got {activation!r}")
+            if len(activation) != len(layers) - 1:
+                raise ValueError(
+                    f"activation must have one name per weight layer ({len(layers) - 1} for layers "
+                    f"{list(self.layers)}); got {len(activation)}: {list(activation)}"
+                )
+            activation = tuple(activation)
+        object.__setattr__(self, "activation", activation)
+        names = self.activations
+        stack = (Dense(w, name, self.bias) for w, name in zip(layers[1:], names, strict=True))
+        object.__setattr__(self, "_stack", tuple(stack))
+
+    def _init_layer_list(self) -> None:
+        layers: Any = tuple(self.layers)
+        if self.input_shape is None:
+            raise ValueError("input_shape must be given with a list of layers, e.g. (8, 8, 1)")
+        for argument in ("activation", "bias"):
+            if getattr(self, argument) is not None:
+                raise ValueError(
+                    f"{argument} is given on each Conv2D and Dense layer of a layer list; "
+                    f"got {argument}={getattr(self, argument)!r}"
+                )
+        shapes = output_shapes(self.input_shape, list(layers))
+        if not isinstance(layers[-1], Dense):
+            raise ValueError(
+                f"the last layer must be Dense, whose units are the outputs; got {layers[-1]!r}"
+            )
+        object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "input_shape", tuple(int(n) for n in self.input_shape))
+        object.__setattr__(self, "_stack", layers)
+        object.__setattr__(self, "_shapes", tuple(shapes))
+        weighted = [layer for layer in layers if isinstance(layer, Weighted)]
+        object.__setattr__(self, "activation", tuple(layer.activation for layer in weighted))
+        object.__setattr__(self, "bias", all(layer.bias for layer in weighted))
+
+    @property
+    def dense(self) -> bool:
+        """Given as widths: fully connected layers sharing one bias setting."""
+        return isinstance(self.layers[0], int)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The widths from input to output: ``layers`` of the dense shorthand, or every layer's
+        size for a list of Dense layers on a flat input; a ValueError for images."""
+        if any(len(shape) != 1 for shape in (self.input_shape, *self.output_shapes)):
+            raise ValueError(f"a network on images has no widths: {self.describe()}")
+        return tuple(shape[0] for shape in (self.input_shape, *self.output_shapes))
+
+    @property
+    def stack(self) -> tuple[nn.Layer, ...]:
+        """Every layer as a `gradcheck.layers` object; the widths' Dense layers for the
+        shorthand."""
+        return self._stack  # type: ignore[attr-defined]
+
+    @property
+    def weighted(self) -> tuple[Weighted, ...]:
+        """The layers with parameters, one per entry of ``params``."""
+        return tuple(layer for layer in self.stack if isinstance(layer, Weighted))
+
+    @property
+    def output_shapes(self) -> tuple[Shape, ...]:
+        """The per-sample shape each layer of ``stack`` makes."""
+        if self.dense:
+            return tuple((width,) for width in self.layers[1:])  # type: ignore[misc]
+        return self._shapes  # type: ignore[attr-defined]
+
+    @property
+    def input_shapes(self) -> tuple[Shape, ...]:
+        """The per-sample shape each layer of ``stack`` takes."""
+        return (self.input_shape, *self.output_shapes[:-1])
+
+    @property
+    def outputs(self) -> int:
+        """K, the number of outputs per sample."""
+        return self.output_shapes[-1][0]
 
     @property
     def depth(self) -> int:
-        """The number of weight layers, ``len(layers) - 1``."""
-        return len(self.layers) - 1
+        """The number of weight layers (``len(layers) - 1`` for widths)."""
+        return len(self.weighted)
 
     @property
     def activations(self) -> tuple[str, ...]:
         """One activation name per weight layer."""
         if isinstance(self.activation, str):
-            return (self.activation,) * self.depth
-        return tuple(self.activation)
+            return (self.activation,) * (len(self.layers) - 1)
+        return tuple(self.activation)  # type: ignore[arg-type]
 
     @property
     def np_dtype(self) -> np.dtype:
         return np.dtype(self.dtype)
 
+    def _shown(self) -> str:
+        return f"layers {list(self.layers)}"
+
     def describe(self) -> str:
-        """A one-line summary, e.g. ``3-4-1 sigmoid/sigmoid half_sse, no bias, float64``."""
+        """A one-line summary, e.g. ``3-4-1 sigmoid/sigmoid half_sse, no bias, float64`` or
+        ``8×8×1 → conv 8 3×3 same relu → maxpool 2 → flatten → dense 10 softmax, softmax_ce,
+        float64``."""
+        if not self.dense:
+            shape = "×".join(str(n) for n in self.input_shape)
+            stack = " → ".join(layer.describe() for layer in self.stack)
+            return f"{shape} → {stack}, {self.loss}, {self.dtype}"
         widths = "-".join(str(w) for w in self.layers)
         bias = "bias" if self.bias else "no bias"
         return f"{widths} {'/'.join(self.activations)} {self.loss}, {bias}, {self.dtype}"
 
     def shapes(self) -> list[dict[str, tuple[int, ...]]]:
         """The shape of every parameter, structured like ``params``."""
-        shapes = []
-        for fan_in, fan_out in zip(self.layers[:-1], self.layers[1:], strict=True):
-            layer: dict[str, tuple[int, ...]] = {"W": (fan_in, fan_out)}
-            if self.bias:
-                layer["b"] = (fan_out,)
-            shapes.append(layer)
-        return shapes
+        return [
+            layer.param_shapes(shape)
+            for layer, shape in zip(self.stack, self.input_shapes, strict=True)
+            if isinstance(layer, Weighted)
+        ]
 
     def init(self, seed: int = 0, scheme: str = "glorot_uniform") -> Params:
         """Fresh parameters, one dict per weight layer, in the net's dtype.
@@ -143,10 +248,12 @@ class Network:
         ``scheme="uniform"`` is U[0, 1), the notebook's ``np.random.rand(fan_in, fan_out)`` for
         each layer in turn: its unseeded draws made reproducible (the same arrays as its code run
         after ``np.random.seed(seed)``). ``glorot_uniform`` is Keras's default, U(−l, l) with
-        l = √(6 / (fan_in + fan_out)). Biases start at zero, as in Keras.
+        l = √(6 / (fan_in + fan_out)), where a (kh, kw, C, O) kernel has fan_in = kh·kw·C and
+        fan_out = kh·kw·O. Biases start at zero, as in Keras.
 
         Returns:
-            ``[{"W": (fan_in, fan_out), "b": (fan_out,)}, ...]``, ``"b"`` absent without bias.
+            ``[{"W": (fan_in, fan_out), "b": (fan_out,)}, ...]``, ``"b"`` absent without bias;
+            a Conv2D layer's W is (kh, kw, C, O).
         """
         if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
@@ -154,15 +261,17 @@ class Network:
         rng = np.random.RandomState(int(seed))
         params: Params = []
         for shapes in self.shapes():
-            fan_in, fan_out = shapes["W"]
+            shape = shapes["W"]
             if scheme == "uniform":
-                W = rng.rand(fan_in, fan_out)
+                W = rng.rand(*shape)
             else:
+                receptive = math.prod(shape[:-2])  # kh·kw for a kernel, 1 for a Dense W
+                fan_in, fan_out = receptive * shape[-2], receptive * shape[-1]
                 limit = math.sqrt(6.0 / (fan_in + fan_out))
-                W = rng.uniform(-limit, limit, size=(fan_in, fan_out))
+                W = rng.uniform(-limit, limit, size=shape)
             layer = {"W": W.astype(self.dtype)}
-            if self.bias:
-                layer["b"] = np.zeros(fan_out, dtype=self.dtype)
+            if "b" in shapes:
+                layer["b"] = np.zeros(shapes["b"], dtype=self.dtype)
             params.append(layer)
         return params
 
@@ -186,8 +295,13 @@ def _as_float_array(argument: str, value: Any, dtype: np.dtype) -> np.ndarray:
 
 
 def check_X(net: Network, X: Any) -> np.ndarray:
-    """``X`` cast to the net's dtype, after checking it is ``(N, layers[0])`` and finite."""
+    """``X`` cast to the net's dtype, after checking it is ``(N, *input_shape)`` and finite."""
     X = _as_float_array("X", X, net.np_dtype)
+    if not net.dense:
+        if X.shape[1:] != net.input_shape:
+            shape = ", ".join(str(n) for n in net.input_shape)
+            raise ValueError(f"X must have shape (samples, {shape}); got shape {X.shape}")
+        return X
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (samples, {net.layers[0]}); got shape {X.shape}")
     if X.shape[1] != net.layers[0]:
@@ -196,14 +310,13 @@ def check_X(net: Network, X: Any) -> np.ndarray:
 
 
 def check_data(net: Network, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(X, y)`` cast to the net's dtype: ``X (N, layers[0])``, ``y (N, layers[-1])``."""
+    """``(X, y)`` cast to the net's dtype: ``X (N, *input_shape)``, ``y (N, outputs)``."""
     X = check_X(net, X)
     y = _as_float_array("y", y, net.np_dtype)
-    expected = (X.shape[0], net.layers[-1])
+    expected = (X.shape[0], net.outputs)
     if y.shape != expected:
-        raise ValueError(
-            f"y must have shape {expected} (X's rows, layers[-1]); got shape {y.shape}"
-        )
+        outputs = "layers[-1]" if net.dense else "the last layer's units"
+        raise ValueError(f"y must have shape {expected} (X's rows, {outputs}); got shape {y.shape}")
     targets = ops.LOSSES[net.loss].targets
     if targets is not None and (np.any(y < targets[0]) or np.any(y > targets[1])):
         raise ValueError(f"y must lie in [{targets[0]:g}, {targets[1]:g}] for loss {net.loss!r}")
@@ -216,8 +329,7 @@ def check_params(net: Network, params: Any) -> Params:
     if not isinstance(params, Sequence) or len(params) != len(expected):
         got = len(params) if isinstance(params, Sequence) else type(params).__name__
         raise ValueError(
-            f"params must be a list of {len(expected)} layer dicts for layers "
-            f"{list(net.layers)}; got {got}"
+            f"params must be a list of {len(expected)} layer dicts for {net._shown()}; got {got}"
         )
     checked: Params = []
     for index, (layer, shapes) in enumerate(zip(params, expected, strict=True), start=1):

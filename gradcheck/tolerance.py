@@ -44,6 +44,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from gradcheck import witness
+from gradcheck.layers import Dense, Flatten, MaxPool2D, Pooling, Weighted
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
 
@@ -68,9 +69,25 @@ class Tolerances:
 def tolerances(net: Network, n_samples: int, steps: int) -> Tolerances:
     """The tolerances for ``net`` on ``n_samples`` samples trained for ``steps`` steps."""
     eps = float(np.finfo(net.dtype).eps)
-    longest_sum = max(n_samples, *net.layers)
-    point = SAFETY * eps * math.sqrt(longest_sum) * net.depth
+    point = SAFETY * eps * math.sqrt(longest_sum(net, n_samples)) * net.depth
     return Tolerances(point=point, trajectory=point * math.sqrt(steps + 1))
+
+
+def longest_sum(net: Network, n_samples: int) -> int:
+    """The most terms any one value of the forward or backward pass adds up: a weight layer's
+    fan-in (forward), its fan-out (the delta it passes down), its gradient's samples times
+    output positions, a pooling window."""
+    lengths = [n_samples]
+    for layer, shape_in, shape_out in zip(
+        net.stack, net.input_shapes, net.output_shapes, strict=True
+    ):
+        if isinstance(layer, Weighted):
+            W = layer.param_shapes(shape_in)["W"]  # (fan_in, units) or (kh, kw, C, O)
+            positions = math.prod(shape_out[:-1])  # Ho·Wo, or 1
+            lengths += [math.prod(W[:-1]), math.prod(W[:-2]) * W[-1], n_samples * positions]
+        elif isinstance(layer, Pooling):
+            lengths.append(layer.pool_size**2)
+    return max(lengths)
 
 
 def conditioned(tolerances: Tolerances, sensitivity: float) -> Tolerances:
@@ -172,25 +189,77 @@ def gradient_magnitudes(net: Network, params: Params, X: np.ndarray, y: np.ndarr
 def backward_magnitudes(
     net: Network, params: Params, X: np.ndarray, y: np.ndarray
 ) -> tuple[list[np.ndarray], Params]:
-    """`gradient_magnitudes` with the bounds on each layer's delta δ_l as well:
-    ``(deltas, gradients)``, ``deltas[l - 1]`` of shape ``(N, n_l)``."""
-    activations = witness.forward(net, params, X).activations
+    """`gradient_magnitudes` with the bounds on each weight layer's delta δ_l as well:
+    ``(deltas, gradients)``, ``deltas[l - 1]`` shaped like z_l, ``(N, n_l)`` for a Dense one."""
+    values = witness.forward(net, params, X).activations  # values[k]: layer k's input
     spec = lookup(LOSSES, net.loss, "loss")
-    delta = spec.terms(activations[-1], np.asarray(y, np.float64))  # (N, K)
-    if spec.output is None:  # a bound on ∂C/∂a: carry it through the output activation
-        delta = _abs_activation_backward(net.activations[-1], activations[-1], delta)
-    deltas = [delta]
+    grad = spec.terms(values[-1], np.asarray(y, np.float64))  # on ∂C/∂a_L: (N, K)
+    deltas: list[np.ndarray] = []
     magnitudes: Params = [{} for _ in params]
-    for i in reversed(range(net.depth)):
-        magnitudes[i]["W"] = np.abs(activations[i]).T @ delta  # (n_{i-1}, N) @ (N, n_i)
-        if net.bias:
-            magnitudes[i]["b"] = delta.sum(axis=0)
-        if i > 0:
-            W = np.abs(np.asarray(params[i]["W"], np.float64))
-            grad_a = delta @ W.T  # (N, n_i) @ (n_i, n_{i-1})
-            delta = _abs_activation_backward(net.activations[i - 1], activations[i], grad_a)
-            deltas.insert(0, delta)
+    w = len(params)
+    for k in reversed(range(len(net.stack))):
+        layer, x = net.stack[k], values[k]
+        if not isinstance(layer, Weighted):
+            grad = _abs_layer_backward(layer, x, grad)
+            continue
+        w -= 1
+        if k < len(net.stack) - 1 or spec.output is None:  # through the activation to ∂C/∂z
+            grad = _abs_activation_backward(layer.activation, values[k + 1], grad)
+        deltas.insert(0, grad)
+        W = np.abs(np.asarray(params[w]["W"], np.float64))
+        magnitudes[w]["W"], bias = _abs_weight_grads(layer, np.abs(x), grad)
+        if "b" in params[w]:
+            magnitudes[w]["b"] = bias
+        if w > 0:
+            grad = _abs_input_grad(layer, x.shape, W, grad)
     return deltas, magnitudes
+
+
+def _abs_weight_grads(
+    layer: Weighted, x: np.ndarray, delta: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """|x|ᵀ|δ| for a Dense layer, the correlation of |x| with |δ| for a Conv2D one; Σ|δ|."""
+    bias = delta.reshape(-1, delta.shape[-1]).sum(axis=0)
+    if isinstance(layer, Dense):
+        return x.T @ delta, bias  # (n_{l-1}, N) @ (N, n_l)
+    windows = witness.patches(x, layer.kernel, layer.strides, layer.padding)  # (N,Ho,Wo,C,kh,kw)
+    return np.tensordot(windows, delta, axes=([0, 1, 2], [0, 1, 2])).transpose(1, 2, 0, 3), bias
+
+
+def _abs_input_grad(
+    layer: Weighted, shape: tuple[int, ...], W: np.ndarray, delta: np.ndarray
+) -> np.ndarray:
+    """|δ||W|ᵀ for a Dense layer; for a Conv2D one each window's |δ||W[p,q]|ᵀ added back
+    into the window of the padded input, the padding then dropped."""
+    if isinstance(layer, Dense):
+        return delta @ W.T  # (N, n_l) @ (n_l, n_{l-1})
+    (kh, kw), s = layer.kernel, layer.strides
+    pads = [
+        witness.padding(shape[1 + axis], layer.kernel[axis], s, layer.padding) for axis in (0, 1)
+    ]
+    padded = np.zeros((shape[0], shape[1] + sum(pads[0]), shape[2] + sum(pads[1]), shape[3]))
+    rows, cols = delta.shape[1:3]
+    for p in range(kh):
+        for q in range(kw):
+            padded[:, p : p + s * rows : s, q : q + s * cols : s] += delta @ W[p, q].T
+    (top, _), (left, _) = pads
+    return padded[:, top : top + shape[1], left : left + shape[2]]
+
+
+def _abs_layer_backward(layer: Pooling | Flatten, x: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """A bound on ∂C/∂x from one on ∂C/∂(layer's output), for a layer without weights: a max
+    pool's routed to each window's first maximum, an average pool's spread over its window."""
+    if isinstance(layer, Flatten):
+        return grad.reshape(x.shape)
+    size, s = layer.pool_size, layer.stride
+    rows, cols = grad.shape[1:3]
+    first = witness.first_maxima(layer, x) if isinstance(layer, MaxPool2D) else None
+    dx = np.zeros(x.shape)
+    for k in range(size * size):
+        p, q = divmod(k, size)
+        share = grad / size**2 if first is None else np.where(first == k, grad, 0.0)
+        dx[:, p : p + s * rows : s, q : q + s * cols : s] += share
+    return dx
 
 
 def _abs_activation_backward(activation: str, a: np.ndarray, grad_a: np.ndarray) -> np.ndarray:

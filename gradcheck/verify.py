@@ -606,7 +606,7 @@ class _Problem:
     @property
     def sizes(self) -> tuple[int, int]:
         """(N, K): samples and outputs, after which a factor is named."""
-        return self.X.shape[0], self.net.layers[-1]
+        return self.X.shape[0], self.net.outputs
 
 
 def _explain(

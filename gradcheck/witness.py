@@ -10,15 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
+from gradcheck.layers import Conv2D, Dense, Flatten, MaxPool2D, Pooling, Weighted
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
 
 
 @dataclass(frozen=True)
 class Forward:
-    """Every layer's pre-activation ``zs[l]`` and activation ``activations[l + 1]``, with
-    ``activations[0] = X``; all float64, ``(N, n_l)``."""
+    """Every weight layer's pre-activation ``zs[l]``, and ``activations``: X and every layer's
+    output, ``activations[k]`` being layer k's input (for widths, the weight layers' a_l);
+    all float64."""
 
     zs: list[np.ndarray]
     activations: list[np.ndarray]
@@ -32,14 +35,58 @@ def forward(net: Network, params: Params, X: np.ndarray) -> Forward:
     """The network's forward pass in float64, whatever ``net.dtype`` says."""
     a = np.asarray(X, np.float64)
     zs, activations = [], [a]
-    for layer, name in zip(params, net.activations, strict=True):
-        z = a @ np.asarray(layer["W"], np.float64)
-        if "b" in layer:
-            z = z + np.asarray(layer["b"], np.float64)
-        a = lookup(ACTIVATIONS, name, "activation").reference(z)
-        zs.append(z)
+    weights = iter(params)
+    for layer in net.stack:
+        if isinstance(layer, Weighted):
+            values = next(weights)
+            W = np.asarray(values["W"], np.float64)
+            z = a @ W if isinstance(layer, Dense) else _correlate(a, W, layer)
+            if "b" in values:
+                z = z + np.asarray(values["b"], np.float64)
+            a = lookup(ACTIVATIONS, layer.activation, "activation").reference(z)
+            zs.append(z)
+        else:
+            a = _pool_or_flatten(layer, a)
         activations.append(a)
     return Forward(zs, activations)
+
+
+def patches(x: np.ndarray, kernel: tuple[int, int], stride: int, mode: str) -> np.ndarray:
+    """Every window a kernel of ``kernel`` meets in the (N, H, W, C) image x, padded as Keras
+    pads for ``mode`` "valid" or "same": (N, Ho, Wo, C, kh, kw), a view where no padding is
+    needed."""
+    if mode == "same":
+        pads = [padding(x.shape[1 + axis], kernel[axis], stride, mode) for axis in (0, 1)]
+        x = np.pad(x, [(0, 0), *pads, (0, 0)])
+    return sliding_window_view(x, kernel, axis=(1, 2))[:, ::stride, ::stride]
+
+
+def padding(size: int, kernel: int, stride: int, mode: str) -> tuple[int, int]:
+    """The rows (or columns) added before and after an axis of ``size``: none for "valid";
+    for "same" enough for ⌈size / stride⌉ windows, the odd one at the end."""
+    if mode == "valid":
+        return 0, 0
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _correlate(x: np.ndarray, W: np.ndarray, layer: Conv2D) -> np.ndarray:
+    """z[n,i,j,o] = Σ_{c,p,q} window[n,i,j,c,p,q] W[p,q,c,o]."""
+    windows = patches(x, layer.kernel, layer.strides, layer.padding)
+    return np.tensordot(windows, W, axes=([3, 4, 5], [2, 0, 1]))
+
+
+def _pool_or_flatten(layer: Pooling | Flatten, x: np.ndarray) -> np.ndarray:
+    if isinstance(layer, Flatten):
+        return x.reshape(len(x), -1)
+    windows = patches(x, (layer.pool_size, layer.pool_size), layer.stride, "valid")
+    return windows.max(axis=(4, 5)) if isinstance(layer, MaxPool2D) else windows.mean(axis=(4, 5))
+
+
+def first_maxima(layer: MaxPool2D, x: np.ndarray) -> np.ndarray:
+    """Which entry of each pooling window of x holds its first maximum, row-major."""
+    windows = patches(x, (layer.pool_size, layer.pool_size), layer.stride, "valid")
+    return windows.reshape(*windows.shape[:4], -1).argmax(axis=4)
 
 
 def loss(net: Network, outputs: Forward, y: np.ndarray) -> float:
@@ -48,10 +95,24 @@ def loss(net: Network, outputs: Forward, y: np.ndarray) -> float:
     return spec.reference(outputs.zs[-1], outputs.outputs, np.asarray(y, np.float64))
 
 
+def has_kinks(net: Network) -> bool:
+    """Whether the network has non-differentiable points: a kinked activation or a max pool."""
+    return any(ACTIVATIONS[name].kinks for name in net.activations) or any(
+        isinstance(layer, MaxPool2D) for layer in net.stack
+    )
+
+
 def kink_sides(net: Network, params: Params, X: np.ndarray) -> list[np.ndarray]:
-    """For every pre-activation that feeds an activation with kinks, which side of each kink
-    it is on: one boolean array per (layer, kink), z > kink."""
+    """Which side of every kink the network is on: for each pre-activation that feeds an
+    activation with kinks, z > kink, one boolean array per (layer, kink); for each max pool,
+    the position of every window's first maximum."""
+    outputs = forward(net, params, X)
+    zs = iter(outputs.zs)
     sides: list[np.ndarray] = []
-    for name, z in zip(net.activations, forward(net, params, X).zs, strict=True):
-        sides.extend(z > kink for kink in ACTIVATIONS[name].kinks)
+    for layer, x in zip(net.stack, outputs.activations, strict=False):
+        if isinstance(layer, Weighted):
+            z = next(zs)
+            sides.extend(z > kink for kink in ACTIVATIONS[layer.activation].kinks)
+        elif isinstance(layer, MaxPool2D):
+            sides.append(first_maxima(layer, x))
     return sides

@@ -220,7 +220,7 @@ def loss_and_grads(
 
 def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
     with jax.enable_x64(True):
-        offsets = [jnp.zeros((X.shape[0], width), net.dtype) for width in net.layers[1:]]
+        offsets = [jnp.zeros((X.shape[0], width), net.dtype) for width in net.widths[1:]]
         (loss, (zs, activations)), (grads, deltas) = _jit_trace(params, offsets, X, y, net=net)
         return Trace(
             _to_numpy(zs), _to_numpy(activations), float(loss), _to_numpy(deltas), _to_numpy(grads)

@@ -94,8 +94,8 @@ def build_model(net: Network) -> keras.Sequential:
     Each layer computes and keeps its variables in the net's dtype through its own dtype policy,
     so Keras's global floatx is left as the user set it.
     """
-    layers: list[Any] = [keras.Input((net.layers[0],), dtype=net.dtype)]
-    for width, activation in zip(net.layers[1:], net.activations, strict=True):
+    layers: list[Any] = [keras.Input((net.widths[0],), dtype=net.dtype)]
+    for width, activation in zip(net.widths[1:], net.activations, strict=True):
         layers.append(
             keras.layers.Dense(
                 width,
@@ -324,8 +324,8 @@ class _Trainer:
         self.run = tf.function(self._run, jit_compile=True)
         # One trace for every batch size; XLA compiles a loop for each size it meets.
         signature = [
-            tf.TensorSpec((None, net.layers[0]), net.dtype),
-            tf.TensorSpec((None, net.layers[-1]), net.dtype),
+            tf.TensorSpec((None, net.widths[0]), net.dtype),
+            tf.TensorSpec((None, net.widths[-1]), net.dtype),
             tf.TensorSpec((None, None), tf.int64),
         ]
         self.run_batches = tf.function(

@@ -500,10 +500,10 @@ class Workspace:
             np.array(layer["b"], dtype, copy=copy_or_if_needed) if net.bias else np.empty(0, dtype)
             for layer in params
         )
-        self.A = (np.ascontiguousarray(X), *(np.empty((N, w), dtype) for w in net.layers[1:]))
-        self.logits = np.empty((N, net.layers[-1]), dtype)
+        self.A = (np.ascontiguousarray(X), *(np.empty((N, w), dtype) for w in net.widths[1:]))
+        self.logits = np.empty((N, net.widths[-1]), dtype)
         self.log_norm = np.empty(N, dtype)
-        self.D = tuple(np.empty((N, w), dtype) for w in net.layers[1:])
+        self.D = tuple(np.empty((N, w), dtype) for w in net.widths[1:])
         self.dWs = tuple(np.empty_like(W) for W in self.Ws)
         self.dbs = tuple(np.empty_like(b) for b in self.bs)
         bits = np.int64 if dtype == np.float64 else np.int32  # the exponent field's integer
@@ -618,7 +618,7 @@ def train_with(
 def _batch_buffers(net: Network, ws: Workspace) -> tuple:
     """The buffers of one batch size from a workspace whose A[0] holds the batch's inputs, and
     one for its targets: (A, y, logits, log_norm, D, scratch)."""
-    y = np.empty((ws.A[0].shape[0], net.layers[-1]), net.np_dtype)
+    y = np.empty((ws.A[0].shape[0], net.widths[-1]), net.np_dtype)
     return ws.A, y, ws.logits, ws.log_norm, ws.D, ws.scratch
 
 

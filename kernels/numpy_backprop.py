@@ -10,6 +10,12 @@ For weight layer l = 1..L and a batch of N samples (rows), with a_0 = X:
     ∂C/∂b_l = Σ_samples δ_l                  (n_l,)          layer_grads
     δ_{l-1} = (δ_l W_lᵀ) ⊙ f′_{l-1}(z_{l-1}) (N, n_{l-1})    hidden_delta
 
+A network given as a list of layers walks the same steps layer by layer, with the convolution
+and pooling equations of `numpy_conv` (`conv_pre_activation`, `conv_grads`,
+`conv_input_grad`, `unweighted_forward`, `unweighted_grad`): below a Conv2D layer, or a Dense
+layer fed by a pool or Flatten, the gradient travels as ∂C/∂a until the next weight layer's f′
+turns it into that layer's δ.
+
 Every f′ is written in terms of the activation a = f(z), which is what `forward` keeps. Inputs
 arrive validated and cast to the net's dtype (see ``gradcheck.backends``); every array computed
 here stays in that dtype. The tables map the registry's names (``gradcheck.ops``) to the
@@ -25,6 +31,8 @@ from typing import NamedTuple
 import numpy as np
 
 from gradcheck.backends import Trace, Trajectory
+from gradcheck.kernels import numpy_conv as nc
+from gradcheck.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, Pooling, Weighted
 from gradcheck.network import Network, Params
 from gradcheck.ops import lookup
 from gradcheck.optimizers import SGD, Adam, Batch, Optimizer, RMSprop, batch_schedule
@@ -108,12 +116,13 @@ def activation_backward(activation: str, a: np.ndarray, grad_a: np.ndarray) -> n
     return grad_a * lookup(PRIME, activation, "activation")(a)
 
 
-# --- forward ----------------------------------------------------------------------------------
+# --- forward ---------------------------------------------------------------------------------
 
 
 class Cache(NamedTuple):
-    """What backward needs: every activation ``[a_0 = X, a_1, …, a_L]`` and the logits ``z_L``;
-    and, for a trace, every pre-activation ``[z_1, …, z_L]``."""
+    """What backward needs: ``activations``, X and every layer's output (``activations[k]`` is
+    layer k's input; for widths ``[a_0 = X, a_1, …, a_L]``) and the logits ``z_L``; and, for a
+    trace, every weight layer's pre-activation ``[z_1, …, z_L]``."""
 
     activations: list[np.ndarray]
     logits: np.ndarray
@@ -127,16 +136,39 @@ def pre_activation(a_prev: np.ndarray, layer: dict[str, np.ndarray]) -> np.ndarr
     return z
 
 
+def conv_pre_activation(
+    a_prev: np.ndarray, conv: Conv2D, layer: dict[str, np.ndarray]
+) -> np.ndarray:
+    """z = the kernel correlated with the padded input, plus b: (N, H, W, C) -> (N, Ho, Wo, O)."""
+    pads = nc.padding(a_prev.shape, conv.kernel, conv.strides, conv.padding)
+    return nc.conv2d(nc.pad(a_prev, pads), layer["W"], layer.get("b"), conv.strides)
+
+
+def unweighted_forward(layer: Pooling | Flatten, a_prev: np.ndarray) -> np.ndarray:
+    if isinstance(layer, MaxPool2D):
+        return nc.max_pool(a_prev, layer.pool_size, layer.stride)
+    if isinstance(layer, AvgPool2D):
+        return nc.avg_pool(a_prev, layer.pool_size, layer.stride)
+    return nc.flatten(a_prev)
+
+
 def forward(net: Network, params: Params, X: np.ndarray) -> Cache:
     activations, zs = [X], []
-    for layer, activation in zip(params, net.activations, strict=True):
-        zs.append(pre_activation(activations[-1], layer))
-        activations.append(lookup(ACTIVATE, activation, "activation")(zs[-1]))
+    weights = iter(params)
+    for layer in net.stack:
+        if isinstance(layer, Dense):
+            zs.append(pre_activation(activations[-1], next(weights)))
+        elif isinstance(layer, Conv2D):
+            zs.append(conv_pre_activation(activations[-1], layer, next(weights)))
+        else:
+            activations.append(unweighted_forward(layer, activations[-1]))
+            continue
+        activations.append(lookup(ACTIVATE, layer.activation, "activation")(zs[-1]))
     return Cache(activations, zs[-1], tuple(zs))
 
 
 def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
-    """The network's outputs ``a_L``, shape ``(N, layers[-1])``."""
+    """The network's outputs ``a_L``, shape ``(N, K)``."""
     return forward(net, params, X).activations[-1]
 
 
@@ -231,6 +263,32 @@ def hidden_delta(
     return activation_backward(activation, a_prev, grad_a_prev)
 
 
+def conv_grads(a_prev: np.ndarray, conv: Conv2D, delta: np.ndarray, bias: bool) -> dict:
+    """∂C/∂W, the padded input correlated with δ, and ∂C/∂b = Σ δ over samples and positions."""
+    pads = nc.padding(a_prev.shape, conv.kernel, conv.strides, conv.padding)
+    dW, db = nc.conv2d_grads(nc.pad(a_prev, pads), delta, conv.kernel, conv.strides)
+    return {"W": dW, "b": db} if bias else {"W": dW}
+
+
+def conv_input_grad(
+    a_prev: np.ndarray, conv: Conv2D, delta: np.ndarray, W: np.ndarray
+) -> np.ndarray:
+    """∂C/∂a_{l-1}: δ fully correlated with the flipped kernel, the padding then dropped."""
+    pads = nc.padding(a_prev.shape, conv.kernel, conv.strides, conv.padding)
+    padded_shape = nc.pad(a_prev[:0], pads).shape[1:]
+    dx = nc.conv2d_input_grad(delta, W, conv.strides, (len(a_prev), *padded_shape))
+    return nc.unpad(dx, pads)  # (N, H, W, C)
+
+
+def unweighted_grad(layer: Pooling | Flatten, a_prev: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """∂C/∂(the layer's input) from ∂C/∂(its output)."""
+    if isinstance(layer, MaxPool2D):
+        return nc.max_pool_grad(a_prev, grad, layer.pool_size, layer.stride)
+    if isinstance(layer, AvgPool2D):
+        return nc.avg_pool_grad(a_prev, grad, layer.pool_size, layer.stride)
+    return nc.flatten_grad(grad, a_prev.shape)
+
+
 def backward(
     net: Network,
     params: Params,
@@ -239,15 +297,42 @@ def backward(
     deltas: list[np.ndarray] | None = None,
 ) -> Params:
     """Every layer's gradients from the output delta, structured like ``params``; ``deltas``,
-    when given a list, receives δ_L, …, δ_1 in the order they are used."""
+    when given a list, receives δ_L, …, δ_1 in the order they are used.
+
+    Walking down the layers, ``delta`` is the current weight layer's δ = ∂C/∂z; below a
+    Conv2D layer, or a Dense layer on a pool or Flatten, ``grad`` = ∂C/∂a carries the gradient
+    through the layers without weights until the next weight layer's f′ makes it a δ again."""
     grads: Params = [{} for _ in params]
-    for l in reversed(range(net.depth)):
+    grad: np.ndarray | None = None
+    w = len(params)
+    for k in reversed(range(len(net.stack))):
+        layer, a_prev = net.stack[k], cache.activations[k]
+        if not isinstance(layer, Weighted):
+            assert grad is not None  # the last layer is Dense
+            grad = unweighted_grad(layer, a_prev, grad)
+            continue
+        w -= 1
+        if grad is not None:  # ∂C/∂a_l -> δ_l
+            delta, grad = (
+                activation_backward(layer.activation, cache.activations[k + 1], grad),
+                None,
+            )
         if deltas is not None:
             deltas.append(delta)
-        a_prev = cache.activations[l]
-        grads[l] = layer_grads(a_prev, delta, net.bias)
-        if l > 0:
-            delta = hidden_delta(delta, params[l]["W"], net.activations[l - 1], a_prev)
+        W = params[w]["W"]
+        if isinstance(layer, Dense):
+            grads[w] = layer_grads(a_prev, delta, "b" in params[w])
+        else:
+            grads[w] = conv_grads(a_prev, layer, delta, "b" in params[w])
+        if w == 0:
+            break
+        below = net.stack[k - 1]
+        if isinstance(layer, Dense) and isinstance(below, Weighted):
+            delta = hidden_delta(delta, W, below.activation, a_prev)
+        elif isinstance(layer, Dense):
+            grad = delta @ W.T  # (N, n_l) @ (n_l, n_{l-1}) -> (N, n_{l-1})
+        else:
+            grad = conv_input_grad(a_prev, layer, delta, W)
     return grads
 
 
@@ -264,7 +349,12 @@ def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
     zs: list[np.ndarray | None] = list(cache.zs) or [None] * net.depth
     deltas: list[np.ndarray] = []
     grads = backward(net, params, cache, output_delta(net, cache, y), deltas)
-    return Trace(zs, cache.activations[1:], loss(net, cache, y), deltas[::-1], grads)
+    outputs = [
+        a
+        for layer, a in zip(net.stack, cache.activations[1:], strict=True)
+        if isinstance(layer, Weighted)
+    ]
+    return Trace(zs, outputs, loss(net, cache, y), deltas[::-1], grads)
 
 
 # --- optimizers: the update of one parameter θ with gradient g at step t ------------------------

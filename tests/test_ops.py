@@ -14,6 +14,7 @@ import pytest
 
 import gradcheck
 from gradcheck import ops, tolerance, witness
+from gradcheck.layers import Dense
 
 ACTIVATIONS = set(ops.ACTIVATIONS)
 LOSSES = set(ops.LOSSES)
@@ -35,9 +36,13 @@ def kernels(backend: str):
 
 def stand_in(activation: str = "sigmoid", loss: str = "half_sse"):
     """A network description carrying a name no backend implements; Network would refuse it."""
+    dense = object.__new__(Dense)  # Dense would refuse it too
+    for field, value in {"units": 2, "activation": activation, "bias": False}.items():
+        object.__setattr__(dense, field, value)
     return SimpleNamespace(
-        layers=(2, 2), activations=(activation,), activation=activation, loss=loss, depth=1,
-        bias=False, dtype="float64", np_dtype=np.dtype("float64"),
+        layers=(2, 2), widths=(2, 2), stack=(dense,), activations=(activation,),
+        activation=activation, loss=loss, depth=1, bias=False, dtype="float64",
+        np_dtype=np.dtype("float64"),
     )  # fmt: skip
 
 
