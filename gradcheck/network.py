@@ -62,6 +62,7 @@ class Network:
             ``bce`` = (1/NK)Σ −[y log a + (1 − y) log(1 − a)] (needs a sigmoid output),
             ``softmax_ce`` = (1/N)Σ −Σ_k y log a (needs a softmax output).
         bias: (widths only; default True) whether each weight layer has a bias vector ``b``.
+            A layer list keeps ``activation`` and ``bias`` None; see ``activations``.
         dtype: ``float32`` or ``float64``; every backend computes in it.
         input_shape: (layer lists only) one sample's shape, e.g. ``(8, 8, 1)`` for an 8×8 image
             with one channel, or ``(64,)``.
@@ -157,9 +158,6 @@ class Network:
         object.__setattr__(self, "input_shape", tuple(int(n) for n in self.input_shape))
         object.__setattr__(self, "_stack", layers)
         object.__setattr__(self, "_shapes", tuple(shapes))
-        weighted = [layer for layer in layers if isinstance(layer, Weighted)]
-        object.__setattr__(self, "activation", tuple(layer.activation for layer in weighted))
-        object.__setattr__(self, "bias", all(layer.bias for layer in weighted))
 
     @property
     def dense(self) -> bool:
@@ -210,6 +208,8 @@ class Network:
     @property
     def activations(self) -> tuple[str, ...]:
         """One activation name per weight layer."""
+        if not self.dense:
+            return tuple(layer.activation for layer in self.weighted)
         if isinstance(self.activation, str):
             return (self.activation,) * (len(self.layers) - 1)
         return tuple(self.activation)  # type: ignore[arg-type]

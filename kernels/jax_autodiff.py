@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from gradcheck.backends import Trace, Trajectory
+from gradcheck.layers import Dense, Flatten, MaxPool2D, Pooling, Weighted
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, lookup
 from gradcheck.optimizers import SGD, Adam, Batch, Optimizer, RMSprop, padded
@@ -45,19 +46,57 @@ _LOSS: dict[str, tuple[Callable[..., jax.Array], Callable[[Any, int], Any]]] = {
 }
 
 
-def _logits(net: Network, params: Any, X: jax.Array) -> jax.Array:
-    """z_L, shape ``(N, layers[-1])``; the output activation is applied by the caller."""
-    a = X
-    for index, (layer, activation) in enumerate(zip(params, net.activations, strict=True)):
-        z = a @ layer["W"] + layer["b"] if net.bias else a @ layer["W"]
-        if index == net.depth - 1:
-            return z
-        a = lookup(_ACTIVATE, activation, "activation")(z)
-    raise AssertionError("a network has at least one weight layer")
+def _forward(
+    net: Network, params: Any, X: jax.Array, offsets: list[jax.Array] | None = None
+) -> tuple[list[jax.Array], list[jax.Array]]:
+    """Every weight layer's pre-activation z_l (plus ``offsets[l]`` when given) and its
+    activation a_l, walking the layers; pools and Flatten pass their output on."""
+    zs: list[jax.Array] = []
+    outputs: list[jax.Array] = []
+    weights, a = iter(params), X
+    for layer in net.stack:
+        if not isinstance(layer, Weighted):
+            a = _unweighted(layer, a)
+            continue
+        z = _pre_activation(layer, next(weights), a)
+        if offsets is not None:
+            z = z + offsets[len(zs)]
+        a = lookup(_ACTIVATE, layer.activation, "activation")(z)  # unused ones are traced away
+        zs.append(z)
+        outputs.append(a)
+    return zs, outputs
+
+
+def _pre_activation(layer: Weighted, weights: dict[str, jax.Array], a: jax.Array) -> jax.Array:
+    """a W + b for a Dense layer; for a Conv2D one the kernel slid over the image by XLA's
+    convolution, channels-last with Keras's (kh, kw, C, O) kernel and padding."""
+    if isinstance(layer, Dense):
+        z = a @ weights["W"]
+    else:
+        z = jax.lax.conv_general_dilated(
+            a,
+            weights["W"],
+            window_strides=(layer.strides, layer.strides),
+            padding=layer.padding.upper(),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=jax.lax.Precision.HIGHEST,
+        )
+    return z + weights["b"] if "b" in weights else z
+
+
+def _unweighted(layer: Pooling | Flatten, a: jax.Array) -> jax.Array:
+    if isinstance(layer, Flatten):
+        return a.reshape(a.shape[0], -1)
+    window = (1, layer.pool_size, layer.pool_size, 1)
+    strides = (1, layer.stride, layer.stride, 1)
+    if isinstance(layer, MaxPool2D):
+        return jax.lax.reduce_window(a, -jnp.inf, jax.lax.max, window, strides, "VALID")
+    total = jax.lax.reduce_window(a, 0.0, jax.lax.add, window, strides, "VALID")
+    return total / layer.pool_size**2
 
 
 def _predict(net: Network, params: Any, X: jax.Array) -> jax.Array:
-    return lookup(_ACTIVATE, net.activations[-1], "activation")(_logits(net, params, X))
+    return _forward(net, params, X)[1][-1]
 
 
 def _loss(
@@ -65,9 +104,8 @@ def _loss(
 ) -> jax.Array:
     """The loss exactly as the spec defines it; with ``mask`` (N,), over the samples it marks
     with 1 — a batch padded to a fixed shape."""
-    z = _logits(net, params, X)
-    a = lookup(_ACTIVATE, net.activations[-1], "activation")(z)  # unused ones are traced away
-    return _cost(net, z, a, y, mask)
+    zs, outputs = _forward(net, params, X)
+    return _cost(net, zs[-1], outputs[-1], y, mask)
 
 
 def _cost(
@@ -86,13 +124,8 @@ def _traced_loss(
 ) -> tuple[jax.Array, tuple[list[jax.Array], list[jax.Array]]]:
     """The loss with a zero ``offsets[l]`` added to each z_l, so that its gradient with respect
     to the offsets is δ_l = ∂C/∂z_l; z and a of every layer come back as auxiliary outputs."""
-    zs, activations, a = [], [], X
-    for layer, activation, offset in zip(params, net.activations, offsets, strict=True):
-        z = (a @ layer["W"] + layer["b"] if net.bias else a @ layer["W"]) + offset
-        a = lookup(_ACTIVATE, activation, "activation")(z)
-        zs.append(z)
-        activations.append(a)
-    return _cost(net, zs[-1], a, y), (zs, activations)
+    zs, outputs = _forward(net, params, X, offsets)
+    return _cost(net, zs[-1], outputs[-1], y), (zs, outputs)
 
 
 _jit_predict = jax.jit(_predict, static_argnums=0)
@@ -220,7 +253,12 @@ def loss_and_grads(
 
 def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
     with jax.enable_x64(True):
-        offsets = [jnp.zeros((X.shape[0], width), net.dtype) for width in net.widths[1:]]
+        shapes = zip(net.stack, net.output_shapes, strict=True)
+        offsets = [
+            jnp.zeros((X.shape[0], *shape), net.dtype)
+            for layer, shape in shapes
+            if isinstance(layer, Weighted)
+        ]
         (loss, (zs, activations)), (grads, deltas) = _jit_trace(params, offsets, X, y, net=net)
         return Trace(
             _to_numpy(zs), _to_numpy(activations), float(loss), _to_numpy(deltas), _to_numpy(grads)

@@ -44,6 +44,7 @@ import tensorflow as tf
 from keras import ops
 
 from gradcheck.backends import Trace, Trajectory
+from gradcheck.layers import Conv2D, Dense, Flatten, Layer, MaxPool2D
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
 from gradcheck.optimizers import SGD, Adam, Batch, Optimizer, RMSprop, batch_schedule, padded
@@ -89,36 +90,61 @@ def keras_loss(net: Network) -> keras.losses.Loss:
 
 
 def build_model(net: Network) -> keras.Sequential:
-    """A Sequential of Dense layers with the spec's widths, activations, biases and dtype.
+    """A Sequential of the network's layers — Dense, Conv2D, MaxPooling2D, AveragePooling2D,
+    Flatten, channels-last — with its sizes, activations, biases and dtype.
 
     Each layer computes and keeps its variables in the net's dtype through its own dtype policy,
     so Keras's global floatx is left as the user set it.
     """
-    layers: list[Any] = [keras.Input((net.widths[0],), dtype=net.dtype)]
-    for width, activation in zip(net.widths[1:], net.activations, strict=True):
-        layers.append(
-            keras.layers.Dense(
-                width,
-                activation=lookup(_ACTIVATION, activation, "activation"),
-                use_bias=net.bias,
-                dtype=net.dtype,
-            )
-        )
+    layers: list[Any] = [keras.Input(net.input_shape, dtype=net.dtype)]
+    layers += [_keras_layer(layer, net.dtype) for layer in net.stack]
     return keras.Sequential(layers)
 
 
+def _keras_layer(layer: Layer, dtype: str) -> keras.layers.Layer:
+    """The Keras layer with the same arguments."""
+    if isinstance(layer, Dense):
+        activation = lookup(_ACTIVATION, layer.activation, "activation")
+        return keras.layers.Dense(
+            layer.units, activation=activation, use_bias=layer.bias, dtype=dtype
+        )
+    if isinstance(layer, Conv2D):
+        return keras.layers.Conv2D(
+            layer.filters,
+            layer.kernel,
+            strides=layer.strides,
+            padding=layer.padding,
+            data_format="channels_last",
+            activation=lookup(_ACTIVATION, layer.activation, "activation"),
+            use_bias=layer.bias,
+            dtype=dtype,
+        )
+    if isinstance(layer, Flatten):
+        return keras.layers.Flatten(data_format="channels_last", dtype=dtype)
+    pooling = (
+        keras.layers.MaxPooling2D if isinstance(layer, MaxPool2D) else keras.layers.AveragePooling2D
+    )
+    return pooling(layer.pool_size, layer.stride, data_format="channels_last", dtype=dtype)
+
+
+def _weighted(model: keras.Sequential) -> list[Any]:
+    """The model's Dense and Conv2D layers, one per entry of params."""
+    return [layer for layer in model.layers if hasattr(layer, "kernel")]
+
+
 def set_params(model: keras.Sequential, params: Params) -> None:
-    """Copy params into the Dense layers; a Dense kernel is (fan_in, fan_out), like ``W``."""
-    for layer, values in zip(model.layers, params, strict=True):
+    """Copy params into the weight layers; a Dense kernel is (fan_in, fan_out) and a Conv2D
+    kernel (kh, kw, C, O), like ``W``."""
+    for layer, values in zip(_weighted(model), params, strict=True):
         layer.kernel.assign(values["W"])
         if "b" in values:
             layer.bias.assign(values["b"])
 
 
-def _variables(model: keras.Sequential, bias: bool) -> list[dict[str, Any]]:
+def _variables(model: keras.Sequential) -> list[dict[str, Any]]:
     return [
-        {"W": layer.kernel, "b": layer.bias} if bias else {"W": layer.kernel}
-        for layer in model.layers
+        {"W": layer.kernel, "b": layer.bias} if layer.use_bias else {"W": layer.kernel}
+        for layer in _weighted(model)
     ]
 
 
@@ -140,20 +166,26 @@ class _Evaluator:
         self.trace = tf.function(self._trace)
 
     def _loss_and_grads(self, x: Any, y: Any) -> tuple[Any, Any]:
-        variables = _variables(self.model, self.net.bias)
+        variables = _variables(self.model)
         with tf.GradientTape() as tape:
             loss = self.loss(y, self.model(x, training=True))
         return loss, tape.gradient(loss, variables)
 
     def _trace(self, x: Any, y: Any) -> tuple[Any, ...]:
-        """Each Dense layer's two steps taken apart — z = a W + b, then its activation — so
-        the tape also gives δ = ∂C/∂z."""
-        variables = _variables(self.model, self.net.bias)
+        """Each weight layer's two steps taken apart — z = a W + b (or the kernel's
+        convolution plus b), then its activation — so the tape also gives δ = ∂C/∂z."""
+        variables = _variables(self.model)
         zs, activations, a = [], [], x
         with tf.GradientTape() as tape:
             for layer in self.model.layers:
-                z = ops.matmul(a, layer.kernel)
-                z = z + layer.bias if self.net.bias else z
+                if not hasattr(layer, "kernel"):
+                    a = layer(a)
+                    continue
+                if isinstance(layer, keras.layers.Dense):
+                    z = ops.matmul(a, layer.kernel)
+                else:
+                    z = layer.convolution_op(a, layer.kernel)
+                z = z + layer.bias if layer.use_bias else z
                 a = layer.activation(z)
                 zs.append(z)
                 activations.append(a)
@@ -324,8 +356,8 @@ class _Trainer:
         self.run = tf.function(self._run, jit_compile=True)
         # One trace for every batch size; XLA compiles a loop for each size it meets.
         signature = [
-            tf.TensorSpec((None, net.widths[0]), net.dtype),
-            tf.TensorSpec((None, net.widths[-1]), net.dtype),
+            tf.TensorSpec((None, *net.input_shape), net.dtype),
+            tf.TensorSpec((None, net.outputs), net.dtype),
             tf.TensorSpec((None, None), tf.int64),
         ]
         self.run_batches = tf.function(
@@ -355,7 +387,7 @@ class _Trainer:
             indices, sizes = padded(schedule, len(X))
             for start, stop in _runs(sizes):
                 self.run_batches(x, y, tf.constant(indices[start:stop, : sizes[start]]))
-        params = _to_numpy(_variables(self.model, self.net.bias))
+        params = _to_numpy(_variables(self.model))
         return Trajectory(params, self.history.history.numpy())
 
 
