@@ -16,6 +16,8 @@ for compilation.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 from numba import njit
 
@@ -515,7 +517,16 @@ def _as_params(Ws: tuple, bs: tuple, bias: bool) -> Params:
     return [{"W": W, "b": b} if bias else {"W": W} for W, b in zip(Ws, bs, strict=True)]
 
 
+def _layers() -> ModuleType:
+    """The walk over a list of layers, `numba_layers`, which builds on this module."""
+    from gradcheck.kernels import numba_layers
+
+    return numba_layers
+
+
 def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
+    if not net.dense:
+        return _layers().predict(net, params, X)
     ws = Workspace(net, params, X, copy=False)
     forward(ws.activations, ws.Ws, ws.bs, net.bias, ws.A, ws.logits, ws.log_norm, ws.scratch)
     return ws.A[-1]
@@ -524,6 +535,8 @@ def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
 def loss_and_grads(
     net: Network, params: Params, X: np.ndarray, y: np.ndarray
 ) -> tuple[float, Params]:
+    if not net.dense:
+        return _layers().loss_and_grads(net, params, X, y)
     value, ws = _evaluate(net, params, X, y)
     return value, _as_params(ws.dWs, ws.dbs, net.bias)
 
@@ -531,6 +544,8 @@ def loss_and_grads(
 def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
     """The buffers of one evaluation. The activations overwrite the pre-activations in place,
     so only the output layer's z (the logits) is kept."""
+    if not net.dense:
+        return _layers().trace(net, params, X, y)
     value, ws = _evaluate(net, params, X, y)
     zs: list[np.ndarray | None] = [None] * (net.depth - 1)
     return Trace(
@@ -574,6 +589,8 @@ def train_with(
 ) -> Trajectory:
     """One step of ``optimizer`` per batch of ``schedule``, all in one compiled call, on a copy
     of ``params``; the optimizer's state lives in buffers allocated here, once."""
+    if not net.dense:
+        return _layers().train_with(net, params, X, y, optimizer, schedule)
     dtype = net.np_dtype
     indices, sizes = padded(schedule, len(X))
     width = indices.shape[1]
@@ -593,6 +610,19 @@ def train_with(
         for layer in params
         for value in ((layer["W"], layer["b"]) if net.bias else (layer["W"], layer["W"]))
     )
+    kind, hyper, flags = optimizer_settings(optimizer, dtype)
+    losses = np.empty(len(schedule), dtype)
+    train_with_loop(
+        lookup(LOSS_CODES, net.loss, "loss"), ws.activations, ws.Ws, ws.bs, net.bias,
+        np.ascontiguousarray(X), np.ascontiguousarray(y), indices, sizes,
+        kind, hyper, flags, full, part, ws.dWs, ws.dbs, states, losses,
+    )  # fmt: skip
+    return Trajectory(_as_params(ws.Ws, ws.bs, net.bias), losses)
+
+
+def optimizer_settings(optimizer: Optimizer, dtype: np.dtype) -> tuple[int, np.ndarray, tuple]:
+    """`optimizer_update`'s arguments: the optimizer's code, its hyper-parameters η, λ, μ, ρ,
+    ε, β₁, β₂ in ``dtype`` (0 where it has none), and its flags."""
     o = optimizer
     momentum = getattr(o, "momentum", 0.0)
     rho, eps = getattr(o, "rho", 0.0), getattr(o, "epsilon", 0.0)
@@ -605,14 +635,7 @@ def train_with(
         bool(getattr(o, "amsgrad", False)),
         getattr(o, "epsilon_placement", "") == "paper",
     )
-    losses = np.empty(len(schedule), dtype)
-    train_with_loop(
-        lookup(LOSS_CODES, net.loss, "loss"), ws.activations, ws.Ws, ws.bs, net.bias,
-        np.ascontiguousarray(X), np.ascontiguousarray(y), indices, sizes,
-        lookup(OPTIMIZER_CODES, o.family, "optimizer"), hyper, flags, full, part, ws.dWs, ws.dbs,
-        states, losses,
-    )  # fmt: skip
-    return Trajectory(_as_params(ws.Ws, ws.bs, net.bias), losses)
+    return lookup(OPTIMIZER_CODES, o.family, "optimizer"), hyper, flags
 
 
 def _batch_buffers(net: Network, ws: Workspace) -> tuple:
@@ -626,6 +649,8 @@ def train(
     net: Network, params: Params, X: np.ndarray, y: np.ndarray, steps: int, lr: float
 ) -> Trajectory:
     """All ``steps`` steps in one compiled call, on a copy of ``params``."""
+    if not net.dense:
+        return _layers().train(net, params, X, y, steps, lr)
     ws = Workspace(net, params, X, copy=True)
     losses = np.empty(steps, net.dtype)
     train_loop(
