@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         help="your own data: an .npz file with arrays X and y (the dataset's defaults for the "
         "network still apply; give --layers to match your data)",
     )
+    verify_cmd.add_argument(
+        "--model",
+        choices=problems.MODELS,
+        default="dense",
+        help="the dataset's fully connected network, or (digits) its CNN: 8×8×1 → Conv2D 8 "
+        "filters 3×3 same relu → MaxPool 2 → Flatten → Dense 10 softmax",
+    )
     verify_cmd.add_argument("--layers", type=int, nargs="+", metavar="WIDTH")
     verify_cmd.add_argument(
         "--activation",
@@ -177,7 +184,13 @@ def _load(path: str) -> tuple[Any, Any]:
 
 def _problem(args: argparse.Namespace) -> dict[str, Any]:
     """verify()'s arguments from the command line, every one checked before any work."""
-    preset = problems.for_dataset(args.dataset)
+    preset = problems.for_dataset(args.dataset, args.model)
+    if args.model != "dense":
+        for flag in ("layers", "activation", "bias"):
+            if getattr(args, flag) is not None:
+                raise ValueError(
+                    f"--{flag} is for the dense network; --model {args.model} is fixed"
+                )
     options = {
         key: value if value is not None else getattr(preset, key)
         for key, value in {
@@ -199,6 +212,7 @@ def _problem(args: argparse.Namespace) -> dict[str, Any]:
         loss=options["loss"],
         bias=options["bias"],
         dtype=args.dtype,
+        input_shape=preset.input_shape,  # type: ignore[arg-type]
     )
     X, y = check_data(net, *(_load(args.data) if args.data else preset.data()))
     optimizers.batch_schedule(len(X), args.batch_size, 0, args.seed)  # refuses bad ones

@@ -10,6 +10,7 @@ import numpy as np
 
 from gradcheck import datasets
 from gradcheck.backends import Training
+from gradcheck.layers import Conv2D, Dense, Flatten, Layer, MaxPool2D
 from gradcheck.network import Network, Params
 from gradcheck.optimizers import SGD, Adam, Optimizer
 
@@ -23,17 +24,22 @@ class Problem:
     name: str
     #: The function in `gradcheck.datasets` that gives X and y.
     dataset: str
-    layers: tuple[int, ...]
-    #: One name for every weight layer, or one per weight layer.
-    activation: str | tuple[str, ...]
+    #: Widths, or a list of layers (with ``input_shape``).
+    layers: tuple[int, ...] | tuple[Layer, ...]
+    #: For widths: one name for every weight layer, or one per weight layer.
+    activation: str | tuple[str, ...] | None
     loss: str
-    bias: bool
+    bias: bool | None
     init: str
     steps: int
     lr: float
     bench_steps: int
     optimizer: Optimizer | None = None
     batch_size: int | None = None
+    #: The network's kind on the command line (``--model``): ``dense`` or ``cnn``.
+    model: str = "dense"
+    #: One sample's shape for a list of layers; the data then come as images.
+    input_shape: tuple[int, ...] | None = None
 
     def training(self, steps: int) -> Training:
         """``steps`` of the problem's training, its batches drawn from seed 0."""
@@ -41,17 +47,25 @@ class Problem:
 
     def network(self, dtype: str = "float64") -> Network:
         return Network(
-            self.layers, activation=self.activation, loss=self.loss, bias=self.bias, dtype=dtype
+            self.layers,
+            activation=self.activation,
+            loss=self.loss,
+            bias=self.bias,  # type: ignore[arg-type]
+            dtype=dtype,
+            input_shape=self.input_shape,  # type: ignore[arg-type]
         )
 
     def data(self, dtype: str = "float64") -> tuple[np.ndarray, np.ndarray]:
-        X, y = getattr(datasets, self.dataset)()
+        load = getattr(datasets, self.dataset)
+        X, y = load(images=True) if self.input_shape is not None else load()
         return X.astype(dtype), y.astype(dtype)
 
     def params(self, dtype: str = "float64", seed: int = 0) -> Params:
         return self.network(dtype).init(seed=seed, scheme=self.init)
 
     def describe(self) -> str:
+        if self.input_shape is not None:
+            return f"{self.name} {self.model}"
         return f"{self.name} {'-'.join(map(str, self.layers))}"
 
 
@@ -92,14 +106,40 @@ _DIGITS_ADAM = replace(
     optimizer=Adam(1e-3),
     batch_size=64,
 )
-PROBLEMS: dict[str, Problem] = {p.name: p for p in (_NOTEBOOK, _DIGITS, _DIGITS_ADAM)}
+# The digits as 8×8 images through a small CNN: 8 3×3 filters, relu, 2×2 max pooling, then
+# a softmax layer; full-batch gradient descent.
+_DIGITS_CNN = Problem(
+    "digits_cnn",
+    dataset="digits",
+    layers=(
+        Conv2D(8, 3, padding="same", activation="relu"),
+        MaxPool2D(2),
+        Flatten(),
+        Dense(10, activation="softmax"),
+    ),
+    activation=None,
+    loss="softmax_ce",
+    bias=None,
+    init="glorot_uniform",
+    steps=100,
+    lr=0.5,
+    bench_steps=10,
+    model="cnn",
+    input_shape=(8, 8, 1),
+)
+PROBLEMS: dict[str, Problem] = {p.name: p for p in (_NOTEBOOK, _DIGITS, _DIGITS_ADAM, _DIGITS_CNN)}
+MODELS = ("dense", "cnn")
 
 
-def for_dataset(dataset: str) -> Problem:
-    """The first problem defined on ``dataset`` (the command line's ``--dataset``), whose
-    training is plain gradient descent."""
+def for_dataset(dataset: str, model: str = "dense") -> Problem:
+    """The first problem defined on ``dataset`` with a ``model`` network (the command line's
+    ``--dataset`` and ``--model``), whose training is plain gradient descent."""
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}; got {model!r}")
     for problem in PROBLEMS.values():
-        if problem.dataset == dataset:
+        if problem.dataset == dataset and problem.model == model:
             return problem
-    names = ", ".join(p.dataset for p in PROBLEMS.values())
+    if any(problem.dataset == dataset for problem in PROBLEMS.values()):
+        raise ValueError(f"dataset {dataset!r} has no {model} network; try --dataset digits")
+    names = ", ".join(dict.fromkeys(p.dataset for p in PROBLEMS.values()))
     raise ValueError(f"dataset must be one of {names}; got {dataset!r}")
