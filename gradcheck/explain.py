@@ -136,7 +136,11 @@ def first_difference(
     a_prev = [np.asarray(X, np.float64), *want.a[:-1]]
     steps: list[tuple[str, int | None, str, Any, Any, Any]] = []
     for i in range(net.depth):  # z carries the cancellation of a W + b; a is bounded by f
-        z_scale = np.abs(a_prev[i]) @ np.abs(params[i]["W"]) + np.abs(params[i].get("b", 0.0))
+        z_scale = (  # a layer list's z: relative to its largest
+            np.abs(a_prev[i]) @ np.abs(params[i]["W"]) + np.abs(params[i].get("b", 0.0))
+            if net.dense
+            else None
+        )
         steps += [
             ("forward", i + 1, "z", got.z[i], want.z[i], z_scale),
             ("forward", i + 1, "a", got.a[i], want.a[i], None),
@@ -454,9 +458,9 @@ def derivative_at_activation(
     net: Network, params: Params, X: np.ndarray, reference: Trace
 ) -> Callable[[str], Params | None]:
     """For an activation's name, the gradients backpropagation gives when that activation's
-    f′ is evaluated at its output a instead of at z (None when the network does not use it, or
-    when that changes nothing, as for relu and identity), from the reference's output delta and
-    the witness's forward pass."""
+    f′ is evaluated at its output a instead of at z (None when the network does not use it,
+    when that changes nothing, as for relu and identity, or for a network given as a list of
+    layers), from the reference's output delta and the witness's forward pass."""
     forward = witness.forward(net, params, X)
     loss_spec = lookup(LOSSES, net.loss, "loss")
 
@@ -466,7 +470,7 @@ def derivative_at_activation(
         return spec.prime(at)
 
     def gradients(name: str) -> Params | None:
-        if name not in net.activations or ACTIVATIONS[name].prime is None:
+        if not net.dense or name not in net.activations or ACTIVATIONS[name].prime is None:
             return None
         delta = np.asarray(reference.delta[-1], np.float64)
         output = net.activations[-1]

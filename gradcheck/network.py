@@ -233,6 +233,21 @@ class Network:
         bias = "bias" if self.bias else "no bias"
         return f"{widths} {'/'.join(self.activations)} {self.loss}, {bias}, {self.dtype}"
 
+    def to_dict(self) -> dict[str, Any]:
+        """The network as JSON: ``layers`` its widths, or one object per layer with its
+        ``type`` and arguments; ``input_shape``, ``activations`` (one per weight layer), ``loss``,
+        ``bias`` (null for a layer list, whose layers say) and ``dtype``."""
+        return {
+            "layers": list(self.layers)
+            if self.dense
+            else [nn.as_dict(layer) for layer in self.stack],
+            "input_shape": list(self.input_shape),
+            "activations": list(self.activations),
+            "loss": self.loss,
+            "bias": self.bias,
+            "dtype": self.dtype,
+        }
+
     def shapes(self) -> list[dict[str, tuple[int, ...]]]:
         """The shape of every parameter, structured like ``params``."""
         return [

@@ -131,13 +131,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary: the problem, the reference, every check and the verdict."""
         return {
-            "network": {
-                "layers": list(self.net.layers),
-                "activations": list(self.net.activations),
-                "loss": self.net.loss,
-                "bias": self.net.bias,
-                "dtype": self.net.dtype,
-            },
+            "network": self.net.to_dict(),
             "samples": self.n_samples,
             "steps": self.steps,
             "lr": self.lr,

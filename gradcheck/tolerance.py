@@ -210,8 +210,9 @@ def backward_magnitudes(
         magnitudes[w]["W"], bias = _abs_weight_grads(layer, np.abs(x), grad)
         if "b" in params[w]:
             magnitudes[w]["b"] = bias
-        if w > 0:
-            grad = _abs_input_grad(layer, x.shape, W, grad)
+        if w == 0:
+            break
+        grad = _abs_input_grad(layer, x.shape, W, grad)
     return deltas, magnitudes
 
 

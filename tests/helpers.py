@@ -15,8 +15,8 @@ OUTPUTS = {loss: ops.output_activations(loss) for loss in ops.LOSSES}
 def random_problem(net: Network, n_samples: int = 6, seed: int = 0):
     """Inputs, targets suited to the loss, and glorot params for ``net``, all float64."""
     rng = np.random.default_rng(seed)
-    X = rng.normal(scale=1.5, size=(n_samples, net.layers[0]))
-    K = net.layers[-1]
+    X = rng.normal(scale=1.5, size=(n_samples, *net.input_shape))
+    K = net.outputs
     if net.loss == "softmax_ce":
         y = np.eye(K)[rng.integers(0, K, size=n_samples)]  # one-hot rows
     elif net.loss == "bce" or net.activations[-1] in ("sigmoid", "softmax"):

@@ -89,6 +89,7 @@ def test_options_build_the_network_asked_for(capsys):
     assert status == 0
     assert data["network"] == {
         "layers": [3, 6, 5, 1],
+        "input_shape": [3],
         "activations": ["tanh", "relu", "sigmoid"],
         "loss": "bce",
         "bias": True,
