@@ -610,6 +610,10 @@ def explain_training(
                     {key: value - factor * lr * grads[i][key] for key, value in layer.items()}
                     for i, layer in enumerate(current)
                 ]
+                if not all(np.all(np.isfinite(v)) for layer in current for v in layer.values()):
+                    break  # diverged: the rest of the run is no fit
+        if len(simulated) < k:
+            continue
         error, _ = relative_error(losses[:k], np.array(simulated), elementwise=True)
         if not error <= tolerance:
             continue
