@@ -233,12 +233,13 @@ def train_with(
     kind, hyper, flags = nb.optimizer_settings(optimizer, dtype)
     loss_code = lookup(nb.LOSS_CODES, net.loss, "loss")
     losses = np.empty(len(schedule), dtype)
-    X, y = np.ascontiguousarray(X), np.ascontiguousarray(y)
+    full_batch = all(isinstance(batch, slice) for batch in schedule)
     for t in range(len(schedule)):
         batch = buffers[int(sizes[t])]
-        rows = indices[t, : sizes[t]]
-        np.take(X, rows, axis=0, out=batch.x)
-        np.take(y, rows, axis=0, out=batch.y)
+        if not full_batch or t == 0:  # the full batch is gathered once
+            rows = indices[t, : sizes[t]]
+            np.take(X, rows, axis=0, out=batch.x)
+            np.take(y, rows, axis=0, out=batch.y)
         losses[t] = loss_and_grads_into(net, weights, batch, loss_code)
         slots = iter(states)
         for layer, grads in zip(weights.params, weights.grads, strict=True):

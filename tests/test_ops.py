@@ -40,7 +40,8 @@ def stand_in(activation: str = "sigmoid", loss: str = "half_sse"):
     for field, value in {"units": 2, "activation": activation, "bias": False}.items():
         object.__setattr__(dense, field, value)
     return SimpleNamespace(
-        layers=(2, 2), widths=(2, 2), stack=(dense,), activations=(activation,),
+        layers=(2, 2), widths=(2, 2), input_shape=(2,), outputs=2, stack=(dense,),
+        activations=(activation,),
         activation=activation, loss=loss, depth=1, bias=False, dtype="float64",
         np_dtype=np.dtype("float64"),
     )  # fmt: skip
