@@ -17,7 +17,7 @@ import gradcheck
 from gradcheck import benchmarks
 
 BACKENDS = gradcheck.available_backends()
-ROUNDS = {"notebook": 15, "digits": 10, "digits_adam": 10}
+ROUNDS = {"notebook": 15, "digits": 10, "digits_adam": 10, "digits_cnn": 7}
 
 
 @pytest.mark.parametrize("dtype", benchmarks.DTYPES)

@@ -387,7 +387,7 @@ def compare(
     kinks = np.asarray(kinks, bool)
     expected = np.where(kinks, 0.0, values)
     observed = np.where(kinks, 0.0, np.asarray(observed, np.float64))
-    scale = max(float(np.abs(expected).max(initial=0.0)), np.finfo(np.float64).tiny)
+    scale = max(float(np.abs(expected).max(initial=0.0)), float(np.finfo(np.float64).tiny))
     limit = noise_limit(dtype)
     errors = np.where(kinks, 0.0, errors)
     if rounding is not None:

@@ -11,6 +11,8 @@ convolution written out as seven nested loops.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from helpers import HIDDEN, random_problem
@@ -20,6 +22,7 @@ import gradcheck
 from gradcheck import Network
 from gradcheck.kernels import numpy_conv as nc
 from gradcheck.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
+from gradcheck.problems import PROBLEMS
 
 pytestmark = pytest.mark.skipif(
     "jax" not in gradcheck.available_backends(), reason="the JAX reference is not installed"
@@ -259,3 +262,20 @@ def test_an_unstable_run_is_reported_and_its_explanations_do_not_raise():
     report = gradcheck.verify(net, X, y, params=params, steps=10, lr=0.005)
     assert not report.ok
     assert {e.quantity for e in report.explanations} == {"training run"}
+
+
+def test_the_digits_cnn_report_goes_to_json_with_its_kinks():
+    """At the start every conv bias is 0, so an all-zero patch of an image puts its relu at the
+    kink: each bias estimate is skipped, and the report still says so in plain JSON."""
+    problem = PROBLEMS["digits_cnn"]
+    X, y = problem.data()
+    report = gradcheck.verify(
+        problem.network(), X[:50], y[:50], params=problem.params(), steps=2, lr=0.5,
+        backends=["numpy"],
+    )  # fmt: skip
+    report.assert_ok()
+    data = json.loads(json.dumps(report.to_dict()))
+    bias = [c for c in data["checks"] if c["backend"] == "finite differences" and c["param"] == "b"]
+    assert bias[0]["layer"] == 1
+    assert "8 at a kink skipped" in bias[0]["detail"]
+    assert data["network"]["layers"][0]["type"] == "Conv2D"
