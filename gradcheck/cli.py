@@ -188,9 +188,7 @@ def _problem(args: argparse.Namespace) -> dict[str, Any]:
     if args.model != "dense":
         for flag in ("layers", "activation", "bias"):
             if getattr(args, flag) is not None:
-                raise ValueError(
-                    f"--{flag} is for the dense network; --model {args.model} is fixed"
-                )
+                raise ValueError(f"--{flag} is for the dense model; --model {args.model} is fixed")
     options = {
         key: value if value is not None else getattr(preset, key)
         for key, value in {

@@ -161,6 +161,15 @@ def test_training_options_build_the_run_asked_for(capsys):
         (["verify", "--epochs", "0"], "--epochs must be a positive integer; got 0"),
         (["verify", "--batch-size", "5"], "batch_size must be None or an integer from 1 to the 4"),
         (["verify", "--batch-size", "0"], "batch_size must be None or an integer from 1"),
+        (["verify", "--model", "cnn"], "dataset 'seed_xor' has no cnn network"),
+        (
+            ["verify", "--dataset", "digits", "--model", "cnn", "--layers", "64", "10"],
+            "--layers is for the dense model; --model cnn is fixed",
+        ),
+        (
+            ["verify", "--dataset", "digits", "--model", "cnn", "--data", "nowhere.npz"],
+            "--data nowhere.npz: no such file",
+        ),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(argv, message, capsys):
