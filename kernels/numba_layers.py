@@ -62,7 +62,8 @@ class Buffers:
 
 class Weights:
     """The params as C-contiguous arrays of the net's dtype (copied when asked) with their
-    gradients, and each weight layer's activation code."""
+    gradients, and each weight layer's activation code. A layer without bias gets a zero ``b``
+    and a scratch ``db`` for the kernels, which take both, outside ``params`` and ``grads``."""
 
     def __init__(self, net: Network, params: Params, copy: bool) -> None:
         copy_or_if_needed = True if copy else None
@@ -71,6 +72,13 @@ class Weights:
             for p in params
         ]
         self.grads = [{k: np.empty_like(v) for k, v in p.items()} for p in self.params]
+        units = [p["W"].shape[-1] for p in self.params]
+        self.b = [
+            p.get("b", np.zeros(n, net.np_dtype)) for p, n in zip(self.params, units, strict=True)
+        ]
+        self.db = [
+            g.get("b", np.empty(n, net.np_dtype)) for g, n in zip(self.grads, units, strict=True)
+        ]
         self.codes = [lookup(nb.ACTIVATION_CODES, a, "activation") for a in net.activations]
 
 
@@ -90,8 +98,7 @@ def forward(net: Network, weights: Weights, buffers: Buffers) -> None:
     for k, layer in enumerate(net.stack):
         x, out = _input(buffers, k), buffers.outs[k]
         if isinstance(layer, Weighted):
-            values = weights.params[w]
-            b = values.get("b", np.zeros(out.shape[-1], out.dtype))
+            values, b = weights.params[w], weights.b[w]
             if isinstance(layer, Dense):
                 nb.pre_activation(x, values["W"], b, "b" in values, out)
                 if k == last:
@@ -142,8 +149,7 @@ def _weight_grads(
     layer: Weighted, weights: Weights, w: int, buffers: Buffers, k: int, x: np.ndarray,
     delta: np.ndarray,
 ) -> None:  # fmt: skip
-    grads = weights.grads[w]
-    db = grads.get("b", np.empty(delta.shape[-1], delta.dtype))
+    grads, db = weights.grads[w], weights.db[w]
     if isinstance(layer, Dense):
         nb.layer_grads(x, delta, "b" in grads, grads["W"], db)
     else:
