@@ -160,13 +160,14 @@ def softplus(z):
 
 @jit
 def softmax(z, scratch, log_norm):
-    """Also keeps log_norm[i] = log Σ_k e^{z_ik}, which the softmax_ce loss needs."""
+    """Also keeps log_norm[i] = log Σ_k e^{z_ik − max_k z_ik}, which the softmax_ce loss needs
+    (without the shift added back, so a confident row's small loss keeps its digits)."""
     bits = scratch[1]
     N, n = z.shape
     for i in range(N):
-        log_norm[i] = z[i].max()
+        shift = z[i].max()
         for k in range(n):
-            z[i, k] -= log_norm[i]  # shift so the largest exponent is 0
+            z[i, k] -= shift  # shift so the largest exponent is 0
     flat = z.reshape(z.size)  # (N, n) -> (N·n,)
     for start in range(0, flat.size, CHUNK):
         part = flat[start : start + CHUNK]
@@ -175,7 +176,7 @@ def softmax(z, scratch, log_norm):
         total = z[i].sum()
         for k in range(n):
             z[i, k] /= total
-        log_norm[i] += np.log(total)
+        log_norm[i] = np.log(total)
 
 
 @jit
@@ -247,7 +248,7 @@ def pre_activation(a_prev, W, b, bias, z):
 @jit
 def forward(activations, Ws, bs, bias, A, logits, log_norm, scratch):
     """Fill A[1..L] with the activations of A[0] = X, logits with z_L and, for a softmax
-    output, log_norm with each row's log Σ_k e^{z_k}."""
+    output, log_norm with each row's log Σ_k e^{z_k − max z}."""
     L = len(Ws)
     for l in range(L):
         z = A[l + 1]
@@ -271,8 +272,9 @@ def loss(loss_code, a, z, log_norm, y):
     for i in range(N):
         row = zero  # per-row partial sums keep the accumulation short
         if loss_code == SOFTMAX_CE:
+            shift = z[i].max()
             for k in range(K):
-                row -= y[i, k] * (z[i, k] - log_norm[i])  # −y log softmax(z)
+                row -= y[i, k] * ((z[i, k] - shift) - log_norm[i])  # −y log softmax(z)
         else:
             for k in range(K):
                 if loss_code == BCE:

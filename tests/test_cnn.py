@@ -22,6 +22,7 @@ import gradcheck
 from gradcheck import Network
 from gradcheck.kernels import numpy_conv as nc
 from gradcheck.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
+from gradcheck.optimizers import SGD, Adam, RMSprop
 from gradcheck.problems import PROBLEMS
 
 pytestmark = pytest.mark.skipif(
@@ -279,3 +280,20 @@ def test_the_digits_cnn_report_goes_to_json_with_its_kinks():
     assert bias[0]["layer"] == 1
     assert "8 at a kink skipped" in bias[0]["detail"]
     assert data["network"]["layers"][0]["type"] == "Conv2D"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "optimizer",
+    [SGD(0.05, momentum=0.9), RMSprop(0.003), Adam(0.01, epsilon_placement="paper")],
+    ids=lambda o: o.family,
+)
+def test_optimizers_and_mini_batches_agree_on_a_cnn(optimizer, dtype, gradcheck_seed):
+    net, X, y, params = _problem("3x3-same-relu-maxpool2", dtype, gradcheck_seed)
+    report = gradcheck.verify(
+        net, X, y, params=params, steps=8, optimizer=optimizer, batch_size=2,
+        seed=gradcheck_seed, finite_differences=None,
+    )  # fmt: skip
+    report.assert_ok()
+    trained = {c.backend for c in report.checks if c.quantity == "train params"}
+    assert trained >= set(gradcheck.available_backends()) - {"jax"}

@@ -79,3 +79,15 @@ print(counts[1:])
     )
     counts = eval(result.stdout.strip())
     assert counts[0] == counts[1] == counts[2], counts
+
+
+@pytest.mark.parametrize("name", ["numba", "numpy"])
+def test_softmax_ce_of_a_confident_row_keeps_its_digits(name):
+    """Logits (50, 30, 30): the loss is log(1 + 2e⁻²⁰) ≈ 4.1e-9, written here with log1p. Adding
+    the row's maximum back before subtracting the logit would cost |z|·ε ≈ 1e-14 of it."""
+    net = gradcheck.Network([1, 3], activation="softmax", loss="softmax_ce", bias=False)
+    params = [{"W": np.array([[50.0, 30.0, 30.0]])}]
+    X, y = np.ones((1, 1)), np.array([[1.0, 0.0, 0.0]])
+    loss, _ = gradcheck.get_backend(name).loss_and_grads(net, params, X, y)
+    expected = math.log1p(2 * math.exp(-20))
+    assert abs(loss - expected) <= 1e-7 * expected
