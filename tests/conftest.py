@@ -1,4 +1,5 @@
 import os
+import sys
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -21,3 +22,19 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def backend(request):
     """Every backend available here, in turn."""
     return gradcheck.get_backend(request.param)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compiled_code_released():
+    """Release what the frameworks compiled for a test module's networks once it ends: every
+    network is a static argument to JAX's jit and keys Keras's cached models, so a session of
+    thousands of networks would otherwise keep every executable alive (and XLA's compiler has
+    crashed in a process holding that many). Frameworks not yet imported are left alone."""
+    yield
+    keras_kernels = sys.modules.get("gradcheck.kernels.keras_model")
+    if keras_kernels is not None:
+        keras_kernels._evaluator.cache_clear()
+        keras_kernels._trainer.cache_clear()
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        jax.clear_caches()
