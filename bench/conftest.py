@@ -1,8 +1,10 @@
-"""Benchmark set-up: pinned BLAS threads, the machine recorded, and a ratio summary at the end.
+"""Benchmark set-up: pinned threads, the machine recorded, and a ratio summary at the end.
 
 Every timed round is warm: pedantic mode with warm-up rounds, so compilation never falls inside
 one. Compile and cache-load times are measured on their own, in fresh processes
-(bench/test_compile.py).
+(bench/test_compile.py). The matmul ceiling is measured when the session starts and when it
+ends, and other processes' CPU use over the session, so the summary can say when the machine
+was too busy for its figures to be compared (`gradcheck.benchmarks.Conditions`).
 """
 
 from __future__ import annotations
@@ -15,16 +17,26 @@ from importlib.metadata import PackageNotFoundError, version
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from gradcheck import benchmarks
+from gradcheck import benchmarks, cpu_load
 
-#: BLAS threads for every benchmark: one per core, fixed rather than left to the environment.
-BLAS_THREADS = os.cpu_count() or 1
-
-#: What the timed benchmarks measured, for the summary: training rows, the matmul ceiling per
-#: dtype, and first-call costs by label.
+#: What the timed benchmarks measured, for the summary: training rows, the machine's
+#: conditions, and first-call costs by label.
 ROWS: list[benchmarks.Row] = []
-CEILING: dict[str, float] = {}
+CONDITIONS: list[benchmarks.Conditions] = []
 FIRST_CALLS: dict[str, float] = {}
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--single-thread",
+        action="store_true",
+        help="run BLAS, JAX, TensorFlow and Numba on one thread each",
+    )
+
+
+def pytest_configure(config):
+    if config.getoption("single_thread"):
+        benchmarks.pin_framework_threads()
 
 
 def _cpu() -> str:
@@ -47,9 +59,18 @@ def _versions() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def pinned_blas():
-    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+def conditions(request):
+    """Pinned BLAS threads for the session, and the machine's conditions around it."""
+    if request.config.getoption("benchmark_disable"):
         yield
+        return
+    threads = benchmarks.blas_threads(request.config.getoption("single_thread"))
+    with threadpool_limits(limits=threads, user_api="blas"):
+        load = cpu_load.LoadMeter.start()
+        start = benchmarks.ceilings(benchmarks.DTYPES)
+        yield
+        end = benchmarks.ceilings(benchmarks.DTYPES)
+    CONDITIONS.append(benchmarks.Conditions(threads, start, end, load.other_cores()))
 
 
 @pytest.fixture
@@ -75,21 +96,14 @@ def record(benchmark, case: benchmarks.Case, backend: str) -> None:
     ROWS.append(row)
 
 
-def record_ceiling(benchmark, dtype: str, flops: float) -> None:
-    if benchmark.disabled or benchmark.stats is None:
-        return
-    CEILING[dtype] = flops / benchmark.stats.stats.median / 1e9
-    benchmark.extra_info.update({"gflops": CEILING[dtype]})
-
-
 def pytest_terminal_summary(terminalreporter):
     """The table ``gradcheck bench`` prints, from this run's medians."""
     if not ROWS and not FIRST_CALLS:
         return
     terminalreporter.section("gradcheck: ratios measured in this run")
-    if ROWS:
-        rows = benchmarks.compare_rows(ROWS, CEILING)
-        for line in benchmarks.table(rows, CEILING).splitlines():
+    if ROWS and CONDITIONS:
+        rows = benchmarks.compare_rows(ROWS, CONDITIONS[0])
+        for line in benchmarks.table(rows, CONDITIONS[0]).splitlines():
             terminalreporter.write_line(line)
     for label, seconds in FIRST_CALLS.items():
         terminalreporter.write_line(f"first call in a fresh process, {label}: {seconds:.3g} s")

@@ -151,9 +151,9 @@ class KernelBackend:
         params = check_params(net, params)
         optimizer = as_optimizer(optimizer, lr)
         steps, _ = check_steps_lr(steps, optimizer.lr)
-        schedule = batch_schedule(len(X), batch_size, steps, seed)
         if plain_descent(optimizer, batch_size):
             return self.kernels.train(net, params, X, y, steps, optimizer.lr)
+        schedule = batch_schedule(len(X), batch_size, steps, seed)
         train_with = getattr(self.kernels, "train_with", None)
         if train_with is None:
             raise NotImplementedError(
@@ -184,13 +184,14 @@ def available_backends() -> list[str]:
 
 def get_backend(name: str) -> Backend:
     """The built-in backend called ``name`` (see `available_backends`)."""
+    if name in _instances:
+        return _instances[name]
     if name not in _BUILTIN:
         raise ValueError(f"backend must be one of {', '.join(_BUILTIN)}; got {name!r}")
     if name not in available_backends():
         needs = ", ".join(_BUILTIN[name][1])
         raise ValueError(f"backend {name!r} needs {needs}, which is not installed")
-    if name not in _instances:
-        _instances[name] = KernelBackend(name, _BUILTIN[name][0])
+    _instances[name] = KernelBackend(name, _BUILTIN[name][0])
     return _instances[name]
 
 

@@ -1,12 +1,17 @@
 """The one benchmark harness, for ``gradcheck bench`` and for bench/ under pytest-benchmark.
 
 It defines what is timed — a `Case` (a problem of `gradcheck.problems` in one dtype)
-and the call one round makes, the matmul that serves as the ceiling — and how the figures are
-read: the ratios to the fastest, the share of the ceiling, one table layout. ``gradcheck bench``
-times rounds with its own median loop; bench/ hands the same call to pytest-benchmark. Every
-timing is warm: the first call of each backend (compilation, tracing or cache loading) is timed
-on its own and reported as such, then the median of several rounds is taken. BLAS threads are
-pinned to one per core for the whole run.
+and the call one round makes, the matmul that serves as the ceiling, the floor — and how the
+figures are read: the ratios to the fastest, the share of the ceiling, one table layout.
+``gradcheck bench`` times rounds with its own median loop; bench/ hands the same call to
+pytest-benchmark. Every timing is warm: the first call of each backend (compilation, tracing or
+cache loading) is timed on its own and reported as such, then the median of several rounds is
+taken. BLAS threads are pinned to one per core for the whole run, or to one.
+
+A figure is only as good as the machine was quiet. `Conditions` records what the machine was
+doing — the matmul ceiling at the start and at the end of the run and the cores other processes
+kept busy — and when that shows contention the table and the JSON say so and the share of the
+ceiling is withheld, rather than printing percentages the hardware cannot reach.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck.backends import Trajectory, get_backend
+from gradcheck import cpu_load
+from gradcheck.backends import Trajectory, available_backends, get_backend
 from gradcheck.layers import Weighted
 from gradcheck.network import Network, Params
 from gradcheck.ops import lookup
@@ -35,6 +41,13 @@ PROBLEMS = tuple(CATALOGUE)
 DTYPES = ("float64", "float32")
 #: Untimed calls before the timed rounds: the first compiles, traces or loads a cache.
 WARMUP_ROUNDS = 2
+#: The row of `gradcheck.floor`, timed on its problem in its dtype beside the backends.
+FLOOR = "floor"
+FLOOR_DTYPE = "float64"
+#: Contention: other processes busy on more than this many cores on average, or the matmul
+#: ceiling at the end of the run off from the start by more than this factor either way.
+OTHER_CORES_LIMIT = 0.25
+CEILING_DRIFT_LIMIT = 1.3
 
 
 @dataclass(frozen=True)
@@ -79,9 +92,32 @@ class Case:
         return 2.0 * N * (2 * sum(products) + sum(products[1:]))
 
     def train(self, backend: str) -> Trajectory:
-        """One timed round: the training run through the named backend."""
+        """One timed round: the training run through the named backend, or `FLOOR`."""
         training = self.problem.training(self.steps)
+        if backend == FLOOR:
+            return floor_run(self, training.optimizer.lr)
         return training.run(get_backend(backend), self.net, self.params, self.X, self.y)
+
+
+def has_floor(problem: str, dtype: str) -> bool:
+    """Whether the floor runs ``problem`` in ``dtype``: its one case, where Numba is installed."""
+    if "numba" not in available_backends():
+        return False
+    from gradcheck.floor import PROBLEM
+
+    return (problem, dtype) == (PROBLEM, FLOOR_DTYPE)
+
+
+def floor_run(c: Case, lr: float) -> Trajectory:
+    """`gradcheck.floor`'s fused loop on ``c``, which must be its problem in its dtype."""
+    from gradcheck import floor
+
+    if (c.name, c.dtype) != (floor.PROBLEM, FLOOR_DTYPE):
+        raise ValueError(
+            f"the floor runs {floor.PROBLEM} in {FLOOR_DTYPE} only; got {c.name} in {c.dtype}"
+        )
+    W1, W2, losses = floor.train(c.params, c.X, c.y, c.steps, lr)
+    return Trajectory([{"W": W1}, {"W": W2}], losses)
 
 
 def case(name: str, dtype: str) -> Case:
@@ -120,7 +156,7 @@ def _median_seconds(call: Callable[[], Any], rounds: int) -> float:
 
 @dataclass
 class Row:
-    """One backend on one problem in one dtype."""
+    """One backend (or the floor) on one problem in one dtype."""
 
     problem: str
     dtype: str
@@ -140,15 +176,87 @@ def timed_row(c: Case, backend: str, seconds_per_round: float, first: float | No
     return Row(c.name, c.dtype, backend, c.steps, per_step, first, gflops=gflops)
 
 
-def compare_rows(rows: Sequence[Row], ceiling: dict[str, float]) -> list[Row]:
-    """Each row's ratio to the fastest of its problem and dtype, and its share of the matmul
-    ceiling measured in the same run."""
+@dataclass
+class Conditions:
+    """What the machine was doing during a run: BLAS threads, the matmul ceiling (GFLOP/s per
+    dtype) measured at the start and at the end, and the cores other processes kept busy on
+    average (None where the platform does not tell)."""
+
+    blas_threads: int
+    ceiling_start: dict[str, float]
+    ceiling_end: dict[str, float]
+    other_cores: float | None
+
+    @property
+    def ceiling(self) -> dict[str, float]:
+        """Per dtype, the higher of the two readings: what the matmul reaches undisturbed."""
+        return {d: max(g, self.ceiling_end.get(d, g)) for d, g in self.ceiling_start.items()}
+
+    def contention(self, rows: Sequence[Row] = ()) -> list[str]:
+        """Why this run's figures cannot be compared with a quiet machine's, if they cannot."""
+        reasons = []
+        if self.other_cores is not None and self.other_cores > OTHER_CORES_LIMIT:
+            reasons.append(
+                f"other processes kept {self.other_cores:.2f} of {os.cpu_count()} cores busy"
+            )
+        for dtype, start in self.ceiling_start.items():
+            end = self.ceiling_end.get(dtype, start)
+            if max(start, end) > CEILING_DRIFT_LIMIT * min(start, end):
+                reasons.append(
+                    f"the {dtype} matmul ceiling moved from {start:.1f} to {end:.1f} GFLOP/s "
+                    "between the start and the end of the run"
+                )
+        for row in rows:
+            if row.gflops is not None and row.gflops > self.ceiling.get(row.dtype, math.inf):
+                reasons.append(
+                    f"{row.backend} on {row.problem} {row.dtype} ran faster than the matmul "
+                    f"ceiling ({row.gflops:.1f} > {self.ceiling[row.dtype]:.1f} GFLOP/s)"
+                )
+        return reasons
+
+
+def compare_rows(rows: Sequence[Row], conditions: Conditions) -> list[Row]:
+    """Each row's ratio to the fastest of its problem and dtype, and — on an uncontended run —
+    its share of the matmul ceiling measured in the same run."""
+    contended = bool(conditions.contention(rows))
     for row in rows:
         group = [r for r in rows if (r.problem, r.dtype) == (row.problem, row.dtype)]
         row.ratio_to_fastest = row.seconds_per_step / min(r.seconds_per_step for r in group)
-        if row.gflops is not None and row.dtype in ceiling:
-            row.percent_of_matmul = 100 * row.gflops / ceiling[row.dtype]
+        ceiling = conditions.ceiling.get(row.dtype)
+        if row.gflops is not None and ceiling is not None and not contended:
+            row.percent_of_matmul = 100 * row.gflops / ceiling
     return list(rows)
+
+
+def needs_ceiling(problems: Sequence[str]) -> bool:
+    """The matmul ceiling is measured when a digits problem is timed: its operands are the
+    digits data, and only digits rows have GFLOP/s."""
+    return any(lookup(CATALOGUE, p, "problem").dataset == "digits" for p in problems)
+
+
+def ceilings(dtypes: Sequence[str]) -> dict[str, float]:
+    return {d: matmul_gflops(d) for d in dtypes}
+
+
+def blas_threads(single_thread: bool) -> int:
+    """BLAS threads for a run: one per core, or one."""
+    return 1 if single_thread else os.cpu_count() or 1
+
+
+def pin_framework_threads() -> None:
+    """Make JAX, TensorFlow and Numba run on one thread each, as a single-threaded run needs.
+    They read these settings when they load, so this is called before any backend is used."""
+    loaded = [name for name in ("jax", "tensorflow", "numba") if name in sys.modules]
+    if loaded:
+        raise RuntimeError(
+            f"single-threaded runs must pin threads before {', '.join(loaded)} is imported"
+        )
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = (
+        f"{flags} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()
+    )
+    os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    os.environ["NUMBA_NUM_THREADS"] = "1"
 
 
 def run(
@@ -157,30 +265,40 @@ def run(
     dtypes: Sequence[str] = DTYPES,
     rounds: int = 7,
     progress: Callable[[int, int, str], None] | None = None,
-) -> tuple[list[Row], dict[str, float]]:
-    """Time every backend's training run; returns the rows and the matmul GFLOP/s per dtype."""
+    single_thread: bool = False,
+) -> tuple[list[Row], Conditions]:
+    """Time every backend's training run, and the floor on its problem; returns the rows and
+    the machine's conditions. ``single_thread`` pins BLAS to one thread; the frameworks are
+    pinned too if `pin_framework_threads` ran before they loaded."""
     from threadpoolctl import threadpool_limits
 
     rows: list[Row] = []
     jobs = [(p, d, b) for p in problems for d in dtypes for b in backends]
-    with threadpool_limits(limits=os.cpu_count() or 1, user_api="blas"):
-        digits = any(lookup(CATALOGUE, p, "problem").dataset == "digits" for p in problems)
-        ceiling = {d: matmul_gflops(d) for d in dtypes} if digits else {}
+    jobs += [(p, d, FLOOR) for p in problems for d in dtypes if has_floor(p, d)]
+    threads = blas_threads(single_thread)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        load = cpu_load.LoadMeter.start()
+        start = ceilings(dtypes) if needs_ceiling(problems) else {}
         for done, (name, dtype, backend) in enumerate(jobs):
             if progress:
                 progress(done, len(jobs), f"{backend} {name} {dtype}")
-            c = case(name, dtype)
-            start = time.perf_counter()
-            c.train(backend)
-            first = time.perf_counter() - start
-            for _ in range(WARMUP_ROUNDS - 1):
-                c.train(backend)
-            rows.append(
-                timed_row(c, backend, _median_seconds(partial(c.train, backend), rounds), first)
-            )
+            rows.append(time_row(case(name, dtype), backend, rounds))
+        end = ceilings(dtypes) if start else {}
         if progress:
             progress(len(jobs), len(jobs), "done")
-    return compare_rows(rows, ceiling), ceiling
+    conditions = Conditions(threads, start, end, load.other_cores())
+    return compare_rows(rows, conditions), conditions
+
+
+def time_row(c: Case, backend: str, rounds: int) -> Row:
+    """The first call timed alone, `WARMUP_ROUNDS` in all untimed, then the median of
+    ``rounds``."""
+    start = time.perf_counter()
+    c.train(backend)
+    first = time.perf_counter() - start
+    for _ in range(WARMUP_ROUNDS - 1):
+        c.train(backend)
+    return timed_row(c, backend, _median_seconds(partial(c.train, backend), rounds), first)
 
 
 def progress_bar(done: int, total: int, label: str) -> None:
@@ -192,7 +310,7 @@ def progress_bar(done: int, total: int, label: str) -> None:
     sys.stderr.flush()
 
 
-def table(rows: Sequence[Row], ceiling: dict[str, float]) -> str:
+def table(rows: Sequence[Row], conditions: Conditions) -> str:
     header = (
         "problem",
         "dtype",
@@ -209,7 +327,7 @@ def table(rows: Sequence[Row], ceiling: dict[str, float]) -> str:
             (
                 r.problem,
                 r.dtype,
-                r.backend,
+                f"{r.backend} (fused, not a backend)" if r.backend == FLOOR else r.backend,
                 f"{r.seconds_per_step * 1e6:.2f} us",
                 f"{r.ratio_to_fastest:.2f}x",
                 "" if r.gflops is None else f"{r.gflops:.1f}",
@@ -222,19 +340,42 @@ def table(rows: Sequence[Row], ceiling: dict[str, float]) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
         for line in lines
     )
-    matmul = ""
-    if ceiling:  # its operands are the digits data, already loaded to measure it
+    notes = []
+    if conditions.ceiling_start:  # its operands are the digits data, already loaded to measure it
         X, W, _ = matmul_operands("float64")
         shape = f"{X.shape[0]}x{X.shape[1]} @ {W.shape[0]}x{W.shape[1]}"
-        matmul = "".join(
-            f"\nplain matmul ({shape}), {dtype}: {gflops:.1f} GFLOP/s"
-            for dtype, gflops in ceiling.items()
+        notes += [
+            f"plain matmul ({shape}), {dtype}: {start:.1f} GFLOP/s at the start, "
+            f"{conditions.ceiling_end.get(dtype, math.nan):.1f} at the end"
+            for dtype, start in conditions.ceiling_start.items()
+        ]
+    if any(r.backend == FLOOR for r in rows):
+        notes.append(
+            "floor: the notebook's loop fused for its one network (gradcheck.floor), "
+            "the time the general backends are measured against"
         )
-    return text + matmul + f"\nBLAS threads pinned to {os.cpu_count()}; medians of warm rounds."
+    others = "unknown" if conditions.other_cores is None else f"{conditions.other_cores:.2f}"
+    notes.append(
+        f"BLAS threads pinned to {conditions.blas_threads}; medians of warm rounds; "
+        f"cores busy with other processes: {others}."
+    )
+    reasons = conditions.contention(rows)
+    if reasons:
+        notes.append(
+            "CONTENDED: " + "; ".join(reasons) + ". These times and ratios are not comparable "
+            "with a quiet machine's, and the share of the matmul ceiling is withheld; run again "
+            "on a quiet machine, or with --single-thread for ratios that hold up better."
+        )
+    return "\n".join([text, *notes])
 
 
-def to_dict(rows: Sequence[Row], ceiling: dict[str, float]) -> dict[str, Any]:
-    return {"rows": [asdict(r) for r in rows], "matmul_gflops": ceiling}
+def to_dict(rows: Sequence[Row], conditions: Conditions) -> dict[str, Any]:
+    reasons = conditions.contention(rows)
+    return {
+        "rows": [asdict(r) for r in rows],
+        "matmul_gflops": conditions.ceiling,
+        "conditions": {**asdict(conditions), "contended": bool(reasons), "contention": reasons},
+    }
 
 
 def plot(rows: Sequence[Row], backends: Sequence[str], path: str) -> None:

@@ -142,6 +142,12 @@ def _parser() -> argparse.ArgumentParser:
     bench_cmd.add_argument("--problems", nargs="+", choices=PROBLEMS, default=list(PROBLEMS))
     bench_cmd.add_argument("--dtypes", nargs="+", choices=BENCH_DTYPES, default=list(BENCH_DTYPES))
     bench_cmd.add_argument("--rounds", type=int, default=7, help="timed rounds per backend")
+    bench_cmd.add_argument(
+        "--single-thread",
+        action="store_true",
+        help="run BLAS, JAX, TensorFlow and Numba on one thread each: slower, but ratios that "
+        "hold up on a machine busy with other work",
+    )
     bench_cmd.add_argument("--json", action="store_true", help="print the results as JSON")
     bench_cmd.add_argument(
         "--plot", metavar="FILE.png", help="also write a chart of the times and loss curves"
@@ -279,13 +285,20 @@ def _bench(args: argparse.Namespace) -> int:
         resolve(name)  # an unknown or missing backend is bad usage, found before any timing
     if args.rounds < 1:
         raise ValueError(f"rounds must be a positive integer; got {args.rounds}")
-    rows, ceiling = benchmarks.run(
-        backends, args.problems, args.dtypes, args.rounds, progress=benchmarks.progress_bar
+    if args.single_thread:
+        benchmarks.pin_framework_threads()
+    rows, conditions = benchmarks.run(
+        backends,
+        args.problems,
+        args.dtypes,
+        args.rounds,
+        progress=benchmarks.progress_bar,
+        single_thread=args.single_thread,
     )
     _emit(
-        json.dumps(benchmarks.to_dict(rows, ceiling), indent=2)
+        json.dumps(benchmarks.to_dict(rows, conditions), indent=2)
         if args.json
-        else benchmarks.table(rows, ceiling)
+        else benchmarks.table(rows, conditions)
     )
     if args.plot:
         benchmarks.plot(rows, backends, args.plot)

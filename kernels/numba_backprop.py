@@ -43,6 +43,8 @@ LOSS_CODES = {"half_sse": HALF_SSE, "mse": MSE, "bce": BCE, "softmax_ce": SOFTMA
 
 #: Products of at least this many multiply-adds go to BLAS; smaller ones are cheaper as loops.
 BLAS_MIN_WORK = 16 * 16 * 16
+#: Runs of at least this many steps take the loop specialised to the network.
+SPECIALISE_MIN_STEPS = 1000
 #: Exponentials are taken this many at a time, in vector-friendly runs through scratch space;
 #: fewer than SMALL of them are cheaper one by one through the C library's exp.
 CHUNK = 512
@@ -110,13 +112,14 @@ def sigmoid(z, scratch):
     # σ(z) = 1/(1 + e) for z ≥ 0 and e/(1 + e) below, with e = e^{-|z|} ∈ (0, 1] never
     # overflowing; both are formed so the choice is a select, not an unpredictable jump.
     one = z.dtype.type(1)
-    flat = z.reshape(z.size)  # (N, n) -> (N·n,), a view: z is C-contiguous
-    if flat.size < SMALL:  # too few for vector loops to pay off
-        for j in range(flat.size):
-            e = np.exp(-abs(flat[j]))
-            positive = one / (one + e)
-            flat[j] = positive if flat[j] >= 0 else e * positive
+    if z.size < SMALL:  # too few for vector loops to pay off
+        for i in range(z.shape[0]):
+            for j in range(z.shape[1]):
+                e = np.exp(-abs(z[i, j]))
+                positive = one / (one + e)
+                z[i, j] = positive if z[i, j] >= 0 else e * positive
         return
+    flat = z.reshape(z.size)  # (N, n) -> (N·n,), a view: z is C-contiguous
     e, bits = scratch
     for start in range(0, flat.size, CHUNK):
         part = flat[start : start + CHUNK]
@@ -246,6 +249,14 @@ def pre_activation(a_prev, W, b, bias, z):
 
 
 @jit
+def keep_logits(z, logits):
+    """logits ← z_L, which the losses on logits need after f overwrites z."""
+    for i in range(z.shape[0]):
+        for k in range(z.shape[1]):
+            logits[i, k] = z[i, k]
+
+
+@jit
 def forward(activations, Ws, bs, bias, A, logits, log_norm, scratch):
     """Fill A[1..L] with the activations of A[0] = X, logits with z_L and, for a softmax
     output, log_norm with each row's log Σ_k e^{z_k − max z}."""
@@ -254,9 +265,7 @@ def forward(activations, Ws, bs, bias, A, logits, log_norm, scratch):
         z = A[l + 1]
         pre_activation(A[l], Ws[l], bs[l], bias, z)
         if l == L - 1:
-            for i in range(z.shape[0]):  # keep z_L, which the losses on logits need
-                for k in range(z.shape[1]):
-                    logits[i, k] = z[i, k]
+            keep_logits(z, logits)
         activate(activations[l], z, scratch, log_norm)
 
 
@@ -369,10 +378,18 @@ def descend(W, dW, lr):
 
 
 @jit
+def descend_bias(b, db, lr):
+    """b ← b − lr · db, in place."""
+    for j in range(b.shape[0]):
+        b[j] -= lr * db[j]
+
+
+@jit
 def train_loop(
     loss_code, activations, Ws, bs, bias, y, lr, A, logits, log_norm, D, dWs, dbs, scratch, losses
 ):
-    """``len(losses)`` gradient-descent steps on Ws and bs in place; losses[t] before step t."""
+    """``len(losses)`` gradient-descent steps on Ws and bs in place; losses[t] before step t.
+    `numba_specialised` writes this loop out for one network."""
     for t in range(losses.shape[0]):
         losses[t] = loss_and_grads_into(
             loss_code, activations, Ws, bs, bias, y, A, logits, log_norm, D, dWs, dbs, scratch
@@ -380,9 +397,7 @@ def train_loop(
         for l in range(len(Ws)):
             descend(Ws[l], dWs[l], lr)
             if bias:
-                b, db = bs[l], dbs[l]
-                for j in range(b.shape[0]):
-                    b[j] -= lr * db[j]
+                descend_bias(bs[l], dbs[l], lr)
 
 
 # --- optimizers: gradcheck.optimizers' equations, element by element, state in buffers ----------
@@ -650,26 +665,23 @@ def _batch_buffers(net: Network, ws: Workspace) -> tuple:
 def train(
     net: Network, params: Params, X: np.ndarray, y: np.ndarray, steps: int, lr: float
 ) -> Trajectory:
-    """All ``steps`` steps in one compiled call, on a copy of ``params``."""
+    """All ``steps`` steps in one compiled call, on a copy of ``params``. A long run takes the
+    loop `numba_specialised` writes out for this network: bit-identical, faster per step, and
+    compiled once per network (seconds, then cached on disk), which a short run would not
+    earn back."""
+    from gradcheck.kernels import numba_specialised
+
     if not net.dense:
         return _layers().train(net, params, X, y, steps, lr)
     ws = Workspace(net, params, X, copy=True)
     losses = np.empty(steps, net.dtype)
-    train_loop(
-        lookup(LOSS_CODES, net.loss, "loss"),
-        ws.activations,
-        ws.Ws,
-        ws.bs,
-        net.bias,
-        y,
-        net.np_dtype.type(lr),
-        ws.A,
-        ws.logits,
-        ws.log_norm,
-        ws.D,
-        ws.dWs,
-        ws.dbs,
-        ws.scratch,
-        losses,
-    )
+    loss_code, lr = lookup(LOSS_CODES, net.loss, "loss"), net.np_dtype.type(lr)
+    if steps < SPECIALISE_MIN_STEPS:
+        train_loop(loss_code, ws.activations, ws.Ws, ws.bs, net.bias, y, lr, ws.A, ws.logits,
+                   ws.log_norm, ws.D, ws.dWs, ws.dbs, ws.scratch, losses)  # fmt: skip
+    else:
+        loop = numba_specialised.train_loop(
+            net.widths, len(X), tuple(ws.activations.tolist()), loss_code, net.bias
+        )
+        loop(ws.A[0], y, ws.Ws, ws.bs, lr, ws.scratch, losses)
     return Trajectory(_as_params(ws.Ws, ws.bs, net.bias), losses)

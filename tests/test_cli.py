@@ -243,7 +243,8 @@ def test_bench_prints_json_rows_for_the_matrix_asked_for(capsys):
     data = json.loads(captured.out)
     rows = data["rows"]
     assert {(r["backend"], r["dtype"]) for r in rows} == {
-        (b, d) for b in ("numpy", "numba") for d in ("float64", "float32")
+        *((b, d) for b in ("numpy", "numba") for d in ("float64", "float32")),
+        ("floor", "float64"),  # the notebook's hand-written loop, beside the backends
     }
     for dtype in ("float64", "float32"):
         group = [r for r in rows if r["dtype"] == dtype]
@@ -251,7 +252,10 @@ def test_bench_prints_json_rows_for_the_matrix_asked_for(capsys):
         for r in group:  # each ratio is its own time over the fastest of its group
             assert r["ratio_to_fastest"] == pytest.approx(r["seconds_per_step"] / fastest)
     assert all(r["seconds_per_step"] > 0 and r["steps"] == 2000 for r in rows)
-    assert "4/4 done" in captured.err  # the progress bar ran to the end
+    assert "5/5 done" in captured.err  # the progress bar ran to the end
+    conditions = data["conditions"]
+    assert conditions["blas_threads"] >= 1
+    assert conditions["contended"] == bool(conditions["contention"])
 
 
 def test_bench_table_and_chart(tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""The Numba kernels' own promises: a vectorised exp within one ulp, and no allocation per step."""
+"""The Numba kernels' own promises: a vectorised exp within one ulp, no allocation per step, and
+a loop specialised to a network that computes exactly what the general loop does."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -53,24 +55,29 @@ def test_exp_nonpositive_subnormal_results_are_exact(dtype, bits):
 
 
 def test_training_allocates_nothing_per_step():
-    """Numba's allocation counter reads the same for 10 steps as for 1000."""
+    """Numba's allocation counter reads the same for 10 steps as for 1000, for the general loop
+    and for the loop specialised to the network."""
     code = """
 import numpy as np
 from numba.core.runtime import rtsys
 import gradcheck
 from gradcheck.kernels import numba_backprop as nb
+from gradcheck.kernels import numba_specialised as sp
 X, y = gradcheck.datasets.digits()
 X, y = X[:200], y[:200]
 net = gradcheck.Network([64, 32, 10], activation=["sigmoid", "softmax"], loss="softmax_ce")
 params = net.init(seed=0)
 counts = []
+specialised = sp.train_loop(net.widths, len(X), (nb.SIGMOID, nb.SOFTMAX), nb.SOFTMAX_CE, True)
 for steps in (1, 1, 10, 1000):  # the first call loads the compiled code and starts the runtime
     ws = nb.Workspace(net, params, X, copy=True)
     losses = np.empty(steps)
     before = rtsys.get_allocation_stats().alloc if counts else 0
     nb.train_loop(nb.SOFTMAX_CE, ws.activations, ws.Ws, ws.bs, True, y, 0.5, ws.A, ws.logits,
                   ws.log_norm, ws.D, ws.dWs, ws.dbs, ws.scratch, losses)
-    counts.append(rtsys.get_allocation_stats().alloc - before)
+    middle = rtsys.get_allocation_stats().alloc
+    specialised(X, y, ws.Ws, ws.bs, 0.5, ws.scratch, losses)
+    counts.append((middle - before, rtsys.get_allocation_stats().alloc - middle))
 print(counts[1:])
 """
     env = {**os.environ, "NUMBA_NRT_STATS": "1"}
@@ -91,3 +98,84 @@ def test_softmax_ce_of_a_confident_row_keeps_its_digits(name):
     loss, _ = gradcheck.get_backend(name).loss_and_grads(net, params, X, y)
     expected = math.log1p(2 * math.exp(-20))
     assert abs(loss - expected) <= 1e-7 * expected
+
+
+# --- the loop specialised to one network ------------------------------------------------------
+
+#: Between them every activation, every loss, bias on and off, depths 1 to 3, and sizes on both
+#: sides of the kernels' small/large switches (loops or BLAS, scalar or vector exponentials).
+SPECIALISED = [
+    ([3, 4, 1], ["sigmoid", "sigmoid"], "half_sse", False, 4),
+    ([5, 6, 4, 3], ["tanh", "relu", "softmax"], "softmax_ce", True, 7),
+    ([4, 6, 2], ["softplus", "sigmoid"], "bce", True, 5),
+    ([3, 2], ["identity"], "mse", True, 6),
+    ([64, 32, 10], ["sigmoid", "softmax"], "softmax_ce", True, 300),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize(
+    ("widths", "activations", "loss", "bias", "samples"),
+    SPECIALISED,
+    ids=["-".join(map(str, case[0])) for case in SPECIALISED],
+)
+def test_the_specialised_loop_is_bit_identical_to_the_general_one(
+    widths, activations, loss, bias, samples, dtype
+):
+    from gradcheck.kernels import numba_backprop as nb
+    from gradcheck.kernels import numba_specialised as sp
+
+    net = gradcheck.Network(widths, activation=activations, loss=loss, bias=bias, dtype=dtype)
+    rng = np.random.default_rng(len(widths) + samples)
+    X = rng.normal(size=(samples, widths[0])).astype(dtype)
+    if loss == "softmax_ce":
+        y = np.eye(widths[-1], dtype=dtype)[rng.integers(0, widths[-1], samples)]
+    else:
+        y = rng.uniform(size=(samples, widths[-1])).astype(dtype)
+    params, steps, lr = net.init(seed=1), 25, net.np_dtype.type(0.1)
+    loss_code = nb.LOSS_CODES[loss]
+    general = nb.Workspace(net, params, X, copy=True)
+    general_losses = np.empty(steps, dtype)
+    nb.train_loop(loss_code, general.activations, general.Ws, general.bs, bias, y, lr,
+                  general.A, general.logits, general.log_norm, general.D, general.dWs,
+                  general.dbs, general.scratch, general_losses)  # fmt: skip
+    special = nb.Workspace(net, params, X, copy=True)
+    special_losses = np.empty(steps, dtype)
+    codes = tuple(nb.ACTIVATION_CODES[a] for a in activations)
+    loop = sp.train_loop(tuple(widths), samples, codes, loss_code, bias)
+    loop(X, y, special.Ws, special.bs, lr, special.scratch, special_losses)
+    assert np.array_equal(special_losses, general_losses)
+    for W, W_general in zip(special.Ws, general.Ws, strict=True):
+        assert np.array_equal(W, W_general)
+    for b, b_general in zip(special.bs, general.bs, strict=True):
+        assert np.array_equal(b, b_general)
+    assert not np.array_equal(special.Ws[0], np.asarray(params[0]["W"], dtype))  # it trained
+
+
+def test_processes_generating_one_loop_at_once_all_get_it(tmp_path):
+    """Four processes ask for the same new specialised loop at the same moment, with a fresh
+    cache: each gets a complete file and the same losses."""
+    code = """
+import sys, time
+import numpy as np
+import gradcheck
+net = gradcheck.Network([2, 3, 1], activation="tanh", loss="half_sse", bias=False)
+X, y = np.ones((3, 2)), np.zeros((3, 1))
+time.sleep(max(0.0, float(sys.argv[1]) - time.time()))  # start together
+losses = gradcheck.get_backend("numba").train(net, net.init(seed=0), X, y, 1000, 0.1).losses
+print(repr(losses[-1]))
+"""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    start = str(time.time() + 4)
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code, start], env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]  # fmt: skip
+    outputs = [process.communicate() for process in processes]
+    assert all(process.returncode == 0 for process in processes), outputs
+    assert len({out for out, _ in outputs}) == 1
+    generated = list((tmp_path / "numba_specialised").glob("train_loop_*.py"))
+    assert len(generated) == 1
+    assert "def train_loop(" in generated[0].read_text()
+    assert not list((tmp_path / "numba_specialised").glob("*.tmp"))
