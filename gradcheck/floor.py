@@ -26,14 +26,14 @@ PROBLEM = "notebook"
 N, N_IN, N_HIDDEN, N_OUT = 4, 3, 4, 1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def sigmoid(z):
     e = np.exp(-abs(z))
     positive = 1.0 / (1.0 + e)
     return positive if z >= 0 else e * positive
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def fused_train(X, y, W1, W2, lr, losses):
     """``len(losses)`` steps on W1 (3, 4) and W2 (4, 1) in place; losses[t] before step t."""
     a1 = np.empty((N, N_HIDDEN))  # activations and deltas; N_OUT = 1 is a vector

@@ -10,6 +10,10 @@ every constant is made from the data's own dtype (``dtype.type(1)``) rather than
 literal. And small products are written as loops, because a BLAS call costs more than a 4×3 by
 3×4 product; large ones go to BLAS through ``np.dot``.
 
+Division follows NumPy's rules rather than Python's (``error_model="numpy"``): no check for a
+zero divisor, which no kernel here can meet, and without which LLVM vectorises the divisions of
+σ(z) and of the softmax.
+
 Compiled code is cached on disk (``cache=True``), so only the first process on a machine pays
 for compilation.
 """
@@ -50,7 +54,7 @@ SPECIALISE_MIN_STEPS = 1000
 CHUNK = 512
 SMALL = 64
 
-jit = njit(cache=True, nogil=True, inline="always")
+jit = njit(cache=True, nogil=True, inline="always", error_model="numpy")
 
 
 # --- products into preallocated buffers --------------------------------------------------------

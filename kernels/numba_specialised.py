@@ -96,7 +96,7 @@ def train_loop_source(
         ")",
         "",
         "",
-        "@njit(cache=True, nogil=True)",
+        '@njit(cache=True, nogil=True, error_model="numpy")',
     ]
     return "\n".join(header + lines) + "\n"
 

@@ -5,8 +5,18 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import gradcheck
+from gradcheck.benchmarks import pin_framework_threads
 
 pytest_plugins = ["pytester"]
+
+# Under pytest-xdist (make test runs `pytest -n auto`) the workers already use every core, and
+# BLAS, XLA and TensorFlow pools of their own in each would oversubscribe them: each worker runs
+# its frameworks on one thread.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    from threadpoolctl import threadpool_limits
+
+    pin_framework_threads()
+    threadpool_limits(limits=1)
 
 # "ci" is fixed and derandomised, so every run checks the same networks; "thorough" explores.
 # Choose with --hypothesis-profile=thorough (or HYPOTHESIS_PROFILE=thorough).

@@ -46,3 +46,12 @@ def test_an_unknown_backend_is_a_usage_error(pytester):
     result = pytester.runpytest_subprocess("--gradcheck-backends", "torch")
     assert result.ret == 4  # pytest's usage error
     result.stderr.fnmatch_lines(["*--gradcheck-backends must name backends among*got 'torch'*"])
+
+
+def test_a_users_suite_runs_in_parallel_with_pytest_xdist(pytester):
+    """The same file under ``pytest -n 2``: every worker collects the same parametrisations,
+    and every test runs once."""
+    pytester.makepyfile(test_user=USER_TESTS)
+    result = pytester.runpytest_subprocess("-n", "2", "-v")
+    result.assert_outcomes(passed=1 + len(gradcheck.available_backends()))
+    result.stdout.fnmatch_lines(["*2 workers*"])
