@@ -19,10 +19,11 @@ lint: $(BIN)/gradcheck
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The benchmarks run once each, untimed, so they cannot rot; `make bench` times them. The docs'
-# and README's code blocks run as tests, and the site builds with warnings as errors.
+# The tests run on every core (pytest-xdist). The benchmarks run once each, untimed, so they
+# cannot rot; `make bench` times them. The docs' and README's code blocks run as tests, and the
+# site builds with warnings as errors.
 test: lint docs
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 	$(BIN)/pytest --markdown-docs -m markdown-docs docs README.md -q
 	$(BIN)/pytest bench --benchmark-disable -q
 

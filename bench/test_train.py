@@ -1,5 +1,5 @@
 """Training-loop benchmarks: every available backend on every problem of the catalogue, and
-the floor — the notebook's loop fused for its one network — beside them.
+the floor — the notebook's loop written by hand for its one network — beside them.
 
     pytest bench/ --benchmark-only
 

@@ -109,7 +109,7 @@ def has_floor(problem: str, dtype: str) -> bool:
 
 
 def floor_run(c: Case, lr: float) -> Trajectory:
-    """`gradcheck.floor`'s fused loop on ``c``, which must be its problem in its dtype."""
+    """`gradcheck.floor`'s hand-written loop on ``c``, which must be its problem in its dtype."""
     from gradcheck import floor
 
     if (c.name, c.dtype) != (floor.PROBLEM, FLOOR_DTYPE):
@@ -327,7 +327,7 @@ def table(rows: Sequence[Row], conditions: Conditions) -> str:
             (
                 r.problem,
                 r.dtype,
-                f"{r.backend} (fused, not a backend)" if r.backend == FLOOR else r.backend,
+                f"{r.backend} (by hand, not a backend)" if r.backend == FLOOR else r.backend,
                 f"{r.seconds_per_step * 1e6:.2f} us",
                 f"{r.ratio_to_fastest:.2f}x",
                 "" if r.gflops is None else f"{r.gflops:.1f}",
@@ -351,7 +351,7 @@ def table(rows: Sequence[Row], conditions: Conditions) -> str:
         ]
     if any(r.backend == FLOOR for r in rows):
         notes.append(
-            "floor: the notebook's loop fused for its one network (gradcheck.floor), "
+            "floor: the notebook's loop written by hand for its one network (gradcheck.floor), "
             "the time the general backends are measured against"
         )
     others = "unknown" if conditions.other_cores is None else f"{conditions.other_cores:.2f}"

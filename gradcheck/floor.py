@@ -34,7 +34,7 @@ def sigmoid(z):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def fused_train(X, y, W1, W2, lr, losses):
+def train_loop(X, y, W1, W2, lr, losses):
     """``len(losses)`` steps on W1 (3, 4) and W2 (4, 1) in place; losses[t] before step t."""
     a1 = np.empty((N, N_HIDDEN))  # activations and deltas; N_OUT = 1 is a vector
     d1 = np.empty((N, N_HIDDEN))
@@ -97,6 +97,6 @@ def train(
             raise ValueError(f"floor.train: {name} must be {expected[name]}, got {np.shape(array)}")
     W1, W2 = (np.array(given[name], np.float64, order="C") for name in ("W1", "W2"))
     losses = np.empty(steps)
-    fused_train(np.ascontiguousarray(X, np.float64), np.ascontiguousarray(y, np.float64),
+    train_loop(np.ascontiguousarray(X, np.float64), np.ascontiguousarray(y, np.float64),
                 W1, W2, float(lr), losses)  # fmt: skip
     return W1, W2, losses

@@ -166,13 +166,31 @@ def softplus(z):
 
 
 @jit
+def row_max(x, i):
+    """max_k x[i, k], without making a view of the row."""
+    largest = x[i, 0]
+    for k in range(1, x.shape[1]):
+        largest = max(largest, x[i, k])
+    return largest
+
+
+@jit
+def row_sum(x, i):
+    """Σ_k x[i, k] in order, without making a view of the row."""
+    total = x.dtype.type(0)
+    for k in range(x.shape[1]):
+        total += x[i, k]
+    return total
+
+
+@jit
 def softmax(z, scratch, log_norm):
     """Also keeps log_norm[i] = log Σ_k e^{z_ik − max_k z_ik}, which the softmax_ce loss needs
     (without the shift added back, so a confident row's small loss keeps its digits)."""
     bits = scratch[1]
     N, n = z.shape
     for i in range(N):
-        shift = z[i].max()
+        shift = row_max(z, i)
         for k in range(n):
             z[i, k] -= shift  # shift so the largest exponent is 0
     flat = z.reshape(z.size)  # (N, n) -> (N·n,)
@@ -180,7 +198,7 @@ def softmax(z, scratch, log_norm):
         part = flat[start : start + CHUNK]
         exp_nonpositive(part, bits[: part.size])
     for i in range(N):
-        total = z[i].sum()
+        total = row_sum(z, i)
         for k in range(n):
             z[i, k] /= total
         log_norm[i] = np.log(total)
@@ -285,7 +303,7 @@ def loss(loss_code, a, z, log_norm, y):
     for i in range(N):
         row = zero  # per-row partial sums keep the accumulation short
         if loss_code == SOFTMAX_CE:
-            shift = z[i].max()
+            shift = row_max(z, i)
             for k in range(K):
                 row -= y[i, k] * ((z[i, k] - shift) - log_norm[i])  # −y log softmax(z)
         else:
@@ -318,7 +336,7 @@ def output_delta(loss_code, activation, a, y, delta):
     elif loss_code == SOFTMAX_CE:
         n = a.dtype.type(N)
         for i in range(N):
-            y_sum = y[i].sum()  # a Σ_k y_k − y: the familiar a − y for one-hot rows
+            y_sum = row_sum(y, i)  # a Σ_k y_k − y: the familiar a − y for one-hot rows
             for k in range(K):
                 delta[i, k] = (a[i, k] * y_sum - y[i, k]) / n
     elif loss_code in (HALF_SSE, MSE):
