@@ -1,12 +1,14 @@
-"""`numba_backprop`'s training loop written out for one network's layers, activations and loss.
+"""`numba_backprop`'s training loop written out for one network's sizes, activations and loss.
 
-The general loop walks a tuple of layers and dispatches on activation and loss codes it reads at
-run time. On a small network that bookkeeping costs more than the arithmetic: the notebook's
-3-4-1 step is about 60 multiply-adds and 20 exponentials. So for each network the loop is
-generated as source — one line per equation per layer, the codes written in as constants — and
-compiled, which lets LLVM drop every branch that cannot be taken. The equations are the ones
-`numba_backprop` defines, called in the same order on the same buffers, so a specialised run is
-bit-identical to the general one.
+The general loop walks a tuple of layers, dispatches on activation and loss codes it reads at
+run time, and loops to sizes it reads from its buffers. On a small network that bookkeeping
+costs more than the arithmetic: the notebook's 3-4-1 step is about 60 multiply-adds and 20
+exponentials. So for each network the loop is generated as source — one line per equation per
+layer, the codes written in as constants, every buffer allocated inside at its literal size —
+and compiled, which lets LLVM drop every branch that cannot be taken and unroll the small
+products (the literal sizes alone halve the notebook's step). The equations are the ones
+`numba_backprop` defines, called in the same order, so a specialised run is bit-identical to
+the general one.
 
 For the Numba cache to keep the machine code, a generated loop needs a file: it is written once,
 named by a digest of its text and of the kernel sources it calls (so changed kernels never meet
