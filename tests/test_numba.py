@@ -179,3 +179,23 @@ print(repr(losses[-1]))
     assert len(generated) == 1
     assert "def train_loop(" in generated[0].read_text()
     assert not list((tmp_path / "numba_specialised").glob("*.tmp"))
+
+
+def test_a_long_run_takes_the_specialised_loop_and_agrees_to_the_bit(monkeypatch):
+    """Through the backend: a run just long enough takes the loop specialised to the network,
+    one step shorter the general loop, and their losses agree to the last bit."""
+    from gradcheck.kernels import numba_backprop as nb
+    from gradcheck.kernels import numba_specialised as sp
+
+    asked = []
+    specialised = sp.train_loop
+    monkeypatch.setattr(sp, "train_loop", lambda *key: asked.append(key) or specialised(*key))
+    net = gradcheck.Network([3, 4, 1], bias=False)
+    X, y = gradcheck.datasets.seed_xor()
+    params = net.init(seed=3, scheme="uniform")
+    backend = gradcheck.get_backend("numba")
+    long = backend.train(net, params, X, y, nb.SPECIALISE_MIN_STEPS, 1.0)
+    assert asked == [((3, 4, 1), 4, (nb.SIGMOID, nb.SIGMOID), nb.HALF_SSE, False)]
+    short = backend.train(net, params, X, y, nb.SPECIALISE_MIN_STEPS - 1, 1.0)
+    assert len(asked) == 1
+    assert np.array_equal(long.losses[:-1], short.losses)
