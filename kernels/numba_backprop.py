@@ -529,26 +529,39 @@ class Workspace:
     def __init__(self, net: Network, params: Params, X: np.ndarray, copy: bool):
         N = X.shape[0]
         dtype = net.np_dtype
-        self.activations = np.array(
-            [lookup(ACTIVATION_CODES, a, "activation") for a in net.activations], np.int64
-        )
-        # Kernels need C-contiguous arrays: copied when asked, otherwise only when necessary.
-        copy_or_if_needed = True if copy else None
-        self.Ws = tuple(
-            np.array(layer["W"], dtype, copy=copy_or_if_needed, order="C") for layer in params
-        )
-        self.bs = tuple(
-            np.array(layer["b"], dtype, copy=copy_or_if_needed) if net.bias else np.empty(0, dtype)
-            for layer in params
-        )
+        self.activations = _activation_codes(net)
+        self.Ws, self.bs = _weights(net, params, copy)
         self.A = (np.ascontiguousarray(X), *(np.empty((N, w), dtype) for w in net.widths[1:]))
         self.logits = np.empty((N, net.widths[-1]), dtype)
         self.log_norm = np.empty(N, dtype)
         self.D = tuple(np.empty((N, w), dtype) for w in net.widths[1:])
         self.dWs = tuple(np.empty_like(W) for W in self.Ws)
         self.dbs = tuple(np.empty_like(b) for b in self.bs)
-        bits = np.int64 if dtype == np.float64 else np.int32  # the exponent field's integer
-        self.scratch = (np.empty(CHUNK, dtype), np.empty(CHUNK, bits))
+        self.scratch = exp_scratch(dtype)
+
+
+def _activation_codes(net: Network) -> np.ndarray:
+    """Each weight layer's activation code, as the compiled loops take them."""
+    return np.array([lookup(ACTIVATION_CODES, a, "activation") for a in net.activations], np.int64)
+
+
+def _weights(net: Network, params: Params, copy: bool) -> tuple[tuple, tuple]:
+    """Each layer's W and b (an empty b without bias) in the net's dtype. Kernels need
+    C-contiguous arrays: copied when asked, otherwise only when necessary."""
+    dtype = net.np_dtype
+    copy_or_if_needed = True if copy else None
+    Ws = tuple(np.array(layer["W"], dtype, copy=copy_or_if_needed, order="C") for layer in params)
+    bs = tuple(
+        np.array(layer["b"], dtype, copy=copy_or_if_needed) if net.bias else np.empty(0, dtype)
+        for layer in params
+    )
+    return Ws, bs
+
+
+def exp_scratch(dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Work space for the exponentials: values, and the exponent field's integers."""
+    bits = np.int64 if dtype == np.float64 else np.int32
+    return np.empty(CHUNK, dtype), np.empty(CHUNK, bits)
 
 
 def _as_params(Ws: tuple, bs: tuple, bias: bool) -> Params:
@@ -691,19 +704,20 @@ def train(
     loop `numba_specialised` writes out for this network: bit-identical, faster per step, and
     compiled once per network (seconds, then cached on disk), which a short run would not
     earn back."""
-    from gradcheck.kernels import numba_specialised
-
     if not net.dense:
         return _layers().train(net, params, X, y, steps, lr)
-    ws = Workspace(net, params, X, copy=True)
     losses = np.empty(steps, net.dtype)
     loss_code, lr = lookup(LOSS_CODES, net.loss, "loss"), net.np_dtype.type(lr)
     if steps < SPECIALISE_MIN_STEPS:
+        ws = Workspace(net, params, X, copy=True)
         train_loop(loss_code, ws.activations, ws.Ws, ws.bs, net.bias, y, lr, ws.A, ws.logits,
                    ws.log_norm, ws.D, ws.dWs, ws.dbs, ws.scratch, losses)  # fmt: skip
-    else:
-        loop = numba_specialised.train_loop(
-            net.widths, len(X), tuple(ws.activations.tolist()), loss_code, net.bias
-        )
-        loop(ws.A[0], y, ws.Ws, ws.bs, lr, ws.scratch, losses)
-    return Trajectory(_as_params(ws.Ws, ws.bs, net.bias), losses)
+        return Trajectory(_as_params(ws.Ws, ws.bs, net.bias), losses)
+    from gradcheck.kernels import numba_specialised
+
+    # the specialised loop allocates its own buffers; it needs only the weights to train
+    codes = tuple(_activation_codes(net).tolist())
+    loop = numba_specialised.train_loop(net.widths, len(X), codes, loss_code, net.bias)
+    Ws, bs = _weights(net, params, copy=True)
+    loop(np.ascontiguousarray(X), y, Ws, bs, lr, exp_scratch(net.np_dtype), losses)
+    return Trajectory(_as_params(Ws, bs, net.bias), losses)

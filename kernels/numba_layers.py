@@ -56,8 +56,7 @@ class Buffers:
         self.logits = np.empty((n, net.outputs), dtype)
         self.y = np.empty((n, net.outputs), dtype)
         self.log_norm = np.empty(n, dtype)
-        bits = np.int64 if dtype == np.float64 else np.int32  # the exponent field's integer
-        self.scratch = (np.empty(nb.CHUNK, dtype), np.empty(nb.CHUNK, bits))
+        self.scratch = nb.exp_scratch(dtype)
 
 
 class Weights:

@@ -31,9 +31,6 @@ from pathlib import Path
 from gradcheck.kernels import numba_backprop as nb
 from gradcheck.kernels import numba_exp
 
-#: The losses that read the output layer's pre-activation z_L, which the loop then keeps.
-LOSSES_ON_LOGITS = (nb.BCE, nb.SOFTMAX_CE)
-
 _CODE_NAMES = {code: name.upper() for name, code in nb.ACTIVATION_CODES.items()}
 _LOSS_NAMES = {code: name.upper() for name, code in nb.LOSS_CODES.items()}
 
@@ -70,8 +67,8 @@ def train_loop_source(
     ]
     for l in range(L):
         lines.append(f"        pre_activation(A{l}, W{l}, b{l}, {bias}, A{l + 1})")
-        if l == L - 1 and loss in LOSSES_ON_LOGITS:
-            lines.append(f"        keep_logits(A{L}, logits)")
+        if l == L - 1:
+            lines.append(f"        keep_logits(A{L}, logits)")  # as `forward` keeps z_L
         lines.append(f"        activate({f[l]}, A{l + 1}, scratch, log_norm)")
     lines += [
         f"        losses[t] = loss({out}, A{L}, logits, log_norm, Y)",
