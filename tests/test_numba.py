@@ -199,3 +199,69 @@ def test_a_long_run_takes_the_specialised_loop_and_agrees_to_the_bit(monkeypatch
     short = backend.train(net, params, X, y, nb.SPECIALISE_MIN_STEPS - 1, 1.0)
     assert len(asked) == 1
     assert np.array_equal(long.losses[:-1], short.losses)
+
+
+# --- buffers kept between training calls ---------------------------------------------------------
+
+
+def _digits_sized_run(seed: int, dtype: str = "float64"):
+    """A 64-32-10 softmax network on 300 digits, 20 steps from the weights of ``seed``."""
+    X, y = gradcheck.datasets.digits()
+    X, y = X[:300].astype(dtype), y[:300].astype(dtype)
+    net = gradcheck.Network([64, 32, 10], activation=["sigmoid", "softmax"], loss="softmax_ce",
+                            dtype=dtype)  # fmt: skip
+    return net, net.init(seed=seed), X, y
+
+
+def _trained_on_fresh_buffers(net, params, X, y, steps, lr):
+    """`numba_backprop.train_loop` on a workspace of its own, kept by no one."""
+    from gradcheck.kernels import numba_backprop as nb
+
+    ws = nb.Workspace(net, params, X, copy=True)
+    losses = np.empty(steps, net.dtype)
+    nb.train_loop(nb.LOSS_CODES[net.loss], ws.activations, ws.Ws, ws.bs, net.bias, y,
+                  net.np_dtype.type(lr), ws.A, ws.logits, ws.log_norm, ws.D, ws.dWs, ws.dbs,
+                  ws.scratch, losses)  # fmt: skip
+    return ws.Ws, losses
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_training_call_on_kept_buffers_computes_what_fresh_buffers_do(dtype):
+    """Calls of the same sizes one after another, from different weights, reuse one set of
+    buffers; each still computes exactly what a run on buffers of its own does."""
+    backend = gradcheck.get_backend("numba")
+    runs = []
+    for seed in (0, 1, 0):
+        net, params, X, y = _digits_sized_run(seed, dtype)
+        runs.append(backend.train(net, params, X, y, 20, 0.5))
+        Ws, losses = _trained_on_fresh_buffers(net, params, X, y, 20, 0.5)
+        assert np.array_equal(runs[-1].losses, losses)
+        for layer, W in zip(runs[-1].params, Ws, strict=True):
+            assert np.array_equal(layer["W"], W)
+    assert not np.array_equal(runs[0].losses, runs[1].losses)
+
+
+def test_threads_training_at_once_keep_buffers_of_their_own():
+    """Two threads train networks of the same sizes from different weights at the same time
+    (the compiled loop releases the GIL); each gets what it gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend = gradcheck.get_backend("numba")
+    runs = [_digits_sized_run(seed) for seed in range(4)]
+    alone = [_trained_on_fresh_buffers(*run, 200, 0.5)[1] for run in runs]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda run: backend.train(*run, 200, 0.5).losses, runs * 3))
+    for i, losses in enumerate(together):
+        assert np.array_equal(losses, alone[i % len(runs)])
+
+
+def test_only_the_most_recent_sizes_keep_their_buffers():
+    from gradcheck.kernels import numba_backprop as nb
+
+    nets = [gradcheck.Network([3, w, 1]) for w in range(2, 3 + nb.KEPT_BUFFERS)]
+    first = nb.kept_buffers(nets[0], 5)
+    assert nb.kept_buffers(nets[0], 5) is first
+    assert nb.kept_buffers(nets[0], 6) is not first  # another batch size
+    for net in nets[1:]:
+        nb.kept_buffers(net, 5)
+    assert nb.kept_buffers(nets[0], 5) is not first  # pushed out by KEPT_BUFFERS newer sizes
