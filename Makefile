@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: verify test lint docs bench chart clean
+.PHONY: verify test lint docs browser bench chart clean
 
 $(BIN)/gradcheck: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,17 @@ lint: $(BIN)/gradcheck
 # The tests run on every core (pytest-xdist). The benchmarks run once each, untimed, so they
 # cannot rot; `make bench` times them. The docs' and README's code blocks run as tests, and the
 # site builds with warnings as errors.
-test: lint docs
+test: lint docs browser
 	$(BIN)/pytest -n auto
 	$(BIN)/pytest --markdown-docs -m markdown-docs docs README.md -q
 	$(BIN)/pytest bench --benchmark-disable -q
+
+# Chromium for the browser test (tests/test_site.py), from Debian's packages where this user may
+# install them; elsewhere that test skips and says how to install it.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "no Chromium: the browser test will skip (apt-get install chromium)"
 
 # The documentation site, into site/.
 docs: $(BIN)/gradcheck

@@ -1,11 +1,20 @@
-"""MkDocs hook: the tables of operations, made from gradcheck's registry as the site builds, so
-the docs list exactly what ``gradcheck.ops`` declares."""
+"""MkDocs hooks: the tables of operations, made from gradcheck's registry as the site builds, so
+the docs list exactly what ``gradcheck.ops`` declares; and MathJax, copied into the site from
+its Python package so that formulas render without a network."""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from typing import Any
 
+from mkdocs.config.defaults import MkDocsConfig
+from mkdocs.structure.files import File, Files
+
 from gradcheck import ops
+
+#: MathJax's TeX-to-SVG component: one file, the TeX fonts drawn as SVG paths inside it.
+MATHJAX = files("mathjax") / "static" / "mathjax" / "es5" / "tex-svg.js"
+MATHJAX_URI = "javascripts/mathjax/tex-svg.js"
 
 
 def _activations() -> str:
@@ -36,3 +45,8 @@ def on_page_markdown(markdown: str, **kwargs: Any) -> str:
         if placeholder in markdown:
             markdown = markdown.replace(placeholder, table())
     return markdown
+
+
+def on_files(files: Files, config: MkDocsConfig, **kwargs: Any) -> Files:
+    files.append(File.generated(config, MATHJAX_URI, abs_src_path=str(MATHJAX)))
+    return files
