@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import explain
+from gradcheck import display, explain
 from gradcheck.finite_diff import (
     ELEMENTWISE_MAX,
     Comparison,
@@ -165,9 +165,15 @@ class BackwardCheck:
                 worst[key] = check
         return list(worst.values())
 
-    def __str__(self) -> str:
+    def summary(self) -> str:
         status = "backward agrees" if self.ok else "backward disagrees"
-        lines = [f"{status} ({self.cotangents} cotangents, {self.forward_passes} forward passes):"]
+        return f"{status} ({self.cotangents} cotangents, {self.forward_passes} forward passes)"
+
+    def _repr_html_(self) -> str:
+        return display.backward_html(self)
+
+    def __str__(self) -> str:
+        lines = [f"{self.summary()}:"]
         lines += [f"  {'ok  ' if f.ok else 'FAIL'} {f.describe()}" for f in self.findings]
         lines += [f"  note: {note}" for note in self.notes]
         lines += [f"  why: {e.text}" for e in self.explanations]

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from gradcheck import display
 from gradcheck.explain import Explanation, FirstDifference
 from gradcheck.network import Network
 from gradcheck.optimizers import SGD, Optimizer, plain_descent
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: The row of the finite-difference oracle.
 FINITE_DIFFERENCES = "finite differences"
@@ -111,6 +117,9 @@ class Report:
     first_differences: list[FirstDifference] = field(default_factory=list)
     #: Simple causes that fit the disagreements (`gradcheck.explain`), or ``none``.
     explanations: list[Explanation] = field(default_factory=list)
+    #: The reference's loss at every training step, and each compared implementation's by name.
+    reference_losses: np.ndarray | None = None
+    losses: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -170,56 +179,76 @@ class Report:
             f"training: {optimizer.describe()}, {batches} (seed {self.seed}){moves}"
         )
 
+    def rows(self) -> list[tuple[str, Check | None]]:
+        """The table's rows in order: each backend's checks, the finite differences' last, and
+        ``None`` for the reference, which is compared with nothing."""
+        rows: list[tuple[str, Check | None]] = []
+        for name in [*self.backends, FINITE_DIFFERENCES]:
+            checks = [check for check in self.checks if check.backend == name]
+            if not checks and name != FINITE_DIFFERENCES:
+                rows.append((name, None))
+            rows += [(name, check) for check in checks]
+        return rows
+
+    def heading(self) -> list[str]:
+        """The lines above the table: the network, the problem, what errors are relative to."""
+        return [
+            f"gradcheck verify: {self.net.describe()}",
+            *self._problem().split("\n"),
+            "relative errors: gradients to the size of their terms, params to their layer's "
+            "largest, losses to themselves, others to their largest element",
+        ]
+
+    def verdict_lines(self) -> list[str]:
+        """The verdict, then for a disagreement who is wrong, where each first parts from the
+        reference and the simple explanations that fit."""
+        if self.ok:
+            return [f"all {len(self.backends)} backends agree with the reference"]
+        failed = sorted({check.backend for check in self.failures})
+        return [
+            f"DISAGREE: {', '.join(failed)}",
+            *self.verdicts,
+            *(d.text for d in self.first_differences),
+            *(f"why: {e.text}" for e in self.explanations),
+        ]
+
+    def tolerance_of(self, backend: str, quantity: str) -> float | None:
+        """The tolerance ``backend``'s ``quantity`` was held to, or None if it was not checked."""
+        return next(
+            (c.tolerance for c in self.checks if (c.backend, c.quantity) == (backend, quantity)),
+            None,
+        )
+
+    def plot(self) -> Figure:
+        """A matplotlib Figure: every implementation's training loss per step, and each one's
+        per-step error against the reference's with its tolerance, on a log axis."""
+        return display.report_figure(self)
+
+    def _repr_html_(self) -> str:
+        return display.report_html(self)
+
     def __str__(self) -> str:
         header = ("backend", "quantity", "where", "error", "tolerance", "")
         rows = [header]
-        for name in [*self.backends, FINITE_DIFFERENCES]:
-            checks = [check for check in self.checks if check.backend == name]
-            if name == FINITE_DIFFERENCES and not checks:
-                continue
-            if not checks:
+        for name, check in self.rows():
+            if check is None:
                 rows.append((name, "(reference)", "", "", "", ""))
-            for check in checks:
-                status = "ok" if check.ok else "FAIL"
-                if check.detail:
-                    status = f"{status} ({check.detail})"
-                rows.append(
-                    (
-                        name,
-                        check.quantity,
-                        check.where,
-                        f"{check.error:.1e}",
-                        f"{check.tolerance:.1e}",
-                        status,
-                    )
-                )
+                continue
+            status = "ok" if check.ok else "FAIL"
+            if check.detail:
+                status = f"{status} ({check.detail})"
+            cells = (check.quantity, check.where, f"{check.error:.1e}", f"{check.tolerance:.1e}")
+            rows.append((name, *cells, status))
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         table = "\n".join(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
             for row in rows
         )
-        if self.ok:
-            verdict = f"all {len(self.backends)} backends agree with the reference"
-        else:
-            failed = sorted({check.backend for check in self.failures})
-            verdict = "\n".join(
-                [
-                    f"DISAGREE: {', '.join(failed)}",
-                    *self.verdicts,
-                    *(d.text for d in self.first_differences),
-                    *(f"why: {e.text}" for e in self.explanations),
-                ]
-            )
         timings = "".join(
             f"\n{name}: training {seconds['train'] * 1e3:.3g} ms warm; first calls "
             f"{seconds['first_call']:.3g} s (gradient) and +{seconds['compile']:.3g} s (training)"
             for name, seconds in self.timings.items()
             if "train" in seconds
         )
-        return (
-            f"gradcheck verify: {self.net.describe()}\n"
-            f"{self._problem()}\n"
-            "relative errors: gradients to the size of their terms, params to their layer's "
-            "largest, losses to themselves, others to their largest element\n\n"
-            f"{table}\n\n{verdict}{timings}"
-        )
+        heading, verdict = "\n".join(self.heading()), "\n".join(self.verdict_lines())
+        return f"{heading}\n\n{table}\n\n{verdict}{timings}"

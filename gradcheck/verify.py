@@ -549,6 +549,8 @@ def verify(
     for name in compared:
         if name != reference_name:
             report.checks.extend(jury.checks(name, reference_name))
+    report.reference_losses = want.losses
+    report.losses = {name: got.losses for name, got in outputs.items() if name != reference_name}
     reference_diverged = _diverged_at(want.losses)
     blocs = {}
     for group in GROUPS:

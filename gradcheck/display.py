@@ -1,0 +1,141 @@
+"""Results as a notebook shows them: HTML tables of a `Report` or a `BackwardCheck`, with each
+error's share of its tolerance drawn as a bar, and the figure of a report's training runs.
+
+HTML is written with the standard library; the figure uses matplotlib, imported only when one is
+drawn."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gradcheck.tolerance import relative_errors
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from gradcheck.check_backward import BackwardCheck
+    from gradcheck.report import Report
+
+#: Colours of a row within its tolerance and beyond it.
+OK_COLOUR, FAIL_COLOUR = "#2e7d32", "#c62828"
+
+
+def ratio(error: float, tolerance: float) -> float:
+    """error / tolerance: below 1 within the tolerance; infinite for a missing or NaN value."""
+    if not math.isfinite(error):
+        return math.inf
+    return error / tolerance if tolerance > 0 else (0.0 if error == 0 else math.inf)
+
+
+def _bar(share: float) -> str:
+    """A cell showing error / tolerance as a number and a bar, full at the tolerance."""
+    colour = OK_COLOUR if share <= 1 else FAIL_COLOUR
+    width = 100 if not math.isfinite(share) else min(share, 1.0) * 100
+    return (
+        f'<td class="ratio" style="min-width:8em">{share:.2g}'
+        f'<div style="background:{colour};height:0.4em;width:{width:.0f}%"></div></td>'
+    )
+
+
+def _table(header: Sequence[str], rows: Sequence[tuple[Sequence[str], float | None]]) -> str:
+    """An HTML table of text cells; each row ends with its error / tolerance bar, or nothing."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in (*header, "error / tolerance"))
+    body = []
+    for cells, share in rows:
+        tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+        status = "" if share is None else ("ok" if share <= 1 else "fail")
+        bar = "<td></td>" if share is None else _bar(share)
+        body.append(f'<tr class="{status}">{tds}{bar}</tr>')
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _lines(css: str, colour: str, lines: Sequence[str]) -> str:
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return f'<ul class="{css}" style="color:{colour}">{items}</ul>' if lines else ""
+
+
+def report_html(report: Report) -> str:
+    """The report's heading, its verdict and explanations, then one row per check: those
+    beyond their tolerance first, worst first, then the rest in the report's order."""
+    rows: list[tuple[tuple[str, ...], float | None]] = []
+    for name, check in report.rows():
+        if check is None:
+            rows.append(((name, "(reference)", "", "", ""), None))
+            continue
+        cells = (name, check.quantity, check.where, f"{check.error:.1e}", f"{check.tolerance:.1e}")
+        rows.append((cells, ratio(check.error, check.tolerance)))
+    failing = [r for r in rows if r[1] is not None and r[1] > 1]
+    failing.sort(key=lambda r: -(r[1] or 0.0))
+    rows = failing + [r for r in rows if r not in failing]
+    heading, *summary = report.heading()
+    verdict, *reasons = report.verdict_lines()
+    colour = OK_COLOUR if report.ok else FAIL_COLOUR
+    return (
+        '<div class="gradcheck-report">'
+        f"<p><b>{html.escape(heading)}</b><br>{'<br>'.join(map(html.escape, summary))}</p>"
+        f'<p class="verdict" style="color:{colour}"><b>{html.escape(verdict)}</b></p>'
+        f"{_lines('reasons', colour, reasons)}"
+        f"{_table(('backend', 'quantity', 'where', 'error', 'tolerance'), rows)}</div>"
+    )
+
+
+def backward_html(result: BackwardCheck) -> str:
+    """`check_backward`'s verdict, notes and explanations, then its worst finding per input
+    and oracle, those beyond their tolerance first."""
+    findings = sorted(result.findings, key=lambda f: -ratio(f.error, f.tolerance))
+    rows = [
+        (
+            (f.input, f.oracle, f.mode, f.describe(), f"{f.error:.1e}", f"{f.tolerance:.1e}"),
+            ratio(f.error, f.tolerance),
+        )
+        for f in findings
+    ]
+    colour = OK_COLOUR if result.ok else FAIL_COLOUR
+    notes = [f"note: {note}" for note in result.notes]
+    why = [f"why: {e.text}" for e in result.explanations]
+    return (
+        '<div class="gradcheck-backward">'
+        f'<p class="verdict" style="color:{colour}"><b>{html.escape(result.summary())}</b></p>'
+        f"{_lines('reasons', colour, [*why, *notes])}"
+        f"{_table(('input', 'oracle', 'mode', 'finding', 'error', 'tolerance'), rows)}</div>"
+    )
+
+
+def report_figure(report: Report) -> Figure:
+    """Left, every implementation's training loss per step on one axis; right, each one's
+    per-step relative error against the reference's loss, with its tolerance dashed, on a log
+    axis."""
+    from matplotlib.figure import Figure
+
+    if report.reference_losses is None:
+        raise ValueError("this report has no training runs to plot (it was made without verify)")
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    curves, errors = fig.subplots(1, 2)
+    reference = report.reference_losses
+    curves.plot(reference, linewidth=3, alpha=0.5, label=f"{report.reference} (reference)")
+    for name, losses in report.losses.items():
+        curves.plot(losses, label=name)
+        tolerance = report.tolerance_of(name, "train losses")
+        step_errors = relative_errors(losses, reference, elementwise=True)
+        # an exact match has no place on a log axis; drawn at the axis' floor instead
+        floor = np.finfo(np.float64).eps * 1e-3
+        (line,) = errors.plot(np.maximum(step_errors, floor), label=name)
+        if tolerance is not None:
+            errors.axhline(tolerance, color=line.get_color(), linestyle="--", linewidth=1)
+    if np.all(reference > 0):
+        curves.set_yscale("log")
+    curves.set(xlabel="step", ylabel="loss", title="Training loss of every implementation")
+    errors.set_yscale("log")
+    errors.set(
+        xlabel="step",
+        ylabel="relative error of the loss",
+        title="Against the reference; dashed: each one's tolerance",
+    )
+    curves.legend(fontsize=8)
+    errors.legend(fontsize=8)
+    return fig
