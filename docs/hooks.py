@@ -1,9 +1,11 @@
 """MkDocs hooks: the tables of operations, made from gradcheck's registry as the site builds, so
-the docs list exactly what ``gradcheck.ops`` declares; and MathJax, copied into the site from
+the docs list exactly what ``gradcheck.ops`` declares; the command-line reference, made from
+the argument parser; and MathJax, copied into the site from
 its Python package so that formulas render without a network."""
 
 from __future__ import annotations
 
+import argparse
 from importlib.resources import files
 from typing import Any
 
@@ -11,6 +13,7 @@ from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.structure.files import File, Files
 
 from gradcheck import ops
+from gradcheck.cli import build_parser
 
 #: MathJax's TeX-to-SVG component: one file, the TeX fonts drawn as SVG paths inside it.
 MATHJAX = files("mathjax") / "static" / "mathjax" / "es5" / "tex-svg.js"
@@ -37,7 +40,56 @@ def _losses() -> str:
     return "\n".join(rows)
 
 
-TABLES = {"<!-- registry: activations -->": _activations, "<!-- registry: losses -->": _losses}
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _option_table(actions: list[argparse.Action]) -> str:
+    rows = ["| option | values | default | meaning |", "|---|---|---|---|"]
+    for action in actions:
+        flags = ", ".join(f"`{flag}`" for flag in action.option_strings) or f"`{action.dest}`"
+        if action.choices is not None:
+            values = ", ".join(f"`{choice}`" for choice in action.choices)
+        elif action.nargs == 0:
+            values = ""  # a switch
+        else:
+            values = f"`{action.metavar or action.dest.upper()}`" + (
+                " …" if action.nargs in ("+", "*") else ""
+            )
+        default = action.default
+        unset = default is None or default is False or default == argparse.SUPPRESS
+        shown = (
+            ""
+            if unset
+            else f"`{' '.join(map(str, default)) if isinstance(default, list) else default}`"
+        )
+        rows.append(f"| {flags} | {_cell(values)} | {_cell(shown)} | {_cell(action.help or '')} |")
+    return "\n".join(rows)
+
+
+def _command_line() -> str:
+    """Every subcommand of the argument parser: its description, usage and options by group."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sections = []
+    for name, command in commands.choices.items():
+        usage = command.format_usage().strip()
+        sections += [f"## gradcheck {name}", command.description or "", f"```text\n{usage}\n```"]
+        for group in command._action_groups:
+            actions = [a for a in group._group_actions if not isinstance(a, argparse._HelpAction)]
+            if not actions:
+                continue
+            title = "options" if group.title in ("options", "optional arguments") else group.title
+            sections += [f"### {title}", group.description or "", _option_table(actions)]
+        sections.append(command.epilog or "")
+    return "\n\n".join(sections)
+
+
+TABLES = {
+    "<!-- registry: activations -->": _activations,
+    "<!-- registry: losses -->": _losses,
+    "<!-- command line -->": _command_line,
+}
 
 
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:

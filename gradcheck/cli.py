@@ -37,7 +37,8 @@ from gradcheck.network import (
 from gradcheck.verify import FD_MODES, verify
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser; the docs' "Command line" page is generated from it."""
     parser = argparse.ArgumentParser(
         prog="gradcheck", description="Prove hand-written backpropagation right."
     )
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run backends from the same weights and compare predictions, loss, "
         "gradients and a training run with the reference. Options left out take the "
         "dataset's defaults (seed_xor: the notebook's 3-4-1 network).",
+        epilog="Exit status: 0 when every backend agrees, 1 when any disagrees, 2 on bad usage.",
     )
     verify_cmd.add_argument(
         "--dataset",
@@ -68,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
         help="the dataset's fully connected network, or (digits) its CNN: 8×8×1 → Conv2D 8 "
         "filters 3×3 same relu → MaxPool 2 → Flatten → Dense 10 softmax",
     )
-    verify_cmd.add_argument("--layers", type=int, nargs="+", metavar="WIDTH")
+    verify_cmd.add_argument(
+        "--layers", type=int, nargs="+", metavar="WIDTH", help="the widths, input to output"
+    )
     verify_cmd.add_argument(
         "--activation",
         nargs="+",
@@ -76,11 +80,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="one for every layer, or one per weight layer: " + ", ".join(ACTIVATIONS),
     )
-    verify_cmd.add_argument("--loss", choices=LOSSES)
-    verify_cmd.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None)
-    verify_cmd.add_argument("--dtype", choices=DTYPES, default="float64")
-    verify_cmd.add_argument("--steps", type=int)
-    verify_cmd.add_argument("--lr", type=float)
+    verify_cmd.add_argument("--loss", choices=LOSSES, help="the loss of the output layer")
+    verify_cmd.add_argument(
+        "--bias", action=argparse.BooleanOptionalAction, default=None, help="biases on every layer"
+    )
+    verify_cmd.add_argument(
+        "--dtype", choices=DTYPES, default="float64", help="what the backends compute in"
+    )
+    verify_cmd.add_argument("--steps", type=int, help="the training run's steps")
+    verify_cmd.add_argument("--lr", type=float, help="the learning rate")
     verify_cmd.add_argument(
         "--seed", type=int, default=0, help="the seed of the initial weights and the batch order"
     )
@@ -90,7 +98,9 @@ def _parser() -> argparse.ArgumentParser:
         "out take Keras's defaults; --lr defaults to the dataset's for the SGDs and to 0.001 "
         "for rmsprop and adam.",
     )
-    training.add_argument("--optimizer", choices=optimizers.NAMES)
+    training.add_argument(
+        "--optimizer", choices=optimizers.NAMES, help="Keras's update rule of that name"
+    )
     training.add_argument("--momentum", type=float, help="momentum, nesterov (0.9), rmsprop (0)")
     training.add_argument("--rho", type=float, help="rmsprop (0.9)")
     training.add_argument("--beta1", type=float, help="adam (0.9)")
@@ -108,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     training.add_argument(
         "--epochs", type=int, help="train this many epochs instead of --steps steps"
     )
-    verify_cmd.add_argument("--init", choices=INIT_SCHEMES)
+    verify_cmd.add_argument("--init", choices=INIT_SCHEMES, help="how the weights are drawn")
     verify_cmd.add_argument(
         "--backends",
         nargs="+",
@@ -138,9 +148,15 @@ def _parser() -> argparse.ArgumentParser:
         "float64 and float32: median time per step, ratio to the fastest, GFLOP/s against a "
         "plain matmul measured in the same run, and the first call's compile time.",
     )
-    bench_cmd.add_argument("--backends", nargs="+", metavar="BACKEND")
-    bench_cmd.add_argument("--problems", nargs="+", choices=PROBLEMS, default=list(PROBLEMS))
-    bench_cmd.add_argument("--dtypes", nargs="+", choices=BENCH_DTYPES, default=list(BENCH_DTYPES))
+    bench_cmd.add_argument(
+        "--backends", nargs="+", metavar="BACKEND", help="default: all available"
+    )
+    bench_cmd.add_argument(
+        "--problems", nargs="+", choices=PROBLEMS, default=list(PROBLEMS), help="what to train"
+    )
+    bench_cmd.add_argument(
+        "--dtypes", nargs="+", choices=BENCH_DTYPES, default=list(BENCH_DTYPES), help="in which"
+    )
     bench_cmd.add_argument("--rounds", type=int, default=7, help="timed rounds per backend")
     bench_cmd.add_argument(
         "--single-thread",
@@ -308,7 +324,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command == "bench":
         try:
             return _bench(args)

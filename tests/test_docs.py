@@ -10,10 +10,7 @@ checking nothing.
 from __future__ import annotations
 
 import html
-import os
 import re
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -329,21 +326,6 @@ _UNBROKEN = {
 }
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    """The docs site, built with warnings as errors."""
-    pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install '.[docs]'")
-    out = tmp_path_factory.mktemp("site")
-    root = DOCS.parent
-    subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", str(out)],
-        cwd=root,
-        check=True,
-        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
-    )
-    return out
-
-
 def _text(page: Path) -> str:
     return _text_of(page.read_text())
 
@@ -378,3 +360,27 @@ def _text_of(fragment: str) -> str:
 def test_no_sphinx_roles_in_the_site(site):
     for page in site.rglob("*.html"):
         assert not re.search(r":(func|class|mod|meth|attr):`", _text(page)), page
+
+
+def test_the_command_line_page_lists_every_option_of_the_parser(site):
+    """The page is generated from `build_parser`: every option of every subcommand, with its
+    choices and its help, appears on it."""
+    import argparse
+
+    from gradcheck.cli import build_parser
+
+    page = _text(site / "cli" / "index.html")
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in commands.choices.items():
+        assert f"gradcheck {name}" in page
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            for flag in action.option_strings:
+                assert flag in page, (name, flag)
+            for choice in action.choices or ():
+                assert str(choice) in page, (name, choice)
+            if action.help and action.help != argparse.SUPPRESS:
+                assert re.sub(r"\s+", " ", action.help) in page, (name, action.help)
+    assert "Exit status: 0 when every backend agrees" in page

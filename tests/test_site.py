@@ -7,10 +7,7 @@ how to install it."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,17 +16,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="no Chromium for the browser test: apt-get install chromium"
 )
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The site, built as ``make docs`` builds it, into a directory of its own."""
-    out = tmp_path_factory.mktemp("site")
-    mkdocs = [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(out)]
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    subprocess.run(mkdocs, cwd=ROOT, check=True, env=env, capture_output=True)
-    return out
 
 
 def _open_offline(page_path: Path) -> dict:
