@@ -450,8 +450,8 @@ def verify(
         params: starting params (default ``net.init()``); never modified.
         backends: names and/or objects with the backend interface (default: every available
             built-in backend).
-        steps, lr: the training run compared (default: the notebook's 2000 steps of plain
-            gradient descent at lr 1).
+        steps: the training run's steps (default: the notebook's 2000).
+        lr: its learning rate (default: the notebook's 1, for plain gradient descent).
         reference: the backend the others are compared with, run in float64 (default ``jax``
             when available, else the first of ``backends``).
         timing: also train each backend a second time, warm, so the report's ``timings``
@@ -461,9 +461,10 @@ def verify(
             ``ELEMENTWISE_MAX_PARAMS`` parameters) or None.
         optimizer: train with this `gradcheck.optimizers` optimizer instead of plain gradient
             descent at ``lr`` (give one or the other).
-        batch_size, seed: train on mini-batches of ``batch_size`` samples, drawn once from
-            ``seed`` by `gradcheck.optimizers.batch_schedule` and handed to every backend
-            (default: the full batch).
+        batch_size: train on mini-batches of this many samples, drawn once by
+            `gradcheck.optimizers.batch_schedule` and handed to every backend (default: the
+            full batch).
+        seed: the seed the mini-batches are drawn from.
 
     Returns:
         A `Report`; ``report.ok`` says whether every backend agrees.
