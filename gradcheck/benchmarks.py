@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import cpu_load
+from gradcheck import cpu_load, terminal
 from gradcheck.backends import Trajectory, available_backends, get_backend
 from gradcheck.layers import Weighted
 from gradcheck.network import Network, Params
@@ -301,16 +301,15 @@ def time_row(c: Case, backend: str, rounds: int) -> Row:
     return timed_row(c, backend, _median_seconds(partial(c.train, backend), rounds), first)
 
 
-def progress_bar(done: int, total: int, label: str) -> None:
-    """A one-line bar on stderr, redrawn in place."""
-    width = 30
-    filled = width * done // max(total, 1)
-    end = "\n" if done == total else ""
-    sys.stderr.write(f"\r[{'#' * filled}{'-' * (width - filled)}] {done}/{total} {label:32s}{end}")
-    sys.stderr.flush()
-
-
 def table(rows: Sequence[Row], conditions: Conditions) -> str:
+    """`summary` as plain text."""
+    return terminal.plain(*summary(rows, conditions))
+
+
+def summary(rows: Sequence[Row], conditions: Conditions) -> list[Any]:
+    """What `gradcheck bench` shows: a row per timing, fastest first within each problem and
+    dtype, then the conditions of the run and, when contended, why its figures are not to be
+    trusted."""
     header = (
         "problem",
         "dtype",
@@ -321,7 +320,7 @@ def table(rows: Sequence[Row], conditions: Conditions) -> str:
         "% matmul",
         "first call",
     )
-    lines = [header]
+    lines = []
     for r in sorted(rows, key=lambda r: (r.problem, r.dtype, r.seconds_per_step)):
         lines.append(
             (
@@ -335,11 +334,6 @@ def table(rows: Sequence[Row], conditions: Conditions) -> str:
                 "" if r.first_call_seconds is None else f"{r.first_call_seconds:.3g} s",
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
     notes = []
     if conditions.ceiling_start:  # its operands are the digits data, already loaded to measure it
         X, W, _ = matmul_operands("float64")
@@ -360,13 +354,18 @@ def table(rows: Sequence[Row], conditions: Conditions) -> str:
         f"cores busy with other processes: {others}."
     )
     reasons = conditions.contention(rows)
+    warning = []
     if reasons:
-        notes.append(
-            "CONTENDED: " + "; ".join(reasons) + ". These times and ratios are not comparable "
-            "with a quiet machine's, and the share of the matmul ceiling is withheld; run again "
-            "on a quiet machine, or with --single-thread for ratios that hold up better."
+        warning.append(
+            terminal.styled(
+                "CONTENDED: " + "; ".join(reasons) + ". These times and ratios are not "
+                "comparable with a quiet machine's, and the share of the matmul ceiling is "
+                "withheld; run again on a quiet machine, or with --single-thread for ratios "
+                "that hold up better.",
+                "bold red",
+            )
         )
-    return "\n".join([text, *notes])
+    return [terminal.table(header, lines), *notes, *warning]
 
 
 def to_dict(rows: Sequence[Row], conditions: Conditions) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import optimizers, problems
+from gradcheck import optimizers, problems, terminal
 from gradcheck.backends import Backend, available_backends, resolve
 from gradcheck.benchmarks import DTYPES as BENCH_DTYPES
 from gradcheck.benchmarks import PROBLEMS
@@ -303,19 +303,19 @@ def _bench(args: argparse.Namespace) -> int:
         raise ValueError(f"rounds must be a positive integer; got {args.rounds}")
     if args.single_thread:
         benchmarks.pin_framework_threads()
-    rows, conditions = benchmarks.run(
-        backends,
-        args.problems,
-        args.dtypes,
-        args.rounds,
-        progress=benchmarks.progress_bar,
-        single_thread=args.single_thread,
-    )
-    _emit(
-        json.dumps(benchmarks.to_dict(rows, conditions), indent=2)
-        if args.json
-        else benchmarks.table(rows, conditions)
-    )
+    with terminal.progress(enabled=not args.json) as progress:
+        rows, conditions = benchmarks.run(
+            backends,
+            args.problems,
+            args.dtypes,
+            args.rounds,
+            progress=progress,
+            single_thread=args.single_thread,
+        )
+    if args.json:
+        terminal.emit(json.dumps(benchmarks.to_dict(rows, conditions), indent=2))
+    else:
+        terminal.show(*benchmarks.summary(rows, conditions))
     if args.plot:
         benchmarks.plot(rows, backends, args.plot)
         print(f"chart written to {args.plot}", file=sys.stderr)
@@ -336,15 +336,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, ImportError) as error:
         print(f"gradcheck: error: {error}", file=sys.stderr)
         return 2
-    report = verify(**problem)
-    _emit(json.dumps(report.to_dict(), indent=2) if args.json else str(report))
+    with terminal.progress(enabled=not args.json) as progress:
+        report = verify(**problem, progress=progress)
+    if args.json:
+        terminal.emit(json.dumps(report.to_dict(), indent=2))
+    else:
+        terminal.show(report)
     return 0 if report.ok else 1
-
-
-def _emit(text: str) -> None:
-    """Print to stdout; a reader that closes the pipe early (``| head``) is not an error."""
-    try:
-        print(text, flush=True)
-    except BrokenPipeError:
-        # Send what Python still wants to flush at exit to nowhere instead of a traceback.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

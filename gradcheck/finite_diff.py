@@ -236,13 +236,20 @@ class ElementwiseGradient:
 
 
 def elementwise_gradient(
-    net: Network, params: Params, X: np.ndarray, y: np.ndarray
+    net: Network,
+    params: Params,
+    X: np.ndarray,
+    y: np.ndarray,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ElementwiseGradient:
-    """∂C/∂θ_i for every parameter: 4 forward passes each (more where relus are checked)."""
+    """∂C/∂θ_i for every parameter: 4 forward passes each (more where relus are checked).
+    ``progress(i, n)`` is told as parameters are done."""
     loss = _NetworkLoss(net, X, y)
     theta = _flat(params).astype(np.float64)
     values, errors, kinks = (np.empty_like(theta) for _ in range(3))
     for i in range(theta.size):
+        if progress is not None:
+            progress(i, theta.size)
         direction = np.zeros_like(theta)
         direction[i] = 1.0
         estimate = central_difference(
@@ -273,15 +280,24 @@ class DirectionalDerivatives:
 
 
 def directional_derivatives(
-    net: Network, params: Params, X: np.ndarray, y: np.ndarray, k: int = 8, seed: int = 0
+    net: Network,
+    params: Params,
+    X: np.ndarray,
+    y: np.ndarray,
+    k: int = 8,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> DirectionalDerivatives:
-    """⟨∇C, v⟩ for ``k`` random Gaussian directions v: 4k forward passes in all."""
+    """⟨∇C, v⟩ for ``k`` random Gaussian directions v: 4k forward passes in all.
+    ``progress(j, k)`` is told as directions are done."""
     loss = _NetworkLoss(net, X, y)
     theta = _flat(params).astype(np.float64)
     rng = np.random.default_rng(seed)
     h = STEP * max(1.0, float(np.abs(theta).max()))
     directions, estimates = [], []
-    for _ in range(k):
+    for j in range(k):
+        if progress is not None:
+            progress(j, k)
         v = rng.standard_normal(theta.size)
         directions.append(_unflat(net, v))
         estimates.append(central_difference(along(loss, theta, v), h, loss.crosses_kink(theta, v)))

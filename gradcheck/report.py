@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gradcheck import display
+from gradcheck import display, terminal
 from gradcheck.explain import Explanation, FirstDifference
 from gradcheck.network import Network
 from gradcheck.optimizers import SGD, Optimizer, plain_descent
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+    from rich.console import Group
 
 #: The row of the finite-difference oracle.
 FINITE_DIFFERENCES = "finite differences"
@@ -227,9 +228,13 @@ class Report:
     def _repr_html_(self) -> str:
         return display.report_html(self)
 
-    def __str__(self) -> str:
-        header = ("backend", "quantity", "where", "error", "tolerance", "")
-        rows = [header]
+    def __rich__(self) -> Group:
+        """The report as the terminal shows it (`gradcheck.terminal`): the heading, a row per
+        check with its status in colour, the verdict and the timings."""
+        from rich.console import Group
+        from rich.text import Text
+
+        rows: list[tuple[str | Text, ...]] = []
         for name, check in self.rows():
             if check is None:
                 rows.append((name, "(reference)", "", "", "", ""))
@@ -238,17 +243,24 @@ class Report:
             if check.detail:
                 status = f"{status} ({check.detail})"
             cells = (check.quantity, check.where, f"{check.error:.1e}", f"{check.tolerance:.1e}")
-            rows.append((name, *cells, status))
-        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-        table = "\n".join(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-            for row in rows
-        )
-        timings = "".join(
-            f"\n{name}: training {seconds['train'] * 1e3:.3g} ms warm; first calls "
+            colour = "green" if check.ok else "bold red"
+            rows.append((name, *cells, terminal.styled(status, colour)))
+        header = ("backend", "quantity", "where", "error", "tolerance", "")
+        verdict, *reasons = self.verdict_lines()
+        timings = [
+            f"{name}: training {seconds['train'] * 1e3:.3g} ms warm; first calls "
             f"{seconds['first_call']:.3g} s (gradient) and +{seconds['compile']:.3g} s (training)"
             for name, seconds in self.timings.items()
             if "train" in seconds
+        ]
+        return Group(
+            *map(Text, self.heading()),
+            Text(),
+            terminal.table(header, rows),
+            Text(),
+            terminal.styled(verdict, "bold green" if self.ok else "bold red"),
+            *map(Text, [*reasons, *timings]),
         )
-        heading, verdict = "\n".join(self.heading()), "\n".join(self.verdict_lines())
-        return f"{heading}\n\n{table}\n\n{verdict}{timings}"
+
+    def __str__(self) -> str:
+        return terminal.plain(self)

@@ -35,6 +35,7 @@ from gradcheck.network import (
 )
 from gradcheck.optimizers import Optimizer, as_optimizer, batch_schedule
 from gradcheck.report import FINITE_DIFFERENCES, Check, Report
+from gradcheck.terminal import Progress
 from gradcheck.tolerance import (
     Tolerances,
     backward_magnitudes,
@@ -169,7 +170,15 @@ class _Oracle:
     """The independent witness: the network's predictions and loss from its own float64 forward
     pass (`gradcheck.witness`), and its gradient by finite differences of that loss."""
 
-    def __init__(self, net: Network, params: Params, X: np.ndarray, y: np.ndarray, mode: str):
+    def __init__(
+        self,
+        net: Network,
+        params: Params,
+        X: np.ndarray,
+        y: np.ndarray,
+        mode: str,
+        progress: Callable[[int, int], None],
+    ):
         n_params = sum(math.prod(shape) for layer in net.shapes() for shape in layer.values())
         if mode == "auto":
             mode = "elementwise" if n_params <= ELEMENTWISE_MAX_PARAMS else "directional"
@@ -178,9 +187,13 @@ class _Oracle:
         self.predictions = outputs.outputs
         self.loss = witness.loss(net, outputs, y)
         if mode == "elementwise":
-            self.elementwise = finite_diff.elementwise_gradient(net, params, X, y)
+            self.elementwise = finite_diff.elementwise_gradient(
+                net, params, X, y, progress=progress
+            )
         else:
-            self.directional = finite_diff.directional_derivatives(net, params, X, y)
+            self.directional = finite_diff.directional_derivatives(
+                net, params, X, y, progress=progress
+            )
 
     def compare(self, name: str, got: _Outputs, point: float) -> list[Check]:
         """``got``'s predictions, loss and gradient against the witness's: the first two at the
@@ -426,6 +439,39 @@ def _compare_outputs(
     return [*checks, diverged]
 
 
+@dataclass
+class _Stages:
+    """verify's progress as ``(done, total, label)``: each stage (a backend's runs, the finite
+    differences, the verdict) is `STAGE_UNITS` units, and a stage may report its own progress
+    within them."""
+
+    progress: Progress | None
+    stages: int
+    begun: int = 0
+
+    def begin(self, label: str) -> Callable[[int, int], None]:
+        """Start the next stage; the returned ``within(i, n)`` reports that it is i/n done."""
+        start = self.begun * STAGE_UNITS
+        self.begun += 1
+
+        def within(i: int, n: int) -> None:
+            if self.progress is not None:
+                done = start + STAGE_UNITS * i // max(n, 1)
+                self.progress(done, self.stages * STAGE_UNITS, label)
+
+        within(0, 1)
+        return within
+
+    def end(self) -> None:
+        if self.progress is not None:
+            total = self.stages * STAGE_UNITS
+            self.progress(total, total, "done")
+
+
+#: The units of one stage of `verify`'s progress.
+STAGE_UNITS = 100
+
+
 def verify(
     net: Network,
     X: Any,
@@ -440,6 +486,7 @@ def verify(
     optimizer: Optimizer | None = None,
     batch_size: int | None = None,
     seed: int = 0,
+    progress: Progress | None = None,
 ) -> Report:
     """Run every backend from the same params and compare each with the reference.
 
@@ -465,6 +512,9 @@ def verify(
             `gradcheck.optimizers.batch_schedule` and handed to every backend (default: the
             full batch).
         seed: the seed the mini-batches are drawn from.
+        progress: called as ``progress(done, total, label)`` while the backends run, the
+            finite differences are taken and the verdict is reached (`gradcheck.terminal`
+            draws it as a progress bar).
 
     Returns:
         A `Report`; ``report.ok`` says whether every backend agrees.
@@ -495,6 +545,9 @@ def verify(
     net64 = dataclasses.replace(net, dtype="float64")
     params64 = check_params(net64, params)
     X64, y64 = X.astype(np.float64), y.astype(np.float64)
+    others = [b for b in requested if b.name != reference_backend.name or net.dtype != "float64"]
+    stages = _Stages(progress, 1 + len(others) + (finite_differences is not None) + 1)
+    stages.begin(f"{reference_backend.name} (the reference)")
     want = _run(reference_backend, net64, params64, X64, y64, training, timing)
 
     tol, tol64 = (tolerances(n, X.shape[0], steps) for n in (net, net64))
@@ -531,12 +584,14 @@ def verify(
         if backend.name == reference_name:
             report.timings[backend.name] = want.timing  # the reference itself: nothing to compare
             continue
+        stages.begin(backend.name)
         got = _run(backend, net, params, X, y, training, timing)
         report.timings[backend.name] = got.timing
         outputs[backend.name] = got
     oracle = None
     if finite_differences is not None:
-        oracle = _Oracle(net64, params64, X, y, finite_differences)
+        within = stages.begin(f"finite differences ({finite_differences})")
+        oracle = _Oracle(net64, params64, X, y, finite_differences, within)
     jury = _Jury(
         reference_name,
         outputs,
@@ -546,6 +601,7 @@ def verify(
         gradient_magnitudes(net64, params64, X, y),
     )
     # The report's rows: every implementation against the reference.
+    stages.begin("the verdict")
     compared = [*([FINITE_DIFFERENCES] if oracle is not None else []), *outputs]
     for name in compared:
         if name != reference_name:
@@ -577,6 +633,7 @@ def verify(
             f"training diverged ({', '.join(diverged)}; the reference at step "
             f"{reference_diverged}): a diverged run cannot be compared, try a smaller lr",
         )
+    stages.end()
     return report
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -252,7 +254,7 @@ def test_bench_prints_json_rows_for_the_matrix_asked_for(capsys):
         for r in group:  # each ratio is its own time over the fastest of its group
             assert r["ratio_to_fastest"] == pytest.approx(r["seconds_per_step"] / fastest)
     assert all(r["seconds_per_step"] > 0 and r["steps"] == 2000 for r in rows)
-    assert "5/5 done" in captured.err  # the progress bar ran to the end
+    assert captured.err == ""  # --json is silent: no progress bar
     conditions = data["conditions"]
     assert conditions["blas_threads"] >= 1
     assert conditions["contended"] == bool(conditions["contention"])
@@ -305,3 +307,69 @@ def test_a_reader_that_stops_early_gets_no_traceback():
     producer.stdout.close()  # the reader is gone before a line is written
     _, err = producer.communicate()
     assert err == b""
+
+
+# --- on a terminal ------------------------------------------------------------------------------
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal, as rich asks."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def as_terminal(monkeypatch):
+    """stdout and stderr as terminals 66 columns wide; the progress bar shown at once. (Set in
+    the test itself: pytest's capture takes the streams back between setup and call.)"""
+    from gradcheck import terminal as term
+
+    out, err = Terminal(), Terminal()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(term, "PROGRESS_DELAY", 0.0)
+    monkeypatch.setenv("COLUMNS", "66")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TERM", raising=False)
+    return out, err
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def test_on_a_terminal_verify_fits_the_width_in_colour_with_a_progress_bar(monkeypatch):
+    out, err = as_terminal(monkeypatch)
+    status = main(["verify", "--steps", "20", "--backends", "numpy", "numba"])
+    assert status == 0
+    text = out.getvalue()
+    shown = ANSI.sub("", text)
+    assert all(len(line) <= 66 for line in shown.splitlines())  # wrapped to fit
+    rows = [line for line in shown.splitlines() if line.rstrip().endswith(" ok")]
+    # 7 rows for each backend and 4 for the finite differences, each status whole and green
+    assert text.count("\x1b[32mok\x1b[0m") == len(rows) == 18
+    assert "numpy predictions" in re.sub(r"\s+", " ", shown)
+    bar = ANSI.sub("", err.getvalue())  # drawn from the first stage to the last
+    assert "jax (the reference)" in bar
+    assert "done" in bar
+    assert "500/500" in bar  # 5 stages: the reference, 2 backends, finite differences, verdict
+
+
+def test_no_color_turns_the_colour_off_and_json_the_bar(monkeypatch):
+    out, err = as_terminal(monkeypatch)
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert main(["verify", "--steps", "20", "--backends", "numpy"]) == 0
+    assert "\x1b[3" not in out.getvalue()  # no colour
+    out.seek(0), out.truncate(), err.seek(0), err.truncate()
+    assert main(["verify", "--steps", "20", "--backends", "numpy", "--json"]) == 0
+    assert err.getvalue() == ""
+    json.loads(out.getvalue())
+
+
+def test_away_from_a_terminal_the_output_is_plain_and_unwrapped(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "40")
+    assert main(["verify", "--steps", "20", "--backends", "numpy"]) == 0
+    captured = capsys.readouterr()
+    assert "\x1b[" not in captured.out
+    assert captured.err == ""
+    assert any(len(line) > 40 for line in captured.out.splitlines())  # not folded to COLUMNS
