@@ -22,7 +22,9 @@ taken inside a ``tf.function``.
 
 TensorFlow is imported with its start-up logging off and oneDNN's reordered kernels disabled —
 unless the user has set ``TF_CPP_MIN_LOG_LEVEL`` or ``TF_ENABLE_ONEDNN_OPTS`` — and Keras is asked
-for its TensorFlow backend unless ``KERAS_BACKEND`` says otherwise.
+for its TensorFlow backend unless ``KERAS_BACKEND`` says otherwise. The standard wheel's lines
+about a missing CUDA, which no setting reaches, are filtered from stderr while it loads
+(`gradcheck.quiet`).
 """
 
 from __future__ import annotations
@@ -34,20 +36,24 @@ from functools import lru_cache
 from itertools import pairwise
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no CUDA probing or start-up notices
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-import keras
 import numpy as np
-import tensorflow as tf
-from keras import ops
 
 from gradcheck.backends import Trace, Trajectory
 from gradcheck.layers import Conv2D, Dense, Flatten, Layer, MaxPool2D
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
 from gradcheck.optimizers import SGD, Adam, Batch, Optimizer, RMSprop, batch_schedule, padded
+from gradcheck.quiet import filtered_stderr
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no start-up notices
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+with filtered_stderr():  # the standard wheel's "no CUDA here" lines, written as it loads
+    import keras
+    import tensorflow as tf
+    from keras import ops
+
+    tf.config.list_physical_devices()  # where TensorFlow looks for CUDA, and says so
 
 if keras.backend.backend() != "tensorflow":
     raise ImportError(
