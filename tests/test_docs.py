@@ -175,30 +175,30 @@ BREAKS = {
         "fd.append((loss(plus) - loss(minus)) / (2 * h))",
         "fd.append((loss(plus) - loss(params)) / h)",
     ),
-    # notebook.md
+    # notebook-reproduced.md
     "notebook: the text's sign": Break(
-        "notebook.md",
+        "notebook-reproduced.md",
         "text = a2.T @ ((y - a3) * a3 * (1 - a3))",
         "text = a2.T @ ((a3 - y) * a3 * (1 - a3))",
     ),
     "notebook: the hidden chain without σ′": Break(
-        "notebook.md", "X.T @ ((delta3 @ w3.T) * a2 * (1 - a2))", "X.T @ (delta3 @ w3.T)"
+        "notebook-reproduced.md", "X.T @ ((delta3 @ w3.T) * a2 * (1 - a2))", "X.T @ (delta3 @ w3.T)"
     ),
     "notebook: the text's w² not transposed": Break(
-        "notebook.md", "w2_text = weights1.T", "w2_text = weights1.reshape(4, 3)"
+        "notebook-reproduced.md", "w2_text = weights1.T", "w2_text = weights1.reshape(4, 3)"
     ),
     "notebook: mse with lr 1 is not the scratch run": Break(
-        "notebook.md",
+        "notebook-reproduced.md",
         'trained("mse", False, "uniform", 2.0), scratch',
         'trained("mse", False, "uniform", 1.0), scratch',
     ),
     "notebook: the Keras cell's loss summed": Break(
-        "notebook.md",
+        "notebook-reproduced.md",
         "self.loss = keras.losses.MeanSquaredError()",
         'self.loss = keras.losses.MeanSquaredError(reduction="sum")',
     ),
     "notebook: the mse rows' gradient 1/NK": Break(
-        "notebook.md", "rows = [", kernel={"LOSS_GRAD[mse]": _mse_grad_without_two}
+        "notebook-reproduced.md", "rows = [", kernel={"LOSS_GRAD[mse]": _mse_grad_without_two}
     ),
     # reading-a-report.md
     "report: the tolerance without √n": Break(
@@ -303,7 +303,7 @@ def test_every_block_that_checks_a_formula_is_broken_once():
     """Each docs page's blocks that assert something are broken at least once above."""
     pages = (
         "derivation.md",
-        "notebook.md",
+        "notebook-reproduced.md",
         "reading-a-report.md",
         "optimizers.md",
         "convolution.md",
@@ -319,7 +319,7 @@ def test_every_block_that_checks_a_formula_is_broken_once():
 # (test_verdicts, test_verify and test_keras break those behaviours).
 _UNBROKEN = {
     "derivation.md": 0,
-    "notebook.md": 4,
+    "notebook-reproduced.md": 4,
     "reading-a-report.md": 3,
     "optimizers.md": 0,
     "convolution.md": 0,
@@ -384,3 +384,17 @@ def test_the_command_line_page_lists_every_option_of_the_parser(site):
             if action.help and action.help != argparse.SUPPRESS:
                 assert re.sub(r"\s+", " ", action.help) in page, (name, action.help)
     assert "Exit status: 0 when every backend agrees" in page
+
+
+def test_the_notebook_ran_as_the_site_built_and_shows_its_outputs(site):
+    """docs/notebook.ipynb is executed by the build (a failing cell fails it): its page has the
+    report as a table, the loss curves as an image, and the bug's verdict and explanation."""
+    page = (site / "notebook" / "index.html").read_text()
+    text = _text_of(page)
+    assert "Traceback" not in text
+    assert "predictions after training: [0.0" in text  # the literal loop's printed output
+    assert page.count('class="gradcheck-report"') == 2  # the agreeing report and the bug's
+    assert "all 4 backends agree with the reference" in text
+    assert "DISAGREE: sigmoid twice" in text
+    assert "applied twice" in text  # the explanation
+    assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', page)) == 1  # the figure

@@ -70,3 +70,14 @@ def test_the_derivation_renders_every_formula_offline(site: Path):
     assert seen["outside"] == []  # fonts, scripts and styles all come with the site
     assert seen["failed"] == []
     assert seen["errors"] == []
+
+
+def test_the_notebook_page_shows_offline_with_its_figure(site: Path):
+    seen = _open_offline(site / "notebook" / "index.html")
+    assert seen["mathjax"], "MathJax did not load"
+    for delimiter in ("\\(", "\\)", "\\[", "\\]", "$U[0"):
+        assert delimiter not in seen["text"]
+    assert seen["tex_errors"] == 0
+    assert seen["outside"] == []
+    assert seen["failed"] == []
+    assert seen["errors"] == []
