@@ -44,14 +44,20 @@ def _bar(share: float) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[tuple[Sequence[str], float | None]]) -> str:
     """An HTML table of text cells; each row ends with its error / tolerance bar, or nothing."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in (*header, "error / tolerance"))
+    cell = 'style="padding:0.1em 0.8em 0.1em 0"'
+    head = "".join(f"<th {cell}>{html.escape(h)}</th>" for h in (*header, "error / tolerance"))
     body = []
     for cells, share in rows:
-        tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+        tds = "".join(f"<td {cell}>{html.escape(c)}</td>" for c in cells)
         status = "" if share is None else ("ok" if share <= 1 else "fail")
         bar = "<td></td>" if share is None else _bar(share)
         body.append(f'<tr class="{status}">{tds}{bar}</tr>')
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    # a class of its own keeps documentation themes' table styles off it
+    style = "border-collapse:collapse;font-size:0.85em;text-align:left"
+    return (
+        f'<table class="gradcheck-table" style="{style}">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    )
 
 
 def _lines(css: str, colour: str, lines: Sequence[str]) -> str:
