@@ -181,7 +181,7 @@ class BackwardCheck:
 
 
 def _badness(check: InputCheck) -> float:
-    return check.error / check.tolerance if check.tolerance > 0 else math.inf
+    return display.ratio(check.error, check.tolerance)
 
 
 def check_backward(

@@ -93,7 +93,7 @@ def report_html(report: Report) -> str:
 def backward_html(result: BackwardCheck) -> str:
     """`check_backward`'s verdict, notes and explanations, then its worst finding per input
     and oracle, those beyond their tolerance first."""
-    findings = sorted(result.findings, key=lambda f: -ratio(f.error, f.tolerance))
+    findings = sorted(result.findings, key=lambda f: -ratio(f.error, f.tolerance))  # worst first
     rows = [
         (
             (f.input, f.oracle, f.mode, f.describe(), f"{f.error:.1e}", f"{f.tolerance:.1e}"),
