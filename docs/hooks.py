@@ -56,15 +56,16 @@ def _option_table(actions: list[argparse.Action]) -> str:
             values = f"`{action.metavar or action.dest.upper()}`" + (
                 " …" if action.nargs in ("+", "*") else ""
             )
-        default = action.default
-        unset = default is None or default is False or default == argparse.SUPPRESS
-        shown = (
-            ""
-            if unset
-            else f"`{' '.join(map(str, default)) if isinstance(default, list) else default}`"
-        )
-        rows.append(f"| {flags} | {_cell(values)} | {_cell(shown)} | {_cell(action.help or '')} |")
+        default = _default(action.default)
+        rows.append(f"| {flags} | {_cell(values)} | {default} | {_cell(action.help or '')} |")
     return "\n".join(rows)
+
+
+def _default(value: Any) -> str:
+    """An option's default as the table shows it: nothing when it has none (or is a switch)."""
+    if value is None or value is False or value == argparse.SUPPRESS:
+        return ""
+    return f"`{' '.join(map(str, value)) if isinstance(value, list) else value}`"
 
 
 def _command_line() -> str:
