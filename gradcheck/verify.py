@@ -525,6 +525,10 @@ def verify(
     optimizer = as_optimizer(optimizer, 1.0 if lr is None and optimizer is None else lr)
     steps, lr = check_steps_lr(steps, optimizer.lr)
     batch_schedule(len(X), batch_size, steps, seed)  # refuses a bad batch_size or seed
+    if progress is not None and not callable(progress):
+        raise TypeError(
+            f"progress must be a callable (done, total, label) or None; got {progress!r}"
+        )
     training = Training(steps, optimizer, batch_size, seed)
     if finite_differences is not None and finite_differences not in FD_MODES:
         raise ValueError(

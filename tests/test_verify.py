@@ -212,6 +212,8 @@ def test_bad_input_is_rejected_before_any_backend_runs():
         gradcheck.verify(net, X, y, params=params, backends=[Spy(0, (0, 0), 0)], lr=0)
     with pytest.raises(TypeError, match="backends must be names or objects"):
         gradcheck.verify(net, X, y, params=params, backends=[object()])
+    with pytest.raises(TypeError, match=r"progress must be a callable .* got 'bar'"):
+        gradcheck.verify(net, X, y, params=params, backends=[Spy(0, (0, 0), 0)], progress="bar")
     assert calls == []
 
 
