@@ -73,8 +73,7 @@ def report_html(report: Report) -> str:
         if check is None:
             rows.append(((name, "(reference)", "", "", ""), None))
             continue
-        cells = (name, check.quantity, check.where, f"{check.error:.1e}", f"{check.tolerance:.1e}")
-        rows.append((cells, ratio(check.error, check.tolerance)))
+        rows.append(((name, *check.cells), ratio(check.error, check.tolerance)))
     failing = [r for r in rows if r[1] is not None and r[1] > 1]
     failing.sort(key=lambda r: -(r[1] or 0.0))
     rows = failing + [r for r in rows if r not in failing]
@@ -123,13 +122,13 @@ def report_figure(report: Report) -> Figure:
     fig = Figure(figsize=(11, 4), layout="constrained")
     curves, errors = fig.subplots(1, 2)
     reference = report.reference_losses
+    # an exact match has no place on a log axis; drawn at this floor instead
+    floor = np.finfo(np.float64).eps * 1e-3
     curves.plot(reference, linewidth=3, alpha=0.5, label=f"{report.reference} (reference)")
     for name, losses in report.losses.items():
         curves.plot(losses, label=name)
         tolerance = report.tolerance_of(name, "train losses")
         step_errors = relative_errors(losses, reference, elementwise=True)
-        # an exact match has no place on a log axis; drawn at the axis' floor instead
-        floor = np.finfo(np.float64).eps * 1e-3
         (line,) = errors.plot(np.maximum(step_errors, floor), label=name)
         if tolerance is not None:
             errors.axhline(tolerance, color=line.get_color(), linestyle="--", linewidth=1)

@@ -58,6 +58,11 @@ class Check:
             return index
         return f"layer {self.layer} {self.param}{index}"
 
+    @property
+    def cells(self) -> tuple[str, str, str, str]:
+        """The row's quantity, where, error and tolerance, as every table shows them."""
+        return self.quantity, self.where, f"{self.error:.1e}", f"{self.tolerance:.1e}"
+
     def describe(self) -> str:
         return f"{self.backend}: {self.finding()}"
 
@@ -242,9 +247,8 @@ class Report:
             status = "ok" if check.ok else "FAIL"
             if check.detail:
                 status = f"{status} ({check.detail})"
-            cells = (check.quantity, check.where, f"{check.error:.1e}", f"{check.tolerance:.1e}")
             colour = "green" if check.ok else "bold red"
-            rows.append((name, *cells, terminal.styled(status, colour)))
+            rows.append((name, *check.cells, terminal.styled(status, colour)))
         header = ("backend", "quantity", "where", "error", "tolerance", "")
         verdict, *reasons = self.verdict_lines()
         timings = [

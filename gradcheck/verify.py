@@ -549,7 +549,11 @@ def verify(
     net64 = dataclasses.replace(net, dtype="float64")
     params64 = check_params(net64, params)
     X64, y64 = X.astype(np.float64), y.astype(np.float64)
-    others = [b for b in requested if b.name != reference_backend.name or net.dtype != "float64"]
+    # In float64 the reference's own run is the reference; in float32 it is compared like the
+    # others, and its float64 run votes under its own name.
+    reference_label = f"{reference_backend.name} in float64"
+    reference_name = reference_backend.name if net.dtype == "float64" else reference_label
+    others = [b for b in requested if b.name != reference_name]
     stages = _Stages(progress, 1 + len(others) + (finite_differences is not None) + 1)
     stages.begin(f"{reference_backend.name} (the reference)")
     want = _run(reference_backend, net64, params64, X64, y64, training, timing)
@@ -571,18 +575,13 @@ def verify(
         n_samples=X.shape[0],
         steps=steps,
         lr=lr,
-        reference=f"{reference_backend.name} in float64",
+        reference=reference_label,
         backends=names,
         optimizer=optimizer,
         batch_size=batch_size,
         seed=seed,
         sensitivity=sensitivity,
     )
-    # In float64 the reference's own run is the reference; in float32 it is compared like the
-    # others, and its float64 run votes under its own name.
-    reference_name = reference_backend.name
-    if net.dtype != "float64":
-        reference_name = report.reference
     outputs = {reference_name: want}
     for backend in requested:
         if backend.name == reference_name:
