@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit
 
 from gradcheck.backends import Trace, Trajectory
-from gradcheck.kernels.numba_exp import exp_nonpositive
+from gradcheck.kernels.numba_exp import exp_nonpositive, exp_normal, min_normal_arg
 from gradcheck.network import Network, Params
 from gradcheck.ops import lookup
 from gradcheck.optimizers import Batch, Optimizer, padded
@@ -56,9 +56,7 @@ LOSS_CODES = {"half_sse": HALF_SSE, "mse": MSE, "bce": BCE, "softmax_ce": SOFTMA
 BLAS_MIN_WORK = 16 * 16 * 16
 #: Runs of at least this many steps take the loop specialised to the network.
 SPECIALISE_MIN_STEPS = 1000
-#: Exponentials are taken this many at a time, in vector-friendly runs through scratch space;
-#: fewer than SMALL of them are cheaper one by one through the C library's exp.
-CHUNK = 512
+#: Fewer than this many sigmoids are cheaper one by one through the C library's exp.
 SMALL = 64
 
 jit = njit(cache=True, nogil=True, inline="always", error_model="numpy")
@@ -119,44 +117,55 @@ def matmul_nt(a, b, out):
 
 
 @jit
-def sigmoid(z, scratch):
-    # σ(z) = 1/(1 + e) for z ≥ 0 and e/(1 + e) below, with e = e^{-|z|} ∈ (0, 1] never
-    # overflowing; both are formed so the choice is a select, not an unpredictable jump.
-    one = z.dtype.type(1)
-    if z.size < SMALL:  # too few for vector loops to pay off
-        for i in range(z.shape[0]):
-            for j in range(z.shape[1]):
-                e = np.exp(-abs(z[i, j]))
-                positive = one / (one + e)
-                z[i, j] = positive if z[i, j] >= 0 else e * positive
-        return
-    flat = z.reshape(z.size)  # (N, n) -> (N·n,), a view: z is C-contiguous
-    e, bits = scratch
-    for start in range(0, flat.size, CHUNK):
-        part = flat[start : start + CHUNK]
-        m = part.size
-        for j in range(m):
-            e[j] = -abs(part[j])
-        exp_nonpositive(e[:m], bits[:m])
-        for j in range(m):
-            positive = one / (one + e[j])
-            part[j] = positive if part[j] >= 0 else e[j] * positive
+def biased(z, b, bias, i, j):
+    """z_ij + b_j with bias, else z_ij: the bias is added by the pass that reads z."""
+    return z[i, j] + b[j] if bias else z[i, j]
 
 
 @jit
-def tanh(z):
+def sigmoid(z, b, bias):
+    # σ(z) = 1/(1 + e) for z ≥ 0 and e/(1 + e) below, with e = e^{-|z|} ∈ (0, 1] never
+    # overflowing; both are formed so the choice is a select, not an unpredictable jump. A row
+    # takes one pass, z + b, e and σ in vector registers, unless it is too short for vector
+    # loops to pay off or one of its e is subnormal: then the C library's exp, one at a time.
+    one = z.dtype.type(1)
+    bound = min_normal_arg(one)
+    N, n = z.shape
+    for i in range(N):
+        vector = z.size >= SMALL
+        for j in range(n):
+            vector &= -abs(biased(z, b, bias, i, j)) >= bound
+        if vector:
+            for j in range(n):
+                v = biased(z, b, bias, i, j)
+                z[i, j] = sigmoid_from(v, exp_normal(-abs(v)), one)
+        else:
+            for j in range(n):
+                v = biased(z, b, bias, i, j)
+                z[i, j] = sigmoid_from(v, np.exp(-abs(v)), one)
+
+
+@jit
+def sigmoid_from(v, e, one):
+    """σ(v) from e = e^{-|v|}."""
+    positive = one / (one + e)
+    return positive if v >= 0 else e * positive
+
+
+@jit
+def tanh(z, b, bias):
     for i in range(z.shape[0]):
         for j in range(z.shape[1]):
-            z[i, j] = np.tanh(z[i, j])
+            z[i, j] = np.tanh(biased(z, b, bias, i, j))
 
 
 @jit
-def relu(z):
+def relu(z, b, bias):
     zero = z.dtype.type(0)
     for i in range(z.shape[0]):
         for j in range(z.shape[1]):
-            if z[i, j] < zero:
-                z[i, j] = zero
+            v = biased(z, b, bias, i, j)
+            z[i, j] = zero if v < zero else v
 
 
 @jit
@@ -165,11 +174,19 @@ def softplus_scalar(z, zero):
 
 
 @jit
-def softplus(z):
+def softplus(z, b, bias):
     zero = z.dtype.type(0)
     for i in range(z.shape[0]):
         for j in range(z.shape[1]):
-            z[i, j] = softplus_scalar(z[i, j], zero)
+            z[i, j] = softplus_scalar(biased(z, b, bias, i, j), zero)
+
+
+@jit
+def identity(z, b, bias):
+    if bias:
+        for i in range(z.shape[0]):
+            for j in range(z.shape[1]):
+                z[i, j] += b[j]
 
 
 @jit
@@ -191,19 +208,17 @@ def row_sum(x, i):
 
 
 @jit
-def softmax(z, scratch, log_norm):
+def softmax(z, b, bias, log_norm):
     """Also keeps log_norm[i] = log Σ_k e^{z_ik − max_k z_ik}, which the softmax_ce loss needs
     (without the shift added back, so a confident row's small loss keeps its digits)."""
-    bits = scratch[1]
     N, n = z.shape
     for i in range(N):
+        for k in range(n):
+            z[i, k] = biased(z, b, bias, i, k)
         shift = row_max(z, i)
         for k in range(n):
             z[i, k] -= shift  # shift so the largest exponent is 0
-    flat = z.reshape(z.size)  # (N, n) -> (N·n,)
-    for start in range(0, flat.size, CHUNK):
-        part = flat[start : start + CHUNK]
-        exp_nonpositive(part, bits[: part.size])
+    exp_nonpositive(z.reshape(z.size))  # (N, n) -> (N·n,), a view: z is C-contiguous
     for i in range(N):
         total = row_sum(z, i)
         for k in range(n):
@@ -212,19 +227,22 @@ def softmax(z, scratch, log_norm):
 
 
 @jit
-def activate(activation, z, scratch, log_norm):
-    """a = f(z), overwriting z (N, n); scratch is work space, log_norm (N,) is set by softmax."""
+def activate(activation, z, b, bias, log_norm):
+    """a = f(z + b), overwriting z (N, n), which holds a_{l-1} W; b (n,) only with bias.
+    log_norm (N,) is set by softmax."""
     if activation == SIGMOID:
-        sigmoid(z, scratch)
+        sigmoid(z, b, bias)
     elif activation == TANH:
-        tanh(z)
+        tanh(z, b, bias)
     elif activation == RELU:
-        relu(z)
+        relu(z, b, bias)
     elif activation == SOFTPLUS:
-        softplus(z)
+        softplus(z, b, bias)
     elif activation == SOFTMAX:
-        softmax(z, scratch, log_norm)
-    elif activation != IDENTITY:  # identity: a = z
+        softmax(z, b, bias, log_norm)
+    elif activation == IDENTITY:
+        identity(z, b, bias)
+    else:
         raise ValueError("activate: unknown activation code")
 
 
@@ -269,33 +287,41 @@ def activation_backward(activation, a, grad):
 
 
 @jit
-def pre_activation(a_prev, W, b, bias, z):
+def pre_activation(a_prev, W, z):
+    """z ← a_{l-1} W_l; the bias b_l is added by the pass that reads z next (`activate`, or
+    `keep_logits` for the output layer), which spares a pass over z of its own."""
     matmul(a_prev, W, z)  # (N, n_{l-1}) @ (n_{l-1}, n_l) -> (N, n_l)
-    if bias:
-        for i in range(z.shape[0]):  # (n_l,) added to each of the N rows
-            for j in range(z.shape[1]):
-                z[i, j] += b[j]
 
 
 @jit
-def keep_logits(z, logits):
-    """logits ← z_L, which the losses on logits need after f overwrites z."""
+def keep_logits(z, b, bias, logits):
+    """z ← z + b, and logits ← z_L, which the losses on logits need after f overwrites z."""
     for i in range(z.shape[0]):
         for k in range(z.shape[1]):
+            z[i, k] = biased(z, b, bias, i, k)
             logits[i, k] = z[i, k]
 
 
 @jit
-def forward(activations, Ws, bs, bias, A, logits, log_norm, scratch):
+def dense_forward(activation, a_prev, W, b, bias, last, z, logits, log_norm):
+    """a_l = f(a_{l-1} W_l + b_l) into z (N, n_l); the output layer (``last``) also keeps z_L
+    in logits and, for a softmax, each row's log-normaliser in log_norm."""
+    pre_activation(a_prev, W, z)
+    if last:
+        keep_logits(z, b, bias, logits)
+        activate(activation, z, b, False, log_norm)  # b already added
+    else:
+        activate(activation, z, b, bias, log_norm)
+
+
+@jit
+def forward(activations, Ws, bs, bias, A, logits, log_norm):
     """Fill A[1..L] with the activations of A[0] = X, logits with z_L and, for a softmax
     output, log_norm with each row's log Σ_k e^{z_k − max z}."""
     L = len(Ws)
     for l in range(L):
-        z = A[l + 1]
-        pre_activation(A[l], Ws[l], bs[l], bias, z)
-        if l == L - 1:
-            keep_logits(z, logits)
-        activate(activations[l], z, scratch, log_norm)
+        dense_forward(activations[l], A[l], Ws[l], bs[l], bias, l == L - 1, A[l + 1], logits,
+                      log_norm)  # fmt: skip
 
 
 # --- loss C and the output delta δ_L = ∂C/∂z_L ---------------------------------------------------
@@ -386,11 +412,9 @@ def backward(activations, Ws, bias, A, D, dWs, dbs):
 
 
 @jit
-def loss_and_grads_into(
-    loss_code, activations, Ws, bs, bias, y, A, logits, log_norm, D, dWs, dbs, scratch
-):
+def loss_and_grads_into(loss_code, activations, Ws, bs, bias, y, A, logits, log_norm, D, dWs, dbs):
     """One evaluation: forward, C, δ_L and backward; returns C, gradients in dWs and dbs."""
-    forward(activations, Ws, bs, bias, A, logits, log_norm, scratch)
+    forward(activations, Ws, bs, bias, A, logits, log_norm)
     L = len(Ws)
     value = loss(loss_code, A[L], logits, log_norm, y)
     output_delta(loss_code, activations[L - 1], A[L], y, D[L - 1])
@@ -415,13 +439,13 @@ def descend_bias(b, db, lr):
 
 @jit
 def train_loop(
-    loss_code, activations, Ws, bs, bias, y, lr, A, logits, log_norm, D, dWs, dbs, scratch, losses
+    loss_code, activations, Ws, bs, bias, y, lr, A, logits, log_norm, D, dWs, dbs, losses
 ):
     """``len(losses)`` gradient-descent steps on Ws and bs in place; losses[t] before step t.
     `numba_specialised` writes this loop out for one network."""
     for t in range(losses.shape[0]):
         losses[t] = loss_and_grads_into(
-            loss_code, activations, Ws, bs, bias, y, A, logits, log_norm, D, dWs, dbs, scratch
+            loss_code, activations, Ws, bs, bias, y, A, logits, log_norm, D, dWs, dbs
         )
         for l in range(len(Ws)):
             descend(Ws[l], dWs[l], lr)
@@ -511,11 +535,11 @@ def train_with_loop(
     a batch of the largest size and of the smaller last batch of an epoch."""
     for t in range(losses.shape[0]):
         n = sizes[t]
-        A, yb, logits, log_norm, D, scratch = full if n == full[0][0].shape[0] else part
+        A, yb, logits, log_norm, D = full if n == full[0][0].shape[0] else part
         gather(rows[t], n, X, A[0])
         gather(rows[t], n, y, yb)
         losses[t] = loss_and_grads_into(
-            loss_code, activations, Ws, bs, bias, yb, A, logits, log_norm, D, dWs, dbs, scratch
+            loss_code, activations, Ws, bs, bias, yb, A, logits, log_norm, D, dWs, dbs
         )
         for l in range(len(Ws)):
             m, v, a, v_max = states[2 * l]
@@ -531,8 +555,7 @@ def train_with_loop(
 
 class Buffers(NamedTuple):
     """What one evaluation writes before it reads: activations A[1..L], the logits z_L, each
-    row's log-normaliser, deltas D[0..L-1] (δ of layer l+1 in D[l]), the gradients and the
-    exponentials' scratch space."""
+    row's log-normaliser, deltas D[0..L-1] (δ of layer l+1 in D[l]) and the gradients."""
 
     A: tuple[np.ndarray, ...]
     logits: np.ndarray
@@ -540,7 +563,6 @@ class Buffers(NamedTuple):
     D: tuple[np.ndarray, ...]
     dWs: tuple[np.ndarray, ...]
     dbs: tuple[np.ndarray, ...]
-    scratch: tuple[np.ndarray, np.ndarray]
 
 
 def buffers(net: Network, samples: int) -> Buffers:
@@ -553,7 +575,6 @@ def buffers(net: Network, samples: int) -> Buffers:
         D=tuple(np.empty((N, w), dtype) for w in widths[1:]),
         dWs=tuple(np.empty((m, n), dtype) for m, n in itertools.pairwise(widths)),
         dbs=tuple(np.empty(n if net.bias else 0, dtype) for n in widths[1:]),
-        scratch=exp_scratch(dtype),
     )
 
 
@@ -586,7 +607,7 @@ class Workspace:
         b = (kept_buffers if kept else buffers)(net, X.shape[0])
         self.A = (np.ascontiguousarray(X), *b.A)
         self.logits, self.log_norm, self.D = b.logits, b.log_norm, b.D
-        self.dWs, self.dbs, self.scratch = b.dWs, b.dbs, b.scratch
+        self.dWs, self.dbs = b.dWs, b.dbs
 
 
 def _activation_codes(net: Network) -> np.ndarray:
@@ -607,12 +628,6 @@ def _weights(net: Network, params: Params, copy: bool) -> tuple[tuple, tuple]:
     return Ws, bs
 
 
-def exp_scratch(dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Work space for the exponentials: values, and the exponent field's integers."""
-    bits = np.int64 if dtype == np.float64 else np.int32
-    return np.empty(CHUNK, dtype), np.empty(CHUNK, bits)
-
-
 def _as_params(Ws: tuple, bs: tuple, bias: bool) -> Params:
     """Per-layer arrays back into the params layout, ``"b"`` only with bias."""
     return [{"W": W, "b": b} if bias else {"W": W} for W, b in zip(Ws, bs, strict=True)]
@@ -629,7 +644,7 @@ def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
     if not net.dense:
         return _layers().predict(net, params, X)
     ws = Workspace(net, params, X, copy=False)
-    forward(ws.activations, ws.Ws, ws.bs, net.bias, ws.A, ws.logits, ws.log_norm, ws.scratch)
+    forward(ws.activations, ws.Ws, ws.bs, net.bias, ws.A, ws.logits, ws.log_norm)
     return ws.A[-1]
 
 
@@ -671,7 +686,6 @@ def _evaluate(
         ws.D,
         ws.dWs,
         ws.dbs,
-        ws.scratch,
     )
     return float(value), ws
 
@@ -742,9 +756,9 @@ def optimizer_settings(optimizer: Optimizer, dtype: np.dtype) -> tuple[int, np.n
 
 def _batch_buffers(net: Network, ws: Workspace) -> tuple:
     """The buffers of one batch size from a workspace whose A[0] holds the batch's inputs, and
-    one for its targets: (A, y, logits, log_norm, D, scratch)."""
+    one for its targets: (A, y, logits, log_norm, D)."""
     y = np.empty((ws.A[0].shape[0], net.widths[-1]), net.np_dtype)
-    return ws.A, y, ws.logits, ws.log_norm, ws.D, ws.scratch
+    return ws.A, y, ws.logits, ws.log_norm, ws.D
 
 
 def train(
@@ -761,7 +775,7 @@ def train(
     if steps < SPECIALISE_MIN_STEPS:
         ws = Workspace(net, params, X, copy=True, kept=True)
         train_loop(loss_code, ws.activations, ws.Ws, ws.bs, net.bias, y, lr, ws.A, ws.logits,
-                   ws.log_norm, ws.D, ws.dWs, ws.dbs, ws.scratch, losses)  # fmt: skip
+                   ws.log_norm, ws.D, ws.dWs, ws.dbs, losses)  # fmt: skip
         return Trajectory(_as_params(ws.Ws, ws.bs, net.bias), losses)
     from gradcheck.kernels import numba_specialised
 
@@ -769,5 +783,5 @@ def train(
     codes = tuple(_activation_codes(net).tolist())
     loop = numba_specialised.train_loop(net.widths, len(X), codes, loss_code, net.bias)
     Ws, bs = _weights(net, params, copy=True)
-    loop(np.ascontiguousarray(X), y, Ws, bs, lr, exp_scratch(net.np_dtype), losses)
+    loop(np.ascontiguousarray(X), y, Ws, bs, lr, losses)
     return Trajectory(_as_params(Ws, bs, net.bias), losses)

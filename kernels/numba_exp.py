@@ -1,4 +1,4 @@
-"""e^x for x ≤ 0, written so that LLVM vectorises it inside Numba loops.
+"""e^x for x ≤ 0, written so that LLVM vectorises the loops that call it.
 
 Numba compiles ``np.exp`` on a scalar to a call into the C library, one element at a time; NumPy
 and XLA use SIMD versions several times faster, and on the digits network the sigmoid's
@@ -10,9 +10,13 @@ in the loop that is not plain arithmetic:
                                            half an ulp; Horner's rule in fused multiply-adds)
     e^x = 2^k · e^r                       (2^k assembled in the exponent bits of a float)
 
+in plain arithmetic and a bit-cast, so a loop over `exp_normal` runs in vector registers and
+can do its other work (a bias, the sigmoid's division) in the same pass.
+
 It is within one ulp of the correctly rounded result, as the C library's exp and NumPy's are.
 Every exponential the kernels need has a non-positive argument (e^{−|z|}, e^{z − max z}), so only
-x ≤ 0 is handled; the few x whose e^x is subnormal go to the scalar ``np.exp``.
+x ≤ 0 is handled; the few x whose e^x is subnormal (below `min_normal_arg`) go to the scalar
+``np.exp``: callers check a run with `has_subnormal_result` first.
 """
 
 from __future__ import annotations
@@ -50,64 +54,88 @@ def fma(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
-def exp_nonpositive(x, bits):  # pragma: no cover - the compiled versions below replace it
-    """x ← e^x in place for a 1-D array ``x`` of values ≤ 0; ``bits`` is scratch space of the
-    same length and the matching integer dtype (int64 for float64, int32 for float32)."""
-    raise NotImplementedError("exp_nonpositive runs inside Numba-compiled code only")
+@intrinsic
+def as_float(typingctx, bits):
+    """The float whose bits are ``bits``: int64 -> float64, int32 -> float32 (LLVM's bitcast),
+    so 2^k is assembled in a register rather than through memory."""
+    floats = {types.int64: types.float64, types.int32: types.float32}
+    if bits not in floats:
+        return None
+    out = floats[bits]
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(out))
+
+    return out(bits), codegen
 
 
-def _exp_nonpositive_64(x, bits):
-    if has_subnormal_result(x, _MIN_NORMAL_ARG_64):
-        return exp_scalar(x)
-    scale = bits.view(np.float64)
-    for j in range(x.shape[0]):
-        k = np.floor(x[j] * 1.4426950408889634 + 0.5)  # round(x / ln 2)
-        r = (x[j] - k * _LN2_HI_64) - k * _LN2_LO_64
-        p = _INV_FACTORIAL_64[13]  # Horner from 1/13! down to 1/0!
-        for i in range(12, -1, -1):
-            p = fma(p, r, _INV_FACTORIAL_64[i])
-        bits[j] = (np.int64(k) + 1023) << 52  # the float64 2^k
-        x[j] = p * scale[j]
+def exp_normal(x):  # pragma: no cover - the compiled versions below replace it
+    """e^x for one x in [MIN_NORMAL_ARG, 0], whose result is a normal float. Plain arithmetic,
+    so a loop calling it vectorises; a caller meeting smaller x uses ``np.exp`` instead."""
+    raise NotImplementedError("exp_normal runs inside Numba-compiled code only")
 
 
-def _exp_nonpositive_32(x, bits):
-    if has_subnormal_result(x, _MIN_NORMAL_ARG_32):
-        return exp_scalar(x)
-    scale = bits.view(np.float32)
-    for j in range(x.shape[0]):
-        k = np.floor(x[j] * _LOG2E_32 + _HALF_32)
-        r = (x[j] - k * _LN2_HI_32) - k * _LN2_LO_32
-        p = _INV_FACTORIAL_32[7]
-        for i in range(6, -1, -1):
-            p = fma(p, r, _INV_FACTORIAL_32[i])
-        bits[j] = (np.int32(k) + 127) << 23  # the float32 2^k
-        x[j] = p * scale[j]
+def min_normal_arg(x):  # pragma: no cover - the compiled versions below replace it
+    """The smallest argument of ``exp_normal`` in x's dtype."""
+    raise NotImplementedError("min_normal_arg runs inside Numba-compiled code only")
 
 
 @njit(cache=True, error_model="numpy")
-def has_subnormal_result(x, min_normal_arg):
-    found = False
-    for j in range(x.shape[0]):
-        found |= x[j] < min_normal_arg
-    return found
+def _exp_normal_64(x):
+    k = np.floor(x * 1.4426950408889634 + 0.5)  # round(x / ln 2)
+    r = (x - k * _LN2_HI_64) - k * _LN2_LO_64
+    p = _INV_FACTORIAL_64[13]  # Horner from 1/13! down to 1/0!
+    for i in range(12, -1, -1):
+        p = fma(p, r, _INV_FACTORIAL_64[i])
+    return p * as_float((np.int64(k) + 1023) << 52)  # times the float64 2^k
 
 
 @njit(cache=True, error_model="numpy")
-def exp_scalar(x):
-    for j in range(x.shape[0]):
-        x[j] = np.exp(x[j])
+def _exp_normal_32(x):
+    k = np.floor(x * _LOG2E_32 + _HALF_32)
+    r = (x - k * _LN2_HI_32) - k * _LN2_LO_32
+    p = _INV_FACTORIAL_32[7]
+    for i in range(6, -1, -1):
+        p = fma(p, r, _INV_FACTORIAL_32[i])
+    # in int32 throughout: Numba widens int32 arithmetic with int64 literals
+    return p * as_float(np.int32((np.int32(k) + np.int32(127)) << np.int32(23)))
 
 
-@overload(exp_nonpositive)
-def _exp_nonpositive(x, bits):
-    if x.dtype == types.float64:
-        return _exp_nonpositive_64
-    if x.dtype == types.float32:
-        return _exp_nonpositive_32
+@overload(exp_normal)
+def _exp_normal(x):
+    if x == types.float64:
+        return lambda x: _exp_normal_64(x)
+    if x == types.float32:
+        return lambda x: _exp_normal_32(x)
     return None
 
 
-@njit(cache=True, error_model="numpy")
-def exp_nonpositive_array(x, bits):
-    """``exp_nonpositive`` callable from Python, for testing."""
-    exp_nonpositive(x, bits)
+@overload(min_normal_arg)
+def _min_normal_arg(x):
+    if x == types.float64:
+        return lambda x: _MIN_NORMAL_ARG_64
+    if x == types.float32:
+        return lambda x: _MIN_NORMAL_ARG_32
+    return None
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def exp_nonpositive(x):
+    """x ← e^x in place for a 1-D array ``x`` of values ≤ 0."""
+    if has_subnormal_result(x):
+        for j in range(x.shape[0]):
+            x[j] = np.exp(x[j])
+        return
+    for j in range(x.shape[0]):
+        x[j] = exp_normal(x[j])
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def has_subnormal_result(x):
+    """Whether e^x is subnormal for some x of the 1-D array ``x`` (below ``exp_normal``'s
+    range)."""
+    bound = min_normal_arg(x.dtype.type(0))
+    found = False
+    for j in range(x.shape[0]):
+        found |= x[j] < bound
+    return found

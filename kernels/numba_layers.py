@@ -56,7 +56,6 @@ class Buffers:
         self.logits = np.empty((n, net.outputs), dtype)
         self.y = np.empty((n, net.outputs), dtype)
         self.log_norm = np.empty(n, dtype)
-        self.scratch = nb.exp_scratch(dtype)
 
 
 class Weights:
@@ -99,9 +98,9 @@ def forward(net: Network, weights: Weights, buffers: Buffers) -> None:
         if isinstance(layer, Weighted):
             values, b = weights.params[w], weights.b[w]
             if isinstance(layer, Dense):
-                nb.pre_activation(x, values["W"], b, "b" in values, out)
-                if k == last:
-                    buffers.logits[...] = out
+                last_layer, has_b = k == last, "b" in values
+                nb.dense_forward(weights.codes[w], x, values["W"], b, has_b, last_layer, out,
+                                 buffers.logits, buffers.log_norm)  # fmt: skip
             else:
                 if k in buffers.padded:
                     (top, _), (left, _) = buffers.padded[k][0]
@@ -109,7 +108,7 @@ def forward(net: Network, weights: Weights, buffers: Buffers) -> None:
                     source[:, top : top + x.shape[1], left : left + x.shape[2]] = x
                     x = source
                 nc.conv2d(x, values["W"], b, layer.strides, out)
-            nb.activate(weights.codes[w], _as_rows(out), buffers.scratch, buffers.log_norm)
+                nb.activate(weights.codes[w], _as_rows(out), b, False, buffers.log_norm)
             w += 1
         elif isinstance(layer, MaxPool2D):
             nc.max_pool(x, layer.pool_size, layer.stride, out, buffers.first[k])

@@ -38,7 +38,7 @@ _LOSS_NAMES = {code: name.upper() for name, code in nb.LOSS_CODES.items()}
 def train_loop_source(
     widths: tuple[int, ...], samples: int, activations: tuple[int, ...], loss: int, bias: bool
 ) -> str:
-    """The source of ``train_loop(X, y, Ws, bs, lr, scratch, losses)``: `numba_backprop`'s
+    """The source of ``train_loop(X, y, Ws, bs, lr, losses)``: `numba_backprop`'s
     `train_loop` for ``samples`` rows through these widths, activation codes (one per weight
     layer), loss code and bias, on buffers it allocates with those sizes written in."""
     L = len(activations)
@@ -46,7 +46,7 @@ def train_loop_source(
     out = _LOSS_NAMES[loss]
     N, K = samples, widths[-1]
     lines = [
-        "def train_loop(X, y, Ws, bs, lr, scratch, losses):",
+        "def train_loop(X, y, Ws, bs, lr, losses):",
         "    dtype = X.dtype",
         *_copied("A0", (N, widths[0]), "X"),
         *_copied("Y", (N, K), "y"),
@@ -66,10 +66,11 @@ def train_loop_source(
         "    for t in range(losses.shape[0]):",
     ]
     for l in range(L):
-        lines.append(f"        pre_activation(A{l}, W{l}, b{l}, {bias}, A{l + 1})")
-        if l == L - 1:
-            lines.append(f"        keep_logits(A{L}, logits)")  # as `forward` keeps z_L
-        lines.append(f"        activate({f[l]}, A{l + 1}, scratch, log_norm)")
+        last = l == L - 1
+        lines.append(
+            f"        dense_forward({f[l]}, A{l}, W{l}, b{l}, {bias}, {last}, A{l + 1}, logits, "
+            "log_norm)"
+        )
     lines += [
         f"        losses[t] = loss({out}, A{L}, logits, log_norm, Y)",
         f"        output_delta({out}, {f[L - 1]}, A{L}, Y, D{L - 1})",
@@ -90,8 +91,8 @@ def train_loop_source(
         "import numpy as np",
         "from numba import njit",
         "from gradcheck.kernels.numba_backprop import (",
-        "    activate, descend, descend_bias, hidden_delta, keep_logits, layer_grads, loss,",
-        f"    output_delta, pre_activation, {', '.join(names)},",
+        "    dense_forward, descend, descend_bias, hidden_delta, layer_grads, loss, output_delta,",
+        f"    {', '.join(names)},",
         ")",
         "",
         "",
