@@ -134,15 +134,14 @@ def sigmoid(z, b, bias):
     for i in range(N):
         vector = z.size >= SMALL
         for j in range(n):
-            vector &= -abs(biased(z, b, bias, i, j)) >= bound
+            z[i, j] = biased(z, b, bias, i, j)
+            vector &= -abs(z[i, j]) >= bound
         if vector:
             for j in range(n):
-                v = biased(z, b, bias, i, j)
-                z[i, j] = sigmoid_from(v, exp_normal(-abs(v)), one)
+                z[i, j] = sigmoid_from(z[i, j], exp_normal(-abs(z[i, j])), one)
         else:
             for j in range(n):
-                v = biased(z, b, bias, i, j)
-                z[i, j] = sigmoid_from(v, np.exp(-abs(v)), one)
+                z[i, j] = sigmoid_from(z[i, j], np.exp(-abs(z[i, j])), one)
 
 
 @jit
@@ -308,10 +307,8 @@ def dense_forward(activation, a_prev, W, b, bias, last, z, logits, log_norm):
     in logits and, for a softmax, each row's log-normaliser in log_norm."""
     pre_activation(a_prev, W, z)
     if last:
-        keep_logits(z, b, bias, logits)
-        activate(activation, z, b, False, log_norm)  # b already added
-    else:
-        activate(activation, z, b, bias, log_norm)
+        keep_logits(z, b, bias, logits)  # adds b to z
+    activate(activation, z, b, bias and not last, log_norm)
 
 
 @jit

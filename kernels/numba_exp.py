@@ -119,7 +119,7 @@ def _min_normal_arg(x):
     return None
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def exp_nonpositive(x):
     """x ← e^x in place for a 1-D array ``x`` of values ≤ 0."""
     if has_subnormal_result(x):
@@ -130,7 +130,7 @@ def exp_nonpositive(x):
         x[j] = exp_normal(x[j])
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def has_subnormal_result(x):
     """Whether e^x is subnormal for some x of the 1-D array ``x`` (below ``exp_normal``'s
     range)."""
