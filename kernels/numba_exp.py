@@ -10,13 +10,14 @@ in the loop that is not plain arithmetic:
                                            half an ulp; Horner's rule in fused multiply-adds)
     e^x = 2^k · e^r                       (2^k assembled in the exponent bits of a float)
 
-in plain arithmetic and a bit-cast, so a loop over `exp_normal` runs in vector registers and
-can do its other work (a bias, the sigmoid's division) in the same pass.
+`exp_normal` takes one x and 2^k is bit-cast from an integer, never stored, so the loop that
+calls it runs in vector registers and can do its other work (the bias, the sigmoid's division)
+in the same pass.
 
 It is within one ulp of the correctly rounded result, as the C library's exp and NumPy's are.
 Every exponential the kernels need has a non-positive argument (e^{−|z|}, e^{z − max z}), so only
 x ≤ 0 is handled; the few x whose e^x is subnormal (below `min_normal_arg`) go to the scalar
-``np.exp``: callers check a run with `has_subnormal_result` first.
+``np.exp``, so callers compare their run of x with that bound first.
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ def as_float(typingctx, bits):
 
 
 def exp_normal(x):  # pragma: no cover - the compiled versions below replace it
-    """e^x for one x in [MIN_NORMAL_ARG, 0], whose result is a normal float. Plain arithmetic,
-    so a loop calling it vectorises; a caller meeting smaller x uses ``np.exp`` instead."""
+    """e^x for one x in [min_normal_arg(x), 0], whose result is a normal float. Plain
+    arithmetic, so a loop calling it vectorises; for smaller x a caller uses ``np.exp``."""
     raise NotImplementedError("exp_normal runs inside Numba-compiled code only")
 
 
