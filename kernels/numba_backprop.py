@@ -126,8 +126,9 @@ def biased(z, b, bias, i, j):
 def sigmoid(z, b, bias):
     # σ(z) = 1/(1 + e) for z ≥ 0 and e/(1 + e) below, with e = e^{-|z|} ∈ (0, 1] never
     # overflowing; both are formed so the choice is a select, not an unpredictable jump. A row
-    # takes one pass, z + b, e and σ in vector registers, unless it is too short for vector
-    # loops to pay off or one of its e is subnormal: then the C library's exp, one at a time.
+    # is read twice while in cache: z + b and its range, then e and σ in vector registers —
+    # unless z is too small for vector loops to pay off or one of the row's e is subnormal:
+    # then the C library's exp, one at a time.
     one = z.dtype.type(1)
     bound = min_normal_arg(one)
     N, n = z.shape
