@@ -131,9 +131,10 @@ def sigmoid(z, b, bias):
     # then the C library's exp, one at a time.
     one = z.dtype.type(1)
     bound = min_normal_arg(one)
+    large = z.size >= SMALL
     N, n = z.shape
     for i in range(N):
-        vector = z.size >= SMALL
+        vector = large
         for j in range(n):
             z[i, j] = biased(z, b, bias, i, j)
             vector &= -abs(z[i, j]) >= bound
@@ -183,10 +184,10 @@ def softplus(z, b, bias):
 
 @jit
 def identity(z, b, bias):
-    if bias:
+    if bias:  # without one, a = z as it stands
         for i in range(z.shape[0]):
             for j in range(z.shape[1]):
-                z[i, j] += b[j]
+                z[i, j] = biased(z, b, bias, i, j)
 
 
 @jit
