@@ -51,15 +51,19 @@ def test_exp_nonpositive_subnormal_results_are_exact(dtype):
     assert np.array_equal(result, np.exp(x.astype(np.float64)).astype(dtype))
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize(("dtype", "lowest_normal"), [(np.float64, -708.0), (np.float32, -87.0)])
-def test_sigmoid_of_z_plus_b_is_the_formula_in_every_row(dtype, lowest_normal):
+def test_sigmoid_of_z_plus_b_is_the_formula_in_every_row(dtype, lowest_normal, seed):
     """Rows whose e^{-|z+b|} are all normal take the one-pass vector path, a row with one
     subnormal takes the C library's exp; both give 1/(1 + e^{-v}) (written out here in float64)
-    to the error bound of the arithmetic — e within one ulp, then 1 + e, the division and the
-    product each rounded once: 2.5 ulps — the subnormal σ exactly, and the bias in every column."""
+    to the worst case of the arithmetic, the subnormal σ exactly, and the bias in every column.
+    The worst case: e within one ulp (a relative 2u, u half an ulp of 1) reaches σ whole below 0
+    and halved through 1 + e, then 1 + e, the division and the product round once each: 6u
+    relative, at most 6 ulps of the result (observed up to 2.75 in float32 over 20 seeds, 3 in
+    float64, where the float64 reference rounds as often as the kernel)."""
     from gradcheck.kernels import numba_backprop as nb
 
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     z = rng.normal(scale=8, size=(300, 37)).astype(dtype)
     z[7, 5] = 2 * lowest_normal  # a subnormal e: row 7 alone goes one at a time
     b = rng.normal(size=37).astype(dtype)
@@ -73,7 +77,7 @@ def test_sigmoid_of_z_plus_b_is_the_formula_in_every_row(dtype, lowest_normal):
     got = z.copy()
     nb.activate(nb.SIGMOID, got, b, True, np.empty(300, dtype))
     ulps = np.abs(got.astype(np.float64) - want) / np.spacing(want.astype(dtype)).astype(np.float64)
-    assert ulps.max() <= 2.5
+    assert ulps.max() <= 6.0
     assert got[7, 5] == dtype(math.exp(v[7, 5]))  # subnormal, and exactly e^v
 
 
