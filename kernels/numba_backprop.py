@@ -327,8 +327,9 @@ def forward(activations, Ws, bs, bias, A, logits, log_norm):
 
 
 @jit
-def loss(loss_code, a, z, log_norm, y):
-    """C for outputs a (N, K) with logits z and targets y; log_norm as forward leaves it."""
+def loss(loss_code, a, z, log_norm, y, samples):
+    """C for outputs a (N, K) with logits z and targets y; log_norm as forward leaves it. The
+    mean is over ``samples`` rows: N, or the whole batch when these N rows are a share of it."""
     N, K = y.shape
     zero = a.dtype.type(0)
     total = zero
@@ -350,23 +351,23 @@ def loss(loss_code, a, z, log_norm, y):
     if loss_code == HALF_SSE:
         return total / a.dtype.type(2)
     if loss_code == SOFTMAX_CE:
-        return total / a.dtype.type(N)
+        return total / a.dtype.type(samples)
     if loss_code in (MSE, BCE):
-        return total / a.dtype.type(N * K)
+        return total / a.dtype.type(samples * K)
     raise ValueError("loss: unknown loss code")
 
 
 @jit
-def output_delta(loss_code, activation, a, y, delta):
-    """Write δ_L = ∂C/∂z_L (N, K) into delta."""
+def output_delta(loss_code, activation, a, y, samples, delta):
+    """Write δ_L = ∂C/∂z_L (N, K) into delta, for C a mean over ``samples`` rows (see `loss`)."""
     N, K = y.shape
-    count = a.dtype.type(N * K)
+    count = a.dtype.type(samples * K)
     if loss_code == BCE:
         for i in range(N):
             for k in range(K):
                 delta[i, k] = (a[i, k] - y[i, k]) / count  # σ′ cancels 1/(a(1 − a))
     elif loss_code == SOFTMAX_CE:
-        n = a.dtype.type(N)
+        n = a.dtype.type(samples)
         for i in range(N):
             y_sum = row_sum(y, i)  # a Σ_k y_k − y: the familiar a − y for one-hot rows
             for k in range(K):
@@ -411,12 +412,15 @@ def backward(activations, Ws, bias, A, D, dWs, dbs):
 
 
 @jit
-def loss_and_grads_into(loss_code, activations, Ws, bs, bias, y, A, logits, log_norm, D, dWs, dbs):
-    """One evaluation: forward, C, δ_L and backward; returns C, gradients in dWs and dbs."""
+def loss_and_grads_into(
+    loss_code, activations, Ws, bs, bias, y, samples, A, logits, log_norm, D, dWs, dbs
+):
+    """One evaluation: forward, C, δ_L and backward; returns C, gradients in dWs and dbs. C is
+    a mean over ``samples`` rows, of which y holds all or (`numba_threads`) a share."""
     forward(activations, Ws, bs, bias, A, logits, log_norm)
     L = len(Ws)
-    value = loss(loss_code, A[L], logits, log_norm, y)
-    output_delta(loss_code, activations[L - 1], A[L], y, D[L - 1])
+    value = loss(loss_code, A[L], logits, log_norm, y, samples)
+    output_delta(loss_code, activations[L - 1], A[L], y, samples, D[L - 1])
     backward(activations, Ws, bias, A, D, dWs, dbs)
     return value
 
@@ -444,7 +448,7 @@ def train_loop(
     `numba_specialised` writes this loop out for one network."""
     for t in range(losses.shape[0]):
         losses[t] = loss_and_grads_into(
-            loss_code, activations, Ws, bs, bias, y, A, logits, log_norm, D, dWs, dbs
+            loss_code, activations, Ws, bs, bias, y, y.shape[0], A, logits, log_norm, D, dWs, dbs
         )
         for l in range(len(Ws)):
             descend(Ws[l], dWs[l], lr)
@@ -538,7 +542,7 @@ def train_with_loop(
         gather(rows[t], n, X, A[0])
         gather(rows[t], n, y, yb)
         losses[t] = loss_and_grads_into(
-            loss_code, activations, Ws, bs, bias, yb, A, logits, log_norm, D, dWs, dbs
+            loss_code, activations, Ws, bs, bias, yb, n, A, logits, log_norm, D, dWs, dbs
         )
         for l in range(len(Ws)):
             m, v, a, v_max = states[2 * l]
@@ -582,12 +586,13 @@ KEPT_BUFFERS = 4
 _kept = threading.local()
 
 
-def kept_buffers(net: Network, samples: int) -> Buffers:
-    """The `Buffers` this thread used for the last call with the same sizes, or new ones. A
-    training loop returns none of them, so the next call may overwrite them; reusing them spares
-    allocating and first touching megabytes a call (6–9% of a 10-step digits call)."""
+def kept_buffers(net: Network, samples: int, share: int = 0) -> Buffers:
+    """The `Buffers` this thread used for the last call with the same sizes (and the same
+    ``share`` of a batch split over threads), or new ones. A training loop returns none of
+    them, so the next call may overwrite them; reusing them spares allocating and first
+    touching megabytes a call (6–9% of a 10-step digits call)."""
     kept: OrderedDict = _kept.__dict__.setdefault("buffers", OrderedDict())
-    key = (net.widths, samples, net.dtype, net.bias)
+    key = (net.widths, samples, net.dtype, net.bias, share)
     if key not in kept:
         kept[key] = buffers(net, samples)
         if len(kept) > KEPT_BUFFERS:
@@ -679,6 +684,7 @@ def _evaluate(
         ws.bs,
         net.bias,
         y,
+        len(y),
         ws.A,
         ws.logits,
         ws.log_norm,
@@ -763,12 +769,18 @@ def _batch_buffers(net: Network, ws: Workspace) -> tuple:
 def train(
     net: Network, params: Params, X: np.ndarray, y: np.ndarray, steps: int, lr: float
 ) -> Trajectory:
-    """All ``steps`` steps in one compiled call, on a copy of ``params``. A long run takes the
-    loop `numba_specialised` writes out for this network: bit-identical, faster per step, and
+    """All ``steps`` steps in one compiled call, on a copy of ``params``. A large batch is
+    split over threads (`numba_threads`). Otherwise a long run takes the loop
+    `numba_specialised` writes out for this network: bit-identical, faster per step, and
     compiled once per network (seconds, then cached on disk), which a short run would not
     earn back."""
     if not net.dense:
         return _layers().train(net, params, X, y, steps, lr)
+    from gradcheck.kernels import numba_threads
+
+    threads = numba_threads.threads_for(len(X))
+    if threads > 1:
+        return numba_threads.train(net, params, X, y, steps, lr, threads)
     losses = np.empty(steps, net.dtype)
     loss_code, lr = lookup(LOSS_CODES, net.loss, "loss"), net.np_dtype.type(lr)
     if steps < SPECIALISE_MIN_STEPS:

@@ -72,8 +72,8 @@ def train_loop_source(
             "log_norm)"
         )
     lines += [
-        f"        losses[t] = loss({out}, A{L}, logits, log_norm, Y)",
-        f"        output_delta({out}, {f[L - 1]}, A{L}, Y, D{L - 1})",
+        f"        losses[t] = loss({out}, A{L}, logits, log_norm, Y, {N})",
+        f"        output_delta({out}, {f[L - 1]}, A{L}, Y, {N}, D{L - 1})",
     ]
     for l in reversed(range(L)):
         lines.append(f"        layer_grads(A{l}, D{l}, {bias}, dW{l}, db{l})")

@@ -126,9 +126,9 @@ def test_numba_dispatch_raises_on_an_unknown_name_or_code():
     with pytest.raises(ValueError, match="unknown activation code"):
         nb.activation_backward(unknown, X.copy(), Y.copy())
     with pytest.raises(ValueError, match="unknown loss code"):
-        nb.loss(unknown, X, X, log_norm, Y)
+        nb.loss(unknown, X, X, log_norm, Y, len(Y))
     with pytest.raises(ValueError, match="unknown loss code"):
-        nb.output_delta(unknown, nb.SIGMOID, X, Y, np.empty_like(Y))
+        nb.output_delta(unknown, nb.SIGMOID, X, Y, len(Y), np.empty_like(Y))
 
 
 def test_jax_dispatch_raises_on_an_unknown_name():
