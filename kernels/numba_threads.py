@@ -206,6 +206,10 @@ def _pool(helpers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(helpers, "gradcheck-numba")
 
 
+if hasattr(os, "register_at_fork"):  # a forked process has none of its parent's threads
+    os.register_at_fork(after_in_child=_pool.cache_clear)
+
+
 @functools.cache
 def _blas():  # -> threadpoolctl.ThreadpoolController
     """The process's BLAS libraries, found once: Numba's products call SciPy's."""

@@ -3,6 +3,7 @@ of sums grouped by share, bit-identical run to run, and threads that meet at a b
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -146,3 +147,21 @@ def test_a_failed_thread_releases_the_others():
     assert counter[0] == 1
     counter[nt.FAILED] = 1
     assert not wait(counter, 3)  # nobody else will come: released by the failure
+
+
+def _split_losses(threads):
+    from gradcheck.kernels import numba_threads as nt
+
+    return nt.train(*_run(*NETWORKS[0], "float64"), 5, 0.5, threads).losses
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_process_forked_after_a_split_call_splits_with_threads_of_its_own():
+    """multiprocessing forks on Linux: the child inherits the parent's pool of helper threads
+    but not its threads, and must start its own rather than wait on them."""
+    import multiprocessing
+
+    parent = _split_losses(2)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply_async(_split_losses, (2,)).get(timeout=300)
+    assert np.array_equal(child, parent)
