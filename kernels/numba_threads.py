@@ -42,7 +42,8 @@ from gradcheck.kernels import numba_backprop as nb
 from gradcheck.network import Network, Params
 from gradcheck.ops import lookup
 
-#: A thread takes at least this many rows; on fewer, meeting twice a step costs more than it saves.
+#: A thread takes at least this many rows. Digits in float32, 10-step calls: 256 rows took 187 µs
+#: a step split in two against 139 on one thread, 512 rows 186 against 228.
 MIN_ROWS = 256
 #: Looks at the counter before a waiting thread starts yielding its core at each look.
 SPINS = 1 << 14
