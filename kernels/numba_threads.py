@@ -28,7 +28,9 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numba
 import numpy as np
@@ -190,7 +192,7 @@ def train(
             counter[FAILED] = 1  # release the threads waiting for this one
             raise
 
-    with _blas().limit(limits=1, user_api="blas"):
+    with _one_thread_blas:
         helpers = [_pool(threads - 1).submit(run, share) for share in range(1, threads)]
         try:
             run(0)
@@ -211,6 +213,29 @@ if hasattr(os, "register_at_fork"):  # a forked process has none of its parent's
     os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
+class _OneThreadBLAS:
+    """A context in which every BLAS library in the process runs on one thread. Calls from
+    several threads at once share it: the first in sets the limit, the last out puts back
+    what the libraries had (threadpoolctl)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._limiter: Any = None  # threadpoolctl's limiter, while anyone is inside
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._inside == 0:
+                self._limiter = _blas().limit(limits=1, user_api="blas")
+            self._inside += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._inside -= 1
+            if self._inside == 0:
+                self._limiter.restore_original_limits()
+
+
 @functools.cache
 def _blas():  # -> threadpoolctl.ThreadpoolController
     """The process's BLAS libraries, found once: Numba's products call SciPy's."""
@@ -218,3 +243,6 @@ def _blas():  # -> threadpoolctl.ThreadpoolController
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
+
+
+_one_thread_blas = _OneThreadBLAS()

@@ -89,6 +89,25 @@ def test_the_backend_splits_a_large_batch_over_numba_s_threads(monkeypatch):
     assert [pool for pool in after if pool in before] == before
 
 
+def test_split_calls_from_several_threads_at_once_each_get_what_they_get_alone():
+    """Four user threads train from different weights at the same time, each call split in two;
+    each gets what it gets alone, and BLAS has its threads back afterwards."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info
+
+    from gradcheck.kernels import numba_threads as nt
+
+    runs = [_run(*NETWORKS[0], "float64", seed=seed) for seed in range(4)]
+    alone = [nt.train(*run, 30, 0.5, 2).losses for run in runs]
+    before = [pool["num_threads"] for pool in threadpool_info()]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda run: nt.train(*run, 30, 0.5, 2).losses, runs * 3))
+    for i, losses in enumerate(together):
+        assert np.array_equal(losses, alone[i % len(runs)])
+    assert [pool["num_threads"] for pool in threadpool_info()] == before
+
+
 @pytest.mark.parametrize("threads", [0, 601])
 def test_a_split_needs_between_one_thread_and_one_per_sample(threads):
     from gradcheck.kernels import numba_threads as nt
