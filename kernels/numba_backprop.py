@@ -17,8 +17,13 @@ Division follows NumPy's rules rather than Python's (``error_model="numpy"``): n
 zero divisor, which no kernel here can meet, and without which LLVM vectorises the divisions of
 σ(z) and of the softmax.
 
-Compiled code is cached on disk (``cache=True``), so only the first process on a machine pays
-for compilation.
+Each kernel is compiled once and called, except the scalar helpers used inside hot loops
+(`biased`, `sigmoid_from`, `softplus_scalar`, `row_max`, `row_sum`), which Numba inlines so that
+the loops vectorise. Inlining whole kernels into every loop that calls them made each entry point
+(`forward`, `loss_and_grads_into`, `train_loop`, `train_with_loop`) compile everything beneath
+it again, for every depth and dtype: about 60 s for a network of a new depth, against about 10 s
+now. Compiled code is cached on disk (``cache=True``), so only the first process on a machine
+pays for compilation.
 """
 
 from __future__ import annotations
@@ -59,7 +64,9 @@ SPECIALISE_MIN_STEPS = 1000
 #: Fewer than this many sigmoids are cheaper one by one through the C library's exp.
 SMALL = 64
 
-jit = njit(cache=True, nogil=True, inline="always", error_model="numpy")
+jit = njit(cache=True, nogil=True, error_model="numpy")
+#: For the scalar helpers inside hot loops: inlined, so that the loops vectorise.
+inline = njit(cache=True, nogil=True, inline="always", error_model="numpy")
 
 
 # --- products into preallocated buffers --------------------------------------------------------
@@ -116,7 +123,7 @@ def matmul_nt(a, b, out):
 # --- activations f(z), in place ----------------------------------------------------------------
 
 
-@jit
+@inline
 def biased(z, b, bias, i, j):
     """z_ij + b_j with bias, else z_ij: the bias is added by the pass that reads z."""
     return z[i, j] + b[j] if bias else z[i, j]
@@ -146,7 +153,7 @@ def sigmoid(z, b, bias):
                 z[i, j] = sigmoid_from(z[i, j], np.exp(-abs(z[i, j])), one)
 
 
-@jit
+@inline
 def sigmoid_from(v, e, one):
     """σ(v) from e = e^{-|v|}."""
     positive = one / (one + e)
@@ -169,7 +176,7 @@ def relu(z, b, bias):
             z[i, j] = zero if v < zero else v
 
 
-@jit
+@inline
 def softplus_scalar(z, zero):
     return max(z, zero) + np.log1p(np.exp(-abs(z)))  # log(1 + e^z) without overflow
 
@@ -190,7 +197,7 @@ def identity(z, b, bias):
                 z[i, j] = biased(z, b, bias, i, j)
 
 
-@jit
+@inline
 def row_max(x, i):
     """max_k x[i, k], without making a view of the row."""
     largest = x[i, 0]
@@ -199,7 +206,7 @@ def row_max(x, i):
     return largest
 
 
-@jit
+@inline
 def row_sum(x, i):
     """Σ_k x[i, k] in order, without making a view of the row."""
     total = x.dtype.type(0)
