@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: verify test lint docs browser bench chart clean
+.PHONY: verify test test-thorough lint docs browser bench chart clean
 
 $(BIN)/gradcheck: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,13 +19,18 @@ lint: $(BIN)/gradcheck
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The tests run on every core (pytest-xdist). The benchmarks run once each, untimed, so they
-# cannot rot; `make bench` times them. The docs' and README's code blocks run as tests, and the
-# site builds with warnings as errors.
+# The tests run on every core (pytest-xdist): seeds 0-2 and the default slice of each sweep,
+# with the slowest tests and files listed at the end. The benchmarks run once each, untimed, so
+# they cannot rot; `make bench` times them. The docs' and README's code blocks run as tests, and
+# the site builds with warnings as errors.
 test: lint docs browser
-	$(BIN)/pytest -n auto
-	$(BIN)/pytest --markdown-docs -m markdown-docs docs README.md -q
+	$(BIN)/pytest -n auto --durations=15
+	$(BIN)/pytest -n auto --markdown-docs -m markdown-docs docs README.md -q
 	$(BIN)/pytest bench --benchmark-disable -q
+
+# Every case of every sweep, seeds 0-19 and hypothesis's thorough profile (400 networks).
+test-thorough: $(BIN)/gradcheck
+	$(BIN)/pytest -n auto -m "" --gradcheck-seeds=20 --hypothesis-profile=thorough --durations=15
 
 # Chromium for the browser test (tests/test_site.py), from Debian's packages where this user may
 # install them; elsewhere that test skips and says how to install it.

@@ -24,10 +24,34 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # Choose with --hypothesis-profile=thorough (or HYPOTHESIS_PROFILE=thorough).
 _slow = [HealthCheck.too_slow, HealthCheck.data_too_large]
 settings.register_profile(
-    "ci", max_examples=25, derandomize=True, deadline=None, suppress_health_check=_slow
+    "ci", max_examples=12, derandomize=True, deadline=None, suppress_health_check=_slow
 )
 settings.register_profile("thorough", max_examples=400, deadline=None, suppress_health_check=_slow)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the cases outside each sweep's default slice as thorough."""
+    for item in items:
+        sweep = item.get_closest_marker("sweep")
+        if sweep is not None and not sweep.kwargs["keep"](item.callspec.params):  # type: ignore[attr-defined]
+            item.add_marker(pytest.mark.thorough)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The time each test file took, summed over its tests, slowest first: where the suite's
+    minutes go."""
+    seconds: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if isinstance(report, pytest.TestReport):
+                path = report.nodeid.split("::", 1)[0]
+                seconds[path] = seconds.get(path, 0.0) + report.duration
+    if seconds:
+        terminalreporter.write_sep("=", "seconds per test file, summed over its tests")
+        for path, total in sorted(seconds.items(), key=lambda item: -item[1])[:10]:
+            terminalreporter.write_line(f"{total:8.1f}s  {path}")
 
 
 @pytest.fixture(params=gradcheck.available_backends())

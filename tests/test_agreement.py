@@ -21,17 +21,22 @@ pytestmark = pytest.mark.skipif(
 )
 
 WIDTHS = {1: [3, 3], 2: [3, 5, 3], 3: [4, 5, 4, 3]}
+#: The default suite's (bias, dtype) for its networks, in turn.
+DEFAULT_VARIANTS = [(True, "float64"), (False, "float32"), (True, "float32"), (False, "float64")]
 
 
 def _networks():
     """Each (loss, output) pair at depth 1, 2 and 3, the hidden activations taken in turn so
-    every one meets every depth."""
-    hidden = itertools.cycle(HIDDEN)
-    for loss, outputs in OUTPUTS.items():
-        for output in outputs:
-            for depth in (1, 2, 3):
-                activations = [next(hidden) for _ in range(depth - 1)] + [output]
-                yield loss, activations
+    every one meets every depth; and whether the network is in the default slice: one depth per
+    pair, in turn, whose hidden activations are taken in turn from a cycle of their own, so the
+    slice meets every hidden activation too."""
+    hidden = {True: itertools.cycle(HIDDEN), False: itertools.cycle(HIDDEN)}
+    pairs = [(loss, output) for loss, outputs in OUTPUTS.items() for output in outputs]
+    for j, (loss, output) in enumerate(pairs):
+        for depth in (1, 2, 3):
+            default = depth == 1 + j % 3
+            activations = [next(hidden[default]) for _ in range(depth - 1)] + [output]
+            yield loss, activations, DEFAULT_VARIANTS[j % 4] if default else None
 
 
 CASES = [
@@ -41,20 +46,24 @@ CASES = [
         bias,
         dtype,
         id=f"{loss}-{'/'.join(activations)}-{'bias' if bias else 'nobias'}-{dtype}",
+        marks=() if default == (bias, dtype) else pytest.mark.thorough,
     )
-    for loss, activations in _networks()
+    for loss, activations, default in _networks()
     for bias in (True, False)
     for dtype in ("float64", "float32")
 ]
+DEFAULT = [c for c in CASES if not c.marks]
 
 
 def test_matrix_covers_every_activation_loss_and_depth():
-    seen = {(c.values[0], tuple(c.values[1])) for c in CASES}
-    assert {a for _, acts in seen for a in acts[:-1]} == set(HIDDEN)
-    assert {(loss, acts[-1]) for loss, acts in seen} == {
-        (loss, out) for loss, outs in OUTPUTS.items() for out in outs
-    }
-    assert {len(acts) for _, acts in seen} == {1, 2, 3}
+    for cases in (CASES, DEFAULT):
+        seen = {(c.values[0], tuple(c.values[1])) for c in cases}
+        assert {a for _, acts in seen for a in acts[:-1]} == set(HIDDEN)
+        assert {(loss, acts[-1]) for loss, acts in seen} == {
+            (loss, out) for loss, outs in OUTPUTS.items() for out in outs
+        }
+        assert {len(acts) for _, acts in seen} == {1, 2, 3}
+        assert {(c.values[2], c.values[3]) for c in cases} == set(DEFAULT_VARIANTS)
 
 
 @pytest.mark.parametrize(("loss", "activations", "bias", "dtype"), CASES)
