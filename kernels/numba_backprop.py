@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import OrderedDict
+from enum import IntEnum
 from types import ModuleType
 from typing import NamedTuple
 
@@ -45,17 +46,15 @@ from gradcheck.optimizers import Batch, Optimizer, padded
 
 name = "numba"
 
-SIGMOID, TANH, RELU, IDENTITY, SOFTPLUS, SOFTMAX = range(6)
-ACTIVATION_CODES = {
-    "sigmoid": SIGMOID,
-    "tanh": TANH,
-    "relu": RELU,
-    "identity": IDENTITY,
-    "softplus": SOFTPLUS,
-    "softmax": SOFTMAX,
-}
-HALF_SSE, MSE, BCE, SOFTMAX_CE = range(4)
-LOSS_CODES = {"half_sse": HALF_SSE, "mse": MSE, "bce": BCE, "softmax_ce": SOFTMAX_CE}
+#: The codes the compiled dispatch takes (`activate`, `activation_backward`, `loss`,
+#: `output_delta`): each name's place in these lists. The compiled code compares with
+#: ``Activation.sigmoid``; the Python boundary looks a name up in ``ACTIVATION_CODES``.
+Activation = IntEnum(
+    "Activation", ["sigmoid", "tanh", "relu", "identity", "softplus", "softmax"], start=0
+)
+Loss = IntEnum("Loss", ["half_sse", "mse", "bce", "softmax_ce"], start=0)
+ACTIVATION_CODES = {code.name: int(code) for code in Activation}
+LOSS_CODES = {code.name: int(code) for code in Loss}
 
 #: Products of at least this many multiply-adds go to BLAS; smaller ones are cheaper as loops.
 BLAS_MIN_WORK = 16 * 16 * 16
@@ -120,7 +119,9 @@ def matmul_nt(a, b, out):
             out[i, j] = total
 
 
-# --- activations f(z), in place ----------------------------------------------------------------
+# --- activations: f(z + b) in place beside its f′, written through a = f(z) ----------------
+# Each activation's forward overwrites z (N, n), which holds a_{l-1} W, with f(z + b); its
+# backward overwrites grad (N, n), holding ∂C/∂a, with ∂C/∂z.
 
 
 @inline
@@ -161,10 +162,26 @@ def sigmoid_from(v, e, one):
 
 
 @jit
+def sigmoid_backward(a, grad):
+    one = a.dtype.type(1)
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            grad[i, j] *= a[i, j] * (one - a[i, j])  # σ′ = σ(1 − σ)
+
+
+@jit
 def tanh(z, b, bias):
     for i in range(z.shape[0]):
         for j in range(z.shape[1]):
             z[i, j] = np.tanh(biased(z, b, bias, i, j))
+
+
+@jit
+def tanh_backward(a, grad):
+    one = a.dtype.type(1)
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            grad[i, j] *= one - a[i, j] * a[i, j]  # tanh′ = 1 − tanh²
 
 
 @jit
@@ -174,6 +191,27 @@ def relu(z, b, bias):
         for j in range(z.shape[1]):
             v = biased(z, b, bias, i, j)
             z[i, j] = zero if v < zero else v
+
+
+@jit
+def relu_backward(a, grad):
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            if a[i, j] <= 0:
+                grad[i, j] = 0  # relu′(0) = 0
+
+
+@jit
+def identity(z, b, bias):
+    if bias:  # without one, a = z as it stands
+        for i in range(z.shape[0]):
+            for j in range(z.shape[1]):
+                z[i, j] = biased(z, b, bias, i, j)
+
+
+@jit
+def identity_backward(a, grad):
+    pass  # ∂C/∂z = ∂C/∂a
 
 
 @inline
@@ -190,11 +228,10 @@ def softplus(z, b, bias):
 
 
 @jit
-def identity(z, b, bias):
-    if bias:  # without one, a = z as it stands
-        for i in range(z.shape[0]):
-            for j in range(z.shape[1]):
-                z[i, j] = biased(z, b, bias, i, j)
+def softplus_backward(a, grad):
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            grad[i, j] *= -np.expm1(-a[i, j])  # softplus′ = σ(z) = 1 − e^{−a}
 
 
 @inline
@@ -235,59 +272,52 @@ def softmax(z, b, bias, log_norm):
 
 
 @jit
+def softmax_backward(a, grad):
+    # ∂C/∂z = a ⊙ (∂C/∂a − ⟨∂C/∂a, a⟩) per sample: the softmax Jacobian diag(a) − a aᵀ.
+    for i in range(a.shape[0]):
+        dot = a.dtype.type(0)
+        for j in range(a.shape[1]):
+            dot += grad[i, j] * a[i, j]
+        for j in range(a.shape[1]):
+            grad[i, j] = a[i, j] * (grad[i, j] - dot)
+
+
+@jit
 def activate(activation, z, b, bias, log_norm):
-    """a = f(z + b), overwriting z (N, n), which holds a_{l-1} W; b (n,) only with bias.
-    log_norm (N,) is set by softmax."""
-    if activation == SIGMOID:
+    """a = f(z + b), overwriting z (N, n); b (n,) only with bias. log_norm (N,) is set by
+    softmax."""
+    if activation == Activation.sigmoid:
         sigmoid(z, b, bias)
-    elif activation == TANH:
+    elif activation == Activation.tanh:
         tanh(z, b, bias)
-    elif activation == RELU:
+    elif activation == Activation.relu:
         relu(z, b, bias)
-    elif activation == SOFTPLUS:
-        softplus(z, b, bias)
-    elif activation == SOFTMAX:
-        softmax(z, b, bias, log_norm)
-    elif activation == IDENTITY:
+    elif activation == Activation.identity:
         identity(z, b, bias)
+    elif activation == Activation.softplus:
+        softplus(z, b, bias)
+    elif activation == Activation.softmax:
+        softmax(z, b, bias, log_norm)
     else:
         raise ValueError("activate: unknown activation code")
-
-
-# --- ∂C/∂z from ∂C/∂a, written through a = f(z), in place --------------------------------------
 
 
 @jit
 def activation_backward(activation, a, grad):
     """Overwrite grad (N, n), holding ∂C/∂a, with ∂C/∂z."""
-    one = a.dtype.type(1)
-    N, n = a.shape
-    if activation == SOFTMAX:
-        # ∂C/∂z = a ⊙ (∂C/∂a − ⟨∂C/∂a, a⟩) per sample: the softmax Jacobian diag(a) − a aᵀ.
-        for i in range(N):
-            dot = a.dtype.type(0)
-            for j in range(n):
-                dot += grad[i, j] * a[i, j]
-            for j in range(n):
-                grad[i, j] = a[i, j] * (grad[i, j] - dot)
-    elif activation == SIGMOID:
-        for i in range(N):
-            for j in range(n):
-                grad[i, j] *= a[i, j] * (one - a[i, j])  # σ′ = σ(1 − σ)
-    elif activation == TANH:
-        for i in range(N):
-            for j in range(n):
-                grad[i, j] *= one - a[i, j] * a[i, j]  # tanh′ = 1 − tanh²
-    elif activation == RELU:
-        for i in range(N):
-            for j in range(n):
-                if a[i, j] <= 0:
-                    grad[i, j] = 0  # relu′(0) = 0
-    elif activation == SOFTPLUS:
-        for i in range(N):
-            for j in range(n):
-                grad[i, j] *= -np.expm1(-a[i, j])  # softplus′ = σ(z) = 1 − e^{−a}
-    elif activation != IDENTITY:  # identity: ∂C/∂z = ∂C/∂a
+    if activation == Activation.sigmoid:
+        sigmoid_backward(a, grad)
+    elif activation == Activation.tanh:
+        tanh_backward(a, grad)
+    elif activation == Activation.relu:
+        relu_backward(a, grad)
+    elif activation == Activation.identity:
+        identity_backward(a, grad)
+    elif activation == Activation.softplus:
+        softplus_backward(a, grad)
+    elif activation == Activation.softmax:
+        softmax_backward(a, grad)
+    else:
         raise ValueError("activation_backward: unknown activation code")
 
 
@@ -342,24 +372,24 @@ def loss(loss_code, a, z, log_norm, y, samples):
     total = zero
     for i in range(N):
         row = zero  # per-row partial sums keep the accumulation short
-        if loss_code == SOFTMAX_CE:
+        if loss_code == Loss.softmax_ce:
             shift = row_max(z, i)
             for k in range(K):
                 row -= y[i, k] * ((z[i, k] - shift) - log_norm[i])  # −y log softmax(z)
         else:
             for k in range(K):
-                if loss_code == BCE:
+                if loss_code == Loss.bce:
                     # −[y log σ(z) + (1 − y) log(1 − σ(z))] = softplus(z) − y z
                     row += softplus_scalar(z[i, k], zero) - y[i, k] * z[i, k]
                 else:
                     diff = a[i, k] - y[i, k]
                     row += diff * diff
         total += row
-    if loss_code == HALF_SSE:
+    if loss_code == Loss.half_sse:
         return total / a.dtype.type(2)
-    if loss_code == SOFTMAX_CE:
+    if loss_code == Loss.softmax_ce:
         return total / a.dtype.type(samples)
-    if loss_code in (MSE, BCE):
+    if loss_code == Loss.mse or loss_code == Loss.bce:
         return total / a.dtype.type(samples * K)
     raise ValueError("loss: unknown loss code")
 
@@ -369,22 +399,22 @@ def output_delta(loss_code, activation, a, y, samples, delta):
     """Write δ_L = ∂C/∂z_L (N, K) into delta, for C a mean over ``samples`` rows (see `loss`)."""
     N, K = y.shape
     count = a.dtype.type(samples * K)
-    if loss_code == BCE:
+    if loss_code == Loss.bce:
         for i in range(N):
             for k in range(K):
                 delta[i, k] = (a[i, k] - y[i, k]) / count  # σ′ cancels 1/(a(1 − a))
-    elif loss_code == SOFTMAX_CE:
+    elif loss_code == Loss.softmax_ce:
         n = a.dtype.type(samples)
         for i in range(N):
             y_sum = row_sum(y, i)  # a Σ_k y_k − y: the familiar a − y for one-hot rows
             for k in range(K):
                 delta[i, k] = (a[i, k] * y_sum - y[i, k]) / n
-    elif loss_code in (HALF_SSE, MSE):
+    elif loss_code == Loss.half_sse or loss_code == Loss.mse:
         two = a.dtype.type(2)
         for i in range(N):
             for k in range(K):
                 diff = a[i, k] - y[i, k]  # ∂/∂a of ½(a − y)²
-                delta[i, k] = diff if loss_code == HALF_SSE else two * diff / count
+                delta[i, k] = diff if loss_code == Loss.half_sse else two * diff / count
         activation_backward(activation, a, delta)
     else:
         raise ValueError("output_delta: unknown loss code")

@@ -3,9 +3,9 @@
 For weight layer l = 1..L and a batch of N samples (rows), with a_0 = X:
 
     z_l = a_{l-1} W_l + b_l                  (N, n_l)        pre_activation
-    a_l = f_l(z_l)                           (N, n_l)        ACTIVATE
-    C                                        scalar          LOSS
-    δ_L = ∂C/∂z_L                            (N, n_L)        output_delta, LOSS_GRAD, DELTA
+    a_l = f_l(z_l)                           (N, n_l)        activate, ACTIVATIONS
+    C                                        scalar          loss, LOSSES
+    δ_L = ∂C/∂z_L                            (N, n_L)        output_delta, LOSSES
     ∂C/∂W_l = a_{l-1}ᵀ δ_l                   (n_{l-1}, n_l)  layer_grads
     ∂C/∂b_l = Σ_samples δ_l                  (n_l,)          layer_grads
     δ_{l-1} = (δ_l W_lᵀ) ⊙ f′_{l-1}(z_{l-1}) (N, n_{l-1})    hidden_delta
@@ -18,8 +18,9 @@ turns it into that layer's δ.
 
 Every f′ is written in terms of the activation a = f(z), which is what `forward` keeps. Inputs
 arrive validated and cast to the net's dtype (see ``gradcheck.backends``); every array computed
-here stays in that dtype. The tables map the registry's names (``gradcheck.ops``) to the
-functions here, and a name missing from a table raises.
+here stays in that dtype. Each activation's f and f′, and each loss's C and ∂C/∂a (or δ_L), sit
+side by side; the tables `ACTIVATIONS` and `LOSSES` map the registry's names
+(``gradcheck.ops``) to them, and a name missing from a table raises.
 """
 
 from __future__ import annotations
@@ -40,43 +41,22 @@ from gradcheck.optimizers import SGD, Adam, Batch, Optimizer, RMSprop, batch_sch
 name = "numpy"
 
 
-# --- activations f(z), computed without overflow for any finite z ---------------------------
+# --- activations: f(z) beside its derivative f′, written through a = f(z) ---------------------
+
+
+class Activation(NamedTuple):
+    """a = f(z) without overflow for any finite z, and f′ written through a, which is what
+    `forward` keeps; ``prime`` is None for the softmax, whose Jacobian `activation_backward`
+    applies whole."""
+
+    f: Callable[[np.ndarray], np.ndarray]
+    prime: Callable[[np.ndarray], np.ndarray] | None
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
     # e^{-|z|} ∈ (0, 1] never overflows; both branches are the same function rearranged.
     e = np.exp(-np.abs(z))
     return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
-
-
-def relu(z: np.ndarray) -> np.ndarray:
-    return np.maximum(z, 0)
-
-
-def identity(z: np.ndarray) -> np.ndarray:
-    return z
-
-
-def softplus(z: np.ndarray) -> np.ndarray:
-    return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))  # log(1 + e^z) without overflow
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))  # shift so the largest exponent is 0
-    return e / e.sum(axis=1, keepdims=True)
-
-
-ACTIVATE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "sigmoid": sigmoid,
-    "tanh": np.tanh,
-    "relu": relu,
-    "identity": identity,
-    "softplus": softplus,
-    "softmax": softmax,
-}
-
-
-# --- their derivatives f′(z), written through a = f(z) ---------------------------------------
 
 
 def sigmoid_prime(a: np.ndarray) -> np.ndarray:
@@ -87,33 +67,57 @@ def tanh_prime(a: np.ndarray) -> np.ndarray:
     return 1 - a * a  # tanh′(z) = 1 − tanh²(z)
 
 
+def relu(z: np.ndarray) -> np.ndarray:
+    return np.maximum(z, 0)
+
+
 def relu_prime(a: np.ndarray) -> np.ndarray:
     return (a > 0).astype(a.dtype)  # a > 0 exactly when z > 0, so relu′(0) = 0
+
+
+def identity(z: np.ndarray) -> np.ndarray:
+    return z
 
 
 def identity_prime(a: np.ndarray) -> np.ndarray:
     return np.ones_like(a)
 
 
+def softplus(z: np.ndarray) -> np.ndarray:
+    return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))  # log(1 + e^z) without overflow
+
+
 def softplus_prime(a: np.ndarray) -> np.ndarray:
     return -np.expm1(-a)  # softplus′(z) = σ(z) = 1 − e^{−a}, with no cancellation for small a
 
 
-PRIME: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "sigmoid": sigmoid_prime,
-    "tanh": tanh_prime,
-    "relu": relu_prime,
-    "identity": identity_prime,
-    "softplus": softplus_prime,
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))  # shift so the largest exponent is 0
+    return e / e.sum(axis=1, keepdims=True)
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "sigmoid": Activation(sigmoid, sigmoid_prime),
+    "tanh": Activation(np.tanh, tanh_prime),
+    "relu": Activation(relu, relu_prime),
+    "identity": Activation(identity, identity_prime),
+    "softplus": Activation(softplus, softplus_prime),
+    "softmax": Activation(softmax, None),
 }
+
+
+def activate(activation: str, z: np.ndarray) -> np.ndarray:
+    """a = f(z), both ``(N, n)``."""
+    return lookup(ACTIVATIONS, activation, "activation").f(z)
 
 
 def activation_backward(activation: str, a: np.ndarray, grad_a: np.ndarray) -> np.ndarray:
     """∂C/∂z from ∂C/∂a for a = f(z); both ``(N, n)``."""
-    if activation == "softmax":
-        # The softmax Jacobian is diag(a) − a aᵀ per sample, so ∂C/∂z = a ⊙ (∂C/∂a − ⟨∂C/∂a, a⟩).
+    prime = lookup(ACTIVATIONS, activation, "activation").prime
+    if prime is None:  # the softmax
+        # Its Jacobian is diag(a) − a aᵀ per sample, so ∂C/∂z = a ⊙ (∂C/∂a − ⟨∂C/∂a, a⟩).
         return a * (grad_a - np.sum(grad_a * a, axis=1, keepdims=True))
-    return grad_a * lookup(PRIME, activation, "activation")(a)
+    return grad_a * prime(a)
 
 
 # --- forward ---------------------------------------------------------------------------------
@@ -163,7 +167,7 @@ def forward(net: Network, params: Params, X: np.ndarray) -> Cache:
         else:
             activations.append(unweighted_forward(layer, activations[-1]))
             continue
-        activations.append(lookup(ACTIVATE, layer.activation, "activation")(zs[-1]))
+        activations.append(activate(layer.activation, zs[-1]))
     return Cache(activations, zs[-1], tuple(zs))
 
 
@@ -172,20 +176,33 @@ def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
     return forward(net, params, X).activations[-1]
 
 
-# --- loss C and its output delta δ_L = ∂C/∂z_L -------------------------------------------------
+# --- losses: C beside where backward starts, ∂C/∂a or δ_L = ∂C/∂z_L ---------------------------
 
 
-def log_softmax(z: np.ndarray) -> np.ndarray:
-    shifted = z - z.max(axis=1, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+class Loss(NamedTuple):
+    """C for a `Cache`'s outputs and targets y, and where backward starts: ``grad_a`` =
+    ∂C/∂a(a, y), carried through the output activation's f′; or, for a loss defined together
+    with its output activation, ``delta`` = δ_L(a, y), where f′ cancels."""
+
+    value: Callable[[Cache, np.ndarray], float]
+    grad_a: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    delta: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
 
 def half_sse(cache: Cache, y: np.ndarray) -> float:
     return float(0.5 * np.sum((cache.activations[-1] - y) ** 2))
 
 
+def half_sse_grad(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return a - y  # ∂/∂a of ½(a − y)²
+
+
 def mse(cache: Cache, y: np.ndarray) -> float:
     return float(np.mean((cache.activations[-1] - y) ** 2))
+
+
+def mse_grad(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return 2 * (a - y) / y.size  # ∂/∂a of (1/NK)(a − y)²
 
 
 def bce(cache: Cache, y: np.ndarray) -> float:
@@ -194,33 +211,18 @@ def bce(cache: Cache, y: np.ndarray) -> float:
     return float(np.mean(softplus(z) - y * z))
 
 
+def bce_delta(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return (a - y) / y.size  # with a sigmoid output σ′ cancels the 1/(a(1 − a)) of ∂C/∂a
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+
+
 def softmax_ce(cache: Cache, y: np.ndarray) -> float:
     # −(1/N) Σ_n Σ_k y log softmax(z)
     return float(-np.sum(y * log_softmax(cache.logits)) / y.shape[0])
-
-
-LOSS: dict[str, Callable[[Cache, np.ndarray], float]] = {
-    "half_sse": half_sse,
-    "mse": mse,
-    "bce": bce,
-    "softmax_ce": softmax_ce,
-}
-
-
-def loss(net: Network, cache: Cache, y: np.ndarray) -> float:
-    """C for outputs ``a = cache.activations[-1]`` and targets ``y``, both ``(N, K)``."""
-    return lookup(LOSS, net.loss, "loss")(cache, y)
-
-
-# ∂C/∂a for the losses of a, carried through the output activation's derivative.
-LOSS_GRAD: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "half_sse": lambda a, y: a - y,  # ∂/∂a of ½(a − y)²
-    "mse": lambda a, y: 2 * (a - y) / y.size,  # ∂/∂a of (1/NK)(a − y)²
-}
-
-
-def bce_delta(a: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return (a - y) / y.size  # with a sigmoid output σ′ cancels the 1/(a(1 − a)) of ∂C/∂a
 
 
 def softmax_ce_delta(a: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -228,20 +230,26 @@ def softmax_ce_delta(a: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (a * np.sum(y, axis=1, keepdims=True) - y) / y.shape[0]
 
 
-# δ_L for the losses defined together with their output activation, where f′ cancels.
-DELTA: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "bce": bce_delta,
-    "softmax_ce": softmax_ce_delta,
+LOSSES: dict[str, Loss] = {
+    "half_sse": Loss(half_sse, grad_a=half_sse_grad),
+    "mse": Loss(mse, grad_a=mse_grad),
+    "bce": Loss(bce, delta=bce_delta),
+    "softmax_ce": Loss(softmax_ce, delta=softmax_ce_delta),
 }
+
+
+def loss(net: Network, cache: Cache, y: np.ndarray) -> float:
+    """C for outputs ``a = cache.activations[-1]`` and targets ``y``, both ``(N, K)``."""
+    return lookup(LOSSES, net.loss, "loss").value(cache, y)
 
 
 def output_delta(net: Network, cache: Cache, y: np.ndarray) -> np.ndarray:
     """δ_L = ∂C/∂z_L, shape ``(N, K)``."""
-    a = cache.activations[-1]
-    if net.loss in DELTA:
-        return DELTA[net.loss](a, y)
-    grad_a = lookup(LOSS_GRAD, net.loss, "loss")(a, y)
-    return activation_backward(net.activations[-1], a, grad_a)
+    a, spec = cache.activations[-1], lookup(LOSSES, net.loss, "loss")
+    if spec.delta is not None:
+        return spec.delta(a, y)
+    assert spec.grad_a is not None  # a loss has one or the other
+    return activation_backward(net.activations[-1], a, spec.grad_a(a, y))
 
 
 # --- backward ---------------------------------------------------------------------------------

@@ -27,14 +27,20 @@ def _copy_kernels(name: str) -> types.ModuleType:
     return module
 
 
-#: The kernel's dispatch tables, which hold its functions.
-TABLES = ("ACTIVATE", "PRIME", "LOSS", "LOSS_GRAD", "DELTA")
+#: The kernel's dispatch tables, whose entries hold its functions.
+TABLES = ("ACTIVATIONS", "LOSSES")
 
 
 def _point_tables_at(namespace: dict) -> None:
     """Make the dispatch tables hold the mutant's functions, replacements included."""
+
+    def pointed(f):
+        return namespace.get(f.__name__, f) if isinstance(f, types.FunctionType) else f
+
     for table in TABLES:
-        namespace[table] = {k: namespace.get(f.__name__, f) for k, f in getattr(nb, table).items()}
+        namespace[table] = {
+            name: type(entry)(*map(pointed, entry)) for name, entry in getattr(nb, table).items()
+        }
 
 
 class MutantBackend(KernelBackend):
@@ -142,7 +148,7 @@ def _forward_first_layer_float16(net, params, X):
             z = pre_activation(X.astype(np.float16), half).astype(X.dtype)  # noqa: F821
         else:
             z = pre_activation(activations[-1], layer)  # noqa: F821
-        activations.append(ACTIVATE[activation](z))  # noqa: F821
+        activations.append(activate(activation, z))  # noqa: F821
     return Cache(activations, z)  # noqa: F821
 
 

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gradcheck.kernels import numpy_backprop as nb
@@ -70,7 +71,7 @@ def _mse_grad_slightly_off(a, y):
 
 
 def _softmax_backward_elementwise(activation, a, grad_a):
-    prime = a * (1 - a) if activation == "softmax" else nb.PRIME[activation](a)
+    prime = a * (1 - a) if activation == "softmax" else nb.ACTIVATIONS[activation].prime(a)
     return grad_a * prime
 
 
@@ -95,7 +96,9 @@ class Break:
 BREAKS = {
     # derivation.md
     "f′ of tanh unsquared": Break(
-        "derivation.md", "nb.PRIME[name](a)", kernel={"PRIME[tanh]": _tanh_prime_unsquared}
+        "derivation.md",
+        "nb.ACTIVATIONS[name].prime(a)",
+        kernel={"ACTIVATIONS[tanh]": nb.Activation(np.tanh, _tanh_prime_unsquared)},
     ),
     "the notebook's sigmoid_derivative": Break(
         "derivation.md", "    return x * (1 - x)", "    return x * (1 - x) + 1e-9"
@@ -134,7 +137,9 @@ BREAKS = {
     ),
     "table: bce over N": Break("derivation.md", "return (a - y) / (N * K)", "return (a - y) / N"),
     "output_delta: softmax_ce naive": Break(
-        "derivation.md", "def table(", kernel={"DELTA[softmax_ce]": _softmax_ce_naive}
+        "derivation.md",
+        "def table(",
+        kernel={"LOSSES[softmax_ce]": nb.LOSSES["softmax_ce"]._replace(delta=_softmax_ce_naive)},
     ),
     "output_delta: softmax Jacobian element-wise": Break(
         "derivation.md", "def table(", kernel={"activation_backward": _softmax_backward_elementwise}
@@ -147,7 +152,7 @@ BREAKS = {
     "mean vs sum: mse's gradient 2(1 + 1e-7)/NK": Break(
         "derivation.md",
         "jax_mean[layer][key] * N * K / 2",
-        kernel={"LOSS_GRAD[mse]": _mse_grad_slightly_off},
+        kernel={"LOSSES[mse]": nb.LOSSES["mse"]._replace(grad_a=_mse_grad_slightly_off)},
     ),
     "mean vs sum: bias averaged": Break(
         "derivation.md",
@@ -198,7 +203,9 @@ BREAKS = {
         'self.loss = keras.losses.MeanSquaredError(reduction="sum")',
     ),
     "notebook: the mse rows' gradient 1/NK": Break(
-        "notebook-reproduced.md", "rows = [", kernel={"LOSS_GRAD[mse]": _mse_grad_without_two}
+        "notebook-reproduced.md",
+        "rows = [",
+        kernel={"LOSSES[mse]": nb.LOSSES["mse"]._replace(grad_a=_mse_grad_without_two)},
     ),
     # reading-a-report.md
     "report: the tolerance without √n": Break(

@@ -77,7 +77,7 @@ def test_sigmoid_of_z_plus_b_is_the_formula_in_every_row(dtype, lowest_normal, s
 
     want = np.array([[sigma(x) for x in row] for row in v])
     got = z.copy()
-    nb.activate(nb.SIGMOID, got, b, True, np.empty(300, dtype))
+    nb.activate(nb.Activation.sigmoid, got, b, True, np.empty(300, dtype))
     ulps = np.abs(got.astype(np.float64) - want) / np.spacing(want.astype(dtype)).astype(np.float64)
     assert ulps.max() <= 6.0
     assert got[7, 5] == dtype(math.exp(v[7, 5]))  # subnormal, and exactly e^v
@@ -97,12 +97,13 @@ X, y = X[:200], y[:200]
 net = gradcheck.Network([64, 32, 10], activation=["sigmoid", "softmax"], loss="softmax_ce")
 params = net.init(seed=0)
 counts = []
-specialised = sp.train_loop(net.widths, len(X), (nb.SIGMOID, nb.SOFTMAX), nb.SOFTMAX_CE, True)
+codes = (nb.Activation.sigmoid, nb.Activation.softmax)
+specialised = sp.train_loop(net.widths, len(X), codes, nb.Loss.softmax_ce, True)
 for steps in (1, 1, 10, 1000):  # the first call loads the compiled code and starts the runtime
     ws = nb.Workspace(net, params, X, copy=True)
     losses = np.empty(steps)
     before = rtsys.get_allocation_stats().alloc if counts else 0
-    nb.train_loop(nb.SOFTMAX_CE, ws.activations, ws.Ws, ws.bs, True, y, 0.5, ws.A, ws.logits,
+    nb.train_loop(nb.Loss.softmax_ce, ws.activations, ws.Ws, ws.bs, True, y, 0.5, ws.A, ws.logits,
                   ws.log_norm, ws.D, ws.dWs, ws.dbs, losses)
     middle = rtsys.get_allocation_stats().alloc
     specialised(X, y, ws.Ws, ws.bs, 0.5, losses)
@@ -251,7 +252,9 @@ def test_a_long_run_takes_the_specialised_loop_and_agrees_to_the_bit(monkeypatch
     params = net.init(seed=3, scheme="uniform")
     backend = gradcheck.get_backend("numba")
     long = backend.train(net, params, X, y, nb.SPECIALISE_MIN_STEPS, 1.0)
-    assert asked == [((3, 4, 1), 4, (nb.SIGMOID, nb.SIGMOID), nb.HALF_SSE, False)]
+    assert asked == [
+        ((3, 4, 1), 4, (nb.Activation.sigmoid, nb.Activation.sigmoid), nb.Loss.half_sse, False)
+    ]
     short = backend.train(net, params, X, y, nb.SPECIALISE_MIN_STEPS - 1, 1.0)
     assert len(asked) == 1
     assert np.array_equal(long.losses[:-1], short.losses)

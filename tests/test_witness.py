@@ -42,8 +42,14 @@ def _hidden_delta_without_prime(delta, W, activation, a_prev):
 
 
 BUGS = {
-    "activation": lambda mp, net: mp.setitem(nb.ACTIVATE, "sigmoid", _sigmoid_of_scaled_z),
-    "loss value": lambda mp, net: mp.setitem(nb.LOSS, net.loss, _doubled_loss(nb.LOSS[net.loss])),
+    "activation": lambda mp, net: mp.setitem(
+        nb.ACTIVATIONS, "sigmoid", nb.ACTIVATIONS["sigmoid"]._replace(f=_sigmoid_of_scaled_z)
+    ),
+    "loss value": lambda mp, net: mp.setitem(
+        nb.LOSSES,
+        net.loss,
+        nb.LOSSES[net.loss]._replace(value=_doubled_loss(nb.LOSSES[net.loss].value)),
+    ),
     "output delta": lambda mp, net: mp.setattr(nb, "output_delta", _output_delta_a_minus_y),
     "hidden delta": lambda mp, net: mp.setattr(nb, "hidden_delta", _hidden_delta_without_prime),
 }
