@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark the cases outside each sweep's default slice as thorough."""
     for item in items:
         sweep = item.get_closest_marker("sweep")
-        if sweep is not None and not sweep.kwargs["keep"](item.callspec.params):  # type: ignore[attr-defined]
+        if sweep is not None and not sweep.kwargs["keep"](item.callspec.params):
             item.add_marker(pytest.mark.thorough)
 
 
@@ -79,7 +79,10 @@ def compiled_code_released():
 @pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The documentation site, built as ``make docs`` builds it (warnings as errors), into a
-    directory of its own."""
+    directory of its own; or, where ``GRADCHECK_SITE`` names one, the site ``make docs`` has just
+    built there (make test does so)."""
+    if os.environ.get("GRADCHECK_SITE"):
+        return Path(os.environ["GRADCHECK_SITE"])
     pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install '.[docs]'")
     out = tmp_path_factory.mktemp("site")
     subprocess.run(

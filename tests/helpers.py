@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: random problems for a network, copies of params."""
+"""Helpers shared by the tests: random problems for a network, copies of params, the default
+slice of a grid."""
 
 from __future__ import annotations
 
@@ -10,6 +11,19 @@ from gradcheck import Network, ops
 HIDDEN = ops.hidden_activations()
 #: For each loss, the output activations it may follow.
 OUTPUTS = {loss: ops.output_activations(loss) for loss in ops.LOSSES}
+#: The dtypes, and the seeds the default suite runs (the plugin's default, 0-2).
+DTYPES = ("float64", "float32")
+SEEDS = (0, 1, 2)
+
+
+def in_turn(turn: int, *choices: tuple) -> tuple:
+    """The ``turn``-th combination of ``choices``, counted with the first varying fastest: a
+    grid's default slice runs each of its rows once, with the other settings taken in turn."""
+    picked = []
+    for options in choices:
+        picked.append(options[turn % len(options)])
+        turn //= len(options)
+    return tuple(picked)
 
 
 def random_problem(net: Network, n_samples: int = 6, seed: int = 0):

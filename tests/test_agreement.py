@@ -11,7 +11,7 @@ import itertools
 
 import numpy as np
 import pytest
-from helpers import HIDDEN, OUTPUTS, random_problem
+from helpers import DTYPES, HIDDEN, OUTPUTS, in_turn, random_problem
 
 import gradcheck
 from gradcheck import Network
@@ -21,8 +21,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 WIDTHS = {1: [3, 3], 2: [3, 5, 3], 3: [4, 5, 4, 3]}
-#: The default suite's (bias, dtype) for its networks, in turn.
-DEFAULT_VARIANTS = [(True, "float64"), (False, "float32"), (True, "float32"), (False, "float64")]
 
 
 def _networks():
@@ -36,7 +34,7 @@ def _networks():
         for depth in (1, 2, 3):
             default = depth == 1 + j % 3
             activations = [next(hidden[default]) for _ in range(depth - 1)] + [output]
-            yield loss, activations, DEFAULT_VARIANTS[j % 4] if default else None
+            yield loss, activations, in_turn(j, (True, False), DTYPES) if default else None
 
 
 CASES = [
@@ -50,7 +48,7 @@ CASES = [
     )
     for loss, activations, default in _networks()
     for bias in (True, False)
-    for dtype in ("float64", "float32")
+    for dtype in DTYPES
 ]
 DEFAULT = [c for c in CASES if not c.marks]
 
@@ -63,7 +61,9 @@ def test_matrix_covers_every_activation_loss_and_depth():
             (loss, out) for loss, outs in OUTPUTS.items() for out in outs
         }
         assert {len(acts) for _, acts in seen} == {1, 2, 3}
-        assert {(c.values[2], c.values[3]) for c in cases} == set(DEFAULT_VARIANTS)
+        assert {(c.values[2], c.values[3]) for c in cases} == set(
+            in_turn(j, (True, False), DTYPES) for j in range(4)
+        )
 
 
 @pytest.mark.parametrize(("loss", "activations", "bias", "dtype"), CASES)

@@ -15,7 +15,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import HIDDEN, random_problem
+from helpers import DTYPES, HIDDEN, SEEDS, in_turn, random_problem
 from mutants import mutant
 
 import gradcheck
@@ -65,7 +65,6 @@ NETWORKS = {
          Flatten(), Dense(2, "identity")], (5, 5, 1), "mse",
     ),
 }  # fmt: skip
-DTYPES = ("float64", "float32")
 
 
 def test_matrix_covers_strides_padding_kernels_pools_channels_and_activations():
@@ -115,8 +114,7 @@ def _problem(name: str, dtype: str, seed: int):
 
 def _once(p, names):
     """The default slice of a grid over ``names``: each once, the dtype and seed taken in turn."""
-    turn = names.index(p["name"])
-    return (p["dtype"], p["gradcheck_seed"]) == (DTYPES[turn % 2], turn % 3)
+    return (p["dtype"], p["gradcheck_seed"]) == in_turn(names.index(p["name"]), DTYPES, SEEDS)
 
 
 @pytest.mark.sweep(keep=lambda p: _once(p, list(NETWORKS)))
@@ -253,6 +251,9 @@ CONV_BUGS = {
 }  # fmt: skip
 
 
+@pytest.mark.sweep(
+    keep=lambda p: p["gradcheck_seed"] == in_turn(list(CONV_BUGS).index(p["bug"]), SEEDS)[0]
+)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bug", list(CONV_BUGS))
 def test_a_bug_in_a_conv_or_pool_gradient_is_caught(bug, dtype, gradcheck_seed):

@@ -10,6 +10,7 @@ import threading
 
 import numpy as np
 import pytest
+from helpers import DTYPES, in_turn
 
 import gradcheck
 
@@ -44,11 +45,7 @@ def _distance(a, b):
 
 def _each_network_once(p):
     """The default slice: each network once, the dtype and the number of threads in turn."""
-    turn = NETWORKS.index(p["network"])
-    return (p["dtype"], p["threads"]) == (DTYPES[turn % 2], 2 + turn // 2 % 2)
-
-
-DTYPES = ("float64", "float32")
+    return (p["dtype"], p["threads"]) == in_turn(NETWORKS.index(p["network"]), DTYPES, (2, 3))
 
 
 @pytest.mark.sweep(keep=_each_network_once)

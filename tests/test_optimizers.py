@@ -11,6 +11,7 @@ import types
 
 import numpy as np
 import pytest
+from helpers import DTYPES, SEEDS, in_turn
 
 import gradcheck
 from gradcheck import Network
@@ -104,21 +105,19 @@ def literal_run(config, W, b, X, y, steps, batch_size, seed):
 
 
 BACKENDS = gradcheck.available_backends()
-DTYPES = ("float64", "float32")
 
 
-def _each_configuration_once(p):
-    """The default slice: each backend runs each configuration once, with the batch size, the
-    dtype and the seed taken in turn."""
-    turn = BACKENDS.index(p["backend"]) + list(CONFIGS).index(p["name"])
-    return (p["batch_size"], p["gradcheck_dtype"], p["gradcheck_seed"]) == (
-        [None, 7][turn % 2],
-        DTYPES[turn // 2 % 2],
-        turn % 3,
+def _each_configuration_twice(p):
+    """The default slice: each configuration on two of the backends and each backend on half
+    the configurations, alternately, with the batch size, the dtype and the seed in turn."""
+    backend, config = BACKENDS.index(p["backend"]), list(CONFIGS).index(p["name"])
+    settings = (p["batch_size"], p["gradcheck_dtype"], p["gradcheck_seed"])
+    return (backend + config) % 2 == 0 and settings == in_turn(
+        (backend + config) // 2, (None, 7), DTYPES, SEEDS
     )
 
 
-@pytest.mark.sweep(keep=_each_configuration_once)
+@pytest.mark.sweep(keep=_each_configuration_twice)
 @pytest.mark.parametrize("batch_size", [None, 7])
 @pytest.mark.parametrize("name", list(CONFIGS))
 @pytest.mark.parametrize("backend", BACKENDS)
