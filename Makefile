@@ -19,13 +19,14 @@ lint: $(BIN)/gradcheck
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The tests run on every core (pytest-xdist), on the site `make docs` has just built: seeds 0-2
-# and the default slice of each sweep, with the slowest tests and files listed at the end. The benchmarks run once each, untimed, so
-# they cannot rot; `make bench` times them. The docs' and README's code blocks run as tests, and
-# the site builds with warnings as errors.
-test: lint docs browser
-	GRADCHECK_SITE=$(CURDIR)/site $(BIN)/pytest -n auto --durations=15
-	$(BIN)/pytest -n auto --markdown-docs -m markdown-docs docs README.md -q
+# Lint and the documentation site build side by side; then the tests and the docs' and README's
+# code blocks run on every core (pytest-xdist), the tests reading the site just built: seeds 0-2
+# and the default slice of each sweep, with the slowest tests and the seconds per file at the
+# end. The benchmarks run once each, untimed, so they cannot rot; `make bench` times them.
+test: $(BIN)/gradcheck browser
+	$(MAKE) --no-print-directory -j2 lint docs
+	GRADCHECK_SITE=$(CURDIR)/site $(BIN)/pytest -n auto --markdown-docs --durations=15 \
+		tests docs README.md
 	$(BIN)/pytest -n auto bench --benchmark-disable -q
 
 # Every case of every sweep, seeds 0-19 and hypothesis's thorough profile (400 networks).

@@ -24,7 +24,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # Choose with --hypothesis-profile=thorough (or HYPOTHESIS_PROFILE=thorough).
 _slow = [HealthCheck.too_slow, HealthCheck.data_too_large]
 settings.register_profile(
-    "ci", max_examples=12, derandomize=True, deadline=None, suppress_health_check=_slow
+    "ci", max_examples=6, derandomize=True, deadline=None, suppress_health_check=_slow
 )
 settings.register_profile("thorough", max_examples=400, deadline=None, suppress_health_check=_slow)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -206,6 +206,7 @@ def test_the_specialised_loop_is_bit_identical_to_the_general_one(
     assert not np.array_equal(special.Ws[0], np.asarray(params[0]["W"], dtype))  # it trained
 
 
+@pytest.mark.thorough  # two processes compiling: 20 s of the default suite's 2 cores
 def test_processes_generating_one_loop_at_once_all_get_it(tmp_path):
     """Two processes ask for the same new specialised loop at the same moment, in a fresh
     directory of generated loops (the kernels' own cache is left where it is, so only the loop
