@@ -97,7 +97,7 @@ def test_every_hidden_activation_in_a_conv_layer(activation):
     for name in backends:
         got = gradcheck.get_backend(name).predict(net, params, X)
         np.testing.assert_allclose(got, _literal_forward(net, params, X), rtol=1e-12, atol=1e-13)
-    report = gradcheck.verify(net, X, y, params=params, backends=["jax", *backends], steps=3)
+    report = gradcheck.verify(net, X, y, params=params, backends=["jax", *backends], steps=1)
     report.assert_ok()
     assert ("finite differences", "gradient") in {(c.backend, c.quantity) for c in report.checks}
 

@@ -44,12 +44,19 @@ def test_an_unknown_backend_is_a_usage_error(pytester):
     result.stderr.fnmatch_lines(["*--gradcheck-backends must name backends among*got 'torch'*"])
 
 
-def test_a_users_suite_runs_in_parallel_with_pytest_xdist(pytester):
-    """The same file under ``pytest -n 2``, over every backend by default: every worker
-    collects the same parametrisations, and every test runs once."""
+def test_every_backend_is_the_default(pytester):
     pytester.makepyfile(test_user=USER_TESTS)
-    result = pytester.runpytest_subprocess("-n", "2", "-v")
-    result.assert_outcomes(passed=1 + len(gradcheck.available_backends()))
-    result.stdout.fnmatch_lines(["*2 workers*"])
+    result = pytester.runpytest_subprocess("--collect-only", "-q")
     for name in gradcheck.available_backends():
+        result.stdout.fnmatch_lines([f"*test_backends_train_the_notebook?{name}?*"])
+
+
+def test_a_users_suite_runs_in_parallel_with_pytest_xdist(pytester):
+    """The same file under ``pytest -n 2``: every worker collects the same parametrisations,
+    and every test runs once."""
+    pytester.makepyfile(test_user=USER_TESTS)
+    result = pytester.runpytest_subprocess("-n", "2", "-v", "--gradcheck-backends", "numpy,numba")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*2 workers*"])
+    for name in ("numpy", "numba"):
         result.stdout.fnmatch_lines([f"*PASSED*test_backends_train_the_notebook?{name}?*"])
