@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import release_compiled_code
 from hypothesis import HealthCheck, settings
 
 import gradcheck
@@ -62,18 +63,9 @@ def backend(request):
 
 @pytest.fixture(scope="module", autouse=True)
 def compiled_code_released():
-    """Release what the frameworks compiled for a test module's networks once it ends: every
-    network is a static argument to JAX's jit and keys Keras's cached models, so a session of
-    thousands of networks would otherwise keep every executable alive (and XLA's compiler has
-    crashed in a process holding that many). Frameworks not yet imported are left alone."""
+    """Release what the frameworks compiled for a test module's networks once it ends."""
     yield
-    keras_kernels = sys.modules.get("gradcheck.kernels.keras_model")
-    if keras_kernels is not None:
-        keras_kernels._evaluator.cache_clear()
-        keras_kernels._trainer.cache_clear()
-    jax = sys.modules.get("jax")
-    if jax is not None:
-        jax.clear_caches()
+    release_compiled_code()
 
 
 @pytest.fixture(scope="session")

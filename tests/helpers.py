@@ -3,6 +3,8 @@ slice of a grid."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from gradcheck import Network, ops
@@ -38,6 +40,21 @@ def random_problem(net: Network, n_samples: int = 6, seed: int = 0):
     else:
         y = rng.normal(size=(n_samples, K))
     return X, y, net.init(seed=seed)
+
+
+def release_compiled_code() -> None:
+    """Release what the frameworks compiled: every network is a static argument to JAX's jit
+    and keys Keras's cached models, so thousands of networks would otherwise keep every
+    executable alive (and XLA's compiler has crashed in a process holding that many, 400
+    random networks into hypothesis's thorough profile). Frameworks not yet imported are left
+    alone."""
+    keras_kernels = sys.modules.get("gradcheck.kernels.keras_model")
+    if keras_kernels is not None:
+        keras_kernels._evaluator.cache_clear()
+        keras_kernels._trainer.cache_clear()
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        jax.clear_caches()
 
 
 def copy_params(params):

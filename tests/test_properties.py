@@ -8,7 +8,7 @@ searches further.
 from __future__ import annotations
 
 import numpy as np
-from helpers import HIDDEN, OUTPUTS
+from helpers import HIDDEN, OUTPUTS, release_compiled_code
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -52,4 +52,5 @@ def test_random_networks_agree_everywhere(problem):
     # A step that keeps the short run in steady descent: ½SSE sums where the others average.
     lr = 0.05 / (X.shape[0] * net.layers[-1]) if net.loss == "half_sse" else 0.05
     report = gradcheck.verify(net, X, y, params=params, steps=5, lr=lr)
+    release_compiled_code()  # each example is a new network
     report.assert_ok()
