@@ -22,12 +22,12 @@ lint: $(BIN)/gradcheck
 # Lint and the documentation site build side by side; then the tests and the docs' and README's
 # code blocks run on every core (pytest-xdist), the tests reading the site just built: seeds 0-2
 # and the default slice of each sweep, with the slowest tests and the seconds per file at the
-# end. The benchmarks run once each, untimed, so they cannot rot; `make bench` times them.
+# end. The benchmarks run once each in the same session, untimed, so they cannot rot; `make
+# bench` times them.
 test: $(BIN)/gradcheck browser
 	$(MAKE) --no-print-directory -j2 lint docs
 	GRADCHECK_SITE=$(CURDIR)/site $(BIN)/pytest -n auto --markdown-docs --durations=15 \
-		tests docs README.md
-	$(BIN)/pytest -n auto bench --benchmark-disable -q
+		tests docs README.md bench --benchmark-disable
 
 # Every case of every sweep, seeds 0-19 and hypothesis's thorough profile (400 networks).
 test-thorough: $(BIN)/gradcheck

@@ -87,13 +87,25 @@ def machine(benchmark):
     return benchmark
 
 
-def record(benchmark, case: benchmarks.Case, backend: str) -> None:
-    """Keep a training benchmark's median round as a row of the summary table."""
-    if benchmark.disabled or benchmark.stats is None:
-        return
-    row = benchmarks.timed_row(case, backend, benchmark.stats.stats.median, None)
-    benchmark.extra_info.update({"median_per_step_s": row.seconds_per_step})
-    ROWS.append(row)
+@pytest.fixture
+def record():
+    """``record(benchmark, case, backend)`` keeps a training benchmark's median round as a row of
+    the summary table."""
+
+    def keep(benchmark, case: benchmarks.Case, backend: str) -> None:
+        if benchmark.disabled or benchmark.stats is None:
+            return
+        row = benchmarks.timed_row(case, backend, benchmark.stats.stats.median, None)
+        benchmark.extra_info.update({"median_per_step_s": row.seconds_per_step})
+        ROWS.append(row)
+
+    return keep
+
+
+@pytest.fixture
+def first_calls() -> dict[str, float]:
+    """First-call costs by label, for the summary."""
+    return FIRST_CALLS
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -10,7 +10,6 @@ Each round is one ``Case.train`` call — the same call ``gradcheck bench`` time
 from __future__ import annotations
 
 import pytest
-from conftest import record
 
 import gradcheck
 from gradcheck import benchmarks
@@ -37,7 +36,7 @@ FLOOR = [
         *FLOOR,
     ],
 )
-def test_training(machine, problem, name, dtype):
+def test_training(machine, record, problem, name, dtype):
     case = benchmarks.case(problem, dtype)
     machine.group = f"{case.problem.describe()}, {case.steps} steps a round, {dtype}"
     run = machine.pedantic(

@@ -233,6 +233,8 @@ class ElementwiseGradient:
     errors: Params
     kinks: Params
     passes: int
+    #: The part of each error that is rounding in the loss's values (`Derivative.rounding`).
+    roundings: Params
 
 
 def elementwise_gradient(
@@ -246,7 +248,7 @@ def elementwise_gradient(
     ``progress(i, n)`` is told as parameters are done."""
     loss = _NetworkLoss(net, X, y)
     theta = _flat(params).astype(np.float64)
-    values, errors, kinks = (np.empty_like(theta) for _ in range(3))
+    values, errors, kinks, roundings = (np.empty_like(theta) for _ in range(4))
     for i in range(theta.size):
         if progress is not None:
             progress(i, theta.size)
@@ -258,8 +260,13 @@ def elementwise_gradient(
             loss.crosses_kink(theta, direction),
         )
         values[i], errors[i], kinks[i] = estimate.value, estimate.error, estimate.kink
+        roundings[i] = estimate.rounding
     return ElementwiseGradient(
-        _unflat(net, values), _unflat(net, errors), _unflat(net, kinks.astype(bool)), loss.passes
+        _unflat(net, values),
+        _unflat(net, errors),
+        _unflat(net, kinks.astype(bool)),
+        loss.passes,
+        _unflat(net, roundings),
     )
 
 
@@ -272,6 +279,7 @@ class DirectionalDerivatives:
     errors: np.ndarray  # (k,)
     kinks: np.ndarray  # (k,) bool
     passes: int
+    roundings: np.ndarray  # (k,): the part of each error that is rounding in the loss's values
 
     def project(self, grads: Params) -> np.ndarray:
         """⟨g, v_j⟩ for each direction: what ``values`` estimates for a correct gradient g."""
@@ -307,6 +315,7 @@ def directional_derivatives(
         np.array([e.error for e in estimates]),
         np.array([e.kink for e in estimates]),
         loss.passes,
+        np.array([e.rounding for e in estimates]),
     )
 
 
@@ -336,6 +345,9 @@ class Comparison:
     #: Some estimates were noisier than a smooth function allows; their tolerance is held at the
     #: noise limit rather than widened to them.
     noisy: bool = False
+    #: The gradient is so small that the rounding in the loss's values, not its smoothness,
+    #: limits what the estimates resolve; the tolerance is widened to that rounding.
+    rounded: bool = False
     #: The compared values, kinks set to 0: the kernel's and the finite differences'.
     observed: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     expected: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
@@ -354,6 +366,8 @@ class Comparison:
             parts.append(f"{self.resolved} across a kink settled by a smaller step")
         if self.noisy:
             parts.append("finite differences noisier than a smooth function allows")
+        if self.rounded:
+            parts.append("a gradient this small is resolved only to the loss's rounding")
         return ", ".join(parts)
 
 
@@ -406,8 +420,7 @@ def compare(
     scale = max(float(np.abs(expected).max(initial=0.0)), float(np.finfo(np.float64).tiny))
     limit = noise_limit(dtype)
     errors = np.where(kinks, 0.0, errors)
-    if rounding is not None:
-        rounding = np.where(kinks, 0.0, rounding)
+    rounding = np.zeros_like(errors) if rounding is None else np.where(kinks, 0.0, rounding)
     tolerance = allowed(errors, scale, floor, limit, rounding) / scale
     with np.errstate(invalid="ignore", over="ignore"):
         relative = np.abs(observed - expected) / scale
@@ -422,7 +435,8 @@ def compare(
         estimates=kinks.size,
         kinks=int(kinks.sum()),
         resolved=resolved,
-        noisy=bool(10 * float(np.max(errors, initial=0.0)) > tolerance * scale),
+        noisy=bool(10 * float(np.max(errors - rounding, initial=0.0)) > tolerance * scale),
+        rounded=bool(10 * float(np.max(rounding, initial=0.0)) > limit * scale),
         observed=observed,
         expected=expected,
     )

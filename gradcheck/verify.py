@@ -207,7 +207,13 @@ class _Oracle:
         if self.mode == "directional":
             d = self.directional
             c = finite_diff.compare(
-                d.project(got.grads), d.values, d.errors, d.kinks, floor=point, mode="directional"
+                d.project(got.grads),
+                d.values,
+                d.errors,
+                d.kinks,
+                floor=point,
+                mode="directional",
+                rounding=d.roundings,
             )
             checks.append(
                 Check(
@@ -216,8 +222,8 @@ class _Oracle:
             )
             return checks
         e = self.elementwise
-        for layer, (grads, fd, err, kinks) in enumerate(
-            zip(got.grads, e.grads, e.errors, e.kinks, strict=True), start=1
+        for layer, (grads, fd, err, kinks, rounding) in enumerate(
+            zip(got.grads, e.grads, e.errors, e.kinks, e.roundings, strict=True), start=1
         ):
             for key in fd:
                 observed = grads.get(key)
@@ -225,7 +231,13 @@ class _Oracle:
                     checks.append(_compare(name, "gradient", observed, fd[key], point, layer, key))
                     continue
                 c = finite_diff.compare(
-                    observed, fd[key], err[key], kinks[key], floor=point, mode="elementwise"
+                    observed,
+                    fd[key],
+                    err[key],
+                    kinks[key],
+                    floor=point,
+                    mode="elementwise",
+                    rounding=rounding[key],
                 )
                 checks.append(
                     Check(name, "gradient", c.error, c.tolerance, layer, key, c.index, c.detail)

@@ -72,6 +72,35 @@ def test_a_relu_kink_is_reported_not_failed():
     assert "at a kink skipped" in bias_row.detail
 
 
+def test_a_gradient_below_the_losss_rounding_is_compared_to_that_rounding():
+    """x = 0.0012 makes ∂C/∂W₁ about 7e-6 while C is 0.3: its finite differences carry a rounding
+    of ε·C/h ≈ 1e-10, 1e-5 of the gradient and above the noise limit of a smooth float64 function
+    (found by hypothesis: the correct kernels were failed). The tolerance is that rounding; a
+    gradient 0.1% wrong there still fails."""
+    net = Network([1, 1, 1, 1, 1], activation="sigmoid", loss="bce", bias=False)
+    X, y = np.array([[0.00123015]]), np.array([[0.8972138]])
+    params = [{"W": np.array([[w]])} for w in (-0.3635, 1.0712, -1.7269, 0.8387)]
+    fd = finite_diff.elementwise_gradient(net, params, X, y)
+    _, grads = gradcheck.get_backend("numpy").loss_and_grads(net, params, X, y)
+
+    def compared(observed):
+        return finite_diff.compare(
+            observed, fd.grads[0]["W"], fd.errors[0]["W"], fd.kinks[0]["W"],
+            floor=1e-14, mode="elementwise", rounding=fd.roundings[0]["W"],
+        )  # fmt: skip
+
+    correct = compared(grads[0]["W"])
+    assert correct.tolerance > finite_diff.noise_limit(np.float64)
+    assert correct.ok, correct
+    assert correct.rounded, correct
+    assert not correct.noisy, correct
+    assert not compared(grads[0]["W"] * 1.001).ok
+    report = gradcheck.verify(
+        net, X, y, params=params, backends=["numpy"], steps=3, reference="numpy"
+    )
+    report.assert_ok()
+
+
 def test_directional_mode_costs_four_passes_a_direction_and_sees_a_wrong_gradient():
     X, y = gradcheck.datasets.digits()
     X, y = X[:300], y[:300]
