@@ -19,11 +19,12 @@ zero divisor, which no kernel here can meet, and without which LLVM vectorises t
 
 Each kernel is compiled once and called, except the scalar helpers used inside hot loops
 (`biased`, `sigmoid_from`, `softplus_scalar`, `row_max`, `row_sum`), which Numba inlines so that
-the loops vectorise. Inlining whole kernels into every loop that calls them made each entry point
-(`forward`, `loss_and_grads_into`, `train_loop`, `train_with_loop`) compile everything beneath
-it again, for every depth and dtype: about 60 s for a network of a new depth, against about 10 s
-now. Compiled code is cached on disk (``cache=True``), so only the first process on a machine
-pays for compilation.
+the loops vectorise. The walks over the layers take a network as a few flat buffers and its
+widths (see "the layout" below), never as a tuple of per-layer arrays, whose type would change
+with the depth: so each entry point (`forward`, `loss_and_grads_into`, `train_loop`,
+`train_with_loop`) is compiled once per dtype, whatever the network, and cached on disk
+(``cache=True``). Only the first process on a machine pays for compilation, and a network of a
+new depth or width compiles nothing.
 """
 
 from __future__ import annotations
@@ -321,6 +322,41 @@ def activation_backward(activation, a, grad):
         raise ValueError("activation_backward: unknown activation code")
 
 
+# --- the layout: a network's arrays as blocks of a few flat buffers ----------------------------
+# The weights are one vector θ, layer by layer W_l (n_{l-1}·n_l, row-major) then b_l (n_l, empty
+# without bias); the gradients are a vector laid out alike. The activations A[1..L] of N rows are
+# one buffer, layer by layer (N·n_l each), and so are the deltas D[0..L-1] (δ of layer l+1 in
+# D[l], the size of A[l+1]). The walks over the layers take views of their blocks, so their types
+# do not depend on the depth: one compiled walk serves every network of a dtype, and a network
+# never seen before compiles nothing.
+
+
+@inline
+def weights(theta, widths, bias, l):
+    """W_l (n_l, n_{l+1}) and b_l (n_{l+1},) of weight layer l (from 0): views of θ."""
+    at = 0
+    for k in range(l):
+        at += widths[k] * widths[k + 1] + (widths[k + 1] if bias else 0)
+    m, n = widths[l], widths[l + 1]
+    b_at = at + m * n
+    return theta[at:b_at].reshape((m, n)), theta[b_at : b_at + (n if bias else 0)]
+
+
+@inline
+def block(arena, widths, N, l):
+    """Layer l's (N, n_l) block, l ≥ 1, of a buffer holding layers 1..L in order."""
+    at = 0
+    for k in range(1, l):
+        at += N * widths[k]
+    return arena[at : at + N * widths[l]].reshape((N, widths[l]))
+
+
+@inline
+def layer_input(X, acts, widths, l):
+    """A[l]: the inputs X for l = 0, else layer l's activations."""
+    return X if l == 0 else block(acts, widths, X.shape[0], l)
+
+
 # --- forward -------------------------------------------------------------------------------------
 
 
@@ -351,13 +387,14 @@ def dense_forward(activation, a_prev, W, b, bias, last, z, logits, log_norm):
 
 
 @jit
-def forward(activations, Ws, bs, bias, A, logits, log_norm):
-    """Fill A[1..L] with the activations of A[0] = X, logits with z_L and, for a softmax
-    output, log_norm with each row's log Σ_k e^{z_k − max z}."""
-    L = len(Ws)
+def forward(activations, widths, theta, bias, X, acts, logits, log_norm):
+    """Fill acts with the activations A[1..L] of A[0] = X (N rows), logits (N, K) with z_L and,
+    for a softmax output, log_norm (N,) with each row's log Σ_k e^{z_k − max z}."""
+    L, N = len(activations), X.shape[0]
     for l in range(L):
-        dense_forward(activations[l], A[l], Ws[l], bs[l], bias, l == L - 1, A[l + 1], logits,
-                      log_norm)  # fmt: skip
+        W, b = weights(theta, widths, bias, l)
+        dense_forward(activations[l], layer_input(X, acts, widths, l), W, b, bias, l == L - 1,
+                      block(acts, widths, N, l + 1), logits, log_norm)  # fmt: skip
 
 
 # --- loss C and the output delta δ_L = ∂C/∂z_L ---------------------------------------------------
@@ -440,57 +477,58 @@ def hidden_delta(delta, W, activation, a_prev, delta_prev):
 
 
 @jit
-def backward(activations, Ws, bias, A, D, dWs, dbs):
-    """Fill every layer's gradients from the output delta already in D[L-1]."""
-    for l in range(len(Ws) - 1, -1, -1):
-        layer_grads(A[l], D[l], bias, dWs[l], dbs[l])
+def backward(activations, widths, theta, bias, X, acts, deltas, grad):
+    """Fill the gradient vector grad from the output delta already in D[L-1]."""
+    N = X.shape[0]
+    for l in range(len(activations) - 1, -1, -1):
+        dW, db = weights(grad, widths, bias, l)
+        delta = block(deltas, widths, N, l + 1)
+        layer_grads(layer_input(X, acts, widths, l), delta, bias, dW, db)
         if l > 0:
-            hidden_delta(D[l], Ws[l], activations[l - 1], A[l], D[l - 1])
+            W, _ = weights(theta, widths, bias, l)
+            hidden_delta(delta, W, activations[l - 1], block(acts, widths, N, l),
+                         block(deltas, widths, N, l))  # fmt: skip
 
 
 @jit
 def loss_and_grads_into(
-    loss_code, activations, Ws, bs, bias, y, samples, A, logits, log_norm, D, dWs, dbs
-):
-    """One evaluation: forward, C, δ_L and backward; returns C, gradients in dWs and dbs. C is
-    a mean over ``samples`` rows, of which y holds all or (`numba_threads`) a share."""
-    forward(activations, Ws, bs, bias, A, logits, log_norm)
-    L = len(Ws)
-    value = loss(loss_code, A[L], logits, log_norm, y, samples)
-    output_delta(loss_code, activations[L - 1], A[L], y, samples, D[L - 1])
-    backward(activations, Ws, bias, A, D, dWs, dbs)
+    loss_code, activations, widths, theta, bias, X, y, samples, acts, logits, log_norm, deltas,
+    grad,
+):  # fmt: skip
+    """One evaluation: forward, C, δ_L and backward; returns C, the gradient in grad. C is a mean
+    over ``samples`` rows, of which X and y hold all or (`numba_threads`) a share. logits and
+    log_norm are buffers of at least N·K and N elements."""
+    N, K = y.shape
+    z_L, log_norm = logits[: N * K].reshape((N, K)), log_norm[:N]
+    forward(activations, widths, theta, bias, X, acts, z_L, log_norm)
+    L = len(activations)
+    a_L = block(acts, widths, N, L)
+    value = loss(loss_code, a_L, z_L, log_norm, y, samples)
+    output_delta(loss_code, activations[L - 1], a_L, y, samples, block(deltas, widths, N, L))
+    backward(activations, widths, theta, bias, X, acts, deltas, grad)
     return value
 
 
 @jit
-def descend(W, dW, lr):
-    """W ← W − lr · dW, in place; both 2-D."""
-    for i in range(W.shape[0]):
-        for j in range(W.shape[1]):
-            W[i, j] -= lr * dW[i, j]
-
-
-@jit
-def descend_bias(b, db, lr):
-    """b ← b − lr · db, in place."""
-    for j in range(b.shape[0]):
-        b[j] -= lr * db[j]
+def descend(theta, grad, lr):
+    """θ ← θ − lr · g, in place; both 1-D."""
+    for i in range(theta.shape[0]):
+        theta[i] -= lr * grad[i]
 
 
 @jit
 def train_loop(
-    loss_code, activations, Ws, bs, bias, y, lr, A, logits, log_norm, D, dWs, dbs, losses
-):
-    """``len(losses)`` gradient-descent steps on Ws and bs in place; losses[t] before step t.
+    loss_code, activations, widths, theta, bias, X, y, lr, acts, logits, log_norm, deltas, grad,
+    losses,
+):  # fmt: skip
+    """``len(losses)`` gradient-descent steps on θ in place; losses[t] before step t.
     `numba_specialised` writes this loop out for one network."""
     for t in range(losses.shape[0]):
         losses[t] = loss_and_grads_into(
-            loss_code, activations, Ws, bs, bias, y, y.shape[0], A, logits, log_norm, D, dWs, dbs
-        )
-        for l in range(len(Ws)):
-            descend(Ws[l], dWs[l], lr)
-            if bias:
-                descend_bias(bs[l], dbs[l], lr)
+            loss_code, activations, widths, theta, bias, X, y, y.shape[0], acts, logits,
+            log_norm, deltas, grad,
+        )  # fmt: skip
+        descend(theta, grad, lr)
 
 
 # --- optimizers: gradcheck.optimizers' equations, element by element, state in buffers ----------
@@ -567,54 +605,48 @@ def gather(rows, n, source, out):
 
 @jit
 def train_with_loop(
-    loss_code, activations, Ws, bs, bias, X, y, rows, sizes, kind, hyper, flags,
-    full, part, dWs, dbs, states, losses,
+    loss_code, activations, widths, theta, bias, X, y, rows, sizes, kind, hyper, flags,
+    inputs, targets, acts, logits, log_norm, deltas, grad, state, losses,
 ):  # fmt: skip
     """One optimizer step per row of ``rows`` (the sample indices of each step's batch, the
-    first ``sizes[t]`` of them), in place on Ws and bs; ``full`` and ``part`` are the buffers of
-    a batch of the largest size and of the smaller last batch of an epoch."""
+    first ``sizes[t]`` of them), in place on θ; ``inputs``, ``targets`` and the other buffers
+    hold a batch of the largest size, and ``state`` (4, P) is the optimizer's m, v, a, v_max."""
     for t in range(losses.shape[0]):
         n = sizes[t]
-        A, yb, logits, log_norm, D = full if n == full[0][0].shape[0] else part
-        gather(rows[t], n, X, A[0])
+        Xb = inputs[: n * X.shape[1]].reshape((n, X.shape[1]))
+        yb = targets[: n * y.shape[1]].reshape((n, y.shape[1]))
+        gather(rows[t], n, X, Xb)
         gather(rows[t], n, y, yb)
-        losses[t] = loss_and_grads_into(
-            loss_code, activations, Ws, bs, bias, yb, n, A, logits, log_norm, D, dWs, dbs
-        )
-        for l in range(len(Ws)):
-            m, v, a, v_max = states[2 * l]
-            optimizer_update(kind, hyper, flags, t + 1, Ws[l].reshape(-1), dWs[l].reshape(-1),
-                             m, v, a, v_max)  # fmt: skip
-            if bias:
-                m, v, a, v_max = states[2 * l + 1]
-                optimizer_update(kind, hyper, flags, t + 1, bs[l], dbs[l], m, v, a, v_max)
+        losses[t] = loss_and_grads_into(loss_code, activations, widths, theta, bias, Xb, yb, n,
+                                        acts, logits, log_norm, deltas, grad)  # fmt: skip
+        optimizer_update(kind, hyper, flags, t + 1, theta, grad, state[0], state[1], state[2],
+                         state[3])  # fmt: skip
 
 
 # --- the Python boundary -------------------------------------------------------------------------
 
 
 class Buffers(NamedTuple):
-    """What one evaluation writes before it reads: activations A[1..L], the logits z_L, each
-    row's log-normaliser, deltas D[0..L-1] (δ of layer l+1 in D[l]) and the gradients."""
+    """What one evaluation writes before it reads, each a flat buffer laid out as the compiled
+    walks take them: the activations A[1..L], the logits z_L, each row's log-normaliser, the
+    deltas D[0..L-1] and the gradient."""
 
-    A: tuple[np.ndarray, ...]
-    logits: np.ndarray
-    log_norm: np.ndarray
-    D: tuple[np.ndarray, ...]
-    dWs: tuple[np.ndarray, ...]
-    dbs: tuple[np.ndarray, ...]
+    acts: np.ndarray  # (N·Σ_l n_l,)
+    logits: np.ndarray  # (N·K,)
+    log_norm: np.ndarray  # (N,)
+    deltas: np.ndarray  # (N·Σ_l n_l,)
+    grad: np.ndarray  # (P,), laid out like θ
 
 
 def buffers(net: Network, samples: int) -> Buffers:
     """New `Buffers` for ``samples`` rows through ``net``."""
-    N, dtype, widths = samples, net.np_dtype, net.widths
+    N, dtype, units = samples, net.np_dtype, sum(net.widths[1:])
     return Buffers(
-        A=tuple(np.empty((N, w), dtype) for w in widths[1:]),
-        logits=np.empty((N, widths[-1]), dtype),
+        acts=np.empty(N * units, dtype),
+        logits=np.empty(N * net.widths[-1], dtype),
         log_norm=np.empty(N, dtype),
-        D=tuple(np.empty((N, w), dtype) for w in widths[1:]),
-        dWs=tuple(np.empty((m, n), dtype) for m, n in itertools.pairwise(widths)),
-        dbs=tuple(np.empty(n if net.bias else 0, dtype) for n in widths[1:]),
+        deltas=np.empty(N * units, dtype),
+        grad=np.empty(sum(_layer_sizes(net)), dtype),
     )
 
 
@@ -639,16 +671,16 @@ def kept_buffers(net: Network, samples: int, share: int = 0) -> Buffers:
 
 
 class Workspace:
-    """Every buffer one call needs: the weights, A[0] = X and the `Buffers`, kept from an
-    earlier call of this thread when ``kept`` (for loops that return none of them)."""
+    """Every argument one call needs: the activation codes and widths, θ (a copy of params), X
+    and the `Buffers`, kept from an earlier call of this thread when ``kept`` (for loops that
+    return none of them)."""
 
-    def __init__(self, net: Network, params: Params, X: np.ndarray, copy: bool, kept: bool = False):
+    def __init__(self, net: Network, params: Params, X: np.ndarray, kept: bool = False):
         self.activations = _activation_codes(net)
-        self.Ws, self.bs = _weights(net, params, copy)
-        b = (kept_buffers if kept else buffers)(net, X.shape[0])
-        self.A = (np.ascontiguousarray(X), *b.A)
-        self.logits, self.log_norm, self.D = b.logits, b.log_norm, b.D
-        self.dWs, self.dbs = b.dWs, b.dbs
+        self.widths = np.array(net.widths, np.int64)
+        self.theta = flat_weights(net, params)
+        self.X = np.ascontiguousarray(X)
+        self.buffers = (kept_buffers if kept else buffers)(net, len(X))
 
 
 def _activation_codes(net: Network) -> np.ndarray:
@@ -656,22 +688,49 @@ def _activation_codes(net: Network) -> np.ndarray:
     return np.array([lookup(ACTIVATION_CODES, a, "activation") for a in net.activations], np.int64)
 
 
-def _weights(net: Network, params: Params, copy: bool) -> tuple[tuple, tuple]:
-    """Each layer's W and b (an empty b without bias) in the net's dtype. Kernels need
-    C-contiguous arrays: copied when asked, otherwise only when necessary."""
+def _layer_sizes(net: Network) -> list[int]:
+    """Each weight layer's share of θ: n_{l-1}·n_l weights, and n_l biases with bias."""
+    return [m * n + (n if net.bias else 0) for m, n in itertools.pairwise(net.widths)]
+
+
+def flat_weights(net: Network, params: Params) -> np.ndarray:
+    """θ: params laid out as the compiled walks take them (W_l then b_l, layer by layer), a new
+    array in the net's dtype."""
+    keys = ("W", "b") if net.bias else ("W",)
+    parts = [np.asarray(layer[key], net.np_dtype).ravel() for layer in params for key in keys]
+    return np.concatenate(parts)
+
+
+def as_params(net: Network, flat: np.ndarray) -> Params:
+    """θ, or a gradient laid out like it, in the params layout: views of ``flat``."""
+    params: Params = []
+    at = 0
+    for m, n in itertools.pairwise(net.widths):
+        layer = {"W": flat[at : at + m * n].reshape(m, n)}
+        at += m * n
+        if net.bias:
+            layer["b"] = flat[at : at + n]
+            at += n
+        params.append(layer)
+    return params
+
+
+def blocks(net: Network, arena: np.ndarray, samples: int) -> list[np.ndarray]:
+    """The (N, n_l) blocks of an activations or deltas buffer: A[1..L] or D[0..L-1]."""
+    starts = itertools.accumulate((samples * n for n in net.widths[1:]), initial=0)
+    return [
+        arena[at : at + samples * n].reshape(samples, n)
+        for at, n in zip(starts, net.widths[1:], strict=False)
+    ]
+
+
+def _weights(net: Network, params: Params) -> tuple[tuple, tuple]:
+    """Copies of each layer's W and b (an empty b without bias) in the net's dtype, as
+    `numba_specialised`'s loops take them."""
     dtype = net.np_dtype
-    copy_or_if_needed = True if copy else None
-    Ws = tuple(np.array(layer["W"], dtype, copy=copy_or_if_needed, order="C") for layer in params)
-    bs = tuple(
-        np.array(layer["b"], dtype, copy=copy_or_if_needed) if net.bias else np.empty(0, dtype)
-        for layer in params
-    )
+    Ws = tuple(np.array(layer["W"], dtype, order="C") for layer in params)
+    bs = tuple(np.array(layer["b"], dtype) if net.bias else np.empty(0, dtype) for layer in params)
     return Ws, bs
-
-
-def _as_params(Ws: tuple, bs: tuple, bias: bool) -> Params:
-    """Per-layer arrays back into the params layout, ``"b"`` only with bias."""
-    return [{"W": W, "b": b} if bias else {"W": W} for W, b in zip(Ws, bs, strict=True)]
 
 
 def _layers() -> ModuleType:
@@ -684,9 +743,11 @@ def _layers() -> ModuleType:
 def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
     if not net.dense:
         return _layers().predict(net, params, X)
-    ws = Workspace(net, params, X, copy=False)
-    forward(ws.activations, ws.Ws, ws.bs, net.bias, ws.A, ws.logits, ws.log_norm)
-    return ws.A[-1]
+    ws = Workspace(net, params, X)
+    b, N = ws.buffers, len(X)
+    forward(ws.activations, ws.widths, ws.theta, net.bias, ws.X, b.acts,
+            b.logits.reshape(N, net.widths[-1]), b.log_norm)  # fmt: skip
+    return blocks(net, b.acts, N)[-1]
 
 
 def loss_and_grads(
@@ -695,7 +756,7 @@ def loss_and_grads(
     if not net.dense:
         return _layers().loss_and_grads(net, params, X, y)
     value, ws = _evaluate(net, params, X, y)
-    return value, _as_params(ws.dWs, ws.dbs, net.bias)
+    return value, as_params(net, ws.buffers.grad)
 
 
 def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
@@ -704,31 +765,25 @@ def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
     if not net.dense:
         return _layers().trace(net, params, X, y)
     value, ws = _evaluate(net, params, X, y)
+    b, N = ws.buffers, len(X)
     zs: list[np.ndarray | None] = [None] * (net.depth - 1)
     return Trace(
-        [*zs, ws.logits], list(ws.A[1:]), value, list(ws.D), _as_params(ws.dWs, ws.dbs, net.bias)
+        [*zs, b.logits.reshape(N, net.widths[-1])],
+        blocks(net, b.acts, N),
+        value,
+        blocks(net, b.deltas, N),
+        as_params(net, b.grad),
     )
 
 
 def _evaluate(
     net: Network, params: Params, X: np.ndarray, y: np.ndarray
 ) -> tuple[float, Workspace]:
-    ws = Workspace(net, params, X, copy=False)
+    ws = Workspace(net, params, X)
     value = loss_and_grads_into(
-        lookup(LOSS_CODES, net.loss, "loss"),
-        ws.activations,
-        ws.Ws,
-        ws.bs,
-        net.bias,
-        y,
-        len(y),
-        ws.A,
-        ws.logits,
-        ws.log_norm,
-        ws.D,
-        ws.dWs,
-        ws.dbs,
-    )
+        lookup(LOSS_CODES, net.loss, "loss"), ws.activations, ws.widths, ws.theta, net.bias,
+        ws.X, y, len(y), *ws.buffers,
+    )  # fmt: skip
     return float(value), ws
 
 
@@ -750,32 +805,18 @@ def train_with(
         return _layers().train_with(net, params, X, y, optimizer, schedule)
     dtype = net.np_dtype
     indices, sizes = padded(schedule, len(X))
-    width = indices.shape[1]
-    smaller = min(sizes, default=width)
-    ws = Workspace(net, params, np.empty((width, X.shape[1]), dtype), copy=True, kept=True)
-    full = _batch_buffers(net, ws)
-    if smaller == width:
-        part = full
-    else:
-        part = _batch_buffers(
-            net,
-            Workspace(net, params, np.empty((smaller, X.shape[1]), dtype), copy=False, kept=True),
-        )
-    # m, v, a and v_max for each W and b; without biases the b slots are allocated but unused,
-    # so that the layers' states stay one tuple of one type
-    states = tuple(
-        tuple(np.zeros(value.size, dtype) for _ in range(4))
-        for layer in params
-        for value in ((layer["W"], layer["b"]) if net.bias else (layer["W"], layer["W"]))
-    )
+    width = indices.shape[1]  # the largest batch
+    ws = Workspace(net, params, np.empty((width, X.shape[1]), dtype), kept=True)
+    targets = np.empty(width * net.widths[-1], dtype)
+    state = np.zeros((4, ws.theta.size), dtype)  # m, v, a and v_max
     kind, hyper, flags = optimizer_settings(optimizer, dtype)
     losses = np.empty(len(schedule), dtype)
     train_with_loop(
-        lookup(LOSS_CODES, net.loss, "loss"), ws.activations, ws.Ws, ws.bs, net.bias,
-        np.ascontiguousarray(X), np.ascontiguousarray(y), indices, sizes,
-        kind, hyper, flags, full, part, ws.dWs, ws.dbs, states, losses,
+        lookup(LOSS_CODES, net.loss, "loss"), ws.activations, ws.widths, ws.theta, net.bias,
+        np.ascontiguousarray(X), np.ascontiguousarray(y), indices, sizes, kind, hyper, flags,
+        ws.X.reshape(-1), targets, *ws.buffers, state, losses,
     )  # fmt: skip
-    return Trajectory(_as_params(ws.Ws, ws.bs, net.bias), losses)
+    return Trajectory(as_params(net, ws.theta), losses)
 
 
 def optimizer_settings(optimizer: Optimizer, dtype: np.dtype) -> tuple[int, np.ndarray, tuple]:
@@ -796,13 +837,6 @@ def optimizer_settings(optimizer: Optimizer, dtype: np.dtype) -> tuple[int, np.n
     return lookup(OPTIMIZER_CODES, o.family, "optimizer"), hyper, flags
 
 
-def _batch_buffers(net: Network, ws: Workspace) -> tuple:
-    """The buffers of one batch size from a workspace whose A[0] holds the batch's inputs, and
-    one for its targets: (A, y, logits, log_norm, D)."""
-    y = np.empty((ws.A[0].shape[0], net.widths[-1]), net.np_dtype)
-    return ws.A, y, ws.logits, ws.log_norm, ws.D
-
-
 def train(
     net: Network, params: Params, X: np.ndarray, y: np.ndarray, steps: int, lr: float
 ) -> Trajectory:
@@ -821,15 +855,16 @@ def train(
     losses = np.empty(steps, net.dtype)
     loss_code, lr = lookup(LOSS_CODES, net.loss, "loss"), net.np_dtype.type(lr)
     if steps < SPECIALISE_MIN_STEPS:
-        ws = Workspace(net, params, X, copy=True, kept=True)
-        train_loop(loss_code, ws.activations, ws.Ws, ws.bs, net.bias, y, lr, ws.A, ws.logits,
-                   ws.log_norm, ws.D, ws.dWs, ws.dbs, losses)  # fmt: skip
-        return Trajectory(_as_params(ws.Ws, ws.bs, net.bias), losses)
+        ws = Workspace(net, params, X, kept=True)
+        train_loop(loss_code, ws.activations, ws.widths, ws.theta, net.bias, ws.X, y, lr,
+                   *ws.buffers, losses)  # fmt: skip
+        return Trajectory(as_params(net, ws.theta), losses)
     from gradcheck.kernels import numba_specialised
 
     # the specialised loop allocates its own buffers; it needs only the weights to train
     codes = tuple(_activation_codes(net).tolist())
     loop = numba_specialised.train_loop(net.widths, len(X), codes, loss_code, net.bias)
-    Ws, bs = _weights(net, params, copy=True)
+    Ws, bs = _weights(net, params)
     loop(np.ascontiguousarray(X), y, Ws, bs, lr, losses)
-    return Trajectory(_as_params(Ws, bs, net.bias), losses)
+    trained = [{"W": W, "b": b} if net.bias else {"W": W} for W, b in zip(Ws, bs, strict=True)]
+    return Trajectory(trained, losses)

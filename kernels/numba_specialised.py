@@ -1,9 +1,9 @@
 """`numba_backprop`'s training loop written out for one network's sizes, activations and loss.
 
-The general loop walks a tuple of layers, dispatches on activation and loss codes it reads at
-run time, and loops to sizes it reads from its buffers. On a small network that bookkeeping
-costs more than the arithmetic: the notebook's 3-4-1 step is about 60 multiply-adds and 20
-exponentials. So for each network the loop is generated as source — one line per equation per
+The general loop walks the layers' blocks of flat buffers, dispatches on activation and loss
+codes it reads at run time, and loops to sizes it reads from its widths. On a small network that
+bookkeeping costs more than the arithmetic: the notebook's 3-4-1 step is about 60 multiply-adds
+and 20 exponentials. So for each network the loop is generated as source — one line per equation per
 layer, the codes written in as constants, every buffer allocated inside at its literal size —
 and compiled, which lets LLVM drop every branch that cannot be taken and unroll the small
 products (the literal sizes alone halve the notebook's step). The equations are the ones
@@ -77,9 +77,10 @@ def train_loop_source(
         if l > 0:
             lines.append(f"        hidden_delta(D{l}, W{l}, {f[l - 1]}, A{l}, D{l - 1})")
     for l in range(L):
-        lines.append(f"        descend(W{l}, dW{l}, lr)")
+        size = widths[l] * widths[l + 1]
+        lines.append(f"        descend(W{l}.reshape({size}), dW{l}.reshape({size}), lr)")
         if bias:
-            lines.append(f"        descend_bias(b{l}, db{l}, lr)")
+            lines.append(f"        descend(b{l}, db{l}, lr)")
     for l in range(L):
         lines += [f"    Ws[{l}][:] = W{l}", f"    bs[{l}][:] = b{l}"]
     header = [
@@ -87,7 +88,7 @@ def train_loop_source(
         "import numpy as np",
         "from numba import njit",
         "from gradcheck.kernels.numba_backprop import (",
-        "    dense_forward, descend, descend_bias, hidden_delta, layer_grads, loss, output_delta,",
+        "    dense_forward, descend, hidden_delta, layer_grads, loss, output_delta,",
         ")",
         "",
         "",

@@ -123,30 +123,25 @@ def add_into(total, share):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def train_share(
-    share, counter, loss_code, activations, Ws, bs, bias, y, samples, lr, A, logits, log_norm,
-    D, grads, share_losses, losses,
+    share, counter, loss_code, activations, widths, theta, bias, X, y, samples, lr, acts, logits,
+    log_norm, deltas, grads, share_losses, losses,
 ):  # fmt: skip
-    """Thread ``share``'s part of ``len(losses)`` steps on Ws and bs, shared by all threads:
-    its rows are A[0] and y, of ``samples`` in the batch; grads[p] = (dWs, dbs) of share p."""
-    shares = len(grads)
-    dWs, dbs = grads[share]
+    """Thread ``share``'s part of ``len(losses)`` steps on θ, shared by all threads: its rows
+    are X and y, of ``samples`` in the batch; grads[p] is share p's gradient."""
+    shares = grads.shape[0]
     for t in range(losses.shape[0]):
         share_losses[share] = nb.loss_and_grads_into(
-            loss_code, activations, Ws, bs, bias, y, samples, A, logits, log_norm, D, dWs, dbs
-        )
+            loss_code, activations, widths, theta, bias, X, y, samples, acts, logits, log_norm,
+            deltas, grads[share],
+        )  # fmt: skip
         if not arrive(counter, (2 * t + 1) * shares):
             return
         if share == 0:  # the others wait while thread 0 sums the shares and steps
             losses[t] = share_losses[0]
             for p in range(1, shares):
                 losses[t] += share_losses[p]
-            for l in range(len(Ws)):
-                for p in range(1, shares):
-                    add_into(dWs[l], grads[p][0][l])
-                    add_into(dbs[l], grads[p][1][l])
-                nb.descend(Ws[l], dWs[l], lr)
-                if bias:
-                    nb.descend_bias(bs[l], dbs[l], lr)
+                add_into(grads[0], grads[p])
+            nb.descend(theta, grads[0], lr)
         if not arrive(counter, (2 * t + 2) * shares):
             return
 
@@ -170,24 +165,25 @@ def train(
     ``threads`` threads; the calling thread is one of them."""
     if not 1 <= threads <= len(X):
         raise ValueError(f"threads must be between 1 and the {len(X)} samples, got {threads}")
-    Ws, bs = nb._weights(net, params, copy=True)
+    theta = nb.flat_weights(net, params)
     X, y = np.ascontiguousarray(X), np.ascontiguousarray(y)
     cuts = [len(X) * p // threads for p in range(threads + 1)]
     rows = [slice(start, end) for start, end in itertools.pairwise(cuts)]
     kept = [nb.kept_buffers(net, r.stop - r.start, share) for share, r in enumerate(rows)]
-    grads = tuple((b.dWs, b.dbs) for b in kept)
+    grads = np.empty((threads, theta.size), net.np_dtype)
     counter = np.zeros(2, np.int64)
     share_losses = np.empty(threads, net.np_dtype)
     losses = np.empty(steps, net.np_dtype)
     loss_code, activations = lookup(nb.LOSS_CODES, net.loss, "loss"), nb._activation_codes(net)
+    widths = np.array(net.widths, np.int64)
     lr = net.np_dtype.type(lr)
 
     def run(share: int) -> None:
         b = kept[share]
         try:
-            train_share(share, counter, loss_code, activations, Ws, bs, net.bias,
-                        y[rows[share]], len(X), lr, (X[rows[share]], *b.A), b.logits, b.log_norm,
-                        b.D, grads, share_losses, losses)  # fmt: skip
+            train_share(share, counter, loss_code, activations, widths, theta, net.bias,
+                        X[rows[share]], y[rows[share]], len(X), lr, b.acts, b.logits, b.log_norm,
+                        b.deltas, grads, share_losses, losses)  # fmt: skip
         except BaseException:
             counter[FAILED] = 1  # release the threads waiting for this one
             raise
@@ -199,7 +195,7 @@ def train(
         finally:
             for helper in helpers:
                 helper.result()
-    return Trajectory(nb._as_params(Ws, bs, net.bias), losses)
+    return Trajectory(nb.as_params(net, theta), losses)
 
 
 @functools.cache

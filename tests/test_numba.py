@@ -100,13 +100,14 @@ counts = []
 codes = (nb.Activation.sigmoid, nb.Activation.softmax)
 specialised = sp.train_loop(net.widths, len(X), codes, nb.Loss.softmax_ce, True)
 for steps in (1, 1, 10, 1000):  # the first call loads the compiled code and starts the runtime
-    ws = nb.Workspace(net, params, X, copy=True)
+    ws = nb.Workspace(net, params, X)
+    Ws, bs = nb._weights(net, params)
     losses = np.empty(steps)
     before = rtsys.get_allocation_stats().alloc if counts else 0
-    nb.train_loop(nb.Loss.softmax_ce, ws.activations, ws.Ws, ws.bs, True, y, 0.5, ws.A, ws.logits,
-                  ws.log_norm, ws.D, ws.dWs, ws.dbs, losses)
+    nb.train_loop(nb.Loss.softmax_ce, ws.activations, ws.widths, ws.theta, True, ws.X, y, 0.5,
+                  *ws.buffers, losses)
     middle = rtsys.get_allocation_stats().alloc
-    specialised(X, y, ws.Ws, ws.bs, 0.5, losses)
+    specialised(X, y, Ws, bs, 0.5, losses)
     counts.append((middle - before, rtsys.get_allocation_stats().alloc - middle))
 print(counts[1:])
 """
@@ -188,22 +189,20 @@ def test_the_specialised_loop_is_bit_identical_to_the_general_one(
         y = rng.uniform(size=(samples, widths[-1])).astype(dtype)
     params, steps, lr = net.init(seed=1), 25, net.np_dtype.type(0.1)
     loss_code = nb.LOSS_CODES[loss]
-    general = nb.Workspace(net, params, X, copy=True)
+    general = nb.Workspace(net, params, X)
     general_losses = np.empty(steps, dtype)
-    nb.train_loop(loss_code, general.activations, general.Ws, general.bs, bias, y, lr,
-                  general.A, general.logits, general.log_norm, general.D, general.dWs,
-                  general.dbs, general_losses)  # fmt: skip
-    special = nb.Workspace(net, params, X, copy=True)
+    nb.train_loop(loss_code, general.activations, general.widths, general.theta, bias, general.X,
+                  y, lr, *general.buffers, general_losses)  # fmt: skip
+    Ws, bs = nb._weights(net, params)
     special_losses = np.empty(steps, dtype)
     codes = tuple(nb.ACTIVATION_CODES[a] for a in activations)
     loop = sp.train_loop(tuple(widths), samples, codes, loss_code, bias)
-    loop(X, y, special.Ws, special.bs, lr, special_losses)
+    loop(X, y, Ws, bs, lr, special_losses)
     assert np.array_equal(special_losses, general_losses)
-    for W, W_general in zip(special.Ws, general.Ws, strict=True):
-        assert np.array_equal(W, W_general)
-    for b, b_general in zip(special.bs, general.bs, strict=True):
-        assert np.array_equal(b, b_general)
-    assert not np.array_equal(special.Ws[0], np.asarray(params[0]["W"], dtype))  # it trained
+    for W, b, layer in zip(Ws, bs, nb.as_params(net, general.theta), strict=True):
+        assert np.array_equal(W, layer["W"])
+        assert np.array_equal(b, layer.get("b", np.empty(0, dtype)))
+    assert not np.array_equal(Ws[0], np.asarray(params[0]["W"], dtype))  # it trained
 
 
 @pytest.mark.thorough  # two processes compiling: 20 s of the default suite's 2 cores
@@ -277,12 +276,11 @@ def _trained_on_fresh_buffers(net, params, X, y, steps, lr):
     """`numba_backprop.train_loop` on a workspace of its own, kept by no one."""
     from gradcheck.kernels import numba_backprop as nb
 
-    ws = nb.Workspace(net, params, X, copy=True)
+    ws = nb.Workspace(net, params, X)
     losses = np.empty(steps, net.dtype)
-    nb.train_loop(nb.LOSS_CODES[net.loss], ws.activations, ws.Ws, ws.bs, net.bias, y,
-                  net.np_dtype.type(lr), ws.A, ws.logits, ws.log_norm, ws.D, ws.dWs, ws.dbs,
-                  losses)  # fmt: skip
-    return ws.Ws, losses
+    nb.train_loop(nb.LOSS_CODES[net.loss], ws.activations, ws.widths, ws.theta, net.bias, ws.X, y,
+                  net.np_dtype.type(lr), *ws.buffers, losses)  # fmt: skip
+    return [layer["W"] for layer in nb.as_params(net, ws.theta)], losses
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -58,19 +58,18 @@ def test_a_split_batch_trains_as_one_thread_does(network, dtype, threads):
 
     net, params, X, y = _run(*network, dtype)
     steps, lr = 20, 0.5
-    ws = nb.Workspace(net, params, X, copy=True)
+    ws = nb.Workspace(net, params, X)
     losses = np.empty(steps, dtype)
-    nb.train_loop(nb.LOSS_CODES[net.loss], ws.activations, ws.Ws, ws.bs, net.bias, y,
-                  net.np_dtype.type(lr), ws.A, ws.logits, ws.log_norm, ws.D, ws.dWs, ws.dbs,
-                  losses)  # fmt: skip
+    nb.train_loop(nb.LOSS_CODES[net.loss], ws.activations, ws.widths, ws.theta, net.bias, ws.X,
+                  y, net.np_dtype.type(lr), *ws.buffers, losses)  # fmt: skip
     split = nt.train(net, params, X, y, steps, lr, threads)
     assert split.losses.dtype == dtype
     assert _distance(split.losses, losses) <= AGREE[dtype]
-    for layer, W, b in zip(split.params, ws.Ws, ws.bs, strict=True):
+    for layer, one_thread in zip(split.params, nb.as_params(net, ws.theta), strict=True):
         assert layer["W"].dtype == dtype
-        assert _distance(layer["W"], W) <= AGREE[dtype]
+        assert _distance(layer["W"], one_thread["W"]) <= AGREE[dtype]
         if net.bias:
-            assert _distance(layer["b"], b) <= AGREE[dtype]
+            assert _distance(layer["b"], one_thread["b"]) <= AGREE[dtype]
     assert not np.array_equal(split.params[0]["W"], params[0]["W"])  # it trained
     again = nt.train(net, params, X, y, steps, lr, threads)
     assert np.array_equal(again.losses, split.losses)
