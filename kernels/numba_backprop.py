@@ -59,8 +59,6 @@ LOSS_CODES = {code.name: int(code) for code in Loss}
 
 #: Products of at least this many multiply-adds go to BLAS; smaller ones are cheaper as loops.
 BLAS_MIN_WORK = 16 * 16 * 16
-#: Runs of at least this many steps take the loop specialised to the network.
-SPECIALISE_MIN_STEPS = 1000
 #: Fewer than this many sigmoids are cheaper one by one through the C library's exp.
 SMALL = 64
 
@@ -521,8 +519,7 @@ def train_loop(
     loss_code, activations, widths, theta, bias, X, y, lr, acts, logits, log_norm, deltas, grad,
     losses,
 ):  # fmt: skip
-    """``len(losses)`` gradient-descent steps on θ in place; losses[t] before step t.
-    `numba_specialised` writes this loop out for one network."""
+    """``len(losses)`` gradient-descent steps on θ in place; losses[t] before step t."""
     for t in range(losses.shape[0]):
         losses[t] = loss_and_grads_into(
             loss_code, activations, widths, theta, bias, X, y, y.shape[0], acts, logits,
@@ -724,15 +721,6 @@ def blocks(net: Network, arena: np.ndarray, samples: int) -> list[np.ndarray]:
     ]
 
 
-def _weights(net: Network, params: Params) -> tuple[tuple, tuple]:
-    """Copies of each layer's W and b (an empty b without bias) in the net's dtype, as
-    `numba_specialised`'s loops take them."""
-    dtype = net.np_dtype
-    Ws = tuple(np.array(layer["W"], dtype, order="C") for layer in params)
-    bs = tuple(np.array(layer["b"], dtype) if net.bias else np.empty(0, dtype) for layer in params)
-    return Ws, bs
-
-
 def _layers() -> ModuleType:
     """The walk over a list of layers, `numba_layers`, which builds on this module."""
     from gradcheck.kernels import numba_layers
@@ -840,11 +828,8 @@ def optimizer_settings(optimizer: Optimizer, dtype: np.dtype) -> tuple[int, np.n
 def train(
     net: Network, params: Params, X: np.ndarray, y: np.ndarray, steps: int, lr: float
 ) -> Trajectory:
-    """All ``steps`` steps in one compiled call, on a copy of ``params``. A large batch is
-    split over threads (`numba_threads`). Otherwise a long run takes the loop
-    `numba_specialised` writes out for this network: bit-identical, faster per step, and
-    compiled once per network (seconds, then cached on disk), which a short run would not
-    earn back."""
+    """All ``steps`` steps in one compiled call, on a copy of ``params``; a large batch is
+    split over threads (`numba_threads`)."""
     if not net.dense:
         return _layers().train(net, params, X, y, steps, lr)
     from gradcheck.kernels import numba_threads
@@ -853,18 +838,7 @@ def train(
     if threads > 1:
         return numba_threads.train(net, params, X, y, steps, lr, threads)
     losses = np.empty(steps, net.dtype)
-    loss_code, lr = lookup(LOSS_CODES, net.loss, "loss"), net.np_dtype.type(lr)
-    if steps < SPECIALISE_MIN_STEPS:
-        ws = Workspace(net, params, X, kept=True)
-        train_loop(loss_code, ws.activations, ws.widths, ws.theta, net.bias, ws.X, y, lr,
-                   *ws.buffers, losses)  # fmt: skip
-        return Trajectory(as_params(net, ws.theta), losses)
-    from gradcheck.kernels import numba_specialised
-
-    # the specialised loop allocates its own buffers; it needs only the weights to train
-    codes = tuple(_activation_codes(net).tolist())
-    loop = numba_specialised.train_loop(net.widths, len(X), codes, loss_code, net.bias)
-    Ws, bs = _weights(net, params)
-    loop(np.ascontiguousarray(X), y, Ws, bs, lr, losses)
-    trained = [{"W": W, "b": b} if net.bias else {"W": W} for W, b in zip(Ws, bs, strict=True)]
-    return Trajectory(trained, losses)
+    ws = Workspace(net, params, X, kept=True)
+    train_loop(lookup(LOSS_CODES, net.loss, "loss"), ws.activations, ws.widths, ws.theta,
+               net.bias, ws.X, y, net.np_dtype.type(lr), *ws.buffers, losses)  # fmt: skip
+    return Trajectory(as_params(net, ws.theta), losses)
