@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: verify test test-thorough lint docs browser bench chart clean
+.PHONY: verify test test-thorough lint docs numba-float64 numba-float32 browser bench chart clean
 
 $(BIN)/gradcheck: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,13 +19,15 @@ lint: $(BIN)/gradcheck
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Lint and the documentation site build side by side; then the tests and the docs' and README's
-# code blocks run on every core (pytest-xdist), the tests reading the site just built: seeds 0-2
-# and the default slice of each sweep, with the slowest tests and the seconds per file at the
-# end. The benchmarks run once each in the same session, untimed, so they cannot rot; `make
-# bench` times them.
+# Lint, the documentation site build and Numba's compilation of its kernels (one process per
+# dtype, into Numba's on-disk cache) side by side; then the tests and the docs' and README's code
+# blocks run on every core (pytest-xdist), the tests reading the site just built: seeds 0-2 and
+# the default slice of each sweep, with the slowest tests and the seconds per file at the end.
+# Compiling first spares the test workers compiling the same kernels at once, each for itself.
+# The benchmarks run once each in the same session, untimed, so they cannot rot; `make bench`
+# times them.
 test: $(BIN)/gradcheck browser
-	$(MAKE) --no-print-directory -j2 lint docs
+	$(MAKE) --no-print-directory -j2 lint docs numba-float64 numba-float32
 	GRADCHECK_SITE=$(CURDIR)/site $(BIN)/pytest -n auto --markdown-docs --durations=15 \
 		tests docs README.md bench --benchmark-disable
 
@@ -41,6 +43,11 @@ browser:
 		|| echo "no Chromium: the browser test will skip (apt-get install chromium)"
 
 # The documentation site, into site/.
+# Every Numba kernel compiled for one dtype: each catalogue problem trained once.
+numba-float64 numba-float32: $(BIN)/gradcheck
+	$(BIN)/python -c "from gradcheck import benchmarks as b; \
+		[b.case(problem, '$(@:numba-%=%)').train('numba') for problem in b.PROBLEMS]"
+
 docs: $(BIN)/gradcheck
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 

@@ -74,7 +74,7 @@ def test_sigmoid_of_z_plus_b_is_the_formula_in_every_row(dtype, lowest_normal, s
 
     want = np.array([[sigma(x) for x in row] for row in v])
     got = z.copy()
-    nb.activate(nb.Activation.sigmoid, got, b, True, np.empty(300, dtype))
+    nb.activate(nb.ACTIVATION_CODES["sigmoid"], got, b, True, np.empty(300, dtype))
     ulps = np.abs(got.astype(np.float64) - want) / np.spacing(want.astype(dtype)).astype(np.float64)
     assert ulps.max() <= 6.0
     assert got[7, 5] == dtype(math.exp(v[7, 5]))  # subnormal, and exactly e^v
@@ -96,8 +96,8 @@ for steps in (1, 1, 10, 1000):  # the first call loads the compiled code and sta
     ws = nb.Workspace(net, params, X)
     losses = np.empty(steps)
     before = rtsys.get_allocation_stats().alloc if counts else 0
-    nb.train_loop(nb.Loss.softmax_ce, ws.activations, ws.widths, ws.theta, True, ws.X, y, 0.5,
-                  *ws.buffers, losses)
+    nb.train_loop(nb.LOSS_CODES["softmax_ce"], ws.activations, ws.widths, ws.theta, True, ws.X, y,
+                  0.5, *ws.buffers, losses)
     counts.append(rtsys.get_allocation_stats().alloc - before)
 print(counts[1:])
 """
