@@ -114,7 +114,7 @@ def backward_html(result: BackwardCheck) -> str:
 def report_figure(report: Report) -> Figure:
     """Left, every implementation's training loss per step on one axis; right, each one's
     per-step relative error against the reference's loss, with its tolerance dashed, on a log
-    axis."""
+    axis; on both, a dotted line at the horizon where the comparison of the run stops."""
     from matplotlib.figure import Figure
 
     if report.reference_losses is None:
@@ -132,6 +132,10 @@ def report_figure(report: Report) -> Figure:
         (line,) = errors.plot(np.maximum(step_errors, floor), label=name)
         if tolerance is not None:
             errors.axhline(tolerance, color=line.get_color(), linestyle="--", linewidth=1)
+    horizon = report.horizon
+    if horizon is not None and not horizon.whole:  # where the comparison of the run stops
+        for axis in (curves, errors):
+            axis.axvline(horizon.steps, color="grey", linestyle=":", label="horizon")
     if np.all(reference > 0):
         curves.set_yscale("log")
     curves.set(xlabel="step", ylabel="loss", title="Training loss of every implementation")

@@ -54,6 +54,10 @@ STAGES = ("forward", "loss", "output_delta", "backward")
 TRAINING_STEPS = 10
 
 
+#: How an explanation of kind ``"none"`` ends: what was looked for did not fit.
+NONE = ": no simple explanation fits"
+
+
 @dataclass(frozen=True)
 class Explanation:
     """A hypothesis that fits a disagreement: ``backend``'s ``quantity`` is the reference's
@@ -189,7 +193,12 @@ def simple_factors(sizes: tuple[int, int] | None) -> list[tuple[float, str]]:
             (1 / K, f"a mean over the K = {K} outputs where the reference sums"),
             (K, f"a sum over the K = {K} outputs where the reference takes the mean"),
         ]
-    return [*factors, (2, ""), (1 / 2, ""), (-1, "")]
+    # a factor of 1 explains nothing (K = 1 makes a mean over the outputs their sum)
+    found: dict[float, tuple[float, str]] = {}
+    for value, meaning in [*factors, (2, ""), (1 / 2, ""), (-1, "")]:
+        if value != 1:
+            found.setdefault(value, (value, meaning))
+    return list(found.values())
 
 
 def named_factor(factor: float, sizes: tuple[int, int] | None) -> tuple[float, str] | None:
@@ -342,7 +351,7 @@ def explain_gradients(
         found += _activation_derivative(backend, got, magnitudes, tolerance, derivative)
     if not found:
         where = _where(wrong, depth)
-        text = f"{backend}'s gradients{where}: no simple explanation fits"
+        text = f"{backend}'s gradients{where}{NONE}"
         found.append(Explanation(backend, "gradient", "none", None, tuple(wrong), text))
     return found
 
@@ -601,6 +610,8 @@ def explain_training(
     net64 = replace(net, dtype="float64")
     tolerance = tolerances(net, X.shape[0], k).trajectory
     for factor, meaning in factors:
+        if abs(factor - 1) <= tolerance:
+            continue  # a run this close to the reference's is no explanation of a difference
         simulated, current = [], params64
         with np.errstate(over="ignore", invalid="ignore"):  # a wrong factor may diverge
             for _ in range(k):
@@ -699,9 +710,7 @@ def explain_optimizer(
 
 
 def none(backend: str, quantity: str) -> Explanation:
-    return Explanation(
-        backend, quantity, "none", None, (), f"{backend}'s {quantity}: no simple explanation fits"
-    )
+    return Explanation(backend, quantity, "none", None, (), f"{backend}'s {quantity}{NONE}")
 
 
 # --- check_backward ------------------------------------------------------------------------------
@@ -742,7 +751,7 @@ def explain_inputs(
                 text = f"d{a} and d{b} are the {oracle}' gradients swapped"
                 found.append(Explanation("backward", f"{a}, {b}", "swap", None, (), text))
     if not found:
-        text = f"{listing([f'd{n}' for n in wrong])}: no simple explanation fits"
+        text = f"{listing([f'd{n}' for n in wrong])}{NONE}"
         found.append(Explanation("backward", ", ".join(wrong), "none", None, (), text))
     return found
 

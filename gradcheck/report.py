@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gradcheck import display, terminal
-from gradcheck.explain import Explanation, FirstDifference
+from gradcheck.explain import NONE, Explanation, FirstDifference, listing
 from gradcheck.network import Network
 from gradcheck.optimizers import SGD, Optimizer, plain_descent
+from gradcheck.tolerance import Horizon
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -112,6 +113,9 @@ class Report:
     #: For a run with an optimizer: how far the reference's run moves when its params and inputs
     #: move by one rounding (the trajectory tolerance is at least ``SAFETY`` times it).
     sensitivity: float | None = None
+    #: How much of the training run was compared: the steps over which the reference reproduces
+    #: its own run from params and inputs moved by one rounding.
+    horizon: Horizon | None = None
     checks: list[Check] = field(default_factory=list)
     #: One sentence per implementation found wrong, naming it and what the others agree on.
     verdicts: list[str] = field(default_factory=list)
@@ -154,6 +158,7 @@ class Report:
             "batch_size": self.batch_size,
             "seed": self.seed,
             "sensitivity": self.sensitivity,
+            "horizon": None if self.horizon is None else self.horizon.to_dict(),
             "reference": self.reference,
             "backends": self.backends,
             "ok": self.ok,
@@ -198,9 +203,11 @@ class Report:
 
     def heading(self) -> list[str]:
         """The lines above the table: the network, the problem, what errors are relative to."""
+        reach = None if self.horizon is None else self.horizon.describe()
         return [
             f"gradcheck verify: {self.net.describe()}",
             *self._problem().split("\n"),
+            *([reach] if reach else []),
             "relative errors: gradients to the size of their terms, params to their layer's "
             "largest, losses to themselves, others to their largest element",
         ]
@@ -211,11 +218,13 @@ class Report:
         if self.ok:
             return [f"all {len(self.backends)} backends agree with the reference"]
         failed = sorted({check.backend for check in self.failures})
+        unexplained = [e.text.removesuffix(NONE) for e in self.explanations if e.kind == "none"]
         return [
             f"DISAGREE: {', '.join(failed)}",
             *self.verdicts,
             *(d.text for d in self.first_differences),
-            *(f"why: {e.text}" for e in self.explanations),
+            *(f"why: {e.text}" for e in self.explanations if e.kind != "none"),
+            *([f"no simple explanation fits {listing(unexplained)}"] if unexplained else []),
         ]
 
     def tolerance_of(self, backend: str, quantity: str) -> float | None:

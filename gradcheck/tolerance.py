@@ -14,10 +14,9 @@ number of weight layers. Errors are relative, each to the size its rounding scal
 gradient to the sum of the magnitudes of the terms it adds up (`gradient_magnitudes`), so
 tiny values produced by cancellation are not held to a precision they never had; trained params
 to their layer's largest; a loss to itself; any other array to its largest element. A tolerance
-is a statement about rounding: a run whose dynamics amplify rounding (chaos, divergence) is
-reported as disagreeing.
+is a statement about rounding, and so is measured where an estimate cannot be trusted.
 
-Optimizers other than plain gradient descent are measured rather than estimated. RMSprop and
+Every training run is also measured (`horizon`, `conditioned`). RMSprop and
 Adam divide each step by √v, the root of a running mean of g², so a parameter whose gradient has
 cancelled to far below the terms it sums still takes a step of about η, its sign set by
 rounding: the rounding in g is amplified by (term magnitudes)/√v. Near a minimum RMSprop keeps
@@ -34,12 +33,20 @@ and 10 in float32; RMSprop over 20) and on digits (batches of 64, 3 epochs), cor
 parted from the reference by at most 5× that measure and never by more than 0.31 of the
 tolerance; a wrong learning rate, batch order, weight decay, AMSGrad or ε convention still
 moves a run far more (tests/test_optimizers.py).
+
+Plain gradient descent amplifies rounding too, where its dynamics are chaotic: three correct
+implementations of a 3-13-14-1 tanh network agree to 1e-15 for 45 steps and part by 1e-3 by step
+60. So the measured runs also give the run's horizon: the steps over which they stay within
+`HORIZON_LIMIT` of the reference's own. The run is compared over those steps only, at a tolerance
+of at least ``SAFETY`` times how far they parted there; beyond it nothing is compared, and a run
+that reproduces itself for fewer than `MIN_HORIZON` steps is not compared at all.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -95,6 +102,104 @@ def conditioned(tolerances: Tolerances, sensitivity: float) -> Tolerances:
     params and inputs is ``sensitivity``: the trajectory tolerance at least ``SAFETY`` times it.
     """
     return replace(tolerances, trajectory=max(tolerances.trajectory, SAFETY * sensitivity))
+
+
+#: A step is compared while the reference's own runs, started one rounding apart, part by at most
+#: this much (relative, on the loss): beyond it the run amplifies rounding so far that two correct
+#: implementations may part by as much as a bug would make them.
+HORIZON_LIMIT = 1e-3
+#: A run that reproduces itself over fewer steps than this is not compared at all.
+MIN_HORIZON = 10
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """How much of a training run of ``total`` steps can be compared: its first ``steps``
+    losses, over which the reference reproduces its own run (see `horizon`)."""
+
+    steps: int
+    total: int
+    #: How many times the run has amplified a rounding by the first step it no longer
+    #: reproduces (None for a run reproducible to its end).
+    amplification: float | None = None
+    #: The loss's sharpest rise near that step, as (step, from, to), when it rose at least 1.5×.
+    rise: tuple[int, float, float] | None = None
+    #: The first step whose reference loss is not finite, if any.
+    diverged: int | None = None
+
+    @property
+    def whole(self) -> bool:
+        """The whole run is compared, final params included."""
+        return self.steps >= self.total
+
+    @property
+    def comparable(self) -> bool:
+        """Enough of the run is reproducible to be compared at all."""
+        return self.whole or self.steps >= MIN_HORIZON
+
+    def describe(self) -> str | None:
+        """A line saying where the comparison stops and why; None for a whole run."""
+        if self.whole:
+            return None
+        if self.diverged == self.steps:  # the runs part where the reference's loss overflows
+            because = f"the reference diverges at step {self.diverged}: try a smaller lr"
+        else:
+            because = f"the run amplifies rounding {_fold(self.amplification)}"
+            if self.rise is not None:
+                step, before, after = self.rise
+                because += f" (the loss rose from {before:.2g} to {after:.2g} at step {step})"
+            if self.diverged is not None:
+                because += f"; the reference diverges at step {self.diverged}: try a smaller lr"
+        if not self.comparable:
+            return f"training run not comparable: from step {self.steps} {because}"
+        return f"training compared over steps 0–{self.steps - 1}: after that {because}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "total": self.total,
+            "comparable": self.comparable,
+            "amplification": self.amplification,
+            "rise": None if self.rise is None else list(self.rise),
+            "diverged": self.diverged,
+        }
+
+
+def horizon(moved: np.ndarray, rounding: float, losses: np.ndarray) -> Horizon:
+    """The horizon of a training run whose reference losses are ``losses``, from ``moved``: per
+    step, the most the reference's runs started ``rounding`` apart parted from it (relative).
+    The run is compared up to the first step where they have parted by more than
+    `HORIZON_LIMIT`; a loss that is not finite there counts as parted."""
+    moved = np.asarray(moved, np.float64)
+    beyond = ~(moved <= HORIZON_LIMIT)  # NaN counts as parted
+    if not beyond.any():
+        return Horizon(len(moved), len(moved))
+    steps = int(np.argmax(beyond))
+    amplification = float(moved[steps]) / rounding if np.isfinite(moved[steps]) else math.inf
+    finite = np.isfinite(losses)
+    diverged = None if finite.all() else int(np.argmin(finite))
+    return Horizon(steps, len(moved), amplification, _sharpest_rise(losses, steps), diverged)
+
+
+def _sharpest_rise(losses: np.ndarray, near: int) -> tuple[int, float, float] | None:
+    """The step within 20 of ``near`` whose loss stands highest over the lowest loss before it,
+    as (step, lowest before, loss), when it stands at least 1.5 times as high."""
+    losses = np.asarray(losses, np.float64)
+    window = range(max(near - 20, 1), min(near + 20, len(losses)))
+    best, highest = None, 1.5
+    for step in window:
+        lowest = float(np.min(losses[:step]))
+        if lowest > 0 and np.isfinite(losses[step]) and losses[step] >= highest * lowest:
+            best, highest = (step, lowest, float(losses[step])), losses[step] / lowest
+    return best
+
+
+def _fold(amplification: float | None) -> str:
+    """``10¹³-fold``: the power of ten nearest ``amplification``; or ``without bound``."""
+    if amplification is None or not 0 < amplification < math.inf:
+        return "without bound"
+    digits = str(round(math.log10(amplification)))
+    return "10" + digits.translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")) + "-fold"
 
 
 def relative_errors(

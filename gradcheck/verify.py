@@ -37,10 +37,12 @@ from gradcheck.optimizers import Optimizer, as_optimizer, batch_schedule
 from gradcheck.report import FINITE_DIFFERENCES, Check, Report
 from gradcheck.terminal import Progress
 from gradcheck.tolerance import (
+    Horizon,
     Tolerances,
     backward_magnitudes,
     conditioned,
     gradient_magnitudes,
+    horizon,
     layer_scales,
     relative_error,
     relative_errors,
@@ -48,9 +50,9 @@ from gradcheck.tolerance import (
     tolerances,
 )
 
-#: Runs of the reference from randomly moved params and inputs that measure how much a run with
-#: an optimizer amplifies rounding: how far a chaotic run moves depends on the direction, and the
-#: most of a few draws is a steadier measure than one.
+#: Runs of the reference from randomly moved params and inputs that measure how much a training
+#: run amplifies rounding: how far a chaotic run moves depends on the direction, and the most of a
+#: few draws is a steadier measure than one.
 SENSITIVITY_DRAWS = 3
 #: Networks with at most this many parameters get a finite difference for every one.
 ELEMENTWISE_MAX_PARAMS = finite_diff.ELEMENTWISE_MAX
@@ -313,12 +315,14 @@ class _Jury:
         oracle: _Oracle | None,
         tolerance: Callable[[str], Tolerances],
         magnitudes: Params,
+        horizon: Horizon,
     ) -> None:
         self.reference = reference
         self.outputs = outputs
         self.oracle = oracle
         self.tolerance = tolerance
         self.magnitudes = magnitudes
+        self.horizon = horizon
         self._checks: dict[tuple[str, str], list[Check]] = {}
 
     def checks(self, name: str, against: str) -> list[Check]:
@@ -339,6 +343,7 @@ class _Jury:
                     tol.point,
                     tol.trajectory,
                     self.magnitudes,
+                    self.horizon,
                 )
         return self._checks[key]
 
@@ -368,7 +373,27 @@ class _Jury:
         return max(checks, key=lambda c: c.error / c.tolerance).finding()
 
 
-def _sensitivity(
+@dataclass(frozen=True)
+class _Reproduction:
+    """How far the reference's run moves when its params and inputs move by one rounding:
+    ``losses``, per step, the most any draw's loss has parted from the reference's so far
+    (relative to it); ``whole``, the most any draw's whole run parted (`run_error`)."""
+
+    losses: np.ndarray
+    whole: float
+
+    def worst(self, other: _Reproduction) -> _Reproduction:
+        return _Reproduction(np.maximum(self.losses, other.losses), max(self.whole, other.whole))
+
+    def sensitivity(self, horizon: Horizon) -> float:
+        """How far one rounding moves the compared part of the run: the whole run's for a
+        whole horizon, else the losses' up to the horizon."""
+        if horizon.whole:
+            return self.whole
+        return float(self.losses[horizon.steps - 1]) if horizon.steps else 0.0
+
+
+def _reproduction(
     reference: Backend,
     training: Training,
     net: Network,
@@ -377,12 +402,12 @@ def _sensitivity(
     y: np.ndarray,
     want: _Outputs,
     rounding: float,
-) -> float:
+) -> _Reproduction:
     """How far the reference's float64 run ``want`` moves, measured as the checks measure it,
     when the reference trains in ``net``'s dtype from params and inputs moved by ``rounding`` in
     random directions: the most of `SENSITIVITY_DRAWS` draws."""
     rng = np.random.default_rng(0)
-    distances = []
+    losses, whole = np.zeros(len(want.losses)), 0.0
     for _ in range(SENSITIVITY_DRAWS):
         moved = [
             {key: value + rounding * np.abs(value).max() * rng.choice([-1.0, 1.0], value.shape)
@@ -391,8 +416,10 @@ def _sensitivity(
         ]  # fmt: skip
         X_moved = X * (1 + rounding * rng.choice([-1.0, 1.0], X.shape))
         run = training.run(reference, net, check_params(net, moved), X_moved.astype(net.dtype), y)
-        distances.append(run_error(run.losses, run.params, want.losses, want.params))
-    return max(distances)
+        step_errors = relative_errors(run.losses, want.losses, elementwise=True)
+        losses = np.maximum(losses, np.maximum.accumulate(np.nan_to_num(step_errors, nan=np.inf)))
+        whole = max(whole, run_error(run.losses, run.params, want.losses, want.params))
+    return _Reproduction(losses, whole)
 
 
 def _diverged_at(losses: np.ndarray) -> int | None:
@@ -408,7 +435,10 @@ def _compare_outputs(
     point: float,
     trajectory: float,
     magnitudes: Params,
+    horizon: Horizon,
 ) -> list[Check]:
+    """``got`` against ``want``: predictions, loss and gradients, and the training run over
+    its ``horizon`` — the losses of the steps there, the final params only for a whole run."""
     checks = [
         _compare(backend, "predictions", got.predictions, want.predictions, point),
         _compare(
@@ -416,38 +446,28 @@ def _compare_outputs(
         ),
         *_compare_params(backend, "gradient", got.grads, want.grads, point, magnitudes),
     ]
-    step, reference_step = _diverged_at(got.losses), _diverged_at(want.losses)
-    if step is None and reference_step is None:
-        return [
-            *checks,
+    if not horizon.comparable:
+        return checks
+    losses, reference_losses = got.losses[: horizon.steps], want.losses[: horizon.steps]
+    step = _diverged_at(losses)  # the reference reproduces itself, so is finite, up to here
+    if step is None:
+        checks.append(
             _compare(
-                backend, "train losses", got.losses, want.losses, trajectory, elementwise=True
-            ),
-            *_compare_params(
-                backend,
-                "train params",
-                got.params,
-                want.params,
-                trajectory,
+                backend, "train losses", losses, reference_losses, trajectory, elementwise=True
+            )
+        )
+        if horizon.whole:
+            checks += _compare_params(
+                backend, "train params", got.params, want.params, trajectory,
                 layer_scales(want.params),
-            ),
-        ]
+            )  # fmt: skip
+        return checks
     # After its first non-finite loss a diverged run has nothing left to compare.
-    first = min(s for s in (step, reference_step) if s is not None)
-    detail = (
-        f"diverged at step {step}"
-        if step is not None
-        else f"the reference diverged at step {reference_step}"
-    )
+    detail = f"diverged at step {step}"
     diverged = Check(
-        backend,
-        "train losses",
-        math.inf,
-        trajectory,
-        index=(first,),
-        detail=detail,
-        first_step=first,
-    )
+        backend, "train losses", math.inf, trajectory, index=(step,), detail=detail,
+        first_step=step,
+    )  # fmt: skip
     return [*checks, diverged]
 
 
@@ -570,18 +590,22 @@ def verify(
     stages.begin(f"{reference_backend.name} (the reference)")
     want = _run(reference_backend, net64, params64, X64, y64, training, timing)
 
+    # How far the run amplifies rounding, measured on the reference: the tolerance of its
+    # training run, and the horizon beyond which it no longer reproduces itself
     tol, tol64 = (tolerances(n, X.shape[0], steps) for n in (net, net64))
-    sensitivity = None
-    if not training.plain:  # an optimizer that normalises its steps can amplify rounding
-        sensitivity64 = _sensitivity(
-            reference_backend, training, net64, params64, X64, y64, want, tol64.rounding
+    repro64 = _reproduction(
+        reference_backend, training, net64, params64, X64, y64, want, tol64.rounding
+    )
+    repro, rounding = repro64, tol64.rounding
+    if net.dtype != "float64":  # correct runs in the dtype, each with its own rounding
+        rounding = float(np.finfo(net.dtype).eps)
+        repro = repro64.worst(
+            _reproduction(reference_backend, training, net, params, X, y, want, rounding)
         )
-        sensitivity = sensitivity64
-        if net.dtype != "float64":  # correct runs in the dtype, each with its own rounding
-            eps = float(np.finfo(net.dtype).eps)
-            in_dtype = _sensitivity(reference_backend, training, net, params, X, y, want, eps)
-            sensitivity = max(sensitivity64, in_dtype)
-        tol, tol64 = conditioned(tol, sensitivity), conditioned(tol64, sensitivity64)
+    reach = horizon(repro.losses, rounding, want.losses)
+    sensitivity = repro.sensitivity(reach)
+    tol = conditioned(tol, sensitivity)
+    tol64 = conditioned(tol64, repro64.sensitivity(reach))
     report = Report(
         net=net,
         n_samples=X.shape[0],
@@ -593,6 +617,7 @@ def verify(
         batch_size=batch_size,
         seed=seed,
         sensitivity=sensitivity,
+        horizon=reach,
     )
     outputs = {reference_name: want}
     for backend in requested:
@@ -614,6 +639,7 @@ def verify(
         lambda name: tol if name in names and name != reference_name else tol64,
         # Gradients are sums; their rounding is relative to the size of what they sum.
         gradient_magnitudes(net64, params64, X, y),
+        reach,
     )
     # The report's rows: every implementation against the reference.
     stages.begin("the verdict")
@@ -623,11 +649,10 @@ def verify(
             report.checks.extend(jury.checks(name, reference_name))
     report.reference_losses = want.losses
     report.losses = {name: got.losses for name, got in outputs.items() if name != reference_name}
-    reference_diverged = _diverged_at(want.losses)
     blocs = {}
     for group in GROUPS:
-        if group == "training run" and reference_diverged is not None:
-            continue  # a diverged reference leaves no training run to vote on
+        if group == "training run" and not reach.comparable:
+            continue  # a run that does not reproduce itself leaves nothing to vote on
         members = list(outputs)
         if oracle is not None and group in ORACLE_GROUPS:
             members.append(FINITE_DIFFERENCES)
@@ -635,19 +660,8 @@ def verify(
     report.verdicts = _verdicts(reference_name, blocs, jury.finding)
     if not report.ok:
         backends_by_name = {b.name: b for b in requested if b.name != reference_name}
-        problem = _Problem(net, params, params64, X, y, training, tol.point, tol.trajectory)
+        problem = _Problem(net, params, params64, X, y, training, tol.point, tol.trajectory, reach)
         _explain(report, backends_by_name, reference_backend, problem, outputs, reference_name)
-    if reference_diverged is not None:
-        diverged = [f"{reference_backend.name} (the reference)"] + [
-            name
-            for name, got in outputs.items()
-            if name != reference_name and _diverged_at(got.losses) is not None
-        ]
-        report.verdicts.insert(
-            0,
-            f"training diverged ({', '.join(diverged)}; the reference at step "
-            f"{reference_diverged}): a diverged run cannot be compared, try a smaller lr",
-        )
     stages.end()
     return report
 
@@ -665,6 +679,7 @@ class _Problem:
     training: Training
     point: float
     trajectory: float
+    horizon: Horizon
 
     @property
     def net64(self) -> Network:
@@ -771,11 +786,12 @@ def _explanations(
         ]  # the run of gradients scaled by a factor is the reference's with lr times it
         factors = [explain.named_factor(f, p.sizes) or (f, "") for f in common[:1]]
     # a run that diverged is reported as such; no simple cause is looked for in it
-    if "training run" in groups and factors and np.all(np.isfinite(got.losses)):
+    losses = got.losses[: p.horizon.steps]
+    if "training run" in groups and factors and np.all(np.isfinite(losses)):
         if p.training.plain:  # the factors are hypotheses about gradient descent's steps
             training = explain.explain_training(
                 name, reference, p.net, p.params64, p.X64, p.y64, p.training.optimizer.lr,
-                got.losses, factors,
+                losses, factors,
             )  # fmt: skip
         else:
             training = explain.explain_optimizer(

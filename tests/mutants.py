@@ -69,11 +69,31 @@ def mutant(name: str, **replacements: object) -> MutantBackend:
 def _train_sign_flip(net, params, X, y, steps, lr):
     params = [{key: value.copy() for key, value in layer.items()} for layer in params]
     losses = np.empty(steps, dtype=net.dtype)
-    for t in range(steps):
-        losses[t], grads = loss_and_grads(net, params, X, y)  # noqa: F821
-        for layer, grad in zip(params, grads, strict=True):
-            for key in layer:
-                layer[key] += lr * grad[key]  # BUG: ascends the loss
+    with np.errstate(over="ignore", invalid="ignore"):  # as train_with: divergence shows in losses
+        for t in range(steps):
+            losses[t], grads = loss_and_grads(net, params, X, y)  # noqa: F821
+            for layer, grad in zip(params, grads, strict=True):
+                for key in layer:
+                    layer[key] += lr * grad[key]  # BUG: ascends the loss
+    return Trajectory(params, losses)  # noqa: F821
+
+
+def _train_lr_slightly_off(net, params, X, y, steps, lr):
+    schedule = batch_schedule(len(X), None, steps, 0)  # noqa: F821
+    return train_with(net, params, X, y, SGD(lr * 1.001), schedule)  # noqa: F821  # BUG: lr × 1.001
+
+
+def _train_skips_a_step(net, params, X, y, steps, lr):
+    params = [{key: value.copy() for key, value in layer.items()} for layer in params]
+    losses = np.empty(steps, dtype=net.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # as train_with: divergence shows in losses
+        for t in range(steps):
+            losses[t], grads = loss_and_grads(net, params, X, y)  # noqa: F821
+            if t == 3:
+                continue  # BUG: the fourth step computes its gradient but never takes the step
+            for layer, grad in zip(params, grads, strict=True):
+                for key in layer:
+                    layer[key] -= lr * grad[key]
     return Trajectory(params, losses)  # noqa: F821
 
 
@@ -150,6 +170,17 @@ def _forward_first_layer_float16(net, params, X):
             z = pre_activation(activations[-1], layer)  # noqa: F821
         activations.append(activate(activation, z))  # noqa: F821
     return Cache(activations, z)  # noqa: F821
+
+
+def loop_mutants() -> dict[str, MutantBackend]:
+    """The training loop's bugs, by name, as fresh backends."""
+    _loss_and_grads_stale_cache.__defaults__[0].clear()
+    return {
+        "lr × 1.001": mutant("lr_slightly_off", train=_train_lr_slightly_off),
+        "a skipped step": mutant("skipped_step", train=_train_skips_a_step),
+        "update sign flip": mutant("update_sign_flip", train=_train_sign_flip),
+        "stale forward cache": mutant("stale_cache", loss_and_grads=_loss_and_grads_stale_cache),
+    }
 
 
 def all_mutants() -> dict[str, MutantBackend]:
