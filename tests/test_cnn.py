@@ -329,5 +329,9 @@ def test_optimizers_and_mini_batches_agree_on_a_cnn(name, dtype, gradcheck_seed)
         seed=gradcheck_seed, finite_differences=None,
     )  # fmt: skip
     report.assert_ok()
-    trained = {c.backend for c in report.checks if c.quantity == "train params"}
+    if not report.horizon.comparable:  # a relu crossing its kink in float32 parts the runs
+        assert "training run not comparable" in str(report)
+        return
+    compared = "train params" if report.horizon.whole else "train losses"
+    trained = {c.backend for c in report.checks if c.quantity == compared}
     assert trained >= set(gradcheck.available_backends()) - {"jax"}
