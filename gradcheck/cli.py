@@ -24,7 +24,7 @@ from gradcheck import optimizers, problems, terminal
 from gradcheck.backends import Backend, available_backends, resolve
 from gradcheck.benchmarks import DTYPES as BENCH_DTYPES
 from gradcheck.benchmarks import PROBLEMS
-from gradcheck.finite_diff import ELEMENTWISE_MAX
+from gradcheck.finite_diff import ELEMENTWISE_MAX, ELEMENTWISE_SECONDS
 from gradcheck.network import (
     ACTIVATIONS,
     DTYPES,
@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=(*FD_MODES, "none"),
         default="auto",
         help="the finite-difference oracle: every parameter, random directions, or none "
-        f"(default auto: every parameter up to {ELEMENTWISE_MAX})",
+        f"(default auto: every parameter up to {ELEMENTWISE_MAX} estimated to take at most "
+        f"{ELEMENTWISE_SECONDS:g} s)",
     )
     verify_cmd.add_argument(
         "--timing",

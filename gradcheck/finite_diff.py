@@ -14,7 +14,9 @@ one.
 Two modes:
 
 - **element-wise**: v runs over every coordinate, 4 forward passes per parameter; every
-  gradient element is checked on its own.
+  gradient element is checked on its own. A weight moves only its own layer's pre-activation,
+  linearly and in one output channel, so each pass starts there (`witness.slope`,
+  `witness.resume`): the layers before it are not recomputed.
 - **directional**: v runs over k random Gaussian directions, 4 forward passes each whatever the
   size of the network; a gradient g is checked through ⟨g, v⟩. For an error vector e, ⟨e, v⟩ is
   N(0, ‖e‖²), so one direction misses an error of norm ‖e‖ — finds |⟨e, v⟩| below a tolerance τ —
@@ -25,7 +27,7 @@ Two modes:
 A relu at 0 has no derivative, nor has a max pool where two entries of a window tie. Where the
 steps ±h carry a pre-activation across a kink of its activation (the registry's ``kinks``), or
 change which entry of a pooling window is its first maximum, the estimate is reported as a kink,
-not compared.
+not compared; the forward passes at ±h that give the loss also tell the sides.
 
 A gradient is compared with the estimates in one place, `compare`, for ``verify`` and
 ``check_backward`` alike: held to the tolerance policy's floor or, where larger, ten times the
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -196,33 +199,129 @@ def _unflat(net: Network, theta: np.ndarray) -> Params:
 
 
 class _NetworkLoss:
-    """θ ↦ C(θ) for the flattened params of ``net`` on fixed data, through the witness's own
-    float64 forward pass (`gradcheck.witness`), never through a kernel under test."""
+    """The loss C of ``net`` on fixed data through the witness's own float64 forward pass
+    (`gradcheck.witness`), never through a kernel under test, along lines through the params."""
 
-    def __init__(self, net: Network, X: np.ndarray, y: np.ndarray) -> None:
+    def __init__(self, net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> None:
         self.net = net
         self.X, self.y = np.asarray(X, np.float64), np.asarray(y, np.float64)
+        self.params = _unflat(net, _flat(params).astype(np.float64))
+        self.outputs = witness.forward(net, self.params, self.X)
+        self.kinks = witness.has_kinks(net)
         self.passes = 0
 
-    def __call__(self, theta: np.ndarray) -> float:
-        self.passes += 1
-        params = _unflat(self.net, theta)
-        return witness.loss(self.net, witness.forward(self.net, params, self.X), self.y)
+    def along(self, direction: np.ndarray) -> _Line:
+        """C(θ + t·v) for the flattened params θ: a whole forward pass per t."""
+        theta = _flat(self.params)
+        return _Line(
+            self,
+            lambda t: witness.forward(self.net, _unflat(self.net, theta + t * direction), self.X),
+            0,
+        )
 
-    def crosses_kink(self, theta: np.ndarray, direction: np.ndarray) -> Callable[..., bool]:
-        """Whether moving from θ + a·v to θ + b·v carries a pre-activation across a kink of its
-        activation (relu's 0) or moves a pooling window's first maximum."""
-        if not witness.has_kinks(self.net):
-            return lambda a, b: False
+    def coordinate(self, layer: int, key: str, index: tuple[int, ...]) -> _Line:
+        """C as weight layer ``layer``'s parameter ``key[index]`` moves by t: its pre-activation
+        moved by t times its `witness.slope`, the layers before it not recomputed."""
+        channel, moves = witness.slope(self.net, self.outputs, layer, key, index)
+        z = self.outputs.zs[layer]
 
-        def kink(a: float, b: float) -> bool:
-            before, after = (
-                witness.kink_sides(self.net, _unflat(self.net, theta + t * direction), self.X)
-                for t in (a, b)
-            )
-            return any(not np.array_equal(p, q) for p, q in zip(before, after, strict=True))
+        def forward(t: float) -> witness.Forward:
+            moved = z.copy()
+            moved[..., channel] += t * moves
+            return witness.resume(self.net, self.params, self.outputs, layer, moved)
 
-        return kink
+        return _Line(self, forward, layer)
+
+
+class _Line:
+    """t ↦ C at the point t of one line, each point's forward pass run once: the loss and, where
+    `crosses_kink` asks, which side of every kink it is on from weight layer ``start`` on (the
+    layers before it do not move)."""
+
+    def __init__(
+        self, loss: _NetworkLoss, forward: Callable[[float], witness.Forward], start: int
+    ) -> None:
+        self.loss, self.forward, self.start = loss, forward, start
+        self.values: dict[float, float] = {}
+        self.sides: dict[float, list[np.ndarray]] = {}
+
+    def __call__(self, t: float) -> float:
+        if t not in self.values:
+            self._evaluate(t, sides=False)
+        return self.values[t]
+
+    def _evaluate(self, t: float, sides: bool) -> None:
+        outputs = self.forward(t)
+        self.loss.passes += 1
+        self.values[t] = witness.loss(self.loss.net, outputs, self.loss.y)
+        if sides:
+            self.sides[t] = witness.kink_sides(self.loss.net, outputs, self.start)
+
+    def crosses_kink(self, a: float, b: float) -> bool:
+        """Whether moving from a to b carries a pre-activation across a kink of its activation
+        (relu's 0) or moves a pooling window's first maximum."""
+        if not self.loss.kinks:
+            return False
+        for t in (a, b):
+            if t not in self.sides:
+                self._evaluate(t, sides=True)
+        return any(
+            not np.array_equal(p, q) for p, q in zip(self.sides[a], self.sides[b], strict=True)
+        )
+
+
+#: ``verify`` takes every parameter's difference only while that is estimated to take at most
+#: this long (`elementwise_seconds`); above it, `DIRECTIONS` random directions.
+ELEMENTWISE_SECONDS = 10.0
+#: The random directions of ``verify``'s directional differences.
+DIRECTIONS = 8
+
+
+def elementwise_seconds(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> float:
+    """An estimate of `elementwise_gradient`'s time: the median of the first three weights of
+    each layer timed, as many times as the layer has parameters."""
+    loss = _NetworkLoss(net, params, X, y)
+    seconds = 0.0
+    for layer, shapes in enumerate(net.shapes()):
+        times = []
+        for i in range(min(3, math.prod(shapes["W"]))):
+            start = time.perf_counter()
+            index = tuple(int(j) for j in np.unravel_index(i, shapes["W"]))
+            line = loss.coordinate(layer, "W", index)
+            central_difference(line, STEP, line.crosses_kink)
+            times.append(time.perf_counter() - start)
+        seconds += float(np.median(times)) * sum(map(math.prod, shapes.values()))
+    return seconds
+
+
+@dataclass(frozen=True)
+class Choice:
+    """How ``verify``'s witness takes its differences, ``"elementwise"`` or ``"directional"``,
+    why, and the estimate of the element-wise time it was chosen by (None when the parameter
+    count decided)."""
+
+    mode: str
+    reason: str
+    estimate: float | None = None
+
+
+def choose_mode(
+    net: Network, params: Params, X: np.ndarray, y: np.ndarray, budget: float = ELEMENTWISE_SECONDS
+) -> Choice:
+    """Every parameter's difference when there are at most `ELEMENTWISE_MAX` and they are
+    estimated to take at most ``budget`` seconds, else `DIRECTIONS` random directions."""
+    n = sum(math.prod(shape) for layer in net.shapes() for shape in layer.values())
+    directional = f"{DIRECTIONS} random directions:"
+    if n > ELEMENTWISE_MAX:
+        reason = (
+            f"{directional} {n:,} parameters are more than {ELEMENTWISE_MAX:,} to take one by one"
+        )
+        return Choice("directional", reason)
+    seconds = elementwise_seconds(net, params, X, y)
+    if seconds > budget:
+        reason = f"{directional} the {n:,} parameters one by one would take over {budget:g} s"
+        return Choice("directional", reason, seconds)
+    return Choice("elementwise", f"each of the {n:,} parameters, within {budget:g} s", seconds)
 
 
 @dataclass(frozen=True)
@@ -244,21 +343,22 @@ def elementwise_gradient(
     y: np.ndarray,
     progress: Callable[[int, int], None] | None = None,
 ) -> ElementwiseGradient:
-    """∂C/∂θ_i for every parameter: 4 forward passes each (more where relus are checked).
+    """∂C/∂θ_i for every parameter: 4 forward passes each, from the parameter's own layer on.
     ``progress(i, n)`` is told as parameters are done."""
-    loss = _NetworkLoss(net, X, y)
-    theta = _flat(params).astype(np.float64)
+    loss = _NetworkLoss(net, params, X, y)
+    theta = _flat(loss.params)
     values, errors, kinks, roundings = (np.empty_like(theta) for _ in range(4))
-    for i in range(theta.size):
+    coordinates = [
+        (layer, key, index)
+        for layer, shapes in enumerate(net.shapes())
+        for key in sorted(shapes)
+        for index in np.ndindex(*shapes[key])
+    ]  # in the order of `_flat`
+    for i, coordinate in enumerate(coordinates):
         if progress is not None:
             progress(i, theta.size)
-        direction = np.zeros_like(theta)
-        direction[i] = 1.0
-        estimate = central_difference(
-            along(loss, theta, direction),
-            STEP * max(1.0, abs(theta[i])),
-            loss.crosses_kink(theta, direction),
-        )
+        line = loss.coordinate(*coordinate)
+        estimate = central_difference(line, STEP * max(1.0, abs(theta[i])), line.crosses_kink)
         values[i], errors[i], kinks[i] = estimate.value, estimate.error, estimate.kink
         roundings[i] = estimate.rounding
     return ElementwiseGradient(
@@ -292,14 +392,14 @@ def directional_derivatives(
     params: Params,
     X: np.ndarray,
     y: np.ndarray,
-    k: int = 8,
+    k: int = DIRECTIONS,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> DirectionalDerivatives:
     """⟨∇C, v⟩ for ``k`` random Gaussian directions v: 4k forward passes in all.
     ``progress(j, k)`` is told as directions are done."""
-    loss = _NetworkLoss(net, X, y)
-    theta = _flat(params).astype(np.float64)
+    loss = _NetworkLoss(net, params, X, y)
+    theta = _flat(loss.params)
     rng = np.random.default_rng(seed)
     h = STEP * max(1.0, float(np.abs(theta).max()))
     directions, estimates = [], []
@@ -308,7 +408,8 @@ def directional_derivatives(
             progress(j, k)
         v = rng.standard_normal(theta.size)
         directions.append(_unflat(net, v))
-        estimates.append(central_difference(along(loss, theta, v), h, loss.crosses_kink(theta, v)))
+        line = loss.along(v)
+        estimates.append(central_difference(line, h, line.crosses_kink))
     return DirectionalDerivatives(
         directions,
         np.array([e.value for e in estimates]),

@@ -84,8 +84,10 @@ class Loss:
 
 
 def _log_sum_exp(z: Array) -> Array:
-    """log Σ_k e^{z_k} per row, (N, K) -> (N, 1), without overflow."""
-    return np.logaddexp.reduce(z, axis=1, keepdims=True)
+    """log Σ_k e^{z_k} per row, (N, K) -> (N, 1), without overflow: m + log Σ_k e^{z_k − m}
+    with m the row's largest, so that every term is at most 1 and one of them is 1."""
+    m = z.max(axis=1, keepdims=True)
+    return m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))
 
 
 def _sigmoid(z: Array) -> Array:

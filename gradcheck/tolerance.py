@@ -11,9 +11,10 @@ like √T while the dynamics are stable. The policy writes that estimate down wi
 where ε is the machine epsilon of the dtype under test (float32 results are compared with a float64
 reference at float32's ε), n the longest sum in the problem (samples or widest layer) and L the
 number of weight layers. Errors are relative, each to the size its rounding scales with: a
-gradient to the sum of the magnitudes of the terms it adds up (`gradient_magnitudes`), so
-tiny values produced by cancellation are not held to a precision they never had; trained params
-to their layer's largest; a loss to itself; any other array to its largest element. A tolerance
+gradient to the sum of the magnitudes of the terms it adds up (`gradient_magnitudes`), and
+predictions likewise (`prediction_magnitudes`), so tiny values produced by cancellation are not
+held to a precision they never had; trained params to their layer's largest; a loss to itself;
+any other array to its largest element. A tolerance
 is a statement about rounding, and so is measured where an estimate cannot be trusted.
 
 Every training run is also measured (`horizon`, `conditioned`). RMSprop and
@@ -280,6 +281,37 @@ def run_error(
     return max(errors)
 
 
+@dataclass(frozen=True)
+class Magnitudes:
+    """The sizes a point comparison's errors are relative to: `prediction_magnitudes` and
+    `gradient_magnitudes`."""
+
+    predictions: np.ndarray
+    gradients: Params
+
+
+def prediction_magnitudes(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
+    """For every prediction, a bound on the magnitudes of the terms that make it.
+
+    The forward pass run in absolute values: each pre-activation's terms |x||W| + |b|, carried
+    through its activation's slope as a rounding of them would be (the registry's
+    ``prime_terms``; for the softmax, `_abs_activation_backward`'s bound of its Jacobian), a
+    max pool's bound by the largest in its window. An output whose terms nearly cancel is small,
+    but its rounding is as large as they are times the slope.
+    """
+    values = witness.forward(net, params, X).activations
+    magnitude = np.abs(values[0])
+    weights = iter(params)
+    for layer, a in zip(net.stack, values[1:], strict=True):
+        if isinstance(layer, Weighted):
+            terms = {key: np.abs(np.asarray(v, np.float64)) for key, v in next(weights).items()}
+            z = witness.pre_activation(layer, magnitude, terms)
+            magnitude = _abs_activation_backward(layer.activation, a, z)
+        else:
+            magnitude = witness.pool_or_flatten(layer, magnitude)
+    return magnitude
+
+
 def gradient_magnitudes(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Params:
     """For every gradient element, the sum of the magnitudes of the terms that make it.
 
@@ -371,7 +403,8 @@ def _abs_layer_backward(layer: Pooling | Flatten, x: np.ndarray, grad: np.ndarra
 def _abs_activation_backward(activation: str, a: np.ndarray, grad_a: np.ndarray) -> np.ndarray:
     """A bound on the terms of ∂C/∂z from one on those of ∂C/∂a: elementwise through the
     registry's ``prime_terms``, and for a row-wise activation (the softmax)
-    |a| ⊙ (g + ⟨g, |a|⟩), which bounds a ⊙ (g − ⟨g, a⟩)."""
+    |a| ⊙ (g + ⟨g, |a|⟩), which bounds a ⊙ (g − ⟨g, a⟩). The Jacobian is symmetric, so the same
+    bound carries a change of z forward to a."""
     prime_terms = lookup(ACTIVATIONS, activation, "activation").prime_terms
     if prime_terms is None:
         return np.abs(a) * (grad_a + np.sum(grad_a * np.abs(a), axis=1, keepdims=True))

@@ -38,12 +38,14 @@ from gradcheck.report import FINITE_DIFFERENCES, Check, Report
 from gradcheck.terminal import Progress
 from gradcheck.tolerance import (
     Horizon,
+    Magnitudes,
     Tolerances,
     backward_magnitudes,
     conditioned,
     gradient_magnitudes,
     horizon,
     layer_scales,
+    prediction_magnitudes,
     relative_error,
     relative_errors,
     run_error,
@@ -181,14 +183,16 @@ class _Oracle:
         mode: str,
         progress: Callable[[int, int], None],
     ):
-        n_params = sum(math.prod(shape) for layer in net.shapes() for shape in layer.values())
-        if mode == "auto":
-            mode = "elementwise" if n_params <= ELEMENTWISE_MAX_PARAMS else "directional"
-        self.mode = mode
+        self.choice = (
+            finite_diff.choose_mode(net, params, X, y)
+            if mode == "auto"
+            else finite_diff.Choice(mode, "as asked")
+        )
+        self.mode = self.choice.mode
         outputs = witness.forward(net, params, X)
         self.predictions = outputs.outputs
         self.loss = witness.loss(net, outputs, y)
-        if mode == "elementwise":
+        if self.mode == "elementwise":
             self.elementwise = finite_diff.elementwise_gradient(
                 net, params, X, y, progress=progress
             )
@@ -197,11 +201,20 @@ class _Oracle:
                 net, params, X, y, progress=progress
             )
 
-    def compare(self, name: str, got: _Outputs, point: float) -> list[Check]:
+    def compare(
+        self, name: str, got: _Outputs, point: float, magnitudes: Magnitudes
+    ) -> list[Check]:
         """``got``'s predictions, loss and gradient against the witness's: the first two at the
         policy's tolerance ``point``, the gradient through `finite_diff.compare`."""
         checks = [
-            _compare(name, "predictions", got.predictions, self.predictions, point),
+            _compare(
+                name,
+                "predictions",
+                got.predictions,
+                self.predictions,
+                point,
+                magnitude=magnitudes.predictions,
+            ),
             _compare(
                 name, "loss", np.float64(got.loss), np.float64(self.loss), point, elementwise=True
             ),
@@ -314,7 +327,7 @@ class _Jury:
         outputs: dict[str, _Outputs],
         oracle: _Oracle | None,
         tolerance: Callable[[str], Tolerances],
-        magnitudes: Params,
+        magnitudes: Magnitudes,
         horizon: Horizon,
     ) -> None:
         self.reference = reference
@@ -334,7 +347,9 @@ class _Jury:
             if FINITE_DIFFERENCES in key:
                 assert self.oracle is not None
                 other = against if name == FINITE_DIFFERENCES else name
-                self._checks[key] = self.oracle.compare(name, self.outputs[other], tol.point)
+                self._checks[key] = self.oracle.compare(
+                    name, self.outputs[other], tol.point, self.magnitudes
+                )
             else:
                 self._checks[key] = _compare_outputs(
                     name,
@@ -434,17 +449,24 @@ def _compare_outputs(
     want: _Outputs,
     point: float,
     trajectory: float,
-    magnitudes: Params,
+    magnitudes: Magnitudes,
     horizon: Horizon,
 ) -> list[Check]:
     """``got`` against ``want``: predictions, loss and gradients, and the training run over
     its ``horizon`` — the losses of the steps there, the final params only for a whole run."""
     checks = [
-        _compare(backend, "predictions", got.predictions, want.predictions, point),
+        _compare(
+            backend,
+            "predictions",
+            got.predictions,
+            want.predictions,
+            point,
+            magnitude=magnitudes.predictions,
+        ),
         _compare(
             backend, "loss", np.float64(got.loss), np.float64(want.loss), point, elementwise=True
         ),
-        *_compare_params(backend, "gradient", got.grads, want.grads, point, magnitudes),
+        *_compare_params(backend, "gradient", got.grads, want.grads, point, magnitudes.gradients),
     ]
     if not horizon.comparable:
         return checks
@@ -537,7 +559,9 @@ def verify(
             separate the training time from the first run's compile (or cache-load) time.
         finite_differences: add the finite-difference oracle as a row and a witness for the
             verdict: ``"elementwise"``, ``"directional"``, ``"auto"`` (element-wise up to
-            ``ELEMENTWISE_MAX_PARAMS`` parameters) or None.
+            ``ELEMENTWISE_MAX_PARAMS`` parameters estimated to take at most
+            `finite_diff.ELEMENTWISE_SECONDS`; the report's ``witness`` says which and why) or
+            None.
         optimizer: train with this `gradcheck.optimizers` optimizer instead of plain gradient
             descent at ``lr`` (give one or the other).
         batch_size: train on mini-batches of this many samples, drawn once by
@@ -632,13 +656,18 @@ def verify(
     if finite_differences is not None:
         within = stages.begin(f"finite differences ({finite_differences})")
         oracle = _Oracle(net64, params64, X, y, finite_differences, within)
+        report.witness = f"finite differences {oracle.mode}: {oracle.choice.reason}"
+        if oracle.choice.estimate is not None:
+            report.timings[FINITE_DIFFERENCES] = {"elementwise_estimate": oracle.choice.estimate}
     jury = _Jury(
         reference_name,
         outputs,
         oracle,
         lambda name: tol if name in names and name != reference_name else tol64,
-        # Gradients are sums; their rounding is relative to the size of what they sum.
-        gradient_magnitudes(net64, params64, X, y),
+        # Predictions and gradients are sums; their rounding is relative to what they sum.
+        Magnitudes(
+            prediction_magnitudes(net64, params64, X), gradient_magnitudes(net64, params64, X, y)
+        ),
         reach,
     )
     # The report's rows: every implementation against the reference.

@@ -33,22 +33,69 @@ class Forward:
 
 def forward(net: Network, params: Params, X: np.ndarray) -> Forward:
     """The network's forward pass in float64, whatever ``net.dtype`` says."""
-    a = np.asarray(X, np.float64)
-    zs, activations = [], [a]
-    weights = iter(params)
-    for layer in net.stack:
+    return _onwards(net, params, [], [np.asarray(X, np.float64)], 0)
+
+
+def resume(net: Network, params: Params, outputs: Forward, layer: int, z: np.ndarray) -> Forward:
+    """The forward pass ``outputs`` with weight layer ``layer``'s (0-based) pre-activation
+    replaced by z: the layers before it as they were, the rest computed from z."""
+    k = _positions(net)[layer]
+    a = _activate(net.weighted[layer], z)
+    return _onwards(
+        net, params, [*outputs.zs[:layer], z], [*outputs.activations[: k + 1], a], k + 1
+    )
+
+
+def _onwards(
+    net: Network, params: Params, zs: list[np.ndarray], activations: list[np.ndarray], start: int
+) -> Forward:
+    """The forward pass from ``net.stack[start]`` on, given the pre-activations ``zs`` and
+    ``activations`` of the layers before it."""
+    a = activations[-1]
+    weights = iter(params[len(zs) :])
+    for layer in net.stack[start:]:
         if isinstance(layer, Weighted):
-            values = next(weights)
-            W = np.asarray(values["W"], np.float64)
-            z = a @ W if isinstance(layer, Dense) else _correlate(a, W, layer)
-            if "b" in values:
-                z = z + np.asarray(values["b"], np.float64)
-            a = lookup(ACTIVATIONS, layer.activation, "activation").reference(z)
+            z = pre_activation(layer, a, next(weights))
+            a = _activate(layer, z)
             zs.append(z)
         else:
-            a = _pool_or_flatten(layer, a)
+            a = pool_or_flatten(layer, a)
         activations.append(a)
     return Forward(zs, activations)
+
+
+def _positions(net: Network) -> list[int]:
+    """Where each weight layer sits in ``net.stack``."""
+    return [k for k, layer in enumerate(net.stack) if isinstance(layer, Weighted)]
+
+
+def pre_activation(layer: Weighted, a: np.ndarray, values: dict[str, np.ndarray]) -> np.ndarray:
+    """z = a W + b for a Dense layer, the correlation of a with W plus b for a Conv2D one."""
+    W = np.asarray(values["W"], np.float64)
+    z = a @ W if isinstance(layer, Dense) else _correlate(a, W, layer)
+    return z + np.asarray(values["b"], np.float64) if "b" in values else z
+
+
+def _activate(layer: Weighted, z: np.ndarray) -> np.ndarray:
+    return lookup(ACTIVATIONS, layer.activation, "activation").reference(z)
+
+
+def slope(
+    net: Network, outputs: Forward, layer: int, key: str, index: tuple[int, ...]
+) -> tuple[int, np.ndarray]:
+    """How weight layer ``layer``'s pre-activation moves with its parameter ``key[index]``: z is
+    linear in the layer's own weights, and that one moves only the output channel it feeds,
+    ``index[-1]``, by the returned array per unit (the rest of z stays)."""
+    stacked, x = net.weighted[layer], outputs.activations[_positions(net)[layer]]
+    z = outputs.zs[layer]
+    if key == "b":
+        return index[-1], np.ones(z.shape[:-1])
+    if isinstance(stacked, Dense):
+        i, o = index  # W (in, out): z[:, o] = Σ_i x[:, i] W[i, o]
+        return o, x[:, i]
+    p, q, c, o = index  # W (kh, kw, C, O): z[..., o] = Σ window[..., c, p, q] W[p, q, c, o]
+    windows = patches(x, stacked.kernel, stacked.strides, stacked.padding)
+    return o, windows[..., c, p, q]
 
 
 def patches(x: np.ndarray, kernel: tuple[int, int], stride: int, mode: str) -> np.ndarray:
@@ -76,7 +123,7 @@ def _correlate(x: np.ndarray, W: np.ndarray, layer: Conv2D) -> np.ndarray:
     return np.tensordot(windows, W, axes=([3, 4, 5], [2, 0, 1]))
 
 
-def _pool_or_flatten(layer: Pooling | Flatten, x: np.ndarray) -> np.ndarray:
+def pool_or_flatten(layer: Pooling | Flatten, x: np.ndarray) -> np.ndarray:
     if isinstance(layer, Flatten):
         return x.reshape(len(x), -1)
     windows = patches(x, (layer.pool_size, layer.pool_size), layer.stride, "valid")
@@ -102,14 +149,15 @@ def has_kinks(net: Network) -> bool:
     )
 
 
-def kink_sides(net: Network, params: Params, X: np.ndarray) -> list[np.ndarray]:
-    """Which side of every kink the network is on: for each pre-activation that feeds an
-    activation with kinks, z > kink, one boolean array per (layer, kink); for each max pool,
-    the position of every window's first maximum."""
-    outputs = forward(net, params, X)
-    zs = iter(outputs.zs)
+def kink_sides(net: Network, outputs: Forward, start: int = 0) -> list[np.ndarray]:
+    """Which side of every kink the forward pass ``outputs`` is on, from weight layer ``start``
+    (0-based) on: for each pre-activation that feeds an activation with kinks, z > kink, one
+    boolean array per (layer, kink); for each max pool, the position of every window's first
+    maximum."""
     sides: list[np.ndarray] = []
-    for layer, x in zip(net.stack, outputs.activations, strict=False):
+    first = _positions(net)[start]
+    zs = iter(outputs.zs[start:])
+    for layer, x in zip(net.stack[first:], outputs.activations[first:], strict=False):
         if isinstance(layer, Weighted):
             z = next(zs)
             sides.extend(z > kink for kink in ACTIVATIONS[layer.activation].kinks)

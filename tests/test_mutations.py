@@ -52,6 +52,12 @@ EXPLAINED = {
     # forward writes no pre-activations for the trace, so its first difference is an activation
     "one layer in float16": ({("predictions", "none", None)}, ("forward", 1, "a")),
 }
+#: Where float32's own rounding covers part of a mutant: a first layer in float16 moves the
+#: predictions by about 7e-6 of the size of their terms, within float32's tolerance of 1.6e-5,
+#: and is caught in the gradients it feeds.
+EXPLAINED_IN_FLOAT32 = {
+    "one layer in float16": ({("gradient", "none", None)}, ("forward", 1, "a")),
+}
 #: What check_backward must say of the gradient mutants, as (kind, factor) per explanation.
 EXPLAINED_BY_CHECK_BACKWARD = {
     "missing bias gradient": [("scale", 0)],
@@ -104,7 +110,7 @@ def test_verify_explains_the_mutant(bug, dtype, seed):
     report = gradcheck.verify(
         net, X, y, params=params, backends=["numpy", backend], steps=30, lr=0.5
     )
-    explained, first = EXPLAINED[bug]
+    explained, first = (EXPLAINED_IN_FLOAT32 if dtype == "float32" else {}).get(bug, EXPLAINED[bug])
     found = {(e.quantity, e.kind, e.factor) for e in report.explanations}
     assert found == explained, [e.text for e in report.explanations]
     assert {e.backend for e in report.explanations} == {backend.name}
