@@ -122,11 +122,14 @@ class Report:
     checks: list[Check] = field(default_factory=list)
     #: One sentence per implementation found wrong, naming it and what the others agree on.
     verdicts: list[str] = field(default_factory=list)
-    #: Seconds per backend: ``first_call`` (the first gradient, compile or load included),
-    #: ``first_train``, and with ``verify(timing=True)`` a warm ``train`` and their difference,
-    #: ``compile``; for the finite differences, the ``elementwise_estimate`` their mode was
-    #: chosen by.
+    #: Seconds per backend: ``import`` (a built-in backend's framework), ``first_call`` (the
+    #: first gradient, compile or load included), ``first_train``, and with
+    #: ``verify(timing=True)`` a warm ``train`` and their difference, ``compile``; for the finite
+    #: differences, the ``elementwise_estimate`` their mode was chosen by.
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Wall seconds of each of verify's stages, by name, in order: the reference's runs, the
+    #: horizon, each backend's runs, the finite differences, the verdict and its explanations.
+    stages: dict[str, float] = field(default_factory=dict)
     #: For each disagreeing backend with a ``trace``, the first tensor where it parts.
     first_differences: list[FirstDifference] = field(default_factory=list)
     #: Simple causes that fit the disagreements (`gradcheck.explain`), or ``none``.
@@ -172,6 +175,7 @@ class Report:
             "explanations": [e.to_dict() for e in self.explanations],
             "checks": [check.to_dict() for check in self.checks],
             "seconds": self.timings,
+            "stages": self.stages,
         }
 
     @property
@@ -267,11 +271,15 @@ class Report:
         header = ("backend", "quantity", "where", "error", "tolerance", "")
         verdict, *reasons = self.verdict_lines()
         timings = [
-            f"{name}: training {seconds['train'] * 1e3:.3g} ms warm; first calls "
-            f"{seconds['first_call']:.3g} s (gradient) and +{seconds['compile']:.3g} s (training)"
+            f"{name}: training {seconds['train'] * 1e3:.3g} ms warm; import "
+            f"{seconds['import']:.2g} s, first calls {seconds['first_call']:.3g} s (gradient) and "
+            f"+{seconds['compile']:.3g} s (training)"
             for name, seconds in self.timings.items()
             if "train" in seconds
         ]
+        if timings:
+            stages = ", ".join(f"{label} {s:.2g}" for label, s in self.stages.items())
+            timings.append(f"seconds: {stages}; in all {sum(self.stages.values()):.3g}")
         return Group(
             *map(Text, self.heading()),
             Text(),

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -82,12 +82,15 @@ def _run(
     timing: bool,
 ) -> _Outputs:
     start = time.perf_counter()
+    getattr(backend, "kernels", None)  # a built-in backend imports its framework here
+    imported = time.perf_counter() - start
+    start = time.perf_counter()
     loss, grads = backend.loss_and_grads(net, params, X, y)
     first_call = time.perf_counter() - start
     start = time.perf_counter()
     trajectory = training.run(backend, net, params, X, y)
     first_train = time.perf_counter() - start
-    seconds = {"first_call": first_call, "first_train": first_train}
+    seconds = {"import": imported, "first_call": first_call, "first_train": first_train}
     if timing:
         # The first run paid for compiling (or loading) the training loop; time it again warm.
         start = time.perf_counter()
@@ -497,14 +500,19 @@ def _compare_outputs(
 class _Stages:
     """verify's progress as ``(done, total, label)``: each stage (a backend's runs, the finite
     differences, the verdict) is `STAGE_UNITS` units, and a stage may report its own progress
-    within them."""
+    within them. ``seconds`` holds each stage's wall time by label, as stages end."""
 
     progress: Progress | None
     stages: int
     begun: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    _current: tuple[str, float] | None = None
 
     def begin(self, label: str) -> Callable[[int, int], None]:
-        """Start the next stage; the returned ``within(i, n)`` reports that it is i/n done."""
+        """End the stage running and start the next; the returned ``within(i, n)`` reports
+        that it is i/n done."""
+        self._close()
+        self._current = (label, time.perf_counter())
         start = self.begun * STAGE_UNITS
         self.begun += 1
 
@@ -516,10 +524,22 @@ class _Stages:
         within(0, 1)
         return within
 
+    def then(self, label: str) -> None:
+        """End the stage's timing and time what follows under ``label``, within its progress."""
+        self._close()
+        self._current = (label, time.perf_counter())
+
     def end(self) -> None:
+        self._close()
         if self.progress is not None:
             total = self.stages * STAGE_UNITS
             self.progress(total, total, "done")
+
+    def _close(self) -> None:
+        if self._current is not None:
+            label, start = self._current
+            self.seconds[label] = time.perf_counter() - start
+            self._current = None
 
 
 #: The units of one stage of `verify`'s progress.
@@ -610,9 +630,10 @@ def verify(
     reference_label = f"{reference_backend.name} in float64"
     reference_name = reference_backend.name if net.dtype == "float64" else reference_label
     others = [b for b in requested if b.name != reference_name]
-    stages = _Stages(progress, 1 + len(others) + (finite_differences is not None) + 1)
+    stages = _Stages(progress, 2 + len(others) + (finite_differences is not None) + 1)
     stages.begin(f"{reference_backend.name} (the reference)")
     want = _run(reference_backend, net64, params64, X64, y64, training, timing)
+    stages.begin("the horizon")
 
     # How far the run amplifies rounding, measured on the reference: the tolerance of its
     # training run, and the horizon beyond which it no longer reproduces itself
@@ -688,10 +709,12 @@ def verify(
         blocs[group] = jury.blocs(group, members)
     report.verdicts = _verdicts(reference_name, blocs, jury.finding)
     if not report.ok:
+        stages.then("the explanations")
         backends_by_name = {b.name: b for b in requested if b.name != reference_name}
         problem = _Problem(net, params, params64, X, y, training, tol.point, tol.trajectory, reach)
         _explain(report, backends_by_name, reference_backend, problem, outputs, reference_name)
     stages.end()
+    report.stages = stages.seconds
     return report
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 from gradcheck.backends import Trace, Trajectory
-from gradcheck.layers import Dense, Flatten, MaxPool2D, Pooling, Weighted
+from gradcheck.layers import Conv2D, Dense, Flatten, MaxPool2D, Pooling, Weighted
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, lookup
 from gradcheck.optimizers import SGD, Adam, Batch, Optimizer, RMSprop, padded
@@ -68,31 +68,48 @@ def _forward(
 
 
 def _pre_activation(layer: Weighted, weights: dict[str, jax.Array], a: jax.Array) -> jax.Array:
-    """a W + b for a Dense layer; for a Conv2D one the kernel slid over the image by XLA's
-    convolution, channels-last with Keras's (kh, kw, C, O) kernel and padding."""
-    if isinstance(layer, Dense):
-        z = a @ weights["W"]
-    else:
-        z = jax.lax.conv_general_dilated(
-            a,
-            weights["W"],
-            window_strides=(layer.strides, layer.strides),
-            padding=layer.padding.upper(),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            precision=jax.lax.Precision.HIGHEST,
-        )
+    """a W + b for a Dense layer; for a Conv2D one the kernel slid over the image
+    (`_correlate`), channels-last with Keras's (kh, kw, C, O) kernel and padding."""
+    z = a @ weights["W"] if isinstance(layer, Dense) else _correlate(layer, weights["W"], a)
     return z + weights["b"] if "b" in weights else z
+
+
+def _correlate(layer: Conv2D, W: jax.Array, a: jax.Array) -> jax.Array:
+    """z[n,i,j,o] = Σ_{p,q,c} a[n, i·s+p, j·s+q, c] W[p,q,c,o] on the image padded as XLA pads
+    it: the strided slice of the image each kernel position (p, q) meets, stacked, contracted
+    with the kernel at once. (XLA's own convolution runs about 3× slower than this inside the
+    training loop's scan on a CPU.)"""
+    (kh, kw), s = layer.kernel, layer.strides
+    pads = jax.lax.padtype_to_pads(a.shape[1:3], (kh, kw), (s, s), layer.padding.upper())
+    a = jnp.pad(a, [(0, 0), *pads, (0, 0)])
+    rows, cols = (a.shape[1] - kh) // s + 1, (a.shape[2] - kw) // s + 1
+    slices = [
+        a[:, p : p + s * (rows - 1) + 1 : s, q : q + s * (cols - 1) + 1 : s]
+        for p in range(kh)
+        for q in range(kw)
+    ]  # each (N, Ho, Wo, C)
+    kernel = W.reshape(kh * kw, *W.shape[2:])  # (kh·kw, C, O)
+    return jnp.einsum("nhwkc,kco->nhwo", jnp.stack(slices, axis=3), kernel, precision="highest")
 
 
 def _unweighted(layer: Pooling | Flatten, a: jax.Array) -> jax.Array:
     if isinstance(layer, Flatten):
         return a.reshape(a.shape[0], -1)
-    window = (1, layer.pool_size, layer.pool_size, 1)
-    strides = (1, layer.stride, layer.stride, 1)
+    size, stride = layer.pool_size, layer.stride
+    if stride == size:  # windows that tile the image: (N, Ho, Wo, C, size²), row-major
+        n, rows, cols, channels = a.shape[0], a.shape[1] // size, a.shape[2] // size, a.shape[3]
+        tiles = a[:, : rows * size, : cols * size].reshape(n, rows, size, cols, size, channels)
+        windows = tiles.transpose(0, 1, 3, 5, 2, 4).reshape(n, rows, cols, channels, size * size)
+        if isinstance(layer, MaxPool2D):  # the first maximum takes the gradient
+            first = jnp.argmax(windows, axis=-1)[..., None]
+            return jnp.take_along_axis(windows, first, axis=-1)[..., 0]
+        return windows.mean(axis=-1)
+    # overlapping windows: XLA's, whose max routes the gradient to the window's first maximum too
+    window, strides = (1, size, size, 1), (1, stride, stride, 1)
     if isinstance(layer, MaxPool2D):
         return jax.lax.reduce_window(a, -jnp.inf, jax.lax.max, window, strides, "VALID")
     total = jax.lax.reduce_window(a, 0.0, jax.lax.add, window, strides, "VALID")
-    return total / layer.pool_size**2
+    return total / size**2
 
 
 def _predict(net: Network, params: Any, X: jax.Array) -> jax.Array:

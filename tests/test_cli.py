@@ -56,8 +56,14 @@ def test_python_dash_m_with_json():
     assert data["network"]["dtype"] == "float32"
     assert {c["backend"] for c in data["checks"]} == {"numpy", "finite differences"}
     seconds = data["seconds"]["numpy"]
-    assert set(seconds) == {"first_call", "first_train", "train", "compile"}
+    assert set(seconds) == {"import", "first_call", "first_train", "train", "compile"}
     assert seconds["compile"] == pytest.approx(max(seconds["first_train"] - seconds["train"], 0))
+    stages = data["stages"]
+    assert list(stages) == [
+        "jax (the reference)", "the horizon", "numpy", "finite differences (auto)", "the verdict"
+    ]  # fmt: skip
+    assert all(s >= 0 for s in stages.values())
+    assert stages["numpy"] >= seconds["first_call"] + seconds["first_train"] + seconds["train"]
 
 
 def test_options_build_the_network_asked_for(capsys):
@@ -352,7 +358,7 @@ def test_on_a_terminal_verify_fits_the_width_in_colour_with_a_progress_bar(monke
     bar = ANSI.sub("", err.getvalue())  # drawn from the first stage to the last
     assert "jax (the reference)" in bar
     assert "done" in bar
-    assert "500/500" in bar  # 5 stages: the reference, 2 backends, finite differences, verdict
+    assert "600/600" in bar  # the reference, the horizon, 2 backends, finite differences, verdict
 
 
 def test_no_color_turns_the_colour_off_and_json_the_bar(monkeypatch):
