@@ -399,9 +399,8 @@ def forward(activations, widths, theta, bias, X, acts, logits, log_norm):
 
 
 @jit
-def loss(loss_code, a, z, log_norm, y, samples):
-    """C for outputs a (N, K) with logits z and targets y; log_norm as forward leaves it. The
-    mean is over ``samples`` rows: N, or the whole batch when these N rows are a share of it."""
+def loss(loss_code, a, z, log_norm, y):
+    """C for outputs a (N, K) with logits z and targets y; log_norm as forward leaves it."""
     N, K = y.shape
     zero = a.dtype.type(0)
     total = zero
@@ -423,23 +422,23 @@ def loss(loss_code, a, z, log_norm, y, samples):
     if loss_code == Loss.half_sse:
         return total / a.dtype.type(2)
     if loss_code == Loss.softmax_ce:
-        return total / a.dtype.type(samples)
+        return total / a.dtype.type(N)
     if loss_code == Loss.mse or loss_code == Loss.bce:
-        return total / a.dtype.type(samples * K)
+        return total / a.dtype.type(N * K)
     raise ValueError("loss: unknown loss code")
 
 
 @jit
-def output_delta(loss_code, activation, a, y, samples, delta):
-    """Write δ_L = ∂C/∂z_L (N, K) into delta, for C a mean over ``samples`` rows (see `loss`)."""
+def output_delta(loss_code, activation, a, y, delta):
+    """Write δ_L = ∂C/∂z_L (N, K) into delta."""
     N, K = y.shape
-    count = a.dtype.type(samples * K)
+    count = a.dtype.type(N * K)
     if loss_code == Loss.bce:
         for i in range(N):
             for k in range(K):
                 delta[i, k] = (a[i, k] - y[i, k]) / count  # σ′ cancels 1/(a(1 − a))
     elif loss_code == Loss.softmax_ce:
-        n = a.dtype.type(samples)
+        n = a.dtype.type(N)
         for i in range(N):
             y_sum = row_sum(y, i)  # a Σ_k y_k − y: the familiar a − y for one-hot rows
             for k in range(K):
@@ -490,19 +489,17 @@ def backward(activations, widths, theta, bias, X, acts, deltas, grad):
 
 @jit
 def loss_and_grads_into(
-    loss_code, activations, widths, theta, bias, X, y, samples, acts, logits, log_norm, deltas,
-    grad,
-):  # fmt: skip
-    """One evaluation: forward, C, δ_L and backward; returns C, the gradient in grad. C is a mean
-    over ``samples`` rows, of which X and y hold all or (`numba_threads`) a share. logits and
+    loss_code, activations, widths, theta, bias, X, y, acts, logits, log_norm, deltas, grad
+):
+    """One evaluation: forward, C, δ_L and backward; returns C, the gradient in grad. logits and
     log_norm are buffers of at least N·K and N elements."""
     N, K = y.shape
     z_L, log_norm = logits[: N * K].reshape((N, K)), log_norm[:N]
     forward(activations, widths, theta, bias, X, acts, z_L, log_norm)
     L = len(activations)
     a_L = block(acts, widths, N, L)
-    value = loss(loss_code, a_L, z_L, log_norm, y, samples)
-    output_delta(loss_code, activations[L - 1], a_L, y, samples, block(deltas, widths, N, L))
+    value = loss(loss_code, a_L, z_L, log_norm, y)
+    output_delta(loss_code, activations[L - 1], a_L, y, block(deltas, widths, N, L))
     backward(activations, widths, theta, bias, X, acts, deltas, grad)
     return value
 
@@ -522,8 +519,8 @@ def train_loop(
     """``len(losses)`` gradient-descent steps on θ in place; losses[t] before step t."""
     for t in range(losses.shape[0]):
         losses[t] = loss_and_grads_into(
-            loss_code, activations, widths, theta, bias, X, y, y.shape[0], acts, logits,
-            log_norm, deltas, grad,
+            loss_code, activations, widths, theta, bias, X, y, acts, logits, log_norm, deltas,
+            grad,
         )  # fmt: skip
         descend(theta, grad, lr)
 
@@ -614,8 +611,8 @@ def train_with_loop(
         yb = targets[: n * y.shape[1]].reshape((n, y.shape[1]))
         gather(rows[t], n, X, Xb)
         gather(rows[t], n, y, yb)
-        losses[t] = loss_and_grads_into(loss_code, activations, widths, theta, bias, Xb, yb, n,
-                                        acts, logits, log_norm, deltas, grad)  # fmt: skip
+        losses[t] = loss_and_grads_into(loss_code, activations, widths, theta, bias, Xb, yb, acts,
+                                        logits, log_norm, deltas, grad)  # fmt: skip
         optimizer_update(kind, hyper, flags, t + 1, theta, grad, state[0], state[1], state[2],
                          state[3])  # fmt: skip
 
@@ -652,13 +649,12 @@ KEPT_BUFFERS = 4
 _kept = threading.local()
 
 
-def kept_buffers(net: Network, samples: int, share: int = 0) -> Buffers:
-    """The `Buffers` this thread used for the last call with the same sizes (and the same
-    ``share`` of a batch split over threads), or new ones. A training loop returns none of
-    them, so the next call may overwrite them; reusing them spares allocating and first
-    touching megabytes a call (6–9% of a 10-step digits call)."""
+def kept_buffers(net: Network, samples: int) -> Buffers:
+    """The `Buffers` this thread used for the last call with the same sizes, or new ones. A
+    training loop returns none of them, so the next call may overwrite them; reusing them spares
+    allocating and first touching megabytes a call (6–9% of a 10-step digits call)."""
     kept: OrderedDict = _kept.__dict__.setdefault("buffers", OrderedDict())
-    key = (net.widths, samples, net.dtype, net.bias, share)
+    key = (net.widths, samples, net.dtype, net.bias)
     if key not in kept:
         kept[key] = buffers(net, samples)
         if len(kept) > KEPT_BUFFERS:
@@ -770,7 +766,7 @@ def _evaluate(
     ws = Workspace(net, params, X)
     value = loss_and_grads_into(
         lookup(LOSS_CODES, net.loss, "loss"), ws.activations, ws.widths, ws.theta, net.bias,
-        ws.X, y, len(y), *ws.buffers,
+        ws.X, y, *ws.buffers,
     )  # fmt: skip
     return float(value), ws
 
@@ -828,15 +824,9 @@ def optimizer_settings(optimizer: Optimizer, dtype: np.dtype) -> tuple[int, np.n
 def train(
     net: Network, params: Params, X: np.ndarray, y: np.ndarray, steps: int, lr: float
 ) -> Trajectory:
-    """All ``steps`` steps in one compiled call, on a copy of ``params``; a large batch is
-    split over threads (`numba_threads`)."""
+    """All ``steps`` steps in one compiled call, on a copy of ``params``."""
     if not net.dense:
         return _layers().train(net, params, X, y, steps, lr)
-    from gradcheck.kernels import numba_threads
-
-    threads = numba_threads.threads_for(len(X))
-    if threads > 1:
-        return numba_threads.train(net, params, X, y, steps, lr, threads)
     losses = np.empty(steps, net.dtype)
     ws = Workspace(net, params, X, kept=True)
     train_loop(lookup(LOSS_CODES, net.loss, "loss"), ws.activations, ws.widths, ws.theta,

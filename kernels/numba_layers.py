@@ -121,7 +121,7 @@ def backward(net: Network, weights: Weights, buffers: Buffers, loss_code: int) -
     """Every gradient into ``weights.grads`` from the output delta, layer by layer down."""
     last = len(net.stack) - 1
     out, y = buffers.outs[last], buffers.y
-    nb.output_delta(loss_code, weights.codes[-1], out, y, len(y), buffers.grads[last])
+    nb.output_delta(loss_code, weights.codes[-1], out, y, buffers.grads[last])
     w = len(weights.params)
     for k in range(last, -1, -1):
         layer, grad = net.stack[k], buffers.grads[k]
@@ -175,7 +175,7 @@ def loss_and_grads_into(net: Network, weights: Weights, buffers: Buffers, loss_c
     """One evaluation on ``buffers.x`` and ``buffers.y``: forward, C, backward; returns C."""
     forward(net, weights, buffers)
     a = buffers.outs[-1]
-    value = nb.loss(loss_code, a, buffers.logits, buffers.log_norm, buffers.y, len(buffers.y))
+    value = nb.loss(loss_code, a, buffers.logits, buffers.log_norm, buffers.y)
     backward(net, weights, buffers, loss_code)
     return float(value)
 

@@ -86,8 +86,8 @@ def test_numba_implements_exactly_the_registry():
         nb.activate(code, X.copy(), np.empty(0), False, log_norm)
         nb.activation_backward(code, X.copy(), Y.copy())
     for code in nb.LOSS_CODES.values():
-        nb.loss(code, X, X, log_norm, Y, len(Y))
-        nb.output_delta(code, nb.ACTIVATION_CODES["sigmoid"], X, Y, len(Y), np.empty_like(Y))
+        nb.loss(code, X, X, log_norm, Y)
+        nb.output_delta(code, nb.ACTIVATION_CODES["sigmoid"], X, Y, np.empty_like(Y))
 
 
 def test_jax_implements_exactly_the_registry():
@@ -135,9 +135,9 @@ def test_numba_dispatch_raises_on_an_unknown_name_or_code():
     with pytest.raises(ValueError, match="unknown activation code"):
         nb.activation_backward(unknown, X.copy(), Y.copy())
     with pytest.raises(ValueError, match="unknown loss code"):
-        nb.loss(unknown, X, X, log_norm, Y, len(Y))
+        nb.loss(unknown, X, X, log_norm, Y)
     with pytest.raises(ValueError, match="unknown loss code"):
-        nb.output_delta(unknown, nb.ACTIVATION_CODES["sigmoid"], X, Y, len(Y), np.empty_like(Y))
+        nb.output_delta(unknown, nb.ACTIVATION_CODES["sigmoid"], X, Y, np.empty_like(Y))
 
 
 def test_jax_dispatch_raises_on_an_unknown_name():
