@@ -101,7 +101,7 @@ class Training:
 # name -> (kernels module, the packages it needs)
 _BUILTIN: dict[str, tuple[str, tuple[str, ...]]] = {
     "numpy": ("gradcheck.kernels.numpy_backprop", ()),
-    "numba": ("gradcheck.kernels.numba_backprop", ("numba",)),
+    "numba": ("gradcheck.kernels.numba_backend", ("numba",)),
     "jax": ("gradcheck.kernels.jax_autodiff", ("jax",)),
     "keras": ("gradcheck.kernels.keras_model", ("keras", "tensorflow")),
 }

@@ -1,12 +1,10 @@
-"""The hand-written kernels of ``numpy_backprop``, compiled with Numba.
+"""The hand-written kernels of ``numpy_backprop``, compiled with Numba: the equations. The
+backend that lays a network out for them and calls them is `numba_backend`.
 
 The functions keep the NumPy module's names and equations so the two read side by side; what
-changes is how memory is used. Every buffer — activations, deltas, gradients — is allocated once
-per call in a `Workspace`, and each kernel writes into the buffer it is given, so the
-training loop allocates nothing per step and runs as one compiled call. A training call goes
-further and reuses the buffers its thread used for the last call of the same sizes
-(`kept_buffers`): first touching the megabytes of a fresh allocation costs a short call more
-than a step does.
+changes is how memory is used. Every buffer — activations, deltas, gradients — is given to a
+kernel, which writes into it, so the training loop allocates nothing per step and runs as one
+compiled call.
 
 Two details keep the arithmetic in the net's dtype. Numba widens ``float32 * 0.5`` to float64, so
 every constant is made from the data's own dtype (``dtype.type(1)``) rather than written as a
@@ -29,23 +27,14 @@ new depth or width compiles nothing.
 
 from __future__ import annotations
 
-import itertools
-import threading
-from collections import OrderedDict
 from enum import IntEnum
-from types import ModuleType
-from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
-from gradcheck.backends import Trace, Trajectory
 from gradcheck.kernels.numba_exp import exp_nonpositive, exp_normal, min_normal_arg
-from gradcheck.network import Network, Params
 from gradcheck.ops import lookup
-from gradcheck.optimizers import Batch, Optimizer, padded
-
-name = "numba"
+from gradcheck.optimizers import Optimizer
 
 #: The codes the compiled dispatch takes (`activate`, `activation_backward`, `loss`,
 #: `output_delta`): each name's place in these lists. The compiled code compares with
@@ -617,190 +606,10 @@ def train_with_loop(
                          state[3])  # fmt: skip
 
 
-# --- the Python boundary -------------------------------------------------------------------------
-
-
-class Buffers(NamedTuple):
-    """What one evaluation writes before it reads, each a flat buffer laid out as the compiled
-    walks take them: the activations A[1..L], the logits z_L, each row's log-normaliser, the
-    deltas D[0..L-1] and the gradient."""
-
-    acts: np.ndarray  # (N·Σ_l n_l,)
-    logits: np.ndarray  # (N·K,)
-    log_norm: np.ndarray  # (N,)
-    deltas: np.ndarray  # (N·Σ_l n_l,)
-    grad: np.ndarray  # (P,), laid out like θ
-
-
-def buffers(net: Network, samples: int) -> Buffers:
-    """New `Buffers` for ``samples`` rows through ``net``."""
-    N, dtype, units = samples, net.np_dtype, sum(net.widths[1:])
-    return Buffers(
-        acts=np.empty(N * units, dtype),
-        logits=np.empty(N * net.widths[-1], dtype),
-        log_norm=np.empty(N, dtype),
-        deltas=np.empty(N * units, dtype),
-        grad=np.empty(sum(_layer_sizes(net)), dtype),
-    )
-
-
-#: Training calls keep the buffers of this many recent (network sizes, samples) per thread.
-KEPT_BUFFERS = 4
-_kept = threading.local()
-
-
-def kept_buffers(net: Network, samples: int) -> Buffers:
-    """The `Buffers` this thread used for the last call with the same sizes, or new ones. A
-    training loop returns none of them, so the next call may overwrite them; reusing them spares
-    allocating and first touching megabytes a call (6–9% of a 10-step digits call)."""
-    kept: OrderedDict = _kept.__dict__.setdefault("buffers", OrderedDict())
-    key = (net.widths, samples, net.dtype, net.bias)
-    if key not in kept:
-        kept[key] = buffers(net, samples)
-        if len(kept) > KEPT_BUFFERS:
-            kept.popitem(last=False)  # the least recently used
-    kept.move_to_end(key)
-    return kept[key]
-
-
-class Workspace:
-    """Every argument one call needs: the activation codes and widths, θ (a copy of params), X
-    and the `Buffers`, kept from an earlier call of this thread when ``kept`` (for loops that
-    return none of them)."""
-
-    def __init__(self, net: Network, params: Params, X: np.ndarray, kept: bool = False):
-        self.activations = _activation_codes(net)
-        self.widths = np.array(net.widths, np.int64)
-        self.theta = flat_weights(net, params)
-        self.X = np.ascontiguousarray(X)
-        self.buffers = (kept_buffers if kept else buffers)(net, len(X))
-
-
-def _activation_codes(net: Network) -> np.ndarray:
-    """Each weight layer's activation code, as the compiled loops take them."""
-    return np.array([lookup(ACTIVATION_CODES, a, "activation") for a in net.activations], np.int64)
-
-
-def _layer_sizes(net: Network) -> list[int]:
-    """Each weight layer's share of θ: n_{l-1}·n_l weights, and n_l biases with bias."""
-    return [m * n + (n if net.bias else 0) for m, n in itertools.pairwise(net.widths)]
-
-
-def flat_weights(net: Network, params: Params) -> np.ndarray:
-    """θ: params laid out as the compiled walks take them (W_l then b_l, layer by layer), a new
-    array in the net's dtype."""
-    keys = ("W", "b") if net.bias else ("W",)
-    parts = [np.asarray(layer[key], net.np_dtype).ravel() for layer in params for key in keys]
-    return np.concatenate(parts)
-
-
-def as_params(net: Network, flat: np.ndarray) -> Params:
-    """θ, or a gradient laid out like it, in the params layout: views of ``flat``."""
-    params: Params = []
-    at = 0
-    for m, n in itertools.pairwise(net.widths):
-        layer = {"W": flat[at : at + m * n].reshape(m, n)}
-        at += m * n
-        if net.bias:
-            layer["b"] = flat[at : at + n]
-            at += n
-        params.append(layer)
-    return params
-
-
-def blocks(net: Network, arena: np.ndarray, samples: int) -> list[np.ndarray]:
-    """The (N, n_l) blocks of an activations or deltas buffer: A[1..L] or D[0..L-1]."""
-    starts = itertools.accumulate((samples * n for n in net.widths[1:]), initial=0)
-    return [
-        arena[at : at + samples * n].reshape(samples, n)
-        for at, n in zip(starts, net.widths[1:], strict=False)
-    ]
-
-
-def _layers() -> ModuleType:
-    """The walk over a list of layers, `numba_layers`, which builds on this module."""
-    from gradcheck.kernels import numba_layers
-
-    return numba_layers
-
-
-def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
-    if not net.dense:
-        return _layers().predict(net, params, X)
-    ws = Workspace(net, params, X)
-    b, N = ws.buffers, len(X)
-    forward(ws.activations, ws.widths, ws.theta, net.bias, ws.X, b.acts,
-            b.logits.reshape(N, net.widths[-1]), b.log_norm)  # fmt: skip
-    return blocks(net, b.acts, N)[-1]
-
-
-def loss_and_grads(
-    net: Network, params: Params, X: np.ndarray, y: np.ndarray
-) -> tuple[float, Params]:
-    if not net.dense:
-        return _layers().loss_and_grads(net, params, X, y)
-    value, ws = _evaluate(net, params, X, y)
-    return value, as_params(net, ws.buffers.grad)
-
-
-def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
-    """The buffers of one evaluation. The activations overwrite the pre-activations in place,
-    so only the output layer's z (the logits) is kept."""
-    if not net.dense:
-        return _layers().trace(net, params, X, y)
-    value, ws = _evaluate(net, params, X, y)
-    b, N = ws.buffers, len(X)
-    zs: list[np.ndarray | None] = [None] * (net.depth - 1)
-    return Trace(
-        [*zs, b.logits.reshape(N, net.widths[-1])],
-        blocks(net, b.acts, N),
-        value,
-        blocks(net, b.deltas, N),
-        as_params(net, b.grad),
-    )
-
-
-def _evaluate(
-    net: Network, params: Params, X: np.ndarray, y: np.ndarray
-) -> tuple[float, Workspace]:
-    ws = Workspace(net, params, X)
-    value = loss_and_grads_into(
-        lookup(LOSS_CODES, net.loss, "loss"), ws.activations, ws.widths, ws.theta, net.bias,
-        ws.X, y, *ws.buffers,
-    )  # fmt: skip
-    return float(value), ws
-
+# --- the optimizers' arguments, from an Optimizer ------------------------------------------------
 
 #: Each optimizer's code in the compiled loop.
 OPTIMIZER_CODES = {"sgd": SGD_CODE, "rmsprop": RMSPROP_CODE, "adam": ADAM_CODE}
-
-
-def train_with(
-    net: Network,
-    params: Params,
-    X: np.ndarray,
-    y: np.ndarray,
-    optimizer: Optimizer,
-    schedule: list[Batch],
-) -> Trajectory:
-    """One step of ``optimizer`` per batch of ``schedule``, all in one compiled call, on a copy
-    of ``params``; the optimizer's state lives in buffers allocated here, once."""
-    if not net.dense:
-        return _layers().train_with(net, params, X, y, optimizer, schedule)
-    dtype = net.np_dtype
-    indices, sizes = padded(schedule, len(X))
-    width = indices.shape[1]  # the largest batch
-    ws = Workspace(net, params, np.empty((width, X.shape[1]), dtype), kept=True)
-    targets = np.empty(width * net.widths[-1], dtype)
-    state = np.zeros((4, ws.theta.size), dtype)  # m, v, a and v_max
-    kind, hyper, flags = optimizer_settings(optimizer, dtype)
-    losses = np.empty(len(schedule), dtype)
-    train_with_loop(
-        lookup(LOSS_CODES, net.loss, "loss"), ws.activations, ws.widths, ws.theta, net.bias,
-        np.ascontiguousarray(X), np.ascontiguousarray(y), indices, sizes, kind, hyper, flags,
-        ws.X.reshape(-1), targets, *ws.buffers, state, losses,
-    )  # fmt: skip
-    return Trajectory(as_params(net, ws.theta), losses)
 
 
 def optimizer_settings(optimizer: Optimizer, dtype: np.dtype) -> tuple[int, np.ndarray, tuple]:
@@ -819,16 +628,3 @@ def optimizer_settings(optimizer: Optimizer, dtype: np.dtype) -> tuple[int, np.n
         getattr(o, "epsilon_placement", "") == "paper",
     )
     return lookup(OPTIMIZER_CODES, o.family, "optimizer"), hyper, flags
-
-
-def train(
-    net: Network, params: Params, X: np.ndarray, y: np.ndarray, steps: int, lr: float
-) -> Trajectory:
-    """All ``steps`` steps in one compiled call, on a copy of ``params``."""
-    if not net.dense:
-        return _layers().train(net, params, X, y, steps, lr)
-    losses = np.empty(steps, net.dtype)
-    ws = Workspace(net, params, X, kept=True)
-    train_loop(lookup(LOSS_CODES, net.loss, "loss"), ws.activations, ws.widths, ws.theta,
-               net.bias, ws.X, y, net.np_dtype.type(lr), *ws.buffers, losses)  # fmt: skip
-    return Trajectory(as_params(net, ws.theta), losses)

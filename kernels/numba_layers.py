@@ -1,4 +1,4 @@
-"""The Numba backend on a network given as a list of layers.
+"""The Numba backend on a network given as a list of layers (`numba_backend` calls it).
 
 A network given as widths runs as one compiled call (`numba_backprop`). A list of layers mixes
 images and matrices, so here a step is a short walk over the layers in Python, each layer one

@@ -86,6 +86,7 @@ def test_training_allocates_nothing_per_step():
 import numpy as np
 from numba.core.runtime import rtsys
 import gradcheck
+from gradcheck.kernels import numba_backend as backend
 from gradcheck.kernels import numba_backprop as nb
 X, y = gradcheck.datasets.digits()
 X, y = X[:200], y[:200]
@@ -93,7 +94,7 @@ net = gradcheck.Network([64, 32, 10], activation=["sigmoid", "softmax"], loss="s
 params = net.init(seed=0)
 counts = []
 for steps in (1, 1, 10, 1000):  # the first call loads the compiled code and starts the runtime
-    ws = nb.Workspace(net, params, X)
+    ws = backend.Workspace(net, params, X)
     losses = np.empty(steps)
     before = rtsys.get_allocation_stats().alloc if counts else 0
     nb.train_loop(nb.LOSS_CODES["softmax_ce"], ws.activations, ws.widths, ws.theta, True, ws.X, y,
@@ -135,13 +136,14 @@ def _digits_sized_run(seed: int, dtype: str = "float64"):
 
 def _trained_on_fresh_buffers(net, params, X, y, steps, lr):
     """`numba_backprop.train_loop` on a workspace of its own, kept by no one."""
+    from gradcheck.kernels import numba_backend as backend
     from gradcheck.kernels import numba_backprop as nb
 
-    ws = nb.Workspace(net, params, X)
+    ws = backend.Workspace(net, params, X)
     losses = np.empty(steps, net.dtype)
     nb.train_loop(nb.LOSS_CODES[net.loss], ws.activations, ws.widths, ws.theta, net.bias, ws.X, y,
                   net.np_dtype.type(lr), *ws.buffers, losses)  # fmt: skip
-    return [layer["W"] for layer in nb.as_params(net, ws.theta)], losses
+    return [layer["W"] for layer in backend.as_params(net, ws.theta)], losses
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -175,7 +177,7 @@ def test_threads_training_at_once_keep_buffers_of_their_own():
 
 
 def test_only_the_most_recent_sizes_keep_their_buffers():
-    from gradcheck.kernels import numba_backprop as nb
+    from gradcheck.kernels import numba_backend as nb
 
     nets = [gradcheck.Network([3, w, 1]) for w in range(2, 3 + nb.KEPT_BUFFERS)]
     first = nb.kept_buffers(nets[0], 5)

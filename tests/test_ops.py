@@ -127,7 +127,9 @@ def test_numpy_dispatch_raises_on_an_unknown_name():
 def test_numba_dispatch_raises_on_an_unknown_name_or_code():
     nb = kernels("numba")
     with pytest.raises(ValueError, match=r"activation must be one of .* got \'swish\'"):
-        nb.Workspace(stand_in(activation="swish"), PARAMS, X)
+        importlib.import_module("gradcheck.kernels.numba_backend").Workspace(
+            stand_in(activation="swish"), PARAMS, X
+        )
     unknown = 99
     z, log_norm = X.copy(), np.empty(2)
     with pytest.raises(ValueError, match="unknown activation code"):
