@@ -143,9 +143,10 @@ def pre_activation(a_prev: np.ndarray, layer: dict[str, np.ndarray]) -> np.ndarr
 def conv_pre_activation(
     a_prev: np.ndarray, conv: Conv2D, layer: dict[str, np.ndarray]
 ) -> np.ndarray:
-    """z = the kernel correlated with the padded input, plus b: (N, H, W, C) -> (N, Ho, Wo, O)."""
+    """z = the kernel correlated with the padded input, plus b: (N, H, W, C) -> (N, Ho, Wo, O),
+    as one product of the input's windows unrolled into rows (im2col) with the kernel."""
     pads = nc.padding(a_prev.shape, conv.kernel, conv.strides, conv.padding)
-    return nc.conv2d(nc.pad(a_prev, pads), layer["W"], layer.get("b"), conv.strides)
+    return nc.conv2d_im2col(nc.pad(a_prev, pads), layer["W"], layer.get("b"), conv.strides)
 
 
 def unweighted_forward(layer: Pooling | Flatten, a_prev: np.ndarray) -> np.ndarray:
@@ -274,7 +275,7 @@ def hidden_delta(
 def conv_grads(a_prev: np.ndarray, conv: Conv2D, delta: np.ndarray, bias: bool) -> dict:
     """∂C/∂W, the padded input correlated with δ, and ∂C/∂b = Σ δ over samples and positions."""
     pads = nc.padding(a_prev.shape, conv.kernel, conv.strides, conv.padding)
-    dW, db = nc.conv2d_grads(nc.pad(a_prev, pads), delta, conv.kernel, conv.strides)
+    dW, db = nc.conv2d_grads_im2col(nc.pad(a_prev, pads), delta, conv.kernel, conv.strides)
     return {"W": dW, "b": db} if bias else {"W": dW}
 
 
@@ -284,7 +285,7 @@ def conv_input_grad(
     """∂C/∂a_{l-1}: δ fully correlated with the flipped kernel, the padding then dropped."""
     pads = nc.padding(a_prev.shape, conv.kernel, conv.strides, conv.padding)
     padded_shape = nc.pad(a_prev[:0], pads).shape[1:]
-    dx = nc.conv2d_input_grad(delta, W, conv.strides, (len(a_prev), *padded_shape))
+    dx = nc.conv2d_input_grad_im2col(delta, W, conv.strides, (len(a_prev), *padded_shape))
     return nc.unpad(dx, pads)  # (N, H, W, C)
 
 
