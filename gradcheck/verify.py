@@ -511,8 +511,7 @@ class _Stages:
     def begin(self, label: str) -> Callable[[int, int], None]:
         """End the stage running and start the next; the returned ``within(i, n)`` reports
         that it is i/n done."""
-        self._close()
-        self._current = (label, time.perf_counter())
+        self.then(label)
         start = self.begun * STAGE_UNITS
         self.begun += 1
 
