@@ -19,15 +19,15 @@ lint: $(BIN)/gradcheck
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Lint, the documentation site build and Numba's compilation of its kernels (one process per
-# dtype, into Numba's on-disk cache) side by side; then the tests and the docs' and README's code
-# blocks run on every core (pytest-xdist), the tests reading the site just built: seeds 0-2 and
-# the default slice of each sweep, with the slowest tests and the seconds per file at the end.
-# Compiling first spares the test workers compiling the same kernels at once, each for itself.
-# The benchmarks run once each in the same session, untimed, so they cannot rot; `make bench`
-# times them.
+# Two lines of work side by side: Numba's float64 kernels then the documentation site, and lint
+# then the float32 kernels (Numba compiles one process per dtype, into its on-disk cache); then
+# the tests and the docs' and README's code blocks run on every core (pytest-xdist), the tests
+# reading the site just built: seeds 0-2 and the default slice of each sweep, with the slowest
+# tests and the seconds per file at the end. Compiling first spares the test workers compiling
+# the same kernels at once, each for itself. A slice of the benchmarks runs in the same
+# session, untimed, so they cannot rot; `make bench` times them all.
 test: $(BIN)/gradcheck browser
-	$(MAKE) --no-print-directory -j2 lint docs numba-float64 numba-float32
+	$(MAKE) --no-print-directory -j2 docs lint numba-float32
 	GRADCHECK_SITE=$(CURDIR)/site $(BIN)/pytest -n auto --markdown-docs --durations=15 \
 		tests docs README.md bench --benchmark-disable
 
@@ -42,13 +42,15 @@ browser:
 		&& apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "no Chromium: the browser test will skip (apt-get install chromium)"
 
-# The documentation site, into site/.
 # Every Numba kernel compiled for one dtype: each catalogue problem trained once.
 numba-float64 numba-float32: $(BIN)/gradcheck
 	$(BIN)/python -c "from gradcheck import benchmarks as b; \
 		[b.case(problem, '$(@:numba-%=%)').train('numba') for problem in b.PROBLEMS]"
 
-docs: $(BIN)/gradcheck
+# The documentation site, into site/. Its notebook trains with Numba in float64: the kernels are
+# compiled first, so that the notebook loads them from Numba's cache rather than compiling them
+# beside numba-float64.
+docs: $(BIN)/gradcheck numba-float64
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 bench: $(BIN)/gradcheck

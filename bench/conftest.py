@@ -39,6 +39,21 @@ def pytest_configure(config):
         benchmarks.pin_framework_threads()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Untimed (``--benchmark-disable``, as in make test), only each grid's ``untimed`` slice runs:
+    enough that no benchmark rots. `make bench` times every case."""
+    if not config.getoption("benchmark_disable"):
+        return
+    kept, dropped = [], []
+    for item in items:
+        untimed = item.get_closest_marker("untimed")
+        keep = untimed is None or untimed.kwargs["keep"](item.callspec.params)
+        (kept if keep else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 def _cpu() -> str:
     try:
         with open("/proc/cpuinfo") as cpuinfo:

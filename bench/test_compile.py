@@ -56,6 +56,8 @@ CASES = [
 ]
 
 
+# Untimed, every case runs the same script in the same cache: the first one is enough.
+@pytest.mark.untimed(keep=lambda p: [p["name"], p["cached"]] == list(CASES[0].values))
 @pytest.mark.parametrize(("name", "cached"), CASES)
 def test_first_call(machine, first_calls, tmp_path, name, cached):
     # Untimed (make test), a case only has to run: in the project's own Numba cache, which the

@@ -24,6 +24,15 @@ FLOOR = [
 ]
 
 
+def _in_turn(params) -> bool:
+    """The untimed slice: each backend on each problem once, the dtype in turn; the floor."""
+    if params["name"] == benchmarks.FLOOR:
+        return True
+    turn = benchmarks.PROBLEMS.index(params["problem"]) + BACKENDS.index(params["name"])
+    return params["dtype"] == benchmarks.DTYPES[turn % 2]
+
+
+@pytest.mark.untimed(keep=_in_turn)
 @pytest.mark.parametrize(
     ("problem", "name", "dtype"),
     [

@@ -5,9 +5,6 @@ Each reason is shown with Keras itself, against the notebook's scratch network (
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -122,15 +119,3 @@ def test_float64_without_touching_keras_floatx(keras_model):
     _, grads = gradcheck.get_backend("keras").loss_and_grads(net, params, X, y)
     assert grads[0]["W"].dtype == np.float64
     assert keras.config.floatx() == before
-
-
-def test_a_cli_run_with_keras_prints_no_tensorflow_noise():
-    result = subprocess.run(
-        [sys.executable, "-m", "gradcheck", "verify", "--backends", "keras", "--steps", "5"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
-    assert "keras" in result.stdout
