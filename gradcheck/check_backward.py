@@ -5,7 +5,8 @@ one gradient per input, ∂⟨u, y⟩/∂x_i for the cotangent u. With random Ga
 scalar ⟨u, y⟩ sees every output, so no output's gradient can hide (a sum of the outputs, the
 usual shortcut, is the single cotangent of ones). Its derivatives are taken by
 Richardson-extrapolated central differences in float64 (``gradcheck.finite_diff``), element by
-element for small inputs and along random directions for large ones, and, when a jax-traceable
+element for small inputs and along random directions for large ones (the same lines for every
+cotangent, so one forward pass gives ⟨u, y⟩ for all of them), and, when a jax-traceable
 ``jax_forward`` is given, compared with ``jax.vjp`` as well.
 
 What real kernels do is not mistaken for a wrong gradient:
@@ -256,8 +257,23 @@ def check_backward(
     checks: list[InputCheck] = []
     notes: list[str] = []
     compared: dict[str, Comparison] = {}  # the first cotangent's, for the explanations
-    for _ in range(cotangents):
-        us = tuple(rng.standard_normal(y.shape).astype(y.dtype) for y in ys)
+    drawn = [
+        tuple(rng.standard_normal(y.shape).astype(y.dtype) for y in ys) for _ in range(cotangents)
+    ]
+    u64s = [[np.asarray(c, np.float64) for c in us] for us in drawn]
+
+    def pairings(xi: np.ndarray, i: int) -> np.ndarray:
+        """⟨u, y⟩ for every cotangent u, with input i replaced by xi: one forward pass."""
+        args = list(arrays)
+        args[i] = xi.astype(arrays[i].dtype)
+        ys = evaluate(args)
+        return np.array([sum(np.sum(c * y) for c, y in zip(u64, ys, strict=True)) for u64 in u64s])
+
+    lines = {
+        i: _Lines.through(arrays[i], precision, directions, elementwise_max, rng, pairings, i)
+        for i in differentiated
+    }
+    for k, us in enumerate(drawn):
         u = us if tuple_output else us[0]
         notes += _probe(evaluate, arrays, differentiated, labels, rng)
         given = (_copy(u), *[_copy(a) for a in arrays])
@@ -265,17 +281,8 @@ def check_backward(
         notes += _modified(given, (u, *arrays), ["its cotangent", *[f"input {n}" for n in labels]])
         grads, problems = _gradients(grads, arrays, differentiated, labels)
         checks += problems
-        u64 = [np.asarray(c, np.float64) for c in us]
         for i, grad in grads.items():
-
-            def scalar(xi: np.ndarray, i: int = i, u64: list[np.ndarray] = u64) -> float:
-                args = list(arrays)
-                args[i] = xi.astype(arrays[i].dtype)
-                return sum(float(np.sum(c * y)) for c, y in zip(u64, evaluate(args), strict=True))
-
-            comparison = _against_finite_differences(
-                scalar, arrays[i], grad, floor, precision, directions, elementwise_max, rng
-            )
+            comparison = _against_finite_differences(lines[i], k, grad, floor, precision)
             checks.append(InputCheck.from_comparison(labels[i], FINITE_DIFFERENCES, comparison))
             compared.setdefault(labels[i], comparison)
         if jax_forward is not None and grads:
@@ -482,40 +489,71 @@ def _broken(label: str, detail: str) -> InputCheck:
 # --- the oracles ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Lines:
+    """The lines through one input along which its derivatives are estimated: one per element
+    (unit vectors) or ``directions`` random ones, each with its step. A line's function values
+    are memoised for every cotangent at once, since one forward pass gives ⟨u, y⟩ for all of
+    them: the second cotangent's estimates cost no forward pass."""
+
+    shape: tuple[int, ...]
+    elementwise: bool
+    directions: list[np.ndarray]
+    steps: list[float]
+    values: list[Callable[[float], np.ndarray]]
+
+    @classmethod
+    def through(
+        cls,
+        x: np.ndarray,
+        precision: np.dtype,
+        directions: int,
+        elementwise_max: int,
+        rng: np.random.Generator,
+        pairings: Callable[[np.ndarray, int], np.ndarray],
+        i: int,
+    ) -> _Lines:
+        x64 = x.astype(np.float64)
+        step = float(np.finfo(precision).eps) ** (1 / 3)
+        elementwise = x.size <= elementwise_max
+        vs, hs = [], []
+        if elementwise:
+            for j in range(x.size):
+                unit = np.zeros(x.shape)
+                unit.flat[j] = 1.0
+                vs.append(unit)
+                hs.append(step * max(1.0, abs(float(x64.flat[j]))))
+        else:
+            h = step * max(1.0, float(np.abs(x64).max()))
+            for _ in range(directions):
+                vs.append(rng.standard_normal(x.shape))
+                hs.append(h)
+        values = [memoised(along(lambda xi: pairings(xi, i), x64, v)) for v in vs]
+        return cls(x.shape, elementwise, vs, hs, values)
+
+    def scalar(self, line: int, k: int) -> Callable[[float], float]:
+        """t ↦ ⟨u_k, y(x + t·v)⟩ on the line."""
+        values = self.values[line]
+        return lambda t: float(values(t)[k])
+
+
 def _against_finite_differences(
-    scalar: Callable[[np.ndarray], float],
-    x: np.ndarray,
-    grad: np.ndarray,
-    floor: float,
-    precision: np.dtype,
-    directions: int,
-    elementwise_max: int,
-    rng: np.random.Generator,
+    lines: _Lines, k: int, grad: np.ndarray, floor: float, precision: np.dtype
 ) -> Comparison:
-    """``grad`` against finite differences of ``scalar`` at ``x``: element by element, or along
-    random directions; estimates that disagree are looked at again for kinks."""
-    x64 = x.astype(np.float64)
+    """``grad``, the kernel's gradient of ⟨u_k, y⟩, against finite differences along ``lines``;
+    estimates that disagree are looked at again for kinks."""
     grad64 = grad.astype(np.float64)
     eps = float(np.finfo(precision).eps)
-    step = eps ** (1 / 3)
-    elementwise = x.size <= elementwise_max
-    if elementwise:
-        lines = []
-        for j in range(x.size):
-            unit = np.zeros(x.shape)
-            unit.flat[j] = 1.0
-            lines.append((unit, step * max(1.0, abs(float(x64.flat[j]))), float(grad64.flat[j])))
+    gs = [lines.scalar(j, k) for j in range(len(lines.directions))]
+    hs = lines.steps
+    if lines.elementwise:
+        observed = grad64.ravel().tolist()
     else:
-        h = step * max(1.0, float(np.abs(x64).max()))
-        lines = []
-        for _ in range(directions):
-            v = rng.standard_normal(x.shape)
-            lines.append((v, h, float(np.sum(grad64 * v))))
-    gs = [memoised(along(scalar, x64, v)) for v, _, _ in lines]
-    estimates = [central_difference(g, h, eps=eps) for g, (_, h, _) in zip(gs, lines, strict=True)]
+        observed = [float(np.sum(grad64 * v)) for v in lines.directions]
+    estimates = [central_difference(g, h, eps=eps) for g, h in zip(gs, hs, strict=True)]
     tiny = np.finfo(np.float64).tiny
     limit = noise_limit(precision)
-    mode = "elementwise" if elementwise else "directional"
+    mode = "elementwise" if lines.elementwise else "directional"
     # One scale and noise level for all the estimates (see finite_diff.allowed). Refining the
     # ones that disagree changes both, so every estimate is looked at again until they settle
     # (each line is memoised: a second look costs nothing).
@@ -532,10 +570,10 @@ def _against_finite_differences(
             return allowed(np.array([d.error, shared]), scale, floor, limit, np.array([rounding]))
 
         changed, wrong = False, 0
-        for j, (g, (_, h, observed)) in enumerate(zip(gs, lines, strict=True)):
-            if estimates[j].kink or abs(observed - estimates[j].value) <= tolerance(estimates[j]):
+        for j, (g, h, seen) in enumerate(zip(gs, hs, observed, strict=True)):
+            if estimates[j].kink or abs(seen - estimates[j].value) <= tolerance(estimates[j]):
                 continue
-            again = near_kinks(g, h, firsts[j], observed, tolerance, eps=eps)
+            again = near_kinks(g, h, firsts[j], seen, tolerance, eps=eps)
             changed |= again != estimates[j]
             estimates[j] = again
             wrong += not (again.kink or again.resolved)
@@ -543,9 +581,9 @@ def _against_finite_differences(
                 break
         if not changed or wrong >= ENOUGH_WRONG:
             break
-    shape = x.shape if elementwise else (directions,)
+    shape = lines.shape if lines.elementwise else (len(lines.directions),)
     return compare(
-        np.array([o for _, _, o in lines]).reshape(shape),
+        np.array(observed).reshape(shape),
         np.array([d.value for d in estimates]).reshape(shape),
         np.array([d.error for d in estimates]).reshape(shape),
         np.array([d.kink for d in estimates]).reshape(shape),

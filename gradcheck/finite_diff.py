@@ -41,6 +41,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -100,11 +101,14 @@ def central_difference(
     return Derivative(extrapolated, abs(extrapolated - fine) + rounding, rounding=rounding)
 
 
-def memoised(g: Callable[[float], float]) -> Callable[[float], float]:
-    """g, evaluated once per argument."""
-    seen: dict[float, float] = {}
+Value = TypeVar("Value")
 
-    def cached(t: float) -> float:
+
+def memoised(g: Callable[[float], Value]) -> Callable[[float], Value]:
+    """g, evaluated once per argument."""
+    seen: dict[float, Value] = {}
+
+    def cached(t: float) -> Value:
         if t not in seen:
             seen[t] = g(t)
         return seen[t]
@@ -172,8 +176,8 @@ def near_kinks(
 
 
 def along(
-    f: Callable[[np.ndarray], float], x: np.ndarray, v: np.ndarray
-) -> Callable[[float], float]:
+    f: Callable[[np.ndarray], Value], x: np.ndarray, v: np.ndarray
+) -> Callable[[float], Value]:
     """t ↦ f(x + t·v): f on the line through x in direction v."""
     return lambda t: f(x + t * v)
 

@@ -315,3 +315,25 @@ def test_the_default_still_raises_and_returns_on_success():
     assert result.forward_passes > 0
     with pytest.raises(AssertionError, match="backward disagrees"):
         check_backward(tanh, lambda u, x: 3 * tanh_backward(u, x), X)
+
+
+def test_one_forward_pass_serves_every_cotangent():
+    """A smooth kernel of 12 + 8 elements: one pass for the outputs, one stale-state probe per
+    cotangent, and 4 passes per element (±h, ±h/2) whatever the number of cotangents."""
+    calls = []
+
+    def forward(x, w):
+        calls.append(1)
+        return np.tanh(x @ w)
+
+    def backward(u, x, w):
+        d = u * (1 - np.tanh(x @ w) ** 2)
+        return d @ w.T, x.T @ d
+
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(3, 4)), rng.normal(size=(4, 2))
+    for cotangents in (1, 3):
+        calls.clear()
+        result = check_backward(forward, backward, x, w, cotangents=cotangents)
+        assert result.forward_passes == len(calls) == 1 + cotangents + 4 * (12 + 8)
+        assert len(result.checks) == 2 * cotangents
