@@ -337,13 +337,17 @@ def keras_optimizer(
 
 
 class _Trainer:
-    """A compiled model whose ``train_step`` runs a whole schedule of steps inside XLA-compiled
-    loops.
+    """A compiled model whose ``train_step`` runs a whole schedule of steps inside TensorFlow
+    graphs.
 
     ``fit`` pays Python overhead per epoch and per execution; calling the model's own compiled
     train step from a ``tf.range`` loop keeps Keras's loss, optimizer and metrics while a run of
     full-batch steps is one call. Mini-batches are gathered inside the loop from index rows, one
-    call per run of equal-sized batches (XLA compiles one loop per batch size).
+    call per run of equal-sized batches, all through one traced graph.
+
+    The graphs are not compiled by XLA (``jit_compile``): XLA's compile took 0.4–1.2 s per
+    network and about 2 s for each batch size, more than it saved on any catalogue run but the
+    notebook's 2000 steps of a 3-4-1 network (docs/benchmarks.md).
     """
 
     def __init__(self, net: Network, steps: int, optimizer: Optimizer) -> None:
@@ -359,16 +363,14 @@ class _Trainer:
         self.model.make_train_function()
         self.model.optimizer.build(self.model.trainable_variables)
         self.steps = steps
-        self.run = tf.function(self._run, jit_compile=True)
-        # One trace for every batch size; XLA compiles a loop for each size it meets.
+        self.run = tf.function(self._run)
+        # One trace for every batch size.
         signature = [
             tf.TensorSpec((None, *net.input_shape), net.dtype),
             tf.TensorSpec((None, net.outputs), net.dtype),
             tf.TensorSpec((None, None), tf.int64),
         ]
-        self.run_batches = tf.function(
-            self._run_batches, jit_compile=True, input_signature=signature
-        )
+        self.run_batches = tf.function(self._run_batches, input_signature=signature)
 
     def _run(self, x: Any, y: Any) -> None:
         for _ in tf.range(self.steps):
