@@ -36,6 +36,7 @@ import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -270,7 +271,9 @@ def check_backward(
         return np.array([sum(np.sum(c * y) for c, y in zip(u64, ys, strict=True)) for u64 in u64s])
 
     lines = {
-        i: _Lines.through(arrays[i], precision, directions, elementwise_max, rng, pairings, i)
+        i: _Lines.through(
+            arrays[i], precision, directions, elementwise_max, rng, partial(pairings, i=i)
+        )
         for i in differentiated
     }
     for k, us in enumerate(drawn):
@@ -510,9 +513,9 @@ class _Lines:
         directions: int,
         elementwise_max: int,
         rng: np.random.Generator,
-        pairings: Callable[[np.ndarray, int], np.ndarray],
-        i: int,
+        pairings: Callable[[np.ndarray], np.ndarray],
     ) -> _Lines:
+        """The lines through x; ``pairings(x′)`` is ⟨u, y⟩ at x′ for every cotangent u."""
         x64 = x.astype(np.float64)
         step = float(np.finfo(precision).eps) ** (1 / 3)
         elementwise = x.size <= elementwise_max
@@ -528,7 +531,7 @@ class _Lines:
             for _ in range(directions):
                 vs.append(rng.standard_normal(x.shape))
                 hs.append(h)
-        values = [memoised(along(lambda xi: pairings(xi, i), x64, v)) for v in vs]
+        values = [memoised(along(pairings, x64, v)) for v in vs]
         return cls(x.shape, elementwise, vs, hs, values)
 
     def scalar(self, line: int, k: int) -> Callable[[float], float]:

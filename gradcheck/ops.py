@@ -85,9 +85,11 @@ class Loss:
 
 def _log_sum_exp(z: Array) -> Array:
     """log Σ_k e^{z_k} per row, (N, K) -> (N, 1), without overflow: m + log Σ_k e^{z_k − m}
-    with m the row's largest, so that every term is at most 1 and one of them is 1."""
-    m = z.max(axis=1, keepdims=True)
-    return m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+    with m the row's largest, so that every term is at most 1 and one of them is 1. Reduced
+    over the columns of zᵀ: NumPy reduces a short last axis row by row, several times slower."""
+    zt = np.ascontiguousarray(z.T)  # (K, N)
+    m = zt.max(axis=0)
+    return (m + np.log(np.exp(zt - m).sum(axis=0)))[:, None]
 
 
 def _sigmoid(z: Array) -> Array:
