@@ -20,7 +20,8 @@ The same three products through im2col — every window of x unrolled into a row
 Pooling windows of size k and stride s (Keras's default s = k, no padding):
 
     max:  y = max over the window;   ∂C/∂x = δ routed to the window's first maximum
-          (row-major order within the window: ties go to the first)       max_pool, max_pool_grad
+          (row-major order within the window: ties go to the first)       max_pool, first_maxima,
+                                                                           max_pool_grad
     avg:  y = mean over the window;  ∂C/∂x = δ / k² spread over the window avg_pool, avg_pool_grad
     flatten: (N, H, W, C) → (N, H·W·C) in row-major order, as Keras's Flatten
 
@@ -30,6 +31,7 @@ split with the extra one at the bottom (and right).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -172,19 +174,31 @@ def conv2d_input_grad_im2col(
 # --- pooling -----------------------------------------------------------------------------------
 
 
-def _windows(x: np.ndarray, size: int, stride: int) -> np.ndarray:
-    """The pooling windows stacked, entry k = p·size + q first: (size², N, Ho, Wo, C)."""
+def _windows(x: np.ndarray, size: int, stride: int) -> list[np.ndarray]:
+    """The entries each window position (p, q) meets, as views, k = p·size + q: size² arrays
+    (N, Ho, Wo, C)."""
     out = (output_size(x.shape[1], size, stride), output_size(x.shape[2], size, stride))
-    return np.stack([window(x, p, q, stride, out) for p in range(size) for q in range(size)])
+    return [window(x, p, q, stride, out) for p in range(size) for q in range(size)]
 
 
 def max_pool(x: np.ndarray, size: int, stride: int) -> np.ndarray:
-    return _windows(x, size, stride).max(axis=0)  # (N, Ho, Wo, C)
+    return functools.reduce(np.maximum, _windows(x, size, stride))  # (N, Ho, Wo, C)
+
+
+def first_maxima(x: np.ndarray, size: int, stride: int) -> np.ndarray:
+    """k of each window's first maximum: a later entry takes over only when strictly larger."""
+    windows = _windows(x, size, stride)
+    largest, first = windows[0], np.zeros(windows[0].shape, np.intp)  # (N, Ho, Wo, C)
+    for k, entries in enumerate(windows[1:], start=1):
+        later = entries > largest
+        first = np.where(later, k, first)
+        largest = np.where(later, entries, largest)
+    return first
 
 
 def max_pool_grad(x: np.ndarray, delta: np.ndarray, size: int, stride: int) -> np.ndarray:
-    """δ routed to the first maximum of each window (np.argmax returns the first)."""
-    first = _windows(x, size, stride).argmax(axis=0)  # (N, Ho, Wo, C)
+    """δ routed to the first maximum of each window."""
+    first = first_maxima(x, size, stride)
     dx = np.zeros_like(x)
     for k in range(size * size):
         p, q = divmod(k, size)
@@ -193,7 +207,7 @@ def max_pool_grad(x: np.ndarray, delta: np.ndarray, size: int, stride: int) -> n
 
 
 def avg_pool(x: np.ndarray, size: int, stride: int) -> np.ndarray:
-    return _windows(x, size, stride).mean(axis=0)  # (N, Ho, Wo, C)
+    return functools.reduce(np.add, _windows(x, size, stride)) / (size * size)  # (N, Ho, Wo, C)
 
 
 def avg_pool_grad(x: np.ndarray, delta: np.ndarray, size: int, stride: int) -> np.ndarray:
