@@ -230,9 +230,8 @@ class _NetworkLoss:
         z = self.outputs.zs[layer]
 
         def forward(t: float) -> witness.Forward:
-            moved = z.copy()
-            moved[..., channel] += t * moves
-            return witness.resume(self.net, self.params, self.outputs, layer, moved)
+            moved = z[..., channel : channel + 1] + t * moves[..., None]  # (..., 1)
+            return witness.resume(self.net, self.params, self.outputs, layer, moved, channel)
 
         return _Line(self, forward, layer)
 

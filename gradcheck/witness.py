@@ -21,7 +21,8 @@ from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
 class Forward:
     """Every weight layer's pre-activation ``zs[l]``, and ``activations``: X and every layer's
     output, ``activations[k]`` being layer k's input (for widths, the weight layers' a_l);
-    all float64."""
+    all float64. A pass `resume` moved in one channel holds that channel alone where the
+    layers act on each channel alone."""
 
     zs: list[np.ndarray]
     activations: list[np.ndarray]
@@ -36,14 +37,58 @@ def forward(net: Network, params: Params, X: np.ndarray) -> Forward:
     return _onwards(net, params, [], [np.asarray(X, np.float64)], 0)
 
 
-def resume(net: Network, params: Params, outputs: Forward, layer: int, z: np.ndarray) -> Forward:
+def resume(
+    net: Network,
+    params: Params,
+    outputs: Forward,
+    layer: int,
+    z: np.ndarray,
+    channel: int | None = None,
+) -> Forward:
     """The forward pass ``outputs`` with weight layer ``layer``'s (0-based) pre-activation
-    replaced by z: the layers before it as they were, the rest computed from z."""
+    replaced by z: the layers before it as they were, the rest computed from z.
+
+    Given ``channel``, only that output channel moved and z is it alone, (..., 1). The layers
+    that act on each channel alone (`_mixed_from`) then compute that channel only, and the
+    pass holds only it for them — z and their outputs (..., 1) — but for the last, which the
+    next layer reads whole: the other channels kept from ``outputs``, so the loss is the one a
+    whole pass gives, for a fraction of the work."""
     k = _positions(net)[layer]
+    activations = outputs.activations[: k + 1]
+    mixed = k if channel is None else _mixed_from(net, layer)
+    if channel is None or mixed == k:
+        if channel is not None:
+            z = _with_channel(outputs.zs[layer], channel, z)
+        a = _activate(net.weighted[layer], z)
+        return _onwards(net, params, [*outputs.zs[:layer], z], [*activations, a], k + 1)
     a = _activate(net.weighted[layer], z)
-    return _onwards(
-        net, params, [*outputs.zs[:layer], z], [*outputs.activations[: k + 1], a], k + 1
-    )
+    for pooling in net.stack[k + 1 : mixed]:
+        assert isinstance(pooling, Pooling)  # as `_mixed_from` found
+        activations.append(a)
+        a = pool_or_flatten(pooling, a)
+    activations.append(_with_channel(outputs.activations[mixed], channel, a))
+    return _onwards(net, params, [*outputs.zs[:layer], z], activations, mixed)
+
+
+def _mixed_from(net: Network, layer: int) -> int:
+    """Where in ``net.stack`` the channels of weight layer ``layer``'s output first mix: its
+    activation, when elementwise, and the pooling layers after it act on each channel alone.
+    The layer's own position when its activation mixes them (softmax) or nothing after it
+    does (the output layer), so that a pass's outputs are always whole."""
+    k = _positions(net)[layer]
+    if not lookup(ACTIVATIONS, net.weighted[layer].activation, "activation").elementwise:
+        return k
+    mixed = k + 1
+    while mixed < len(net.stack) and isinstance(net.stack[mixed], Pooling):
+        mixed += 1
+    return mixed if mixed < len(net.stack) else k
+
+
+def _with_channel(whole: np.ndarray, channel: int, part: np.ndarray) -> np.ndarray:
+    """A copy of ``whole`` with its ``channel`` replaced by ``part`` (..., 1)."""
+    out = whole.copy()
+    out[..., channel] = part[..., 0]
+    return out
 
 
 def _onwards(
@@ -153,7 +198,7 @@ def kink_sides(net: Network, outputs: Forward, start: int = 0) -> list[np.ndarra
     """Which side of every kink the forward pass ``outputs`` is on, from weight layer ``start``
     (0-based) on: for each pre-activation that feeds an activation with kinks, z > kink, one
     boolean array per (layer, kink); for each max pool, the position of every window's first
-    maximum."""
+    maximum — of one channel where `resume` moved only that one."""
     sides: list[np.ndarray] = []
     first = _positions(net)[start]
     zs = iter(outputs.zs[start:])

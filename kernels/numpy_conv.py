@@ -185,24 +185,27 @@ def max_pool(x: np.ndarray, size: int, stride: int) -> np.ndarray:
     return functools.reduce(np.maximum, _windows(x, size, stride))  # (N, Ho, Wo, C)
 
 
-def first_maxima(x: np.ndarray, size: int, stride: int) -> np.ndarray:
-    """k of each window's first maximum: a later entry takes over only when strictly larger."""
+def first_maxima(x: np.ndarray, size: int, stride: int) -> list[np.ndarray]:
+    """For each window position k, where it holds its window's first maximum: the entries
+    equal to the window's maximum that no earlier position already holds. size² boolean
+    arrays (N, Ho, Wo, C), each window True in exactly one of them."""
     windows = _windows(x, size, stride)
-    largest, first = windows[0], np.zeros(windows[0].shape, np.intp)  # (N, Ho, Wo, C)
-    for k, entries in enumerate(windows[1:], start=1):
-        later = entries > largest
-        first = np.where(later, k, first)
-        largest = np.where(later, entries, largest)
-    return first
+    largest = functools.reduce(np.maximum, windows)
+    taken = np.zeros(largest.shape, bool)
+    firsts = []
+    for entries in windows:
+        first = (entries == largest) & ~taken
+        taken |= first
+        firsts.append(first)
+    return firsts
 
 
 def max_pool_grad(x: np.ndarray, delta: np.ndarray, size: int, stride: int) -> np.ndarray:
     """δ routed to the first maximum of each window."""
-    first = first_maxima(x, size, stride)
     dx = np.zeros_like(x)
-    for k in range(size * size):
+    for k, first in enumerate(first_maxima(x, size, stride)):
         p, q = divmod(k, size)
-        window(dx, p, q, stride, delta.shape[1:3])[...] += np.where(first == k, delta, 0)
+        window(dx, p, q, stride, delta.shape[1:3])[...] += np.where(first, delta, 0)
     return dx
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -162,6 +163,38 @@ def test_a_parameter_moves_only_its_own_layers_pre_activation(case):
                 assert loss.coordinate(layer, key, index)(0.01) == pytest.approx(whole, rel=1e-13)
                 i += 1
     assert i == sum(v.size for p in params for v in p.values())
+
+
+@pytest.mark.parametrize("case", range(2), ids=["dense", "conv"])
+def test_a_pass_moved_in_one_channel_tells_that_channels_kink_sides(case):
+    """A pass moved in one channel holds that channel alone where the layers act on each
+    channel alone (`witness.resume`), and tells its kink sides: those of a whole forward pass
+    with the parameter moved, in that channel, and whole beyond; so a step crosses a relu's 0
+    or moves a window's first maximum exactly where whole passes say it does — for every
+    parameter, with steps long enough that some cross and some do not."""
+    net, params, X, y = list(_networks_with_every_layer_kind())[case]
+    loss = finite_diff._NetworkLoss(net, params, X, y)
+    crossings = []
+    for layer, shapes in enumerate(net.shapes()):
+        for key, step in itertools.product(sorted(shapes), (0.01, 0.3)):
+            for index in np.ndindex(*shapes[key]):
+                line, channel = loss.coordinate(layer, key, index), index[-1]
+                whole = []
+                for t in (-step, step):
+                    moved = [{k: v.copy() for k, v in p.items()} for p in params]
+                    moved[layer][key][index] += t
+                    outputs = gradcheck.witness.forward(net, moved, X)
+                    whole.append(gradcheck.witness.kink_sides(net, outputs, layer))
+                    ours = gradcheck.witness.kink_sides(net, line.forward(t), layer)
+                    for side, want in zip(ours, whole[-1], strict=True):
+                        if side.shape != want.shape:
+                            want = want[..., channel : channel + 1]
+                        assert np.array_equal(side, want)
+                crosses = any(not np.array_equal(p, q) for p, q in zip(*whole, strict=True))
+                assert line.crosses_kink(-step, step) == crosses
+                crossings.append(crosses)
+    assert any(crossings)
+    assert not all(crossings)
 
 
 def test_the_kink_sides_come_from_the_passes_that_give_the_loss():
