@@ -412,3 +412,15 @@ def test_the_notebook_ran_as_the_site_built_and_shows_its_outputs(site):
     assert "DISAGREE: sigmoid twice" in text
     assert "applied twice" in text  # the explanation
     assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', page)) == 1  # the figure
+
+
+def test_the_benchmarks_page_times_the_verdict_of_every_catalogue_problem():
+    """The time-to-verdict table has a row per catalogue problem, each with a time in both
+    dtypes: a problem added to the catalogue and not timed there fails."""
+    from gradcheck.problems import PROBLEMS
+
+    section = (DOCS / "benchmarks.md").read_text().split("## Time to verdict")[1]
+    table = section[section.index("| problem |") :].split("\n\n")[0].splitlines()[2:]
+    assert len(table) == len(PROBLEMS)
+    for row in table:
+        assert re.fullmatch(r"\| .+ \| [\d.]+ s \| [\d.]+ s \|", row), row
