@@ -559,13 +559,15 @@ def _against_finite_differences(
     mode = "elementwise" if lines.elementwise else "directional"
     # One scale and noise level for all the estimates (see finite_diff.allowed). Refining the
     # ones that disagree changes both, so every estimate is looked at again until they settle
-    # (each line is memoised: a second look costs nothing).
+    # (each line is memoised: a second look costs nothing). A refinement may lower the noise
+    # level the others are held to, never raise it (`_settled_errors`).
     firsts = list(estimates)
     for _ in range(MAX_ROUNDS):
         usable = [d for d in estimates if not d.kink]
         scale = max(max((abs(d.value) for d in usable), default=0.0), tiny)
-        shared = max((d.error for d in usable), default=0.0)
-        rounding = max((d.rounding for d in usable), default=0.0)
+        errors, roundings = _settled_errors(estimates, firsts)
+        shared = float(np.max(errors, initial=0.0, where=np.isfinite(errors)))
+        rounding = float(np.max(roundings, initial=0.0, where=np.isfinite(roundings)))
 
         def tolerance(
             d: Derivative, scale: float = scale, shared: float = shared, rounding: float = rounding
@@ -585,17 +587,30 @@ def _against_finite_differences(
         if not changed or wrong >= ENOUGH_WRONG:
             break
     shape = lines.shape if lines.elementwise else (len(lines.directions),)
+    errors, roundings = _settled_errors(estimates, firsts)
     return compare(
         np.array(observed).reshape(shape),
         np.array([d.value for d in estimates]).reshape(shape),
-        np.array([d.error for d in estimates]).reshape(shape),
+        errors.reshape(shape),
         np.array([d.kink for d in estimates]).reshape(shape),
-        rounding=np.array([d.rounding for d in estimates]).reshape(shape),
+        rounding=roundings.reshape(shape),
         floor=floor,
         mode=mode,
         dtype=precision,
         resolved=sum(d.resolved for d in estimates),
     )
+
+
+def _settled_errors(
+    estimates: list[Derivative], firsts: list[Derivative]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each estimate's error and rounding as far as the tolerance shared by all may see them: a
+    second look with a smaller step lowers them where its estimate is better, and never raises
+    them — a noisier look at one point (a float32 function at a tenth of the step) must not
+    loosen the comparison of every other."""
+    errors = [min(d.error, f.error) for d, f in zip(estimates, firsts, strict=True)]
+    roundings = [min(d.rounding, f.rounding) for d, f in zip(estimates, firsts, strict=True)]
+    return np.array(errors), np.array(roundings)
 
 
 def _against_jax(

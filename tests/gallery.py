@@ -167,6 +167,13 @@ def batchnorm_backward_dgamma_unnormalised(dout, cache):
     return dx, (dout * xhat / inv).sum(axis=0), dbeta  # BUG: x − μ where x̂ belongs
 
 
+def batchnorm_backward_epsilon(dout, cache):
+    xhat, gamma, inv = cache
+    var = 1 / inv**2 - EPSILON
+    inv = 1 / np.sqrt(var + 1e-3)  # BUG: the backward's ε is not the forward's 1e-5
+    return batchnorm_backward(dout, (xhat, gamma, inv))
+
+
 def layernorm_forward(x, gamma, beta):
     mean, var = x.mean(axis=1, keepdims=True), x.var(axis=1, keepdims=True)
     inv = 1 / np.sqrt(var + EPSILON)
@@ -629,11 +636,13 @@ KERNELS: dict[str, Kernel] = {
         ),
         _k(
             "batchnorm", batchnorm_forward, batchnorm_backward,
-            lambda r, d: [_normal(r, d, 64, 256, scale=2) + 1, 1 + _normal(r, d, 256, scale=0.1),
-                          _normal(r, d, 256, scale=0.1)],
+            # features of small variance, as after a layer that shrinks them: where ε matters
+            lambda r, d: [_normal(r, d, 64, 256, scale=0.2) + 1,
+                          1 + _normal(r, d, 256, scale=0.1), _normal(r, d, 256, scale=0.1)],
             ["x", "gamma", "beta"],
             no_mean_terms=batchnorm_backward_no_mean_terms,
             dgamma_unnormalised=batchnorm_backward_dgamma_unnormalised,
+            epsilon=batchnorm_backward_epsilon,
         ),
         _k(
             "layernorm", layernorm_forward, layernorm_backward,
