@@ -141,6 +141,8 @@ def near_kinks(
       the first of tied maxima): reported as a kink, not compared.
     - Otherwise, when the estimates of the steps whose noise is within the limit never settle
       and the kernel's value lies among them, every step crossed kinks: reported as a kink.
+
+    A kink keeps the most accurate of the estimates as its value, for the report to show.
     - Otherwise the most accurate estimate stands, and the kernel disagrees with it.
     """
     cap = tolerance(Derivative(0.0, math.inf))
@@ -165,7 +167,7 @@ def near_kinks(
         and gap > abs(observed - smallest.value)
         and wider[1] - wider[0] > gap / 2
     ):
-        return Derivative(math.nan, math.inf, kink=True)
+        return _skipped(tried)
     # Steps small enough to miss every kink may be too small for the function's precision (a
     # float32 loss over thousands of hinges): then, among the steps whose noise is within the
     # limit, estimates that never settle and bracket the kernel's value are kinks at every step.
@@ -175,8 +177,14 @@ def near_kinks(
         slack = max(tolerance(t) for t in usable)
         unsettled = max(values) - min(values) > slack
         if unsettled and min(values) - slack <= observed <= max(values) + slack:
-            return Derivative(math.nan, math.inf, kink=True)
+            return _skipped(tried)
     return min(tried, key=lambda t: t.error)
+
+
+def _skipped(tried: list[Derivative]) -> Derivative:
+    """A point found on a kink: not compared, but its most accurate estimate kept, so that the
+    report can show how far the kernel was from it."""
+    return Derivative(min(tried, key=lambda t: t.error).value, math.inf, kink=True)
 
 
 def _one_sided(g: Callable[[float], float], half: float) -> tuple[float, float]:
@@ -456,6 +464,9 @@ class Comparison:
     estimates: int
     #: Estimates skipped because they lie on a kink.
     kinks: int = 0
+    #: The largest relative error among the skipped estimates that have a value (None when
+    #: none has): what the kinks hide, for a reader to judge.
+    skipped_error: float | None = None
     #: Estimates whose first step crossed a kink and a smaller step settled.
     resolved: int = 0
     #: Some estimates were noisier than a smooth function allows; their tolerance is held at the
@@ -477,7 +488,12 @@ class Comparison:
         """What a reader needs besides the error: kinks skipped or resolved, noise."""
         parts = [f"{self.estimates} random directions"] if self.mode == "directional" else []
         if self.kinks:
-            parts.append(f"{self.kinks} at a kink skipped")
+            there = (
+                ""
+                if self.skipped_error is None
+                else f", the largest error there {self.skipped_error:.1e}"
+            )
+            parts.append(f"{self.kinks} at a kink skipped{there}")
         if self.resolved:
             parts.append(f"{self.resolved} across a kink settled by a smaller step")
         if self.noisy:
@@ -531,9 +547,14 @@ def compare(
     if mode not in ("elementwise", "directional"):
         raise ValueError(f"mode must be 'elementwise' or 'directional'; got {mode!r}")
     kinks = np.asarray(kinks, bool)
+    given = np.asarray(observed, np.float64)
     expected = np.where(kinks, 0.0, values)
-    observed = np.where(kinks, 0.0, np.asarray(observed, np.float64))
+    observed = np.where(kinks, 0.0, given)
     scale = max(float(np.abs(expected).max(initial=0.0)), float(np.finfo(np.float64).tiny))
+    skipped = kinks & np.isfinite(values)
+    skipped_error = (
+        float(np.max(np.abs(given - values)[skipped])) / scale if skipped.any() else None
+    )
     limit = noise_limit(dtype)
     errors = np.where(kinks, 0.0, errors)
     rounding = np.zeros_like(errors) if rounding is None else np.where(kinks, 0.0, rounding)
@@ -550,6 +571,7 @@ def compare(
         mode,
         estimates=kinks.size,
         kinks=int(kinks.sum()),
+        skipped_error=skipped_error,
         resolved=resolved,
         noisy=bool(10 * float(np.max(errors - rounding, initial=0.0)) > tolerance * scale),
         rounded=bool(10 * float(np.max(rounding, initial=0.0)) > limit * scale),

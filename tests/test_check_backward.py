@@ -49,6 +49,19 @@ def test_a_point_on_a_kink_is_reported_as_one_not_failed():
     assert "at a kink skipped" in finding.detail
 
 
+def test_a_skipped_point_is_reported_with_its_own_error():
+    """A point on a kink is not compared, but what it hides is shown: at relu's 0 the central
+    difference is the mean of the slopes 0 and 1, half the slope 1 beside it, where relu′(0)
+    is 0 — a relative error of 0.5 there."""
+    result = check_backward(
+        lambda x: np.maximum(x, 0).sum(), lambda u, x: u * (x > 0), np.array([0.0, 0.8])
+    )
+    for finding in result.findings:
+        assert finding.kinks == 1
+        assert finding.skipped_error == pytest.approx(0.5, rel=1e-6)
+        assert "1 at a kink skipped, the largest error there 5.0e-01" in finding.detail
+
+
 def test_a_wrong_gradient_beside_a_kink_is_still_caught():
     def wrong(u, x):
         return 2 * relu_backward(u, x)
