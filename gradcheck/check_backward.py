@@ -58,7 +58,7 @@ from gradcheck.finite_diff import (
     near_kinks,
     noise_limit,
 )
-from gradcheck.tolerance import SAFETY, relative_error
+from gradcheck.tolerance import SAFETY, ratio, relative_error
 
 FINITE_DIFFERENCES = "finite differences"
 JAX_VJP = "jax.vjp"
@@ -190,7 +190,7 @@ class BackwardCheck:
 
 
 def _badness(check: InputCheck) -> float:
-    return display.ratio(check.error, check.tolerance)
+    return ratio(check.error, check.tolerance)
 
 
 def check_backward(

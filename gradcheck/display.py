@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gradcheck.tolerance import relative_errors
+from gradcheck.tolerance import ratio, relative_errors
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -23,13 +23,6 @@ if TYPE_CHECKING:
 
 #: Colours of a row within its tolerance and beyond it.
 OK_COLOUR, FAIL_COLOUR = "#2e7d32", "#c62828"
-
-
-def ratio(error: float, tolerance: float) -> float:
-    """error / tolerance: below 1 within the tolerance; infinite for a missing or NaN value."""
-    if not math.isfinite(error):
-        return math.inf
-    return error / tolerance if tolerance > 0 else (0.0 if error == 0 else math.inf)
 
 
 def _bar(share: float) -> str:

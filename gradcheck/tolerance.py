@@ -409,3 +409,10 @@ def _abs_activation_backward(activation: str, a: np.ndarray, grad_a: np.ndarray)
     if prime_terms is None:
         return np.abs(a) * (grad_a + np.sum(grad_a * np.abs(a), axis=1, keepdims=True))
     return grad_a * prime_terms(a)
+
+
+def ratio(error: float, tolerance: float) -> float:
+    """error / tolerance: below 1 within the tolerance; infinite for a missing or NaN value."""
+    if not math.isfinite(error):
+        return math.inf
+    return error / tolerance if tolerance > 0 else (0.0 if error == 0 else math.inf)
