@@ -48,6 +48,7 @@ import numpy as np
 from gradcheck import display, explain
 from gradcheck.finite_diff import (
     ELEMENTWISE_MAX,
+    FINITE_DIFFERENCES,
     Comparison,
     Derivative,
     allowed,
@@ -60,7 +61,6 @@ from gradcheck.finite_diff import (
 )
 from gradcheck.tolerance import SAFETY, ratio, relative_error
 
-FINITE_DIFFERENCES = "finite differences"
 JAX_VJP = "jax.vjp"
 _SALT = 0x67726164  # "grad"
 #: How often the estimates that disagree are looked at again as the shared noise level settles.

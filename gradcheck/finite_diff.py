@@ -56,6 +56,10 @@ STEP = EPS ** (1 / 3)
 ELEMENTWISE_MAX = 2000
 
 
+#: The oracle's name in every report: verify's witness and check_backward's.
+FINITE_DIFFERENCES = "finite differences"
+
+
 def noise_limit(dtype: np.dtype | type | str) -> float:
     """The largest relative error finite differences of a smooth function computed in
     ``dtype`` can have (100·√ε; a smooth float64 function gives about 1e-9). Beyond it the

@@ -10,6 +10,7 @@ import numpy as np
 
 from gradcheck import display, terminal
 from gradcheck.explain import NONE, Explanation, FirstDifference, listing
+from gradcheck.finite_diff import FINITE_DIFFERENCES
 from gradcheck.network import Network
 from gradcheck.optimizers import SGD, Optimizer, plain_descent
 from gradcheck.tolerance import Horizon
@@ -17,9 +18,6 @@ from gradcheck.tolerance import Horizon
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from rich.console import Group
-
-#: The row of the finite-difference oracle.
-FINITE_DIFFERENCES = "finite differences"
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from gradcheck.backends import (
     available_backends,
     resolve,
 )
+from gradcheck.finite_diff import FINITE_DIFFERENCES
 from gradcheck.network import (
     Network,
     Params,
@@ -34,7 +35,7 @@ from gradcheck.network import (
     check_steps_lr,
 )
 from gradcheck.optimizers import Optimizer, as_optimizer, batch_schedule
-from gradcheck.report import FINITE_DIFFERENCES, Check, Report
+from gradcheck.report import Check, Report
 from gradcheck.terminal import Progress
 from gradcheck.tolerance import (
     Horizon,
