@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -733,15 +734,15 @@ class _Problem:
     trajectory: float
     horizon: Horizon
 
-    @property
+    @cached_property
     def net64(self) -> Network:
         return dataclasses.replace(self.net, dtype="float64")
 
-    @property
+    @cached_property
     def X64(self) -> np.ndarray:
         return self.X.astype(np.float64)
 
-    @property
+    @cached_property
     def y64(self) -> np.ndarray:
         return self.y.astype(np.float64)
 
@@ -810,8 +811,11 @@ def _explanations(
     """The hypotheses that fit, group by group in the order of the computation. A forward that
     differs explains everything after it, so the groups after it are not explained again; a
     training run is explained when its gradients agree or differ by one common factor."""
-    if groups & {"predictions", "loss"}:
-        loss = explain.explain_loss(name, p.net, got.loss, got.predictions, p.y, p.point, p.sizes)
+    loss = (
+        explain.explain_loss(name, p.net, got.loss, got.predictions, p.y, p.point, p.sizes)
+        if groups & {"predictions", "loss"}
+        else []
+    )
     if "predictions" in groups:
         found = explain.explain_own_weights(
             backend, p.net, p.params, p.X, p.y, "predictions", got.predictions, None, extra
