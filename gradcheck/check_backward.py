@@ -614,9 +614,10 @@ def _settled_errors(
     """Each estimate's error and rounding as far as the tolerance shared by all may see them: a
     second look with a smaller step lowers them where its estimate is better, and never raises
     them — a noisier look at one point (a float32 function at a tenth of the step) must not
-    loosen the comparison of every other."""
-    errors = [min(d.error, f.error) for d, f in zip(estimates, firsts, strict=True)]
-    roundings = [min(d.rounding, f.rounding) for d, f in zip(estimates, firsts, strict=True)]
+    loosen the comparison of every other. A point on a kink has none (infinite)."""
+    pairs = list(zip(estimates, firsts, strict=True))
+    errors = [math.inf if d.kink else min(d.error, f.error) for d, f in pairs]
+    roundings = [math.inf if d.kink else min(d.rounding, f.rounding) for d, f in pairs]
     return np.array(errors), np.array(roundings)
 
 

@@ -145,9 +145,9 @@ def near_kinks(
       the first of tied maxima): reported as a kink, not compared.
     - Otherwise, when the estimates of the steps whose noise is within the limit never settle
       and the kernel's value lies among them, every step crossed kinks: reported as a kink.
+    - Otherwise the most accurate estimate stands, and the kernel disagrees with it.
 
     A kink keeps the most accurate of the estimates as its value, for the report to show.
-    - Otherwise the most accurate estimate stands, and the kernel disagrees with it.
     """
     cap = tolerance(Derivative(0.0, math.inf))
     tried = [first, *(central_difference(g, h / shrink, eps=eps) for shrink in SHRINKS)]
