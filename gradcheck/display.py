@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -18,8 +18,70 @@ from gradcheck.tolerance import ratio, relative_errors
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from gradcheck.check_backward import BackwardCheck
-    from gradcheck.report import Report
+    from gradcheck.tolerance import Horizon
+
+
+# What the views read of the results they show: `gradcheck.report.Report` and its `Check`s,
+# `gradcheck.check_backward.BackwardCheck` and its `InputCheck`s. The results call the views
+# (their ``_repr_html_`` and ``plot``), so the views name no result type: imports run one way.
+
+
+class _Row(Protocol):
+    @property
+    def error(self) -> float: ...
+    @property
+    def tolerance(self) -> float: ...
+    @property
+    def cells(self) -> tuple[str, str, str, str]: ...
+
+
+class _Report(Protocol):
+    @property
+    def reference(self) -> str: ...
+    @property
+    def reference_losses(self) -> np.ndarray | None: ...
+    @property
+    def losses(self) -> dict[str, np.ndarray]: ...
+    @property
+    def horizon(self) -> Horizon | None: ...
+    @property
+    def ok(self) -> bool: ...
+    def rows(self) -> Sequence[tuple[str, _Row | None]]: ...
+    def heading(self) -> list[str]: ...
+    def verdict_lines(self) -> list[str]: ...
+    def tolerance_of(self, backend: str, quantity: str) -> float | None: ...
+
+
+class _Finding(Protocol):
+    @property
+    def input(self) -> str: ...
+    @property
+    def oracle(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def error(self) -> float: ...
+    @property
+    def tolerance(self) -> float: ...
+    def describe(self) -> str: ...
+
+
+class _Why(Protocol):
+    @property
+    def text(self) -> str: ...
+
+
+class _BackwardCheck(Protocol):
+    @property
+    def notes(self) -> Sequence[str]: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def findings(self) -> Sequence[_Finding]: ...
+    @property
+    def explanations(self) -> Sequence[_Why]: ...
+    def summary(self) -> str: ...
+
 
 #: Colours of a row within its tolerance and beyond it.
 OK_COLOUR, FAIL_COLOUR = "#2e7d32", "#c62828"
@@ -58,7 +120,7 @@ def _lines(css: str, colour: str, lines: Sequence[str]) -> str:
     return f'<ul class="{css}" style="color:{colour}">{items}</ul>' if lines else ""
 
 
-def report_html(report: Report) -> str:
+def report_html(report: _Report) -> str:
     """The report's heading, its verdict and explanations, then one row per check: those
     beyond their tolerance first, worst first, then the rest in the report's order."""
     rows: list[tuple[tuple[str, ...], float | None]] = []
@@ -82,7 +144,7 @@ def report_html(report: Report) -> str:
     )
 
 
-def backward_html(result: BackwardCheck) -> str:
+def backward_html(result: _BackwardCheck) -> str:
     """`check_backward`'s verdict, notes and explanations, then its worst finding per input
     and oracle, those beyond their tolerance first."""
     findings = sorted(result.findings, key=lambda f: -ratio(f.error, f.tolerance))  # worst first
@@ -104,7 +166,7 @@ def backward_html(result: BackwardCheck) -> str:
     )
 
 
-def report_figure(report: Report) -> Figure:
+def report_figure(report: _Report) -> Figure:
     """Left, every implementation's training loss per step on one axis; right, each one's
     per-step relative error against the reference's loss, with its tolerance dashed, on a log
     axis; on both, a dotted line at the horizon where the comparison of the run stops."""

@@ -25,3 +25,30 @@ def test_the_kernels_install_inside_the_gradcheck_namespace(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
     )
     assert result.stdout.split() == ["None", "gradcheck.kernels.numpy_backprop"]
+
+
+def _imports(path):
+    """The gradcheck modules a module imports anywhere in it, TYPE_CHECKING blocks and
+    function bodies included."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == "gradcheck":
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("gradcheck."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("gradcheck.")}
+    return found
+
+
+def test_the_modules_of_gradcheck_import_one_another_without_a_cycle():
+    import graphlib
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "gradcheck"
+    modules = {path.stem: path for path in package.glob("*.py") if path.stem != "__init__"}
+    graph = {name: _imports(path) & (modules.keys() - {name}) for name, path in modules.items()}
+    assert sum(map(len, graph.values())) > len(modules)  # the graph was read
+    tuple(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError on a cycle
