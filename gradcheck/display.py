@@ -26,11 +26,16 @@ if TYPE_CHECKING:
 # (their ``_repr_html_`` and ``plot``), so the views name no result type: imports run one way.
 
 
-class _Row(Protocol):
+class _Scored(Protocol):
+    """A comparison as a row shows it: its error and the tolerance it was held to."""
+
     @property
     def error(self) -> float: ...
     @property
     def tolerance(self) -> float: ...
+
+
+class _Row(_Scored, Protocol):
     @property
     def cells(self) -> tuple[str, str, str, str]: ...
 
@@ -52,17 +57,13 @@ class _Report(Protocol):
     def tolerance_of(self, backend: str, quantity: str) -> float | None: ...
 
 
-class _Finding(Protocol):
+class _Finding(_Scored, Protocol):
     @property
     def input(self) -> str: ...
     @property
     def oracle(self) -> str: ...
     @property
     def mode(self) -> str: ...
-    @property
-    def error(self) -> float: ...
-    @property
-    def tolerance(self) -> float: ...
     def describe(self) -> str: ...
 
 
