@@ -50,23 +50,17 @@ from gradcheck.finite_diff import (
     ELEMENTWISE_MAX,
     FINITE_DIFFERENCES,
     Comparison,
-    Derivative,
-    allowed,
+    Directions,
+    Line,
     along,
-    central_difference,
-    compare,
+    differentiate,
+    judge,
     memoised,
-    near_kinks,
-    noise_limit,
 )
 from gradcheck.tolerance import SAFETY, ratio, relative_error
 
 JAX_VJP = "jax.vjp"
 _SALT = 0x67726164  # "grad"
-#: How often the estimates that disagree are looked at again as the shared noise level settles.
-MAX_ROUNDS = 4
-#: Estimates confirmed wrong after a second look, beyond which the others are not looked at.
-ENOUGH_WRONG = 4
 
 
 @dataclass(frozen=True)
@@ -278,8 +272,12 @@ def check_backward(
         return np.array([sum(np.sum(c * y) for c, y in zip(u64, ys, strict=True)) for u64 in u64s])
 
     lines = {
-        i: _Lines.through(
-            arrays[i], precision, directions, elementwise_max, rng, partial(pairings, i=i)
+        i: _Lines(
+            arrays[i],
+            Directions.through(
+                arrays[i], precision, arrays[i].size <= elementwise_max, directions, rng
+            ),
+            partial(pairings, i=i),
         )
         for i in differentiated
     }
@@ -292,7 +290,7 @@ def check_backward(
         grads, problems = _gradients(grads, arrays, differentiated, labels)
         checks += problems
         for i, grad in grads.items():
-            comparison = _against_finite_differences(lines[i], k, grad, floor, precision)
+            comparison = lines[i].against(k, grad, floor, precision)
             checks.append(InputCheck.from_comparison(labels[i], FINITE_DIFFERENCES, comparison))
             compared.setdefault(labels[i], comparison)
         if jax_forward is not None and grads:
@@ -499,126 +497,42 @@ def _broken(label: str, detail: str) -> InputCheck:
 # --- the oracles ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class _Lines:
-    """The lines through one input along which its derivatives are estimated: one per element
-    (unit vectors) or ``directions`` random ones, each with its step. A line's function values
-    are memoised for every cotangent at once, since one forward pass gives ⟨u, y⟩ for all of
-    them: the second cotangent's estimates cost no forward pass."""
+    """The lines through one input along which its derivatives are estimated (`Directions`).
+    A line's function values are memoised for every cotangent at once, since one forward pass
+    gives ⟨u, y⟩ for all of them: the second cotangent's estimates cost no forward pass."""
 
-    shape: tuple[int, ...]
-    elementwise: bool
-    directions: list[np.ndarray]
-    steps: list[float]
-    values: list[Callable[[float], np.ndarray]]
-
-    @classmethod
-    def through(
-        cls,
-        x: np.ndarray,
-        precision: np.dtype,
-        directions: int,
-        elementwise_max: int,
-        rng: np.random.Generator,
-        pairings: Callable[[np.ndarray], np.ndarray],
-    ) -> _Lines:
-        """The lines through x; ``pairings(x′)`` is ⟨u, y⟩ at x′ for every cotangent u."""
+    def __init__(
+        self, x: np.ndarray, directions: Directions, pairings: Callable[[np.ndarray], np.ndarray]
+    ) -> None:
+        """``pairings(x′)`` is ⟨u, y⟩ at x′ for every cotangent u."""
         x64 = x.astype(np.float64)
-        step = float(np.finfo(precision).eps) ** (1 / 3)
-        elementwise = x.size <= elementwise_max
-        vs, hs = [], []
-        if elementwise:
-            for j in range(x.size):
-                unit = np.zeros(x.shape)
-                unit.flat[j] = 1.0
-                vs.append(unit)
-                hs.append(step * max(1.0, abs(float(x64.flat[j]))))
-        else:
-            h = step * max(1.0, float(np.abs(x64).max()))
-            for _ in range(directions):
-                vs.append(rng.standard_normal(x.shape))
-                hs.append(h)
-        values = [memoised(along(pairings, x64, v)) for v in vs]
-        return cls(x.shape, elementwise, vs, hs, values)
+        self.directions = directions
+        self.values = [
+            memoised(along(pairings, x64, directions.vector(j))) for j in range(len(directions))
+        ]
 
-    def scalar(self, line: int, k: int) -> Callable[[float], float]:
-        """t ↦ ⟨u_k, y(x + t·v)⟩ on the line."""
-        values = self.values[line]
-        return lambda t: float(values(t)[k])
-
-
-def _against_finite_differences(
-    lines: _Lines, k: int, grad: np.ndarray, floor: float, precision: np.dtype
-) -> Comparison:
-    """``grad``, the kernel's gradient of ⟨u_k, y⟩, against finite differences along ``lines``;
-    estimates that disagree are looked at again for kinks."""
-    grad64 = grad.astype(np.float64)
-    eps = float(np.finfo(precision).eps)
-    gs = [lines.scalar(j, k) for j in range(len(lines.directions))]
-    hs = lines.steps
-    if lines.elementwise:
-        observed = grad64.ravel().tolist()
-    else:
-        observed = [float(np.sum(grad64 * v)) for v in lines.directions]
-    estimates = [central_difference(g, h, eps=eps) for g, h in zip(gs, hs, strict=True)]
-    tiny = np.finfo(np.float64).tiny
-    limit = noise_limit(precision)
-    mode = "elementwise" if lines.elementwise else "directional"
-    # One scale and noise level for all the estimates (see finite_diff.allowed). Refining the
-    # ones that disagree changes both, so every estimate is looked at again until they settle
-    # (each line is memoised: a second look costs nothing). A refinement may lower the noise
-    # level the others are held to, never raise it (`_settled_errors`).
-    firsts = list(estimates)
-    for _ in range(MAX_ROUNDS):
-        usable = [d for d in estimates if not d.kink]
-        scale = max(max((abs(d.value) for d in usable), default=0.0), tiny)
-        errors, roundings = _settled_errors(estimates, firsts)
-        shared = float(np.max(errors, initial=0.0, where=np.isfinite(errors)))
-        rounding = float(np.max(roundings, initial=0.0, where=np.isfinite(roundings)))
-
-        def tolerance(
-            d: Derivative, scale: float = scale, shared: float = shared, rounding: float = rounding
-        ) -> float:
-            return allowed(np.array([d.error, shared]), scale, floor, limit, np.array([rounding]))
-
-        changed, wrong = False, 0
-        for j, (g, h, seen) in enumerate(zip(gs, hs, observed, strict=True)):
-            if estimates[j].kink or abs(seen - estimates[j].value) <= tolerance(estimates[j]):
-                continue
-            again = near_kinks(g, h, firsts[j], seen, tolerance, eps=eps)
-            changed |= again != estimates[j]
-            estimates[j] = again
-            wrong += not (again.kink or again.resolved)
-            if wrong >= ENOUGH_WRONG:  # the verdict cannot change: spare the rest a second look
-                break
-        if not changed or wrong >= ENOUGH_WRONG:
-            break
-    shape = lines.shape if lines.elementwise else (len(lines.directions),)
-    errors, roundings = _settled_errors(estimates, firsts)
-    return compare(
-        np.array(observed).reshape(shape),
-        np.array([d.value for d in estimates]).reshape(shape),
-        errors.reshape(shape),
-        np.array([d.kink for d in estimates]).reshape(shape),
-        rounding=roundings.reshape(shape),
-        floor=floor,
-        mode=mode,
-        dtype=precision,
-        resolved=sum(d.resolved for d in estimates),
-    )
+    def against(self, k: int, grad: np.ndarray, floor: float, precision: np.dtype) -> Comparison:
+        """``grad``, the kernel's gradient of ⟨u_k, y⟩, against finite differences along the
+        lines (`finite_diff.judge`: a black box's kinks are looked for by smaller steps)."""
+        lines = [
+            Line(partial(_pairing, values, k), h)
+            for values, h in zip(self.values, self.directions.steps, strict=True)
+        ]
+        eps = float(np.finfo(precision).eps)
+        return judge(
+            self.directions.project(grad),
+            lines,
+            differentiate(lines, eps),
+            floor=floor,
+            mode=self.directions.mode,
+            dtype=precision,
+        )
 
 
-def _settled_errors(
-    estimates: list[Derivative], firsts: list[Derivative]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each estimate's error and rounding as far as the tolerance shared by all may see them: a
-    second look with a smaller step lowers them where its estimate is better, and never raises
-    them — a noisier look at one point (a float32 function at a tenth of the step) must not
-    loosen the comparison of every other. A point on a kink has none (infinite)."""
-    pairs = list(zip(estimates, firsts, strict=True))
-    errors = [math.inf if d.kink else min(d.error, f.error) for d, f in pairs]
-    roundings = [math.inf if d.kink else min(d.rounding, f.rounding) for d, f in pairs]
-    return np.array(errors), np.array(roundings)
+def _pairing(values: Callable[[float], np.ndarray], k: int, t: float) -> float:
+    """t ↦ ⟨u_k, y(x + t·v)⟩ on one line."""
+    return float(values(t)[k])
 
 
 def _against_jax(

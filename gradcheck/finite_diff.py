@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -49,6 +49,7 @@ from gradcheck import witness
 from gradcheck.network import Network, Params
 
 EPS = float(np.finfo(np.float64).eps)
+TINY = float(np.finfo(np.float64).tiny)
 STEP = EPS ** (1 / 3)
 
 #: Up to this many parameters (verify) or input elements (check_backward) get a finite difference
@@ -206,6 +207,173 @@ def along(
     return lambda t: f(x + t * v)
 
 
+# --- the driver: lines, their estimates, and a gradient judged against them ---------------------
+
+
+@dataclass(frozen=True)
+class Line:
+    """A scalar function g(t) along one direction through the point checked — g′(0) is the
+    derivative estimated — with the step its difference takes and the caller's kink detector:
+    ``crosses(a, b)``, whether a non-differentiable point lies between a and b (the witness
+    knows where a network's relus switch), or None for a black box, whose estimates that
+    disagree get a second look with smaller steps (`near_kinks`)."""
+
+    g: Callable[[float], float]
+    step: float
+    crosses: Callable[[float, float], bool] | None = None
+
+
+def differentiate(
+    lines: Sequence[Line],
+    eps: float = EPS,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Derivative]:
+    """Every line's `central_difference`: the one place estimates are made, for ``verify``'s
+    witness and ``check_backward`` alike. ``progress(i, n)`` is told as lines are done."""
+    estimates = []
+    for i, line in enumerate(lines):
+        if progress is not None:
+            progress(i, len(lines))
+        estimates.append(central_difference(line.g, line.step, line.crosses, eps))
+    return estimates
+
+
+@dataclass(frozen=True)
+class Directions:
+    """The directions through an array x along which its derivatives are estimated, and their
+    steps: every unit vector (element-wise), h = ε^{1/3}·max(1, |x_i|), or k random Gaussian
+    ones, h = ε^{1/3}·max(1, ‖x‖_∞), for the precision ε the function is computed in."""
+
+    shape: tuple[int, ...]
+    elementwise: bool
+    steps: list[float]
+    #: The random directions; none for the unit vectors, made as they are asked for.
+    random: list[np.ndarray]
+
+    @classmethod
+    def through(
+        cls,
+        x: np.ndarray,
+        precision: np.dtype | type | str,
+        elementwise: bool,
+        k: int = 0,
+        rng: np.random.Generator | None = None,
+    ) -> Directions:
+        """x's unit vectors, or ``k`` random directions drawn from ``rng``."""
+        x64 = np.asarray(x, np.float64)
+        step = float(np.finfo(precision).eps) ** (1 / 3)
+        if elementwise:
+            steps = (step * np.maximum(1.0, np.abs(x64.ravel()))).tolist()
+            return cls(x64.shape, True, steps, [])
+        if rng is None:
+            raise ValueError("rng must be a numpy Generator for random directions; got None")
+        h = step * max(1.0, float(np.abs(x64).max(initial=0.0)))
+        return cls(x64.shape, False, [h] * k, [rng.standard_normal(x64.shape) for _ in range(k)])
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def vector(self, j: int) -> np.ndarray:
+        """The j-th direction."""
+        if not self.elementwise:
+            return self.random[j]
+        unit = np.zeros(self.shape)
+        unit.flat[j] = 1.0
+        return unit
+
+    @property
+    def mode(self) -> str:
+        return "elementwise" if self.elementwise else "directional"
+
+    def project(self, gradient: np.ndarray) -> np.ndarray:
+        """What the estimates along these directions estimate for ``gradient``: its elements,
+        or ⟨g, v⟩ per direction."""
+        g = np.asarray(gradient, np.float64)
+        if self.elementwise:
+            return g.reshape(self.shape)
+        return np.array([float(np.sum(g * v)) for v in self.random])
+
+
+#: How often the estimates that disagree are looked at again as the shared noise level settles.
+MAX_ROUNDS = 4
+#: Estimates confirmed wrong after a second look, beyond which the others are not looked at.
+ENOUGH_WRONG = 4
+
+
+def judge(
+    observed: np.ndarray,
+    lines: Sequence[Line],
+    estimates: Sequence[Derivative],
+    *,
+    floor: float,
+    mode: str,
+    dtype: np.dtype | type | str = np.float64,
+) -> Comparison:
+    """The values a gradient gives along ``lines`` (``observed``, shaped as the comparison
+    reports them) against their ``estimates``, by `compare`. Estimates of a black box's lines
+    (no kink detector) that disagree are looked at again for kinks (`near_kinks`).
+
+    One scale and noise level holds for all the estimates (`allowed`). Refining the ones that
+    disagree changes both, so every estimate is looked at again until they settle (each line
+    is memoised: a second look costs nothing). A refinement may lower the noise level the
+    others are held to, never raise it (`_settled_errors`)."""
+    given = np.asarray(observed, np.float64)
+    seen = given.ravel().tolist()
+    eps = float(np.finfo(dtype).eps)
+    limit = noise_limit(dtype)
+    firsts, estimates = list(estimates), list(estimates)
+    for _ in range(MAX_ROUNDS):
+        usable = [d for d in estimates if not d.kink]
+        scale = max(max((abs(d.value) for d in usable), default=0.0), TINY)
+        errors, roundings = _settled_errors(estimates, firsts)
+        shared = float(np.max(errors, initial=0.0, where=np.isfinite(errors)))
+        rounding = float(np.max(roundings, initial=0.0, where=np.isfinite(roundings)))
+
+        def tolerance(
+            d: Derivative, scale: float = scale, shared: float = shared, rounding: float = rounding
+        ) -> float:
+            return allowed(np.array([d.error, shared]), scale, floor, limit, np.array([rounding]))
+
+        changed, wrong = False, 0
+        for j, (line, value) in enumerate(zip(lines, seen, strict=True)):
+            d = estimates[j]
+            if line.crosses is not None or d.kink or abs(value - d.value) <= tolerance(d):
+                continue
+            again = near_kinks(line.g, line.step, firsts[j], value, tolerance, eps=eps)
+            changed |= again != d
+            estimates[j] = again
+            wrong += not (again.kink or again.resolved)
+            if wrong >= ENOUGH_WRONG:  # the verdict cannot change: spare the rest a second look
+                break
+        if not changed or wrong >= ENOUGH_WRONG:
+            break
+    errors, roundings = _settled_errors(estimates, firsts)
+    return compare(
+        given,
+        np.array([d.value for d in estimates]).reshape(given.shape),
+        errors.reshape(given.shape),
+        np.array([d.kink for d in estimates]).reshape(given.shape),
+        rounding=roundings.reshape(given.shape),
+        floor=floor,
+        mode=mode,
+        dtype=dtype,
+        resolved=sum(d.resolved for d in estimates),
+    )
+
+
+def _settled_errors(
+    estimates: list[Derivative], firsts: list[Derivative]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each estimate's error and rounding as far as the tolerance shared by all may see them: a
+    second look with a smaller step lowers them where its estimate is better, and never raises
+    them — a noisier look at one point (a float32 function at a tenth of the step) must not
+    loosen the comparison of every other. A point on a kink has none (infinite)."""
+    pairs = list(zip(estimates, firsts, strict=True))
+    errors = [math.inf if d.kink else min(d.error, f.error) for d, f in pairs]
+    roundings = [math.inf if d.kink else min(d.rounding, f.rounding) for d, f in pairs]
+    return np.array(errors), np.array(roundings)
+
+
 # --- the network's loss, in float64, and where its relus switch -----------------------------
 
 
@@ -238,16 +406,16 @@ class _NetworkLoss:
         self.kinks = witness.has_kinks(net)
         self.passes = 0
 
-    def along(self, direction: np.ndarray) -> _Line:
+    def along(self, direction: np.ndarray) -> _LossLine:
         """C(θ + t·v) for the flattened params θ: a whole forward pass per t."""
         theta = _flat(self.params)
-        return _Line(
+        return _LossLine(
             self,
             lambda t: witness.forward(self.net, _unflat(self.net, theta + t * direction), self.X),
             0,
         )
 
-    def coordinate(self, layer: int, key: str, index: tuple[int, ...]) -> _Line:
+    def coordinate(self, layer: int, key: str, index: tuple[int, ...]) -> _LossLine:
         """C as weight layer ``layer``'s parameter ``key[index]`` moves by t: its pre-activation
         moved by t times its `witness.slope`, the layers before it not recomputed."""
         channel, moves = witness.slope(self.net, self.outputs, layer, key, index)
@@ -257,10 +425,10 @@ class _NetworkLoss:
             moved = z[..., channel : channel + 1] + t * moves[..., None]  # (..., 1)
             return witness.resume(self.net, self.params, self.outputs, layer, moved, channel)
 
-        return _Line(self, forward, layer)
+        return _LossLine(self, forward, layer)
 
 
-class _Line:
+class _LossLine:
     """t ↦ C at the point t of one line, each point's forward pass run once: the loss and, where
     `crosses_kink` asks, which side of every kink it is on from weight layer ``start`` on (the
     layers before it do not move)."""
@@ -271,6 +439,10 @@ class _Line:
         self.loss, self.forward, self.start = loss, forward, start
         self.values: dict[float, float] = {}
         self.sides: dict[float, list[np.ndarray]] = {}
+
+    def step(self, h: float) -> Line:
+        """This line differentiated with step h, the witness's kink sides its kink detector."""
+        return Line(self, h, self.crosses_kink)
 
     def __call__(self, t: float) -> float:
         if t not in self.values:
@@ -314,8 +486,7 @@ def elementwise_seconds(net: Network, params: Params, X: np.ndarray, y: np.ndarr
         for i in range(min(3, math.prod(shapes["W"]))):
             start = time.perf_counter()
             index = tuple(int(j) for j in np.unravel_index(i, shapes["W"]))
-            line = loss.coordinate(layer, "W", index)
-            central_difference(line, STEP, line.crosses_kink)
+            differentiate([loss.coordinate(layer, "W", index).step(STEP)])
             times.append(time.perf_counter() - start)
         seconds += float(np.median(times)) * sum(map(math.prod, shapes.values()))
     return seconds
@@ -374,26 +545,21 @@ def elementwise_gradient(
     ``progress(i, n)`` is told as parameters are done."""
     loss = _NetworkLoss(net, params, X, y)
     theta = _flat(loss.params)
-    values, errors, kinks, roundings = (np.empty_like(theta) for _ in range(4))
+    steps = Directions.through(theta, np.float64, elementwise=True).steps
     coordinates = [
         (layer, key, index)
         for layer, shapes in enumerate(net.shapes())
         for key in sorted(shapes)
         for index in np.ndindex(*shapes[key])
     ]  # in the order of `_flat`
-    for i, coordinate in enumerate(coordinates):
-        if progress is not None:
-            progress(i, theta.size)
-        line = loss.coordinate(*coordinate)
-        estimate = central_difference(line, STEP * max(1.0, abs(theta[i])), line.crosses_kink)
-        values[i], errors[i], kinks[i] = estimate.value, estimate.error, estimate.kink
-        roundings[i] = estimate.rounding
+    lines = [loss.coordinate(*c).step(h) for c, h in zip(coordinates, steps, strict=True)]
+    estimates = differentiate(lines, progress=progress)
+
+    def unflat(field: str) -> Params:
+        return _unflat(net, np.array([getattr(e, field) for e in estimates]))
+
     return ElementwiseGradient(
-        _unflat(net, values),
-        _unflat(net, errors),
-        _unflat(net, kinks.astype(bool)),
-        loss.passes,
-        _unflat(net, roundings),
+        unflat("value"), unflat("error"), unflat("kink"), loss.passes, unflat("rounding")
     )
 
 
@@ -426,19 +592,15 @@ def directional_derivatives(
     """⟨∇C, v⟩ for ``k`` random Gaussian directions v: 4k forward passes in all.
     ``progress(j, k)`` is told as directions are done."""
     loss = _NetworkLoss(net, params, X, y)
-    theta = _flat(loss.params)
-    rng = np.random.default_rng(seed)
-    h = STEP * max(1.0, float(np.abs(theta).max()))
-    directions, estimates = [], []
-    for j in range(k):
-        if progress is not None:
-            progress(j, k)
-        v = rng.standard_normal(theta.size)
-        directions.append(_unflat(net, v))
-        line = loss.along(v)
-        estimates.append(central_difference(line, h, line.crosses_kink))
+    directions = Directions.through(
+        _flat(loss.params), np.float64, False, k, np.random.default_rng(seed)
+    )
+    lines = [
+        loss.along(v).step(h) for v, h in zip(directions.random, directions.steps, strict=True)
+    ]
+    estimates = differentiate(lines, progress=progress)
     return DirectionalDerivatives(
-        directions,
+        [_unflat(net, v) for v in directions.random],
         np.array([e.value for e in estimates]),
         np.array([e.error for e in estimates]),
         np.array([e.kink for e in estimates]),
