@@ -49,6 +49,7 @@ from gradcheck import display, explain
 from gradcheck.finite_diff import (
     ELEMENTWISE_MAX,
     FINITE_DIFFERENCES,
+    Check,
     Comparison,
     Directions,
     Line,
@@ -60,77 +61,19 @@ from gradcheck.finite_diff import (
 from gradcheck.tolerance import SAFETY, ratio, relative_error
 
 JAX_VJP = "jax.vjp"
+#: The implementation a `check_backward` judges, as its checks name it.
+BACKWARD = "backward"
 _SALT = 0x67726164  # "grad"
 
 
-@dataclass(frozen=True)
-class InputCheck:
-    """One input's gradient against one oracle, for one cotangent: the worst element (or
-    direction), with the kernel's value there and the oracle's."""
+#: ``check_backward``'s name for its checks: one `finite_diff.Check` per cotangent, input and
+#: oracle.
+InputCheck = Check
 
-    input: str
-    oracle: str
-    error: float
-    tolerance: float
-    index: tuple[int, ...]
-    mode: str
-    #: The finite differences were noisier than a smooth function allows (see
-    #: ``finite_diff.noise_limit``); the tolerance is held at that limit.
-    noisy: bool = False
-    #: What else the comparison found (``finite_diff.Comparison.detail``), or what was wrong
-    #: with the gradient backward returned.
-    detail: str = ""
-    observed: float = math.nan
-    expected: float = math.nan
-    #: Estimates skipped on a kink, and estimates a smaller step settled.
-    kinks: int = 0
-    resolved: int = 0
-    #: The largest relative error among the skipped estimates, where they have one.
-    skipped_error: float | None = None
-    #: When the kernel's values are a multiple of the oracle's: "x is 2.0× the finite
-    #: differences".
-    hint: str = ""
 
-    @classmethod
-    def from_comparison(cls, input: str, oracle: str, c: Comparison) -> InputCheck:
-        flat = int(np.ravel_multi_index(c.index, c.expected.shape)) if c.expected.size else 0
-        return cls(
-            input,
-            oracle,
-            c.error,
-            c.tolerance,
-            c.index,
-            c.mode,
-            c.noisy,
-            c.detail,
-            observed=float(c.observed.flat[flat]) if c.observed.size else math.nan,
-            expected=float(c.expected.flat[flat]) if c.expected.size else math.nan,
-            kinks=c.kinks,
-            resolved=c.resolved,
-            skipped_error=c.skipped_error,
-            hint="" if c.ok else _hint(input, oracle, c.observed, c.expected, c.tolerance),
-        )
-
-    @property
-    def ok(self) -> bool:
-        return self.error <= self.tolerance
-
-    def describe(self) -> str:
-        if self.mode == "elementwise":
-            where = f"[{', '.join(map(str, self.index))}]" if self.index else ""
-        else:
-            where = f" direction {self.index[0]}" if self.index else ""
-        values = (
-            f"observed {self.observed:.6g}, expected {self.expected:.6g}, "
-            if math.isfinite(self.observed) and math.isfinite(self.expected)
-            else ""
-        )
-        hint = f"; {self.hint}" if self.hint else ""
-        detail = f" ({self.detail})" if self.detail else ""
-        return (
-            f"input {self.input}{where} against {self.oracle} ({self.mode}): {values}relative "
-            f"error {self.error:.1e}, tolerance {self.tolerance:.1e}{hint}{detail}"
-        )
+def _checked(input: str, oracle: str, c: Comparison) -> Check:
+    hint = "" if c.ok else _hint(input, oracle, c.observed, c.expected, c.tolerance)
+    return Check.of(c, BACKWARD, "gradient", oracle, input=input, hint=hint)
 
 
 def _hint(input: str, oracle: str, observed: Any, expected: Any, tolerance: float) -> str:
@@ -147,7 +90,7 @@ class BackwardCheck:
     that is not a wrong gradient (it changed its cotangent in place, its forward raised near the
     input)."""
 
-    checks: list[InputCheck]
+    checks: list[Check]
     cotangents: int
     forward_passes: int
     notes: list[str] = field(default_factory=list)
@@ -160,8 +103,8 @@ class BackwardCheck:
         return all(check.ok for check in self.checks)
 
     @property
-    def findings(self) -> list[InputCheck]:
-        worst: dict[tuple[str, str], InputCheck] = {}
+    def findings(self) -> list[Check]:
+        worst: dict[tuple[str | None, str], Check] = {}
         for check in self.checks:
             key = (check.input, check.oracle)
             if key not in worst or _badness(check) > _badness(worst[key]):
@@ -172,8 +115,25 @@ class BackwardCheck:
         status = "backward agrees" if self.ok else "backward disagrees"
         return f"{status} ({self.cotangents} cotangents, {self.forward_passes} forward passes)"
 
+    def heading(self) -> list[str]:
+        return []
+
+    def verdict_lines(self) -> list[str]:
+        """The summary, then what explains a disagreement and what the kernel did besides."""
+        why = [f"why: {e.text}" for e in self.explanations]
+        return [self.summary(), *why, *(f"note: {note}" for note in self.notes)]
+
+    def table(self) -> tuple[tuple[str, ...], list[tuple[tuple[str, ...], Check | None]]]:
+        """The HTML table's header and rows: the worst finding per input and oracle."""
+        header = ("input", "oracle", "mode", "finding", "error", "tolerance")
+        findings = sorted(self.findings, key=lambda f: -_badness(f))  # worst first
+        rows: list[tuple[tuple[str, ...], Check | None]] = [
+            ((f.input or "", f.oracle, f.mode, f.describe(), *f.cells[2:]), f) for f in findings
+        ]
+        return header, rows
+
     def _repr_html_(self) -> str:
-        return display.backward_html(self)
+        return display.html(self, "gradcheck-backward")
 
     def __str__(self) -> str:
         lines = [f"{self.summary()}:"]
@@ -183,7 +143,7 @@ class BackwardCheck:
         return "\n".join(lines)
 
 
-def _badness(check: InputCheck) -> float:
+def _badness(check: Check) -> float:
     return ratio(check.error, check.tolerance)
 
 
@@ -256,7 +216,7 @@ def check_backward(
     precision = _narrowest([arrays[i].dtype for i in differentiated] + [y.dtype for y in ys])
     eps = float(np.finfo(precision).eps)
     floor = rtol if rtol is not None else SAFETY * eps * math.sqrt(max(sum(y.size for y in ys), 1))
-    checks: list[InputCheck] = []
+    checks: list[Check] = []
     notes: list[str] = []
     compared: dict[str, Comparison] = {}  # the first cotangent's, for the explanations
     drawn = [
@@ -291,7 +251,7 @@ def check_backward(
         checks += problems
         for i, grad in grads.items():
             comparison = lines[i].against(k, grad, floor, precision)
-            checks.append(InputCheck.from_comparison(labels[i], FINITE_DIFFERENCES, comparison))
+            checks.append(_checked(labels[i], FINITE_DIFFERENCES, comparison))
             compared.setdefault(labels[i], comparison)
         if jax_forward is not None and grads:
             checks += _against_jax(jax_forward, arrays, us, grads, labels, floor)
@@ -446,7 +406,7 @@ def _modified(given: tuple[Any, ...], originals: tuple[Any, ...], what: list[str
 
 def _gradients(
     grads: Any, arrays: list[Any], differentiated: list[int], labels: list[str]
-) -> tuple[dict[int, np.ndarray], list[InputCheck]]:
+) -> tuple[dict[int, np.ndarray], list[Check]]:
     """backward's result as ``{input position: gradient}``, and a failed check for every
     gradient that is missing or misshapen."""
     wanted = [labels[i] for i in differentiated]
@@ -490,8 +450,10 @@ def _gradients(
     return found, problems
 
 
-def _broken(label: str, detail: str) -> InputCheck:
-    return InputCheck(label, "backward's result", math.inf, 0.0, (), "elementwise", detail=detail)
+def _broken(label: str, detail: str) -> Check:
+    return Check(
+        BACKWARD, "gradient", math.inf, 0.0, oracle="backward's result", detail=detail, input=label
+    )
 
 
 # --- the oracles ---------------------------------------------------------------------------------
@@ -542,7 +504,7 @@ def _against_jax(
     grads: dict[int, np.ndarray],
     labels: list[str],
     floor: float,
-) -> list[InputCheck]:
+) -> list[Check]:
     """``grads`` against ``jax.vjp`` of ``jax_forward`` at the same inputs, in x64 mode; the
     cotangent is cast to each output's dtype, so mixed dtypes work."""
     import jax
@@ -565,16 +527,17 @@ def _against_jax(
         error, index = relative_error(grads[i], want)
         observed = np.asarray(grads[i], np.float64)
         checks.append(
-            InputCheck(
-                labels[i],
-                JAX_VJP,
+            Check(
+                BACKWARD,
+                "gradient",
                 error,
                 floor,
-                index,
-                "elementwise",
+                index=index,
+                oracle=JAX_VJP,
                 observed=float(observed[index]) if index else float(observed.flat[0]),
                 expected=float(want[index]) if index else float(want.flat[0]),
                 hint="" if error <= floor else _hint(labels[i], JAX_VJP, observed, want, floor),
+                input=labels[i],
             )
         )
     return checks

@@ -1,4 +1,4 @@
-"""Results as a notebook shows them: HTML tables of a `Report` or a `BackwardCheck`, with each
+"""Results as a notebook shows them: one HTML table of a `Report` or a `BackwardCheck`, with each
 error's share of its tolerance drawn as a bar, and the figure of a report's training runs.
 
 HTML is written with the standard library; the figure uses matplotlib, imported only when one is
@@ -6,9 +6,9 @@ drawn."""
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Sequence
+from html import escape
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -21,9 +21,10 @@ if TYPE_CHECKING:
     from gradcheck.tolerance import Horizon
 
 
-# What the views read of the results they show: `gradcheck.report.Report` and its `Check`s,
-# `gradcheck.check_backward.BackwardCheck` and its `InputCheck`s. The results call the views
-# (their ``_repr_html_`` and ``plot``), so the views name no result type: imports run one way.
+# What the views read of the results they show: `gradcheck.report.Report`,
+# `gradcheck.check_backward.BackwardCheck`, and the `gradcheck.finite_diff.Check`s of both. The
+# results call the views (their ``_repr_html_`` and ``plot``), so the views name no result type:
+# imports run one way.
 
 
 class _Scored(Protocol):
@@ -35,12 +36,19 @@ class _Scored(Protocol):
     def tolerance(self) -> float: ...
 
 
-class _Row(_Scored, Protocol):
+class _Result(Protocol):
+    """What the HTML shows of a result: a `Report` or a `BackwardCheck`."""
+
     @property
-    def cells(self) -> tuple[str, str, str, str]: ...
+    def ok(self) -> bool: ...
+    def heading(self) -> list[str]: ...
+    def verdict_lines(self) -> list[str]: ...
+    def table(self) -> tuple[tuple[str, ...], Sequence[tuple[tuple[str, ...], _Scored | None]]]: ...
 
 
-class _Report(Protocol):
+class _Run(Protocol):
+    """What the figure shows of a `Report`: the training runs and their tolerances."""
+
     @property
     def reference(self) -> str: ...
     @property
@@ -49,39 +57,7 @@ class _Report(Protocol):
     def losses(self) -> dict[str, np.ndarray]: ...
     @property
     def horizon(self) -> Horizon | None: ...
-    @property
-    def ok(self) -> bool: ...
-    def rows(self) -> Sequence[tuple[str, _Row | None]]: ...
-    def heading(self) -> list[str]: ...
-    def verdict_lines(self) -> list[str]: ...
     def tolerance_of(self, backend: str, quantity: str) -> float | None: ...
-
-
-class _Finding(_Scored, Protocol):
-    @property
-    def input(self) -> str: ...
-    @property
-    def oracle(self) -> str: ...
-    @property
-    def mode(self) -> str: ...
-    def describe(self) -> str: ...
-
-
-class _Why(Protocol):
-    @property
-    def text(self) -> str: ...
-
-
-class _BackwardCheck(Protocol):
-    @property
-    def notes(self) -> Sequence[str]: ...
-    @property
-    def ok(self) -> bool: ...
-    @property
-    def findings(self) -> Sequence[_Finding]: ...
-    @property
-    def explanations(self) -> Sequence[_Why]: ...
-    def summary(self) -> str: ...
 
 
 #: Colours of a row within its tolerance and beyond it.
@@ -101,10 +77,10 @@ def _bar(share: float) -> str:
 def _table(header: Sequence[str], rows: Sequence[tuple[Sequence[str], float | None]]) -> str:
     """An HTML table of text cells; each row ends with its error / tolerance bar, or nothing."""
     cell = 'style="padding:0.1em 0.8em 0.1em 0"'
-    head = "".join(f"<th {cell}>{html.escape(h)}</th>" for h in (*header, "error / tolerance"))
+    head = "".join(f"<th {cell}>{escape(h)}</th>" for h in (*header, "error / tolerance"))
     body = []
     for cells, share in rows:
-        tds = "".join(f"<td {cell}>{html.escape(c)}</td>" for c in cells)
+        tds = "".join(f"<td {cell}>{escape(c)}</td>" for c in cells)
         status = "" if share is None else ("ok" if share <= 1 else "fail")
         bar = "<td></td>" if share is None else _bar(share)
         body.append(f'<tr class="{status}">{tds}{bar}</tr>')
@@ -117,57 +93,33 @@ def _table(header: Sequence[str], rows: Sequence[tuple[Sequence[str], float | No
 
 
 def _lines(css: str, colour: str, lines: Sequence[str]) -> str:
-    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    items = "".join(f"<li>{escape(line)}</li>" for line in lines)
     return f'<ul class="{css}" style="color:{colour}">{items}</ul>' if lines else ""
 
 
-def report_html(report: _Report) -> str:
-    """The report's heading, its verdict and explanations, then one row per check: those
-    beyond their tolerance first, worst first, then the rest in the report's order."""
-    rows: list[tuple[tuple[str, ...], float | None]] = []
-    for name, check in report.rows():
-        if check is None:
-            rows.append(((name, "(reference)", "", "", ""), None))
-            continue
-        rows.append(((name, *check.cells), ratio(check.error, check.tolerance)))
-    failing = [r for r in rows if r[1] is not None and r[1] > 1]
-    failing.sort(key=lambda r: -(r[1] or 0.0))
+def html(result: _Result, css: str) -> str:
+    """A result as a notebook shows it: its heading, its verdict with the reasons below it, and
+    its table, each row ending with its error / tolerance bar — the rows beyond their tolerance
+    first, worst first, then the rest in the result's order. ``css`` is the outer element's
+    class."""
+    header, table = result.table()
+    rows = [(cells, None if c is None else ratio(c.error, c.tolerance)) for cells, c in table]
+    failing = sorted((r for r in rows if r[1] is not None and r[1] > 1), key=lambda r: -(r[1] or 0))
     rows = failing + [r for r in rows if r not in failing]
-    heading, *summary = report.heading()
-    verdict, *reasons = report.verdict_lines()
-    colour = OK_COLOUR if report.ok else FAIL_COLOUR
-    return (
-        '<div class="gradcheck-report">'
-        f"<p><b>{html.escape(heading)}</b><br>{'<br>'.join(map(html.escape, summary))}</p>"
-        f'<p class="verdict" style="color:{colour}"><b>{html.escape(verdict)}</b></p>'
-        f"{_lines('reasons', colour, reasons)}"
-        f"{_table(('backend', 'quantity', 'where', 'error', 'tolerance'), rows)}</div>"
-    )
-
-
-def backward_html(result: _BackwardCheck) -> str:
-    """`check_backward`'s verdict, notes and explanations, then its worst finding per input
-    and oracle, those beyond their tolerance first."""
-    findings = sorted(result.findings, key=lambda f: -ratio(f.error, f.tolerance))  # worst first
-    rows = [
-        (
-            (f.input, f.oracle, f.mode, f.describe(), f"{f.error:.1e}", f"{f.tolerance:.1e}"),
-            ratio(f.error, f.tolerance),
-        )
-        for f in findings
-    ]
+    heading = ""
+    if result.heading():
+        first, *rest = result.heading()
+        heading = f"<p><b>{escape(first)}</b><br>{'<br>'.join(map(escape, rest))}</p>"
+    verdict, *reasons = result.verdict_lines()
     colour = OK_COLOUR if result.ok else FAIL_COLOUR
-    notes = [f"note: {note}" for note in result.notes]
-    why = [f"why: {e.text}" for e in result.explanations]
     return (
-        '<div class="gradcheck-backward">'
-        f'<p class="verdict" style="color:{colour}"><b>{html.escape(result.summary())}</b></p>'
-        f"{_lines('reasons', colour, [*why, *notes])}"
-        f"{_table(('input', 'oracle', 'mode', 'finding', 'error', 'tolerance'), rows)}</div>"
+        f'<div class="{css}">{heading}'
+        f'<p class="verdict" style="color:{colour}"><b>{escape(verdict)}</b></p>'
+        f"{_lines('reasons', colour, reasons)}{_table(header, rows)}</div>"
     )
 
 
-def report_figure(report: _Report) -> Figure:
+def report_figure(report: _Run) -> Figure:
     """Left, every implementation's training loss per step on one axis; right, each one's
     per-step relative error against the reference's loss, with its tolerance dashed, on a log
     axis; on both, a dotted line at the horizon where the comparison of the run stops."""

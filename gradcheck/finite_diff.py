@@ -41,7 +41,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -744,3 +744,156 @@ def compare(
         observed=observed,
         expected=expected,
     )
+
+
+# --- the result ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    """One comparison, for ``verify`` and ``check_backward`` alike: the worst element (or
+    direction) of one quantity an implementation computed, against an oracle.
+
+    ``backend`` is the implementation judged (``"backward"`` in ``check_backward``). A check of
+    a network's quantity has ``layer`` (1-based) and ``param`` (``"W"``, ``"b"``, or
+    ``"directional"`` for a gradient seen along random directions) where they apply; a check of
+    a named input's gradient has ``input``. ``index`` is the worst element's (for ``train
+    losses``, the step; for directions, the direction's).
+    """
+
+    backend: str
+    quantity: str
+    error: float
+    tolerance: float
+    layer: int | None = None
+    param: str | None = None
+    index: tuple[int, ...] = ()
+    #: What else the comparison found (`Comparison.detail`), or what was wrong with the array.
+    detail: str = ""
+    #: For ``train losses``: the first step whose loss leaves the tolerance.
+    first_step: int | None = None
+    #: What it was compared with: the reference, `FINITE_DIFFERENCES`, ``jax.vjp``.
+    oracle: str = ""
+    #: ``"elementwise"`` or ``"directional"`` (⟨g, v⟩ per random direction).
+    mode: str = "elementwise"
+    #: The finite differences were noisier than a smooth function allows (`noise_limit`); the
+    #: tolerance is held at that limit.
+    noisy: bool = False
+    #: The implementation's value at ``index`` and the oracle's, where they were kept.
+    observed: float = math.nan
+    expected: float = math.nan
+    #: Estimates skipped on a kink, estimates a smaller step settled, and the largest relative
+    #: error among the skipped ones that have a value.
+    kinks: int = 0
+    resolved: int = 0
+    skipped_error: float | None = None
+    #: What fits a disagreement of this array alone: "dx is 2 × the finite differences".
+    hint: str = ""
+    #: The named input whose gradient this is (``check_backward``).
+    input: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        c: Comparison,
+        backend: str,
+        quantity: str,
+        oracle: str,
+        *,
+        layer: int | None = None,
+        param: str | None = None,
+        input: str | None = None,
+        hint: str = "",
+    ) -> Check:
+        """The check a `Comparison` with finite differences makes."""
+        flat = int(np.ravel_multi_index(c.index, c.expected.shape)) if c.expected.size else 0
+        return cls(
+            backend,
+            quantity,
+            c.error,
+            c.tolerance,
+            layer,
+            param,
+            c.index,
+            c.detail,
+            oracle=oracle,
+            mode=c.mode,
+            noisy=c.noisy,
+            observed=float(c.observed.flat[flat]) if c.observed.size else math.nan,
+            expected=float(c.expected.flat[flat]) if c.expected.size else math.nan,
+            kinks=c.kinks,
+            resolved=c.resolved,
+            skipped_error=c.skipped_error,
+            hint=hint,
+            input=input,
+        )
+
+    @property
+    def ok(self) -> bool:
+        return self.error <= self.tolerance  # False for NaN
+
+    @property
+    def where(self) -> str:
+        """The worst element: ``layer 2 W[3, 0]``, ``step 17``, ``direction 3``, ``[1, 2]``."""
+        if self.quantity == "train losses" and self.index:
+            return f"step {self.index[0]}"
+        if self.quantity == "loss":
+            return ""
+        if self.mode == "directional":
+            return f"direction {self.index[0]}" if self.index else ""
+        index = f"[{', '.join(str(i) for i in self.index)}]" if self.index else ""
+        if self.layer is None:
+            return index
+        return f"layer {self.layer} {self.param}{index}"
+
+    @property
+    def cells(self) -> tuple[str, str, str, str]:
+        """The row's quantity, where, error and tolerance, as every table shows them."""
+        return self.quantity, self.where, f"{self.error:.1e}", f"{self.tolerance:.1e}"
+
+    def describe(self) -> str:
+        """One line: ``numpy: gradient layer 2 W[3, 0]: relative error …`` for a network's
+        quantity; ``input x[1] against finite differences (elementwise): observed …, expected
+        …, relative error …`` for an input's gradient."""
+        if self.input is None:
+            return f"{self.backend}: {self.finding()}"
+        where = self.where if self.mode == "elementwise" else f" {self.where}"
+        values = (
+            f"observed {self.observed:.6g}, expected {self.expected:.6g}, "
+            if math.isfinite(self.observed) and math.isfinite(self.expected)
+            else ""
+        )
+        hint = f"; {self.hint}" if self.hint else ""
+        detail = f" ({self.detail})" if self.detail else ""
+        return (
+            f"input {self.input}{where.rstrip()} against {self.oracle} ({self.mode}): {values}"
+            f"relative error {self.error:.1e}, tolerance {self.tolerance:.1e}{hint}{detail}"
+        )
+
+    def finding(self) -> str:
+        """What was found, without the backend: quantity, where, error against tolerance."""
+        where = f" {self.where}" if self.where else ""
+        detail = f" ({self.detail})" if self.detail else ""
+        first = (
+            f", first out of tolerance at step {self.first_step}"
+            if self.first_step is not None and not self.ok
+            else ""
+        )
+        return (
+            f"{self.quantity}{where}: relative error {self.error:.1e} "
+            f"against tolerance {self.tolerance:.1e}{first}{detail}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "quantity": self.quantity,
+            "layer": self.layer,
+            "param": self.param,
+            "index": list(self.index),
+            "error": self.error if math.isfinite(self.error) else str(self.error),
+            "tolerance": self.tolerance,
+            "ok": self.ok,
+            "detail": self.detail,
+            "first_step": self.first_step,
+        }

@@ -1,8 +1,7 @@
-"""The outcome of `gradcheck.verify`: one Check per compared quantity, a verdict, a table."""
+"""The outcome of `gradcheck.verify`: one `Check` per compared quantity, a verdict, a table."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +9,7 @@ import numpy as np
 
 from gradcheck import display, terminal
 from gradcheck.explain import NONE, Explanation, FirstDifference, listing
-from gradcheck.finite_diff import FINITE_DIFFERENCES
+from gradcheck.finite_diff import FINITE_DIFFERENCES, Check
 from gradcheck.network import Network
 from gradcheck.optimizers import SGD, Optimizer, plain_descent
 from gradcheck.tolerance import Horizon
@@ -18,80 +17,6 @@ from gradcheck.tolerance import Horizon
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from rich.console import Group
-
-
-@dataclass(frozen=True)
-class Check:
-    """One comparison: the worst element of one quantity of one backend against the reference.
-
-    ``layer`` is 1-based and ``param`` is ``"W"`` or ``"b"`` for per-layer quantities; ``index``
-    is the worst element's index (for ``train losses``, the step).
-    """
-
-    backend: str
-    quantity: str
-    error: float
-    tolerance: float
-    layer: int | None = None
-    param: str | None = None
-    index: tuple[int, ...] = ()
-    detail: str = ""
-    #: For ``train losses``: the first step whose loss leaves the tolerance.
-    first_step: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error <= self.tolerance  # False for NaN
-
-    @property
-    def where(self) -> str:
-        """The worst element, e.g. ``layer 2 W[3, 0]`` or ``step 17``."""
-        if self.quantity == "train losses" and self.index:
-            return f"step {self.index[0]}"
-        if self.quantity == "loss":
-            return ""
-        if self.param == "directional":
-            return f"direction {self.index[0]}" if self.index else ""
-        index = f"[{', '.join(str(i) for i in self.index)}]" if self.index else ""
-        if self.layer is None:
-            return index
-        return f"layer {self.layer} {self.param}{index}"
-
-    @property
-    def cells(self) -> tuple[str, str, str, str]:
-        """The row's quantity, where, error and tolerance, as every table shows them."""
-        return self.quantity, self.where, f"{self.error:.1e}", f"{self.tolerance:.1e}"
-
-    def describe(self) -> str:
-        return f"{self.backend}: {self.finding()}"
-
-    def finding(self) -> str:
-        """What was found, without the backend: quantity, where, error against tolerance."""
-        where = f" {self.where}" if self.where else ""
-        detail = f" ({self.detail})" if self.detail else ""
-        first = (
-            f", first out of tolerance at step {self.first_step}"
-            if self.first_step is not None and not self.ok
-            else ""
-        )
-        return (
-            f"{self.quantity}{where}: relative error {self.error:.1e} "
-            f"against tolerance {self.tolerance:.1e}{first}{detail}"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "backend": self.backend,
-            "quantity": self.quantity,
-            "layer": self.layer,
-            "param": self.param,
-            "index": list(self.index),
-            "error": self.error if math.isfinite(self.error) else str(self.error),
-            "tolerance": self.tolerance,
-            "ok": self.ok,
-            "detail": self.detail,
-            "first_step": self.first_step,
-        }
 
 
 @dataclass
@@ -235,6 +160,15 @@ class Report:
             *([f"no simple explanation fits {listing(unexplained)}"] if unexplained else []),
         ]
 
+    def table(self) -> tuple[tuple[str, ...], list[tuple[tuple[str, ...], Check | None]]]:
+        """The HTML table's header and rows: a row per check, and the reference's, unscored."""
+        header = ("backend", "quantity", "where", "error", "tolerance")
+        rows: list[tuple[tuple[str, ...], Check | None]] = [
+            ((name, *check.cells), check) if check else ((name, "(reference)", "", "", ""), None)
+            for name, check in self.rows()
+        ]
+        return header, rows
+
     def tolerance_of(self, backend: str, quantity: str) -> float | None:
         """The tolerance ``backend``'s ``quantity`` was held to, or None if it was not checked."""
         return next(
@@ -248,7 +182,7 @@ class Report:
         return display.report_figure(self)
 
     def _repr_html_(self) -> str:
-        return display.report_html(self)
+        return display.html(self, "gradcheck-report")
 
     def __rich__(self) -> Group:
         """The report as the terminal shows it (`gradcheck.terminal`): the heading, a row per

@@ -26,7 +26,7 @@ from gradcheck.backends import (
     available_backends,
     resolve,
 )
-from gradcheck.finite_diff import FINITE_DIFFERENCES
+from gradcheck.finite_diff import FINITE_DIFFERENCES, Check
 from gradcheck.network import (
     Network,
     Params,
@@ -36,7 +36,7 @@ from gradcheck.network import (
     check_steps_lr,
 )
 from gradcheck.optimizers import Optimizer, as_optimizer, batch_schedule
-from gradcheck.report import Check, Report
+from gradcheck.report import Report
 from gradcheck.terminal import Progress
 from gradcheck.tolerance import (
     Horizon,
@@ -235,11 +235,7 @@ class _Oracle:
                 mode="directional",
                 rounding=d.roundings,
             )
-            checks.append(
-                Check(
-                    name, "gradient", c.error, c.tolerance, None, "directional", c.index, c.detail
-                )
-            )
+            checks.append(Check.of(c, name, "gradient", FINITE_DIFFERENCES, param="directional"))
             return checks
         e = self.elementwise
         for layer, (grads, fd, err, kinks, rounding) in enumerate(
@@ -260,7 +256,7 @@ class _Oracle:
                     rounding=rounding[key],
                 )
                 checks.append(
-                    Check(name, "gradient", c.error, c.tolerance, layer, key, c.index, c.detail)
+                    Check.of(c, name, "gradient", FINITE_DIFFERENCES, layer=layer, param=key)
                 )
         return checks
 
@@ -365,6 +361,7 @@ class _Jury:
                     self.magnitudes,
                     self.horizon,
                 )
+            self._checks[key] = [dataclasses.replace(c, oracle=against) for c in self._checks[key]]
         return self._checks[key]
 
     def agree(self, a: str, b: str, group: str) -> bool:
