@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from fractions import Fraction
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -299,6 +300,82 @@ def _where(layers: Sequence[int], depth: int) -> str:
     return f" on layers {listing([str(layer) for layer in layers])}"
 
 
+# --- the engine: hypotheses over named arrays ---------------------------------------------------
+
+#: Named arrays in groups — a layer's ``W`` and ``b``, or one input's gradient — each as
+#: (observed, expected, magnitude): the implementation's array (None when it gave none), the
+#: oracle's, and the size its rounding scales with (None: the array's own).
+Groups = dict[str, dict[str, tuple[Any, np.ndarray, np.ndarray | None]]]
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A hypothesis that fits: ``kind`` (`KINDS`) with its ``factor`` and what that factor
+    usually ``means``, on the named ``groups``, and the ``key`` of the array within each group
+    where it concerns one (a transpose, a swap, a caller's own)."""
+
+    kind: str
+    factor: float | None
+    groups: tuple[str, ...]
+    means: str = ""
+    key: str | None = None
+
+
+def _wrong(arrays: dict[str, tuple[Any, np.ndarray, np.ndarray | None]], tolerance: float) -> bool:
+    observed, expected, magnitudes = zip(*arrays.values(), strict=True)
+    return not _fits(observed, expected, tolerance, magnitudes)
+
+
+def fits(
+    groups: Groups,
+    tolerance: float,
+    sizes: tuple[int, int] | None,
+    own: Callable[[str], list[Fit]] | None = None,
+) -> tuple[list[str], list[Fit]]:
+    """The groups whose arrays disagree, and the hypotheses that fit them, for ``verify``'s
+    layers and ``check_backward``'s inputs alike: one factor (or sign) common to every group
+    that disagrees; else per group a factor or sign, a square array transposed, or the caller's
+    ``own(group)`` hypotheses — groups with the same finding named together; and two groups'
+    arrays of one key swapped. Factors are named from ``sizes`` (`named_factor`)."""
+    wrong = [name for name, arrays in groups.items() if _wrong(arrays, tolerance)]
+
+    def scaled(names: Sequence[str]) -> tuple[float, str] | None:
+        observed, expected, magnitudes = zip(
+            *(array for name in names for array in groups[name].values()), strict=True
+        )
+        return _scaled(observed, expected, magnitudes, tolerance, sizes)
+
+    common = scaled(wrong) if len(wrong) > 1 else None
+    if common is not None:
+        return wrong, [Fit(_kind(common[0]), common[0], tuple(wrong), common[1])]
+    together: dict[tuple[str, float | None, str, str | None], list[str]] = {}
+    for name in wrong:
+        found = scaled([name])
+        if found is not None:
+            hypotheses = [Fit(_kind(found[0]), found[0], (name,), found[1])]
+        else:
+            hypotheses = [
+                Fit("transpose", None, (name,), key=key)
+                for key, (o, e, m) in groups[name].items()
+                if e.ndim == 2 and e.shape[0] == e.shape[1] and not _fits([o], [e], tolerance, [m])
+                and _fits([o], [e.T], tolerance, [None if m is None else m.T])
+            ]  # fmt: skip
+            hypotheses += own(name) if own is not None else []
+        for fit in hypotheses:
+            together.setdefault((fit.kind, fit.factor, fit.means, fit.key), []).append(name)
+    found_all = [
+        Fit(kind, factor, tuple(names), means, key)
+        for (kind, factor, means, key), names in together.items()
+    ]
+    for i, a in enumerate(wrong):
+        for b in wrong[i + 1 :]:
+            for key in groups[a].keys() & groups[b].keys():
+                (oa, ea, ma), (ob, eb, mb) = groups[a][key], groups[b][key]
+                if np.shape(ea) == np.shape(eb) and _fits([oa, ob], [eb, ea], tolerance, [mb, ma]):
+                    found_all.append(Fit("swap", None, (a, b), key=key))
+    return wrong, found_all
+
+
 # --- gradients -----------------------------------------------------------------------------------
 
 
@@ -311,129 +388,63 @@ def explain_gradients(
     sizes: tuple[int, int],
     derivative: Callable[[str], Params | None] | None = None,
 ) -> list[Explanation]:
-    """Hypotheses for gradients ``got`` that disagree with ``want``: one factor common to every
-    layer, else per layer a factor, a sign, a transpose, or a bias gradient missing or
-    averaged; weight gradients swapped between two layers; an activation's derivative evaluated
-    at its output (``derivative(name)`` gives the gradients that bug produces); or none."""
+    """Hypotheses for gradients ``got`` that disagree with ``want`` (`fits`, each layer a
+    group): one factor common to the layers that disagree, else per layer a factor, a sign, a
+    transpose, or a bias gradient missing or averaged; gradients swapped between two layers; an
+    activation's derivative evaluated at its output (``derivative(name)`` gives the gradients
+    that bug produces); or none."""
     depth = len(want)
-    keys = [(i, key) for i in range(depth) for key in want[i]]
-    wrong = sorted(
-        {
-            i + 1
-            for i, key in keys
-            if not _fits([got[i].get(key)], [want[i][key]], tolerance, [magnitudes[i][key]])
-        }
-    )
-    if not wrong:
+    groups: Groups = {
+        str(i + 1): {key: (got[i].get(key), want[i][key], magnitudes[i][key]) for key in want[i]}
+        for i in range(depth)
+    }
+    wrong, found = fits(groups, tolerance, sizes, partial(_bias, groups, tolerance, sizes))
+    explanations = [_layer_words(backend, fit, depth) for fit in found]
+    if wrong and derivative is not None:
+        explanations += _activation_derivative(backend, got, magnitudes, tolerance, derivative)
+    if wrong and not explanations:
+        layers = tuple(map(int, wrong))
+        text = f"{backend}'s gradients{_where(layers, depth)}{NONE}"
+        explanations.append(Explanation(backend, "gradient", "none", None, layers, text))
+    return explanations
+
+
+def _bias(groups: Groups, tolerance: float, sizes: tuple[int, int], layer: str) -> list[Fit]:
+    """A layer's own hypotheses: its bias gradient zero, or averaged over the N samples."""
+    if "b" not in groups[layer]:
         return []
-    arrays = (
-        [got[i].get(key) for i, key in keys],
-        [want[i][key] for i, key in keys],
-        [magnitudes[i][key] for i, key in keys],
-    )
-    common = _scaled(*arrays, tolerance, sizes)
-    if common is not None:
-        factor, meaning = common
-        every = tuple(range(1, depth + 1))
-        text = _scale_text(f"{backend}'s gradients are", factor, meaning, _where(every, depth))
-        return [Explanation(backend, "gradient", _kind(factor), factor, every, text)]
-
-    by_layer: dict[tuple[str, float | None, str], list[int]] = {}
-    for layer in wrong:
-        for finding in _layer_findings(layer, got, want, magnitudes, tolerance, sizes):
-            by_layer.setdefault(finding, []).append(layer)
-    found = []
-    for (kind, fitted, template), layers in by_layer.items():
-        text = template.replace("{backend}", backend).replace("{where}", _where(layers, depth))
-        found.append(Explanation(backend, "gradient", kind, fitted, tuple(layers), text))
-    found += _swaps(backend, wrong, got, want, magnitudes, tolerance)
-    if derivative is not None:
-        found += _activation_derivative(backend, got, magnitudes, tolerance, derivative)
-    if not found:
-        where = _where(wrong, depth)
-        text = f"{backend}'s gradients{where}{NONE}"
-        found.append(Explanation(backend, "gradient", "none", None, tuple(wrong), text))
-    return found
+    b, want, magnitude = groups[layer]["b"]
+    N = sizes[0]
+    if _fits([b], [want], tolerance, [magnitude]) or b is None or np.shape(b) != np.shape(want):
+        return []
+    if not np.any(b):
+        return [Fit("missing_bias", 0.0, (layer,), key="b")]
+    if _fits([b], [want / N], tolerance, [None if magnitude is None else magnitude / N]):
+        means = f"averaged over the N = {N} samples instead of summed"
+        return [Fit("scale", 1 / N, (layer,), means, key="b")]
+    return []
 
 
-def _layer_findings(
-    layer: int,
-    got: Params,
-    want: Params,
-    magnitudes: Params,
-    tolerance: float,
-    sizes: tuple[int, int],
-) -> list[tuple[str, float | None, str]]:
-    """What fits one layer's gradients: ``(kind, factor, text template)`` with ``{backend}``
-    and ``{where}`` to fill in, so that layers with the same finding are named together."""
-    g, w, m = got[layer - 1], want[layer - 1], magnitudes[layer - 1]
-    keys = list(w)
-    scaled = _scaled([g.get(k) for k in keys], [w[k] for k in keys], [m[k] for k in keys],
-                     tolerance, sizes)  # fmt: skip
-    if scaled is not None:
-        factor, meaning = scaled
-        template = _scale_text("{backend}'s gradients are", factor, meaning, "{where}")
-        return [(_kind(factor), factor, template)]
-    findings: list[tuple[str, float | None, str]] = []
-    W = np.asarray(w["W"])
-    if (
-        not _fits([g.get("W")], [W], tolerance, [m["W"]])
-        and W.shape[0] == W.shape[1]
-        and _fits([g.get("W")], [W.T], tolerance, [m["W"].T])
-    ):
-        findings.append(
-            ("transpose", None, "{backend}'s weight gradient{where} is the reference's transposed")
-        )
-    if "b" in w and not _fits([g.get("b")], [w["b"]], tolerance, [m["b"]]):
-        b, N = g.get("b"), sizes[0]
-        if b is not None and np.shape(b) == np.shape(w["b"]) and not np.any(b):
-            findings.append(
-                (
-                    "missing_bias",
-                    0.0,
-                    "{backend}'s bias gradient{where} is zero where the reference's is not",
-                )
-            )
-        elif _fits([b], [w["b"] / N], tolerance, [m["b"] / N]):
-            template = (
-                "{backend}'s bias gradient{where} is " + f"1/{N} × the reference's: "
-                f"averaged over the N = {N} samples instead of summed"
-            )
-            findings.append(("scale", 1 / N, template))
-    return findings
-
-
-def _swaps(
-    backend: str,
-    wrong: Sequence[int],
-    got: Params,
-    want: Params,
-    magnitudes: Params,
-    tolerance: float,
-) -> list[Explanation]:
-    found = []
-    for i in wrong:
-        for j in wrong:
-            if j <= i or np.shape(want[i - 1]["W"]) != np.shape(want[j - 1]["W"]):
-                continue
-            if _fits(
-                [got[i - 1].get("W"), got[j - 1].get("W")],
-                [want[j - 1]["W"], want[i - 1]["W"]],
-                tolerance,
-                [magnitudes[j - 1]["W"], magnitudes[i - 1]["W"]],
-            ):
-                found.append(
-                    Explanation(
-                        backend,
-                        "gradient",
-                        "swap",
-                        None,
-                        (i, j),
-                        f"{backend}'s weight gradients of layers {i} and {j} are the reference's "
-                        "swapped",
-                    )
-                )
-    return found
+def _layer_words(backend: str, fit: Fit, depth: int) -> Explanation:
+    """A `Fit` over a network's layers as the report says it."""
+    layers = tuple(map(int, fit.groups))
+    where = _where(layers, depth)
+    array = {"W": "weight gradient", "b": "bias gradient"}.get(fit.key or "", "")
+    if fit.kind == "swap":
+        i, j = layers
+        text = f"{backend}'s {array}s of layers {i} and {j} are the reference's swapped"
+    elif fit.kind == "transpose":
+        text = f"{backend}'s {array}{where} is the reference's transposed"
+    elif fit.kind == "missing_bias":
+        text = f"{backend}'s {array}{where} is zero where the reference's is not"
+    elif fit.key is not None:  # one array's factor
+        assert fit.factor is not None
+        text = f"{backend}'s {array}{where} is 1/{round(1 / fit.factor)} × the reference's: "
+        text += fit.means
+    else:
+        assert fit.factor is not None
+        text = _scale_text(f"{backend}'s gradients are", fit.factor, fit.means, where)
+    return Explanation(backend, "gradient", fit.kind, fit.factor, layers, text)
 
 
 def _activation_derivative(
@@ -722,38 +733,28 @@ def explain_inputs(
     oracle: str,
     tolerance: float,
 ) -> list[Explanation]:
-    """For ``check_backward``: gradients of named inputs that disagree with ``oracle``'s — one
-    factor common to all, else per input a factor, a sign or a transpose; two inputs' gradients
-    swapped; or none."""
-    wrong = [n for n in expected if not _fits([observed.get(n)], [expected[n]], tolerance)]
-    if not wrong:
-        return []
-    o, e = [observed.get(n) for n in wrong], [expected[n] for n in wrong]
-    if len(wrong) > 1:
-        common = _scaled(o, e, [None] * len(wrong), tolerance, None)
-        if common is not None:
-            return [_input_scale(wrong, common[0], oracle)]
-    found = []
-    for n, got, want in zip(wrong, o, e, strict=True):
-        scaled = _scaled([got], [want], [None], tolerance, None)
-        if scaled is not None:
-            found.append(_input_scale([n], scaled[0], oracle))
-        elif (
-            want.ndim == 2 and want.shape[0] == want.shape[1] and _fits([got], [want.T], tolerance)
-        ):
-            text = f"d{n} is the {oracle}' gradient transposed"
-            found.append(Explanation("backward", n, "transpose", None, (), text))
-    for i, a in enumerate(wrong):
-        for b in wrong[i + 1 :]:
-            if np.shape(expected[a]) == np.shape(expected[b]) and _fits(
-                [observed[a], observed[b]], [expected[b], expected[a]], tolerance
-            ):
-                text = f"d{a} and d{b} are the {oracle}' gradients swapped"
-                found.append(Explanation("backward", f"{a}, {b}", "swap", None, (), text))
-    if not found:
+    """For ``check_backward``: gradients of named inputs that disagree with ``oracle``'s
+    (`fits`, each input a group) — one factor common to all, else per input a factor, a sign or
+    a transpose; two inputs' gradients swapped; or none."""
+    groups: Groups = {n: {"": (observed.get(n), e, None)} for n, e in expected.items()}
+    wrong, found = fits(groups, tolerance, None)
+    explanations = []
+    for fit in found:
+        names = fit.groups
+        if fit.kind == "transpose":  # one explanation per input
+            for n in names:
+                text = f"d{n} is the {oracle}' gradient transposed"
+                explanations.append(Explanation("backward", n, "transpose", None, (), text))
+        elif fit.kind == "swap":
+            text = f"d{names[0]} and d{names[1]} are the {oracle}' gradients swapped"
+            explanations.append(Explanation("backward", ", ".join(names), "swap", None, (), text))
+        else:
+            assert fit.factor is not None
+            explanations.append(_input_scale(names, fit.factor, oracle))
+    if wrong and not explanations:
         text = f"{listing([f'd{n}' for n in wrong])}{NONE}"
-        found.append(Explanation("backward", ", ".join(wrong), "none", None, (), text))
-    return found
+        explanations.append(Explanation("backward", ", ".join(wrong), "none", None, (), text))
+    return explanations
 
 
 def _input_scale(names: Sequence[str], factor: float, oracle: str) -> Explanation:
