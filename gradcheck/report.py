@@ -19,9 +19,9 @@ if TYPE_CHECKING:
     from rich.console import Group
 
 
-@dataclass
+@dataclass(frozen=True)
 class Report:
-    """What `verify` found: every backend's checks against the reference."""
+    """What `verify` found: every backend's checks against the reference, made once at its end."""
 
     net: Network
     n_samples: int

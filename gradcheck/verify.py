@@ -206,6 +206,10 @@ class _Oracle:
                 net, params, X, y, progress=progress
             )
 
+    def describe(self) -> str:
+        """How the differences were taken and why, as the report's heading says it."""
+        return f"{FINITE_DIFFERENCES} {self.mode}: {self.choice.reason}"
+
     def compare(
         self, name: str, got: _Outputs, point: float, magnitudes: Magnitudes
     ) -> list[Check]:
@@ -544,6 +548,162 @@ class _Stages:
 STAGE_UNITS = 100
 
 
+@dataclass(frozen=True)
+class _Reference:
+    """The backend the others are compared with, and the names of its float64 run: ``name``,
+    under which it votes — the backend's own for a float64 net, whose float64 run is the
+    reference; ``"jax in float64"`` for a float32 net, whose float32 run is judged like the
+    others — and ``label``, as the report shows it."""
+
+    backend: Backend
+    dtype: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend.name} in float64"
+
+    @property
+    def name(self) -> str:
+        return self.backend.name if self.dtype == "float64" else self.label
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One verify call's arguments, validated: the problem in the net's dtype, and upcast
+    exactly to float64 for the reference."""
+
+    net: Network
+    X: np.ndarray
+    y: np.ndarray
+    params: Params
+    backends: list[Backend]
+    reference: _Reference
+    training: Training
+
+    @cached_property
+    def net64(self) -> Network:
+        return dataclasses.replace(self.net, dtype="float64")
+
+    @cached_property
+    def params64(self) -> Params:
+        return check_params(self.net64, self.params)
+
+    @cached_property
+    def X64(self) -> np.ndarray:
+        return self.X.astype(np.float64)
+
+    @cached_property
+    def y64(self) -> np.ndarray:
+        return self.y.astype(np.float64)
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """(N, K): samples and outputs, after which a factor is named."""
+        return self.X.shape[0], self.net.outputs
+
+
+def _validate(
+    net: Network,
+    X: Any,
+    y: Any,
+    params: Params | None,
+    backends: Sequence[str | Backend] | None,
+    steps: int,
+    lr: float | None,
+    reference: str | Backend | None,
+    finite_differences: str | None,
+    optimizer: Optimizer | None,
+    batch_size: int | None,
+    seed: int,
+    progress: Progress | None,
+) -> _Call:
+    """verify's arguments checked, before any work is done: a clear error for each bad one."""
+    net = as_network(net)
+    X, y = check_data(net, X, y)
+    params = check_params(net, net.init() if params is None else params)
+    optimizer = as_optimizer(optimizer, 1.0 if lr is None and optimizer is None else lr)
+    steps, _ = check_steps_lr(steps, optimizer.lr)
+    batch_schedule(len(X), batch_size, steps, seed)  # refuses a bad batch_size or seed
+    if progress is not None and not callable(progress):
+        raise TypeError(
+            f"progress must be a callable (done, total, label) or None; got {progress!r}"
+        )
+    if finite_differences is not None and finite_differences not in FD_MODES:
+        raise ValueError(
+            f"finite_differences must be one of {', '.join(FD_MODES)} or None; "
+            f"got {finite_differences!r}"
+        )
+    requested = [resolve(b) for b in (available_backends() if backends is None else backends)]
+    if not requested:
+        raise ValueError("backends must name at least one backend; got none")
+    names = [b.name for b in requested]
+    if len(set(names)) != len(names):
+        raise ValueError(f"backends must have distinct names; got {names}")
+    if reference is None:
+        reference = "jax" if "jax" in available_backends() else requested[0]
+    return _Call(
+        net,
+        X,
+        y,
+        params,
+        requested,
+        _Reference(resolve(reference), net.dtype),
+        Training(steps, optimizer, batch_size, seed),
+    )
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """What the reference's reproductions of its own run set: the tolerances of the net's dtype
+    and of float64, conditioned on how far one rounding moves the run (``sensitivity``), and
+    the ``horizon`` of steps over which it reproduces itself."""
+
+    tolerance: Tolerances
+    tolerance64: Tolerances
+    sensitivity: float
+    horizon: Horizon
+
+
+def _limits(call: _Call, want: _Outputs) -> _Limits:
+    """The reference's run ``want`` reproduced from params and inputs moved by one rounding, in
+    float64 and, for a float32 net, in float32: each correct run has its own rounding."""
+    c, ref = call, call.reference.backend
+    tol, tol64 = (tolerances(n, c.X.shape[0], c.training.steps) for n in (c.net, c.net64))
+    rounding = tol64.rounding
+    repro64 = _reproduction(ref, c.training, c.net64, c.params64, c.X64, c.y64, want, rounding)
+    repro = repro64
+    if c.net.dtype != "float64":
+        rounding = float(np.finfo(c.net.dtype).eps)
+        repro = repro64.worst(
+            _reproduction(ref, c.training, c.net, c.params, c.X, c.y, want, rounding)
+        )
+    reach = horizon(repro.losses, rounding, want.losses)
+    sensitivity = repro.sensitivity(reach)
+    return _Limits(
+        conditioned(tol, sensitivity),
+        conditioned(tol64, repro64.sensitivity(reach)),
+        sensitivity,
+        reach,
+    )
+
+
+def _blocs(
+    jury: _Jury, outputs: dict[str, _Outputs], oracle: _Oracle | None, reach: Horizon
+) -> dict[str, list[list[str]]]:
+    """Every group's blocs of implementations that agree (`_Jury.blocs`); the finite
+    differences vote on what they measure, and a run that does not reproduce itself leaves
+    nothing to vote on."""
+    blocs = {}
+    for group in GROUPS:
+        if group == "training run" and not reach.comparable:
+            continue
+        members = list(outputs)
+        if oracle is not None and group in ORACLE_GROUPS:
+            members.append(FINITE_DIFFERENCES)
+        blocs[group] = jury.blocs(group, members)
+    return blocs
+
+
 def verify(
     net: Network,
     X: Any,
@@ -593,198 +753,124 @@ def verify(
     Returns:
         A `Report`; ``report.ok`` says whether every backend agrees.
     """
-    net = as_network(net)
-    X, y = check_data(net, X, y)
-    params = check_params(net, net.init() if params is None else params)
-    optimizer = as_optimizer(optimizer, 1.0 if lr is None and optimizer is None else lr)
-    steps, lr = check_steps_lr(steps, optimizer.lr)
-    batch_schedule(len(X), batch_size, steps, seed)  # refuses a bad batch_size or seed
-    if progress is not None and not callable(progress):
-        raise TypeError(
-            f"progress must be a callable (done, total, label) or None; got {progress!r}"
-        )
-    training = Training(steps, optimizer, batch_size, seed)
-    if finite_differences is not None and finite_differences not in FD_MODES:
-        raise ValueError(
-            f"finite_differences must be one of {', '.join(FD_MODES)} or None; "
-            f"got {finite_differences!r}"
-        )
-    requested = [resolve(b) for b in (available_backends() if backends is None else backends)]
-    if not requested:
-        raise ValueError("backends must name at least one backend; got none")
-    names = [b.name for b in requested]
-    if len(set(names)) != len(names):
-        raise ValueError(f"backends must have distinct names; got {names}")
-    if reference is None:
-        reference = "jax" if "jax" in available_backends() else requested[0]
-    reference_backend = resolve(reference)
-
-    # The reference runs in float64 from the same params, exactly upcast.
-    net64 = dataclasses.replace(net, dtype="float64")
-    params64 = check_params(net64, params)
-    X64, y64 = X.astype(np.float64), y.astype(np.float64)
-    # In float64 the reference's own run is the reference; in float32 it is compared like the
-    # others, and its float64 run votes under its own name.
-    reference_label = f"{reference_backend.name} in float64"
-    reference_name = reference_backend.name if net.dtype == "float64" else reference_label
-    others = [b for b in requested if b.name != reference_name]
+    call = _validate(
+        net, X, y, params, backends, steps, lr, reference, finite_differences, optimizer,
+        batch_size, seed, progress,
+    )  # fmt: skip
+    net, X, y, params, ref = call.net, call.X, call.y, call.params, call.reference
+    others = [b for b in call.backends if b.name != ref.name]
+    judged = {b.name for b in others}  # held to the net's dtype's tolerance; the rest to float64's
     stages = _Stages(progress, 2 + len(others) + (finite_differences is not None) + 1)
-    stages.begin(f"{reference_backend.name} (the reference)")
-    want = _run(reference_backend, net64, params64, X64, y64, training, timing)
-    stages.begin("the horizon")
 
-    # How far the run amplifies rounding, measured on the reference: the tolerance of its
-    # training run, and the horizon beyond which it no longer reproduces itself
-    tol, tol64 = (tolerances(n, X.shape[0], steps) for n in (net, net64))
-    repro64 = _reproduction(
-        reference_backend, training, net64, params64, X64, y64, want, tol64.rounding
-    )
-    repro, rounding = repro64, tol64.rounding
-    if net.dtype != "float64":  # correct runs in the dtype, each with its own rounding
-        rounding = float(np.finfo(net.dtype).eps)
-        repro = repro64.worst(
-            _reproduction(reference_backend, training, net, params, X, y, want, rounding)
-        )
-    reach = horizon(repro.losses, rounding, want.losses)
-    sensitivity = repro.sensitivity(reach)
-    tol = conditioned(tol, sensitivity)
-    tol64 = conditioned(tol64, repro64.sensitivity(reach))
-    report = Report(
-        net=net,
-        n_samples=X.shape[0],
-        steps=steps,
-        lr=lr,
-        reference=reference_label,
-        backends=names,
-        optimizer=optimizer,
-        batch_size=batch_size,
-        seed=seed,
-        sensitivity=sensitivity,
-        horizon=reach,
-    )
-    outputs = {reference_name: want}
-    for backend in requested:
-        if backend.name == reference_name:
-            report.timings[backend.name] = want.timing  # the reference itself: nothing to compare
-            continue
+    # The reference's own runs, then how far the training call amplifies rounding: the
+    # tolerance of the call and the horizon beyond which the reference no longer reproduces it.
+    stages.begin(f"{ref.backend.name} (the reference)")
+    want = _run(ref.backend, call.net64, call.params64, call.X64, call.y64, call.training, timing)
+    stages.begin("the horizon")
+    limits = _limits(call, want)
+
+    outputs = {ref.name: want}
+    for backend in others:
         stages.begin(backend.name)
-        got = _run(backend, net, params, X, y, training, timing)
-        report.timings[backend.name] = got.timing
-        outputs[backend.name] = got
+        outputs[backend.name] = _run(backend, net, params, X, y, call.training, timing)
     oracle = None
     if finite_differences is not None:
         within = stages.begin(f"finite differences ({finite_differences})")
-        oracle = _Oracle(net64, params64, X, y, finite_differences, within)
-        report.witness = f"finite differences {oracle.mode}: {oracle.choice.reason}"
-        if oracle.choice.estimate is not None:
-            report.timings[FINITE_DIFFERENCES] = {"elementwise_estimate": oracle.choice.estimate}
+        oracle = _Oracle(call.net64, call.params64, X, y, finite_differences, within)
+
+    # Compare every implementation with the reference, and vote on who is wrong.
+    stages.begin("the verdict")
     jury = _Jury(
-        reference_name,
+        ref.name,
         outputs,
         oracle,
-        lambda name: tol if name in names and name != reference_name else tol64,
+        lambda name: limits.tolerance if name in judged else limits.tolerance64,
         # Predictions and gradients are sums; their rounding is relative to what they sum.
         Magnitudes(
-            prediction_magnitudes(net64, params64, X), gradient_magnitudes(net64, params64, X, y)
+            prediction_magnitudes(call.net64, call.params64, X),
+            gradient_magnitudes(call.net64, call.params64, X, y),
         ),
-        reach,
+        limits.horizon,
     )
-    # The report's rows: every implementation against the reference.
-    stages.begin("the verdict")
     compared = [*([FINITE_DIFFERENCES] if oracle is not None else []), *outputs]
-    for name in compared:
-        if name != reference_name:
-            report.checks.extend(jury.checks(name, reference_name))
-    report.reference_losses = want.losses
-    report.losses = {name: got.losses for name, got in outputs.items() if name != reference_name}
-    blocs = {}
-    for group in GROUPS:
-        if group == "training run" and not reach.comparable:
-            continue  # a run that does not reproduce itself leaves nothing to vote on
-        members = list(outputs)
-        if oracle is not None and group in ORACLE_GROUPS:
-            members.append(FINITE_DIFFERENCES)
-        blocs[group] = jury.blocs(group, members)
-    report.verdicts = _verdicts(reference_name, blocs, jury.finding)
-    if not report.ok:
+    checks = [c for name in compared if name != ref.name for c in jury.checks(name, ref.name)]
+    verdicts = _verdicts(ref.name, _blocs(jury, outputs, oracle, limits.horizon), jury.finding)
+
+    # Locate and explain each implementation that disagrees.
+    first_differences: list[explain.FirstDifference] = []
+    explanations: list[explain.Explanation] = []
+    failures = [c for c in checks if not c.ok]
+    if failures:
         stages.then("the explanations")
-        backends_by_name = {b.name: b for b in requested if b.name != reference_name}
-        problem = _Problem(net, params, params64, X, y, training, tol.point, tol.trajectory, reach)
-        _explain(report, backends_by_name, reference_backend, problem, outputs, reference_name)
+        first_differences, explanations = _explain(
+            failures, {b.name: b for b in others}, call, limits, outputs
+        )
     stages.end()
-    report.stages = stages.seconds
-    return report
-
-
-@dataclass(frozen=True)
-class _Problem:
-    """One verify call's problem as the explanations need it: in the net's dtype for the
-    backend, in float64 for the reference, and the policy's point tolerance."""
-
-    net: Network
-    params: Params
-    params64: Params
-    X: np.ndarray
-    y: np.ndarray
-    training: Training
-    point: float
-    trajectory: float
-    horizon: Horizon
-
-    @cached_property
-    def net64(self) -> Network:
-        return dataclasses.replace(self.net, dtype="float64")
-
-    @cached_property
-    def X64(self) -> np.ndarray:
-        return self.X.astype(np.float64)
-
-    @cached_property
-    def y64(self) -> np.ndarray:
-        return self.y.astype(np.float64)
-
-    @property
-    def sizes(self) -> tuple[int, int]:
-        """(N, K): samples and outputs, after which a factor is named."""
-        return self.X.shape[0], self.net.outputs
+    timings = {b.name: outputs[b.name].timing for b in call.backends}
+    if oracle is not None and oracle.choice.estimate is not None:
+        timings[FINITE_DIFFERENCES] = {"elementwise_estimate": oracle.choice.estimate}
+    return Report(
+        net=net,
+        n_samples=X.shape[0],
+        steps=call.training.steps,
+        lr=float(call.training.optimizer.lr),
+        reference=ref.label,
+        backends=[b.name for b in call.backends],
+        optimizer=call.training.optimizer,
+        batch_size=call.training.batch_size,
+        seed=call.training.seed,
+        sensitivity=limits.sensitivity,
+        horizon=limits.horizon,
+        witness=None if oracle is None else oracle.describe(),
+        checks=checks,
+        verdicts=verdicts,
+        timings=timings,
+        stages=stages.seconds,
+        first_differences=first_differences,
+        explanations=explanations,
+        reference_losses=want.losses,
+        losses={name: got.losses for name, got in outputs.items() if name != ref.name},
+    )
 
 
 def _explain(
-    report: Report,
+    failures: list[Check],
     backends: dict[str, Backend],
-    reference: Backend,
-    problem: _Problem,
+    call: _Call,
+    limits: _Limits,
     outputs: dict[str, _Outputs],
-    reference_name: str,
-) -> None:
+) -> tuple[list[explain.FirstDifference], list[explain.Explanation]]:
     """Localise and explain each disagreeing backend (`gradcheck.explain`): its first
     differing tensor when it and the reference have a ``trace``, and the simple causes that fit
-    each group of quantities it fails. Runs only for a report with failures."""
-    p = problem
-    want = outputs[reference_name]
+    each group of quantities it fails."""
+    p, reference = call, call.reference.backend
+    want = outputs[call.reference.name]
     magnitudes = backward_magnitudes(p.net64, p.params64, p.X64, p.y64)  # (deltas, gradients)
     reference_trace = _trace(reference, p.net64, p.params64, p.X64, p.y64)
-    for name in dict.fromkeys(check.backend for check in report.failures):
+    first_differences, explanations = [], []
+    for name in dict.fromkeys(check.backend for check in failures):
         if name not in backends:
             continue  # the finite differences, or the reference's own float64 run
         backend, got = backends[name], outputs[name]
-        groups = {_group_of(c.quantity) for c in report.failures if c.backend == name}
+        groups = {_group_of(c.quantity) for c in failures if c.backend == name}
         trace = _trace(backend, p.net, p.params, p.X, p.y) if reference_trace else None
         if trace is not None and reference_trace is not None:
             found = explain.first_difference(
-                name, trace, reference_trace, p.net64, p.params64, p.X64, magnitudes, p.point
-            )
+                name, trace, reference_trace, p.net64, p.params64, p.X64, magnitudes,
+                limits.tolerance.point,
+            )  # fmt: skip
             if found is not None:
-                report.first_differences.append(found)
+                first_differences.append(found)
         extra = [
             f"{key} of layer {layer}"
             for layer, (g, w) in enumerate(zip(got.grads, want.grads, strict=True), start=1)
             for key in g
             if key not in w
         ]
-        report.explanations += _explanations(
-            name, backend, reference, groups, got, want, p, magnitudes[1], extra, reference_trace
+        explanations += _explanations(
+            name, backend, groups, got, want, p, limits, magnitudes[1], extra, reference_trace
         )
+    return first_differences, explanations
 
 
 def _trace(backend: Backend, net: Network, params: Params, X: Any, y: Any) -> Trace | None:
@@ -796,11 +882,11 @@ def _trace(backend: Backend, net: Network, params: Params, X: Any, y: Any) -> Tr
 def _explanations(
     name: str,
     backend: Backend,
-    reference: Backend,
     groups: set[str],
     got: _Outputs,
     want: _Outputs,
-    p: _Problem,
+    p: _Call,
+    limits: _Limits,
     magnitudes: Params,
     extra: list[str],
     reference_trace: Trace | None,
@@ -808,8 +894,9 @@ def _explanations(
     """The hypotheses that fit, group by group in the order of the computation. A forward that
     differs explains everything after it, so the groups after it are not explained again; a
     training run is explained when its gradients agree or differ by one common factor."""
+    point = limits.tolerance.point
     loss = (
-        explain.explain_loss(name, p.net, got.loss, got.predictions, p.y, p.point, p.sizes)
+        explain.explain_loss(name, p.net, got.loss, got.predictions, p.y, point, p.sizes)
         if groups & {"predictions", "loss"}
         else []
     )
@@ -829,7 +916,7 @@ def _explanations(
             else None
         )
         gradient = explain.explain_gradients(
-            name, got.grads, want.grads, magnitudes, p.point, p.sizes, derivative
+            name, got.grads, want.grads, magnitudes, point, p.sizes, derivative
         )
         found += gradient
         common = [
@@ -839,17 +926,17 @@ def _explanations(
         ]  # the run of gradients scaled by a factor is the reference's with lr times it
         factors = [explain.named_factor(f, p.sizes) or (f, "") for f in common[:1]]
     # a run that diverged is reported as such; no simple cause is looked for in it
-    losses = got.losses[: p.horizon.steps]
+    losses = got.losses[: limits.horizon.steps]
     if "training run" in groups and factors and np.all(np.isfinite(losses)):
         if p.training.plain:  # the factors are hypotheses about gradient descent's steps
             training = explain.explain_training(
-                name, reference, p.net, p.params64, p.X64, p.y64, p.training.optimizer.lr,
+                name, p.reference.backend, p.net, p.params64, p.X64, p.y64, p.training.optimizer.lr,
                 losses, factors,
             )  # fmt: skip
         else:
             training = explain.explain_optimizer(
-                name, reference, p.net64, p.params64, p.X64, p.y64, p.training,
-                Trajectory(got.params, got.losses), p.trajectory,
+                name, p.reference.backend, p.net64, p.params64, p.X64, p.y64, p.training,
+                Trajectory(got.params, got.losses), limits.tolerance.trajectory,
             )  # fmt: skip
         training = training or explain.explain_own_weights(
             backend, p.net, p.params, p.X, p.y, "training run", got.losses, p.training, extra
