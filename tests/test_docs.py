@@ -424,3 +424,33 @@ def test_the_benchmarks_page_times_the_verdict_of_every_catalogue_problem():
     assert len(table) == len(PROBLEMS)
     for row in table:
         assert re.fullmatch(r"\| .+ \| [\d.]+ s \| [\d.]+ s \|", row), row
+
+
+def test_the_picture_of_how_gradcheck_decides_names_what_the_code_has():
+    """docs/decides.svg names modules and functions — the callers' modules, the core's steps,
+    the explanation engine, the renderer. Each must exist, so the picture cannot outlive a
+    rename; and the page must show it."""
+    import importlib
+
+    svg = (DOCS / "decides.svg").read_text()
+    assert "(decides.svg)" in (DOCS / "how-gradcheck-decides.md").read_text()
+    texts = re.findall(r'<text class="(\w+)"[^>]*>(.*?)</text>', svg)
+    dotted = re.findall(r"\b(?:gradcheck|explain|display|finite_diff)\.\w+", svg)
+    for name in dotted:
+        module, attribute = name.rsplit(".", 1)
+        path = module if module.startswith("gradcheck") else f"gradcheck.{module}"
+        assert hasattr(importlib.import_module(path), attribute), name
+    # the core's box: a line per step, each opening on the core's name for it
+    start = next(i for i, (_, text) in enumerate(texts) if text.startswith("the core"))
+    end = next(i for i, (css, _) in enumerate(texts) if i > start and css == "title")
+    steps = [re.match(r"[\w.]+", text).group(0) for _, text in texts[start + 1 : end]]
+    assert {"Directions.through", "Line", "differentiate", "judge", "compare", "Check"} <= set(
+        steps
+    )
+    core = importlib.import_module("gradcheck.finite_diff")
+    for step in steps:
+        found = core
+        for part in step.split("."):
+            found = getattr(found, part, None)
+        assert found is not None, step
+    assert len(dotted) >= 5
