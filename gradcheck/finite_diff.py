@@ -47,6 +47,7 @@ import numpy as np
 
 from gradcheck import witness
 from gradcheck.network import Network, Params
+from gradcheck.tolerance import relative_error
 
 EPS = float(np.finfo(np.float64).eps)
 TINY = float(np.finfo(np.float64).tiny)
@@ -667,6 +668,44 @@ class Comparison:
         if self.rounded:
             parts.append("a gradient this small is resolved only to the loss's rounding")
         return ", ".join(parts)
+
+
+def against_reference(
+    backend: str,
+    quantity: str,
+    observed: Any,
+    expected: Any,
+    tolerance: float,
+    *,
+    oracle: str = "",
+    layer: int | None = None,
+    param: str | None = None,
+    input: str | None = None,
+    magnitude: np.ndarray | None = None,
+    elementwise: bool = False,
+) -> Check:
+    """An array against a reference implementation's (``verify``'s reference backend,
+    ``jax.vjp``): its worst relative error as the tolerance policy measures it
+    (`tolerance.relative_error`: to the size of its terms, given their ``magnitude``, or with
+    ``elementwise`` to each value's own), held to ``tolerance``. A missing or misshapen array
+    fails with what was wrong."""
+    failed = Check(backend, quantity, math.inf, tolerance, layer, param, oracle=oracle, input=input)
+    if observed is None:
+        return dataclasses.replace(failed, detail="missing")
+    observed, expected = np.asarray(observed), np.asarray(expected)
+    if observed.shape != expected.shape:
+        return dataclasses.replace(
+            failed, detail=f"shape {observed.shape}, expected {expected.shape}"
+        )
+    error, index = relative_error(observed, expected, elementwise=elementwise, magnitude=magnitude)
+    at = index if index else (0,) * observed.ndim
+    return dataclasses.replace(
+        failed,
+        error=error,
+        index=index,
+        observed=float(observed[at]) if observed.size else math.nan,
+        expected=float(expected[at]) if expected.size else math.nan,
+    )
 
 
 def allowed(

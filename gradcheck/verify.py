@@ -26,7 +26,7 @@ from gradcheck.backends import (
     available_backends,
     resolve,
 )
-from gradcheck.finite_diff import FINITE_DIFFERENCES, Check
+from gradcheck.finite_diff import FINITE_DIFFERENCES, Check, against_reference
 from gradcheck.network import (
     Network,
     Params,
@@ -48,7 +48,6 @@ from gradcheck.tolerance import (
     horizon,
     layer_scales,
     prediction_magnitudes,
-    relative_error,
     relative_errors,
     run_error,
     tolerances,
@@ -147,18 +146,15 @@ def _compare(
     elementwise: bool = False,
     magnitude: np.ndarray | None = None,
 ) -> Check:
-    if observed is None:
-        return Check(backend, quantity, math.inf, tolerance, layer, param, detail="missing")
-    observed, reference = np.asarray(observed), np.asarray(reference)
-    if observed.shape != reference.shape:
-        detail = f"shape {observed.shape}, expected {reference.shape}"
-        return Check(backend, quantity, math.inf, tolerance, layer, param, detail=detail)
-    error, index = relative_error(observed, reference, elementwise=elementwise, magnitude=magnitude)
-    first_step = None
-    if quantity == "train losses" and error > tolerance:  # where the curve first left
+    check = against_reference(
+        backend, quantity, observed, reference, tolerance, layer=layer, param=param,
+        magnitude=magnitude, elementwise=elementwise,
+    )  # fmt: skip
+    compared = observed is not None and np.shape(observed) == np.shape(reference)
+    if quantity == "train losses" and compared and check.error > tolerance:  # where it left
         errors = relative_errors(observed, reference, elementwise=elementwise)
-        first_step = int(np.argmax(errors > tolerance))
-    return Check(backend, quantity, error, tolerance, layer, param, index, first_step=first_step)
+        check = dataclasses.replace(check, first_step=int(np.argmax(errors > tolerance)))
+    return check
 
 
 #: The finite-difference modes ``verify`` accepts, and None for no oracle.
