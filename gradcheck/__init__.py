@@ -7,7 +7,7 @@ their predictions, gradients and training runs agree, or exactly where they part
 
 from gradcheck import adapters, datasets
 from gradcheck.backends import Backend, Trace, Trajectory, available_backends, get_backend
-from gradcheck.check_backward import BackwardCheck, InputCheck, check_backward
+from gradcheck.check_backward import BackwardCheck, InputCheck, check_backward, check_jvp
 from gradcheck.network import Network
 from gradcheck.report import Check, Report
 from gradcheck.verify import verify
@@ -24,6 +24,7 @@ __all__ = [
     "adapters",
     "available_backends",
     "check_backward",
+    "check_jvp",
     "datasets",
     "get_backend",
     "verify",

@@ -48,8 +48,10 @@ import numpy as np
 
 from gradcheck import display, explain
 from gradcheck.finite_diff import (
+    DIRECTIONS,
     ELEMENTWISE_MAX,
     FINITE_DIFFERENCES,
+    TINY,
     Check,
     Comparison,
     Directions,
@@ -62,9 +64,9 @@ from gradcheck.finite_diff import (
 )
 from gradcheck.tolerance import SAFETY, ratio
 
-JAX_VJP = "jax.vjp"
-#: The implementation a `check_backward` judges, as its checks name it.
-BACKWARD = "backward"
+JAX_VJP, JAX_JVP = "jax.vjp", "jax.jvp"
+#: The rules a `check_backward` or `check_jvp` judges, as their checks name them.
+BACKWARD, JVP = "backward", "jvp"
 _SALT = 0x67726164  # "grad"
 
 
@@ -73,9 +75,11 @@ _SALT = 0x67726164  # "grad"
 InputCheck = Check
 
 
-def _checked(input: str, oracle: str, c: Comparison) -> Check:
+def _checked(
+    input: str, oracle: str, c: Comparison, rule: str = BACKWARD, quantity: str = "gradient"
+) -> Check:
     hint = "" if c.ok else _hint(input, oracle, c.observed, c.expected, c.tolerance)
-    return Check.of(c, BACKWARD, "gradient", oracle, input=input, hint=hint)
+    return Check.of(c, rule, quantity, oracle, input=input, hint=hint)
 
 
 def _hint(input: str, oracle: str, observed: Any, expected: Any, tolerance: float) -> str:
@@ -87,18 +91,23 @@ def _hint(input: str, oracle: str, observed: Any, expected: Any, tolerance: floa
 
 @dataclass(frozen=True)
 class BackwardCheck:
-    """What `check_backward` compared: ``checks`` has one entry per cotangent, input and
-    oracle; ``findings`` the worst of them per input and oracle; ``notes`` what the kernel did
-    that is not a wrong gradient (it changed its cotangent in place, its forward raised near the
-    input)."""
+    """What `check_backward` (or `check_jvp`) compared: ``checks`` has one entry per cotangent
+    (tangent), input, rule and oracle; ``findings`` the worst of them per input, rule and
+    oracle; ``notes`` what the kernel did that is not a wrong gradient (it changed its cotangent
+    in place, its forward raised near the input)."""
 
     checks: list[Check]
+    #: How many random cotangents (for `check_jvp`, tangents per input) were checked.
     cotangents: int
     forward_passes: int
     notes: list[str] = field(default_factory=list)
     #: What fits the gradients that disagree with the finite differences (`gradcheck.explain`):
     #: a factor, a sign, a transpose, two inputs swapped, or none.
     explanations: list[explain.Explanation] = field(default_factory=list)
+    #: The rules judged: ``("backward",)``, ``("backward", "jvp")`` or ``("jvp",)``.
+    rules: tuple[str, ...] = (BACKWARD,)
+    #: What ``cotangents`` counts, as the summary names it.
+    probes: str = "cotangents"
 
     @property
     def ok(self) -> bool:
@@ -106,16 +115,17 @@ class BackwardCheck:
 
     @property
     def findings(self) -> list[Check]:
-        worst: dict[tuple[str | None, str], Check] = {}
+        worst: dict[tuple[str, str | None, str], Check] = {}
         for check in self.checks:
-            key = (check.input, check.oracle)
+            key = (check.backend, check.input, check.oracle)
             if key not in worst or _badness(check) > _badness(worst[key]):
                 worst[key] = check
         return list(worst.values())
 
     def summary(self) -> str:
-        status = "backward agrees" if self.ok else "backward disagrees"
-        return f"{status} ({self.cotangents} cotangents, {self.forward_passes} forward passes)"
+        verb = ("agrees", "disagrees") if len(self.rules) == 1 else ("agree", "disagree")
+        status = f"{explain.listing(self.rules)} {verb[0] if self.ok else verb[1]}"
+        return f"{status} ({self.cotangents} {self.probes}, {self.forward_passes} forward passes)"
 
     def heading(self) -> list[str]:
         return []
@@ -162,6 +172,7 @@ def check_backward(
     rtol: float | None = None,
     elementwise_max: int = ELEMENTWISE_MAX,
     raise_exception: bool = True,
+    jvp: Callable[..., Any] | None = None,
 ) -> BackwardCheck:
     """Check ``backward`` against finite differences of ``forward`` (and ``jax.vjp``).
 
@@ -177,6 +188,10 @@ def check_backward(
         cotangents: how many random Gaussian cotangents u to check.
         directions: random directions per input too large to check element by element.
         jax_forward: the same function written in jax.numpy, to compare with ``jax.vjp``.
+        jvp: the forward-mode rule, ``jvp(v, *inputs)`` as `check_jvp` takes it; given, it is
+            checked against the finite differences too, and the two rules against each other
+            by the dot test: ⟨u, J v⟩ from ``jvp`` must equal ⟨Jᵀ u, v⟩ from ``backward`` for
+            the random u and v, to the rounding of the two sums.
         seed: for the cotangents, the directions and the stale-state probe.
         wrt: the inputs to differentiate, by name or position (default: every input).
         rtol: the relative tolerance for the kernel's rounding (default: the tolerance policy's,
@@ -196,68 +211,120 @@ def check_backward(
         ValueError, TypeError: for arguments that check nothing or cannot be checked, before any
             work is done.
     """
-    labels = _names(names, len(inputs))
-    differentiated = _wrt(wrt, labels)
     _settings(cotangents, directions, seed, rtol, elementwise_max)
-    arrays = list(inputs)
-    for i in differentiated:
-        arrays[i] = _float_array(labels[i], inputs[i])
+    kernel = _Kernel.of(forward, inputs, names, wrt, rtol)
+    if jvp is not None and not callable(jvp):
+        raise TypeError(f"jvp must be a callable jvp(v, *inputs) or None; got {jvp!r}")
+    arrays, labels, differentiated = kernel.arrays, kernel.labels, kernel.differentiated
     # A stream of its own: a user's inputs drawn from default_rng(seed) must not reappear as the
     # cotangent (for batch norm that cotangent lies in the Jacobian's null space: dx ≈ 0).
     rng = np.random.default_rng([seed, _SALT])
-    passes = 0
-
-    def evaluate(args: Sequence[Any]) -> tuple[np.ndarray, ...]:
-        nonlocal passes
-        passes += 1
-        return _outputs(forward(*[_copy(a) for a in args]))
-
-    first = forward(*[_copy(a) for a in arrays])
-    passes += 1
-    ys, tuple_output = _outputs(first), isinstance(first, (tuple, list))
-    precision = _narrowest([arrays[i].dtype for i in differentiated] + [y.dtype for y in ys])
-    eps = float(np.finfo(precision).eps)
-    floor = rtol if rtol is not None else SAFETY * eps * math.sqrt(max(sum(y.size for y in ys), 1))
     checks: list[Check] = []
     notes: list[str] = []
     compared: dict[str, Comparison] = {}  # the first cotangent's, for the explanations
     drawn = [
-        tuple(rng.standard_normal(y.shape).astype(y.dtype) for y in ys) for _ in range(cotangents)
+        tuple(rng.standard_normal(y.shape).astype(y.dtype) for y in kernel.ys)
+        for _ in range(cotangents)
     ]
     u64s = [[np.asarray(c, np.float64) for c in us] for us in drawn]
 
     def pairings(xi: np.ndarray, i: int) -> np.ndarray:
         """⟨u, y⟩ for every cotangent u, with input i replaced by xi: one forward pass."""
-        args = list(arrays)
-        args[i] = xi.astype(arrays[i].dtype)
-        ys = evaluate(args)
+        ys = kernel.evaluate(kernel.moved(i, xi))
         return np.array([sum(np.sum(c * y) for c, y in zip(u64, ys, strict=True)) for u64 in u64s])
 
     lines = {
         i: _Lines(
             arrays[i],
             Directions.through(
-                arrays[i], precision, arrays[i].size <= elementwise_max, directions, rng
+                arrays[i], kernel.precision, arrays[i].size <= elementwise_max, directions, rng
             ),
             partial(pairings, i=i),
         )
         for i in differentiated
     }
     for k, us in enumerate(drawn):
-        u = us if tuple_output else us[0]
-        notes += _probe(evaluate, arrays, differentiated, labels, rng)
+        u = us if kernel.tuple_output else us[0]
+        notes += _probe(kernel.evaluate, arrays, differentiated, labels, rng)
         given = (_copy(u), *[_copy(a) for a in arrays])
         grads = backward(*given)
         notes += _modified(given, (u, *arrays), ["its cotangent", *[f"input {n}" for n in labels]])
         grads, problems = _gradients(grads, arrays, differentiated, labels)
         checks += problems
         for i, grad in grads.items():
-            comparison = lines[i].against(k, grad, floor, precision)
+            comparison = lines[i].against(k, grad, kernel.floor, kernel.precision)
             checks.append(_checked(labels[i], FINITE_DIFFERENCES, comparison))
             compared.setdefault(labels[i], comparison)
         if jax_forward is not None and grads:
-            checks += _against_jax(jax_forward, arrays, us, grads, labels, floor)
-    result = BackwardCheck(checks, cotangents, passes, list(dict.fromkeys(notes)))
+            checks += _against_jax(jax_forward, arrays, us, grads, labels, kernel.floor)
+        if jvp is not None and grads:
+            checks += _dot_test(kernel, jvp, u, grads, rng)
+    if jvp is not None:
+        checks += _jvp_checks(kernel, jvp, cotangents, rng, elementwise_max, None)[0]
+    result = BackwardCheck(
+        checks,
+        cotangents,
+        kernel.passes,
+        list(dict.fromkeys(notes)),
+        rules=(BACKWARD, JVP) if jvp is not None else (BACKWARD,),
+    )
+    return _concluded(result, compared, raise_exception)
+
+
+def check_jvp(
+    forward: Callable[..., Any],
+    jvp: Callable[..., Any],
+    *inputs: Any,
+    names: Sequence[str] | None = None,
+    wrt: Sequence[str | int] | None = None,
+    directions: int = 2,
+    seed: int = 0,
+    rtol: float | None = None,
+    raise_exception: bool = True,
+    jax_forward: Callable[..., Any] | None = None,
+    elementwise_max: int = ELEMENTWISE_MAX,
+) -> BackwardCheck:
+    """Check a forward-mode rule ``jvp`` against finite differences of ``forward`` (and
+    ``jax.jvp``).
+
+    Each differentiated input gets ``directions`` random Gaussian tangents v of its own, the
+    other inputs' tangents zero, so a disagreement names the input whose rule is wrong. The
+    output tangent J v is checked element by element (or, for outputs of more than
+    ``elementwise_max`` elements, along random projections of it) against the derivative of
+    forward along v: 4 forward passes per tangent, whatever the input's size.
+
+    Args:
+        forward: ``forward(*inputs) -> y``, an array or a tuple of arrays.
+        jvp: ``jvp(v, *inputs)``, the tangent of y (a tuple for a tuple) for the tangents ``v``:
+            a tuple with one per differentiated input, or a bare array when only one input is
+            differentiated.
+        inputs, names, wrt, seed, rtol, raise_exception, jax_forward, elementwise_max: as for
+            `check_backward`.
+        directions: how many random tangents each differentiated input gets.
+
+    Returns:
+        A `BackwardCheck` whose checks judge ``jvp``.
+
+    Raises:
+        AssertionError: with ``raise_exception``, naming each input whose tangent disagrees.
+        ValueError, TypeError: for arguments that check nothing or cannot be checked, before any
+            work is done.
+    """
+    _settings(1, directions, seed, rtol, elementwise_max)
+    if not callable(jvp):
+        raise TypeError(f"jvp must be a callable jvp(v, *inputs); got {jvp!r}")
+    kernel = _Kernel.of(forward, inputs, names, wrt, rtol)
+    rng = np.random.default_rng([seed, _SALT])
+    checks, compared = _jvp_checks(kernel, jvp, directions, rng, elementwise_max, jax_forward)
+    result = BackwardCheck(checks, directions, kernel.passes, rules=(JVP,), probes="tangents")
+    return _concluded(result, compared, raise_exception)
+
+
+def _concluded(
+    result: BackwardCheck, compared: dict[str, Comparison], raise_exception: bool
+) -> BackwardCheck:
+    """The result with what explains its disagreements with the finite differences; raised as
+    an AssertionError with ``raise_exception``."""
     if not result.ok and compared:
         result.explanations.extend(
             explain.explain_inputs(
@@ -270,6 +337,191 @@ def check_backward(
     if raise_exception and not result.ok:
         raise AssertionError(str(result))
     return result
+
+
+class _Kernel:
+    """A forward function and its validated inputs: their names, which are differentiated, the
+    outputs at them, the narrowest precision involved and the tolerance floor it sets.
+    `evaluate` runs forward on copies and counts the passes."""
+
+    def __init__(
+        self,
+        forward: Callable[..., Any],
+        arrays: list[Any],
+        labels: list[str],
+        differentiated: list[int],
+        rtol: float | None,
+    ) -> None:
+        self.forward, self.arrays, self.labels = forward, arrays, labels
+        self.differentiated = differentiated
+        self.passes = 0
+        first = forward(*[_copy(a) for a in arrays])
+        self.passes += 1
+        self.ys, self.tuple_output = _outputs(first), isinstance(first, (tuple, list))
+        self.precision = _narrowest(
+            [arrays[i].dtype for i in differentiated] + [y.dtype for y in self.ys]
+        )
+        eps = float(np.finfo(self.precision).eps)
+        size = max(sum(y.size for y in self.ys), 1)
+        self.floor = rtol if rtol is not None else SAFETY * eps * math.sqrt(size)
+
+    @classmethod
+    def of(
+        cls,
+        forward: Callable[..., Any],
+        inputs: Sequence[Any],
+        names: Sequence[str] | None,
+        wrt: Sequence[str | int] | None,
+        rtol: float | None,
+    ) -> _Kernel:
+        if not callable(forward):
+            raise TypeError(f"forward must be a callable forward(*inputs); got {forward!r}")
+        labels = _names(names, len(inputs))
+        differentiated = _wrt(wrt, labels)
+        arrays = list(inputs)
+        for i in differentiated:
+            arrays[i] = _float_array(labels[i], inputs[i])
+        return cls(forward, arrays, labels, differentiated, rtol)
+
+    def evaluate(self, args: Sequence[Any]) -> tuple[np.ndarray, ...]:
+        self.passes += 1
+        return _outputs(self.forward(*[_copy(a) for a in args]))
+
+    def moved(self, i: int, xi: np.ndarray) -> list[Any]:
+        """The inputs with input i replaced by xi, in its own dtype."""
+        args = list(self.arrays)
+        args[i] = np.asarray(xi).astype(self.arrays[i].dtype)
+        return args
+
+    def tangents(self, i: int, v: np.ndarray) -> Any:
+        """The tangents a jvp is given for v in input i: zero in the other differentiated
+        inputs; a bare array when one input is differentiated."""
+        vs = [v if j == i else np.zeros_like(self.arrays[j]) for j in self.differentiated]
+        return vs[0] if len(vs) == 1 else tuple(vs)
+
+
+def _tangent_out(kernel: _Kernel, jvp: Callable[..., Any], i: int, v: np.ndarray) -> np.ndarray:
+    """jvp's output tangent for v in input i, the outputs' tangents flattened into one."""
+    given = (_copy(kernel.tangents(i, v)), *[_copy(a) for a in kernel.arrays])
+    out = jvp(*given)
+    parts = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+    if len(parts) != len(kernel.ys) or any(
+        np.shape(p) != y.shape for p, y in zip(parts, kernel.ys, strict=False)
+    ):
+        shapes = [np.shape(p) for p in parts]
+        raise ValueError(
+            f"jvp must return a tangent shaped like each of forward's outputs "
+            f"{[y.shape for y in kernel.ys]}; got {shapes}"
+        )
+    return np.concatenate([np.asarray(p, np.float64).ravel() for p in parts])
+
+
+def _jvp_checks(
+    kernel: _Kernel,
+    jvp: Callable[..., Any],
+    directions: int,
+    rng: np.random.Generator,
+    elementwise_max: int,
+    jax_forward: Callable[..., Any] | None,
+) -> tuple[list[Check], dict[str, Comparison]]:
+    """``jvp`` along ``directions`` random tangents per differentiated input, against the
+    derivative of forward along each (`finite_diff.judge`), and ``jax.jvp`` of
+    ``jax_forward``. Returns the checks and, per input, its first comparison."""
+    size = sum(y.size for y in kernel.ys)
+    outputs = Directions.through(
+        np.zeros(size), kernel.precision, size <= elementwise_max, DIRECTIONS, rng
+    )
+    eps = float(np.finfo(kernel.precision).eps)
+    checks: list[Check] = []
+    compared: dict[str, Comparison] = {}
+    for _ in range(directions):
+        for i in kernel.differentiated:
+            x, label = kernel.arrays[i], kernel.labels[i]
+            line = Directions.through(x, kernel.precision, False, 1, rng)
+            v = line.random[0].astype(x.dtype)
+            v64, x64 = v.astype(np.float64), x.astype(np.float64)
+
+            def projected(t: float, i: int = i, v64: np.ndarray = v64, x64: np.ndarray = x64):
+                ys = kernel.evaluate(kernel.moved(i, x64 + t * v64))
+                return outputs.project(np.concatenate([y.astype(np.float64).ravel() for y in ys]))
+
+            values = memoised(projected)
+            lines = [Line(partial(_pairing, values, j), line.steps[0]) for j in range(len(outputs))]
+            observed = _tangent_out(kernel, jvp, i, v)
+            comparison = judge(
+                outputs.project(observed),
+                lines,
+                differentiate(lines, eps),
+                floor=kernel.floor,
+                mode=outputs.mode,
+                dtype=kernel.precision,
+            )
+            checks.append(_checked(label, FINITE_DIFFERENCES, comparison, JVP, "tangent"))
+            compared.setdefault(label, comparison)
+            if jax_forward is not None:
+                want = _jax_tangent(jax_forward, kernel, i, v)
+                check = against_reference(
+                    JVP, "tangent", observed, want, kernel.floor, oracle=JAX_JVP, input=label
+                )
+                checks.append(check)
+    return checks, compared
+
+
+def _jax_tangent(
+    jax_forward: Callable[..., Any], kernel: _Kernel, i: int, v: np.ndarray
+) -> np.ndarray:
+    """``jax.jvp`` of ``jax_forward`` at the inputs, along v in input i, in x64 mode, the
+    outputs' tangents flattened into one."""
+    import jax
+
+    with jax.enable_x64(True):
+
+        def moved(xi: Any) -> Any:
+            args = list(kernel.arrays)
+            args[i] = xi
+            return jax_forward(*args)
+
+        _, out = jax.jvp(moved, (kernel.arrays[i],), (v,))
+        return np.concatenate(
+            [np.asarray(leaf, np.float64).ravel() for leaf in jax.tree.leaves(out)]
+        )
+
+
+def _dot_test(
+    kernel: _Kernel,
+    jvp: Callable[..., Any],
+    u: Any,
+    grads: dict[int, np.ndarray],
+    rng: np.random.Generator,
+) -> list[Check]:
+    """The dot test: for a random tangent v in each differentiated input, ⟨u, J v⟩ from
+    ``jvp`` against ⟨Jᵀ u, v⟩ from backward's ``grads`` for the cotangent u. The two are one
+    number computed two ways; they differ by the rounding of the two sums, held to the
+    tolerance floor relative to the larger sum of the products' magnitudes."""
+    us = u if isinstance(u, tuple) else (u,)
+    u64 = np.concatenate([np.asarray(c, np.float64).ravel() for c in us])
+    checks = []
+    for i, grad in grads.items():
+        x = kernel.arrays[i]
+        v = rng.standard_normal(x.shape).astype(x.dtype)
+        forward_terms = u64 * _tangent_out(kernel, jvp, i, v)
+        backward_terms = grad.astype(np.float64).ravel() * v.astype(np.float64).ravel()
+        pairing, adjoint = float(forward_terms.sum()), float(backward_terms.sum())
+        scale = max(np.abs(forward_terms).sum(), np.abs(backward_terms).sum(), TINY)
+        checks.append(
+            Check(
+                JVP,
+                "dot test",
+                abs(pairing - adjoint) / scale,
+                kernel.floor,
+                oracle=BACKWARD,
+                mode="dot test",
+                observed=pairing,
+                expected=adjoint,
+                input=kernel.labels[i],
+            )
+        )
+    return checks
 
 
 # --- arguments -----------------------------------------------------------------------------------

@@ -904,9 +904,10 @@ class Check:
         )
         hint = f"; {self.hint}" if self.hint else ""
         detail = f" ({self.detail})" if self.detail else ""
+        rule = "" if self.backend == "backward" else f"{self.backend}: "  # another rule named
         return (
-            f"input {self.input}{where.rstrip()} against {self.oracle} ({self.mode}): {values}"
-            f"relative error {self.error:.1e}, tolerance {self.tolerance:.1e}{hint}{detail}"
+            f"{rule}input {self.input}{where.rstrip()} against {self.oracle} ({self.mode}): "
+            f"{values}relative error {self.error:.1e}, tolerance {self.tolerance:.1e}{hint}{detail}"
         )
 
     def finding(self) -> str:
