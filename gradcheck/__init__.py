@@ -10,6 +10,7 @@ from gradcheck.backends import Backend, Trace, Trajectory, available_backends, g
 from gradcheck.check_backward import BackwardCheck, InputCheck, check_backward, check_jvp
 from gradcheck.network import Network
 from gradcheck.report import Check, Report
+from gradcheck.rules import check_rule
 from gradcheck.verify import verify
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "available_backends",
     "check_backward",
     "check_jvp",
+    "check_rule",
     "datasets",
     "get_backend",
     "verify",

@@ -719,7 +719,8 @@ def allowed(
     ``scale`` (the rounding the kernel may have), or ten times the largest estimated error where
     larger — every estimate probes the same function with steps of one size, and one whose step
     crossed kinks can look smooth to its own error estimate, so the noise level of them all is the
-    measure — capped at ``limit`` relative to ``scale``.
+    measure — that widening capped at ``limit`` relative to ``scale``. The floor itself is never
+    capped: a float32 rule judged by float64 differences is held to float32's rounding.
 
     The cap never falls below ten times the estimates' ``rounding``: a gradient that nearly
     vanishes (a cotangent near the Jacobian's null space) is compared as closely as finite
@@ -727,7 +728,7 @@ def allowed(
     error = float(np.max(errors, initial=0.0))
     rounding_error = 0.0 if rounding is None else float(np.max(rounding, initial=0.0))
     cap = max(limit * scale, 10 * rounding_error)
-    return min(max(floor * scale, 10 * error), cap)
+    return max(floor * scale, min(10 * error, cap))
 
 
 def compare(

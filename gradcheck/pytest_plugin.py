@@ -5,6 +5,8 @@
 - ``gradcheck_backend``: a test that takes it runs once per selected backend; a backend whose
   framework is not installed is skipped, with the reason.
 - ``gradcheck_verify``: `gradcheck.verify`, whose report is asserted before it returns.
+- ``gradcheck_rule``: `gradcheck.check_rule`, which fails the test with its findings when a
+  JAX or TensorFlow rule disagrees.
 - ``gradcheck_dtype`` and ``gradcheck_seed``: a test that takes them runs once per dtype and
   seed, chosen with ``--gradcheck-dtypes float64,float32`` and ``--gradcheck-seeds 20`` (seeds 0
   to 19) or ``--gradcheck-seeds 3,7``; made for sweeping ``check_backward`` over a user's
@@ -123,5 +125,21 @@ def gradcheck_verify() -> Any:
         report = verify(*args, **kwargs)
         report.assert_ok()
         return report
+
+    return run
+
+
+@pytest.fixture
+def gradcheck_rule() -> Any:
+    """``check_rule(f, *inputs, ...)`` that fails the test, with the findings and what explains
+    them, when a JAX or TensorFlow rule disagrees; returns the result when it agrees."""
+    from gradcheck.rules import check_rule
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        result = check_rule(*args, **{**kwargs, "raise_exception": False})
+        if not result.ok:
+            pytest.fail(str(result), pytrace=False)
+        return result
 
     return run

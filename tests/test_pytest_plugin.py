@@ -60,3 +60,38 @@ def test_a_users_suite_runs_in_parallel_with_pytest_xdist(pytester):
     result.stdout.fnmatch_lines(["*2 workers*"])
     for name in ("numpy", "numba"):
         result.stdout.fnmatch_lines([f"*PASSED*test_backends_train_the_notebook?{name}?*"])
+
+
+RULE_TESTS = '''
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def softplus_with(slope):
+    @jax.custom_jvp
+    def softplus(x):
+        return jnp.logaddexp(x, 0.0)
+
+    softplus.defjvp(lambda p, t: (softplus(p[0]), slope(p[0]) * t[0]))
+    return softplus
+
+
+def test_right(gradcheck_rule, gradcheck_dtype):
+    x = np.linspace(-5, 5, 11).astype(gradcheck_dtype)
+    gradcheck_rule(softplus_with(jax.nn.sigmoid), x, names=["x"])
+
+
+def test_wrong(gradcheck_rule, gradcheck_dtype):
+    x = np.linspace(-5, 5, 11).astype(gradcheck_dtype)
+    gradcheck_rule(softplus_with(lambda x: 2 * jax.nn.sigmoid(x)), x, names=["x"])
+'''
+
+
+def test_the_rule_gate_fails_a_wrong_rule_with_its_findings(pytester):
+    pytester.makepyfile(test_rules=RULE_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(
+        ["*vjp and jvp disagree*", "*FAIL vjp: input x*", "*why: dx is 2 × the finite differences*"]
+    )

@@ -1,0 +1,440 @@
+"""Check the derivative rules a framework function carries: ``jax.custom_vjp``,
+``jax.custom_jvp`` and TensorFlow's ``tf.custom_gradient``.
+
+A rule is the framework's own reverse mode (VJP) or forward mode (JVP) of ``f``, which a custom
+rule replaces. `check_rule` forms them as the framework does and hands them to the checking core
+as a hand-written backward or jvp would be (`gradcheck.check_backward`,
+`gradcheck.check_jvp`): against finite differences of f's own primal computation in float64,
+and against the framework's autodiff of ``reference``, the same function without the rule. With
+``order=2`` the VJP is itself a function whose derivative is checked: a backward that is right
+but not differentiable correctly (a ``stop_gradient`` inside it) fails there.
+
+The framework is imported only when a rule of it is checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from gradcheck.check_backward import (
+    BackwardCheck,
+    _float_array,
+    _names,
+    _settings,
+    _wrt,
+    check_backward,
+    check_jvp,
+)
+from gradcheck.finite_diff import Check, against_reference
+from gradcheck.tolerance import SAFETY
+
+#: The frameworks whose rules `check_rule` checks.
+FRAMEWORKS = ("jax", "tensorflow")
+#: The modes a rule is checked in: reverse (its VJP) and forward (its JVP).
+MODES = ("rev", "fwd")
+#: The oracle a rule is compared with when ``reference`` is given.
+REFERENCE = "reference autodiff"
+#: Why a TensorFlow rule is checked in reverse mode only.
+TF_FORWARD = (
+    "TensorFlow's forward mode (tf.autodiff.ForwardAccumulator) differentiates the primal "
+    "operations, not the tf.custom_gradient rule, so only the rule's VJP was checked"
+)
+#: Random cotangents (tangents) the rule is compared with the reference's autodiff along.
+REFERENCE_PROBES = 2
+
+
+def check_rule(
+    f: Callable[..., Any],
+    *inputs: Any,
+    modes: Sequence[str] = MODES,
+    order: int = 1,
+    reference: Callable[..., Any] | None = None,
+    names: Sequence[str] | None = None,
+    wrt: Sequence[str | int] | None = None,
+    seed: int = 0,
+    rtol: float | None = None,
+    raise_exception: bool = True,
+) -> BackwardCheck:
+    """Check the derivative rules of a JAX or TensorFlow function ``f``.
+
+    Args:
+        f: a JAX function (carrying ``jax.custom_vjp`` or ``jax.custom_jvp`` rules, itself or
+            inside) or a TensorFlow function (decorated with ``tf.custom_gradient``); the
+            framework is told from ``f`` and, for a plain Python function, from what it
+            returns. A NumPy function is refused: its hand-written backward is checked by
+            `gradcheck.check_backward`.
+        inputs: float arrays; each is differentiated unless ``wrt`` says otherwise.
+        modes: ``"rev"`` checks the VJP, ``"fwd"`` the JVP.
+        order: 1, or 2 to check the VJP's own derivative as well (the VJP of the VJP).
+        reference: the same function without the custom rule; its autodiff is a second oracle.
+        names, wrt, seed, rtol, raise_exception: as for `gradcheck.check_backward`.
+
+    Returns:
+        A `gradcheck.BackwardCheck` whose checks name the rule they judge: ``vjp``, ``jvp``
+        or ``vjp of vjp``.
+
+    Raises:
+        AssertionError: with ``raise_exception``, when a rule disagrees.
+        ValueError, TypeError: for arguments that check nothing or cannot be checked, before any
+            work is done.
+    """
+    modes = _modes(modes)
+    if order not in (1, 2) or isinstance(order, bool):
+        raise ValueError(f"order must be 1 or 2; got {order!r}")
+    if reference is not None and not callable(reference):
+        raise TypeError(
+            f"reference must be the function without its rule, or None; got {reference!r}"
+        )
+    _settings(1, 1, seed, rtol, 0)
+    labels = _names(names, len(inputs))
+    positions = _wrt(wrt, labels)
+    arrays = list(inputs)
+    for p in positions:
+        arrays[p] = _float_array(labels[p], inputs[p])
+    framework = _framework(f, arrays)
+    autodiff = _JAX if framework == "jax" else _TensorFlow
+    notes = []
+    if "fwd" in modes and framework == "tensorflow":
+        modes = tuple(m for m in modes if m != "fwd")
+        notes.append(TF_FORWARD)
+    if not modes:
+        raise ValueError(f"modes must include 'rev' for a TensorFlow function: {TF_FORWARD}")
+    # The finite differences see f in float64 from float64 inputs; the rule runs in the inputs'
+    # own dtypes, and the tolerance is theirs.
+    dtypes = [np.asarray(a).dtype for a in arrays]
+    wide = [_float64(a) for a in arrays]
+    outputs = _as_tuple(autodiff.primal(f)(*arrays))
+    rtol = _floor(arrays, positions, outputs) if rtol is None else rtol
+    shared: dict[str, Any] = {
+        "names": labels,
+        "wrt": positions,
+        "seed": seed,
+        "rtol": rtol,
+        "raise_exception": False,
+    }
+    parts = []
+    if "rev" in modes:
+        backward = _narrowed(autodiff.vjp(f), positions, dtypes)
+        parts.append(("vjp", check_backward(autodiff.primal(f), backward, *wide, **shared)))
+    if "fwd" in modes:
+        jvp = _narrowed(autodiff.jvp(f), positions, dtypes)
+        parts.append(("jvp", check_jvp(autodiff.primal(f), jvp, *wide, **shared)))
+    if order == 2:
+        parts.append(("vjp of vjp", _second_order(autodiff, f, arrays, labels, positions, shared)))
+    checks = [
+        dataclasses.replace(c, backend=rule) if c.backend in ("backward", "jvp") else c
+        for rule, part in parts
+        for c in part.checks
+    ]
+    if reference is not None:
+        checks += _against_reference(
+            autodiff, f, reference, arrays, labels, positions, modes, seed, rtol
+        )
+    result = BackwardCheck(
+        checks,
+        parts[0][1].cotangents,
+        sum(part.forward_passes for _, part in parts),
+        list(dict.fromkeys([*notes, *(note for _, part in parts for note in part.notes)])),
+        [e for _, part in parts for e in part.explanations],
+        rules=tuple(rule for rule, _ in parts),
+    )
+    if raise_exception and not result.ok:
+        raise AssertionError(str(result))
+    return result
+
+
+def _modes(modes: Sequence[str]) -> tuple[str, ...]:
+    chosen = (modes,) if isinstance(modes, str) else tuple(modes)
+    if not chosen or any(mode not in MODES for mode in chosen):
+        raise ValueError(f"modes must name modes among {', '.join(MODES)}; got {modes!r}")
+    return chosen
+
+
+def _framework(f: Any, inputs: Sequence[Any]) -> str:
+    """``"jax"`` or ``"tensorflow"``: from f's type (a ``custom_vjp``, a jitted or
+    ``tf.function``) or else from the type of what f returns."""
+    if not callable(f):
+        raise TypeError(f"f must be a JAX or TensorFlow function; got {f!r}")
+    kind = _owner(type(f))
+    if kind is None:
+        out = f(*inputs)
+        leaf = out[0] if isinstance(out, (tuple, list)) and out else out
+        kind = _owner(type(leaf))
+        if kind is None:
+            raise TypeError(
+                f"f must be a JAX or TensorFlow function; it returned a {type(leaf).__module__}."
+                f"{type(leaf).__name__}. A NumPy function's hand-written backward is checked by "
+                "gradcheck.check_backward(forward, backward, *inputs)"
+            )
+    return kind
+
+
+def _owner(kind: type) -> str | None:
+    module = kind.__module__.split(".")[0]
+    if module in ("jax", "jaxlib"):
+        return "jax"
+    if module in ("tensorflow", "keras", "tf_keras"):
+        return "tensorflow"
+    return None
+
+
+def _narrowed(
+    rule: Callable[..., Any], positions: list[int], dtypes: list[np.dtype]
+) -> Callable[..., Any]:
+    """``rule(probe, positions, *inputs)`` as the core calls a backward or a jvp, with the
+    inputs and the probe (a cotangent or tangents) in the inputs' own dtypes."""
+    dtype = dtypes[positions[0]]
+
+    def called(probe: Any, *xs: Any) -> Any:
+        narrow = [np.asarray(x).astype(d) for x, d in zip(xs, dtypes, strict=True)]
+        cast = tuple(np.asarray(p).astype(dtype) for p in _as_tuple(probe))
+        return rule(cast if isinstance(probe, tuple) else cast[0], positions, *narrow)
+
+    return called
+
+
+def _floor(arrays: list[np.ndarray], positions: list[int], outputs: tuple[Any, ...]) -> float:
+    """The tolerance policy's floor for the rule's rounding: 16·ε·√n for the narrowest of the
+    differentiated inputs' dtypes and n output elements."""
+    eps = max(float(np.finfo(arrays[p].dtype).eps) for p in positions)
+    return SAFETY * eps * float(np.sqrt(max(sum(np.size(o) for o in outputs), 1)))
+
+
+def _numpy(out: Any) -> Any:
+    """A framework's output as NumPy: an array, or a tuple of them."""
+    if isinstance(out, (tuple, list)):
+        return tuple(np.asarray(o) for o in out)
+    return np.asarray(out)
+
+
+def _second_order(
+    autodiff: type[_Autodiff],
+    f: Callable[..., Any],
+    arrays: list[np.ndarray],
+    labels: list[str],
+    positions: list[int],
+    shared: dict[str, Any],
+) -> BackwardCheck:
+    """The VJP as a function of the inputs and its cotangent u, checked like a hand-written
+    kernel: its own VJP (the framework's, through the rule) against finite differences of it."""
+    ys = _as_tuple(autodiff.primal(f)(*arrays))
+    if len(ys) != 1:
+        raise ValueError("order=2 checks a function of one output; f returns several")
+    dtype = arrays[positions[0]].dtype
+    u = np.random.default_rng(shared["seed"]).standard_normal(np.shape(ys[0])).astype(dtype)
+    n = len(arrays)
+    vjp = autodiff.vjp_function(f, positions, n)
+    differentiated = [*positions, n]
+    backward = _narrowed(autodiff.vjp(vjp), differentiated, [a.dtype for a in [*arrays, u]])
+    name = "cotangent" if "u" in labels else "u"
+    return check_backward(
+        autodiff.primal(vjp),
+        backward,
+        *[_float64(a) for a in [*arrays, u]],
+        **{**shared, "names": [*labels, name], "wrt": differentiated},
+    )
+
+
+def _against_reference(
+    autodiff: type[_Autodiff],
+    f: Callable[..., Any],
+    reference: Callable[..., Any],
+    arrays: list[np.ndarray],
+    labels: list[str],
+    positions: list[int],
+    modes: tuple[str, ...],
+    seed: int,
+    floor: float,
+) -> list[Check]:
+    """The rule's VJP (JVP) against the framework's autodiff of ``reference`` for
+    `REFERENCE_PROBES` random cotangents (tangents), at the tolerance policy's ``floor``."""
+    rng = np.random.default_rng([seed, 1])
+    y = autodiff.primal(f)(*arrays)
+    dtype = arrays[positions[0]].dtype
+    checks = []
+    for _ in range(REFERENCE_PROBES):
+        if "rev" in modes:
+            us = tuple(rng.standard_normal(np.shape(v)).astype(dtype) for v in _as_tuple(y))
+            u = us if isinstance(y, tuple) else us[0]
+            got = _as_tuple(autodiff.vjp(f)(u, positions, *arrays))
+            want = _as_tuple(autodiff.vjp(reference)(u, positions, *arrays))
+            checks += [
+                against_reference("vjp", "gradient", g, w, floor, oracle=REFERENCE, input=labels[p])
+                for p, g, w in zip(positions, got, want, strict=True)
+            ]
+        if "fwd" in modes:
+            vs = [rng.standard_normal(arrays[p].shape).astype(arrays[p].dtype) for p in positions]
+            v = vs[0] if len(vs) == 1 else tuple(vs)
+            got = _as_tuple(autodiff.jvp(f)(v, positions, *arrays))
+            want = _as_tuple(autodiff.jvp(reference)(v, positions, *arrays))
+            name = ", ".join(labels[p] for p in positions)
+            checks += [
+                against_reference("jvp", "tangent", g, w, floor, oracle=REFERENCE, input=name)
+                for g, w in zip(got, want, strict=True)
+            ]
+    return checks
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
+class _Autodiff:
+    """A framework's reverse and forward mode of a function of arrays, as NumPy callables:
+    ``primal(f)`` in float64; ``vjp(f)(u, positions, *inputs)`` and ``jvp(f)(v, positions,
+    *inputs)`` in the inputs' own dtypes; ``vjp_function(f, positions, n)``, the VJP as a
+    framework function of the n inputs and the cotangent."""
+
+    @staticmethod
+    def primal(f: Callable[..., Any]) -> Callable[..., Any]:
+        raise NotImplementedError
+
+    @staticmethod
+    def vjp(f: Callable[..., Any]) -> Callable[..., Any]:
+        raise NotImplementedError
+
+    @staticmethod
+    def jvp(f: Callable[..., Any]) -> Callable[..., Any]:
+        raise NotImplementedError
+
+    @staticmethod
+    def vjp_function(f: Callable[..., Any], positions: list[int], n: int) -> Callable[..., Any]:
+        raise NotImplementedError
+
+
+def _float64(x: Any) -> Any:
+    array = np.asarray(x)
+    return array.astype(np.float64) if array.dtype.kind == "f" else array
+
+
+class _JAX(_Autodiff):
+    @staticmethod
+    def primal(f: Callable[..., Any]) -> Callable[..., Any]:
+        import jax
+
+        def forward(*xs: Any) -> Any:
+            with jax.enable_x64(True):
+                return _numpy(f(*map(_float64, xs)))
+
+        return forward
+
+    @staticmethod
+    def vjp(f: Callable[..., Any]) -> Callable[..., Any]:
+        import jax
+
+        def backward(u: Any, positions: list[int], *xs: Any) -> Any:
+            with jax.enable_x64(True):
+                out, pull = jax.vjp(_JAX._of(f, positions, xs), *[xs[p] for p in positions])
+                leaves = jax.tree.leaves(out)
+                cast = [
+                    np.asarray(c, leaf.dtype) for c, leaf in zip(_as_tuple(u), leaves, strict=True)
+                ]
+                grads = pull(jax.tree.unflatten(jax.tree.structure(out), cast))
+                return _numpy(grads) if len(positions) > 1 else np.asarray(grads[0])
+
+        return backward
+
+    @staticmethod
+    def jvp(f: Callable[..., Any]) -> Callable[..., Any]:
+        import jax
+
+        def jvp(v: Any, positions: list[int], *xs: Any) -> Any:
+            with jax.enable_x64(True):
+                tangents = tuple(np.asarray(t) for t in _as_tuple(v))
+                primals = tuple(xs[p] for p in positions)
+                _, out = jax.jvp(_JAX._of(f, positions, xs), primals, tangents)
+                return _numpy(out)
+
+        return jvp
+
+    @staticmethod
+    def vjp_function(f: Callable[..., Any], positions: list[int], n: int) -> Callable[..., Any]:
+        import jax
+
+        def vjp(*args: Any) -> Any:
+            xs, u = args[:n], args[n]
+            _, pull = jax.vjp(_JAX._of(f, positions, xs), *[xs[p] for p in positions])
+            grads = pull(u)
+            return grads if len(positions) > 1 else grads[0]
+
+        return vjp
+
+    @staticmethod
+    def _of(f: Callable[..., Any], positions: list[int], xs: Sequence[Any]) -> Callable[..., Any]:
+        """f as a function of its differentiated inputs, the others fixed."""
+
+        def moved(*chosen: Any) -> Any:
+            args = list(xs)
+            for p, x in zip(positions, chosen, strict=True):
+                args[p] = x
+            return f(*args)
+
+        return moved
+
+
+class _TensorFlow(_Autodiff):
+    @staticmethod
+    def primal(f: Callable[..., Any]) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        return lambda *xs: _numpy(f(*[tf.constant(_float64(x)) for x in xs]))
+
+    @staticmethod
+    def vjp(f: Callable[..., Any]) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        def backward(u: Any, positions: list[int], *xs: Any) -> Any:
+            args = [tf.constant(np.asarray(x)) for x in xs]
+            with tf.GradientTape() as tape:
+                tape.watch([args[p] for p in positions])
+                out = f(*args)
+            outs = list(_as_tuple(out))
+            cast = [
+                tf.constant(np.asarray(c, o.dtype.as_numpy_dtype))
+                for c, o in zip(_as_tuple(u), outs, strict=True)
+            ]
+            found = tape.gradient(outs, [args[p] for p in positions], output_gradients=cast)
+            grads = [  # None: the output does not depend on that input
+                np.zeros_like(xs[p]) if g is None else np.asarray(g)
+                for p, g in zip(positions, found, strict=True)
+            ]
+            return tuple(grads) if len(positions) > 1 else grads[0]
+
+        return backward
+
+    @staticmethod
+    def jvp(f: Callable[..., Any]) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        def jvp(v: Any, positions: list[int], *xs: Any) -> Any:
+            args = [tf.constant(np.asarray(x)) for x in xs]
+            primals = [args[p] for p in positions]
+            tangents = [tf.constant(np.asarray(t)) for t in _as_tuple(v)]
+            with tf.autodiff.ForwardAccumulator(primals, tangents) as accumulator:
+                out = f(*args)
+            outs = _as_tuple(out)
+            tangent = [
+                np.zeros(o.shape, o.dtype.as_numpy_dtype) if t is None else np.asarray(t)
+                for o, t in zip(outs, (accumulator.jvp(o) for o in outs), strict=True)
+            ]
+            return tuple(tangent) if isinstance(out, (tuple, list)) else tangent[0]
+
+        return jvp
+
+    @staticmethod
+    def vjp_function(f: Callable[..., Any], positions: list[int], n: int) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        def vjp(*args: Any) -> Any:
+            xs, u = list(args[:n]), args[n]
+            with tf.GradientTape() as tape:
+                tape.watch([xs[p] for p in positions])
+                out = f(*xs)
+            grads = tape.gradient(out, [xs[p] for p in positions], output_gradients=u)
+            return tuple(grads) if len(positions) > 1 else grads[0]
+
+        return vjp
