@@ -62,7 +62,7 @@ def test_a_users_suite_runs_in_parallel_with_pytest_xdist(pytester):
         result.stdout.fnmatch_lines([f"*PASSED*test_backends_train_the_notebook?{name}?*"])
 
 
-RULE_TESTS = '''
+RULE_TESTS = """
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -85,7 +85,7 @@ def test_right(gradcheck_rule, gradcheck_dtype):
 def test_wrong(gradcheck_rule, gradcheck_dtype):
     x = np.linspace(-5, 5, 11).astype(gradcheck_dtype)
     gradcheck_rule(softplus_with(lambda x: 2 * jax.nn.sigmoid(x)), x, names=["x"])
-'''
+"""
 
 
 def test_the_rule_gate_fails_a_wrong_rule_with_its_findings(pytester):
