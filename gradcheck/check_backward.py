@@ -62,7 +62,7 @@ from gradcheck.finite_diff import (
     judge,
     memoised,
 )
-from gradcheck.tolerance import SAFETY, ratio
+from gradcheck.tolerance import SAFETY, ratio, relative_error
 
 JAX_VJP, JAX_JVP = "jax.vjp", "jax.jvp"
 #: The rules a `check_backward` or `check_jvp` judges, as their checks name them.
@@ -108,6 +108,9 @@ class BackwardCheck:
     rules: tuple[str, ...] = (BACKWARD,)
     #: What ``cotangents`` counts, as the summary names it.
     probes: str = "cotangents"
+    #: The largest relative run-to-run difference of ``forward`` at the inputs and, with
+    #: ``repeats``, of ``backward`` for the same cotangent: 0.0 for a deterministic function.
+    nondeterminism: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -173,6 +176,7 @@ def check_backward(
     elementwise_max: int = ELEMENTWISE_MAX,
     raise_exception: bool = True,
     jvp: Callable[..., Any] | None = None,
+    repeats: int = 1,
 ) -> BackwardCheck:
     """Check ``backward`` against finite differences of ``forward`` (and ``jax.vjp``).
 
@@ -192,6 +196,10 @@ def check_backward(
             checked against the finite differences too, and the two rules against each other
             by the dot test: ⟨u, J v⟩ from ``jvp`` must equal ⟨Jᵀ u, v⟩ from ``backward`` for
             the random u and v, to the rounding of the two sums.
+        repeats: with 2 or more, backward runs that many times for each cotangent, and the
+            result's ``nondeterminism`` holds its largest relative run-to-run difference (forward
+            always runs twice at the inputs: a forward that is not a function of its inputs, a
+            dropout drawing its mask inside it, is named as such and not checked further).
         seed: for the cotangents, the directions and the stale-state probe.
         wrt: the inputs to differentiate, by name or position (default: every input).
         rtol: the relative tolerance for the kernel's rounding (default: the tolerance policy's,
@@ -211,11 +219,15 @@ def check_backward(
         ValueError, TypeError: for arguments that check nothing or cannot be checked, before any
             work is done.
     """
-    _settings(cotangents, directions, seed, rtol, elementwise_max)
-    kernel = _Kernel.of(forward, inputs, names, wrt, rtol)
+    _settings(cotangents, directions, seed, rtol, elementwise_max, repeats)
     if jvp is not None and not callable(jvp):
         raise TypeError(f"jvp must be a callable jvp(v, *inputs) or None; got {jvp!r}")
+    kernel = _Kernel.of(forward, inputs, names, wrt, rtol)
     arrays, labels, differentiated = kernel.arrays, kernel.labels, kernel.differentiated
+    unsteady = _not_a_function(kernel, cotangents)
+    if unsteady is not None:
+        return _concluded(unsteady, {}, raise_exception)
+    nondeterminism = {"forward": kernel.drift}
     # A stream of its own: a user's inputs drawn from default_rng(seed) must not reappear as the
     # cotangent (for batch norm that cotangent lies in the Jacobian's null space: dx ≈ 0).
     rng = np.random.default_rng([seed, _SALT])
@@ -243,6 +255,7 @@ def check_backward(
         )
         for i in differentiated
     }
+    stale = False
     for k, us in enumerate(drawn):
         u = us if kernel.tuple_output else us[0]
         notes += _probe(kernel.evaluate, arrays, differentiated, labels, rng)
@@ -251,8 +264,18 @@ def check_backward(
         notes += _modified(given, (u, *arrays), ["its cotangent", *[f"input {n}" for n in labels]])
         grads, problems = _gradients(grads, arrays, differentiated, labels)
         checks += problems
-        for i, grad in grads.items():
-            comparison = lines[i].against(k, grad, kernel.floor, kernel.precision)
+        for _ in range(repeats - 1):
+            again = _gradients(backward(_copy(u), *[_copy(a) for a in arrays]), arrays,
+                               differentiated, labels)[0]  # fmt: skip
+            drift = max((_drift(grads[i], again.get(i)) for i in grads), default=0.0)
+            nondeterminism["backward"] = max(nondeterminism.get("backward", 0.0), drift)
+        found = {
+            i: lines[i].against(k, grad, kernel.floor, kernel.precision)
+            for i, grad in grads.items()
+        }
+        if not all(c.ok for c in found.values()) and not stale:
+            stale = _stale(kernel, backward, u, lines, k, grads)
+        for i, comparison in found.items():
             checks.append(_checked(labels[i], FINITE_DIFFERENCES, comparison))
             compared.setdefault(labels[i], comparison)
         if jax_forward is not None and grads:
@@ -261,14 +284,70 @@ def check_backward(
             checks += _dot_test(kernel, jvp, u, grads, rng)
     if jvp is not None:
         checks += _jvp_checks(kernel, jvp, cotangents, rng, elementwise_max, None)[0]
+    notes += _steadiness(nondeterminism, kernel.floor)
     result = BackwardCheck(
         checks,
         cotangents,
         kernel.passes,
         list(dict.fromkeys(notes)),
+        [explain.stale_state()] if stale else [],
         rules=(BACKWARD, JVP) if jvp is not None else (BACKWARD,),
+        nondeterminism=nondeterminism,
     )
-    return _concluded(result, compared, raise_exception)
+    return _concluded(result, {} if stale else compared, raise_exception)
+
+
+def _drift(first: np.ndarray, second: np.ndarray | None) -> float:
+    """The largest relative difference between two runs of one array (infinite when the
+    second run gave none)."""
+    if second is None or np.shape(second) != np.shape(first):
+        return math.inf
+    return relative_error(second, first)[0]
+
+
+def _not_a_function(kernel: _Kernel, probes: int) -> BackwardCheck | None:
+    """A failed result when forward gave different outputs for the same inputs beyond the
+    tolerance: finite differences of it measure its randomness, not its derivative."""
+    if kernel.drift <= kernel.floor:
+        return None
+    text = (
+        "forward gave different outputs for the same inputs, max relative difference "
+        f"{kernel.drift:.1e}: fix the randomness with a seed or a mask argument"
+    )
+    check = Check("forward", "outputs", kernel.drift, kernel.floor, oracle="forward, run again",
+                  detail="run twice at the same inputs")  # fmt: skip
+    why = explain.Explanation("forward", "outputs", "nondeterministic", None, (), text)
+    return BackwardCheck([check], probes, kernel.passes, explanations=[why],
+                         nondeterminism={"forward": kernel.drift})  # fmt: skip
+
+
+def _stale(
+    kernel: _Kernel,
+    backward: Callable[..., Any],
+    u: Any,
+    lines: dict[int, _Lines],
+    k: int,
+    grads: dict[int, np.ndarray],
+) -> bool:
+    """Whether a backward that disagrees agrees when called right after forward at the same
+    inputs: then it used state another forward call left (the probe's, at a nearby input)."""
+    kernel.evaluate(kernel.arrays)
+    again = _gradients(backward(_copy(u), *[_copy(a) for a in kernel.arrays]), kernel.arrays,
+                       kernel.differentiated, kernel.labels)[0]  # fmt: skip
+    return set(again) == set(grads) and all(
+        lines[i].against(k, grad, kernel.floor, kernel.precision).ok for i, grad in again.items()
+    )
+
+
+def _steadiness(nondeterminism: dict[str, float], floor: float) -> list[str]:
+    """A note for each function whose runs differ within the tolerance: nondeterministic, not
+    wrong."""
+    return [
+        f"{name} is nondeterministic: its runs at the same inputs differ by up to {drift:.1e} "
+        f"(relative), within the tolerance {floor:.1e}"
+        for name, drift in nondeterminism.items()
+        if 0 < drift <= floor
+    ]
 
 
 def check_jvp(
@@ -358,6 +437,9 @@ class _Kernel:
         first = forward(*[_copy(a) for a in arrays])
         self.passes += 1
         self.ys, self.tuple_output = _outputs(first), isinstance(first, (tuple, list))
+        again = self.evaluate(arrays)
+        #: The largest relative difference between two runs of forward at the inputs.
+        self.drift = max(_drift(y, z) for y, z in zip(self.ys, again, strict=True))
         self.precision = _narrowest(
             [arrays[i].dtype for i in differentiated] + [y.dtype for y in self.ys]
         )
@@ -557,9 +639,12 @@ def _wrt(wrt: Sequence[str | int] | None, labels: list[str]) -> list[int]:
     return sorted(set(chosen))
 
 
-def _settings(cotangents: Any, directions: Any, seed: Any, rtol: Any, elementwise_max: Any) -> None:
+def _settings(
+    cotangents: Any, directions: Any, seed: Any, rtol: Any, elementwise_max: Any, repeats: Any = 1
+) -> None:
     for name, value, least in (
         ("cotangents", cotangents, 1),
+        ("repeats", repeats, 1),
         ("directions", directions, 1),
         ("elementwise_max", elementwise_max, 0),
         ("seed", seed, 0),

@@ -46,6 +46,8 @@ KINDS = (
     "convention",
     "initial_weights",
     "activation_derivative",
+    "stale_state",
+    "nondeterministic",
     "none",
 )
 #: Where in the computation a first difference lies, in order.
@@ -755,6 +757,16 @@ def explain_inputs(
         text = f"{listing([f'd{n}' for n in wrong])}{NONE}"
         explanations.append(Explanation("backward", ", ".join(wrong), "none", None, (), text))
     return explanations
+
+
+def stale_state() -> Explanation:
+    """For ``check_backward``: a backward that agrees only when called right after forward at
+    the same inputs."""
+    text = (
+        "backward used state from another forward call: it agrees with the finite differences "
+        "only when called right after forward at the same inputs (a cache shared between calls)"
+    )
+    return Explanation("backward", "gradient", "stale_state", None, (), text)
 
 
 def _input_scale(names: Sequence[str], factor: float, oracle: str) -> Explanation:

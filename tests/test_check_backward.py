@@ -118,7 +118,7 @@ def test_a_forward_that_raises_near_the_input_is_a_note_not_a_verdict():
 
     def forward(x):
         calls.append(x.copy())
-        if len(calls) == 2:  # the second call is the stale-state probe
+        if len(calls) == 3:  # the stale-state probe, after forward twice at the input
             raise RuntimeError("out of range")
         return np.tanh(x)
 
@@ -134,7 +134,7 @@ def test_a_forward_that_warns_near_the_input_is_a_note():
 
     def forward(x):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 3:  # the stale-state probe
             np.log(np.zeros(1))  # divide by zero: a RuntimeWarning, an error under -W error
         return np.tanh(x)
 
@@ -331,8 +331,9 @@ def test_the_default_still_raises_and_returns_on_success():
 
 
 def test_one_forward_pass_serves_every_cotangent():
-    """A smooth kernel of 12 + 8 elements: one pass for the outputs, one stale-state probe per
-    cotangent, and 4 passes per element (±h, ±h/2) whatever the number of cotangents."""
+    """A smooth kernel of 12 + 8 elements: two passes for the outputs (the second tells whether
+    forward is a function of its inputs), one stale-state probe per cotangent, and 4 passes per
+    element (±h, ±h/2) whatever the number of cotangents."""
     calls = []
 
     def forward(x, w):
@@ -348,5 +349,58 @@ def test_one_forward_pass_serves_every_cotangent():
     for cotangents in (1, 3):
         calls.clear()
         result = check_backward(forward, backward, x, w, cotangents=cotangents)
-        assert result.forward_passes == len(calls) == 1 + cotangents + 4 * (12 + 8)
+        assert result.forward_passes == len(calls) == 2 + cotangents + 4 * (12 + 8)
         assert len(result.checks) == 2 * cotangents
+
+
+# --- a forward or backward that is not a function of its inputs ---------------------------------
+
+
+def test_a_dropout_that_draws_its_mask_inside_forward_is_named_not_taken_for_a_wrong_gradient():
+    def forward(x):
+        mask = np.random.default_rng().uniform(size=x.shape) > 0.5
+        return x * mask * 2
+
+    x = np.random.default_rng(0).normal(size=(4, 5))
+    result = check_backward(forward, lambda u, x: u, x, raise_exception=False)
+    assert not result.ok
+    [why] = result.explanations
+    assert why.kind == "nondeterministic"
+    assert why.text.startswith("forward gave different outputs for the same inputs")
+    assert why.text.endswith("fix the randomness with a seed or a mask argument")
+    assert result.forward_passes == 2  # nothing is differentiated
+    assert result.nondeterminism["forward"] > 0.1
+
+
+def test_a_layer_whose_cache_is_shared_between_calls_is_named():
+    class Layer:
+        def forward(self, x):
+            self.x = x
+            return np.tanh(x)
+
+        def backward(self, u):
+            return u * (1 - np.tanh(self.x) ** 2)
+
+    layer = Layer()
+    x = np.random.default_rng(0).normal(size=(4, 5))
+    result = check_backward(layer.forward, lambda u, x: layer.backward(u), x, raise_exception=False)
+    assert not result.ok
+    assert [e.kind for e in result.explanations] == ["stale_state"]
+    assert "backward used state from another forward call" in str(result)
+
+
+def test_repeats_measures_the_run_to_run_difference():
+    x = np.random.default_rng(0).normal(size=(4, 5))
+    steady = check_backward(tanh, tanh_backward, x, repeats=2)
+    assert steady.nondeterminism == {"forward": 0.0, "backward": 0.0}
+    assert steady.notes == []
+
+    draws = np.random.default_rng(1)
+
+    def jittery(u, x):  # a reduction whose order changes: differences of a rounding
+        return tanh_backward(u, x) * (1 + 4e-16 * draws.choice([-1.0, 1.0]))
+
+    shaky = check_backward(tanh, jittery, x, repeats=3)
+    assert shaky.ok  # nondeterministic within the tolerance is not wrong
+    assert 0 < shaky.nondeterminism["backward"] < 1e-14
+    assert any(note.startswith("backward is nondeterministic") for note in shaky.notes)

@@ -63,6 +63,7 @@ EXPLAINED_BY_CHECK_BACKWARD = {
     "missing bias gradient": [("scale", 0)],
     "transposed weight gradient": [("transpose", None)] * 3,
     "missing 1/N of the mean": [("scale", 8)],
+    "stale forward cache": [("stale_state", None)],
 }
 
 
