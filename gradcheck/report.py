@@ -60,6 +60,29 @@ class Report:
     #: The reference's loss at every training step, and each compared implementation's by name.
     reference_losses: np.ndarray | None = None
     losses: dict[str, np.ndarray] = field(default_factory=dict)
+    #: With ``verify(repeats=...)``: each implementation's largest relative difference between
+    #: its runs from the same inputs, per quantity; empty when each ran once.
+    run_to_run: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def nondeterminism(self) -> dict[str, float]:
+        """Each implementation's largest relative run-to-run difference (0.0 for a
+        deterministic one), with ``verify(repeats=...)``."""
+        return {name: max(drift.values(), default=0.0) for name, drift in self.run_to_run.items()}
+
+    def steadiness_lines(self) -> list[str]:
+        """What the repeats found: the implementations that are deterministic, and each that
+        is not, with how far its runs differ."""
+        if not self.run_to_run:
+            return []
+        steady = [name for name, drift in self.nondeterminism.items() if drift == 0]
+        lines = [f"deterministic run to run: {listing(steady)}"] if steady else []
+        for name, drift in self.run_to_run.items():
+            moving = {q: d for q, d in drift.items() if d > 0}
+            if moving:
+                worst = ", ".join(f"{q} {d:.1e}" for q, d in moving.items())
+                lines.append(f"{name} is nondeterministic: its runs differ by up to {worst}")
+        return lines
 
     @property
     def ok(self) -> bool:
@@ -97,6 +120,7 @@ class Report:
             "first_difference": [d.to_dict() for d in self.first_differences],
             "explanations": [e.to_dict() for e in self.explanations],
             "checks": [check.to_dict() for check in self.checks],
+            "nondeterminism": self.nondeterminism,
             "seconds": self.timings,
             "stages": self.stages,
         }
@@ -149,7 +173,10 @@ class Report:
         """The verdict, then for a disagreement who is wrong, where each first parts from the
         reference and the simple explanations that fit."""
         if self.ok:
-            return [f"all {len(self.backends)} backends agree with the reference"]
+            return [
+                f"all {len(self.backends)} backends agree with the reference",
+                *self.steadiness_lines(),
+            ]
         failed = sorted({check.backend for check in self.failures})
         unexplained = [e.text.removesuffix(NONE) for e in self.explanations if e.kind == "none"]
         return [
@@ -158,6 +185,7 @@ class Report:
             *(d.text for d in self.first_differences),
             *(f"why: {e.text}" for e in self.explanations if e.kind != "none"),
             *([f"no simple explanation fits {listing(unexplained)}"] if unexplained else []),
+            *self.steadiness_lines(),
         ]
 
     def table(self) -> tuple[tuple[str, ...], list[tuple[tuple[str, ...], Check | None]]]:

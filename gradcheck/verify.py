@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from gradcheck.tolerance import (
     horizon,
     layer_scales,
     prediction_magnitudes,
+    relative_error,
     relative_errors,
     run_error,
     tolerances,
@@ -612,6 +614,7 @@ def _validate(
     batch_size: int | None,
     seed: int,
     progress: Progress | None,
+    repeats: int,
 ) -> _Call:
     """verify's arguments checked, before any work is done: a clear error for each bad one."""
     net = as_network(net)
@@ -624,6 +627,8 @@ def _validate(
         raise TypeError(
             f"progress must be a callable (done, total, label) or None; got {progress!r}"
         )
+    if not isinstance(repeats, numbers.Integral) or isinstance(repeats, bool) or repeats < 1:
+        raise ValueError(f"repeats must be an integer of at least 1; got {repeats!r}")
     if finite_differences is not None and finite_differences not in FD_MODES:
         raise ValueError(
             f"finite_differences must be one of {', '.join(FD_MODES)} or None; "
@@ -715,6 +720,7 @@ def verify(
     batch_size: int | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    repeats: int = 1,
 ) -> Report:
     """Run every backend from the same params and compare each with the reference.
 
@@ -745,13 +751,16 @@ def verify(
         progress: called as ``progress(done, total, label)`` while the backends run, the
             finite differences are taken and the verdict is reached (`gradcheck.terminal`
             draws it as a progress bar).
+        repeats: with 2 or more, every implementation runs that many times from the same
+            inputs, and the report's ``nondeterminism`` holds each one's largest relative
+            run-to-run difference (0.0 for a deterministic one); the first run is compared.
 
     Returns:
         A `Report`; ``report.ok`` says whether every backend agrees.
     """
     call = _validate(
         net, X, y, params, backends, steps, lr, reference, finite_differences, optimizer,
-        batch_size, seed, progress,
+        batch_size, seed, progress, repeats,
     )  # fmt: skip
     net, X, y, params, ref = call.net, call.X, call.y, call.params, call.reference
     others = [b for b in call.backends if b.name != ref.name]
@@ -769,6 +778,16 @@ def verify(
     for backend in others:
         stages.begin(backend.name)
         outputs[backend.name] = _run(backend, net, params, X, y, call.training, timing)
+    run_to_run = {}
+    if repeats > 1:  # every implementation again, from the same inputs
+        stages.then("the repeats")
+        run_to_run[ref.name] = _run_to_run(
+            want, ref.backend, call.net64, call.params64, call.X64, call.y64, call, repeats
+        )
+        for backend in others:
+            run_to_run[backend.name] = _run_to_run(
+                outputs[backend.name], backend, net, params, X, y, call, repeats
+            )
     oracle = None
     if finite_differences is not None:
         within = stages.begin(f"finite differences ({finite_differences})")
@@ -826,7 +845,50 @@ def verify(
         explanations=explanations,
         reference_losses=want.losses,
         losses={name: got.losses for name, got in outputs.items() if name != ref.name},
+        run_to_run=run_to_run,
     )
+
+
+def _run_to_run(
+    first: _Outputs,
+    backend: Backend,
+    net: Network,
+    params: Params,
+    X: np.ndarray,
+    y: np.ndarray,
+    call: _Call,
+    repeats: int,
+) -> dict[str, float]:
+    """The largest relative difference of each quantity between ``first`` and ``repeats - 1``
+    more runs of ``backend`` from the same inputs."""
+    drift: dict[str, float] = {}
+    for _ in range(repeats - 1):
+        again = _run(backend, net, params, X, y, call.training, timing=False)
+        pairs: dict[str, list[tuple[Any, Any]]] = {
+            "predictions": [(again.predictions, first.predictions)],
+            "loss": [(np.float64(again.loss), np.float64(first.loss))],
+            "gradient": _pairs(again.grads, first.grads),
+            "train losses": [(again.losses, first.losses)],
+            "train params": _pairs(again.params, first.params),
+        }
+        for quantity, arrays in pairs.items():
+            worst = max((_difference(a, b) for a, b in arrays), default=0.0)
+            drift[quantity] = max(drift.get(quantity, 0.0), worst)
+    return drift
+
+
+def _pairs(again: Params, first: Params) -> list[tuple[Any, np.ndarray]]:
+    return [(a.get(key), f[key]) for a, f in zip(again, first, strict=True) for key in f]
+
+
+def _difference(again: Any, first: Any) -> float:
+    """How far a second run's array is from the first's, relative to the first's largest
+    element; NaN in the same places is no difference."""
+    if again is None or np.shape(again) != np.shape(first):
+        return math.inf
+    a, b = np.asarray(again, np.float64), np.asarray(first, np.float64)
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    return 0.0 if np.all(same) else relative_error(a, b)[0]
 
 
 def _explain(

@@ -336,3 +336,62 @@ def test_a_wrong_reference_is_named_by_the_others_and_the_finite_differences():
     listing = " and ".join([", ".join(backends), "finite differences"])
     [verdict] = report.verdicts
     assert verdict.startswith(f"the reference doubled disagrees with {listing}: gradient")
+
+
+# --- run to run --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_repeats_reports_zero_for_the_deterministic_built_in_backends(dtype):
+    X, y = gradcheck.datasets.seed_xor()
+    net = Network([3, 4, 1], dtype=dtype)
+    report = gradcheck.verify(net, X, y, steps=100, repeats=2, finite_differences=None)
+    assert report.ok
+    every = {*gradcheck.available_backends(), *([] if dtype == "float64" else ["jax in float64"])}
+    assert report.nondeterminism == dict.fromkeys(every, 0.0)
+    assert json.loads(json.dumps(report.to_dict()))["nondeterminism"] == report.nondeterminism
+
+
+class _Jittery:
+    """numpy's kernels, with each gradient scaled by 1 ± 2ε on every call: a reduction whose
+    order changes from run to run."""
+
+    name = "jittery"
+
+    def __init__(self):
+        self.base = gradcheck.get_backend("numpy")
+        self.draws = np.random.default_rng(0)
+
+    def _jitter(self, grads):
+        factor = 1 + 2 * np.finfo(np.float64).eps * self.draws.choice([-1.0, 1.0])
+        return [{k: v * factor for k, v in g.items()} for g in grads]
+
+    def loss_and_grads(self, net, params, X, y):
+        loss, grads = self.base.loss_and_grads(net, params, X, y)
+        return loss, self._jitter(grads)
+
+    def predict(self, net, params, X):
+        return self.base.predict(net, params, X)
+
+    def train(self, net, params, X, y, steps, lr):
+        losses, current = [], params
+        for _ in range(steps):
+            loss, grads = self.loss_and_grads(net, current, X, y)
+            losses.append(loss)
+            current = [
+                {k: v - lr * g[k] for k, v in p.items()}
+                for p, g in zip(current, grads, strict=True)
+            ]
+        return gradcheck.Trajectory(current, np.array(losses))
+
+
+def test_a_backend_nondeterministic_within_tolerance_is_named_as_such_not_as_wrong():
+    X, y = gradcheck.datasets.seed_xor()
+    report = gradcheck.verify(
+        Network([3, 4, 1]), X, y, steps=50, backends=[_Jittery()], repeats=2,
+        finite_differences=None,
+    )  # fmt: skip
+    assert report.ok, str(report)
+    assert 0 < report.nondeterminism["jittery"] < 1e-12
+    assert report.run_to_run["jittery"]["gradient"] > 0
+    assert any(line.startswith("jittery is nondeterministic") for line in report.verdict_lines())
