@@ -139,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="train each backend a second time and report training and compile time apart",
     )
     verify_cmd.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run every implementation this many times from the same inputs and report each "
+        "one's run-to-run difference (default 1: once)",
+    )
+    verify_cmd.add_argument(
         "--json", action="store_true", help="print the report as JSON (timings included)"
     )
 
@@ -207,6 +214,8 @@ def _load(path: str) -> tuple[Any, Any]:
 
 def _problem(args: argparse.Namespace) -> dict[str, Any]:
     """verify()'s arguments from the command line, every one checked before any work."""
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be at least 1; got {args.repeats}")
     preset = problems.for_dataset(args.dataset, args.model)
     if args.model != "dense":
         for flag in ("layers", "activation", "bias"):
@@ -259,6 +268,7 @@ def _problem(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "seed": args.seed,
         "timing": args.timing or args.json,
+        "repeats": args.repeats,
         "finite_differences": None
         if args.finite_differences == "none"
         else args.finite_differences,
