@@ -46,6 +46,7 @@ KINDS = (
     "convention",
     "initial_weights",
     "activation_derivative",
+    "clip",
     "stale_state",
     "nondeterministic",
     "none",
@@ -362,6 +363,7 @@ def fits(
                 if e.ndim == 2 and e.shape[0] == e.shape[1] and not _fits([o], [e], tolerance, [m])
                 and _fits([o], [e.T], tolerance, [None if m is None else m.T])
             ]  # fmt: skip
+            hypotheses += _clipped(name, groups[name], tolerance)
             hypotheses += own(name) if own is not None else []
         for fit in hypotheses:
             together.setdefault((fit.kind, fit.factor, fit.means, fit.key), []).append(name)
@@ -376,6 +378,21 @@ def fits(
                 if np.shape(ea) == np.shape(eb) and _fits([oa, ob], [eb, ea], tolerance, [mb, ma]):
                     found_all.append(Fit("swap", None, (a, b), key=key))
     return wrong, found_all
+
+
+def _clipped(
+    name: str, arrays: dict[str, tuple[Any, np.ndarray, np.ndarray | None]], tolerance: float
+) -> list[Fit]:
+    """Each array of a group that is the expected one clipped to ±c, c its own largest
+    magnitude, where some expected value lies beyond c: gradient clipping, not a gradient."""
+    found = []
+    for key, (o, e, m) in arrays.items():
+        if o is None or np.shape(o) != np.shape(e) or not np.all(np.isfinite(o)) or not o.size:
+            continue
+        c = float(np.max(np.abs(o)))
+        if 0 < c < float(np.max(np.abs(e))) and _fits([o], [np.clip(e, -c, c)], tolerance, [m]):
+            found.append(Fit("clip", c, (name,), key=key))
+    return found
 
 
 # --- gradients -----------------------------------------------------------------------------------
@@ -437,6 +454,9 @@ def _layer_words(backend: str, fit: Fit, depth: int) -> Explanation:
         text = f"{backend}'s {array}s of layers {i} and {j} are the reference's swapped"
     elif fit.kind == "transpose":
         text = f"{backend}'s {array}{where} is the reference's transposed"
+    elif fit.kind == "clip":
+        assert fit.factor is not None
+        text = f"{backend}'s {array}{where} is the reference's clipped to ±{fit.factor:.4g}"
     elif fit.kind == "missing_bias":
         text = f"{backend}'s {array}{where} is zero where the reference's is not"
     elif fit.key is not None:  # one array's factor
@@ -747,6 +767,11 @@ def explain_inputs(
             for n in names:
                 text = f"d{n} is the {oracle}' gradient transposed"
                 explanations.append(Explanation("backward", n, "transpose", None, (), text))
+        elif fit.kind == "clip":
+            assert fit.factor is not None
+            for n in names:
+                text = f"d{n} is the {oracle}' gradient clipped to ±{fit.factor:.4g}"
+                explanations.append(Explanation("backward", n, "clip", fit.factor, (), text))
         elif fit.kind == "swap":
             text = f"d{names[0]} and d{names[1]} are the {oracle}' gradients swapped"
             explanations.append(Explanation("backward", ", ".join(names), "swap", None, (), text))

@@ -38,11 +38,6 @@ FRAMEWORKS = ("jax", "tensorflow")
 MODES = ("rev", "fwd")
 #: The oracle a rule is compared with when ``reference`` is given.
 REFERENCE = "reference autodiff"
-#: Why a TensorFlow rule is checked in reverse mode only.
-TF_FORWARD = (
-    "TensorFlow's forward mode (tf.autodiff.ForwardAccumulator) differentiates the primal "
-    "operations, not the tf.custom_gradient rule, so only the rule's VJP was checked"
-)
 #: Random cotangents (tangents) the rule is compared with the reference's autodiff along.
 REFERENCE_PROBES = 2
 
@@ -98,11 +93,11 @@ def check_rule(
     framework = _framework(f, arrays)
     autodiff = _JAX if framework == "jax" else _TensorFlow
     notes = []
-    if "fwd" in modes and framework == "tensorflow":
+    if "fwd" in modes and not autodiff.has_jvp(f, arrays):
         modes = tuple(m for m in modes if m != "fwd")
-        notes.append(TF_FORWARD)
+        notes.append(autodiff.NO_JVP)
     if not modes:
-        raise ValueError(f"modes must include 'rev' for a TensorFlow function: {TF_FORWARD}")
+        raise ValueError(f"modes must include 'rev' for this function: {autodiff.NO_JVP}")
     # The finite differences see f in float64 from float64 inputs; the rule runs in the inputs'
     # own dtypes, and the tolerance is theirs.
     dtypes = [np.asarray(a).dtype for a in arrays]
@@ -139,7 +134,7 @@ def check_rule(
         parts[0][1].cotangents,
         sum(part.forward_passes for _, part in parts),
         list(dict.fromkeys([*notes, *(note for _, part in parts for note in part.notes)])),
-        [e for _, part in parts for e in part.explanations],
+        list({e.text: e for _, part in parts for e in part.explanations}.values()),
         rules=tuple(rule for rule, _ in parts),
     )
     if raise_exception and not result.ok:
@@ -287,7 +282,14 @@ class _Autodiff:
     """A framework's reverse and forward mode of a function of arrays, as NumPy callables:
     ``primal(f)`` in float64; ``vjp(f)(u, positions, *inputs)`` and ``jvp(f)(v, positions,
     *inputs)`` in the inputs' own dtypes; ``vjp_function(f, positions, n)``, the VJP as a
-    framework function of the n inputs and the cotangent."""
+    framework function of the n inputs and the cotangent; ``has_jvp(f, inputs)``, whether the
+    framework forms f's JVP from its rule, and ``NO_JVP``, why not where it does not."""
+
+    NO_JVP = ""
+
+    @staticmethod
+    def has_jvp(f: Callable[..., Any], inputs: Sequence[Any]) -> bool:
+        raise NotImplementedError
 
     @staticmethod
     def primal(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -312,6 +314,21 @@ def _float64(x: Any) -> Any:
 
 
 class _JAX(_Autodiff):
+    NO_JVP = "JAX forms no JVP of a jax.custom_vjp function, so only its VJP was checked"
+
+    @staticmethod
+    def has_jvp(f: Callable[..., Any], inputs: Sequence[Any]) -> bool:
+        import jax
+
+        zeros = tuple(np.zeros_like(np.asarray(x)) for x in inputs)
+        try:
+            jax.jvp(f, tuple(np.asarray(x) for x in inputs), zeros)
+        except TypeError as error:  # "can't apply forward-mode autodiff (jvp) to a custom_vjp"
+            if "custom_vjp" in str(error):
+                return False
+            raise
+        return True
+
     @staticmethod
     def primal(f: Callable[..., Any]) -> Callable[..., Any]:
         import jax
@@ -377,6 +394,15 @@ class _JAX(_Autodiff):
 
 
 class _TensorFlow(_Autodiff):
+    NO_JVP = (
+        "TensorFlow's forward mode (tf.autodiff.ForwardAccumulator) differentiates the primal "
+        "operations, not the tf.custom_gradient rule, so only the rule's VJP was checked"
+    )
+
+    @staticmethod
+    def has_jvp(f: Callable[..., Any], inputs: Sequence[Any]) -> bool:
+        return False
+
     @staticmethod
     def primal(f: Callable[..., Any]) -> Callable[..., Any]:
         import tensorflow as tf
