@@ -389,6 +389,8 @@ def _clipped(
     for key, (o, e, m) in arrays.items():
         if o is None or np.shape(o) != np.shape(e) or not np.all(np.isfinite(o)) or not o.size:
             continue
+        if _fits([o], [e], tolerance, [m]):
+            continue  # this array is right; another in its group is not
         c = float(np.max(np.abs(o)))
         if 0 < c < float(np.max(np.abs(e))) and _fits([o], [np.clip(e, -c, c)], tolerance, [m]):
             found.append(Fit("clip", c, (name,), key=key))
