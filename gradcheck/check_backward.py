@@ -62,7 +62,7 @@ from gradcheck.finite_diff import (
     judge,
     memoised,
 )
-from gradcheck.tolerance import SAFETY, ratio, relative_error
+from gradcheck.tolerance import drift, ratio, rounding_floor
 
 JAX_VJP, JAX_JVP = "jax.vjp", "jax.jvp"
 #: The rules a `check_backward` or `check_jvp` judges, as their checks name them.
@@ -265,10 +265,9 @@ def check_backward(
         grads, problems = _gradients(grads, arrays, differentiated, labels)
         checks += problems
         for _ in range(repeats - 1):
-            again = _gradients(backward(_copy(u), *[_copy(a) for a in arrays]), arrays,
-                               differentiated, labels)[0]  # fmt: skip
-            drift = max((_drift(grads[i], again.get(i)) for i in grads), default=0.0)
-            nondeterminism["backward"] = max(nondeterminism.get("backward", 0.0), drift)
+            again = _called(kernel, backward, u)
+            moved = max((drift(again.get(i), grads[i]) for i in grads), default=0.0)
+            nondeterminism["backward"] = max(nondeterminism.get("backward", 0.0), moved)
         found = {
             i: lines[i].against(k, grad, kernel.floor, kernel.precision)
             for i, grad in grads.items()
@@ -295,14 +294,6 @@ def check_backward(
         nondeterminism=nondeterminism,
     )
     return _concluded(result, {} if stale else compared, raise_exception)
-
-
-def _drift(first: np.ndarray, second: np.ndarray | None) -> float:
-    """The largest relative difference between two runs of one array (infinite when the
-    second run gave none)."""
-    if second is None or np.shape(second) != np.shape(first):
-        return math.inf
-    return relative_error(second, first)[0]
 
 
 def _not_a_function(kernel: _Kernel, probes: int) -> BackwardCheck | None:
@@ -332,11 +323,16 @@ def _stale(
     """Whether a backward that disagrees agrees when called right after forward at the same
     inputs: then it used state another forward call left (the probe's, at a nearby input)."""
     kernel.evaluate(kernel.arrays)
-    again = _gradients(backward(_copy(u), *[_copy(a) for a in kernel.arrays]), kernel.arrays,
-                       kernel.differentiated, kernel.labels)[0]  # fmt: skip
+    again = _called(kernel, backward, u)
     return set(again) == set(grads) and all(
         lines[i].against(k, grad, kernel.floor, kernel.precision).ok for i, grad in again.items()
     )
+
+
+def _called(kernel: _Kernel, backward: Callable[..., Any], u: Any) -> dict[int, np.ndarray]:
+    """backward's well-formed gradients for the cotangent u, called on copies of the inputs."""
+    found = backward(_copy(u), *[_copy(a) for a in kernel.arrays])
+    return _gradients(found, kernel.arrays, kernel.differentiated, kernel.labels)[0]
 
 
 def _steadiness(nondeterminism: dict[str, float], floor: float) -> list[str]:
@@ -439,13 +435,12 @@ class _Kernel:
         self.ys, self.tuple_output = _outputs(first), isinstance(first, (tuple, list))
         again = self.evaluate(arrays)
         #: The largest relative difference between two runs of forward at the inputs.
-        self.drift = max(_drift(y, z) for y, z in zip(self.ys, again, strict=True))
+        self.drift = max(drift(z, y) for y, z in zip(self.ys, again, strict=True))
         self.precision = _narrowest(
             [arrays[i].dtype for i in differentiated] + [y.dtype for y in self.ys]
         )
-        eps = float(np.finfo(self.precision).eps)
-        size = max(sum(y.size for y in self.ys), 1)
-        self.floor = rtol if rtol is not None else SAFETY * eps * math.sqrt(size)
+        size = sum(y.size for y in self.ys)
+        self.floor = rtol if rtol is not None else rounding_floor(self.precision, size)
 
     @classmethod
     def of(

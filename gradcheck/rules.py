@@ -24,13 +24,14 @@ from gradcheck.check_backward import (
     BackwardCheck,
     _float_array,
     _names,
+    _narrowest,
     _settings,
     _wrt,
     check_backward,
     check_jvp,
 )
 from gradcheck.finite_diff import Check, against_reference
-from gradcheck.tolerance import SAFETY
+from gradcheck.tolerance import rounding_floor
 
 #: The frameworks whose rules `check_rule` checks.
 FRAMEWORKS = ("jax", "tensorflow")
@@ -103,7 +104,9 @@ def check_rule(
     dtypes = [np.asarray(a).dtype for a in arrays]
     wide = [_float64(a) for a in arrays]
     outputs = _as_tuple(autodiff.primal(f)(*arrays))
-    rtol = _floor(arrays, positions, outputs) if rtol is None else rtol
+    if rtol is None:  # the rule's rounding, in the narrowest of its inputs' dtypes
+        narrowest = _narrowest([dtypes[p] for p in positions])
+        rtol = rounding_floor(narrowest, sum(np.size(o) for o in outputs))
     shared: dict[str, Any] = {
         "names": labels,
         "wrt": positions,
@@ -190,13 +193,6 @@ def _narrowed(
         return rule(cast if isinstance(probe, tuple) else cast[0], positions, *narrow)
 
     return called
-
-
-def _floor(arrays: list[np.ndarray], positions: list[int], outputs: tuple[Any, ...]) -> float:
-    """The tolerance policy's floor for the rule's rounding: 16·ε·√n for the narrowest of the
-    differentiated inputs' dtypes and n output elements."""
-    eps = max(float(np.finfo(arrays[p].dtype).eps) for p in positions)
-    return SAFETY * eps * float(np.sqrt(max(sum(np.size(o) for o in outputs), 1)))
 
 
 def _numpy(out: Any) -> Any:

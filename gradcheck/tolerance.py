@@ -247,6 +247,25 @@ def relative_error(
     return float(errors.flat[flat]), index
 
 
+def rounding_floor(dtype: Any, terms: int) -> float:
+    """The tolerance a function of ``terms`` summed terms computed in ``dtype`` is held to for
+    its own rounding, with nothing known of its structure: SAFETY·ε·√n, the typical growth of a
+    sum's rounding."""
+    return SAFETY * float(np.finfo(dtype).eps) * math.sqrt(max(terms, 1))
+
+
+def drift(again: Any, first: Any) -> float:
+    """How far a second run's array is from the first's (`relative_error`, relative to the
+    first's largest element): 0.0 when they are identical, NaN in the same places included;
+    infinite when the second run gave none or another shape."""
+    if again is None or np.shape(again) != np.shape(first):
+        return math.inf
+    a, b = np.asarray(again, np.float64), np.asarray(first, np.float64)
+    if np.all((a == b) | (np.isnan(a) & np.isnan(b))):
+        return 0.0
+    return relative_error(a, b)[0]
+
+
 def layer_scales(params: Params) -> Params:
     """Each layer's largest parameter, for every parameter of the layer.
 

@@ -45,11 +45,11 @@ from gradcheck.tolerance import (
     Tolerances,
     backward_magnitudes,
     conditioned,
+    drift,
     gradient_magnitudes,
     horizon,
     layer_scales,
     prediction_magnitudes,
-    relative_error,
     relative_errors,
     run_error,
     tolerances,
@@ -861,7 +861,7 @@ def _run_to_run(
 ) -> dict[str, float]:
     """The largest relative difference of each quantity between ``first`` and ``repeats - 1``
     more runs of ``backend`` from the same inputs."""
-    drift: dict[str, float] = {}
+    differences: dict[str, float] = {}
     for _ in range(repeats - 1):
         again = _run(backend, net, params, X, y, call.training, timing=False)
         pairs: dict[str, list[tuple[Any, Any]]] = {
@@ -872,23 +872,13 @@ def _run_to_run(
             "train params": _pairs(again.params, first.params),
         }
         for quantity, arrays in pairs.items():
-            worst = max((_difference(a, b) for a, b in arrays), default=0.0)
-            drift[quantity] = max(drift.get(quantity, 0.0), worst)
-    return drift
+            worst = max((drift(a, b) for a, b in arrays), default=0.0)
+            differences[quantity] = max(differences.get(quantity, 0.0), worst)
+    return differences
 
 
 def _pairs(again: Params, first: Params) -> list[tuple[Any, np.ndarray]]:
     return [(a.get(key), f[key]) for a, f in zip(again, first, strict=True) for key in f]
-
-
-def _difference(again: Any, first: Any) -> float:
-    """How far a second run's array is from the first's, relative to the first's largest
-    element; NaN in the same places is no difference."""
-    if again is None or np.shape(again) != np.shape(first):
-        return math.inf
-    a, b = np.asarray(again, np.float64), np.asarray(first, np.float64)
-    same = (a == b) | (np.isnan(a) & np.isnan(b))
-    return 0.0 if np.all(same) else relative_error(a, b)[0]
 
 
 def _explain(

@@ -134,7 +134,9 @@ def test_the_dot_test_fails_a_wrong_backward_by_orders_of_magnitude(bug, gradche
                                       seed=gradcheck_seed, raise_exception=False)  # fmt: skip
     dots = {c.input: c for c in result.checks if c.quantity == "dot test"}
     assert not dots[wrong].ok
-    assert dots[wrong].error > 100 * dots[wrong].tolerance
+    # by orders of magnitude in float64; in float32 a factor of 2 can be diluted in the sum's
+    # size to tens of times the tolerance
+    assert dots[wrong].error > (1e6 if gradcheck_dtype == "float64" else 10) * dots[wrong].tolerance
     # the finite differences say which rule is wrong: the backward, not the jvp
     failed = {
         (f.backend, f.input) for f in result.findings if not f.ok and f.quantity != "dot test"
