@@ -709,10 +709,10 @@ def neighbours(training: Training) -> list[tuple[str, Training]]:
 
 
 _EPSILON = {
-    "keras": "Keras does (after the bias correction)",
+    "keras": "Keras does (added to the uncorrected √v)",
     "paper": "the paper and optax do (added to √v̂)",
-    "inside": "Keras does (inside the square root)",
-    "outside": "optax and PyTorch do (outside the square root)",
+    "inside": "Keras and optax's default do (inside the square root)",
+    "outside": "PyTorch does (outside the square root)",
 }
 
 
