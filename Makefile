@@ -56,9 +56,9 @@ docs: $(BIN)/gradcheck numba-float64
 bench: $(BIN)/gradcheck
 	$(BIN)/pytest bench --benchmark-only
 
-# The README's chart: every backend's time per step and the notebook's loss curves.
+# The benchmarks page's table: a recorded run of every backend on every catalogue problem.
 chart: $(BIN)/gradcheck
-	$(BIN)/gradcheck bench --plot docs/chart.png
+	$(BIN)/gradcheck bench --json > docs/bench.json
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache

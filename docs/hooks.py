@@ -1,19 +1,25 @@
 """MkDocs hooks: the tables of operations, made from gradcheck's registry as the site builds, so
 the docs list exactly what ``gradcheck.ops`` declares; the command-line reference, made from
-the argument parser; and MathJax, copied into the site from
-its Python package so that formulas render without a network."""
+the argument parser; the benchmark table, made from the recorded run in docs/bench.json; and
+MathJax, copied into the site from its Python package so that formulas render without a
+network."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.structure.files import File, Files
 
-from gradcheck import ops
+from gradcheck import benchmarks, ops
 from gradcheck.cli import build_parser
+
+#: The recorded ``gradcheck bench --json`` run the benchmarks page shows (``make chart``).
+RECORDED_BENCH = Path(__file__).parent / "bench.json"
 
 #: MathJax's TeX-to-SVG component: one file, the TeX fonts drawn as SVG paths inside it.
 MATHJAX = files("mathjax") / "static" / "mathjax" / "es5" / "tex-svg.js"
@@ -86,7 +92,28 @@ def _command_line() -> str:
     return "\n\n".join(sections)
 
 
+def _recorded_benchmark() -> str:
+    """docs/bench.json as the terminal's table shows it, fastest first within each problem and
+    dtype, with the conditions it was recorded under."""
+    recorded = json.loads(RECORDED_BENCH.read_text())
+    rows = [benchmarks.Row(**row) for row in recorded["rows"]]
+    lines = [
+        "| " + " | ".join(benchmarks.HEADER) + " |",
+        "|" + "---|" * len(benchmarks.HEADER),
+        *(
+            "| " + " | ".join(_cell(c) for c in benchmarks.cells(r)) + " |"
+            for r in sorted(rows, key=lambda r: (r.problem, r.dtype, r.seconds_per_step))
+        ),
+    ]
+    conditions = recorded["conditions"]
+    contended = "contended" if conditions["contended"] else "not contended"
+    matmul = ", ".join(f"{d} {g:.1f}" for d, g in recorded["matmul_gflops"].items())
+    note = f"Plain matmul GFLOP/s of the run: {matmul}; the run was {contended}."
+    return "\n".join(lines) + "\n\n" + note
+
+
 TABLES = {
+    "<!-- recorded benchmark -->": _recorded_benchmark,
     "<!-- registry: activations -->": _activations,
     "<!-- registry: losses -->": _losses,
     "<!-- command line -->": _command_line,

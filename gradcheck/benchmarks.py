@@ -306,34 +306,39 @@ def table(rows: Sequence[Row], conditions: Conditions) -> str:
     return terminal.plain(*summary(rows, conditions))
 
 
+#: The columns of the benchmark table, in the terminal and on the benchmarks page.
+HEADER = (
+    "problem",
+    "dtype",
+    "backend",
+    "per step",
+    "vs fastest",
+    "GFLOP/s",
+    "% matmul",
+    "first call",
+)
+
+
+def cells(r: Row) -> tuple[str, ...]:
+    """One row of the table, as text."""
+    return (
+        r.problem,
+        r.dtype,
+        f"{r.backend} (by hand, not a backend)" if r.backend == FLOOR else r.backend,
+        f"{r.seconds_per_step * 1e6:.2f} us",
+        f"{r.ratio_to_fastest:.2f}x",
+        "" if r.gflops is None else f"{r.gflops:.1f}",
+        "" if r.percent_of_matmul is None else f"{r.percent_of_matmul:.0f}%",
+        "" if r.first_call_seconds is None else f"{r.first_call_seconds:.3g} s",
+    )
+
+
 def summary(rows: Sequence[Row], conditions: Conditions) -> list[Any]:
     """What `gradcheck bench` shows: a row per timing, fastest first within each problem and
     dtype, then the conditions of the run and, when contended, why its figures are not to be
     trusted."""
-    header = (
-        "problem",
-        "dtype",
-        "backend",
-        "per step",
-        "vs fastest",
-        "GFLOP/s",
-        "% matmul",
-        "first call",
-    )
-    lines = []
-    for r in sorted(rows, key=lambda r: (r.problem, r.dtype, r.seconds_per_step)):
-        lines.append(
-            (
-                r.problem,
-                r.dtype,
-                f"{r.backend} (by hand, not a backend)" if r.backend == FLOOR else r.backend,
-                f"{r.seconds_per_step * 1e6:.2f} us",
-                f"{r.ratio_to_fastest:.2f}x",
-                "" if r.gflops is None else f"{r.gflops:.1f}",
-                "" if r.percent_of_matmul is None else f"{r.percent_of_matmul:.0f}%",
-                "" if r.first_call_seconds is None else f"{r.first_call_seconds:.3g} s",
-            )
-        )
+    header = HEADER
+    lines = [cells(r) for r in sorted(rows, key=lambda r: (r.problem, r.dtype, r.seconds_per_step))]
     notes = []
     if conditions.ceiling_start:  # its operands are the digits data, already loaded to measure it
         X, W, _ = matmul_operands("float64")

@@ -426,6 +426,27 @@ def test_the_benchmarks_page_times_the_verdict_of_every_catalogue_problem():
         assert re.fullmatch(r"\| .+ \| [\d.]+ s \| [\d.]+ s \|", row), row
 
 
+def test_the_recorded_benchmark_times_every_backend_on_every_catalogue_problem(site):
+    """docs/bench.json, the run the benchmarks page's table is made from, has a row for every
+    built-in backend on every catalogue problem in both dtypes, and the floor on the notebook;
+    the built page shows each problem's rows. A problem added to the catalogue and not recorded
+    fails, as the stale chart of the past would have."""
+    import json
+
+    from gradcheck.backends import _BUILTIN
+    from gradcheck.benchmarks import FLOOR, PROBLEMS
+    from gradcheck.network import DTYPES
+
+    recorded = json.loads((DOCS / "bench.json").read_text())
+    rows = {(r["problem"], r["dtype"], r["backend"]) for r in recorded["rows"]}
+    wanted = {(p, d, b) for p in PROBLEMS for d in DTYPES for b in _BUILTIN}
+    assert wanted <= rows, sorted(wanted - rows)
+    assert ("notebook", "float64", FLOOR) in rows
+    page = _text(site / "benchmarks" / "index.html")
+    for problem, dtype, backend in rows:
+        assert f"{problem} {dtype} {backend}" in page, (problem, dtype, backend)
+
+
 def test_the_picture_of_how_gradcheck_decides_names_what_the_code_has():
     """docs/decides.svg names modules and functions — the callers' modules, the core's steps,
     the explanation engine, the renderer. Each must exist, so the picture cannot outlive a
@@ -454,3 +475,46 @@ def test_the_picture_of_how_gradcheck_decides_names_what_the_code_has():
             found = getattr(found, part, None)
         assert found is not None, step
     assert len(dotted) >= 5
+
+
+# --- the README says what the code has -----------------------------------------------------------
+
+README = DOCS.parent / "README.md"
+
+
+def test_the_readme_shows_verifys_whole_signature():
+    """The signature the README lists is verify's, every parameter in order."""
+    import inspect
+
+    from gradcheck import verify
+
+    listed = re.search(r"`verify\((.*?)\)` runs", README.read_text(), re.S).group(1)
+    names = [part.split("=")[0].strip() for part in listed.replace("\n", " ").split(",")]
+    assert names == list(inspect.signature(verify).parameters)
+
+
+def test_the_readme_lists_every_extra_and_every_core_dependency():
+    """The extras a user installs (those ``all`` gathers) and the core's dependencies are
+    pyproject's, named in the README's install paragraph."""
+    import tomllib
+
+    project = tomllib.loads((DOCS.parent / "pyproject.toml").read_text())["project"]
+    section = README.read_text().split("To install into an environment of your own", 1)[1]
+    paragraph = section.split("\n\n", 1)[0]
+    [gathered] = project["optional-dependencies"]["all"]  # gradcheck[jax,numba,…]: a user's
+    for extra in re.search(r"\[(.*)\]", gathered).group(1).split(","):
+        assert f"`{extra}`" in paragraph, extra
+    for requirement in project["dependencies"]:
+        name = re.match(r"[A-Za-z0-9_-]+", requirement).group(0)
+        assert re.search(rf"\b{name}\b", paragraph, re.I), name
+
+
+def test_the_readme_names_the_gallery_bugs_float32_misses():
+    """The README's claim about the gallery of hand-written layers names each bug the gallery
+    test records as caught in float64 only."""
+    from test_gallery import FLOAT64_ONLY
+
+    claim = README.read_text().split("Measured on a gallery", 1)[1].split("\n\n", 1)[0]
+    claim = re.sub(r"\s+", " ", claim)
+    for kernel, _ in FLOAT64_ONLY:
+        assert kernel.replace("_", " ") in claim.split("all but")[1], kernel
