@@ -277,6 +277,14 @@ BREAKS = {
         'Adam(1e-3, epsilon_placement="paper")',
         'Adam(1e-3, epsilon_placement="keras")',
     ),
+    "the first step's ε the wrong way round": Break(
+        "optimizers.md",
+        "(math.sqrt(v / (1 - beta_2)) + eps)",
+        "(math.sqrt(v / (1 - beta_2)) + eps / math.sqrt(1 - beta_2))",
+    ),
+    "optax's RMSprop ε read as outside": Break(
+        "optimizers.md", '["eps_in_sqrt"].default is True', '["eps_in_sqrt"].default is False'
+    ),
     "Adam without the bias correction of m": Break(
         "optimizers.md", "/ (1 - 0.9**t)", "/ (1 - 0.9 ** (t + 1))"
     ),
