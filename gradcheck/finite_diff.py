@@ -634,7 +634,8 @@ class Comparison:
     #: The largest relative error among the skipped estimates that have a value (None when
     #: none has): what the kinks hide, for a reader to judge.
     skipped_error: float | None = None
-    #: Estimates whose first step crossed a kink and a smaller step settled.
+    #: Estimates that disagreed at the first step and a smaller step settled (the first step
+    #: crossed a kink, or was too long for the function's curvature).
     resolved: int = 0
     #: Some estimates were noisier than a smooth function allows; their tolerance is held at the
     #: noise limit rather than widened to them.
@@ -662,7 +663,7 @@ class Comparison:
             )
             parts.append(f"{self.kinks} at a kink skipped{there}")
         if self.resolved:
-            parts.append(f"{self.resolved} across a kink settled by a smaller step")
+            parts.append(f"{self.resolved} settled by a smaller step")
         if self.noisy:
             parts.append("finite differences noisier than a smooth function allows")
         if self.rounded:

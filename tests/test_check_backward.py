@@ -404,3 +404,21 @@ def test_repeats_measures_the_run_to_run_difference():
     assert shaky.ok  # nondeterministic within the tolerance is not wrong
     assert 0 < shaky.nondeterminism["backward"] < 1e-14
     assert any(note.startswith("backward is nondeterministic") for note in shaky.notes)
+
+
+def _gelu(x):
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def _gelu_backward(u, x):
+    t = np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3))
+    slope = np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * x**2)
+    return u * (0.5 * (1 + t) + 0.5 * x * (1 - t**2) * slope)
+
+
+def test_a_smooth_function_in_float32_is_never_said_to_have_a_kink(gradcheck_seed):
+    """GELU is smooth: float32's noisy differences must not be reported as kinks skipped."""
+    x = (3 * np.random.default_rng(gradcheck_seed).normal(size=(20, 30))).astype("float32")
+    result = check_backward(_gelu, _gelu_backward, x, seed=gradcheck_seed)
+    assert all(c.kinks == 0 for c in result.checks), str(result)
+    assert "kink" not in str(result)
