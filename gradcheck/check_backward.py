@@ -219,6 +219,7 @@ def check_backward(
         ValueError, TypeError: for arguments that check nothing or cannot be checked, before any
             work is done.
     """
+    __tracebackhide__ = True  # a failing check shows the caller's line, not ours
     _settings(cotangents, directions, seed, rtol, elementwise_max, repeats)
     if jvp is not None and not callable(jvp):
         raise TypeError(f"jvp must be a callable jvp(v, *inputs) or None; got {jvp!r}")
@@ -262,7 +263,8 @@ def check_backward(
         given = (_copy(u), *[_copy(a) for a in arrays])
         grads = backward(*given)
         notes += _modified(given, (u, *arrays), ["its cotangent", *[f"input {n}" for n in labels]])
-        grads, problems = _gradients(grads, arrays, differentiated, labels)
+        pairs = len(kernel.ys) if kernel.tuple_output else 0
+        grads, problems = _gradients(grads, arrays, differentiated, labels, pairs)
         checks += problems
         for _ in range(repeats - 1):
             again = _called(kernel, backward, u)
@@ -385,6 +387,7 @@ def check_jvp(
         ValueError, TypeError: for arguments that check nothing or cannot be checked, before any
             work is done.
     """
+    __tracebackhide__ = True  # a failing check shows the caller's line, not ours
     _settings(1, directions, seed, rtol, elementwise_max)
     if not callable(jvp):
         raise TypeError(f"jvp must be a callable jvp(v, *inputs); got {jvp!r}")
@@ -400,6 +403,7 @@ def _concluded(
 ) -> BackwardCheck:
     """The result with what explains its disagreements with the finite differences; raised as
     an AssertionError with ``raise_exception``."""
+    __tracebackhide__ = True
     if not result.ok and compared:
         result.explanations.extend(
             explain.explain_inputs(
@@ -666,16 +670,30 @@ def _float_array(label: str, value: Any) -> np.ndarray:
     return array
 
 
+#: What a kernel written as ``forward -> (out, cache)`` is told to do.
+FROM_CACHE = "if it is (out, cache), wrap the kernel with gradcheck.adapters.from_cache"
+
+
 def _outputs(y: Any) -> tuple[np.ndarray, ...]:
     """forward's result as a tuple of float arrays."""
     values = tuple(y) if isinstance(y, (tuple, list)) else (y,)
-    arrays = tuple(np.asarray(v) for v in values)
-    for array in arrays:
+    arrays = []
+    for v in values:
+        try:
+            array = np.asarray(v)
+        except ValueError:  # a ragged cache: "setting an array element with a sequence"
+            array = np.asarray(None)
         if array.dtype.kind != "f":
+            pair = len(values) > 1 and np.asarray(values[0]).dtype.kind == "f"
             raise TypeError(
-                f"forward must return a float array or a tuple of them; got dtype {array.dtype}"
+                "forward returned a tuple whose first element is a float array and whose others "
+                f"are not: {FROM_CACHE}"
+                if pair
+                else f"forward must return a float array or a tuple of them; got dtype "
+                f"{array.dtype}"
             )
-    return arrays
+        arrays.append(array)
+    return tuple(arrays)
 
 
 def _narrowest(dtypes: Sequence[np.dtype]) -> np.dtype:
@@ -739,10 +757,11 @@ def _modified(given: tuple[Any, ...], originals: tuple[Any, ...], what: list[str
 
 
 def _gradients(
-    grads: Any, arrays: list[Any], differentiated: list[int], labels: list[str]
+    grads: Any, arrays: list[Any], differentiated: list[int], labels: list[str], pairs: int = 0
 ) -> tuple[dict[int, np.ndarray], list[Check]]:
     """backward's result as ``{input position: gradient}``, and a failed check for every
-    gradient that is missing or misshapen."""
+    gradient that is missing or misshapen. ``pairs``: how many outputs forward returned in a
+    tuple (0 for one array), to tell a gradient stacked over them."""
     wanted = [labels[i] for i in differentiated]
     if isinstance(grads, np.ndarray) or not isinstance(grads, (tuple, list)):
         if len(differentiated) == 1 and grads is not None:
@@ -776,9 +795,11 @@ def _gradients(
             continue
         grad = np.asarray(grad)
         if grad.shape != expected:
-            problems.append(
-                _broken(labels[i], f"gradient has shape {grad.shape}, expected {expected}")
-            )
+            detail = f"gradient has shape {grad.shape}, expected {expected}"
+            if grad.shape[1:] == expected and pairs and grad.shape[0] == pairs:
+                detail += f": backward got a cotangent for each of forward's {pairs} outputs; "
+                detail += FROM_CACHE
+            problems.append(_broken(labels[i], detail))
             continue
         found[i] = grad
     return found, problems

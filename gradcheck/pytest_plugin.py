@@ -122,6 +122,7 @@ def gradcheck_verify() -> Any:
     from gradcheck.verify import verify
 
     def run(*args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
         report = verify(*args, **kwargs)
         report.assert_ok()
         return report

@@ -95,6 +95,7 @@ class Report:
 
     def assert_ok(self) -> None:
         """Raise AssertionError with the verdict and every check that exceeds its tolerance."""
+        __tracebackhide__ = True  # a failing report shows the caller's line, not ours
         if not self.ok:
             lines = "\n".join(f"  {check.describe()}" for check in self.failures)
             verdict = "".join(f"{line}\n" for line in self.verdicts)

@@ -78,6 +78,7 @@ def check_rule(
         ValueError, TypeError: for arguments that check nothing or cannot be checked, before any
             work is done.
     """
+    __tracebackhide__ = True  # a failing check shows the caller's line, not ours
     modes = _modes(modes)
     if order not in (1, 2) or isinstance(order, bool):
         raise ValueError(f"order must be 1 or 2; got {order!r}")

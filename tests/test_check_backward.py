@@ -422,3 +422,25 @@ def test_a_smooth_function_in_float32_is_never_said_to_have_a_kink(gradcheck_see
     result = check_backward(_gelu, _gelu_backward, x, seed=gradcheck_seed)
     assert all(c.kinks == 0 for c in result.checks), str(result)
     assert "kink" not in str(result)
+
+
+def test_an_out_cache_kernel_given_without_from_cache_is_told_to_use_it():
+    """The two first attempts a user of (out, cache) kernels makes: a cache that is not an
+    array, and a cache that is the input itself (relu's)."""
+
+    def affine_forward(x, w):
+        return x @ w, (x, w)
+
+    def affine_backward(dout, cache):
+        x, w = cache
+        return dout @ w.T, x.T @ dout
+
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(4, 5)), rng.normal(size=(5, 3))
+    with pytest.raises(TypeError, match=r"wrap the kernel with gradcheck.adapters.from_cache"):
+        check_backward(affine_forward, affine_backward, x, w)
+    result = check_backward(relu_forward, relu_backward, x, raise_exception=False)
+    [finding] = [f for f in result.findings if not f.ok]
+    assert "backward got a cotangent for each of forward's 2 outputs" in finding.detail
+    assert finding.detail.endswith("wrap the kernel with gradcheck.adapters.from_cache")
+    assert check_backward(*from_cache(relu_forward, relu_backward), x).ok

@@ -95,3 +95,25 @@ def test_the_rule_gate_fails_a_wrong_rule_with_its_findings(pytester):
     result.stdout.fnmatch_lines(
         ["*vjp and jvp disagree*", "*FAIL vjp: input x*", "*why: dx is 2 × the finite differences*"]
     )
+
+
+FAILING_KERNEL = """
+import numpy as np
+import gradcheck
+
+
+def test_mine():
+    x = np.linspace(-1, 1, 6).reshape(2, 3)
+    gradcheck.check_backward(np.tanh, lambda u, x: 2 * u * (1 - np.tanh(x) ** 2), x, names=["x"])
+"""
+
+
+def test_a_failing_check_shows_the_users_line_and_the_message_not_gradchecks_source(pytester):
+    pytester.makepyfile(test_mine=FAILING_KERNEL)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [">*gradcheck.check_backward(np.tanh*", "E*why: dx is 2 × the finite differences"]
+    )
+    assert "gradcheck/check_backward.py" not in result.stdout.str()
+    assert len(result.stdout.lines) < 25
