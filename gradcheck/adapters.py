@@ -41,10 +41,13 @@ def from_cache(
 def from_layer(
     make: Callable[[], Any],
     params: Sequence[str] = (),
-    grads: Sequence[str] | None = None,
+    grads: Sequence[str] | Callable[[Any], Sequence[Any]] | None = None,
+    forward: str = "forward",
+    backward: str = "backward",
 ) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """Stateful layer objects: ``make()`` returns a fresh layer with ``forward(x)`` and
-    ``backward(dout) -> dx``; its parameters are set from the inputs after x.
+    """Stateful layer objects: ``make()`` returns a fresh layer with a forward method ``(x) ->
+    out`` and a backward method ``(dout) -> dx``; its parameters are set from the inputs after
+    x.
 
     Args:
         make: builds a layer; called for every forward and backward, so no state carries over.
@@ -52,10 +55,14 @@ def from_layer(
             as an attribute or, when the layer keeps a ``params`` dict holding the name, as an
             entry of it.
         grads: where backward leaves each parameter's gradient: attribute names or entries of a
-            ``grads`` dict (default ``"d" + name``, or the name itself in ``grads``).
+            ``grads`` dict (default ``"d" + name``, or the name itself in ``grads``); or a
+            function of the layer that returns them in the order of ``params`` — for a layer
+            that hands its gradients to an optimizer, give it `Recorder`s and read them there.
+        forward, backward: the names of the layer's forward and backward methods
+            (``forward_pass``, ``backward_pass``, … in some libraries).
     """
     params = list(params)
-    grad_names = list(grads) if grads is not None else None
+    grad_names = list(grads) if grads is not None and not callable(grads) else None
     if grad_names is not None and len(grad_names) != len(params):
         raise ValueError(
             f"grads must name one gradient per parameter ({len(params)}); got {grad_names}"
@@ -76,17 +83,52 @@ def from_layer(
                 setattr(layer, name, value)
         return layer
 
-    def forward(x: Any, *values: Any) -> Any:
-        return build(values).forward(x)
+    def run_forward(x: Any, *values: Any) -> Any:
+        return _method(build(values), forward, "forward")(x)
 
-    def backward(u: Any, x: Any, *values: Any) -> tuple[Any, ...]:
+    def run_backward(u: Any, x: Any, *values: Any) -> tuple[Any, ...]:
         layer = build(values)
-        layer.forward(x)
-        dx = layer.backward(u)
-        found = [_gradient(layer, name, i, grad_names) for i, name in enumerate(params)]
+        _method(layer, forward, "forward")(x)
+        dx = _method(layer, backward, "backward")(u)
+        if callable(grads):
+            found = list(grads(layer))
+            if len(found) != len(params):
+                raise ValueError(
+                    f"grads(layer) must return one gradient per parameter ({len(params)}); "
+                    f"got {len(found)}"
+                )
+        else:
+            found = [_gradient(layer, name, i, grad_names) for i, name in enumerate(params)]
         return (dx, *found)
 
-    return forward, backward
+    return run_forward, run_backward
+
+
+class Recorder:
+    """An optimizer stand-in for layers that hand their gradients to an optimizer's
+    ``update(w, grad)`` instead of keeping them: it keeps the last gradient it was given
+    (``gradient``) and returns the weights unchanged. A layer that copies its optimizer per
+    parameter gets a recorder per parameter."""
+
+    gradient: Any = None
+
+    def update(self, w: Any, grad: Any) -> Any:
+        self.gradient = grad
+        return w
+
+
+def _method(layer: Any, name: str, role: str) -> Callable[..., Any]:
+    """The layer's method called ``name``, or an error that lists the methods it has."""
+    method = getattr(layer, name, None)
+    if not callable(method):
+        methods = sorted(
+            m for m in dir(layer) if not m.startswith("_") and callable(getattr(layer, m))
+        )
+        raise AttributeError(
+            f"the layer has no {role} method {name!r}; give from_layer({role}=...) the name of "
+            f"its {role} method (its methods: {', '.join(methods)})"
+        )
+    return method
 
 
 def _pair(result: Any) -> tuple[Any, Any]:

@@ -444,3 +444,39 @@ def test_an_out_cache_kernel_given_without_from_cache_is_told_to_use_it():
     assert "backward got a cotangent for each of forward's 2 outputs" in finding.detail
     assert finding.detail.endswith("wrap the kernel with gradcheck.adapters.from_cache")
     assert check_backward(*from_cache(relu_forward, relu_backward), x).ok
+
+
+def test_from_layer_takes_method_names_and_reads_gradients_an_optimizer_was_given():
+    """A layer with forward_pass/backward_pass that hands its gradients to an optimizer:
+    correct passes, and a dropped bias gradient is caught and named."""
+    from gradcheck.adapters import Recorder
+
+    def make_layer(bias_term):
+        class Dense:
+            def __init__(self):
+                self.W_opt, self.b_opt = Recorder(), Recorder()
+
+            def forward_pass(self, X, training=True):
+                self.X = X
+                return X @ self.W + self.b
+
+            def backward_pass(self, grad):
+                self.W_opt.update(self.W, self.X.T @ grad)
+                self.b_opt.update(self.b, bias_term(grad))
+                return grad @ self.W.T
+
+        return Dense
+
+    read = lambda layer: (layer.W_opt.gradient, layer.b_opt.gradient)  # noqa: E731
+    rng = np.random.default_rng(0)
+    x, W, b = rng.normal(size=(16, 5)), rng.normal(size=(5, 8)), rng.normal(size=8)
+    names = ["x", "W", "b"]
+    for bias_term, ok in ((lambda g: g.sum(axis=0), True), (lambda g: 0 * g.sum(axis=0), False)):
+        layer = from_layer(make_layer(bias_term), params=["W", "b"], grads=read,
+                           forward="forward_pass", backward="backward_pass")  # fmt: skip
+        result = check_backward(*layer, x, W, b, names=names, raise_exception=False)
+        assert result.ok is ok
+        assert {f.input for f in result.findings if not f.ok} == (set() if ok else {"b"})
+    with pytest.raises(AttributeError, match=r"no backward method 'backward'.*backward_pass"):
+        check_backward(*from_layer(make_layer(bias_term), params=["W", "b"], grads=read,
+                                   forward="forward_pass"), x, W, b)  # fmt: skip
