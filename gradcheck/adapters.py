@@ -17,6 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+#: The public names, as the API reference shows them.
+__all__ = [
+    "Recorder",
+    "from_cache",
+    "from_layer",
+]
+
 
 def from_cache(
     forward: Callable[..., tuple[Any, Any]], backward: Callable[[Any, Any], Any]

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+#: The public names, as the API reference shows them.
+__all__ = [
+    "digits",
+    "seed_xor",
+]
+
 
 def seed_xor() -> tuple[np.ndarray, np.ndarray]:
     """The notebook's data: ``X`` of shape ``(4, 3)`` (the third column a constant 1) and ``y``

@@ -35,6 +35,23 @@ from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
 from gradcheck.optimizers import SGD, Adam, Optimizer, RMSprop
 from gradcheck.tolerance import relative_error, run_error, tolerances
 
+#: The public names, as the API reference shows them.
+__all__ = [
+    "KINDS",
+    "STAGES",
+    "Explanation",
+    "FirstDifference",
+    "Fit",
+    "explain_gradients",
+    "explain_inputs",
+    "explain_loss",
+    "explain_optimizer",
+    "explain_training",
+    "first_difference",
+    "fits",
+    "named_factor",
+]
+
 #: What an explanation can say.
 KINDS = (
     "scale",

@@ -49,6 +49,35 @@ from gradcheck import witness
 from gradcheck.network import Network, Params
 from gradcheck.tolerance import relative_error
 
+#: The public names, as the API reference shows them.
+__all__ = [
+    "DIRECTIONS",
+    "ELEMENTWISE_MAX",
+    "FINITE_DIFFERENCES",
+    "Check",
+    "Choice",
+    "Comparison",
+    "Derivative",
+    "DirectionalDerivatives",
+    "Directions",
+    "ElementwiseGradient",
+    "Line",
+    "against_reference",
+    "allowed",
+    "along",
+    "central_difference",
+    "choose_mode",
+    "compare",
+    "differentiate",
+    "directional_derivatives",
+    "elementwise_gradient",
+    "judge",
+    "memoised",
+    "miss_probability",
+    "near_kinks",
+    "noise_limit",
+]
+
 EPS = float(np.finfo(np.float64).eps)
 TINY = float(np.finfo(np.float64).tiny)
 STEP = EPS ** (1 / 3)

@@ -17,6 +17,16 @@ from typing import Any
 
 from gradcheck.ops import ACTIVATIONS, hidden_activations, lookup
 
+#: The public names, as the API reference shows them.
+__all__ = [
+    "AvgPool2D",
+    "Conv2D",
+    "Dense",
+    "Flatten",
+    "MaxPool2D",
+    "output_shapes",
+]
+
 Shape = tuple[int, ...]
 
 

@@ -21,6 +21,15 @@ from typing import TypeVar
 
 import numpy as np
 
+#: The public names, as the API reference shows them.
+__all__ = [
+    "ACTIVATIONS",
+    "LOSSES",
+    "Activation",
+    "Loss",
+    "lookup",
+]
+
 Array = np.ndarray
 T = TypeVar("T")
 

@@ -33,6 +33,18 @@ from typing import Any
 
 import numpy as np
 
+#: The public names, as the API reference shows them.
+__all__ = [
+    "NAMES",
+    "SGD",
+    "Adam",
+    "Optimizer",
+    "RMSprop",
+    "as_optimizer",
+    "batch_schedule",
+    "make",
+]
+
 #: The names the command line and the JSON use for each optimizer's configuration.
 NAMES = ("sgd", "momentum", "nesterov", "rmsprop", "adam")
 

@@ -56,6 +56,21 @@ from gradcheck.layers import Dense, Flatten, MaxPool2D, Pooling, Weighted
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
 
+#: The public names, as the API reference shows them.
+__all__ = [
+    "SAFETY",
+    "Horizon",
+    "Magnitudes",
+    "Tolerances",
+    "drift",
+    "horizon",
+    "relative_error",
+    "relative_errors",
+    "rounding_floor",
+    "run_error",
+    "tolerances",
+]
+
 #: Headroom over the rounding estimate; differences a real bug makes are far larger.
 SAFETY = 16.0
 

@@ -526,3 +526,28 @@ def test_the_readme_names_the_gallery_bugs_float32_misses():
     claim = re.sub(r"\s+", " ", claim)
     for kernel, _ in FLOAT64_ONLY:
         assert kernel.replace("_", " ") in claim.split("all but")[1], kernel
+
+
+def test_the_api_page_shows_headings_signatures_and_only_public_names(site):
+    """Each public function under a heading with its signature, the kernels under the path
+    they are imported by, and of each module only the names in its ``__all__``."""
+    import importlib
+
+    page = (site / "api" / "index.html").read_text()
+    text = _text_of(page)
+    for identifier, signature in [
+        ("gradcheck.verify.verify", "verify( net, X, y, params=None"),
+        ("gradcheck.check_backward.check_backward", "check_backward( forward, backward, *inputs"),
+        ("gradcheck.check_backward.check_jvp", "check_jvp( forward, jvp, *inputs"),
+        ("gradcheck.rules.check_rule", "check_rule( f, *inputs"),
+    ]:
+        assert re.search(rf'<h2[^>]*id="{re.escape(identifier)}"', page), identifier
+        assert re.sub(r"\s+", "", signature) in re.sub(r"\s+", "", text), signature
+    assert "gradcheck.kernels.numpy_backprop" in text
+    assert "gradcheck.kernels.numpy_conv" in text
+    for module in ("explain", "optimizers", "layers", "adapters", "ops", "datasets",
+                   "tolerance", "finite_diff"):  # fmt: skip
+        public = set(importlib.import_module(f"gradcheck.{module}").__all__)
+        shown = set(re.findall(rf'id="gradcheck\.{module}\.(\w+)"', page))
+        assert shown, module
+        assert shown <= public, (module, sorted(shown - public))
