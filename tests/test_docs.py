@@ -485,29 +485,29 @@ def test_the_picture_of_how_gradcheck_decides_names_what_the_code_has():
     assert len(dotted) >= 5
 
 
-# --- the README says what the code has -----------------------------------------------------------
+# --- the user guide says what the code has ------------------------------------------------------
 
-README = DOCS.parent / "README.md"
+GUIDE = DOCS / "guide.md"
 
 
-def test_the_readme_shows_verifys_whole_signature():
-    """The signature the README lists is verify's, every parameter in order."""
+def test_the_guide_shows_verifys_whole_signature():
+    """The signature the user guide lists is verify's, every parameter in order."""
     import inspect
 
     from gradcheck import verify
 
-    listed = re.search(r"`verify\((.*?)\)` runs", README.read_text(), re.S).group(1)
+    listed = re.search(r"`verify\((.*?)\)` runs", GUIDE.read_text(), re.S).group(1)
     names = [part.split("=")[0].strip() for part in listed.replace("\n", " ").split(",")]
     assert names == list(inspect.signature(verify).parameters)
 
 
-def test_the_readme_lists_every_extra_and_every_core_dependency():
+def test_the_guide_lists_every_extra_and_every_core_dependency():
     """The extras a user installs (those ``all`` gathers) and the core's dependencies are
-    pyproject's, named in the README's install paragraph."""
+    pyproject's, named in the user guide's install paragraph."""
     import tomllib
 
     project = tomllib.loads((DOCS.parent / "pyproject.toml").read_text())["project"]
-    section = README.read_text().split("To install into an environment of your own", 1)[1]
+    section = GUIDE.read_text().split("To install into an environment of your own", 1)[1]
     paragraph = section.split("\n\n", 1)[0]
     [gathered] = project["optional-dependencies"]["all"]  # gradcheck[jax,numba,…]: a user's
     for extra in re.search(r"\[(.*)\]", gathered).group(1).split(","):
@@ -517,12 +517,12 @@ def test_the_readme_lists_every_extra_and_every_core_dependency():
         assert re.search(rf"\b{name}\b", paragraph, re.I), name
 
 
-def test_the_readme_names_the_gallery_bugs_float32_misses():
-    """The README's claim about the gallery of hand-written layers names each bug the gallery
-    test records as caught in float64 only."""
+def test_the_guide_names_the_gallery_bugs_float32_misses():
+    """The user guide's claim about the gallery of hand-written layers names each bug the
+    gallery test records as caught in float64 only."""
     from test_gallery import FLOAT64_ONLY
 
-    claim = README.read_text().split("Measured on a gallery", 1)[1].split("\n\n", 1)[0]
+    claim = GUIDE.read_text().split("Measured on a gallery", 1)[1].split("\n\n", 1)[0]
     claim = re.sub(r"\s+", " ", claim)
     for kernel, _ in FLOAT64_ONLY:
         assert kernel.replace("_", " ") in claim.split("all but")[1], kernel
