@@ -298,7 +298,9 @@ def check_backward(
     return _concluded(result, {} if stale else compared, raise_exception)
 
 
-def _not_a_function(kernel: _Kernel, probes: int) -> BackwardCheck | None:
+def _not_a_function(
+    kernel: _Kernel, probes: int, rules: tuple[str, ...] = (BACKWARD,), name: str = "cotangents"
+) -> BackwardCheck | None:
     """A failed result when forward gave different outputs for the same inputs beyond the
     tolerance: finite differences of it measure its randomness, not its derivative."""
     if kernel.drift <= kernel.floor:
@@ -310,8 +312,8 @@ def _not_a_function(kernel: _Kernel, probes: int) -> BackwardCheck | None:
     check = Check("forward", "outputs", kernel.drift, kernel.floor, oracle="forward, run again",
                   detail="run twice at the same inputs")  # fmt: skip
     why = explain.Explanation("forward", "outputs", "nondeterministic", None, (), text)
-    return BackwardCheck([check], probes, kernel.passes, explanations=[why],
-                         nondeterminism={"forward": kernel.drift})  # fmt: skip
+    return BackwardCheck([check], probes, kernel.passes, explanations=[why], rules=rules,
+                         probes=name, nondeterminism={"forward": kernel.drift})  # fmt: skip
 
 
 def _stale(
@@ -392,6 +394,9 @@ def check_jvp(
     if not callable(jvp):
         raise TypeError(f"jvp must be a callable jvp(v, *inputs); got {jvp!r}")
     kernel = _Kernel.of(forward, inputs, names, wrt, rtol)
+    unsteady = _not_a_function(kernel, directions, (JVP,), "tangents")
+    if unsteady is not None:
+        return _concluded(unsteady, {}, raise_exception)
     rng = np.random.default_rng([seed, _SALT])
     checks, compared = _jvp_checks(kernel, jvp, directions, rng, elementwise_max, jax_forward)
     result = BackwardCheck(checks, directions, kernel.passes, rules=(JVP,), probes="tangents")

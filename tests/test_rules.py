@@ -255,3 +255,12 @@ def test_bad_arguments_are_refused_before_any_work(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         gradcheck.check_rule(f, np.ones(3), **kwargs)
     assert called == []
+
+
+def test_check_jvp_names_a_forward_that_is_not_a_function_of_its_inputs():
+    def dropout(x):
+        return x * (np.random.default_rng().uniform(size=x.shape) > 0.5)
+
+    result = gradcheck.check_jvp(dropout, lambda v, x: v, np.ones((4, 5)), raise_exception=False)
+    assert [e.kind for e in result.explanations] == ["nondeterministic"]
+    assert result.summary().startswith("jvp disagrees (2 tangents")
