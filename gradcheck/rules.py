@@ -105,6 +105,8 @@ def check_rule(
     dtypes = [np.asarray(a).dtype for a in arrays]
     wide = [_float64(a) for a in arrays]
     outputs = _as_tuple(autodiff.primal(f)(*arrays))
+    if order == 2 and len(outputs) != 1:
+        raise ValueError(f"order=2 checks a function of one output; f returns {len(outputs)}")
     if rtol is None:  # the rule's rounding, in the narrowest of its inputs' dtypes
         narrowest = _narrowest([dtypes[p] for p in positions])
         rtol = rounding_floor(narrowest, sum(np.size(o) for o in outputs))
@@ -214,8 +216,6 @@ def _second_order(
     """The VJP as a function of the inputs and its cotangent u, checked like a hand-written
     kernel: its own VJP (the framework's, through the rule) against finite differences of it."""
     ys = _as_tuple(autodiff.primal(f)(*arrays))
-    if len(ys) != 1:
-        raise ValueError("order=2 checks a function of one output; f returns several")
     dtype = arrays[positions[0]].dtype
     u = np.random.default_rng(shared["seed"]).standard_normal(np.shape(ys[0])).astype(dtype)
     n = len(arrays)
