@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from gradcheck import display, explain
+from gradcheck.autodiff import JAX, as_tuple
 from gradcheck.finite_diff import (
     DIRECTIONS,
     ELEMENTWISE_MAX,
@@ -558,19 +559,8 @@ def _jax_tangent(
 ) -> np.ndarray:
     """``jax.jvp`` of ``jax_forward`` at the inputs, along v in input i, in x64 mode, the
     outputs' tangents flattened into one."""
-    import jax
-
-    with jax.enable_x64(True):
-
-        def moved(xi: Any) -> Any:
-            args = list(kernel.arrays)
-            args[i] = xi
-            return jax_forward(*args)
-
-        _, out = jax.jvp(moved, (kernel.arrays[i],), (v,))
-        return np.concatenate(
-            [np.asarray(leaf, np.float64).ravel() for leaf in jax.tree.leaves(out)]
-        )
+    out = JAX.jvp(jax_forward)(v, [i], *kernel.arrays)
+    return np.concatenate([np.asarray(t, np.float64).ravel() for t in as_tuple(out)])
 
 
 def _dot_test(
@@ -867,21 +857,8 @@ def _against_jax(
 ) -> list[Check]:
     """``grads`` against ``jax.vjp`` of ``jax_forward`` at the same inputs, in x64 mode; the
     cotangent is cast to each output's dtype, so mixed dtypes work."""
-    import jax
-
     positions = sorted(grads)
-    with jax.enable_x64(True):
-
-        def differentiated(*xs: Any) -> Any:
-            args = list(arrays)
-            for i, x in zip(positions, xs, strict=True):
-                args[i] = x
-            return jax_forward(*args)
-
-        out, vjp = jax.vjp(differentiated, *[arrays[i] for i in positions])
-        leaves = jax.tree.leaves(out)
-        cast = [np.asarray(u, leaf.dtype) for u, leaf in zip(us, leaves, strict=True)]
-        expected = [np.array(g) for g in vjp(jax.tree.unflatten(jax.tree.structure(out), cast))]
+    expected = as_tuple(JAX.vjp(jax_forward)(us, positions, *arrays))
     checks = []
     for i, want in zip(positions, expected, strict=True):
         check = against_reference(

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from gradcheck.autodiff import JAX, TensorFlow, as_tuple, float64
 from gradcheck.check_backward import (
     BackwardCheck,
     _float_array,
@@ -93,7 +94,7 @@ def check_rule(
     for p in positions:
         arrays[p] = _float_array(labels[p], inputs[p])
     framework = _framework(f, arrays)
-    autodiff = _JAX if framework == "jax" else _TensorFlow
+    autodiff = JAX if framework == "jax" else TensorFlow
     notes = []
     if "fwd" in modes and not autodiff.has_jvp(f, arrays):
         modes = tuple(m for m in modes if m != "fwd")
@@ -103,8 +104,8 @@ def check_rule(
     # The finite differences see f in float64 from float64 inputs; the rule runs in the inputs'
     # own dtypes, and the tolerance is theirs.
     dtypes = [np.asarray(a).dtype for a in arrays]
-    wide = [_float64(a) for a in arrays]
-    outputs = _as_tuple(autodiff.primal(f)(*arrays))
+    wide = [float64(a) for a in arrays]
+    outputs = as_tuple(autodiff.primal(f)(*arrays))
     if order == 2 and len(outputs) != 1:
         raise ValueError(f"order=2 checks a function of one output; f returns {len(outputs)}")
     if rtol is None:  # the rule's rounding, in the narrowest of its inputs' dtypes
@@ -192,21 +193,14 @@ def _narrowed(
 
     def called(probe: Any, *xs: Any) -> Any:
         narrow = [np.asarray(x).astype(d) for x, d in zip(xs, dtypes, strict=True)]
-        cast = tuple(np.asarray(p).astype(dtype) for p in _as_tuple(probe))
+        cast = tuple(np.asarray(p).astype(dtype) for p in as_tuple(probe))
         return rule(cast if isinstance(probe, tuple) else cast[0], positions, *narrow)
 
     return called
 
 
-def _numpy(out: Any) -> Any:
-    """A framework's output as NumPy: an array, or a tuple of them."""
-    if isinstance(out, (tuple, list)):
-        return tuple(np.asarray(o) for o in out)
-    return np.asarray(out)
-
-
 def _second_order(
-    autodiff: type[_Autodiff],
+    autodiff: type[JAX] | type[TensorFlow],
     f: Callable[..., Any],
     arrays: list[np.ndarray],
     labels: list[str],
@@ -215,7 +209,7 @@ def _second_order(
 ) -> BackwardCheck:
     """The VJP as a function of the inputs and its cotangent u, checked like a hand-written
     kernel: its own VJP (the framework's, through the rule) against finite differences of it."""
-    ys = _as_tuple(autodiff.primal(f)(*arrays))
+    ys = as_tuple(autodiff.primal(f)(*arrays))
     dtype = arrays[positions[0]].dtype
     u = np.random.default_rng(shared["seed"]).standard_normal(np.shape(ys[0])).astype(dtype)
     n = len(arrays)
@@ -226,13 +220,13 @@ def _second_order(
     return check_backward(
         autodiff.primal(vjp),
         backward,
-        *[_float64(a) for a in [*arrays, u]],
+        *[float64(a) for a in [*arrays, u]],
         **{**shared, "names": [*labels, name], "wrt": differentiated},
     )
 
 
 def _against_reference(
-    autodiff: type[_Autodiff],
+    autodiff: type[JAX] | type[TensorFlow],
     f: Callable[..., Any],
     reference: Callable[..., Any],
     arrays: list[np.ndarray],
@@ -250,10 +244,10 @@ def _against_reference(
     checks = []
     for _ in range(REFERENCE_PROBES):
         if "rev" in modes:
-            us = tuple(rng.standard_normal(np.shape(v)).astype(dtype) for v in _as_tuple(y))
+            us = tuple(rng.standard_normal(np.shape(v)).astype(dtype) for v in as_tuple(y))
             u = us if isinstance(y, tuple) else us[0]
-            got = _as_tuple(autodiff.vjp(f)(u, positions, *arrays))
-            want = _as_tuple(autodiff.vjp(reference)(u, positions, *arrays))
+            got = as_tuple(autodiff.vjp(f)(u, positions, *arrays))
+            want = as_tuple(autodiff.vjp(reference)(u, positions, *arrays))
             checks += [
                 against_reference("vjp", "gradient", g, w, floor, oracle=REFERENCE, input=labels[p])
                 for p, g, w in zip(positions, got, want, strict=True)
@@ -261,203 +255,11 @@ def _against_reference(
         if "fwd" in modes:
             vs = [rng.standard_normal(arrays[p].shape).astype(arrays[p].dtype) for p in positions]
             v = vs[0] if len(vs) == 1 else tuple(vs)
-            got = _as_tuple(autodiff.jvp(f)(v, positions, *arrays))
-            want = _as_tuple(autodiff.jvp(reference)(v, positions, *arrays))
+            got = as_tuple(autodiff.jvp(f)(v, positions, *arrays))
+            want = as_tuple(autodiff.jvp(reference)(v, positions, *arrays))
             name = ", ".join(labels[p] for p in positions)
             checks += [
                 against_reference("jvp", "tangent", g, w, floor, oracle=REFERENCE, input=name)
                 for g, w in zip(got, want, strict=True)
             ]
     return checks
-
-
-def _as_tuple(value: Any) -> tuple[Any, ...]:
-    return value if isinstance(value, tuple) else (value,)
-
-
-class _Autodiff:
-    """A framework's reverse and forward mode of a function of arrays, as NumPy callables:
-    ``primal(f)`` in float64; ``vjp(f)(u, positions, *inputs)`` and ``jvp(f)(v, positions,
-    *inputs)`` in the inputs' own dtypes; ``vjp_function(f, positions, n)``, the VJP as a
-    framework function of the n inputs and the cotangent; ``has_jvp(f, inputs)``, whether the
-    framework forms f's JVP from its rule, and ``NO_JVP``, why not where it does not."""
-
-    NO_JVP = ""
-
-    @staticmethod
-    def has_jvp(f: Callable[..., Any], inputs: Sequence[Any]) -> bool:
-        raise NotImplementedError
-
-    @staticmethod
-    def primal(f: Callable[..., Any]) -> Callable[..., Any]:
-        raise NotImplementedError
-
-    @staticmethod
-    def vjp(f: Callable[..., Any]) -> Callable[..., Any]:
-        raise NotImplementedError
-
-    @staticmethod
-    def jvp(f: Callable[..., Any]) -> Callable[..., Any]:
-        raise NotImplementedError
-
-    @staticmethod
-    def vjp_function(f: Callable[..., Any], positions: list[int], n: int) -> Callable[..., Any]:
-        raise NotImplementedError
-
-
-def _float64(x: Any) -> Any:
-    array = np.asarray(x)
-    return array.astype(np.float64) if array.dtype.kind == "f" else array
-
-
-class _JAX(_Autodiff):
-    NO_JVP = "JAX forms no JVP of a jax.custom_vjp function, so only its VJP was checked"
-
-    @staticmethod
-    def has_jvp(f: Callable[..., Any], inputs: Sequence[Any]) -> bool:
-        import jax
-
-        zeros = tuple(np.zeros_like(np.asarray(x)) for x in inputs)
-        try:
-            jax.jvp(f, tuple(np.asarray(x) for x in inputs), zeros)
-        except TypeError as error:  # "can't apply forward-mode autodiff (jvp) to a custom_vjp"
-            if "custom_vjp" in str(error):
-                return False
-            raise
-        return True
-
-    @staticmethod
-    def primal(f: Callable[..., Any]) -> Callable[..., Any]:
-        import jax
-
-        def forward(*xs: Any) -> Any:
-            with jax.enable_x64(True):
-                return _numpy(f(*map(_float64, xs)))
-
-        return forward
-
-    @staticmethod
-    def vjp(f: Callable[..., Any]) -> Callable[..., Any]:
-        import jax
-
-        def backward(u: Any, positions: list[int], *xs: Any) -> Any:
-            with jax.enable_x64(True):
-                out, pull = jax.vjp(_JAX._of(f, positions, xs), *[xs[p] for p in positions])
-                leaves = jax.tree.leaves(out)
-                cast = [
-                    np.asarray(c, leaf.dtype) for c, leaf in zip(_as_tuple(u), leaves, strict=True)
-                ]
-                grads = pull(jax.tree.unflatten(jax.tree.structure(out), cast))
-                return _numpy(grads) if len(positions) > 1 else np.asarray(grads[0])
-
-        return backward
-
-    @staticmethod
-    def jvp(f: Callable[..., Any]) -> Callable[..., Any]:
-        import jax
-
-        def jvp(v: Any, positions: list[int], *xs: Any) -> Any:
-            with jax.enable_x64(True):
-                tangents = tuple(np.asarray(t) for t in _as_tuple(v))
-                primals = tuple(xs[p] for p in positions)
-                _, out = jax.jvp(_JAX._of(f, positions, xs), primals, tangents)
-                return _numpy(out)
-
-        return jvp
-
-    @staticmethod
-    def vjp_function(f: Callable[..., Any], positions: list[int], n: int) -> Callable[..., Any]:
-        import jax
-
-        def vjp(*args: Any) -> Any:
-            xs, u = args[:n], args[n]
-            _, pull = jax.vjp(_JAX._of(f, positions, xs), *[xs[p] for p in positions])
-            grads = pull(u)
-            return grads if len(positions) > 1 else grads[0]
-
-        return vjp
-
-    @staticmethod
-    def _of(f: Callable[..., Any], positions: list[int], xs: Sequence[Any]) -> Callable[..., Any]:
-        """f as a function of its differentiated inputs, the others fixed."""
-
-        def moved(*chosen: Any) -> Any:
-            args = list(xs)
-            for p, x in zip(positions, chosen, strict=True):
-                args[p] = x
-            return f(*args)
-
-        return moved
-
-
-class _TensorFlow(_Autodiff):
-    NO_JVP = (
-        "TensorFlow's forward mode (tf.autodiff.ForwardAccumulator) differentiates the primal "
-        "operations, not the tf.custom_gradient rule, so only the rule's VJP was checked"
-    )
-
-    @staticmethod
-    def has_jvp(f: Callable[..., Any], inputs: Sequence[Any]) -> bool:
-        return False
-
-    @staticmethod
-    def primal(f: Callable[..., Any]) -> Callable[..., Any]:
-        import tensorflow as tf
-
-        return lambda *xs: _numpy(f(*[tf.constant(_float64(x)) for x in xs]))
-
-    @staticmethod
-    def vjp(f: Callable[..., Any]) -> Callable[..., Any]:
-        import tensorflow as tf
-
-        def backward(u: Any, positions: list[int], *xs: Any) -> Any:
-            args = [tf.constant(np.asarray(x)) for x in xs]
-            with tf.GradientTape() as tape:
-                tape.watch([args[p] for p in positions])
-                out = f(*args)
-            outs = list(_as_tuple(out))
-            cast = [
-                tf.constant(np.asarray(c, o.dtype.as_numpy_dtype))
-                for c, o in zip(_as_tuple(u), outs, strict=True)
-            ]
-            found = tape.gradient(outs, [args[p] for p in positions], output_gradients=cast)
-            grads = [  # None: the output does not depend on that input
-                np.zeros_like(xs[p]) if g is None else np.asarray(g)
-                for p, g in zip(positions, found, strict=True)
-            ]
-            return tuple(grads) if len(positions) > 1 else grads[0]
-
-        return backward
-
-    @staticmethod
-    def jvp(f: Callable[..., Any]) -> Callable[..., Any]:
-        import tensorflow as tf
-
-        def jvp(v: Any, positions: list[int], *xs: Any) -> Any:
-            args = [tf.constant(np.asarray(x)) for x in xs]
-            primals = [args[p] for p in positions]
-            tangents = [tf.constant(np.asarray(t)) for t in _as_tuple(v)]
-            with tf.autodiff.ForwardAccumulator(primals, tangents) as accumulator:
-                out = f(*args)
-            outs = _as_tuple(out)
-            tangent = [
-                np.zeros(o.shape, o.dtype.as_numpy_dtype) if t is None else np.asarray(t)
-                for o, t in zip(outs, (accumulator.jvp(o) for o in outs), strict=True)
-            ]
-            return tuple(tangent) if isinstance(out, (tuple, list)) else tangent[0]
-
-        return jvp
-
-    @staticmethod
-    def vjp_function(f: Callable[..., Any], positions: list[int], n: int) -> Callable[..., Any]:
-        import tensorflow as tf
-
-        def vjp(*args: Any) -> Any:
-            xs, u = list(args[:n]), args[n]
-            with tf.GradientTape() as tape:
-                tape.watch([xs[p] for p in positions])
-                out = f(*xs)
-            grads = tape.gradient(out, [xs[p] for p in positions], output_gradients=u)
-            return tuple(grads) if len(positions) > 1 else grads[0]
-
-        return vjp
