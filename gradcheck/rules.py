@@ -105,7 +105,8 @@ def check_rule(
     # own dtypes, and the tolerance is theirs.
     dtypes = [np.asarray(a).dtype for a in arrays]
     wide = [float64(a) for a in arrays]
-    outputs = as_tuple(autodiff.primal(f)(*arrays))
+    y = autodiff.primal(f)(*arrays)  # an array, or a tuple of them
+    outputs = as_tuple(y)
     if order == 2 and len(outputs) != 1:
         raise ValueError(f"order=2 checks a function of one output; f returns {len(outputs)}")
     if rtol is None:  # the rule's rounding, in the narrowest of its inputs' dtypes
@@ -126,7 +127,9 @@ def check_rule(
         jvp = _narrowed(autodiff.jvp(f), positions, dtypes)
         parts.append(("jvp", check_jvp(autodiff.primal(f), jvp, *wide, **shared)))
     if order == 2:
-        parts.append(("vjp of vjp", _second_order(autodiff, f, arrays, labels, positions, shared)))
+        parts.append(
+            ("vjp of vjp", _second_order(autodiff, f, y, arrays, labels, positions, shared))
+        )
     checks = [
         dataclasses.replace(c, backend=rule) if c.backend in ("backward", "jvp") else c
         for rule, part in parts
@@ -134,7 +137,7 @@ def check_rule(
     ]
     if reference is not None:
         checks += _against_reference(
-            autodiff, f, reference, arrays, labels, positions, modes, seed, rtol
+            autodiff, f, reference, y, arrays, labels, positions, modes, seed, rtol
         )
     result = BackwardCheck(
         checks,
@@ -202,16 +205,17 @@ def _narrowed(
 def _second_order(
     autodiff: type[JAX] | type[TensorFlow],
     f: Callable[..., Any],
+    y: Any,
     arrays: list[np.ndarray],
     labels: list[str],
     positions: list[int],
     shared: dict[str, Any],
 ) -> BackwardCheck:
     """The VJP as a function of the inputs and its cotangent u, checked like a hand-written
-    kernel: its own VJP (the framework's, through the rule) against finite differences of it."""
-    ys = as_tuple(autodiff.primal(f)(*arrays))
+    kernel: its own VJP (the framework's, through the rule) against finite differences of it.
+    ``y`` is f's output at the inputs, one array."""
     dtype = arrays[positions[0]].dtype
-    u = np.random.default_rng(shared["seed"]).standard_normal(np.shape(ys[0])).astype(dtype)
+    u = np.random.default_rng(shared["seed"]).standard_normal(np.shape(y)).astype(dtype)
     n = len(arrays)
     vjp = autodiff.vjp_function(f, positions, n)
     differentiated = [*positions, n]
@@ -229,6 +233,7 @@ def _against_reference(
     autodiff: type[JAX] | type[TensorFlow],
     f: Callable[..., Any],
     reference: Callable[..., Any],
+    y: Any,
     arrays: list[np.ndarray],
     labels: list[str],
     positions: list[int],
@@ -237,9 +242,9 @@ def _against_reference(
     floor: float,
 ) -> list[Check]:
     """The rule's VJP (JVP) against the framework's autodiff of ``reference`` for
-    `REFERENCE_PROBES` random cotangents (tangents), at the tolerance policy's ``floor``."""
+    `REFERENCE_PROBES` random cotangents (tangents), at the tolerance policy's ``floor``;
+    ``y`` is f's output at the inputs."""
     rng = np.random.default_rng([seed, 1])
-    y = autodiff.primal(f)(*arrays)
     dtype = arrays[positions[0]].dtype
     checks = []
     for _ in range(REFERENCE_PROBES):
