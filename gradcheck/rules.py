@@ -15,6 +15,7 @@ The framework is imported only when a rule of it is checked.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -64,7 +65,9 @@ def check_rule(
             framework is told from ``f`` and, for a plain Python function, from what it
             returns. A NumPy function is refused: its hand-written backward is checked by
             `gradcheck.check_backward`.
-        inputs: float arrays; each is differentiated unless ``wrt`` says otherwise.
+        inputs: float arrays, or for a JAX function pytrees of them (a dict of parameters),
+            checked leaf by leaf and each leaf named by its input's name and key path
+            (``params['W']``); each input is differentiated unless ``wrt`` says otherwise.
         modes: ``"rev"`` checks the VJP, ``"fwd"`` the JVP.
         order: 1, or 2 to check the VJP's own derivative as well (the VJP of the VJP).
         reference: the same function without the custom rule; its autodiff is a second oracle.
@@ -88,12 +91,21 @@ def check_rule(
             f"reference must be the function without its rule, or None; got {reference!r}"
         )
     _settings(1, 1, seed, rtol, 0)
-    labels = _names(names, len(inputs))
-    positions = _wrt(wrt, labels)
-    arrays = list(inputs)
+    leaves = _Leaves.of(inputs, _names(names, len(inputs)))
+    positions = leaves.of_inputs(_wrt(wrt, leaves.input_names))
+    labels = leaves.labels
+    arrays = list(leaves.arrays)
     for p in positions:
-        arrays[p] = _float_array(labels[p], inputs[p])
-    framework = _framework(f, arrays)
+        arrays[p] = _float_array(labels[p], arrays[p])
+    framework = _framework(f, leaves.inputs(arrays))
+    if framework == "jax":
+        f = leaves.on_leaves(f)
+        reference = None if reference is None else leaves.on_leaves(reference)
+    elif leaves.trees:
+        raise TypeError(
+            "inputs of a TensorFlow function must be arrays; got a pytree for "
+            f"{', '.join(leaves.trees)} (only a JAX function's inputs are flattened)"
+        )
     autodiff = JAX if framework == "jax" else TensorFlow
     notes = []
     if "fwd" in modes and not autodiff.has_jvp(f, arrays):
@@ -152,6 +164,72 @@ def check_rule(
     return result
 
 
+@dataclasses.dataclass(frozen=True)
+class _Leaves:
+    """The inputs as the arrays at their leaves. A JAX pytree (a dict, list or tuple of arrays,
+    or a node registered with JAX) is flattened, and each leaf is named by its input's name and
+    its key path: ``params['W']``. An array is its own leaf, named as its input."""
+
+    arrays: list[Any]
+    labels: list[str]
+    owners: list[int]  # the input each leaf belongs to
+    input_names: list[str]
+    structures: list[Any] | None  # the inputs' tree structures; None when every input is a leaf
+    trees: list[str]  # the names of the inputs that are trees
+
+    @classmethod
+    def of(cls, inputs: Sequence[Any], names: list[str]) -> _Leaves:
+        trees = [name for x, name in zip(inputs, names, strict=True) if _is_tree(x)]
+        if not trees:
+            return cls(list(inputs), names, list(range(len(inputs))), names, None, trees)
+        from jax import tree_util
+
+        arrays, labels, owners, structures = [], [], [], []
+        for i, (x, name) in enumerate(zip(inputs, names, strict=True)):
+            paths, structure = tree_util.tree_flatten_with_path(x)
+            arrays += [leaf for _, leaf in paths]
+            labels += [name + tree_util.keystr(path) for path, _ in paths]
+            owners += [i] * len(paths)
+            structures.append(structure)
+        return cls(arrays, labels, owners, names, structures, trees)
+
+    def of_inputs(self, chosen: list[int]) -> list[int]:
+        """The positions of the chosen inputs' leaves."""
+        return [i for i, owner in enumerate(self.owners) if owner in chosen]
+
+    def inputs(self, arrays: Sequence[Any]) -> tuple[Any, ...]:
+        """The inputs rebuilt from their leaves."""
+        if self.structures is None:
+            return tuple(arrays)
+        rebuilt, start = [], 0
+        for structure in self.structures:
+            stop = start + structure.num_leaves
+            rebuilt.append(structure.unflatten(arrays[start:stop]))
+            start = stop
+        return tuple(rebuilt)
+
+    def on_leaves(self, f: Callable[..., Any]) -> Callable[..., Any]:
+        """JAX function ``f`` as a function of the leaves, returning its output's leaves: an
+        array, or a tuple of them."""
+        from jax import tree_util
+
+        def flat(*arrays: Any) -> Any:
+            out = f(*self.inputs(arrays))
+            leaves, structure = tree_util.tree_flatten(out)
+            return leaves[0] if tree_util.treedef_is_leaf(structure) else tuple(leaves)
+
+        return flat
+
+
+def _is_tree(x: Any) -> bool:
+    """Whether x is a container of arrays: a dict, list or tuple, or a node registered with JAX
+    (which is then imported already)."""
+    if isinstance(x, (dict, list, tuple)):
+        return True
+    jax = sys.modules.get("jax")
+    return jax is not None and not jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(x))
+
+
 def _modes(modes: Sequence[str]) -> tuple[str, ...]:
     chosen = (modes,) if isinstance(modes, str) else tuple(modes)
     if not chosen or any(mode not in MODES for mode in chosen):
@@ -167,7 +245,9 @@ def _framework(f: Any, inputs: Sequence[Any]) -> str:
     kind = _owner(type(f))
     if kind is None:
         out = f(*inputs)
-        leaf = out[0] if isinstance(out, (tuple, list)) and out else out
+        leaf = out
+        while isinstance(leaf, (tuple, list, dict)) and leaf:  # its first leaf
+            leaf = next(iter(leaf.values())) if isinstance(leaf, dict) else leaf[0]
         kind = _owner(type(leaf))
         if kind is None:
             raise TypeError(

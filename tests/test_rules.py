@@ -210,6 +210,86 @@ def test_a_custom_jvp_is_checked_in_both_modes_and_against_its_reference(gradche
     }  # fmt: skip
 
 
+def _dense_rule(bug):
+    """A dense tanh layer as a ``jax.custom_vjp`` of (params, x), params a dict; its backward
+    written out, with ``bug`` (None, "db doubled" or "dW transposed") planted."""
+    import jax
+    import jax.numpy as jnp
+
+    @jax.custom_vjp
+    def dense(params, x):
+        return jnp.tanh(x @ params["W"] + params["b"])
+
+    def forward(params, x):
+        y = dense(params, x)
+        return y, (params, x, y)
+
+    def backward(saved, u):
+        params, x, y = saved
+        du = u * (1 - y**2)
+        dW = x.T @ du
+        return (
+            {
+                "W": dW.T if bug == "dW transposed" else dW,
+                "b": du.sum(axis=0) * (2 if bug == "db doubled" else 1),
+            },
+            du @ params["W"].T,
+        )
+
+    dense.defvjp(forward, backward)
+    return dense
+
+
+def _params_and_x(seed, dtype, n=16, d=12):
+    x, W, b = _inputs(seed, dtype, n, d)
+    return {"W": W, "b": b}, x
+
+
+def test_a_rule_of_a_pytree_is_checked_leaf_by_leaf_and_names_the_leaf(
+    gradcheck_dtype, gradcheck_seed
+):
+    import jax.numpy as jnp
+
+    params, x = _params_and_x(gradcheck_seed, gradcheck_dtype)
+    plain = lambda params, x: jnp.tanh(x @ params["W"] + params["b"])  # noqa: E731
+    kwargs = {"names": ["params", "x"], "seed": gradcheck_seed, "reference": plain}
+    result = gradcheck.check_rule(_dense_rule(None), params, x, **kwargs)
+    assert {f.input for f in result.findings} == {"params['W']", "params['b']", "x"}
+    for bug, leaf in (("db doubled", "params['b']"), ("dW transposed", "params['W']")):
+        wrong = gradcheck.check_rule(_dense_rule(bug), params, x, **kwargs, raise_exception=False)
+        assert {f.input for f in wrong.findings if not f.ok} == {leaf}, str(wrong)
+    assert "dparams['b'] is 2 × the finite differences" in str(
+        gradcheck.check_rule(_dense_rule("db doubled"), params, x, **kwargs, raise_exception=False)
+    )
+
+
+def test_a_pytree_output_and_wrt_by_input_name():
+    import jax.numpy as jnp
+
+    params, x = _params_and_x(0, np.float64, n=5, d=4)
+    dense = _dense_rule("db doubled")
+    f = lambda params, x: {"y": dense(params, x), "z": jnp.sin(x)}  # noqa: E731
+    result = gradcheck.check_rule(
+        f, params, x, names=["params", "x"], wrt=["params"], raise_exception=False
+    )
+    assert {f.input for f in result.findings} == {"params['W']", "params['b']"}
+    assert {f.input for f in result.findings if not f.ok} == {"params['b']"}
+
+
+def test_a_leaf_that_cannot_be_differentiated_is_named_by_its_path_before_any_work():
+    called = []
+    params = {"W": np.ones((2, 2)), "n": np.arange(2)}
+    with pytest.raises(TypeError, match=r"input params\['n'\] must be a float array"):
+        gradcheck.check_rule(lambda p: called.append(p), params, names=["params"])
+    assert called == []
+
+
+def test_a_tensorflow_function_is_refused_a_pytree():
+    tf = pytest.importorskip("tensorflow")
+    with pytest.raises(TypeError, match=r"TensorFlow function must be arrays; got a pytree for p"):
+        gradcheck.check_rule(tf.function(tf.math.softplus), {"a": np.ones(3)}, names=["p"])
+
+
 def test_a_tensorflow_custom_gradient_is_checked_in_reverse_mode():
     tf = pytest.importorskip("tensorflow")
 
