@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from gradcheck import display, explain
+from gradcheck.arguments import is_count
 from gradcheck.autodiff import JAX, as_tuple
 from gradcheck.finite_diff import (
     DIRECTIONS,
@@ -643,7 +644,7 @@ def _settings(
         ("elementwise_max", elementwise_max, 0),
         ("seed", seed, 0),
     ):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
+        if not is_count(value, least):
             raise ValueError(f"{name} must be an integer of at least {least}; got {value!r}")
     if rtol is not None and not (
         isinstance(rtol, numbers.Real) and not isinstance(rtol, bool) and 0 < float(rtol) < 1

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
+from gradcheck.arguments import is_count
 from gradcheck.ops import ACTIVATIONS, hidden_activations, lookup
 
 #: The public names, as the API reference shows them.
@@ -31,7 +31,7 @@ Shape = tuple[int, ...]
 
 
 def _positive(name: str, value: Any) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+    if not is_count(value, 1):
         raise ValueError(f"{name} must be a positive integer; got {value!r}")
     return int(value)
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from gradcheck import layers as nn
 from gradcheck import ops
+from gradcheck.arguments import is_count
 from gradcheck.layers import Dense, Shape, Weighted, output_shapes
 
 #: The names the registry (`gradcheck.ops`) declares.
@@ -111,7 +112,7 @@ class Network:
                 f"layers must give at least an input and an output width; got {list(layers)}"
             )
         for width in layers:
-            if not isinstance(width, numbers.Integral) or isinstance(width, bool) or width < 1:
+            if not is_count(width, 1):
                 raise ValueError(f"layers must be positive integers; got {list(layers)}")
         object.__setattr__(self, "layers", tuple(int(w) for w in layers))
         if self.input_shape is not None and tuple(self.input_shape) != (self.layers[0],):
@@ -270,7 +271,7 @@ class Network:
             ``[{"W": (fan_in, fan_out), "b": (fan_out,)}, ...]``, ``"b"`` absent without bias;
             a Conv2D layer's W is (kh, kw, C, O).
         """
-        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        if not is_count(seed, 0):
             raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
         _one_of("scheme", scheme, INIT_SCHEMES)
         rng = np.random.RandomState(int(seed))
@@ -365,7 +366,7 @@ def check_params(net: Network, params: Any) -> Params:
 
 def check_steps_lr(steps: Any, lr: Any) -> tuple[int, float]:
     """``steps`` a non-negative integer and ``lr`` a positive finite number."""
-    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 0:
+    if not is_count(steps, 0):
         raise ValueError(f"steps must be a non-negative integer; got {steps!r}")
     if not isinstance(lr, numbers.Real) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a positive finite number; got {lr!r}")

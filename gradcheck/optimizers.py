@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from gradcheck.arguments import is_count
+
 #: The public names, as the API reference shows them.
 __all__ = [
     "NAMES",
@@ -258,16 +260,12 @@ def batch_schedule(n_samples: int, batch_size: int | None, steps: int, seed: int
     """
     if batch_size is None:
         return [slice(None)] * steps
-    if (
-        not isinstance(batch_size, numbers.Integral)
-        or isinstance(batch_size, bool)
-        or not 1 <= batch_size <= n_samples
-    ):
+    if not is_count(batch_size, 1) or batch_size > n_samples:
         raise ValueError(
             f"batch_size must be None or an integer from 1 to the {n_samples} samples; "
             f"got {batch_size!r}"
         )
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+    if not is_count(seed, 0):
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
     rng = np.random.default_rng(int(seed))
     batches: list[Batch] = []

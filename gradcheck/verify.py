@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from gradcheck import explain, finite_diff, witness
+from gradcheck.arguments import is_count
 from gradcheck.backends import (
     Backend,
     Trace,
@@ -627,7 +627,7 @@ def _validate(
         raise TypeError(
             f"progress must be a callable (done, total, label) or None; got {progress!r}"
         )
-    if not isinstance(repeats, numbers.Integral) or isinstance(repeats, bool) or repeats < 1:
+    if not is_count(repeats, 1):
         raise ValueError(f"repeats must be an integer of at least 1; got {repeats!r}")
     if finite_differences is not None and finite_differences not in FD_MODES:
         raise ValueError(
