@@ -485,6 +485,31 @@ def test_the_picture_of_how_gradcheck_decides_names_what_the_code_has():
     assert len(dotted) >= 5
 
 
+# --- the README's first screen is what its examples print -----------------------------------------
+
+README = DOCS.parent / "README.md"
+#: The lines a newcomer reads before scrolling: a screen of the rendered README.
+FIRST_SCREEN = 40
+
+
+def test_the_readmes_first_screen_shows_what_its_examples_print(capsys):
+    """The first screen holds the install line and, in "What it says", each call's failure as
+    the README's own examples print it."""
+    text = README.read_text()
+    said = re.search(r"## What it says.*?```text\n(.*?)```", text, re.S)
+    assert "pip install" in text[: said.start()]
+    assert text[: said.end()].count("\n") <= FIRST_SCREEN
+    examples = text.split("## Check a layer of your own", 1)[1].split("### A pytest gate", 1)[0]
+    for block in re.findall(r"^```python\n(.*?)^```", examples, re.S | re.M):
+        exec(block, {})
+    printed = capsys.readouterr().out.splitlines()
+    shown = [line for line in said.group(1).splitlines() if not line.startswith(">>>")]
+    assert "  why: dWq is 2 × the finite differences" in shown
+    assert any(line.startswith("why: mine's gradients") for line in shown)
+    for line in shown:
+        assert line in printed
+
+
 # --- the user guide says what the code has ------------------------------------------------------
 
 GUIDE = DOCS / "guide.md"
