@@ -13,7 +13,8 @@ reference at float32's ε), n the longest sum in the problem (samples or widest 
 number of weight layers. Errors are relative, each to the size its rounding scales with: a
 gradient to the sum of the magnitudes of the terms it adds up (`gradient_magnitudes`), and
 predictions likewise (`prediction_magnitudes`), so tiny values produced by cancellation are not
-held to a precision they never had; trained params to their layer's largest; a loss to itself;
+held to a precision they never had; trained params to their layer's largest; a loss to itself
+or, near a fit, to the rounding it inherits from the outputs (`loss_magnitude`);
 any other array to its largest element. A tolerance
 is a statement about rounding, and so is measured where an estimate cannot be trusted.
 
@@ -317,11 +318,12 @@ def run_error(
 
 @dataclass(frozen=True)
 class Magnitudes:
-    """The sizes a point comparison's errors are relative to: `prediction_magnitudes` and
-    `gradient_magnitudes`."""
+    """The sizes a point comparison's errors are relative to: `prediction_magnitudes`,
+    `gradient_magnitudes` and `loss_magnitude`."""
 
     predictions: np.ndarray
     gradients: Params
+    loss: float
 
 
 def prediction_magnitudes(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
@@ -333,8 +335,31 @@ def prediction_magnitudes(net: Network, params: Params, X: np.ndarray) -> np.nda
     max pool's bound by the largest in its window. An output whose terms nearly cancel is small,
     but its rounding is as large as they are times the slope.
     """
+    return _forward_magnitudes(net, params, X)[1]
+
+
+def loss_magnitude(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> float:
+    """The size of the rounding a loss inherits from the outputs it is computed from: each
+    output's bound (`prediction_magnitudes`; the logits' for a loss with its own output
+    activation) times the loss's bound on its slope there (``Loss.terms``), summed.
+
+    Near a fit a loss such as ½Σ(a − y)² is far smaller than the a and y it subtracts, and two
+    correct implementations part by a rounding of those, not of the loss: 1.2e-3 apart, a and y
+    of 0.3 give a loss of 7e-7 whose float64 results differ by 2e-13 of it. A loss is compared
+    relative to the larger of itself and this."""
+    spec = lookup(LOSSES, net.loss, "loss")
+    a, outputs, logits = _forward_magnitudes(net, params, X)
+    slope = spec.terms(a, np.asarray(y, np.float64))
+    return float(np.sum(slope * (outputs if spec.output is None else logits)))
+
+
+def _forward_magnitudes(
+    net: Network, params: Params, X: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The witness's outputs a_L, `prediction_magnitudes`' bound on each, and the bound on
+    each of the last weight layer's pre-activations z_L."""
     values = witness.forward(net, params, X).activations
-    magnitude = np.abs(values[0])
+    magnitude = z = np.abs(values[0])
     weights = iter(params)
     for layer, a in zip(net.stack, values[1:], strict=True):
         if isinstance(layer, Weighted):
@@ -343,7 +368,7 @@ def prediction_magnitudes(net: Network, params: Params, X: np.ndarray) -> np.nda
             magnitude = _abs_activation_backward(layer.activation, a, z)
         else:
             magnitude = witness.pool_or_flatten(layer, magnitude)
-    return magnitude
+    return values[-1], magnitude, z
 
 
 def gradient_magnitudes(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Params:

@@ -49,6 +49,7 @@ from gradcheck.tolerance import (
     gradient_magnitudes,
     horizon,
     layer_scales,
+    loss_magnitude,
     prediction_magnitudes,
     relative_errors,
     run_error,
@@ -223,7 +224,13 @@ class _Oracle:
                 magnitude=magnitudes.predictions,
             ),
             _compare(
-                name, "loss", np.float64(got.loss), np.float64(self.loss), point, elementwise=True
+                name,
+                "loss",
+                np.float64(got.loss),
+                np.float64(self.loss),
+                point,
+                elementwise=True,
+                magnitude=np.asarray(magnitudes.loss),
             ),
         ]
         if self.mode == "directional":
@@ -468,7 +475,13 @@ def _compare_outputs(
             magnitude=magnitudes.predictions,
         ),
         _compare(
-            backend, "loss", np.float64(got.loss), np.float64(want.loss), point, elementwise=True
+            backend,
+            "loss",
+            np.float64(got.loss),
+            np.float64(want.loss),
+            point,
+            elementwise=True,
+            magnitude=np.asarray(magnitudes.loss),
         ),
         *_compare_params(backend, "gradient", got.grads, want.grads, point, magnitudes.gradients),
     ]
@@ -800,10 +813,12 @@ def verify(
         outputs,
         oracle,
         lambda name: limits.tolerance if name in judged else limits.tolerance64,
-        # Predictions and gradients are sums; their rounding is relative to what they sum.
+        # Predictions and gradients are sums; their rounding is relative to what they sum, and
+        # a loss's to what it inherits from the outputs.
         Magnitudes(
             prediction_magnitudes(call.net64, call.params64, X),
             gradient_magnitudes(call.net64, call.params64, X, y),
+            loss_magnitude(call.net64, call.params64, X, y),
         ),
         limits.horizon,
     )
