@@ -166,8 +166,9 @@ class Report:
             *self._problem().split("\n"),
             *([reach] if reach else []),
             *([self.witness] if self.witness else []),
-            "relative errors: gradients and predictions to the size of their terms, params to "
-            "their layer's largest, losses to themselves",
+            "relative errors: gradients and predictions to the size of their terms, the loss to "
+            "the larger of itself and its outputs' rounding, params to their layer's largest, a "
+            "run's losses to themselves",
         ]
 
     def verdict_lines(self) -> list[str]:
