@@ -68,10 +68,11 @@ def check_rule(
         inputs: float arrays, or for a JAX function pytrees of them (a dict of parameters),
             checked leaf by leaf and each leaf named by its input's name and key path
             (``params['W']``); each input is differentiated unless ``wrt`` says otherwise.
+        wrt: the inputs to differentiate, by name or position, or single leaves by path.
         modes: ``"rev"`` checks the VJP, ``"fwd"`` the JVP.
         order: 1, or 2 to check the VJP's own derivative as well (the VJP of the VJP).
         reference: the same function without the custom rule; its autodiff is a second oracle.
-        names, wrt, seed, rtol, raise_exception: as for `gradcheck.check_backward`.
+        names, seed, rtol, raise_exception: as for `gradcheck.check_backward`.
 
     Returns:
         A `gradcheck.BackwardCheck` whose checks name the rule they judge: ``vjp``, ``jvp``
@@ -92,7 +93,7 @@ def check_rule(
         )
     _settings(1, 1, seed, rtol, 0)
     leaves = _Leaves.of(inputs, _names(names, len(inputs)))
-    positions = leaves.of_inputs(_wrt(wrt, leaves.input_names))
+    positions = leaves.chosen(wrt)
     labels = leaves.labels
     arrays = list(leaves.arrays)
     for p in positions:
@@ -193,9 +194,23 @@ class _Leaves:
             structures.append(structure)
         return cls(arrays, labels, owners, names, structures, trees)
 
-    def of_inputs(self, chosen: list[int]) -> list[int]:
-        """The positions of the chosen inputs' leaves."""
-        return [i for i, owner in enumerate(self.owners) if owner in chosen]
+    def chosen(self, wrt: Sequence[str | int] | None) -> list[int]:
+        """The positions of the leaves ``wrt`` chooses: every leaf of an input it names or gives
+        the position of, and a leaf it names by its path (``params['W']``)."""
+        if wrt is None:
+            return list(range(len(self.labels)))
+        items = [wrt] if isinstance(wrt, (str, int)) else list(wrt)
+        paths = [label for label in self.labels if label not in self.input_names]
+        for item in items:
+            if paths and isinstance(item, str) and item not in (*paths, *self.input_names):
+                raise ValueError(
+                    f"wrt must name inputs among {self.input_names}, leaves among {paths} "
+                    f"or give inputs' positions; got {item!r}"
+                )
+        leaves = [self.labels.index(item) for item in items if item in paths]
+        rest = [item for item in items if item not in paths]
+        inputs = _wrt(rest, self.input_names) if rest or not leaves else []
+        return sorted({*leaves, *(i for i, owner in enumerate(self.owners) if owner in inputs)})
 
     def inputs(self, arrays: Sequence[Any]) -> tuple[Any, ...]:
         """The inputs rebuilt from their leaves."""

@@ -268,7 +268,7 @@ def test_a_rule_of_a_pytree_is_checked_leaf_by_leaf_and_names_the_leaf(
         assert why in str(wrong)
 
 
-def test_a_pytree_output_and_wrt_by_input_name():
+def test_a_pytree_output_and_wrt_by_input_name_or_leaf_path():
     import jax.numpy as jnp
 
     params, x = _params_and_x(0, np.float64, n=5, d=4)
@@ -279,6 +279,15 @@ def test_a_pytree_output_and_wrt_by_input_name():
     )
     assert {f.input for f in result.findings} == {"params['W']", "params['b']"}
     assert {f.input for f in result.findings if not f.ok} == {"params['b']"}
+    one = gradcheck.check_rule(
+        f, params, x, names=["params", "x"], wrt=["params['W']", "x"], raise_exception=False
+    )
+    assert {f.input for f in one.findings} == {"params['W']", "x"}
+    assert one.ok, str(one)
+    with pytest.raises(
+        ValueError, match=r"leaves among \[\"params\['W'\]\".*got \"params\['w'\]\""
+    ):
+        gradcheck.check_rule(f, params, x, names=["params", "x"], wrt=["params['w']"])
 
 
 def test_a_leaf_that_cannot_be_differentiated_is_named_by_its_path_before_any_work():
