@@ -36,6 +36,7 @@ Adapters for kernels written as ``(out, cache)`` pairs or as layer objects are i
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import numbers
 import warnings
@@ -137,7 +138,7 @@ class BackwardCheck:
 
     def verdict_lines(self) -> list[str]:
         """The summary, then what explains a disagreement and what the kernel did besides."""
-        why = [f"why: {e.text}" for e in self.explanations]
+        why = [f"why: {e.text}" for e in self.explanations if e.fits]
         return [self.summary(), *why, *(f"note: {note}" for note in self.notes)]
 
     def table(self) -> tuple[tuple[str, ...], list[tuple[tuple[str, ...], Check | None]]]:
@@ -156,7 +157,7 @@ class BackwardCheck:
         lines = [f"{self.summary()}:"]
         lines += [f"  {'ok  ' if f.ok else 'FAIL'} {f.describe()}" for f in self.findings]
         lines += [f"  note: {note}" for note in self.notes]
-        lines += [f"  why: {e.text}" for e in self.explanations]
+        lines += [f"  why: {e.text}" for e in self.explanations if e.fits]
         return "\n".join(lines)
 
 
@@ -223,9 +224,7 @@ def check_backward(
     """
     __tracebackhide__ = True  # a failing check shows the caller's line, not ours
     _settings(cotangents, directions, seed, rtol, elementwise_max, repeats)
-    if jvp is not None and not callable(jvp):
-        raise TypeError(f"jvp must be a callable jvp(v, *inputs) or None; got {jvp!r}")
-    kernel = _Kernel.of(forward, inputs, names, wrt, rtol)
+    kernel = _Kernel.of(forward, inputs, names, wrt, rtol, {"backward": backward, "jvp": jvp})
     arrays, labels, differentiated = kernel.arrays, kernel.labels, kernel.differentiated
     unsteady = _not_a_function(kernel, cotangents)
     if unsteady is not None:
@@ -393,9 +392,7 @@ def check_jvp(
     """
     __tracebackhide__ = True  # a failing check shows the caller's line, not ours
     _settings(1, directions, seed, rtol, elementwise_max)
-    if not callable(jvp):
-        raise TypeError(f"jvp must be a callable jvp(v, *inputs); got {jvp!r}")
-    kernel = _Kernel.of(forward, inputs, names, wrt, rtol)
+    kernel = _Kernel.of(forward, inputs, names, wrt, rtol, {"jvp": jvp})
     unsteady = _not_a_function(kernel, directions, (JVP,), "tangents")
     if unsteady is not None:
         return _concluded(unsteady, {}, raise_exception)
@@ -461,7 +458,11 @@ class _Kernel:
         names: Sequence[str] | None,
         wrt: Sequence[str | int] | None,
         rtol: float | None,
+        rules: dict[str, Callable[..., Any] | None],
     ) -> _Kernel:
+        """The kernel, after a clear error for each argument that cannot be checked, forward's
+        result first: ``rules`` maps ``"backward"`` or ``"jvp"`` to the rule given for it (or
+        None)."""
         if not callable(forward):
             raise TypeError(f"forward must be a callable forward(*inputs); got {forward!r}")
         labels = _names(names, len(inputs))
@@ -469,7 +470,11 @@ class _Kernel:
         arrays = list(inputs)
         for i in differentiated:
             arrays[i] = _float_array(labels[i], inputs[i])
-        return cls(forward, arrays, labels, differentiated, rtol)
+        kernel = cls(forward, arrays, labels, differentiated, rtol)  # forward's result checked
+        for role, rule in rules.items():
+            if rule is not None:
+                _takes(role, rule, labels)
+        return kernel
 
     def evaluate(self, args: Sequence[Any]) -> tuple[np.ndarray, ...]:
         self.passes += 1
@@ -602,6 +607,31 @@ def _dot_test(
 
 
 # --- arguments -----------------------------------------------------------------------------------
+
+
+#: What each rule takes before the inputs: a backward the cotangent u, a jvp the tangents v.
+TAKES_FIRST = {"backward": ("u", "cotangent"), "jvp": ("v", "tangents")}
+
+
+def _takes(role: str, rule: Callable[..., Any], labels: list[str]) -> None:
+    """A clear error, before any derivative is taken, for a rule that cannot be called as
+    ``role(u, *inputs)`` (``v`` for a jvp): a layer's ``gradient(x)`` given as a backward."""
+    first, what = TAKES_FIRST[role]
+    form = f"{role}({', '.join([first, *labels])})"
+    if not callable(rule):
+        raise TypeError(f"{role} must be a callable {form}; got {rule!r}")
+    try:
+        signature = inspect.signature(rule)
+    except (TypeError, ValueError):  # nothing to read: a builtin or a compiled function
+        return
+    try:
+        signature.bind(*range(1 + len(labels)))
+    except TypeError as error:
+        name = getattr(rule, "__qualname__", type(rule).__name__).split("<locals>.")[-1]
+        raise TypeError(
+            f"{role} must take the {what} and then each input, as {form}; "
+            f"{name}{signature} cannot: {error}"
+        ) from None
 
 
 def _names(names: Sequence[str] | None, count: int) -> list[str]:
@@ -757,32 +787,29 @@ def _gradients(
 ) -> tuple[dict[int, np.ndarray], list[Check]]:
     """backward's result as ``{input position: gradient}``, and a failed check for every
     gradient that is missing or misshapen. ``pairs``: how many outputs forward returned in a
-    tuple (0 for one array), to tell a gradient stacked over them."""
+    tuple (0 for one array), to tell a gradient stacked over them. A result with the wrong
+    number of gradients is a usage error, raised: ``wrt`` says which inputs backward
+    differentiates."""
     wanted = [labels[i] for i in differentiated]
+    hint = f"or name in wrt= the inputs it returns gradients for (wrt={[wanted[0]]!r})"
     if isinstance(grads, np.ndarray) or not isinstance(grads, (tuple, list)):
         if len(differentiated) == 1 and grads is not None:
             grads = [grads]
         else:
             got = "None" if grads is None else f"one {type(grads).__name__}"
-            return {}, [
-                _broken(
-                    ", ".join(wanted),
-                    f"backward returned {got}; expected a tuple with a gradient for each of "
-                    f"{', '.join(wanted)}",
-                )
-            ]
+            raise TypeError(
+                f"backward returned {got}; expected a tuple with a gradient for each of "
+                f"{', '.join(wanted)}, {hint}"
+            )
     if len(grads) == len(arrays):
         chosen = [grads[i] for i in differentiated]
     elif len(grads) == len(differentiated):
         chosen = list(grads)
     else:
-        return {}, [
-            _broken(
-                ", ".join(wanted),
-                f"backward returned {len(grads)} gradients; expected {len(arrays)} (one per "
-                f"input) or {len(differentiated)} (one per input in wrt: {', '.join(wanted)})",
-            )
-        ]
+        raise TypeError(
+            f"backward returned {len(grads)} gradients; expected {len(arrays)} (one per input) "
+            f"or {len(differentiated)} (one per input in wrt: {', '.join(wanted)}), {hint}"
+        )
     found, problems = {}, []
     for i, grad in zip(differentiated, chosen, strict=True):
         expected = arrays[i].shape

@@ -92,6 +92,12 @@ class Explanation:
     layers: tuple[int, ...]
     text: str
 
+    @property
+    def fits(self) -> bool:
+        """Whether a hypothesis fits: one of kind ``"none"`` only records that none did, and
+        is not shown."""
+        return self.kind != "none"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "backend": self.backend,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gradcheck import display, terminal
-from gradcheck.explain import NONE, Explanation, FirstDifference, listing
+from gradcheck.explain import Explanation, FirstDifference, listing
 from gradcheck.finite_diff import FINITE_DIFFERENCES, Check
 from gradcheck.network import Network
 from gradcheck.optimizers import SGD, Optimizer, plain_descent
@@ -180,13 +180,11 @@ class Report:
                 *self.steadiness_lines(),
             ]
         failed = sorted({check.backend for check in self.failures})
-        unexplained = [e.text.removesuffix(NONE) for e in self.explanations if e.kind == "none"]
         return [
             f"DISAGREE: {', '.join(failed)}",
             *self.verdicts,
             *(d.text for d in self.first_differences),
-            *(f"why: {e.text}" for e in self.explanations if e.kind != "none"),
-            *([f"no simple explanation fits {listing(unexplained)}"] if unexplained else []),
+            *(f"why: {e.text}" for e in self.explanations if e.fits),
             *self.steadiness_lines(),
         ]
 

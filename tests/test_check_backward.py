@@ -3,12 +3,14 @@ regression test, and what it promises about its arguments, its result and its me
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from gallery import KERNELS, relu_backward, relu_forward
 
 import gradcheck
-from gradcheck import check_backward
+from gradcheck import check_backward, check_jvp
 from gradcheck.adapters import from_cache, from_layer
 
 RELU = from_cache(relu_forward, relu_backward)
@@ -242,20 +244,68 @@ def test_a_kernel_with_two_outputs():
     ("returned", "message"),
     [
         (lambda u, x, w: u @ w.T, "backward returned one ndarray; expected a tuple with a "
-                                  "gradient for each of x, w"),
+                                  "gradient for each of x, w, or name in wrt= the inputs it "
+                                  "returns gradients for (wrt=['x'])"),
         (lambda u, x, w: None, "backward returned None; expected a tuple"),
         (lambda u, x, w: (u @ w.T,) * 3, "backward returned 3 gradients; expected 2"),
+    ],
+)  # fmt: skip
+def test_a_backward_with_the_wrong_number_of_gradients_is_a_usage_error(returned, message):
+    """A loss(a, y) whose backward returns da alone: a usage error that suggests wrt=, raised
+    before any finite difference, never a FAIL with an infinite error."""
+    rng = np.random.default_rng(8)
+    x, w = rng.normal(size=(5, 4)), rng.normal(size=(4, 3))
+    with pytest.raises(TypeError, match=re.escape(message)):
+        check_backward(lambda x, w: x @ w, returned, x, w, names=["x", "w"])
+    a, y = rng.normal(size=(4, 5)), rng.normal(size=(4, 5))
+    loss, dloss = (lambda a, y: 0.5 * np.sum((a - y) ** 2)), (lambda u, a, y: u * (a - y))
+    assert check_backward(loss, dloss, a, y, wrt=["x0"]).ok
+
+
+@pytest.mark.parametrize(
+    ("returned", "message"),
+    [
         (lambda u, x, w: (u @ w.T, None), "gradient is None, expected shape (4, 3)"),
         (lambda u, x, w: (u @ w.T, u.T @ x), "gradient has shape (3, 4), expected (4, 3)"),
     ],
 )  # fmt: skip
-def test_malformed_gradients_say_what_was_expected(returned, message):
+def test_a_misshapen_gradient_fails_saying_what_was_expected(returned, message):
     rng = np.random.default_rng(8)
     x, w = rng.normal(size=(5, 4)), rng.normal(size=(4, 3))
     result = check_backward(lambda x, w: x @ w, returned, x, w, names=["x", "w"],
                             raise_exception=False)  # fmt: skip
     assert not result.ok
     assert message in str(result)
+
+
+def test_a_rule_that_does_not_take_the_cotangent_is_told_what_it_must_look_like():
+    """A layer's ``gradient(x)`` handed over as the backward, and a jvp without its tangents:
+    refused once forward has run at the inputs, before any derivative is taken."""
+
+    class Sigmoid:
+        calls = 0
+
+        def __call__(self, x):
+            Sigmoid.calls += 1
+            return 1 / (1 + np.exp(-x))
+
+        def gradient(self, x):
+            return self(x) * (1 - self(x))
+
+    sigmoid, x = Sigmoid(), np.linspace(-2, 2, 6)
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "backward must take the cotangent and then each input, as backward(u, x); "
+            "Sigmoid.gradient(x) cannot: too many positional arguments"
+        ),
+    ):
+        check_backward(sigmoid, sigmoid.gradient, x, names=["x"])
+    with pytest.raises(TypeError, match=r"jvp must take the tangents and then each input, as "):
+        check_jvp(sigmoid, lambda x: x, x, names=["x"])
+    with pytest.raises(TypeError, match=r"jvp must be a callable jvp\(v, x0\); got 3"):
+        check_backward(sigmoid, lambda u, x: u, x, jvp=3)
+    assert Sigmoid.calls <= 3 * 2  # forward's two runs at the inputs in each call
 
 
 def test_from_cache_needs_pairs():

@@ -118,6 +118,9 @@ def test_verify_explains_the_mutant(bug, dtype, seed):
     places = [(d.stage, d.layer, d.tensor) for d in report.first_differences]
     assert places == ([] if first is None else [first])
     assert all(e.text and e.kind in explain.KINDS for e in report.explanations)
+    shown = report.verdict_lines()
+    assert all(f"why: {e.text}" in shown for e in report.explanations if e.fits)
+    assert not any("no simple explanation" in line for line in shown)  # none fit: none shown
 
 
 @pytest.mark.parametrize("bug", [bug for bug in MUTANTS if bug not in TRAINING_ONLY])
