@@ -64,6 +64,8 @@ class Backend(Protocol):
         self, net: Network, params: Params, X: Any, y: Any, steps: int, lr: float
     ) -> Trajectory:
         """``steps`` full-batch gradient-descent steps from ``params``, which stay unchanged.
+        A backend without it is checked by ``verify(..., steps=0)``: predictions, loss and
+        gradients, and no training run.
 
         A backend that also trains with other optimizers and on mini-batches takes the keywords
         of `KernelBackend.train` — ``optimizer``, ``batch_size`` and ``seed`` — and ``verify``
@@ -89,7 +91,10 @@ class Training:
     def run(self, backend: Backend, net: Network, params: Params, X: Any, y: Any) -> Trajectory:
         """``backend``'s run. Plain gradient descent is asked for as ``train(..., steps, lr)``,
         the form every backend has; anything else with the ``optimizer``, ``batch_size`` and
-        ``seed`` keywords of `KernelBackend.train`."""
+        ``seed`` keywords of `KernelBackend.train`. No steps train nothing, and need no
+        ``train``."""
+        if self.steps == 0:
+            return Trajectory(params, np.zeros(0))
         if self.plain:
             return backend.train(net, params, X, y, self.steps, self.optimizer.lr)
         return backend.train(  # type: ignore[call-arg]
@@ -199,9 +204,12 @@ def resolve(backend: str | Backend) -> Backend:
     """A backend from a registered name or an object with the backend interface."""
     if isinstance(backend, str):
         return get_backend(backend)
-    if not isinstance(backend, Backend) or not isinstance(getattr(backend, "name", None), str):
+    needs = ("predict", "loss_and_grads")  # and train, for a training run
+    if not isinstance(getattr(backend, "name", None), str) or not all(
+        callable(getattr(backend, method, None)) for method in needs
+    ):
         raise TypeError(
-            "backends must be names or objects with name, predict, loss_and_grads and train; "
-            f"got {backend!r}"
+            "backends must be names or objects with name, predict, loss_and_grads and (for a "
+            f"training run) train; got {backend!r}"
         )
     return backend

@@ -135,6 +135,10 @@ class Report:
         """The header's problem: samples, steps, and the training — ``lr η`` for plain
         full-batch gradient descent, else a line of its own with the optimizer and batches."""
         optimizer = self.training_optimizer
+        if self.steps == 0:
+            return (
+                f"{self.n_samples} samples, no training run (steps=0); reference: {self.reference}"
+            )
         line = f"{self.n_samples} samples, {self.steps} steps"
         if plain_descent(optimizer, self.batch_size):
             return f"{line}, lr {self.lr:g}; reference: {self.reference}"
@@ -176,7 +180,7 @@ class Report:
         reference and the simple explanations that fit."""
         if self.ok:
             return [
-                f"all {len(self.backends)} backends agree with the reference",
+                f"{_all(self.backends)} with the reference",
                 *self.steadiness_lines(),
             ]
         failed = sorted({check.backend for check in self.failures})
@@ -251,3 +255,11 @@ class Report:
 
     def __str__(self) -> str:
         return terminal.plain(self)
+
+
+def _all(backends: list[str]) -> str:
+    """Who agrees, as a sentence's subject and verb: ``numpy agrees``, ``both backends
+    agree``, ``all 4 backends agree``."""
+    if len(backends) == 1:
+        return f"{backends[0]} agrees"
+    return f"{'both' if len(backends) == 2 else f'all {len(backends)}'} backends agree"

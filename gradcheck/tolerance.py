@@ -151,8 +151,8 @@ class Horizon:
 
     @property
     def comparable(self) -> bool:
-        """Enough of the run is reproducible to be compared at all."""
-        return self.whole or self.steps >= MIN_HORIZON
+        """There is a run, and enough of it is reproducible to be compared at all."""
+        return self.total > 0 and (self.whole or self.steps >= MIN_HORIZON)
 
     def describe(self) -> str | None:
         """A line saying where the comparison stops and why; None for a whole run."""

@@ -655,13 +655,20 @@ def _validate(
         raise ValueError(f"backends must have distinct names; got {names}")
     if reference is None:
         reference = "jax" if "jax" in available_backends() else requested[0]
+    reference = resolve(reference)
+    untrained = [b.name for b in [*requested, reference] if not hasattr(b, "train")]
+    if steps > 0 and untrained:
+        raise ValueError(
+            f"steps must be 0 for a backend without a train method ({', '.join(untrained)}), "
+            f"which compares predictions, loss and gradients only; got {steps}"
+        )
     return _Call(
         net,
         X,
         y,
         params,
         requested,
-        _Reference(resolve(reference), net.dtype),
+        _Reference(reference, net.dtype),
         Training(steps, optimizer, batch_size, seed),
     )
 

@@ -223,6 +223,47 @@ def test_bad_input_is_rejected_before_any_backend_runs():
     assert calls == []
 
 
+class Untrained:
+    """A minimal backend: predict and loss_and_grads, no train; its gradient's first layer
+    scaled by ``factor``."""
+
+    name = "untrained"
+
+    def __init__(self, factor: float = 1.0):
+        self.inner, self.factor, self.calls = gradcheck.get_backend("numpy"), factor, 0
+
+    def predict(self, net, params, X):
+        self.calls += 1
+        return self.inner.predict(net, params, X)
+
+    def loss_and_grads(self, net, params, X, y):
+        self.calls += 1
+        loss, grads = self.inner.loss_and_grads(net, params, X, y)
+        return loss, [{"W": grads[0]["W"] * self.factor}, *grads[1:]]
+
+
+def test_a_backend_without_train_is_checked_without_a_training_run():
+    """steps=0 compares predictions, loss and gradients only, says so, and still catches a
+    wrong gradient; asking a backend without train for a run is a usage error, before any
+    work."""
+    net, X, y, params = _seed_problem()
+    right = gradcheck.verify(net, X, y, params=params, backends=["numpy", Untrained()], steps=0)
+    assert right.ok, str(right)
+    assert {c.quantity for c in right.checks} == {"predictions", "loss", "gradient"}
+    assert "4 samples, no training run (steps=0)" in right.heading()[1]
+    assert right.verdict_lines()[0] == "both backends agree with the reference"
+    wrong = gradcheck.verify(net, X, y, params=params, backends=[Untrained(1.5)], steps=0)
+    assert wrong.verdict_lines()[0] == "DISAGREE: untrained"
+    assert any("1.5 ×" in line for line in wrong.verdict_lines()), wrong.verdict_lines()
+    alone = gradcheck.verify(net, X, y, params=params, backends=["numpy"], steps=0)
+    assert alone.verdict_lines()[0] == "numpy agrees with the reference"
+    untrained = Untrained()
+    with pytest.raises(ValueError, match=r"steps must be 0 for a backend without a train "
+                       r"method \(untrained\), .*; got 5"):  # fmt: skip
+        gradcheck.verify(net, X, y, params=params, backends=[untrained], steps=5)
+    assert untrained.calls == 0
+
+
 def test_relative_error_definition():
     reference = np.array([[1.0, -4.0], [0.5, 0.0]])
     observed = reference + np.array([[0.0, 0.0], [0.02, 0.0]])
