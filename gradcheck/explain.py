@@ -430,13 +430,13 @@ def explain_gradients(
     magnitudes: Params,
     tolerance: float,
     sizes: tuple[int, int],
-    derivative: Callable[[str], Params | None] | None = None,
+    derivative: Callable[[str, str], Params | None] | None = None,
 ) -> list[Explanation]:
     """Hypotheses for gradients ``got`` that disagree with ``want`` (`fits`, each layer a
     group): one factor common to the layers that disagree, else per layer a factor, a sign, a
     transpose, or a bias gradient missing or averaged; gradients swapped between two layers; an
-    activation's derivative evaluated at its output (``derivative(name)`` gives the gradients
-    that bug produces); or none."""
+    activation's derivative evaluated at the wrong tensor (``derivative(name, given)`` gives
+    the gradients that bug produces); or none."""
     depth = len(want)
     groups: Groups = {
         str(i + 1): {key: (got[i].get(key), want[i][key], magnitudes[i][key]) for key in want[i]}
@@ -494,56 +494,78 @@ def _layer_words(backend: str, fit: Fit, depth: int) -> Explanation:
     return Explanation(backend, "gradient", fit.kind, fit.factor, layers, text)
 
 
+#: The two ways an activation's f′ is evaluated at the wrong tensor: f′ written for z given
+#: a = f(z) (applying f twice), and f′ written through a (σ′ = a(1 − a)) given z.
+MISPLACED_DERIVATIVES = {
+    "a": "{f}′ written for z but given a = {f}(z), so {f} is applied twice",
+    "z": "{f}′ written as a function of a = {f}(z) but given z",
+}
+
+
 def _activation_derivative(
     backend: str,
     got: Params,
     magnitudes: Params,
     tolerance: float,
-    derivative: Callable[[str], Params | None],
+    derivative: Callable[[str, str], Params | None],
 ) -> list[Explanation]:
     found = []
     for name in ACTIVATIONS:
-        hypothesis = derivative(name)
-        if hypothesis is None:
-            continue
-        keys = [(i, key) for i in range(len(hypothesis)) for key in hypothesis[i]]
-        if _fits(
-            [got[i].get(key) for i, key in keys],
-            [hypothesis[i][key] for i, key in keys],
-            tolerance,
-            [magnitudes[i][key] for i, key in keys],
-        ):
-            text = (
-                f"{backend}'s gradients are what {name}′ evaluated at the activation gives: "
-                f"{name}′ written for z but given a = {name}(z), so {name} is applied twice"
-            )
-            found.append(Explanation(backend, "gradient", "activation_derivative", None, (), text))
+        for given, mistake in MISPLACED_DERIVATIVES.items():
+            hypothesis = derivative(name, given)
+            if hypothesis is None:
+                continue
+            keys = [(i, key) for i in range(len(hypothesis)) for key in hypothesis[i]]
+            if _fits(
+                [got[i].get(key) for i, key in keys],
+                [hypothesis[i][key] for i, key in keys],
+                tolerance,
+                [magnitudes[i][key] for i, key in keys],
+            ):
+                text = (
+                    f"{backend}'s gradients are what {name}′ evaluated at {given} gives: "
+                    + mistake.format(f=name)
+                )
+                explanation = Explanation(
+                    backend, "gradient", "activation_derivative", None, (), text
+                )
+                found.append(explanation)
     return found
 
 
 def derivative_at_activation(
     net: Network, params: Params, X: np.ndarray, reference: Trace
-) -> Callable[[str], Params | None]:
-    """For an activation's name, the gradients backpropagation gives when that activation's
-    f′ is evaluated at its output a instead of at z (None when the network does not use it,
-    when that changes nothing, as for relu and identity, or for a network given as a list of
-    layers), from the reference's output delta and the witness's forward pass."""
+) -> Callable[[str, str], Params | None]:
+    """For an activation's name and the tensor its f′ was wrongly given (`MISPLACED_DERIVATIVES`:
+    ``"a"``, f′(z) evaluated at a; ``"z"``, f′ written through a evaluated at z), the gradients
+    backpropagation gives with that mistake (None when the network does not use the
+    activation, when the mistake changes nothing, as for relu and identity, or for a network
+    given as a list of layers), from the reference's output delta and the witness's forward
+    pass."""
     forward = witness.forward(net, params, X)
     loss_spec = lookup(LOSSES, net.loss, "loss")
 
-    def prime(name: str, at: np.ndarray) -> np.ndarray:
+    def slope(name: str, z: np.ndarray, a: np.ndarray, given: str | None) -> np.ndarray:
+        """f′ at z, right (``given`` None) or evaluated at the wrong tensor."""
         spec = lookup(ACTIVATIONS, name, "activation")
         assert spec.prime is not None
-        return spec.prime(at)
+        assert spec.prime_of_a is not None
+        if given is None:
+            return spec.prime(z)
+        if given == "a":
+            return spec.prime(a)
+        if given == "z":
+            return spec.prime_of_a(z)
+        raise ValueError(f"given must be one of {list(MISPLACED_DERIVATIVES)}; got {given!r}")
 
-    def gradients(name: str) -> Params | None:
+    def gradients(name: str, given: str) -> Params | None:
         if not net.dense or name not in net.activations or ACTIVATIONS[name].prime is None:
             return None
         delta = np.asarray(reference.delta[-1], np.float64)
-        output = net.activations[-1]
+        output, z, a = net.activations[-1], forward.zs[-1], forward.outputs
         if output == name and loss_spec.output is None:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = prime(name, forward.outputs) / prime(name, forward.zs[-1])
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                ratio = slope(name, z, a, given) / slope(name, z, a, None)
             delta = delta * np.where(np.isfinite(ratio), ratio, 0.0)
         grads: Params = [{} for _ in params]
         for i in reversed(range(net.depth)):
@@ -552,8 +574,9 @@ def derivative_at_activation(
                 grads[i]["b"] = delta.sum(axis=0)
             if i > 0:
                 below = net.activations[i - 1]
-                at = forward.activations[i] if below == name else forward.zs[i - 1]
-                delta = (delta @ np.asarray(params[i]["W"], np.float64).T) * prime(below, at)
+                wrong = given if below == name else None
+                f_prime = slope(below, forward.zs[i - 1], forward.activations[i], wrong)
+                delta = (delta @ np.asarray(params[i]["W"], np.float64).T) * f_prime
         changed = any(
             not np.array_equal(g[key], r[key])
             for g, r in zip(grads, reference.grads, strict=True)

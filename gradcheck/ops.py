@@ -51,6 +51,9 @@ class Activation:
     #: For an elementwise f: f′(z) in float64, as a function of z (the explanations evaluate
     #: it where a kernel may have passed the activation instead).
     prime: Callable[[Array], Array] | None = None
+    #: For an elementwise f: f′ written through a = f(z), as kernels write it (σ′ = a(1 − a));
+    #: the explanations evaluate it at z, where a kernel may have passed z instead.
+    prime_of_a: Callable[[Array], Array] | None = None
     #: Pre-activation values where f has no derivative (relu's 0).
     kinks: tuple[float, ...] = ()
     #: Allowed on the output layer only.
@@ -149,6 +152,7 @@ ACTIVATIONS: dict[str, Activation] = {
             _sigmoid,
             prime_terms=np.abs,  # σ′ = a − a²
             prime=lambda z: _sigmoid(z) * _sigmoid(-z),
+            prime_of_a=lambda a: a * (1 - a),
             jax="nn.sigmoid",
             keras="sigmoid",
         ),
@@ -158,6 +162,7 @@ ACTIVATIONS: dict[str, Activation] = {
             np.tanh,
             prime_terms=_ones,  # tanh′ = 1 − a²
             prime=_tanh_prime,
+            prime_of_a=lambda a: 1 - a**2,
             jax="nn.tanh",
             keras="tanh",
         ),
@@ -167,6 +172,7 @@ ACTIVATIONS: dict[str, Activation] = {
             lambda z: np.where(z > 0, z, 0.0),
             prime_terms=lambda a: (a > 0).astype(np.float64),
             prime=lambda z: (z > 0).astype(np.float64),
+            prime_of_a=lambda a: (a > 0).astype(np.float64),
             kinks=(0.0,),
             jax="nn.relu",
             keras="relu",
@@ -177,6 +183,7 @@ ACTIVATIONS: dict[str, Activation] = {
             lambda z: z,
             prime_terms=_ones,
             prime=_ones,
+            prime_of_a=_ones,
             jax="nn.identity",
             keras="linear",
         ),
@@ -186,6 +193,7 @@ ACTIVATIONS: dict[str, Activation] = {
             lambda z: np.logaddexp(0.0, z),
             prime_terms=_ones,  # softplus′ = σ(z) = 1 − e^{−a}, at most 1
             prime=_sigmoid,
+            prime_of_a=lambda a: -np.expm1(-a),
             jax="nn.softplus",
             keras="softplus",
         ),

@@ -145,6 +145,21 @@ def _backward_wrong_layer_activation(net, params, cache, delta, deltas=None):
     return grads
 
 
+def _backward_sigmoid_prime_given_z(net, params, cache, delta, deltas=None):
+    grads = [{} for _ in params]
+    for l in reversed(range(net.depth)):  # noqa: E741
+        if deltas is not None:
+            deltas.append(delta)
+        a_prev = cache.activations[l]
+        grads[l] = layer_grads(a_prev, delta, net.bias)  # noqa: F821
+        if l > 0:
+            below = net.activations[l - 1]
+            # BUG: σ′ written through the activation, a(1 − a), given the pre-activation z
+            at = cache.zs[l - 1] if below == "sigmoid" else a_prev
+            delta = hidden_delta(delta, params[l]["W"], below, at)  # noqa: F821
+    return grads
+
+
 def _loss_and_grads_stale_cache(net, params, X, y, _previous={}):  # noqa: B006
     cache = forward(net, params, X)  # noqa: F821
     stale = _previous.get("cache", cache)  # BUG: backward gets the previous call's activations
@@ -191,6 +206,7 @@ def all_mutants() -> dict[str, MutantBackend]:
         "sigmoid' of the activation": mutant(
             "sigmoid_prime_of_a", sigmoid_prime=_sigmoid_prime_of_activation
         ),
+        "sigmoid' given z": mutant("sigmoid_prime_of_z", backward=_backward_sigmoid_prime_given_z),
         "tanh' unsquared": mutant("tanh_prime_unsquared", tanh_prime=_tanh_prime_unsquared),
         "missing bias gradient": mutant("no_bias_grad", layer_grads=_layer_grads_without_bias),
         "transposed weight gradient": mutant("transposed_dW", layer_grads=_layer_grads_transposed),

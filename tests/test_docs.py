@@ -576,3 +576,13 @@ def test_the_api_page_shows_headings_signatures_and_only_public_names(site):
         shown = set(re.findall(rf'id="gradcheck\.{module}\.(\w+)"', page))
         assert shown, module
         assert shown <= public, (module, sorted(shown - public))
+
+
+def test_relative_error_is_defined_once_before_the_tolerances_that_use_it():
+    """Reading a report says what an error is relative to before the tolerance and the
+    optimizer's run; the derivation links that definition rather than giving its own."""
+    report = (DOCS / "reading-a-report.md").read_text()
+    headings = re.findall(r"^#{2,3} (.*)$", report, re.M)
+    order = ["Relative to what", "The tolerance", "A run with an optimizer"]
+    assert [h for h in headings if h in order] == order
+    assert "(reading-a-report.md#relative-to-what)" in (DOCS / "derivation.md").read_text()

@@ -35,6 +35,10 @@ EXPLAINED = {
         {("gradient", "activation_derivative", None)},
         ("backward", 1, "δ"),
     ),
+    "sigmoid' given z": (
+        {("gradient", "activation_derivative", None)},
+        ("backward", 1, "δ"),
+    ),
     "tanh' unsquared": ({("gradient", "none", None)}, ("backward", 2, "δ")),
     "missing bias gradient": ({("gradient", "missing_bias", 0)}, ("backward", 3, "b")),
     "transposed weight gradient": ({("gradient", "transpose", None)}, ("backward", 3, "W")),

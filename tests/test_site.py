@@ -54,6 +54,13 @@ def _open_offline(page_path: Path) -> dict:
             ".arithmatex", "all => all.filter(e => !e.querySelector('mjx-container svg')).length"
         )
         seen["tex_errors"] = page.locator("mjx-merror").count()
+        seen["cut_off"] = page.eval_on_selector_all(
+            "article pre > code", "all => all.filter(e => e.scrollWidth > e.clientWidth + 1).length"
+        )
+        seen["code_blocks"] = page.locator("article pre").count()
+        seen["downloads"] = page.eval_on_selector_all(
+            "a[href$='.ipynb']", "all => all.map(a => a.getAttribute('href'))"
+        )
         page.screenshot(path=str(page_path.parent / "screenshot.png"), full_page=True)
         browser.close()
     return seen
@@ -72,6 +79,13 @@ def test_the_derivation_renders_every_formula_offline(site: Path):
     assert seen["errors"] == []
 
 
+def test_code_wider_than_the_column_wraps_rather_than_being_cut_off(site: Path):
+    """Reading a report holds the report's full-width lines; none is cut off at the column."""
+    seen = _open_offline(site / "reading-a-report" / "index.html")
+    assert seen["code_blocks"] > 5
+    assert seen["cut_off"] == 0
+
+
 def test_the_notebook_page_shows_offline_with_its_figure(site: Path):
     seen = _open_offline(site / "notebook" / "index.html")
     assert seen["mathjax"], "MathJax did not load"
@@ -81,3 +95,4 @@ def test_the_notebook_page_shows_offline_with_its_figure(site: Path):
     assert seen["outside"] == []
     assert seen["failed"] == []
     assert seen["errors"] == []
+    assert any(href.endswith("notebook.ipynb") for href in seen["downloads"])  # to download
