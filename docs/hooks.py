@@ -92,6 +92,29 @@ def _command_line() -> str:
     return "\n\n".join(sections)
 
 
+def _fastest(rows: list[benchmarks.Row]) -> str:
+    """What the table shows first: the fastest backend per problem and dtype, and how far the
+    plain NumPy kernels are from it."""
+    said = []
+    for problem in sorted({r.problem for r in rows}):
+        parts = []
+        for dtype in ("float32", "float64"):
+            timed = sorted(
+                (
+                    r
+                    for r in rows
+                    if (r.problem, r.dtype) == (problem, dtype) and r.backend != benchmarks.FLOOR
+                ),
+                key=lambda r: r.seconds_per_step,
+            )
+            if timed:
+                numpy = next(r for r in timed if r.backend == "numpy")
+                slower = numpy.seconds_per_step / timed[0].seconds_per_step
+                parts.append(f"{timed[0].backend} in {dtype} (numpy {slower:.1f}× slower)")
+        said.append(f"**{problem}**: {', '.join(parts)}")
+    return "Fastest per problem — " + "; ".join(said) + "."
+
+
 def _recorded_benchmark() -> str:
     """docs/bench.json as the terminal's table shows it, fastest first within each problem and
     dtype, with the conditions it was recorded under."""
@@ -106,6 +129,7 @@ def _recorded_benchmark() -> str:
         ),
     ]
     conditions = recorded["conditions"]
+    lines += ["", _fastest(rows)]
     contended = "contended" if conditions["contended"] else "not contended"
     matmul = ", ".join(f"{d} {g:.1f}" for d, g in recorded["matmul_gflops"].items())
     note = f"Plain matmul GFLOP/s of the run: {matmul}; the run was {contended}."
