@@ -510,6 +510,22 @@ def test_the_readmes_first_screen_shows_what_its_examples_print(capsys):
         assert line in printed
 
 
+def test_the_home_pages_first_block_is_what_its_example_prints(capsys):
+    """The site's home page opens on what check_backward says of a slip, then the code that
+    says it: each line shown is printed by that code."""
+    text = (DOCS / "index.md").read_text()
+    shown = re.search(r"```text\n(.*?)```", text, re.S)
+    code = re.search(r"```python\n(.*?)```", text, re.S)
+    assert shown.start() < code.start()
+    exec(code.group(1), {})
+    printed = capsys.readouterr().out.splitlines()
+    lines = shown.group(1).splitlines()
+    assert any(line.startswith("  FAIL input Wq") for line in lines)
+    assert "  why: dWq is 2 × the finite differences" in lines
+    for line in lines:
+        assert line in printed
+
+
 # --- the user guide says what the code has ------------------------------------------------------
 
 GUIDE = DOCS / "guide.md"
