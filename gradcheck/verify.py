@@ -160,6 +160,28 @@ def _compare(
     return check
 
 
+def _compare_outputs_and_loss(
+    backend: str,
+    got: _Outputs,
+    predictions: np.ndarray,
+    loss: float,
+    point: float,
+    magnitudes: Magnitudes,
+) -> list[Check]:
+    """``got``'s predictions and loss against ``predictions`` and ``loss`` at the tolerance
+    ``point``, each relative to the size its rounding scales with."""
+    return [
+        _compare(
+            backend, "predictions", got.predictions, predictions, point,
+            magnitude=magnitudes.predictions,
+        ),
+        _compare(
+            backend, "loss", np.float64(got.loss), np.float64(loss), point, elementwise=True,
+            magnitude=np.asarray(magnitudes.loss),
+        ),
+    ]  # fmt: skip
+
+
 #: The finite-difference modes ``verify`` accepts, and None for no oracle.
 FD_MODES = ("auto", "elementwise", "directional")
 
@@ -214,25 +236,9 @@ class _Oracle:
     ) -> list[Check]:
         """``got``'s predictions, loss and gradient against the witness's: the first two at the
         policy's tolerance ``point``, the gradient through `finite_diff.compare`."""
-        checks = [
-            _compare(
-                name,
-                "predictions",
-                got.predictions,
-                self.predictions,
-                point,
-                magnitude=magnitudes.predictions,
-            ),
-            _compare(
-                name,
-                "loss",
-                np.float64(got.loss),
-                np.float64(self.loss),
-                point,
-                elementwise=True,
-                magnitude=np.asarray(magnitudes.loss),
-            ),
-        ]
+        checks = _compare_outputs_and_loss(
+            name, got, self.predictions, self.loss, point, magnitudes
+        )
         if self.mode == "directional":
             d = self.directional
             c = finite_diff.compare(
@@ -466,23 +472,7 @@ def _compare_outputs(
     """``got`` against ``want``: predictions, loss and gradients, and the training run over
     its ``horizon`` — the losses of the steps there, the final params only for a whole run."""
     checks = [
-        _compare(
-            backend,
-            "predictions",
-            got.predictions,
-            want.predictions,
-            point,
-            magnitude=magnitudes.predictions,
-        ),
-        _compare(
-            backend,
-            "loss",
-            np.float64(got.loss),
-            np.float64(want.loss),
-            point,
-            elementwise=True,
-            magnitude=np.asarray(magnitudes.loss),
-        ),
+        *_compare_outputs_and_loss(backend, got, want.predictions, want.loss, point, magnitudes),
         *_compare_params(backend, "gradient", got.grads, want.grads, point, magnitudes.gradients),
     ]
     if not horizon.comparable:
