@@ -539,9 +539,9 @@ def derivative_at_activation(
     """For an activation's name and the tensor its f′ was wrongly given (`MISPLACED_DERIVATIVES`:
     ``"a"``, f′(z) evaluated at a; ``"z"``, f′ written through a evaluated at z), the gradients
     backpropagation gives with that mistake (None when the network does not use the
-    activation, when the mistake changes nothing, as for relu and identity, or for a network
-    given as a list of layers), from the reference's output delta and the witness's forward
-    pass."""
+    activation, when the mistake changes nothing, as for relu and identity, when it overflows,
+    or for a network given as a list of layers), from the reference's output delta and the
+    witness's forward pass."""
     forward = witness.forward(net, params, X)
     loss_spec = lookup(LOSSES, net.loss, "loss")
 
@@ -568,21 +568,22 @@ def derivative_at_activation(
                 ratio = slope(name, z, a, given) / slope(name, z, a, None)
             delta = delta * np.where(np.isfinite(ratio), ratio, 0.0)
         grads: Params = [{} for _ in params]
-        for i in reversed(range(net.depth)):
-            grads[i]["W"] = forward.activations[i].T @ delta
-            if "b" in params[i]:
-                grads[i]["b"] = delta.sum(axis=0)
-            if i > 0:
-                below = net.activations[i - 1]
-                wrong = given if below == name else None
-                f_prime = slope(below, forward.zs[i - 1], forward.activations[i], wrong)
-                delta = (delta @ np.asarray(params[i]["W"], np.float64).T) * f_prime
-        changed = any(
-            not np.array_equal(g[key], r[key])
-            for g, r in zip(grads, reference.grads, strict=True)
-            for key in g
-        )
-        return grads if changed else None
+        with np.errstate(over="ignore", invalid="ignore"):  # a misplaced f′ may be unbounded
+            for i in reversed(range(net.depth)):
+                grads[i]["W"] = forward.activations[i].T @ delta
+                if "b" in params[i]:
+                    grads[i]["b"] = delta.sum(axis=0)
+                if i > 0:
+                    below = net.activations[i - 1]
+                    wrong = given if below == name else None
+                    f_prime = slope(below, forward.zs[i - 1], forward.activations[i], wrong)
+                    delta = (delta @ np.asarray(params[i]["W"], np.float64).T) * f_prime
+        values = [
+            (g[key], r[key]) for g, r in zip(grads, reference.grads, strict=True) for key in g
+        ]
+        changed = any(not np.array_equal(g, r) for g, r in values)
+        finite = all(np.all(np.isfinite(g)) for g, _ in values)
+        return grads if changed and finite else None
 
     return gradients
 

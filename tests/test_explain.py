@@ -270,3 +270,17 @@ def test_a_correct_kernel_has_no_explanations(dtype):
     x, w = rng.normal(size=(6, 5)).astype(dtype), rng.normal(size=(5, 5)).astype(dtype)
     result = gradcheck.check_backward(_tanh_layer, _tanh_layer_backward, x, w)
     assert result.explanations == []
+
+
+def test_a_misplaced_derivative_that_overflows_is_no_hypothesis_and_raises_no_warning():
+    """softplus′ written through a, 1 − e^{−a}, given z ≈ −10⁴ overflows: that hypothesis is
+    dropped, silently (warnings are errors here), and the other one still forms."""
+    net = gradcheck.Network([2, 3, 1], activation=["softplus", "identity"], loss="half_sse")
+    params = net.init(seed=0)
+    params[0]["W"] = params[0]["W"] * 1e4
+    X, y = np.array([[1.0, -1.0], [0.5, 2.0]]), np.zeros((2, 1))
+    trace = gradcheck.get_backend("numpy").trace(net, params, X, y)
+    derivative = explain.derivative_at_activation(net, params, X, trace)
+    assert derivative("softplus", "z") is None
+    given_a = derivative("softplus", "a")
+    assert all(np.all(np.isfinite(layer[key])) for layer in given_a for key in layer)
