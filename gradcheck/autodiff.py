@@ -34,8 +34,8 @@ def float64(x: Any) -> Any:
 class _Autodiff:
     """A framework's reverse and forward mode of a function of arrays, as NumPy callables:
     ``primal(f)`` in float64; ``vjp(f)(u, positions, *inputs)`` and ``jvp(f)(v, positions,
-    *inputs)`` in the inputs' own dtypes; ``vjp_function(f, positions, n)``, the VJP as a
-    framework function of the n inputs and the cotangent; ``has_jvp(f, inputs)``, whether the
+    *inputs)`` in the inputs' own dtypes; ``vjp_function(f, positions, n, outputs)``, the VJP
+    as a framework function of the n inputs and a cotangent per output; ``has_jvp(f, inputs)``, whether the
     framework forms f's JVP from its rule, and ``NO_JVP``, why not where it does not."""
 
     NO_JVP = ""
@@ -57,7 +57,9 @@ class _Autodiff:
         raise NotImplementedError
 
     @staticmethod
-    def vjp_function(f: Callable[..., Any], positions: list[int], n: int) -> Callable[..., Any]:
+    def vjp_function(
+        f: Callable[..., Any], positions: list[int], n: int, outputs: int = 1
+    ) -> Callable[..., Any]:
         raise NotImplementedError
 
 
@@ -117,11 +119,13 @@ class JAX(_Autodiff):
         return jvp
 
     @staticmethod
-    def vjp_function(f: Callable[..., Any], positions: list[int], n: int) -> Callable[..., Any]:
+    def vjp_function(
+        f: Callable[..., Any], positions: list[int], n: int, outputs: int = 1
+    ) -> Callable[..., Any]:
         import jax
 
         def vjp(*args: Any) -> Any:
-            xs, u = args[:n], args[n]
+            xs, u = args[:n], (tuple(args[n:]) if outputs > 1 else args[n])
             _, pull = jax.vjp(JAX._of(f, positions, xs), *[xs[p] for p in positions])
             grads = pull(u)
             return grads if len(positions) > 1 else grads[0]
@@ -200,11 +204,13 @@ class TensorFlow(_Autodiff):
         return jvp
 
     @staticmethod
-    def vjp_function(f: Callable[..., Any], positions: list[int], n: int) -> Callable[..., Any]:
+    def vjp_function(
+        f: Callable[..., Any], positions: list[int], n: int, outputs: int = 1
+    ) -> Callable[..., Any]:
         import tensorflow as tf
 
         def vjp(*args: Any) -> Any:
-            xs, u = list(args[:n]), args[n]
+            xs, u = list(args[:n]), (list(args[n:]) if outputs > 1 else args[n])
             with tf.GradientTape() as tape:
                 tape.watch([xs[p] for p in positions])
                 out = f(*xs)

@@ -120,8 +120,6 @@ def check_rule(
     wide = [float64(a) for a in arrays]
     y = autodiff.primal(f)(*arrays)  # an array, or a tuple of them
     outputs = as_tuple(y)
-    if order == 2 and len(outputs) != 1:
-        raise ValueError(f"order=2 checks a function of one output; f returns {len(outputs)}")
     if rtol is None:  # the rule's rounding, in the narrowest of its inputs' dtypes
         narrowest = _narrowest([dtypes[p] for p in positions])
         rtol = rounding_floor(narrowest, sum(np.size(o) for o in outputs))
@@ -306,21 +304,23 @@ def _second_order(
     positions: list[int],
     shared: dict[str, Any],
 ) -> BackwardCheck:
-    """The VJP as a function of the inputs and its cotangent u, checked like a hand-written
-    kernel: its own VJP (the framework's, through the rule) against finite differences of it.
-    ``y`` is f's output at the inputs, one array."""
+    """The VJP as a function of the inputs and its cotangents (one per output of f), checked
+    like a hand-written kernel: its own VJP (the framework's, through the rule) against finite
+    differences of it. ``y`` is f's output at the inputs, an array or a tuple of them."""
     dtype = arrays[positions[0]].dtype
-    u = np.random.default_rng(shared["seed"]).standard_normal(np.shape(y)).astype(dtype)
-    n = len(arrays)
-    vjp = autodiff.vjp_function(f, positions, n)
-    differentiated = [*positions, n]
-    backward = _narrowed(autodiff.vjp(vjp), differentiated, [a.dtype for a in [*arrays, u]])
-    name = "cotangent" if "u" in labels else "u"
+    rng = np.random.default_rng(shared["seed"])
+    us = [rng.standard_normal(np.shape(y_k)).astype(dtype) for y_k in as_tuple(y)]
+    n, k = len(arrays), len(us)
+    vjp = autodiff.vjp_function(f, positions, n, k)
+    differentiated = [*positions, *range(n, n + k)]
+    backward = _narrowed(autodiff.vjp(vjp), differentiated, [a.dtype for a in [*arrays, *us]])
+    stem = "cotangent" if "u" in labels else "u"
+    names = [stem] if k == 1 else [f"{stem}{i}" for i in range(k)]
     return check_backward(
         autodiff.primal(vjp),
         backward,
-        *[float64(a) for a in [*arrays, u]],
-        **{**shared, "names": [*labels, name], "wrt": differentiated},
+        *[float64(a) for a in [*arrays, *us]],
+        **{**shared, "names": [*labels, *names], "wrt": differentiated},
     )
 
 

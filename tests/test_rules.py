@@ -193,6 +193,33 @@ def test_a_stop_gradient_in_the_backward_passes_at_order_1_and_fails_at_order_2(
     assert gradcheck.check_rule(cube_ok, x, modes="rev", order=2).ok
 
 
+def test_order_2_differentiates_the_vjp_of_a_function_of_two_outputs(gradcheck_dtype):
+    """(x³, sin x) with 3x²·g written through a stop_gradient: first order passes, the VJP's
+    own derivative names x; with the derivative kept, both orders pass."""
+    import jax
+    import jax.numpy as jnp
+
+    def pair_with(keep):
+        @jax.custom_vjp
+        def pair(x):
+            return x**3, jnp.sin(x)
+
+        def backward(x, gs):
+            held = x if keep else jax.lax.stop_gradient(x)
+            return (3 * held**2 * gs[0] + jnp.cos(x) * gs[1],)
+
+        pair.defvjp(lambda x: (pair(x), x), backward)
+        return pair
+
+    x = np.random.default_rng(1).normal(size=(3, 4)).astype(gradcheck_dtype)
+    assert gradcheck.check_rule(pair_with(False), x, modes="rev").ok
+    wrong = gradcheck.check_rule(pair_with(False), x, modes="rev", order=2, raise_exception=False)
+    failed = {(f.backend, f.input) for f in wrong.findings if not f.ok}
+    assert failed == {("vjp of vjp", "x0")}, str(wrong)
+    right = gradcheck.check_rule(pair_with(True), x, modes="rev", order=2)
+    assert {f.input for f in right.findings} >= {"x0", "u0", "u1"}
+
+
 def test_a_custom_jvp_is_checked_in_both_modes_and_against_its_reference(gradcheck_dtype):
     import jax.numpy as jnp
 
