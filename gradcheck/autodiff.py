@@ -35,8 +35,9 @@ class _Autodiff:
     """A framework's reverse and forward mode of a function of arrays, as NumPy callables:
     ``primal(f)`` in float64; ``vjp(f)(u, positions, *inputs)`` and ``jvp(f)(v, positions,
     *inputs)`` in the inputs' own dtypes; ``vjp_function(f, positions, n, outputs)``, the VJP
-    as a framework function of the n inputs and a cotangent per output; ``has_jvp(f, inputs)``, whether the
-    framework forms f's JVP from its rule, and ``NO_JVP``, why not where it does not."""
+    as a framework function of the n inputs and a cotangent per output; ``has_jvp(f,
+    inputs)``, whether the framework forms f's JVP from its rule, and ``NO_JVP``, why not where
+    it does not."""
 
     NO_JVP = ""
 
