@@ -646,7 +646,9 @@ def _validate(
     if reference is None:
         reference = "jax" if "jax" in available_backends() else requested[0]
     reference = resolve(reference)
-    untrained = [b.name for b in [*requested, reference] if not hasattr(b, "train")]
+    untrained = list(
+        dict.fromkeys(b.name for b in [*requested, reference] if not hasattr(b, "train"))
+    )
     if steps > 0 and untrained:
         raise ValueError(
             f"steps must be 0 for a backend without a train method ({', '.join(untrained)}), "

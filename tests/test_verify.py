@@ -261,6 +261,8 @@ def test_a_backend_without_train_is_checked_without_a_training_run():
     with pytest.raises(ValueError, match=r"steps must be 0 for a backend without a train "
                        r"method \(untrained\), .*; got 5"):  # fmt: skip
         gradcheck.verify(net, X, y, params=params, backends=[untrained], steps=5)
+    with pytest.raises(ValueError, match=r"without a train method \(untrained\), "):  # once
+        gradcheck.verify(net, X, y, params=params, backends=[untrained], reference=untrained)
     assert untrained.calls == 0
 
 
