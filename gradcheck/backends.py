@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
@@ -104,7 +105,7 @@ class Training:
 
 
 # name -> (kernels module, the packages it needs)
-_BUILTIN: dict[str, tuple[str, tuple[str, ...]]] = {
+BUILTIN: dict[str, tuple[str, tuple[str, ...]]] = {
     "numpy": ("gradcheck.kernels.numpy_backprop", ()),
     "numba": ("gradcheck.kernels.numba_backend", ("numba",)),
     "jax": ("gradcheck.kernels.jax_autodiff", ("jax",)),
@@ -182,7 +183,7 @@ def available_backends() -> list[str]:
     """The built-in backends whose frameworks are installed here, without importing them."""
     return [
         name
-        for name, (_, packages) in _BUILTIN.items()
+        for name, (_, packages) in BUILTIN.items()
         if all(importlib.util.find_spec(package) is not None for package in packages)
     ]
 
@@ -191,13 +192,25 @@ def get_backend(name: str) -> Backend:
     """The built-in backend called ``name`` (see `available_backends`)."""
     if name in _instances:
         return _instances[name]
-    if name not in _BUILTIN:
-        raise ValueError(f"backend must be one of {', '.join(_BUILTIN)}; got {name!r}")
+    if name not in BUILTIN:
+        raise ValueError(f"backend must be one of {', '.join(BUILTIN)}; got {name!r}")
     if name not in available_backends():
-        needs = ", ".join(_BUILTIN[name][1])
+        needs = ", ".join(BUILTIN[name][1])
         raise ValueError(f"backend {name!r} needs {needs}, which is not installed")
-    _instances[name] = KernelBackend(name, _BUILTIN[name][0])
+    _instances[name] = KernelBackend(name, BUILTIN[name][0])
     return _instances[name]
+
+
+def release_compiled() -> None:
+    """Release what the built-in backends have compiled and keep for networks seen before: JAX's
+    executables and Keras's models (each network is a static argument to JAX's jit and a key of
+    Keras's cache). A process that checks thousands of networks calls this now and then; the
+    next call of a network compiles it again. Backends not yet used are left alone (each
+    kernels module that keeps compiled code has a ``release()``)."""
+    for module_name, _ in BUILTIN.values():
+        release = getattr(sys.modules.get(module_name), "release", None)
+        if callable(release):
+            release()
 
 
 def resolve(backend: str | Backend) -> Backend:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,18 +47,23 @@ from typing import Any
 import numpy as np
 
 from gradcheck import display, explain
-from gradcheck.arguments import is_count
+from gradcheck.arguments import (
+    check_settings,
+    chosen_inputs,
+    float_input,
+    input_names,
+    narrowest,
+)
 from gradcheck.autodiff import JAX, as_tuple
+from gradcheck.compare import Check, against_reference
 from gradcheck.finite_diff import (
     DIRECTIONS,
     ELEMENTWISE_MAX,
     FINITE_DIFFERENCES,
     TINY,
-    Check,
     Comparison,
     Directions,
     Line,
-    against_reference,
     along,
     differentiate,
     judge,
@@ -73,7 +77,7 @@ BACKWARD, JVP = "backward", "jvp"
 _SALT = 0x67726164  # "grad"
 
 
-#: ``check_backward``'s name for its checks: one `finite_diff.Check` per cotangent, input and
+#: ``check_backward``'s name for its checks: one `compare.Check` per cotangent, input and
 #: oracle.
 InputCheck = Check
 
@@ -223,7 +227,7 @@ def check_backward(
             work is done.
     """
     __tracebackhide__ = True  # a failing check shows the caller's line, not ours
-    _settings(cotangents, directions, seed, rtol, elementwise_max, repeats)
+    check_settings(cotangents, directions, seed, rtol, elementwise_max, repeats)
     kernel = _Kernel.of(forward, inputs, names, wrt, rtol, {"backward": backward, "jvp": jvp})
     arrays, labels, differentiated = kernel.arrays, kernel.labels, kernel.differentiated
     unsteady = _not_a_function(kernel, cotangents)
@@ -391,7 +395,7 @@ def check_jvp(
             work is done.
     """
     __tracebackhide__ = True  # a failing check shows the caller's line, not ours
-    _settings(1, directions, seed, rtol, elementwise_max)
+    check_settings(1, directions, seed, rtol, elementwise_max)
     kernel = _Kernel.of(forward, inputs, names, wrt, rtol, {"jvp": jvp})
     unsteady = _not_a_function(kernel, directions, (JVP,), "tangents")
     if unsteady is not None:
@@ -444,7 +448,7 @@ class _Kernel:
         again = self.evaluate(arrays)
         #: The largest relative difference between two runs of forward at the inputs.
         self.drift = max(drift(z, y) for y, z in zip(self.ys, again, strict=True))
-        self.precision = _narrowest(
+        self.precision = narrowest(
             [arrays[i].dtype for i in differentiated] + [y.dtype for y in self.ys]
         )
         size = sum(y.size for y in self.ys)
@@ -465,11 +469,11 @@ class _Kernel:
         None)."""
         if not callable(forward):
             raise TypeError(f"forward must be a callable forward(*inputs); got {forward!r}")
-        labels = _names(names, len(inputs))
-        differentiated = _wrt(wrt, labels)
+        labels = input_names(names, len(inputs))
+        differentiated = chosen_inputs(wrt, labels)
         arrays = list(inputs)
         for i in differentiated:
-            arrays[i] = _float_array(labels[i], inputs[i])
+            arrays[i] = float_input(labels[i], inputs[i])
         kernel = cls(forward, arrays, labels, differentiated, rtol)  # forward's result checked
         for role, rule in rules.items():
             if rule is not None:
@@ -634,68 +638,6 @@ def _takes(role: str, rule: Callable[..., Any], labels: list[str]) -> None:
         ) from None
 
 
-def _names(names: Sequence[str] | None, count: int) -> list[str]:
-    if count == 0:
-        raise ValueError("inputs must hold at least one array; got none")
-    if names is None:
-        return [f"x{i}" for i in range(count)]
-    if isinstance(names, str) or len(names) != count:
-        raise ValueError(f"names must have one name per input ({count}); got {names!r}")
-    return list(names)
-
-
-def _wrt(wrt: Sequence[str | int] | None, labels: list[str]) -> list[int]:
-    if wrt is None:
-        return list(range(len(labels)))
-    if isinstance(wrt, (str, int)):
-        wrt = [wrt]
-    chosen = []
-    for item in wrt:
-        if isinstance(item, str) and item in labels:
-            chosen.append(labels.index(item))
-        elif isinstance(item, int) and not isinstance(item, bool) and 0 <= item < len(labels):
-            chosen.append(item)
-        else:
-            raise ValueError(
-                f"wrt must name inputs among {labels} or give their positions; got {item!r}"
-            )
-    if not chosen:
-        raise ValueError("wrt must name at least one input; got none")
-    return sorted(set(chosen))
-
-
-def _settings(
-    cotangents: Any, directions: Any, seed: Any, rtol: Any, elementwise_max: Any, repeats: Any = 1
-) -> None:
-    for name, value, least in (
-        ("cotangents", cotangents, 1),
-        ("repeats", repeats, 1),
-        ("directions", directions, 1),
-        ("elementwise_max", elementwise_max, 0),
-        ("seed", seed, 0),
-    ):
-        if not is_count(value, least):
-            raise ValueError(f"{name} must be an integer of at least {least}; got {value!r}")
-    if rtol is not None and not (
-        isinstance(rtol, numbers.Real) and not isinstance(rtol, bool) and 0 < float(rtol) < 1
-    ):
-        raise ValueError(f"rtol must be a number in (0, 1) or None; got {rtol!r}")
-
-
-def _float_array(label: str, value: Any) -> np.ndarray:
-    if value is None:
-        raise TypeError(f"input {label} must be a float array to differentiate; got None")
-    array = np.asarray(value)
-    if array.dtype.kind != "f":
-        raise TypeError(
-            f"input {label} must be a float array to differentiate; got dtype {array.dtype} "
-            "(leave it out of wrt= to hold it fixed)"
-        )
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"input {label} must be finite; it holds NaN or Inf")
-    return array
-
-
 #: What a kernel written as ``forward -> (out, cache)`` is told to do.
 FROM_CACHE = "if it is (out, cache), wrap the kernel with gradcheck.adapters.from_cache"
 
@@ -720,10 +662,6 @@ def _outputs(y: Any) -> tuple[np.ndarray, ...]:
             )
         arrays.append(array)
     return tuple(arrays)
-
-
-def _narrowest(dtypes: Sequence[np.dtype]) -> np.dtype:
-    return max(dtypes, key=lambda d: float(np.finfo(d).eps))
 
 
 def _copy(value: Any) -> Any:

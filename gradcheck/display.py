@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 # What the views read of the results they show: `gradcheck.report.Report`,
-# `gradcheck.check_backward.BackwardCheck`, and the `gradcheck.finite_diff.Check`s of both. The
+# `gradcheck.check_backward.BackwardCheck`, and the `gradcheck.compare.Check`s of both. The
 # results call the views (their ``_repr_html_`` and ``plot``), so the views name no result type:
 # imports run one way.
 

@@ -537,7 +537,8 @@ def derivative_at_activation(
     net: Network, params: Params, X: np.ndarray, reference: Trace
 ) -> Callable[[str, str], Params | None]:
     """For an activation's name and the tensor its f′ was wrongly given (`MISPLACED_DERIVATIVES`:
-    ``"a"``, f′(z) evaluated at a; ``"z"``, f′ written through a evaluated at z), the gradients
+    ``"a"``, f′(z) evaluated at a; ``"z"``, f′ written through a (the registry's
+    ``derivative``, where it ``needs`` a) evaluated at z), the gradients
     backpropagation gives with that mistake (None when the network does not use the
     activation, when the mistake changes nothing, as for relu and identity, when it overflows,
     or for a network given as a list of layers), from the reference's output delta and the
@@ -549,18 +550,20 @@ def derivative_at_activation(
         """f′ at z, right (``given`` None) or evaluated at the wrong tensor."""
         spec = lookup(ACTIVATIONS, name, "activation")
         assert spec.prime is not None
-        assert spec.prime_of_a is not None
+        assert spec.derivative is not None
         if given is None:
             return spec.prime(z)
         if given == "a":
             return spec.prime(a)
         if given == "z":
-            return spec.prime_of_a(z)
+            return spec.derivative(z, z)  # the a it reads given z
         raise ValueError(f"given must be one of {list(MISPLACED_DERIVATIVES)}; got {given!r}")
 
     def gradients(name: str, given: str) -> Params | None:
         if not net.dense or name not in net.activations or ACTIVATIONS[name].prime is None:
             return None
+        if given == "z" and "a" not in ACTIVATIONS[name].needs:
+            return None  # f′ is not written through a
         delta = np.asarray(reference.delta[-1], np.float64)
         output, z, a = net.activations[-1], forward.zs[-1], forward.outputs
         if output == name and loss_spec.output is None:

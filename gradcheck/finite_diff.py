@@ -37,8 +37,10 @@ estimates' own error, but never looser than the noise limit of a smooth function
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -47,14 +49,13 @@ import numpy as np
 
 from gradcheck import witness
 from gradcheck.network import Network, Params
-from gradcheck.tolerance import relative_error
 
 #: The public names, as the API reference shows them.
 __all__ = [
     "DIRECTIONS",
     "ELEMENTWISE_MAX",
     "FINITE_DIFFERENCES",
-    "Check",
+    "MODES",
     "Choice",
     "Comparison",
     "Derivative",
@@ -62,7 +63,7 @@ __all__ = [
     "Directions",
     "ElementwiseGradient",
     "Line",
-    "against_reference",
+    "NetworkWitness",
     "allowed",
     "along",
     "central_difference",
@@ -424,7 +425,7 @@ def _unflat(net: Network, theta: np.ndarray) -> Params:
     return params
 
 
-class _NetworkLoss:
+class NetworkLoss:
     """The loss C of ``net`` on fixed data through the witness's own float64 forward pass
     (`gradcheck.witness`), never through a kernel under test, along lines through the params."""
 
@@ -464,7 +465,7 @@ class _LossLine:
     layers before it do not move)."""
 
     def __init__(
-        self, loss: _NetworkLoss, forward: Callable[[float], witness.Forward], start: int
+        self, loss: NetworkLoss, forward: Callable[[float], witness.Forward], start: int
     ) -> None:
         self.loss, self.forward, self.start = loss, forward, start
         self.values: dict[float, float] = {}
@@ -509,7 +510,7 @@ DIRECTIONS = 8
 def elementwise_seconds(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> float:
     """An estimate of `elementwise_gradient`'s time: the median of the first three weights of
     each layer timed, as many times as the layer has parameters."""
-    loss = _NetworkLoss(net, params, X, y)
+    loss = NetworkLoss(net, params, X, y)
     seconds = 0.0
     for layer, shapes in enumerate(net.shapes()):
         times = []
@@ -573,7 +574,7 @@ def elementwise_gradient(
 ) -> ElementwiseGradient:
     """∂C/∂θ_i for every parameter: 4 forward passes each, from the parameter's own layer on.
     ``progress(i, n)`` is told as parameters are done."""
-    loss = _NetworkLoss(net, params, X, y)
+    loss = NetworkLoss(net, params, X, y)
     theta = _flat(loss.params)
     steps = Directions.through(theta, np.float64, elementwise=True).steps
     coordinates = [
@@ -621,7 +622,7 @@ def directional_derivatives(
 ) -> DirectionalDerivatives:
     """⟨∇C, v⟩ for ``k`` random Gaussian directions v: 4k forward passes in all.
     ``progress(j, k)`` is told as directions are done."""
-    loss = _NetworkLoss(net, params, X, y)
+    loss = NetworkLoss(net, params, X, y)
     directions = Directions.through(
         _flat(loss.params), np.float64, False, k, np.random.default_rng(seed)
     )
@@ -698,44 +699,6 @@ class Comparison:
         if self.rounded:
             parts.append("a gradient this small is resolved only to the loss's rounding")
         return ", ".join(parts)
-
-
-def against_reference(
-    backend: str,
-    quantity: str,
-    observed: Any,
-    expected: Any,
-    tolerance: float,
-    *,
-    oracle: str = "",
-    layer: int | None = None,
-    param: str | None = None,
-    input: str | None = None,
-    magnitude: np.ndarray | None = None,
-    elementwise: bool = False,
-) -> Check:
-    """An array against a reference implementation's (``verify``'s reference backend,
-    ``jax.vjp``): its worst relative error as the tolerance policy measures it
-    (`tolerance.relative_error`: to the size of its terms, given their ``magnitude``, or with
-    ``elementwise`` to each value's own), held to ``tolerance``. A missing or misshapen array
-    fails with what was wrong."""
-    failed = Check(backend, quantity, math.inf, tolerance, layer, param, oracle=oracle, input=input)
-    if observed is None:
-        return dataclasses.replace(failed, detail="missing")
-    observed, expected = np.asarray(observed), np.asarray(expected)
-    if observed.shape != expected.shape:
-        return dataclasses.replace(
-            failed, detail=f"shape {observed.shape}, expected {expected.shape}"
-        )
-    error, index = relative_error(observed, expected, elementwise=elementwise, magnitude=magnitude)
-    at = index if index else (0,) * observed.ndim
-    return dataclasses.replace(
-        failed,
-        error=error,
-        index=index,
-        observed=float(observed[at]) if observed.size else math.nan,
-        expected=float(expected[at]) if expected.size else math.nan,
-    )
 
 
 def allowed(
@@ -816,155 +779,63 @@ def compare(
     )
 
 
-# --- the result ------------------------------------------------------------------------------
+# --- verify's witness ------------------------------------------------------------------------
+
+#: The finite-difference modes ``verify`` accepts.
+MODES = ("auto", "elementwise", "directional")
 
 
 @dataclass(frozen=True)
-class Check:
-    """One comparison, for ``verify`` and ``check_backward`` alike: the worst element (or
-    direction) of one quantity an implementation computed, against an oracle.
+class NetworkWitness:
+    """The independent witness of a network: its predictions and loss from its own float64
+    forward pass (`gradcheck.witness`), and its gradient by finite differences of that loss,
+    element by element or along random directions (the other field None), as ``choice`` says."""
 
-    ``backend`` is the implementation judged (``"backward"`` in ``check_backward``). A check of
-    a network's quantity has ``layer`` (1-based) and ``param`` (``"W"``, ``"b"``, or
-    ``"directional"`` for a gradient seen along random directions) where they apply; a check of
-    a named input's gradient has ``input``. ``index`` is the worst element's (for ``train
-    losses``, the step; for directions, the direction's).
-    """
-
-    backend: str
-    quantity: str
-    error: float
-    tolerance: float
-    layer: int | None = None
-    param: str | None = None
-    index: tuple[int, ...] = ()
-    #: What else the comparison found (`Comparison.detail`), or what was wrong with the array.
-    detail: str = ""
-    #: For ``train losses``: the first step whose loss leaves the tolerance.
-    first_step: int | None = None
-    #: What it was compared with: the reference, `FINITE_DIFFERENCES`, ``jax.vjp``.
-    oracle: str = ""
-    #: ``"elementwise"`` or ``"directional"`` (⟨g, v⟩ per random direction).
-    mode: str = "elementwise"
-    #: The finite differences were noisier than a smooth function allows (`noise_limit`); the
-    #: tolerance is held at that limit.
-    noisy: bool = False
-    #: The implementation's value at ``index`` and the oracle's, where they were kept.
-    observed: float = math.nan
-    expected: float = math.nan
-    #: Estimates skipped on a kink, estimates a smaller step settled, and the largest relative
-    #: error among the skipped ones that have a value.
-    kinks: int = 0
-    resolved: int = 0
-    skipped_error: float | None = None
-    #: What fits a disagreement of this array alone: "dx is 2 × the finite differences".
-    hint: str = ""
-    #: The named input whose gradient this is (``check_backward``).
-    input: str | None = None
+    choice: Choice
+    predictions: np.ndarray
+    loss: float
+    elementwise: ElementwiseGradient | None
+    directional: DirectionalDerivatives | None
 
     @classmethod
     def of(
         cls,
-        c: Comparison,
-        backend: str,
-        quantity: str,
-        oracle: str,
-        *,
-        layer: int | None = None,
-        param: str | None = None,
-        input: str | None = None,
-        hint: str = "",
-    ) -> Check:
-        """The check a `Comparison` with finite differences makes."""
-        flat = int(np.ravel_multi_index(c.index, c.expected.shape)) if c.expected.size else 0
-        return cls(
-            backend,
-            quantity,
-            c.error,
-            c.tolerance,
-            layer,
-            param,
-            c.index,
-            c.detail,
-            oracle=oracle,
-            mode=c.mode,
-            noisy=c.noisy,
-            observed=float(c.observed.flat[flat]) if c.observed.size else math.nan,
-            expected=float(c.expected.flat[flat]) if c.expected.size else math.nan,
-            kinks=c.kinks,
-            resolved=c.resolved,
-            skipped_error=c.skipped_error,
-            hint=hint,
-            input=input,
-        )
-
-    @property
-    def ok(self) -> bool:
-        return self.error <= self.tolerance  # False for NaN
-
-    @property
-    def where(self) -> str:
-        """The worst element: ``layer 2 W[3, 0]``, ``step 17``, ``direction 3``, ``[1, 2]``."""
-        if self.quantity == "train losses" and self.index:
-            return f"step {self.index[0]}"
-        if self.quantity == "loss":
-            return ""
-        if self.mode == "directional":
-            return f"direction {self.index[0]}" if self.index else ""
-        index = f"[{', '.join(str(i) for i in self.index)}]" if self.index else ""
-        if self.layer is None:
-            return index
-        return f"layer {self.layer} {self.param}{index}"
-
-    @property
-    def cells(self) -> tuple[str, str, str, str]:
-        """The row's quantity, where, error and tolerance, as every table shows them."""
-        return self.quantity, self.where, f"{self.error:.1e}", f"{self.tolerance:.1e}"
+        net: Network,
+        params: Params,
+        X: np.ndarray,
+        y: np.ndarray,
+        mode: str,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> NetworkWitness:
+        """The witness of ``net`` at ``params`` on (X, y), its differences taken in ``mode``
+        (one of `MODES`; ``"auto"``: `choose_mode`)."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+        choice = choose_mode(net, params, X, y) if mode == "auto" else Choice(mode, "as asked")
+        outputs = witness.forward(net, params, X)
+        elementwise = directional = None
+        if choice.mode == "elementwise":
+            elementwise = elementwise_gradient(net, params, X, y, progress=progress)
+        else:
+            directional = directional_derivatives(net, params, X, y, progress=progress)
+        return cls(choice, outputs.outputs, witness.loss(net, outputs, y), elementwise, directional)
 
     def describe(self) -> str:
-        """One line: ``numpy: gradient layer 2 W[3, 0]: relative error …`` for a network's
-        quantity; ``input x[1] against finite differences (elementwise): observed …, expected
-        …, relative error …`` for an input's gradient."""
-        if self.input is None:
-            return f"{self.backend}: {self.finding()}"
-        where = self.where if self.mode == "elementwise" else f" {self.where}"
-        values = (  # a NaN the implementation gave is shown
-            f"observed {self.observed:.6g}, expected {self.expected:.6g}, "
-            if math.isfinite(self.expected)
-            else ""
-        )
-        hint = f"; {self.hint}" if self.hint else ""
-        detail = f" ({self.detail})" if self.detail else ""
-        rule = "" if self.backend == "backward" else f"{self.backend}: "  # another rule named
-        return (
-            f"{rule}input {self.input}{where.rstrip()} against {self.oracle} ({self.mode}): "
-            f"{values}relative error {self.error:.1e}, tolerance {self.tolerance:.1e}{hint}{detail}"
-        )
+        """How the differences were taken and why, as the report's heading says it."""
+        return f"{FINITE_DIFFERENCES} {self.choice.mode}: {self.choice.reason}"
 
-    def finding(self) -> str:
-        """What was found, without the backend: quantity, where, error against tolerance."""
-        where = f" {self.where}" if self.where else ""
-        detail = f" ({self.detail})" if self.detail else ""
-        first = (
-            f", first out of tolerance at step {self.first_step}"
-            if self.first_step is not None and not self.ok
-            else ""
-        )
-        return (
-            f"{self.quantity}{where}: relative error {self.error:.1e} "
-            f"against tolerance {self.tolerance:.1e}{first}{detail}"
-        )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "backend": self.backend,
-            "quantity": self.quantity,
-            "layer": self.layer,
-            "param": self.param,
-            "index": list(self.index),
-            "error": self.error if math.isfinite(self.error) else str(self.error),
-            "tolerance": self.tolerance,
-            "ok": self.ok,
-            "detail": self.detail,
-            "first_step": self.first_step,
-        }
+#: Names that moved to `gradcheck.compare`, still found here with a DeprecationWarning.
+_MOVED = {"Check", "against_reference"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        warnings.warn(
+            f"gradcheck.finite_diff.{name} is deprecated; use gradcheck.compare.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        # imported by name when asked for: gradcheck.compare imports this module
+        return getattr(importlib.import_module("gradcheck.compare"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,6 +15,7 @@ the sign): a witness that repeats the code it judges repeats its bugs.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -28,6 +29,7 @@ __all__ = [
     "Activation",
     "Loss",
     "lookup",
+    "ones",
 ]
 
 Array = np.ndarray
@@ -43,17 +45,23 @@ class Activation:
     formula: str
     #: f in float64, finite and silent for any finite z.
     reference: Callable[[Array], Array]
-    #: For an elementwise f: a bound on the size of the terms of f′ written through a = f(z),
-    #: which is what its rounding is relative to (σ′ = a − a² cancels as the unit saturates,
-    #: so its terms are |a|, not the small σ′ left). None for a row-wise f (softmax), whose
-    #: Jacobian the tolerance policy bounds as a whole.
-    prime_terms: Callable[[Array], Array] | None
-    #: For an elementwise f: f′(z) in float64, as a function of z (the explanations evaluate
-    #: it where a kernel may have passed the activation instead).
+    #: For an elementwise f: f′ as the kernels write it, ``derivative(z, a)`` from the
+    #: pre-activation z, the activation a = f(z) or both (``needs`` says which), in float64.
+    #: Every kernel computes f′ from what this reads, the tolerance bounds the rounding of its
+    #: terms (``derivative_terms``) and the explanations evaluate it where a kernel may have
+    #: passed one tensor for the other. None for a row-wise f (softmax), whose Jacobian the
+    #: kernels and the tolerance policy apply whole.
+    derivative: Callable[[Array, Array], Array] | None
+    #: Which of ``"z"`` and ``"a"`` ``derivative`` reads: σ′ = a(1 − a) needs a alone, silu′
+    #: needs z. A kernel keeps z for the backward pass only where it is needed.
+    needs: tuple[str, ...] = ()
+    #: A bound on the size of the terms ``derivative`` adds up, from (z, a): what its rounding is
+    #: relative to (σ′ = a − a² cancels as the unit saturates, so its terms are |a|, not the
+    #: small σ′ left).
+    derivative_terms: Callable[[Array, Array], Array] | None = None
+    #: For an elementwise f: f′(z) in float64, as exactly as a stable formula allows (the
+    #: explanations' right slope).
     prime: Callable[[Array], Array] | None = None
-    #: For an elementwise f: f′ written through a = f(z), as kernels write it (σ′ = a(1 − a));
-    #: the explanations evaluate it at z, where a kernel may have passed z instead.
-    prime_of_a: Callable[[Array], Array] | None = None
     #: Pre-activation values where f has no derivative (relu's 0).
     kinks: tuple[float, ...] = ()
     #: Allowed on the output layer only.
@@ -65,9 +73,38 @@ class Activation:
     #: Keras's name for it (``keras.activations.get``).
     keras: str = ""
 
+    def __post_init__(self) -> None:
+        if not set(self.needs) <= {"z", "a"} or (self.derivative is None) != (not self.needs):
+            raise ValueError(
+                f"needs must name 'z', 'a' or both for an elementwise activation, and nothing "
+                f"for a row-wise one; got {self.needs!r} for {self.name}"
+            )
+
     @property
     def elementwise(self) -> bool:
-        return self.prime_terms is not None
+        return self.derivative is not None
+
+    @property
+    def prime_terms(self) -> Callable[[Array], Array] | None:
+        """Deprecated: ``derivative_terms(z, a)``, which takes z as well."""
+        warnings.warn(
+            "Activation.prime_terms(a) is deprecated; use derivative_terms(z, a)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        terms = self.derivative_terms
+        return None if terms is None or "z" in self.needs else (lambda a: terms(a, a))
+
+    @property
+    def prime_of_a(self) -> Callable[[Array], Array] | None:
+        """Deprecated: ``derivative(z, a)``, which takes z as well."""
+        warnings.warn(
+            "Activation.prime_of_a(a) is deprecated; use derivative(z, a)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        derivative = self.derivative
+        return None if derivative is None or "z" in self.needs else (lambda a: derivative(a, a))
 
 
 @dataclass(frozen=True)
@@ -139,8 +176,9 @@ def _softmax_ce(z: Array, a: Array, y: Array) -> float:
 # --- the registry --------------------------------------------------------------------------------
 
 
-def _ones(a: Array) -> Array:
-    return np.ones_like(a, dtype=np.float64)
+def ones(x: Array) -> Array:
+    """1 for every element of ``x``, in float64: the slope of the identity."""
+    return np.ones_like(x, dtype=np.float64)
 
 
 ACTIVATIONS: dict[str, Activation] = {
@@ -150,9 +188,10 @@ ACTIVATIONS: dict[str, Activation] = {
             "sigmoid",
             "1 / (1 + exp(−z))",
             _sigmoid,
-            prime_terms=np.abs,  # σ′ = a − a²
+            derivative=lambda z, a: a * (1 - a),
+            needs=("a",),
+            derivative_terms=lambda z, a: np.abs(a),  # σ′ = a − a²
             prime=lambda z: _sigmoid(z) * _sigmoid(-z),
-            prime_of_a=lambda a: a * (1 - a),
             jax="nn.sigmoid",
             keras="sigmoid",
         ),
@@ -160,9 +199,10 @@ ACTIVATIONS: dict[str, Activation] = {
             "tanh",
             "tanh(z)",
             np.tanh,
-            prime_terms=_ones,  # tanh′ = 1 − a²
+            derivative=lambda z, a: 1 - a**2,
+            needs=("a",),
+            derivative_terms=lambda z, a: ones(a),  # tanh′ = 1 − a²
             prime=_tanh_prime,
-            prime_of_a=lambda a: 1 - a**2,
             jax="nn.tanh",
             keras="tanh",
         ),
@@ -170,9 +210,10 @@ ACTIVATIONS: dict[str, Activation] = {
             "relu",
             "max(z, 0), with relu′(0) = 0",
             lambda z: np.where(z > 0, z, 0.0),
-            prime_terms=lambda a: (a > 0).astype(np.float64),
+            derivative=lambda z, a: (a > 0).astype(np.float64),
+            needs=("a",),
+            derivative_terms=lambda z, a: (a > 0).astype(np.float64),
             prime=lambda z: (z > 0).astype(np.float64),
-            prime_of_a=lambda a: (a > 0).astype(np.float64),
             kinks=(0.0,),
             jax="nn.relu",
             keras="relu",
@@ -181,9 +222,10 @@ ACTIVATIONS: dict[str, Activation] = {
             "identity",
             "z",
             lambda z: z,
-            prime_terms=_ones,
-            prime=_ones,
-            prime_of_a=_ones,
+            derivative=lambda z, a: ones(a),
+            needs=("a",),
+            derivative_terms=lambda z, a: ones(a),
+            prime=ones,
             jax="nn.identity",
             keras="linear",
         ),
@@ -191,9 +233,10 @@ ACTIVATIONS: dict[str, Activation] = {
             "softplus",
             "log(1 + exp(z))",
             lambda z: np.logaddexp(0.0, z),
-            prime_terms=_ones,  # softplus′ = σ(z) = 1 − e^{−a}, at most 1
+            derivative=lambda z, a: -np.expm1(-a),
+            needs=("a",),
+            derivative_terms=lambda z, a: ones(a),  # softplus′ = σ(z) = 1 − e^{−a}, at most 1
             prime=_sigmoid,
-            prime_of_a=lambda a: -np.expm1(-a),
             jax="nn.softplus",
             keras="softplus",
         ),
@@ -201,7 +244,7 @@ ACTIVATIONS: dict[str, Activation] = {
             "softmax",
             "exp(z_k) / Σ_j exp(z_j), per row",
             _softmax,
-            prime_terms=None,
+            derivative=None,
             output_only=True,
             min_units=2,
             jax="nn.softmax",

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from gradcheck.backends import _BUILTIN, available_backends, get_backend
+from gradcheck.backends import BUILTIN, available_backends, get_backend
 from gradcheck.network import DTYPES
 
 #: Seeds the ``gradcheck_seed`` fixture runs over unless --gradcheck-seeds says otherwise.
@@ -33,7 +33,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="NAMES",
         help="comma-separated backends for the gradcheck_backend fixture "
-        f"(default: all of {', '.join(_BUILTIN)})",
+        f"(default: all of {', '.join(BUILTIN)})",
     )
     group.addoption(
         "--gradcheck-dtypes",
@@ -54,12 +54,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _selected(config: pytest.Config) -> list[str]:
     option = config.getoption("--gradcheck-backends")
     if option is None:
-        return list(_BUILTIN)
+        return list(BUILTIN)
     names = [name.strip() for name in option.split(",") if name.strip()]
-    unknown = [name for name in names if name not in _BUILTIN]
+    unknown = [name for name in names if name not in BUILTIN]
     if unknown or not names:
         raise pytest.UsageError(
-            f"--gradcheck-backends must name backends among {', '.join(_BUILTIN)}; got {option!r}"
+            f"--gradcheck-backends must name backends among {', '.join(BUILTIN)}; got {option!r}"
         )
     return names
 

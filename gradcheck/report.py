@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gradcheck import display, terminal
+from gradcheck.compare import Check
 from gradcheck.explain import Explanation, FirstDifference, listing
-from gradcheck.finite_diff import FINITE_DIFFERENCES, Check
+from gradcheck.finite_diff import FINITE_DIFFERENCES
 from gradcheck.network import Network
 from gradcheck.optimizers import SGD, Optimizer, plain_descent
 from gradcheck.tolerance import Horizon

@@ -21,18 +21,20 @@ from typing import Any
 
 import numpy as np
 
+from gradcheck.arguments import (
+    check_settings,
+    chosen_inputs,
+    float_input,
+    input_names,
+    narrowest,
+)
 from gradcheck.autodiff import JAX, TensorFlow, as_tuple, float64
 from gradcheck.check_backward import (
     BackwardCheck,
-    _float_array,
-    _names,
-    _narrowest,
-    _settings,
-    _wrt,
     check_backward,
     check_jvp,
 )
-from gradcheck.finite_diff import Check, against_reference
+from gradcheck.compare import Check, against_reference
 from gradcheck.tolerance import rounding_floor
 
 #: The frameworks whose rules `check_rule` checks.
@@ -91,13 +93,13 @@ def check_rule(
         raise TypeError(
             f"reference must be the function without its rule, or None; got {reference!r}"
         )
-    _settings(1, 1, seed, rtol, 0)
-    leaves = _Leaves.of(inputs, _names(names, len(inputs)))
+    check_settings(1, 1, seed, rtol, 0)
+    leaves = _Leaves.of(inputs, input_names(names, len(inputs)))
     positions = leaves.chosen(wrt)
     labels = leaves.labels
     arrays = list(leaves.arrays)
     for p in positions:
-        arrays[p] = _float_array(labels[p], arrays[p])
+        arrays[p] = float_input(labels[p], arrays[p])
     framework = _framework(f, leaves.inputs(arrays))
     if framework == "jax":
         f = leaves.on_leaves(f)
@@ -121,8 +123,8 @@ def check_rule(
     y = autodiff.primal(f)(*arrays)  # an array, or a tuple of them
     outputs = as_tuple(y)
     if rtol is None:  # the rule's rounding, in the narrowest of its inputs' dtypes
-        narrowest = _narrowest([dtypes[p] for p in positions])
-        rtol = rounding_floor(narrowest, sum(np.size(o) for o in outputs))
+        dtype = narrowest([dtypes[p] for p in positions])
+        rtol = rounding_floor(dtype, sum(np.size(o) for o in outputs))
     shared: dict[str, Any] = {
         "names": labels,
         "wrt": positions,
@@ -207,7 +209,7 @@ class _Leaves:
                 )
         leaves = [self.labels.index(item) for item in items if item in paths]
         rest = [item for item in items if item not in paths]
-        inputs = _wrt(rest, self.input_names) if rest or not leaves else []
+        inputs = chosen_inputs(rest, self.input_names) if rest or not leaves else []
         return sorted({*leaves, *(i for i, owner in enumerate(self.owners) if owner in inputs)})
 
     def inputs(self, arrays: Sequence[Any]) -> tuple[Any, ...]:

@@ -331,7 +331,7 @@ def prediction_magnitudes(net: Network, params: Params, X: np.ndarray) -> np.nda
 
     The forward pass run in absolute values: each pre-activation's terms |x||W| + |b|, carried
     through its activation's slope as a rounding of them would be (the registry's
-    ``prime_terms``; for the softmax, `_abs_activation_backward`'s bound of its Jacobian), a
+    ``derivative_terms``; for the softmax, `_abs_activation_backward`'s bound of its Jacobian), a
     max pool's bound by the largest in its window. An output whose terms nearly cancel is small,
     but its rounding is as large as they are times the slope.
     """
@@ -358,17 +358,17 @@ def _forward_magnitudes(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The witness's outputs a_L, `prediction_magnitudes`' bound on each, and the bound on
     each of the last weight layer's pre-activations z_L."""
-    values = witness.forward(net, params, X).activations
-    magnitude = z = np.abs(values[0])
-    weights = iter(params)
-    for layer, a in zip(net.stack, values[1:], strict=True):
+    forward = witness.forward(net, params, X)
+    magnitude = z = np.abs(forward.activations[0])
+    weights, zs = iter(params), iter(forward.zs)
+    for layer, a in zip(net.stack, forward.activations[1:], strict=True):
         if isinstance(layer, Weighted):
             terms = {key: np.abs(np.asarray(v, np.float64)) for key, v in next(weights).items()}
             z = witness.pre_activation(layer, magnitude, terms)
-            magnitude = _abs_activation_backward(layer.activation, a, z)
+            magnitude = _abs_activation_backward(layer.activation, next(zs), a, z)
         else:
             magnitude = witness.pool_or_flatten(layer, magnitude)
-    return values[-1], magnitude, z
+    return forward.outputs, magnitude, z
 
 
 def gradient_magnitudes(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Params:
@@ -387,7 +387,8 @@ def backward_magnitudes(
 ) -> tuple[list[np.ndarray], Params]:
     """`gradient_magnitudes` with the bounds on each weight layer's delta δ_l as well:
     ``(deltas, gradients)``, ``deltas[l - 1]`` shaped like z_l, ``(N, n_l)`` for a Dense one."""
-    values = witness.forward(net, params, X).activations  # values[k]: layer k's input
+    forward = witness.forward(net, params, X)
+    values = forward.activations  # values[k]: layer k's input
     spec = lookup(LOSSES, net.loss, "loss")
     grad = spec.terms(values[-1], np.asarray(y, np.float64))  # on ∂C/∂a_L: (N, K)
     deltas: list[np.ndarray] = []
@@ -400,7 +401,7 @@ def backward_magnitudes(
             continue
         w -= 1
         if k < len(net.stack) - 1 or spec.output is None:  # through the activation to ∂C/∂z
-            grad = _abs_activation_backward(layer.activation, values[k + 1], grad)
+            grad = _abs_activation_backward(layer.activation, forward.zs[w], values[k + 1], grad)
         deltas.insert(0, grad)
         W = np.abs(np.asarray(params[w]["W"], np.float64))
         magnitudes[w]["W"], bias = _abs_weight_grads(layer, np.abs(x), grad)
@@ -459,15 +460,17 @@ def _abs_layer_backward(layer: Pooling | Flatten, x: np.ndarray, grad: np.ndarra
     return dx
 
 
-def _abs_activation_backward(activation: str, a: np.ndarray, grad_a: np.ndarray) -> np.ndarray:
+def _abs_activation_backward(
+    activation: str, z: np.ndarray, a: np.ndarray, grad_a: np.ndarray
+) -> np.ndarray:
     """A bound on the terms of ∂C/∂z from one on those of ∂C/∂a: elementwise through the
-    registry's ``prime_terms``, and for a row-wise activation (the softmax)
+    registry's ``derivative_terms(z, a)``, and for a row-wise activation (the softmax)
     |a| ⊙ (g + ⟨g, |a|⟩), which bounds a ⊙ (g − ⟨g, a⟩). The Jacobian is symmetric, so the same
     bound carries a change of z forward to a."""
-    prime_terms = lookup(ACTIVATIONS, activation, "activation").prime_terms
-    if prime_terms is None:
+    terms = lookup(ACTIVATIONS, activation, "activation").derivative_terms
+    if terms is None:
         return np.abs(a) * (grad_a + np.sum(grad_a * np.abs(a), axis=1, keepdims=True))
-    return grad_a * prime_terms(a)
+    return grad_a * terms(z, a)
 
 
 def ratio(error: float, tolerance: float) -> float:

@@ -21,24 +21,25 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gradcheck import ops
 from gradcheck.backends import Trace, Trajectory
 from gradcheck.layers import Conv2D, Dense, Flatten, MaxPool2D, Pooling, Weighted
 from gradcheck.network import Network, Params
-from gradcheck.ops import ACTIVATIONS, lookup
+from gradcheck.ops import lookup
 from gradcheck.optimizers import SGD, Adam, Batch, Optimizer, RMSprop, padded
 
 name = "jax"
 
 #: Each activation as JAX spells it in the registry (``jax.nn.relu`` has derivative 0 at 0, as
 #: the spec asks; ``jax.nn.softmax`` normalises the last axis, the outputs of each row).
-_ACTIVATE: dict[str, Callable[[jax.Array], jax.Array]] = {
-    name: operator.attrgetter(spec.jax)(jax) for name, spec in ACTIVATIONS.items()
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    name: operator.attrgetter(spec.jax)(jax) for name, spec in ops.ACTIVATIONS.items()
 }
 
 #: Each loss as its definition: a sum of terms over samples and outputs, from the logits z, the
 #: outputs a and the targets y (all (N, K)), divided by what the loss averages over for n samples
 #: and K outputs; bce and softmax_ce through the logits, in forms that stay finite for any z.
-_LOSS: dict[str, tuple[Callable[..., jax.Array], Callable[[Any, int], Any]]] = {
+LOSSES: dict[str, tuple[Callable[..., jax.Array], Callable[[Any, int], Any]]] = {
     "half_sse": (lambda z, a, y: 0.5 * (a - y) ** 2, lambda n, K: 1),
     "mse": (lambda z, a, y: (a - y) ** 2, lambda n, K: n * K),
     "bce": (lambda z, a, y: jax.nn.softplus(z) - y * z, lambda n, K: n * K),
@@ -61,7 +62,7 @@ def _forward(
         z = _pre_activation(layer, next(weights), a)
         if offsets is not None:
             z = z + offsets[len(zs)]
-        a = lookup(_ACTIVATE, layer.activation, "activation")(z)  # unused ones are traced away
+        a = lookup(ACTIVATIONS, layer.activation, "activation")(z)  # unused ones are traced away
         zs.append(z)
         outputs.append(a)
     return zs, outputs
@@ -112,11 +113,11 @@ def _unweighted(layer: Pooling | Flatten, a: jax.Array) -> jax.Array:
     return total / size**2
 
 
-def _predict(net: Network, params: Any, X: jax.Array) -> jax.Array:
+def network_outputs(net: Network, params: Any, X: jax.Array) -> jax.Array:
     return _forward(net, params, X)[1][-1]
 
 
-def _loss(
+def network_loss(
     params: Any, X: jax.Array, y: jax.Array, net: Network, mask: jax.Array | None = None
 ) -> jax.Array:
     """The loss exactly as the spec defines it; with ``mask`` (N,), over the samples it marks
@@ -128,9 +129,9 @@ def _loss(
 def _cost(
     net: Network, z: jax.Array, a: jax.Array, y: jax.Array, mask: jax.Array | None = None
 ) -> jax.Array:
-    """The loss of outputs ``a`` with logits ``z``: its terms summed and divided as `_LOSS`
+    """The loss of outputs ``a`` with logits ``z``: its terms summed and divided as `LOSSES`
     says, over the samples ``mask`` marks when one is given."""
-    terms, divisor = lookup(_LOSS, net.loss, "loss")
+    terms, divisor = lookup(LOSSES, net.loss, "loss")
     if mask is None:
         return jnp.sum(terms(z, a, y)) / divisor(y.shape[0], y.shape[1])
     return jnp.sum(terms(z, a, y) * mask[:, None]) / divisor(jnp.sum(mask), y.shape[1])
@@ -145,11 +146,11 @@ def _traced_loss(
     return _cost(net, zs[-1], outputs[-1], y), (zs, outputs)
 
 
-_jit_predict = jax.jit(_predict, static_argnums=0)
+_jit_predict = jax.jit(network_outputs, static_argnums=0)
 _jit_trace = jax.jit(
     jax.value_and_grad(_traced_loss, argnums=(0, 1), has_aux=True), static_argnames="net"
 )
-_jit_value_and_grad = jax.jit(jax.value_and_grad(_loss), static_argnames="net")
+_jit_value_and_grad = jax.jit(jax.value_and_grad(network_loss), static_argnames="net")
 
 
 @partial(jax.jit, static_argnames=("net", "steps"))
@@ -157,7 +158,7 @@ def _jit_train(
     net: Network, params: Any, X: jax.Array, y: jax.Array, lr: jax.Array, steps: int
 ) -> tuple[Any, jax.Array]:
     def step(params: Any, _: None) -> tuple[Any, jax.Array]:
-        loss, grads = jax.value_and_grad(_loss)(params, X, y, net)
+        loss, grads = jax.value_and_grad(network_loss)(params, X, y, net)
         return jax.tree.map(lambda p, g: p - lr * g, params, grads), loss
 
     return jax.lax.scan(step, params, length=steps)
@@ -179,7 +180,7 @@ def _jit_train_with(
     def step(carry: Any, batch: tuple[jax.Array, jax.Array]) -> tuple[Any, jax.Array]:
         params, state = carry
         rows, mask = batch
-        loss, grads = jax.value_and_grad(_loss)(params, X[rows], y[rows], net, mask)
+        loss, grads = jax.value_and_grad(network_loss)(params, X[rows], y[rows], net, mask)
         updates, state = transform.update(grads, state, params)
         return (optax.apply_updates(params, updates), state), loss
 
@@ -253,6 +254,11 @@ def _scale_by_keras_adam(optimizer: Adam) -> optax.GradientTransformation:
 
 def _to_numpy(tree: Any) -> Any:
     return jax.tree.map(np.array, tree)
+
+
+def release() -> None:
+    """Forget every compiled executable (`gradcheck.backends.release_compiled`)."""
+    jax.clear_caches()
 
 
 def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:

@@ -38,10 +38,11 @@ from typing import Any
 
 import numpy as np
 
+from gradcheck import ops as registry
 from gradcheck.backends import Trace, Trajectory
 from gradcheck.layers import Conv2D, Dense, Flatten, Layer, MaxPool2D
 from gradcheck.network import Network, Params
-from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
+from gradcheck.ops import LOSSES, lookup
 from gradcheck.optimizers import SGD, Adam, Batch, Optimizer, RMSprop, batch_schedule, padded
 from gradcheck.quiet import filtered_stderr
 
@@ -64,7 +65,7 @@ if keras.backend.backend() != "tensorflow":
 name = "keras"
 
 #: Keras's name for each activation, from the registry.
-_ACTIVATION = {name: spec.keras for name, spec in ACTIVATIONS.items()}
+ACTIVATIONS = {name: spec.keras for name, spec in registry.ACTIVATIONS.items()}
 
 
 class HalfSSE(keras.losses.Loss):
@@ -78,7 +79,7 @@ class HalfSSE(keras.losses.Loss):
 
 
 #: The losses Keras has no class for (the registry's ``keras`` is empty).
-_CUSTOM_LOSSES = {"half_sse": HalfSSE}
+CUSTOM_LOSSES = {"half_sse": HalfSSE}
 
 
 def keras_loss(net: Network) -> keras.losses.Loss:
@@ -92,7 +93,7 @@ def keras_loss(net: Network) -> keras.losses.Loss:
     keras_name = lookup(LOSSES, net.loss, "loss").keras
     if keras_name:
         return getattr(keras.losses, keras_name)(dtype=net.dtype)
-    return lookup(_CUSTOM_LOSSES, net.loss, "loss")(dtype=net.dtype)
+    return lookup(CUSTOM_LOSSES, net.loss, "loss")(dtype=net.dtype)
 
 
 def build_model(net: Network) -> keras.Sequential:
@@ -110,7 +111,7 @@ def build_model(net: Network) -> keras.Sequential:
 def _keras_layer(layer: Layer, dtype: str) -> keras.layers.Layer:
     """The Keras layer with the same arguments."""
     if isinstance(layer, Dense):
-        activation = lookup(_ACTIVATION, layer.activation, "activation")
+        activation = lookup(ACTIVATIONS, layer.activation, "activation")
         return keras.layers.Dense(
             layer.units, activation=activation, use_bias=layer.bias, dtype=dtype
         )
@@ -121,7 +122,7 @@ def _keras_layer(layer: Layer, dtype: str) -> keras.layers.Layer:
             strides=layer.strides,
             padding=layer.padding,
             data_format="channels_last",
-            activation=lookup(_ACTIVATION, layer.activation, "activation"),
+            activation=lookup(ACTIVATIONS, layer.activation, "activation"),
             use_bias=layer.bias,
             dtype=dtype,
         )
@@ -415,6 +416,12 @@ def _trainer(net: Network, steps: int, optimizer: Optimizer) -> _Trainer:
     """One compiled trainer per optimizer configuration; the learning rate is a variable, so a
     new one needs no new trainer."""
     return _Trainer(net, steps, optimizer)
+
+
+def release() -> None:
+    """Forget every cached model and training loop (`gradcheck.backends.release_compiled`)."""
+    _evaluator.cache_clear()
+    _trainer.cache_clear()
 
 
 def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:

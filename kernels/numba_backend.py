@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from gradcheck import ops
 from gradcheck.backends import Trace, Trajectory
 from gradcheck.kernels import numba_layers
 from gradcheck.kernels.numba_backprop import (
@@ -37,11 +38,12 @@ name = "numba"
 
 class Buffers(NamedTuple):
     """What one evaluation writes before it reads, each a flat buffer laid out as the compiled
-    walks take them: the activations A[1..L], the logits z_L, each row's log-normaliser, the
-    deltas D[0..L-1] and the gradient."""
+    walks take them: the activations A[1..L], the pre-activations Z[1..L] (the logits Z[L], and
+    each hidden Z[l] whose f′ reads z), each row's log-normaliser, the deltas D[0..L-1] and the
+    gradient."""
 
     acts: np.ndarray  # (N·Σ_l n_l,)
-    logits: np.ndarray  # (N·K,)
+    zs: np.ndarray  # (N·Σ_l n_l,)
     log_norm: np.ndarray  # (N,)
     deltas: np.ndarray  # (N·Σ_l n_l,)
     grad: np.ndarray  # (P,), laid out like θ
@@ -52,7 +54,7 @@ def buffers(net: Network, samples: int) -> Buffers:
     N, dtype, units = samples, net.np_dtype, sum(net.widths[1:])
     return Buffers(
         acts=np.empty(N * units, dtype),
-        logits=np.empty(N * net.widths[-1], dtype),
+        zs=np.empty(N * units, dtype),
         log_norm=np.empty(N, dtype),
         deltas=np.empty(N * units, dtype),
         grad=np.empty(sum(_layer_sizes(net)), dtype),
@@ -137,8 +139,8 @@ def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
         return numba_layers.predict(net, params, X)
     ws = Workspace(net, params, X)
     b, N = ws.buffers, len(X)
-    forward(ws.activations, ws.widths, ws.theta, net.bias, ws.X, b.acts,
-            b.logits.reshape(N, net.widths[-1]), b.log_norm)  # fmt: skip
+    forward(ws.activations, ws.widths, ws.theta, net.bias, ws.X, b.acts, b.zs,
+            b.log_norm)  # fmt: skip
     return blocks(net, b.acts, N)[-1]
 
 
@@ -153,19 +155,28 @@ def loss_and_grads(
 
 def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
     """The buffers of one evaluation. The activations overwrite the pre-activations in place,
-    so only the output layer's z (the logits) is kept."""
+    so z is kept only for the output layer (the logits) and where f′ reads it."""
     if not net.dense:
         return numba_layers.trace(net, params, X, y)
     value, ws = _evaluate(net, params, X, y)
     b, N = ws.buffers, len(X)
-    zs: list[np.ndarray | None] = [None] * (net.depth - 1)
     return Trace(
-        [*zs, b.logits.reshape(N, net.widths[-1])],
+        kept_pre_activations(net, blocks(net, b.zs, N)),
         blocks(net, b.acts, N),
         value,
         blocks(net, b.deltas, N),
         as_params(net, b.grad),
     )
+
+
+def kept_pre_activations(net: Network, zs: list[np.ndarray]) -> list[np.ndarray | None]:
+    """Each weight layer's z where the forward pass kept it (the output layer, and where f′
+    reads z), None elsewhere."""
+    last = net.depth - 1
+    return [
+        z if l == last or "z" in lookup(ops.ACTIVATIONS, a, "activation").needs else None
+        for l, (z, a) in enumerate(zip(zs, net.activations, strict=True))
+    ]
 
 
 def _evaluate(

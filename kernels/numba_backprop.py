@@ -32,19 +32,22 @@ from enum import IntEnum
 import numpy as np
 from numba import njit
 
+from gradcheck import ops
 from gradcheck.kernels.numba_exp import exp_nonpositive, exp_normal, min_normal_arg
 from gradcheck.ops import lookup
 from gradcheck.optimizers import Optimizer
 
 #: The codes the compiled dispatch takes (`activate`, `activation_backward`, `loss`,
-#: `output_delta`): each name's place in these lists. The compiled code compares with
-#: ``Activation.sigmoid``; the Python boundary looks a name up in ``ACTIVATION_CODES``.
-Activation = IntEnum(
-    "Activation", ["sigmoid", "tanh", "relu", "identity", "softplus", "softmax"], start=0
-)
+#: `output_delta`): each activation's place in the registry, each loss's in the list below. The
+#: compiled code compares with ``Activation.sigmoid``; the Python boundary looks a name up in
+#: ``ACTIVATION_CODES``; a code without a branch raises.
+Activation = IntEnum("Activation", list(ops.ACTIVATIONS), start=0)  # type: ignore[misc]
 Loss = IntEnum("Loss", ["half_sse", "mse", "bce", "softmax_ce"], start=0)
 ACTIVATION_CODES = {code.name: int(code) for code in Activation}
 LOSS_CODES = {code.name: int(code) for code in Loss}
+#: By activation code: whether f′ reads z (the registry's ``needs``), so that the forward pass
+#: keeps a copy of z before f overwrites it.
+NEEDS_Z = np.array([ops.ACTIVATIONS[code.name].needs.count("z") > 0 for code in Activation])
 
 #: Products of at least this many multiply-adds go to BLAS; smaller ones are cheaper as loops.
 BLAS_MIN_WORK = 16 * 16 * 16
@@ -107,9 +110,10 @@ def matmul_nt(a, b, out):
             out[i, j] = total
 
 
-# --- activations: f(z + b) in place beside its f′, written through a = f(z) ----------------
+# --- activations: f(z + b) in place beside its f′(z, a) ---------------------------------------
 # Each activation's forward overwrites z (N, n), which holds a_{l-1} W, with f(z + b); its
-# backward overwrites grad (N, n), holding ∂C/∂a, with ∂C/∂z.
+# backward overwrites grad (N, n), holding ∂C/∂a, with ∂C/∂z, reading z (as the forward pass
+# kept it, where NEEDS_Z), a = f(z) or both, as the registry declares f′.
 
 
 @inline
@@ -150,7 +154,7 @@ def sigmoid_from(v, e, one):
 
 
 @jit
-def sigmoid_backward(a, grad):
+def sigmoid_backward(z, a, grad):
     one = a.dtype.type(1)
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
@@ -165,7 +169,7 @@ def tanh(z, b, bias):
 
 
 @jit
-def tanh_backward(a, grad):
+def tanh_backward(z, a, grad):
     one = a.dtype.type(1)
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
@@ -182,7 +186,7 @@ def relu(z, b, bias):
 
 
 @jit
-def relu_backward(a, grad):
+def relu_backward(z, a, grad):
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
             if a[i, j] <= 0:
@@ -198,7 +202,7 @@ def identity(z, b, bias):
 
 
 @jit
-def identity_backward(a, grad):
+def identity_backward(z, a, grad):
     pass  # ∂C/∂z = ∂C/∂a
 
 
@@ -216,7 +220,7 @@ def softplus(z, b, bias):
 
 
 @jit
-def softplus_backward(a, grad):
+def softplus_backward(z, a, grad):
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
             grad[i, j] *= -np.expm1(-a[i, j])  # softplus′ = σ(z) = 1 − e^{−a}
@@ -260,7 +264,7 @@ def softmax(z, b, bias, log_norm):
 
 
 @jit
-def softmax_backward(a, grad):
+def softmax_backward(z, a, grad):
     # ∂C/∂z = a ⊙ (∂C/∂a − ⟨∂C/∂a, a⟩) per sample: the softmax Jacobian diag(a) − a aᵀ.
     for i in range(a.shape[0]):
         dot = a.dtype.type(0)
@@ -291,20 +295,21 @@ def activate(activation, z, b, bias, log_norm):
 
 
 @jit
-def activation_backward(activation, a, grad):
-    """Overwrite grad (N, n), holding ∂C/∂a, with ∂C/∂z."""
+def activation_backward(activation, z, a, grad):
+    """Overwrite grad (N, n), holding ∂C/∂a, with ∂C/∂z, from z (read only where NEEDS_Z) and
+    a = f(z), both (N, n)."""
     if activation == Activation.sigmoid:
-        sigmoid_backward(a, grad)
+        sigmoid_backward(z, a, grad)
     elif activation == Activation.tanh:
-        tanh_backward(a, grad)
+        tanh_backward(z, a, grad)
     elif activation == Activation.relu:
-        relu_backward(a, grad)
+        relu_backward(z, a, grad)
     elif activation == Activation.identity:
-        identity_backward(a, grad)
+        identity_backward(z, a, grad)
     elif activation == Activation.softplus:
-        softplus_backward(a, grad)
+        softplus_backward(z, a, grad)
     elif activation == Activation.softmax:
-        softmax_backward(a, grad)
+        softmax_backward(z, a, grad)
     else:
         raise ValueError("activation_backward: unknown activation code")
 
@@ -312,10 +317,11 @@ def activation_backward(activation, a, grad):
 # --- the layout: a network's arrays as blocks of a few flat buffers ----------------------------
 # The weights are one vector θ, layer by layer W_l (n_{l-1}·n_l, row-major) then b_l (n_l, empty
 # without bias); the gradients are a vector laid out alike. The activations A[1..L] of N rows are
-# one buffer, layer by layer (N·n_l each), and so are the deltas D[0..L-1] (δ of layer l+1 in
-# D[l], the size of A[l+1]). The walks over the layers take views of their blocks, so their types
-# do not depend on the depth: one compiled walk serves every network of a dtype, and a network
-# never seen before compiles nothing.
+# one buffer, layer by layer (N·n_l each), and so are the pre-activations Z[1..L] (each written
+# only where f′ needs z, and for the output layer, whose Z[L] is the logits) and the deltas
+# D[0..L-1] (δ of layer l+1 in D[l], the size of A[l+1]). The walks over the layers take views
+# of their blocks, so their types do not depend on the depth: one compiled walk serves every
+# network of a dtype, and a network never seen before compiles nothing.
 
 
 @inline
@@ -350,38 +356,43 @@ def layer_input(X, acts, widths, l):
 @jit
 def pre_activation(a_prev, W, z):
     """z ← a_{l-1} W_l; the bias b_l is added by the pass that reads z next (`activate`, or
-    `keep_logits` for the output layer), which spares a pass over z of its own."""
+    `keep_pre_activation`), which spares a pass over z of its own."""
     matmul(a_prev, W, z)  # (N, n_{l-1}) @ (n_{l-1}, n_l) -> (N, n_l)
 
 
 @jit
-def keep_logits(z, b, bias, logits):
-    """z ← z + b, and logits ← z_L, which the losses on logits need after f overwrites z."""
+def keep_pre_activation(z, b, bias, kept):
+    """z ← z + b, and kept ← z: the logits, which the losses on logits need, or a hidden z
+    that f′ reads, after f overwrites z."""
     for i in range(z.shape[0]):
         for k in range(z.shape[1]):
             z[i, k] = biased(z, b, bias, i, k)
-            logits[i, k] = z[i, k]
+            kept[i, k] = z[i, k]
 
 
 @jit
-def dense_forward(activation, a_prev, W, b, bias, last, z, logits, log_norm):
-    """a_l = f(a_{l-1} W_l + b_l) into z (N, n_l); the output layer (``last``) also keeps z_L
-    in logits and, for a softmax, each row's log-normaliser in log_norm."""
+def dense_forward(activation, a_prev, W, b, bias, last, z, kept, log_norm):
+    """a_l = f(a_{l-1} W_l + b_l) into z (N, n_l); z_l itself is kept in ``kept`` for the
+    output layer (``last``: the logits) and where f′ reads z (`NEEDS_Z`); a softmax also keeps
+    each row's log-normaliser in log_norm."""
     pre_activation(a_prev, W, z)
-    if last:
-        keep_logits(z, b, bias, logits)  # adds b to z
-    activate(activation, z, b, bias and not last, log_norm)
+    keep = last or NEEDS_Z[activation]
+    if keep:
+        keep_pre_activation(z, b, bias, kept)  # adds b to z
+    activate(activation, z, b, bias and not keep, log_norm)
 
 
 @jit
-def forward(activations, widths, theta, bias, X, acts, logits, log_norm):
-    """Fill acts with the activations A[1..L] of A[0] = X (N rows), logits (N, K) with z_L and,
-    for a softmax output, log_norm (N,) with each row's log Σ_k e^{z_k − max z}."""
+def forward(activations, widths, theta, bias, X, acts, zs, log_norm):
+    """Fill acts with the activations A[1..L] of A[0] = X (N rows), zs with the logits Z[L]
+    and every hidden Z[l] that f′ reads and, for a softmax output, log_norm (N,) with each
+    row's log Σ_k e^{z_k − max z}."""
     L, N = len(activations), X.shape[0]
     for l in range(L):
         W, b = weights(theta, widths, bias, l)
         dense_forward(activations[l], layer_input(X, acts, widths, l), W, b, bias, l == L - 1,
-                      block(acts, widths, N, l + 1), logits, log_norm)  # fmt: skip
+                      block(acts, widths, N, l + 1), block(zs, widths, N, l + 1),
+                      log_norm)  # fmt: skip
 
 
 # --- loss C and the output delta δ_L = ∂C/∂z_L ---------------------------------------------------
@@ -418,8 +429,8 @@ def loss(loss_code, a, z, log_norm, y):
 
 
 @jit
-def output_delta(loss_code, activation, a, y, delta):
-    """Write δ_L = ∂C/∂z_L (N, K) into delta."""
+def output_delta(loss_code, activation, z, a, y, delta):
+    """Write δ_L = ∂C/∂z_L (N, K) into delta, from the logits z and outputs a."""
     N, K = y.shape
     count = a.dtype.type(N * K)
     if loss_code == Loss.bce:
@@ -438,7 +449,7 @@ def output_delta(loss_code, activation, a, y, delta):
             for k in range(K):
                 diff = a[i, k] - y[i, k]  # ∂/∂a of ½(a − y)²
                 delta[i, k] = diff if loss_code == Loss.half_sse else two * diff / count
-        activation_backward(activation, a, delta)
+        activation_backward(activation, z, a, delta)
     else:
         raise ValueError("output_delta: unknown loss code")
 
@@ -457,13 +468,13 @@ def layer_grads(a_prev, delta, bias, dW, db):
 
 
 @jit
-def hidden_delta(delta, W, activation, a_prev, delta_prev):
+def hidden_delta(delta, W, activation, z_prev, a_prev, delta_prev):
     matmul_nt(delta, W, delta_prev)  # (N, n_l) @ (n_l, n_{l-1}) -> (N, n_{l-1})
-    activation_backward(activation, a_prev, delta_prev)
+    activation_backward(activation, z_prev, a_prev, delta_prev)
 
 
 @jit
-def backward(activations, widths, theta, bias, X, acts, deltas, grad):
+def backward(activations, widths, theta, bias, X, acts, zs, deltas, grad):
     """Fill the gradient vector grad from the output delta already in D[L-1]."""
     N = X.shape[0]
     for l in range(len(activations) - 1, -1, -1):
@@ -472,24 +483,24 @@ def backward(activations, widths, theta, bias, X, acts, deltas, grad):
         layer_grads(layer_input(X, acts, widths, l), delta, bias, dW, db)
         if l > 0:
             W, _ = weights(theta, widths, bias, l)
-            hidden_delta(delta, W, activations[l - 1], block(acts, widths, N, l),
-                         block(deltas, widths, N, l))  # fmt: skip
+            hidden_delta(delta, W, activations[l - 1], block(zs, widths, N, l),
+                         block(acts, widths, N, l), block(deltas, widths, N, l))  # fmt: skip
 
 
 @jit
 def loss_and_grads_into(
-    loss_code, activations, widths, theta, bias, X, y, acts, logits, log_norm, deltas, grad
+    loss_code, activations, widths, theta, bias, X, y, acts, zs, log_norm, deltas, grad
 ):
-    """One evaluation: forward, C, δ_L and backward; returns C, the gradient in grad. logits and
-    log_norm are buffers of at least N·K and N elements."""
-    N, K = y.shape
-    z_L, log_norm = logits[: N * K].reshape((N, K)), log_norm[:N]
-    forward(activations, widths, theta, bias, X, acts, z_L, log_norm)
+    """One evaluation: forward, C, δ_L and backward; returns C, the gradient in grad. log_norm
+    is a buffer of at least N elements."""
+    N = X.shape[0]
+    log_norm = log_norm[:N]
+    forward(activations, widths, theta, bias, X, acts, zs, log_norm)
     L = len(activations)
-    a_L = block(acts, widths, N, L)
+    a_L, z_L = block(acts, widths, N, L), block(zs, widths, N, L)
     value = loss(loss_code, a_L, z_L, log_norm, y)
-    output_delta(loss_code, activations[L - 1], a_L, y, block(deltas, widths, N, L))
-    backward(activations, widths, theta, bias, X, acts, deltas, grad)
+    output_delta(loss_code, activations[L - 1], z_L, a_L, y, block(deltas, widths, N, L))
+    backward(activations, widths, theta, bias, X, acts, zs, deltas, grad)
     return value
 
 
@@ -502,13 +513,13 @@ def descend(theta, grad, lr):
 
 @jit
 def train_loop(
-    loss_code, activations, widths, theta, bias, X, y, lr, acts, logits, log_norm, deltas, grad,
+    loss_code, activations, widths, theta, bias, X, y, lr, acts, zs, log_norm, deltas, grad,
     losses,
 ):  # fmt: skip
     """``len(losses)`` gradient-descent steps on θ in place; losses[t] before step t."""
     for t in range(losses.shape[0]):
         losses[t] = loss_and_grads_into(
-            loss_code, activations, widths, theta, bias, X, y, acts, logits, log_norm, deltas,
+            loss_code, activations, widths, theta, bias, X, y, acts, zs, log_norm, deltas,
             grad,
         )  # fmt: skip
         descend(theta, grad, lr)
@@ -622,7 +633,7 @@ def gather(rows, n, source, out):
 @jit
 def train_with_loop(
     loss_code, activations, widths, theta, bias, X, y, rows, sizes, kind, hyper, flags,
-    inputs, targets, acts, logits, log_norm, deltas, grad, state, losses,
+    inputs, targets, acts, zs, log_norm, deltas, grad, state, losses,
 ):  # fmt: skip
     """One optimizer step per row of ``rows`` (the sample indices of each step's batch, the
     first ``sizes[t]`` of them), in place on θ; ``inputs``, ``targets`` and the other buffers
@@ -634,7 +645,7 @@ def train_with_loop(
         gather(rows[t], n, X, Xb)
         gather(rows[t], n, y, yb)
         losses[t] = loss_and_grads_into(loss_code, activations, widths, theta, bias, Xb, yb, acts,
-                                        logits, log_norm, deltas, grad)  # fmt: skip
+                                        zs, log_norm, deltas, grad)  # fmt: skip
         optimizer_update(kind, hyper, flags, t + 1, theta, grad, state[0], state[1], state[2],
                          state[3])  # fmt: skip
 

@@ -22,15 +22,17 @@ from gradcheck.kernels import numba_conv as nc
 from gradcheck.kernels import numpy_conv
 from gradcheck.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, Weighted
 from gradcheck.network import Network, Params
-from gradcheck.ops import lookup
+from gradcheck.ops import ACTIVATIONS, lookup
 from gradcheck.optimizers import SGD, Batch, Optimizer, batch_schedule, padded
 
 
 class Buffers:
     """Every array one batch size needs: the input ``x``, each layer's output ``outs[k]`` and
-    gradient ``grads[k]`` (∂C/∂outs[k], made δ in place at a weight layer), the padded copies
-    of a "same" Conv2D layer's input and input gradient, the first maxima of each max pool, the
-    logits and the loss's work space. Flatten's output and gradient are views of its input's."""
+    gradient ``grads[k]`` (∂C/∂outs[k], made δ in place at a weight layer), each weight layer's
+    kept pre-activation ``zs[k]`` (the output layer's logits, and z where f′ reads it), the
+    padded copies of a "same" Conv2D layer's input and input gradient, the first maxima of each
+    max pool and the loss's work space. Flatten's output and gradient are views of its
+    input's."""
 
     def __init__(self, net: Network, n: int) -> None:
         dtype = net.np_dtype
@@ -39,6 +41,8 @@ class Buffers:
         self.grads: list[np.ndarray] = []
         self.padded: dict[int, tuple[tuple, np.ndarray, np.ndarray]] = {}
         self.first: dict[int, np.ndarray] = {}
+        self.zs: dict[int, np.ndarray] = {}
+        last = len(net.stack) - 1
         below, below_grad = self.x, np.empty_like(self.x)
         for k, (layer, shape) in enumerate(zip(net.stack, net.output_shapes, strict=True)):
             if isinstance(layer, Flatten):
@@ -50,10 +54,13 @@ class Buffers:
                 self.padded[k] = (pads, numpy_conv.pad(below, pads), numpy_conv.pad(below, pads))
             if isinstance(layer, MaxPool2D):
                 self.first[k] = np.empty((n, *shape), np.int64)
+            if isinstance(layer, Weighted):  # z where kept; elsewhere the output, never read
+                kept = k == last or "z" in lookup(ACTIVATIONS, layer.activation, "activation").needs
+                self.zs[k] = np.empty((n, *shape), dtype) if kept else out
             self.outs.append(out)
             self.grads.append(grad)
             below, below_grad = out, grad
-        self.logits = np.empty((n, net.outputs), dtype)
+        self.logits = self.zs[last]
         self.y = np.empty((n, net.outputs), dtype)
         self.log_norm = np.empty(n, dtype)
 
@@ -100,7 +107,7 @@ def forward(net: Network, weights: Weights, buffers: Buffers) -> None:
             if isinstance(layer, Dense):
                 last_layer, has_b = k == last, "b" in values
                 nb.dense_forward(weights.codes[w], x, values["W"], b, has_b, last_layer, out,
-                                 buffers.logits, buffers.log_norm)  # fmt: skip
+                                 buffers.zs[k], buffers.log_norm)  # fmt: skip
             else:
                 if k in buffers.padded:
                     (top, _), (left, _) = buffers.padded[k][0]
@@ -108,6 +115,8 @@ def forward(net: Network, weights: Weights, buffers: Buffers) -> None:
                     source[:, top : top + x.shape[1], left : left + x.shape[2]] = x
                     x = source
                 nc.conv2d(x, values["W"], b, layer.strides, out)
+                if buffers.zs[k] is not out:  # f′ reads z: keep it
+                    buffers.zs[k][...] = out
                 nb.activate(weights.codes[w], _as_rows(out), b, False, buffers.log_norm)
             w += 1
         elif isinstance(layer, MaxPool2D):
@@ -121,7 +130,7 @@ def backward(net: Network, weights: Weights, buffers: Buffers, loss_code: int) -
     """Every gradient into ``weights.grads`` from the output delta, layer by layer down."""
     last = len(net.stack) - 1
     out, y = buffers.outs[last], buffers.y
-    nb.output_delta(loss_code, weights.codes[-1], out, y, buffers.grads[last])
+    nb.output_delta(loss_code, weights.codes[-1], buffers.logits, out, y, buffers.grads[last])
     w = len(weights.params)
     for k in range(last, -1, -1):
         layer, grad = net.stack[k], buffers.grads[k]
@@ -130,7 +139,8 @@ def backward(net: Network, weights: Weights, buffers: Buffers, loss_code: int) -
         if isinstance(layer, Weighted):
             w -= 1
             if k != last:  # ∂C/∂a_l -> δ_l, in place
-                nb.activation_backward(weights.codes[w], _as_rows(buffers.outs[k]), _as_rows(grad))
+                z, a = _as_rows(buffers.zs[k]), _as_rows(buffers.outs[k])
+                nb.activation_backward(weights.codes[w], z, a, _as_rows(grad))
             _weight_grads(layer, weights, w, buffers, k, x, grad)
             if w == 0:
                 return
@@ -204,14 +214,12 @@ def loss_and_grads(
 
 def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
     """The buffers of one evaluation. The activations overwrite the pre-activations in place,
-    so only the output layer's z (the logits) is kept."""
+    so z is kept only for the output layer (the logits) and where f′ reads it."""
     value, weights, buffers = _evaluate(net, params, X, y)
     kept = [k for k, layer in enumerate(net.stack) if isinstance(layer, Weighted)]
-    zs: list[np.ndarray | None] = [None] * (len(kept) - 1)
+    zs = [None if buffers.zs[k] is buffers.outs[k] else buffers.zs[k] for k in kept]
     outputs = [buffers.outs[k] for k in kept]
-    return Trace(
-        [*zs, buffers.logits], outputs, value, [buffers.grads[k] for k in kept], weights.grads
-    )
+    return Trace(zs, outputs, value, [buffers.grads[k] for k in kept], weights.grads)
 
 
 def train_with(

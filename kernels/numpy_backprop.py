@@ -16,7 +16,8 @@ and pooling equations of `numpy_conv` (`conv_pre_activation`, `conv_grads`,
 layer fed by a pool or Flatten, the gradient travels as ∂C/∂a until the next weight layer's f′
 turns it into that layer's δ.
 
-Every f′ is written in terms of the activation a = f(z), which is what `forward` keeps. Inputs
+Every f′ is written as the registry declares it (``gradcheck.ops``), from the pre-activation z,
+the activation a = f(z) or both, and `forward` keeps both. Inputs
 arrive validated and cast to the net's dtype (see ``gradcheck.backends``); every array computed
 here stays in that dtype. Each activation's f and f′, and each loss's C and ∂C/∂a (or δ_L), sit
 side by side; the tables `ACTIVATIONS` and `LOSSES` map the registry's names
@@ -41,16 +42,16 @@ from gradcheck.optimizers import SGD, Adam, Batch, Optimizer, RMSprop, batch_sch
 name = "numpy"
 
 
-# --- activations: f(z) beside its derivative f′, written through a = f(z) ---------------------
+# --- activations: f(z) beside its derivative f′(z, a), from z, a = f(z) or both --------------
 
 
 class Activation(NamedTuple):
-    """a = f(z) without overflow for any finite z, and f′ written through a, which is what
-    `forward` keeps; ``prime`` is None for the softmax, whose Jacobian `activation_backward`
-    applies whole."""
+    """a = f(z) without overflow for any finite z, and f′ from (z, a), reading what the
+    registry says it needs; ``prime`` is None for the softmax, whose Jacobian
+    `activation_backward` applies whole."""
 
     f: Callable[[np.ndarray], np.ndarray]
-    prime: Callable[[np.ndarray], np.ndarray] | None
+    prime: Callable[[np.ndarray, np.ndarray], np.ndarray] | None
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -59,11 +60,11 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def sigmoid_prime(a: np.ndarray) -> np.ndarray:
+def sigmoid_prime(z: np.ndarray, a: np.ndarray) -> np.ndarray:
     return a * (1 - a)  # σ′(z) = σ(z)(1 − σ(z))
 
 
-def tanh_prime(a: np.ndarray) -> np.ndarray:
+def tanh_prime(z: np.ndarray, a: np.ndarray) -> np.ndarray:
     return 1 - a * a  # tanh′(z) = 1 − tanh²(z)
 
 
@@ -71,7 +72,7 @@ def relu(z: np.ndarray) -> np.ndarray:
     return np.maximum(z, 0)
 
 
-def relu_prime(a: np.ndarray) -> np.ndarray:
+def relu_prime(z: np.ndarray, a: np.ndarray) -> np.ndarray:
     return (a > 0).astype(a.dtype)  # a > 0 exactly when z > 0, so relu′(0) = 0
 
 
@@ -79,7 +80,7 @@ def identity(z: np.ndarray) -> np.ndarray:
     return z
 
 
-def identity_prime(a: np.ndarray) -> np.ndarray:
+def identity_prime(z: np.ndarray, a: np.ndarray) -> np.ndarray:
     return np.ones_like(a)
 
 
@@ -87,7 +88,7 @@ def softplus(z: np.ndarray) -> np.ndarray:
     return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))  # log(1 + e^z) without overflow
 
 
-def softplus_prime(a: np.ndarray) -> np.ndarray:
+def softplus_prime(z: np.ndarray, a: np.ndarray) -> np.ndarray:
     return -np.expm1(-a)  # softplus′(z) = σ(z) = 1 − e^{−a}, with no cancellation for small a
 
 
@@ -111,13 +112,15 @@ def activate(activation: str, z: np.ndarray) -> np.ndarray:
     return lookup(ACTIVATIONS, activation, "activation").f(z)
 
 
-def activation_backward(activation: str, a: np.ndarray, grad_a: np.ndarray) -> np.ndarray:
-    """∂C/∂z from ∂C/∂a for a = f(z); both ``(N, n)``."""
+def activation_backward(
+    activation: str, z: np.ndarray, a: np.ndarray, grad_a: np.ndarray
+) -> np.ndarray:
+    """∂C/∂z from ∂C/∂a for a = f(z); all ``(N, n)``."""
     prime = lookup(ACTIVATIONS, activation, "activation").prime
     if prime is None:  # the softmax
         # Its Jacobian is diag(a) − a aᵀ per sample, so ∂C/∂z = a ⊙ (∂C/∂a − ⟨∂C/∂a, a⟩).
         return a * (grad_a - np.sum(grad_a * a, axis=1, keepdims=True))
-    return grad_a * prime(a)
+    return grad_a * prime(z, a)
 
 
 # --- forward ---------------------------------------------------------------------------------
@@ -125,12 +128,12 @@ def activation_backward(activation: str, a: np.ndarray, grad_a: np.ndarray) -> n
 
 class Cache(NamedTuple):
     """What backward needs: ``activations``, X and every layer's output (``activations[k]`` is
-    layer k's input; for widths ``[a_0 = X, a_1, …, a_L]``) and the logits ``z_L``; and, for a
-    trace, every weight layer's pre-activation ``[z_1, …, z_L]``."""
+    layer k's input; for widths ``[a_0 = X, a_1, …, a_L]``), the logits ``z_L``, and every
+    weight layer's pre-activation ``[z_1, …, z_L]``, which f′ reads where it needs z."""
 
     activations: list[np.ndarray]
     logits: np.ndarray
-    zs: tuple[np.ndarray, ...] = ()
+    zs: tuple[np.ndarray, ...]
 
 
 def pre_activation(a_prev: np.ndarray, layer: dict[str, np.ndarray]) -> np.ndarray:
@@ -250,7 +253,7 @@ def output_delta(net: Network, cache: Cache, y: np.ndarray) -> np.ndarray:
     if spec.delta is not None:
         return spec.delta(a, y)
     assert spec.grad_a is not None  # a loss has one or the other
-    return activation_backward(net.activations[-1], a, spec.grad_a(a, y))
+    return activation_backward(net.activations[-1], cache.logits, a, spec.grad_a(a, y))
 
 
 # --- backward ---------------------------------------------------------------------------------
@@ -265,11 +268,11 @@ def layer_grads(a_prev: np.ndarray, delta: np.ndarray, bias: bool) -> dict[str, 
 
 
 def hidden_delta(
-    delta: np.ndarray, W: np.ndarray, activation: str, a_prev: np.ndarray
+    delta: np.ndarray, W: np.ndarray, activation: str, z_prev: np.ndarray, a_prev: np.ndarray
 ) -> np.ndarray:
-    """δ_{l-1} = (δ_l W_lᵀ) ⊙ f′_{l-1}(z_{l-1}), with f′ written through a_{l-1}."""
+    """δ_{l-1} = (δ_l W_lᵀ) ⊙ f′_{l-1}(z_{l-1}), f′ from z_{l-1}, a_{l-1} or both."""
     grad_a_prev = delta @ W.T  # (N, n_l) @ (n_l, n_{l-1}) -> (N, n_{l-1})
-    return activation_backward(activation, a_prev, grad_a_prev)
+    return activation_backward(activation, z_prev, a_prev, grad_a_prev)
 
 
 def conv_grads(a_prev: np.ndarray, conv: Conv2D, delta: np.ndarray, bias: bool) -> dict:
@@ -322,10 +325,8 @@ def backward(
             continue
         w -= 1
         if grad is not None:  # ∂C/∂a_l -> δ_l
-            delta, grad = (
-                activation_backward(layer.activation, cache.activations[k + 1], grad),
-                None,
-            )
+            z, a = cache.zs[w], cache.activations[k + 1]
+            delta, grad = activation_backward(layer.activation, z, a, grad), None
         if deltas is not None:
             deltas.append(delta)
         W = params[w]["W"]
@@ -337,7 +338,7 @@ def backward(
             break
         below = net.stack[k - 1]
         if isinstance(layer, Dense) and isinstance(below, Weighted):
-            delta = hidden_delta(delta, W, below.activation, a_prev)
+            delta = hidden_delta(delta, W, below.activation, cache.zs[w - 1], a_prev)
         elif isinstance(layer, Dense):
             grad = delta @ W.T  # (N, n_l) @ (n_l, n_{l-1}) -> (N, n_{l-1})
         else:
@@ -355,7 +356,7 @@ def loss_and_grads(
 def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
     """``loss_and_grads`` with every intermediate kept: z, a and δ of each layer."""
     cache = forward(net, params, X)
-    zs: list[np.ndarray | None] = list(cache.zs) or [None] * net.depth
+    zs: list[np.ndarray | None] = list(cache.zs)
     deltas: list[np.ndarray] = []
     grads = backward(net, params, cache, output_delta(net, cache, y), deltas)
     outputs = [

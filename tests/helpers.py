@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 
+import gradcheck.backends
 from gradcheck import Network, ops
 
 #: Every activation a hidden layer may have, from the registry.
@@ -48,11 +49,8 @@ def release_compiled_code() -> None:
     executable alive (and XLA's compiler has crashed in a process holding that many, 400
     random networks into hypothesis's thorough profile). Frameworks not yet imported are left
     alone."""
-    keras_kernels = sys.modules.get("gradcheck.kernels.keras_model")
-    if keras_kernels is not None:
-        keras_kernels._evaluator.cache_clear()
-        keras_kernels._trainer.cache_clear()
-    jax = sys.modules.get("jax")
+    gradcheck.backends.release_compiled()
+    jax = sys.modules.get("jax")  # check_rule's and the docs' own JAX functions too
     if jax is not None:
         jax.clear_caches()
 

@@ -97,11 +97,11 @@ def _train_skips_a_step(net, params, X, y, steps, lr):
     return Trajectory(params, losses)  # noqa: F821
 
 
-def _sigmoid_prime_of_activation(a):
+def _sigmoid_prime_of_activation(z, a):
     return sigmoid(a) * (1 - sigmoid(a))  # BUG: σ′(z) applied to a = σ(z)  # noqa: F821
 
 
-def _tanh_prime_unsquared(a):
+def _tanh_prime_unsquared(z, a):
     return 1 - a  # BUG: 1 − tanh, not 1 − tanh²
 
 
@@ -141,7 +141,8 @@ def _backward_wrong_layer_activation(net, params, cache, delta, deltas=None):
         grads[l] = layer_grads(a_prev, delta, net.bias)  # noqa: F821
         if l > 0:
             # BUG: the layer's own activation, net.activations[l], instead of layer l − 1's
-            delta = hidden_delta(delta, params[l]["W"], net.activations[l], a_prev)  # noqa: F821
+            z = cache.zs[l - 1]
+            delta = hidden_delta(delta, params[l]["W"], net.activations[l], z, a_prev)  # noqa: F821
     return grads
 
 
@@ -156,7 +157,7 @@ def _backward_sigmoid_prime_given_z(net, params, cache, delta, deltas=None):
             below = net.activations[l - 1]
             # BUG: σ′ written through the activation, a(1 − a), given the pre-activation z
             at = cache.zs[l - 1] if below == "sigmoid" else a_prev
-            delta = hidden_delta(delta, params[l]["W"], below, at)  # noqa: F821
+            delta = hidden_delta(delta, params[l]["W"], below, cache.zs[l - 1], at)  # noqa: F821
     return grads
 
 
@@ -175,16 +176,16 @@ def _layer_grads_first_sample(a_prev, delta, bias):
 
 
 def _forward_first_layer_float16(net, params, X):
-    activations = [X]
-    z = X
+    activations, zs = [X], []
     for l, (layer, activation) in enumerate(zip(params, net.activations, strict=True)):  # noqa: E741
         if l == 0:  # BUG: the first layer silently computed in float16
             half = {key: value.astype(np.float16) for key, value in layer.items()}
             z = pre_activation(X.astype(np.float16), half).astype(X.dtype)  # noqa: F821
         else:
             z = pre_activation(activations[-1], layer)  # noqa: F821
+        zs.append(z)
         activations.append(activate(activation, z))  # noqa: F821
-    return Cache(activations, z)  # noqa: F821
+    return Cache(activations, z, tuple(zs))  # noqa: F821
 
 
 def loop_mutants() -> dict[str, MutantBackend]:

@@ -22,10 +22,10 @@ def _problem(seed: int = 3):
     return X, y, NET.init(seed=seed)
 
 
-def _hidden_delta_wrong_below_layer_2(delta, W, activation, a_prev, right=nb.hidden_delta):
+def _hidden_delta_wrong_below_layer_2(delta, W, activation, z, a_prev, right=nb.hidden_delta):
     if activation == "sigmoid":  # only layer 1 has a sigmoid: δ₁ loses its σ′
         return delta @ W.T
-    return right(delta, W, activation, a_prev)
+    return right(delta, W, activation, z, a_prev)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -152,7 +152,7 @@ def test_a_parameter_moves_only_its_own_layers_pre_activation(case):
     parameter moved, for every parameter of every layer kind (a Conv2D with stride and "same"
     padding, pooling, a second Conv2D, Dense, biases)."""
     net, params, X, y = list(_networks_with_every_layer_kind())[case]
-    loss = finite_diff._NetworkLoss(net, params, X, y)
+    loss = finite_diff.NetworkLoss(net, params, X, y)
     i = 0
     for layer, shapes in enumerate(net.shapes()):
         for key in sorted(shapes):
@@ -173,7 +173,7 @@ def test_a_pass_moved_in_one_channel_tells_that_channels_kink_sides(case):
     or moves a window's first maximum exactly where whole passes say it does — for every
     parameter, with steps long enough that some cross and some do not."""
     net, params, X, y = list(_networks_with_every_layer_kind())[case]
-    loss = finite_diff._NetworkLoss(net, params, X, y)
+    loss = finite_diff.NetworkLoss(net, params, X, y)
     crossings = []
     for layer, shapes in enumerate(net.shapes()):
         for key, step in itertools.product(sorted(shapes), (0.01, 0.3)):

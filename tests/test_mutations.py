@@ -53,14 +53,14 @@ EXPLAINED = {
     "wrong layer's activation in backward": ({("gradient", "none", None)}, ("backward", 2, "δ")),
     "stale forward cache": ({("training run", "none", None)}, None),
     "first sample only": ({("gradient", "none", None)}, ("backward", 3, "W")),
-    # forward writes no pre-activations for the trace, so its first difference is an activation
-    "one layer in float16": ({("predictions", "none", None)}, ("forward", 1, "a")),
+    # the first layer's pre-activation z, computed in float16, is where it parts
+    "one layer in float16": ({("predictions", "none", None)}, ("forward", 1, "z")),
 }
 #: Where float32's own rounding covers part of a mutant: a first layer in float16 moves the
 #: predictions by about 7e-6 of the size of their terms, within float32's tolerance of 1.6e-5,
 #: and is caught in the gradients it feeds.
 EXPLAINED_IN_FLOAT32 = {
-    "one layer in float16": ({("gradient", "none", None)}, ("forward", 1, "a")),
+    "one layer in float16": ({("gradient", "none", None)}, ("forward", 1, "z")),
 }
 #: What check_backward must say of the gradient mutants, as (kind, factor) per explanation.
 EXPLAINED_BY_CHECK_BACKWARD = {

@@ -84,31 +84,31 @@ def test_numba_implements_exactly_the_registry():
     log_norm = np.empty(len(X))
     for code in nb.ACTIVATION_CODES.values():
         nb.activate(code, X.copy(), np.empty(0), False, log_norm)
-        nb.activation_backward(code, X.copy(), Y.copy())
+        nb.activation_backward(code, X.copy(), X.copy(), Y.copy())
     for code in nb.LOSS_CODES.values():
         nb.loss(code, X, X, log_norm, Y)
-        nb.output_delta(code, nb.ACTIVATION_CODES["sigmoid"], X, Y, np.empty_like(Y))
+        nb.output_delta(code, nb.ACTIVATION_CODES["sigmoid"], X, X, Y, np.empty_like(Y))
 
 
 def test_jax_implements_exactly_the_registry():
     jx = kernels("jax")
-    assert set(jx._ACTIVATE) == ACTIVATIONS
-    assert set(jx._LOSS) == LOSSES
+    assert set(jx.ACTIVATIONS) == ACTIVATIONS
+    assert set(jx.LOSSES) == LOSSES
 
 
 def test_keras_implements_exactly_the_registry():
     km = kernels("keras")
     import keras
 
-    assert set(km._ACTIVATION) == ACTIVATIONS
+    assert set(km.ACTIVATIONS) == ACTIVATIONS
     for name in ACTIVATIONS:
-        assert callable(keras.activations.get(km._ACTIVATION[name]))
+        assert callable(keras.activations.get(km.ACTIVATIONS[name]))
     for name, spec in ops.LOSSES.items():
         # Keras's own class, or the backend's: exactly one of the two.
-        assert bool(spec.keras) != (name in km._CUSTOM_LOSSES)
+        assert bool(spec.keras) != (name in km.CUSTOM_LOSSES)
         if spec.keras:
             assert issubclass(getattr(keras.losses, spec.keras), keras.losses.Loss)
-    assert set(km._CUSTOM_LOSSES) <= LOSSES
+    assert set(km.CUSTOM_LOSSES) <= LOSSES
 
 
 def test_numpy_dispatch_raises_on_an_unknown_name():
@@ -121,7 +121,7 @@ def test_numpy_dispatch_raises_on_an_unknown_name():
     with pytest.raises(ValueError, match=r"loss must be one of .* got \'hinge\'"):
         nb.output_delta(stand_in(loss="hinge"), cache, Y)
     with pytest.raises(ValueError, match=r"activation must be one of .* got \'swish\'"):
-        nb.activation_backward("swish", X, Y)
+        nb.activation_backward("swish", X, X, Y)
 
 
 def test_numba_dispatch_raises_on_an_unknown_name_or_code():
@@ -135,19 +135,19 @@ def test_numba_dispatch_raises_on_an_unknown_name_or_code():
     with pytest.raises(ValueError, match="unknown activation code"):
         nb.activate(unknown, z, np.empty(0), False, log_norm)
     with pytest.raises(ValueError, match="unknown activation code"):
-        nb.activation_backward(unknown, X.copy(), Y.copy())
+        nb.activation_backward(unknown, X.copy(), X.copy(), Y.copy())
     with pytest.raises(ValueError, match="unknown loss code"):
         nb.loss(unknown, X, X, log_norm, Y)
     with pytest.raises(ValueError, match="unknown loss code"):
-        nb.output_delta(unknown, nb.ACTIVATION_CODES["sigmoid"], X, Y, np.empty_like(Y))
+        nb.output_delta(unknown, nb.ACTIVATION_CODES["sigmoid"], X, X, Y, np.empty_like(Y))
 
 
 def test_jax_dispatch_raises_on_an_unknown_name():
     jx = kernels("jax")
     with pytest.raises(ValueError, match=r"loss must be one of .* got \'hinge\'"):
-        jx._loss(PARAMS, X, Y, stand_in(loss="hinge"))
+        jx.network_loss(PARAMS, X, Y, stand_in(loss="hinge"))
     with pytest.raises(ValueError, match=r"activation must be one of .* got \'swish\'"):
-        jx._predict(stand_in(activation="swish"), PARAMS, X)
+        jx.network_outputs(stand_in(activation="swish"), PARAMS, X)
 
 
 def test_keras_dispatch_raises_on_an_unknown_name():

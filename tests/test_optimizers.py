@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import sys
 import types
 
 import numpy as np
@@ -231,13 +232,13 @@ def test_lr_and_optimizer_together_are_refused_before_any_work():
     assert all(np.array_equal(a, layer["W"]) for a, layer in zip(before, params, strict=True))
 
 
-def test_kernels_without_optimizers_say_so():
+def test_kernels_without_optimizers_say_so(monkeypatch):
     """A kernels module with plain gradient descent only (no ``train_with``) still trains with
     lr, and refuses any other optimizer by name."""
     plain = types.ModuleType("plain_kernels")
     plain.train = numpy_backprop.train
+    monkeypatch.setitem(sys.modules, "plain_kernels", plain)
     backend = KernelBackend("plain", "plain_kernels")
-    backend._module = plain
     X, y = gradcheck.datasets.seed_xor()
     net = Network([3, 4, 1], bias=False)
     params = net.init(seed=0, scheme="uniform")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from gradcheck.verify import _verdicts
+from gradcheck.vote import verdicts as _verdicts
 
 FD = "finite differences"
 

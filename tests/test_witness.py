@@ -37,7 +37,7 @@ def _output_delta_a_minus_y(net, cache, y):
     return cache.activations[-1] - y
 
 
-def _hidden_delta_without_prime(delta, W, activation, a_prev):
+def _hidden_delta_without_prime(delta, W, activation, z_prev, a_prev):
     return delta @ W.T  # BUG: f′ of the layer below forgotten
 
 
