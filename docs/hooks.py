@@ -36,6 +36,15 @@ def _activations() -> str:
     return "\n".join(rows)
 
 
+def _activation_names() -> str:
+    """The registry's activations as a sentence's list: `sigmoid`, …, `softmax` (output layer
+    only)."""
+    return ", ".join(
+        f"`{a.name}`" + (" (output layer only)" if a.output_only else "")
+        for a in ops.ACTIVATIONS.values()
+    )
+
+
 def _losses() -> str:
     rows = ["| loss | C | output | targets | Keras |", "|---|---|---|---|---|"]
     for loss in ops.LOSSES.values():
@@ -139,6 +148,7 @@ def _recorded_benchmark() -> str:
 TABLES = {
     "<!-- recorded benchmark -->": _recorded_benchmark,
     "<!-- registry: activations -->": _activations,
+    "<!-- registry: activation names -->": _activation_names,
     "<!-- registry: losses -->": _losses,
     "<!-- command line -->": _command_line,
 }
