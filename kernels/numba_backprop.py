@@ -37,17 +37,10 @@ from gradcheck.kernels.numba_exp import exp_nonpositive, exp_normal, min_normal_
 from gradcheck.ops import lookup
 from gradcheck.optimizers import Optimizer
 
-#: The codes the compiled dispatch takes (`activate`, `activation_backward`, `loss`,
-#: `output_delta`): each activation's place in the registry, each loss's in the list below. The
-#: compiled code compares with ``Activation.sigmoid``; the Python boundary looks a name up in
-#: ``ACTIVATION_CODES``; a code without a branch raises.
-Activation = IntEnum("Activation", list(ops.ACTIVATIONS), start=0)  # type: ignore[misc]
+#: The codes the compiled dispatch of the losses takes (`loss`, `output_delta`): each name's
+#: place in this list; the activations' are listed below their kernels (`Activation`).
 Loss = IntEnum("Loss", ["half_sse", "mse", "bce", "softmax_ce"], start=0)
-ACTIVATION_CODES = {code.name: int(code) for code in Activation}
 LOSS_CODES = {code.name: int(code) for code in Loss}
-#: By activation code: whether f′ reads z (the registry's ``needs``), so that the forward pass
-#: keeps a copy of z before f overwrites it.
-NEEDS_Z = np.array([ops.ACTIVATIONS[code.name].needs.count("z") > 0 for code in Activation])
 
 #: Products of at least this many multiply-adds go to BLAS; smaller ones are cheaper as loops.
 BLAS_MIN_WORK = 16 * 16 * 16
@@ -272,6 +265,22 @@ def softmax_backward(z, a, grad):
             dot += grad[i, j] * a[i, j]
         for j in range(a.shape[1]):
             grad[i, j] = a[i, j] * (grad[i, j] - dot)
+
+
+#: The codes the compiled dispatch of the activations takes (`activate`, `activation_backward`):
+#: each name's place in this list, written here rather than read from the registry so that a
+#: change of codes changes this file and with it Numba's cached code. The compiled code compares
+#: with ``Activation.sigmoid``; the Python boundary looks a name up in ``ACTIVATION_CODES``; a
+#: code without a branch raises.
+Activation = IntEnum(
+    "Activation", ["sigmoid", "tanh", "relu", "identity", "softplus", "softmax"], start=0
+)
+ACTIVATION_CODES = {code.name: int(code) for code in Activation}
+#: By activation code: whether f′ reads z (the registry's ``needs``), so that the forward pass
+#: keeps a copy of z before f overwrites it.
+NEEDS_Z = np.array(
+    ["z" in lookup(ops.ACTIVATIONS, code.name, "activation").needs for code in Activation]
+)
 
 
 @jit
