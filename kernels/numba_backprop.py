@@ -267,14 +267,13 @@ def softmax_backward(z, a, grad):
             grad[i, j] = a[i, j] * (grad[i, j] - dot)
 
 
-#: The codes the compiled dispatch of the activations takes (`activate`, `activation_backward`):
-#: each name's place in this list, written here rather than read from the registry so that a
-#: change of codes changes this file and with it Numba's cached code. The compiled code compares
-#: with ``Activation.sigmoid``; the Python boundary looks a name up in ``ACTIVATION_CODES``; a
-#: code without a branch raises.
-Activation = IntEnum(
-    "Activation", ["sigmoid", "tanh", "relu", "identity", "softplus", "softmax"], start=0
-)
+ACTIVATION_NAMES = ("sigmoid", "tanh", "relu", "identity", "softplus", "softmax")
+Activation = IntEnum("Activation", ACTIVATION_NAMES, start=0)  # type: ignore[misc]
+# The codes the compiled dispatch of the activations takes (`activate`, `activation_backward`):
+# each name's place in this list, beneath the kernels, written here rather than read from the
+# registry so that a change of codes changes this file and with it Numba's cached code. The
+# compiled code compares with ``Activation.sigmoid``; the Python boundary looks a name up in
+# ``ACTIVATION_CODES``; a code without a branch raises.
 ACTIVATION_CODES = {code.name: int(code) for code in Activation}
 #: By activation code: whether f′ reads z (the registry's ``needs``), so that the forward pass
 #: keeps a copy of z before f overwrites it.
