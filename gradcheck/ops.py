@@ -241,6 +241,17 @@ ACTIVATIONS: dict[str, Activation] = {
             keras="softplus",
         ),
         Activation(
+            "silu",
+            "z / (1 + exp(−z))",
+            lambda z: z * _sigmoid(z),
+            derivative=lambda z, a: _sigmoid(z) * (1 + z * _sigmoid(-z)),
+            needs=("z",),
+            derivative_terms=lambda z, a: _sigmoid(z) * (1 + np.abs(z) * _sigmoid(-z)),
+            prime=lambda z: _sigmoid(z) * (1 + z * _sigmoid(-z)),
+            jax="nn.silu",
+            keras="silu",
+        ),
+        Activation(
             "softmax",
             "exp(z_k) / Σ_j exp(z_j), per row",
             _softmax,

@@ -267,7 +267,27 @@ def softmax_backward(z, a, grad):
             grad[i, j] = a[i, j] * (grad[i, j] - dot)
 
 
-ACTIVATION_NAMES = ("sigmoid", "tanh", "relu", "identity", "softplus", "softmax")
+@jit
+def silu(z, b, bias):
+    one = z.dtype.type(1)
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            v = biased(z, b, bias, i, j)
+            z[i, j] = v * sigmoid_from(v, np.exp(-abs(v)), one)  # z σ(z)
+
+
+@jit
+def silu_backward(z, a, grad):
+    one = z.dtype.type(1)
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            v = z[i, j]
+            e = np.exp(-abs(v))
+            # silu′ = σ(z)(1 + z σ(−z)), each σ from e = e^{−|z|}
+            grad[i, j] *= sigmoid_from(v, e, one) * (one + v * sigmoid_from(-v, e, one))
+
+
+ACTIVATION_NAMES = ("sigmoid", "tanh", "relu", "identity", "softplus", "softmax", "silu")
 Activation = IntEnum("Activation", ACTIVATION_NAMES, start=0)  # type: ignore[misc]
 # The codes the compiled dispatch of the activations takes (`activate`, `activation_backward`):
 # each name's place in this list, beneath the kernels, written here rather than read from the
@@ -298,6 +318,8 @@ def activate(activation, z, b, bias, log_norm):
         softplus(z, b, bias)
     elif activation == Activation.softmax:
         softmax(z, b, bias, log_norm)
+    elif activation == Activation.silu:
+        silu(z, b, bias)
     else:
         raise ValueError("activate: unknown activation code")
 
@@ -318,6 +340,8 @@ def activation_backward(activation, z, a, grad):
         softplus_backward(z, a, grad)
     elif activation == Activation.softmax:
         softmax_backward(z, a, grad)
+    elif activation == Activation.silu:
+        silu_backward(z, a, grad)
     else:
         raise ValueError("activation_backward: unknown activation code")
 

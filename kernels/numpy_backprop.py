@@ -97,6 +97,14 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def silu(z: np.ndarray) -> np.ndarray:
+    return z * sigmoid(z)  # z σ(z)
+
+
+def silu_prime(z: np.ndarray, a: np.ndarray) -> np.ndarray:
+    return sigmoid(z) * (1 + z * sigmoid(-z))  # σ(z)(1 + z(1 − σ(z))), 1 − σ(z) = σ(−z)
+
+
 ACTIVATIONS: dict[str, Activation] = {
     "sigmoid": Activation(sigmoid, sigmoid_prime),
     "tanh": Activation(np.tanh, tanh_prime),
@@ -104,6 +112,7 @@ ACTIVATIONS: dict[str, Activation] = {
     "identity": Activation(identity, identity_prime),
     "softplus": Activation(softplus, softplus_prime),
     "softmax": Activation(softmax, None),
+    "silu": Activation(silu, silu_prime),
 }
 
 
