@@ -4,6 +4,8 @@ explanation it expects; here are the pieces and the contract."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from mutants import mutant
@@ -284,3 +286,26 @@ def test_a_misplaced_derivative_that_overflows_is_no_hypothesis_and_raises_no_wa
     assert derivative("softplus", "z") is None
     given_a = derivative("softplus", "a")
     assert all(np.all(np.isfinite(layer[key])) for layer in given_a for key in layer)
+
+
+def _silu_prime_without_its_z_term(z, a):
+    return sigmoid(z)  # BUG: σ(z) alone, the z σ(z) σ(−z) term forgotten  # noqa: F821
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_silus_derivative_is_read_from_z_and_a_slip_in_it_is_named(dtype, seed):
+    """silu′ needs z: every backend, the Numba one keeping z for it, agrees with the reference
+    and the witness on a silu network; a NumPy kernel that drops a term of silu′ is named alone,
+    at the first δ it computes."""
+    rng = np.random.default_rng(seed)
+    X, y = rng.normal(size=(64, 6)), np.eye(3)[rng.integers(0, 3, size=64)]
+    net = Network([6, 16, 8, 3], activation=["silu", "silu", "softmax"], loss="softmax_ce")
+    net = dataclasses.replace(net, dtype=dtype)
+    correct = gradcheck.verify(net, X, y, steps=20, lr=0.5)
+    assert correct.ok, correct.verdict_lines()
+    broken = mutant("silu_prime", silu_prime=_silu_prime_without_its_z_term)
+    report = gradcheck.verify(net, X, y, backends=["numpy", broken], steps=20, lr=0.5)
+    assert report.verdict_lines()[0] == "DISAGREE: silu_prime"
+    [first] = report.first_differences
+    assert (first.stage, first.layer, first.tensor) == ("backward", 2, "δ")
