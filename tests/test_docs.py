@@ -476,14 +476,16 @@ def test_the_picture_of_how_gradcheck_decides_names_what_the_code_has():
     assert {"Directions.through", "Line", "differentiate", "judge", "compare", "Check"} <= set(
         steps
     )
-    core = [importlib.import_module(f"gradcheck.{m}") for m in ("finite_diff", "compare")]
-    for step in steps:
-        found = []
-        for module in core:  # the oracle's steps, and the result row with its comparisons
+    core = [importlib.import_module(f"gradcheck.{m}") for m in ("compare", "finite_diff")]
+    for step in steps:  # the result row and its comparisons, then the oracle's steps
+        found = None
+        for module in core:
+            found = module
             for part in step.split("."):
-                module = getattr(module, part, None)
-            found.append(module)
-        assert any(f is not None for f in found), step
+                found = getattr(found, part, None) if part in dir(found) else None
+            if found is not None:
+                break
+        assert found is not None, step
     assert len(dotted) >= 5
 
 

@@ -292,7 +292,7 @@ def test_gradient_magnitudes_are_the_sums_of_absolute_terms():
 
 def test_prediction_magnitudes_are_the_forward_pass_in_absolute_values():
     """tanh then softmax, written out: the hidden layer's bound is the sum of its terms
-    |x||W| + |b| times tanh's ``prime_terms``; the output's, for that bound m carried through
+    |x||W| + |b| times tanh's ``derivative_terms``; the output's, for that bound m carried through
     the softmax's Jacobian, |a| ⊙ (m + ⟨m, |a|⟩)."""
     rng = np.random.default_rng(5)
     X = rng.normal(size=(4, 3))
@@ -303,7 +303,7 @@ def test_prediction_magnitudes_are_the_forward_pass_in_absolute_values():
     z2 = h @ W2 + b2
     a = np.exp(z2 - z2.max(axis=1, keepdims=True))
     a /= a.sum(axis=1, keepdims=True)
-    tanh_terms = gradcheck.ops.ACTIVATIONS["tanh"].prime_terms(h)
+    tanh_terms = gradcheck.ops.ACTIVATIONS["tanh"].derivative_terms(X @ W1 + b1, h)
     m1 = tanh_terms * (np.abs(X) @ np.abs(W1) + np.abs(b1))
     m2 = m1 @ np.abs(W2) + np.abs(b2)
     expected = a * (m2 + np.sum(m2 * a, axis=1, keepdims=True))
@@ -341,7 +341,7 @@ def test_a_gradient_that_cancels_is_held_to_the_size_of_its_terms():
 
 def test_loss_magnitude_is_the_outputs_rounding_times_the_losss_slope():
     """½Σ(a − y)² through a sigmoid: Σ (|a| + |y|) times the outputs' bound, σ's
-    ``prime_terms`` |a| times the terms |x||W| of z; bce, whose output is its own, takes the
+    ``derivative_terms`` |a| times the terms |x||W| of z; bce, whose output is its own, takes the
     logits' bound |x||W| times its (|a| + |y|)/NK."""
     rng = np.random.default_rng(6)
     X, y = rng.normal(size=(5, 3)), rng.uniform(size=(5, 2))
