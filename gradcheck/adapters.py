@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from gradcheck.arguments import binds, described
+
 #: The public names, as the API reference shows them.
 __all__ = [
     "Recorder",
@@ -32,9 +34,28 @@ def from_cache(
     ``backward(dout, cache) -> gradients`` (a tuple, or one array for one input).
 
     Every backward call gets the cache of a forward call at its own inputs, made just before.
+
+    Raises:
+        TypeError: for a backward that cannot take ``(dout, cache)``, or a forward that cannot
+            take the inputs, asking whether the two are swapped when the other one could.
     """
+    why = binds(backward, 2)
+    if why is not None:
+        swapped = (
+            "; forward could: are forward and backward swapped?" if not binds(forward, 2) else ""
+        )
+        raise TypeError(
+            f"backward must take (dout, cache); {described(backward)} cannot: {why}{swapped}"
+        )
 
     def forward_only(*inputs: Any) -> Any:
+        why = binds(forward, len(inputs))
+        if why is not None:
+            swapped = binds(backward, len(inputs)) is None
+            raise TypeError(
+                f"forward must take the {len(inputs)} inputs; {described(forward)} cannot: {why}"
+                + ("; backward could: are forward and backward swapped?" if swapped else "")
+            )
         out, _ = _pair(forward(*inputs))
         return out
 

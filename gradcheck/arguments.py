@@ -4,15 +4,18 @@ message; and the inputs, names and settings of check_backward, check_jvp and che
 
 from __future__ import annotations
 
+import inspect
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "binds",
     "check_settings",
     "chosen_inputs",
+    "described",
     "float_input",
     "input_names",
     "is_count",
@@ -25,6 +28,29 @@ def is_count(value: Any, least: int) -> bool:
     return (
         isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= least
     )
+
+
+def binds(f: Callable[..., Any], count: int) -> str | None:
+    """None when ``f`` can be called with ``count`` positional arguments (or its signature
+    cannot be read: a builtin, a compiled function); otherwise why not, as Python says it."""
+    try:
+        signature = inspect.signature(f)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(*range(count))
+    except TypeError as error:
+        return str(error)
+    return None
+
+
+def described(f: Callable[..., Any]) -> str:
+    """A function as a message names it: ``ln_backward(dout, cache)``."""
+    name = getattr(f, "__qualname__", type(f).__name__).split("<locals>.")[-1]
+    try:
+        return f"{name}{inspect.signature(f)}"
+    except (TypeError, ValueError):
+        return name
 
 
 def input_names(names: Sequence[str] | None, count: int) -> list[str]:

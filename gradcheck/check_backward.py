@@ -36,7 +36,6 @@ Adapters for kernels written as ``(out, cache)`` pairs or as layer objects are i
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -48,8 +47,10 @@ import numpy as np
 
 from gradcheck import display, explain
 from gradcheck.arguments import (
+    binds,
     check_settings,
     chosen_inputs,
+    described,
     float_input,
     input_names,
     narrowest,
@@ -68,6 +69,14 @@ from gradcheck.finite_diff import (
     differentiate,
     judge,
     memoised,
+)
+from gradcheck.ladder import (
+    DERIVATIVE,
+    FLOAT64_RUN,
+    PRECISION,
+    narrower_than_float64,
+    probe,
+    widened,
 )
 from gradcheck.tolerance import drift, ratio, rounding_floor
 
@@ -118,6 +127,9 @@ class BackwardCheck:
     #: The largest relative run-to-run difference of ``forward`` at the inputs and, with
     #: ``repeats``, of ``backward`` for the same cotangent: 0.0 for a deterministic function.
     nondeterminism: dict[str, float] = field(default_factory=dict)
+    #: The narrow dtype judged at float64's resolution by the dtype ladder (`gradcheck.ladder`):
+    #: "float32", or "" when the ladder did not run (the notes say why, when it could not).
+    ladder: str = ""
 
     @property
     def ok(self) -> bool:
@@ -125,9 +137,9 @@ class BackwardCheck:
 
     @property
     def findings(self) -> list[Check]:
-        worst: dict[tuple[str, str | None, str], Check] = {}
+        worst: dict[tuple[str, str | None, str, str], Check] = {}
         for check in self.checks:
-            key = (check.backend, check.input, check.oracle)
+            key = (check.backend, check.input, check.oracle, check.part)
             if key not in worst or _badness(check) > _badness(worst[key]):
                 worst[key] = check
         return list(worst.values())
@@ -135,7 +147,29 @@ class BackwardCheck:
     def summary(self) -> str:
         verb = ("agrees", "disagrees") if len(self.rules) == 1 else ("agree", "disagree")
         status = f"{explain.listing(self.rules)} {verb[0] if self.ok else verb[1]}"
-        return f"{status} ({self.cotangents} {self.probes}, {self.forward_passes} forward passes)"
+        ladder = f"; {self.ladder} judged at float64's resolution" if self.ladder else ""
+        return (
+            f"{status} ({self.cotangents} {self.probes}, {self.forward_passes} forward passes"
+            f"{ladder})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON takes it: the verdict, the checks and what explains them."""
+        return {
+            "ok": self.ok,
+            "summary": self.summary(),
+            "rules": list(self.rules),
+            "ladder": self.ladder,
+            "forward_passes": self.forward_passes,
+            self.probes: self.cotangents,
+            "notes": self.notes,
+            "explanations": [e.to_dict() for e in self.explanations],
+            "nondeterminism": self.nondeterminism,
+            "checks": [
+                {**c.to_dict(), "input": c.input, "oracle": c.oracle, "mode": c.mode}
+                for c in self.checks
+            ],
+        }
 
     def heading(self) -> list[str]:
         return []
@@ -184,6 +218,7 @@ def check_backward(
     raise_exception: bool = True,
     jvp: Callable[..., Any] | None = None,
     repeats: int = 1,
+    in_float64: bool = True,
 ) -> BackwardCheck:
     """Check ``backward`` against finite differences of ``forward`` (and ``jax.vjp``).
 
@@ -215,6 +250,12 @@ def check_backward(
             element; larger ones along ``directions`` random directions.
         raise_exception: raise AssertionError when a gradient disagrees (the default), or
             return the result with ``ok`` False.
+        in_float64: with float32 (or float16) inputs, judge the code at float64's resolution
+            too (`gradcheck.ladder`): run it on float64 copies of the inputs, check that run
+            against float64 finite differences at float64's tolerance (the derivative), and
+            the narrow run against it at the narrow dtype's rounding (the precision). Code
+            that casts to float32 inside, returns float32 or raises on float64 is judged in its
+            own dtype, and a note says so. False judges every input in its own dtype only.
 
     Returns:
         A `BackwardCheck`.
@@ -228,22 +269,78 @@ def check_backward(
     """
     __tracebackhide__ = True  # a failing check shows the caller's line, not ours
     check_settings(cotangents, directions, seed, rtol, elementwise_max, repeats)
-    kernel = _Kernel.of(forward, inputs, names, wrt, rtol, {"backward": backward, "jvp": jvp})
-    arrays, labels, differentiated = kernel.arrays, kernel.labels, kernel.differentiated
+    rules = {"backward": backward, "jvp": jvp}
+    kernel = _Kernel.of(forward, inputs, names, wrt, rtol, rules)
     unsteady = _not_a_function(kernel, cotangents)
     if unsteady is not None:
         return _concluded(unsteady, {}, raise_exception)
-    nondeterminism = {"forward": kernel.drift}
     # A stream of its own: a user's inputs drawn from default_rng(seed) must not reappear as the
     # cotangent (for batch norm that cotangent lies in the Jacobian's null space: dx ≈ 0).
     rng = np.random.default_rng([seed, _SALT])
-    checks: list[Check] = []
-    notes: list[str] = []
-    compared: dict[str, Comparison] = {}  # the first cotangent's, for the explanations
     drawn = [
         tuple(rng.standard_normal(y.shape).astype(y.dtype) for y in kernel.ys)
         for _ in range(cotangents)
     ]
+    wide, narrow_only = kernel.widened(rules, drawn[0], in_float64)
+    judged = wide or kernel
+    run = _against_oracles(
+        judged, backward, jvp, jax_forward, [widened(us) for us in drawn] if wide else drawn,
+        rng, directions, elementwise_max, repeats,
+    )  # fmt: skip
+    checks = run.checks
+    nonlinear = _not_linear(judged, backward, drawn[0], run) if not run.stale else None
+    if nonlinear is not None:  # no factor explains that: the line's hints are dropped
+        checks = [dataclasses.replace(check, hint="") for check in checks]
+    if wide is not None:
+        checks = _part(checks, DERIVATIVE) + _precision(kernel, backward, drawn, run.grads)
+        if jvp is not None:
+            checks += _tangent_precision(kernel, wide, jvp, rng)
+    notes = _narrow_only(kernel, narrow_only) + run.notes
+    notes += _steadiness(run.nondeterminism, judged.floor)
+    result = BackwardCheck(
+        checks,
+        cotangents,
+        kernel.passes + (wide.passes if wide else 0),
+        list(dict.fromkeys(notes)),
+        [explain.stale_state()] if run.stale else [nonlinear] if nonlinear else [],
+        rules=(BACKWARD, JVP) if jvp is not None else (BACKWARD,),
+        nondeterminism=run.nondeterminism,
+        ladder=np.dtype(kernel.precision).name if wide else "",
+    )
+    explained = {} if run.stale or nonlinear else run.compared
+    return _concluded(result, explained, raise_exception)
+
+
+@dataclass
+class _Run:
+    """What a backward's run against the oracles found: the checks, the notes, each input's
+    first comparison with finite differences (for the explanations), whether a stale cache
+    explains a disagreement, the run-to-run differences, and the gradients per cotangent."""
+
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    compared: dict[str, Comparison] = field(default_factory=dict)
+    stale: bool = False
+    nondeterminism: dict[str, float] = field(default_factory=dict)
+    grads: list[dict[int, np.ndarray]] = field(default_factory=list)
+
+
+def _against_oracles(
+    kernel: _Kernel,
+    backward: Callable[..., Any],
+    jvp: Callable[..., Any] | None,
+    jax_forward: Callable[..., Any] | None,
+    drawn: list[tuple[np.ndarray, ...]],
+    rng: np.random.Generator,
+    directions: int,
+    elementwise_max: int,
+    repeats: int,
+) -> _Run:
+    """backward, for each cotangent in ``drawn``, against finite differences of forward (and
+    ``jax.vjp``, and jvp by the dot test), in the kernel's own dtype; jvp against finite
+    differences too."""
+    arrays, labels, differentiated = kernel.arrays, kernel.labels, kernel.differentiated
+    run = _Run(nondeterminism={"forward": kernel.drift})
     u64s = [[np.asarray(c, np.float64) for c in us] for us in drawn]
 
     def pairings(xi: np.ndarray, i: int) -> np.ndarray:
@@ -261,46 +358,38 @@ def check_backward(
         )
         for i in differentiated
     }
-    stale = False
     for k, us in enumerate(drawn):
         u = us if kernel.tuple_output else us[0]
-        notes += _probe(kernel.evaluate, arrays, differentiated, labels, rng)
+        run.notes += _probe(kernel.evaluate, arrays, differentiated, labels, rng)
         given = (_copy(u), *[_copy(a) for a in arrays])
         grads = backward(*given)
-        notes += _modified(given, (u, *arrays), ["its cotangent", *[f"input {n}" for n in labels]])
+        run.notes += _modified(
+            given, (u, *arrays), ["its cotangent", *[f"input {n}" for n in labels]]
+        )
         pairs = len(kernel.ys) if kernel.tuple_output else 0
         grads, problems = _gradients(grads, arrays, differentiated, labels, pairs)
-        checks += problems
+        run.checks += problems
+        run.grads.append(grads)
         for _ in range(repeats - 1):
             again = _called(kernel, backward, u)
             moved = max((drift(again.get(i), grads[i]) for i in grads), default=0.0)
-            nondeterminism["backward"] = max(nondeterminism.get("backward", 0.0), moved)
+            run.nondeterminism["backward"] = max(run.nondeterminism.get("backward", 0.0), moved)
         found = {
             i: lines[i].against(k, grad, kernel.floor, kernel.precision)
             for i, grad in grads.items()
         }
-        if not all(c.ok for c in found.values()) and not stale:
-            stale = _stale(kernel, backward, u, lines, k, grads)
+        if not all(c.ok for c in found.values()) and not run.stale:
+            run.stale = _stale(kernel, backward, u, lines, k, grads)
         for i, comparison in found.items():
-            checks.append(_checked(labels[i], FINITE_DIFFERENCES, comparison))
-            compared.setdefault(labels[i], comparison)
+            run.checks.append(_checked(labels[i], FINITE_DIFFERENCES, comparison))
+            run.compared.setdefault(labels[i], comparison)
         if jax_forward is not None and grads:
-            checks += _against_jax(jax_forward, arrays, us, grads, labels, kernel.floor)
+            run.checks += _against_jax(jax_forward, arrays, us, grads, labels, kernel.floor)
         if jvp is not None and grads:
-            checks += _dot_test(kernel, jvp, u, grads, rng)
+            run.checks += _dot_test(kernel, jvp, u, grads, rng)
     if jvp is not None:
-        checks += _jvp_checks(kernel, jvp, cotangents, rng, elementwise_max, None)[0]
-    notes += _steadiness(nondeterminism, kernel.floor)
-    result = BackwardCheck(
-        checks,
-        cotangents,
-        kernel.passes,
-        list(dict.fromkeys(notes)),
-        [explain.stale_state()] if stale else [],
-        rules=(BACKWARD, JVP) if jvp is not None else (BACKWARD,),
-        nondeterminism=nondeterminism,
-    )
-    return _concluded(result, {} if stale else compared, raise_exception)
+        run.checks += _jvp_checks(kernel, jvp, len(drawn), rng, elementwise_max, None)[0]
+    return run
 
 
 def _not_a_function(
@@ -319,6 +408,32 @@ def _not_a_function(
     why = explain.Explanation("forward", "outputs", "nondeterministic", None, (), text)
     return BackwardCheck([check], probes, kernel.passes, explanations=[why], rules=rules,
                          probes=name, nondeterminism={"forward": kernel.drift})  # fmt: skip
+
+
+def _not_linear(
+    kernel: _Kernel, backward: Callable[..., Any], us: tuple[np.ndarray, ...], run: _Run
+) -> explain.Explanation | None:
+    """When backward disagrees with the finite differences: whether its gradients for the
+    cotangent 2u are twice those for u, as the gradient of ⟨u, y⟩ is. Doubling is exact in
+    floating point, so a linear backward doubles to its rounding; one that ignores its
+    cotangent returns the same gradients (`explain.not_linear`)."""
+    if all(c.ok for c in run.checks) or not run.grads or not run.grads[0]:
+        return None
+    grads = run.grads[0]
+    doubled = _called(
+        kernel, backward, tuple(2 * c for c in us) if kernel.tuple_output else 2 * us[0]
+    )
+    if set(doubled) != set(grads):
+        return None
+    once = np.concatenate([np.ravel(grads[i]).astype(np.float64) for i in sorted(grads)])
+    twice = np.concatenate([np.ravel(doubled[i]).astype(np.float64) for i in sorted(grads)])
+    if drift(twice, 2 * once) <= kernel.floor:
+        return None
+    norm = float(once @ once)
+    factor = float(twice @ once) / norm if 0 < norm < math.inf else None
+    if factor is None or not math.isfinite(factor) or drift(twice, factor * once) > kernel.floor:
+        factor = None
+    return explain.not_linear(factor)
 
 
 def _stale(
@@ -355,6 +470,70 @@ def _steadiness(nondeterminism: dict[str, float], floor: float) -> list[str]:
     ]
 
 
+def _part(checks: list[Check], part: str) -> list[Check]:
+    """The checks, marked as judging one part of the dtype ladder (`gradcheck.ladder`)."""
+    return [dataclasses.replace(check, part=part) for check in checks]
+
+
+def _precision(
+    kernel: _Kernel,
+    backward: Callable[..., Any],
+    drawn: list[tuple[np.ndarray, ...]],
+    wide_grads: list[dict[int, np.ndarray]],
+) -> list[Check]:
+    """The narrow run's gradients against the float64 run's for the same cotangents, held to
+    the narrow dtype's rounding (`ladder.PRECISION`)."""
+    checks = []
+    for us, grads64 in zip(drawn, wide_grads, strict=True):
+        grads = _called(kernel, backward, us if kernel.tuple_output else us[0])
+        for i in sorted(set(grads) & set(grads64)):
+            label = kernel.labels[i]
+            checks.append(
+                against_reference(
+                    BACKWARD,
+                    "gradient",
+                    grads[i],
+                    grads64[i],
+                    kernel.floor,
+                    oracle=FLOAT64_RUN,
+                    input=label,
+                )
+            )
+    return _part(checks, PRECISION)
+
+
+def _tangent_precision(
+    kernel: _Kernel, wide: _Kernel, jvp: Callable[..., Any], rng: np.random.Generator
+) -> list[Check]:
+    """The narrow run's output tangents against the float64 run's, for one random tangent
+    per differentiated input, held to the narrow dtype's rounding (`ladder.PRECISION`)."""
+    checks = []
+    for i in kernel.differentiated:
+        x = kernel.arrays[i]
+        v = rng.standard_normal(x.shape).astype(x.dtype)
+        narrow, float64 = _tangent_out(kernel, jvp, i, v), _tangent_out(wide, jvp, i, widened(v))
+        checks.append(
+            against_reference(
+                JVP,
+                "tangent",
+                narrow,
+                float64,
+                kernel.floor,
+                oracle=FLOAT64_RUN,
+                input=kernel.labels[i],
+            )
+        )
+    return _part(checks, PRECISION)
+
+
+def _narrow_only(kernel: _Kernel, why_not: str) -> list[str]:
+    """The note that the dtype ladder could not run, and why."""
+    if not why_not:
+        return []
+    return [f"the derivative was judged at {np.dtype(kernel.precision).name}'s resolution only: "
+            f"{why_not}"]  # fmt: skip
+
+
 def check_jvp(
     forward: Callable[..., Any],
     jvp: Callable[..., Any],
@@ -367,6 +546,7 @@ def check_jvp(
     raise_exception: bool = True,
     jax_forward: Callable[..., Any] | None = None,
     elementwise_max: int = ELEMENTWISE_MAX,
+    in_float64: bool = True,
 ) -> BackwardCheck:
     """Check a forward-mode rule ``jvp`` against finite differences of ``forward`` (and
     ``jax.jvp``).
@@ -382,8 +562,8 @@ def check_jvp(
         jvp: ``jvp(v, *inputs)``, the tangent of y (a tuple for a tuple) for the tangents ``v``:
             a tuple with one per differentiated input, or a bare array when only one input is
             differentiated.
-        inputs, names, wrt, seed, rtol, raise_exception, jax_forward, elementwise_max: as for
-            `check_backward`.
+        inputs, names, wrt, seed, rtol, raise_exception, jax_forward, elementwise_max,
+            in_float64: as for `check_backward`.
         directions: how many random tangents each differentiated input gets.
 
     Returns:
@@ -396,13 +576,26 @@ def check_jvp(
     """
     __tracebackhide__ = True  # a failing check shows the caller's line, not ours
     check_settings(1, directions, seed, rtol, elementwise_max)
-    kernel = _Kernel.of(forward, inputs, names, wrt, rtol, {"jvp": jvp})
+    rules: dict[str, Callable[..., Any] | None] = {"jvp": jvp}
+    kernel = _Kernel.of(forward, inputs, names, wrt, rtol, rules)
     unsteady = _not_a_function(kernel, directions, (JVP,), "tangents")
     if unsteady is not None:
         return _concluded(unsteady, {}, raise_exception)
     rng = np.random.default_rng([seed, _SALT])
-    checks, compared = _jvp_checks(kernel, jvp, directions, rng, elementwise_max, jax_forward)
-    result = BackwardCheck(checks, directions, kernel.passes, rules=(JVP,), probes="tangents")
+    wide, narrow_only = kernel.widened(rules, kernel.ys, in_float64)
+    checks, compared = _jvp_checks(wide or kernel, jvp, directions, rng, elementwise_max,
+                                   jax_forward)  # fmt: skip
+    if wide is not None:
+        checks = _part(checks, DERIVATIVE) + _tangent_precision(kernel, wide, jvp, rng)
+    result = BackwardCheck(
+        checks,
+        directions,
+        kernel.passes + (wide.passes if wide else 0),
+        _narrow_only(kernel, narrow_only),
+        rules=(JVP,),
+        probes="tangents",
+        ladder=np.dtype(kernel.precision).name if wide else "",
+    )
     return _concluded(result, compared, raise_exception)
 
 
@@ -440,11 +633,12 @@ class _Kernel:
         rtol: float | None,
     ) -> None:
         self.forward, self.arrays, self.labels = forward, arrays, labels
-        self.differentiated = differentiated
+        self.differentiated, self.rtol = differentiated, rtol
         self.passes = 0
         first = forward(*[_copy(a) for a in arrays])
         self.passes += 1
         self.ys, self.tuple_output = _outputs(first), isinstance(first, (tuple, list))
+        _finite(self.ys, arrays, labels, differentiated)
         again = self.evaluate(arrays)
         #: The largest relative difference between two runs of forward at the inputs.
         self.drift = max(drift(z, y) for y, z in zip(self.ys, again, strict=True))
@@ -474,11 +668,48 @@ class _Kernel:
         arrays = list(inputs)
         for i in differentiated:
             arrays[i] = float_input(labels[i], inputs[i])
+        _takes_inputs(forward, rules, labels)
         kernel = cls(forward, arrays, labels, differentiated, rtol)  # forward's result checked
         for role, rule in rules.items():
             if rule is not None:
                 _takes(role, rule, labels)
         return kernel
+
+    def widened(
+        self, rules: dict[str, Callable[..., Any] | None], us: tuple[np.ndarray, ...], wanted: bool
+    ) -> tuple[_Kernel | None, str]:
+        """The same kernel on float64 copies of the differentiated inputs, when the dtype
+        ladder applies (``wanted``, and a precision narrower than float64) and forward and
+        each rule compute in float64 there (`ladder.probe`; ``us`` is a cotangent for
+        backward's probe). Otherwise None and why not: "" when the ladder does not apply."""
+        if not wanted or not narrower_than_float64(self.precision):
+            return None, ""
+        arrays = [widened(a) if i in self.differentiated else a for i, a in enumerate(self.arrays)]
+        try:
+            wide = _Kernel(self.forward, arrays, self.labels, self.differentiated, self.rtol)
+        except Exception as error:  # the user's forward: an exception is not a verdict
+            return None, f"forward raised on float64 copies ({type(error).__name__}: {error})"
+        why = probe(wide.evaluate, arrays, self.differentiated, self.labels)
+        if why is None and wide.drift > wide.floor:
+            why = f"gives different outputs for the same float64 inputs ({wide.drift:.1e})"
+        if why is not None:
+            self.passes += wide.passes
+            return None, f"forward {why}"
+        first = {  # what each rule takes before the inputs: a cotangent, the tangents
+            "backward": widened(us if self.tuple_output else us[0]),
+            "jvp": wide.tangents(self.differentiated[0], arrays[self.differentiated[0]]),
+        }
+        for role, rule in rules.items():
+            if rule is None:
+                continue
+            given = [first[role], *arrays]
+            movable = [0, *(1 + i for i in self.differentiated)]
+            what = [f"its {TAKES_FIRST[role][1]}", *self.labels]
+            why = probe(partial(_calling, rule), given, movable, what)
+            if why is not None:
+                self.passes += wide.passes
+                return None, f"{role} {why}"
+        return wide, ""
 
     def evaluate(self, args: Sequence[Any]) -> tuple[np.ndarray, ...]:
         self.passes += 1
@@ -624,18 +855,33 @@ def _takes(role: str, rule: Callable[..., Any], labels: list[str]) -> None:
     form = f"{role}({', '.join([first, *labels])})"
     if not callable(rule):
         raise TypeError(f"{role} must be a callable {form}; got {rule!r}")
-    try:
-        signature = inspect.signature(rule)
-    except (TypeError, ValueError):  # nothing to read: a builtin or a compiled function
-        return
-    try:
-        signature.bind(*range(1 + len(labels)))
-    except TypeError as error:
-        name = getattr(rule, "__qualname__", type(rule).__name__).split("<locals>.")[-1]
+    why = binds(rule, 1 + len(labels))
+    if why is not None:
         raise TypeError(
             f"{role} must take the {what} and then each input, as {form}; "
-            f"{name}{signature} cannot: {error}"
-        ) from None
+            f"{described(rule)} cannot: {why}"
+        )
+
+
+def _takes_inputs(
+    forward: Callable[..., Any], rules: dict[str, Callable[..., Any] | None], labels: list[str]
+) -> None:
+    """A clear error, before forward is called, for a forward that cannot take the inputs;
+    when a rule given with it could, and could not take the cotangent too, the two are
+    probably swapped and the error asks."""
+    why = binds(forward, len(labels))
+    if why is None:
+        return
+    swapped = [
+        role
+        for role, rule in rules.items()
+        if callable(rule) and binds(rule, len(labels)) is None and binds(rule, len(labels) + 1)
+    ]
+    question = f"; {swapped[0]} could: are forward and {swapped[0]} swapped?" if swapped else ""
+    raise TypeError(
+        f"forward must take the inputs, as forward({', '.join(labels)}); "
+        f"{described(forward)} cannot: {why}{question}"
+    )
 
 
 #: What a kernel written as ``forward -> (out, cache)`` is told to do.
@@ -662,6 +908,39 @@ def _outputs(y: Any) -> tuple[np.ndarray, ...]:
             )
         arrays.append(array)
     return tuple(arrays)
+
+
+def _finite(
+    ys: tuple[np.ndarray, ...], arrays: list[Any], labels: list[str], differentiated: list[int]
+) -> None:
+    """A clear error for a forward that is not finite at the inputs given, naming the first
+    output element that is not and, for inputs shaped like that output, their values there."""
+    for k, y in enumerate(ys):
+        bad = ~np.isfinite(y)
+        if not bad.any():
+            continue
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        index = f"[{', '.join(map(str, at))}]" if at else ""
+        output = f"output {k}" if len(ys) > 1 else "its output"
+        there = [
+            f"{labels[i]}{index} = {float(arrays[i][at]):.6g}"
+            for i in differentiated
+            if arrays[i].shape == y.shape
+        ]
+        at_inputs = f", where {', '.join(there)}" if there else ""
+        raise ValueError(
+            f"forward returned {y[at]} in {output}{' at ' + index if index else ''}{at_inputs} "
+            f"({int(bad.sum())} of "
+            f"{y.size} values not finite) at the inputs given "
+            f"({', '.join(labels[i] for i in differentiated)}): a derivative is checked only "
+            "where the function is finite; choose inputs inside its domain (x > 0 for a log, "
+            "for instance)"
+        )
+
+
+def _calling(rule: Callable[..., Any], args: Sequence[Any]) -> Any:
+    """The rule called on copies of its arguments."""
+    return rule(*map(_copy, args))
 
 
 def _copy(value: Any) -> Any:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from gradcheck.finite_diff import FINITE_DIFFERENCES, Comparison, NetworkWitness, compare
+from gradcheck.ladder import DERIVATIVE, PRECISION
 from gradcheck.network import Params
 from gradcheck.tolerance import Horizon, Magnitudes, layer_scales, relative_error, relative_errors
 
@@ -37,6 +38,12 @@ __all__ = [
 
 
 # --- the result row ------------------------------------------------------------------------------
+
+#: How a line names the part of the dtype ladder a check judges.
+PARTS = {
+    DERIVATIVE: "derivative (float64)",
+    PRECISION: "precision",
+}
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,12 @@ class Check:
     hint: str = ""
     #: The named input whose gradient this is (``check_backward``).
     input: str | None = None
+    #: What ``error`` is relative to: "|expected| max of x, 7.5".
+    relative_to: str = ""
+    #: On the dtype ladder (`gradcheck.ladder`), which part this check judges: the derivative
+    #: (the float64 run against the oracle) or the precision (the narrow run against the
+    #: float64 run); empty off the ladder.
+    part: str = ""
 
     @classmethod
     def of(
@@ -97,6 +110,8 @@ class Check:
     ) -> Check:
         """The check a `Comparison` with finite differences makes."""
         flat = int(np.ravel_multi_index(c.index, c.expected.shape)) if c.expected.size else 0
+        name = input or quantity
+        over = f"over {name}'s directions" if c.mode == "directional" else f"of {name}"
         return cls(
             backend,
             quantity,
@@ -116,6 +131,7 @@ class Check:
             skipped_error=c.skipped_error,
             hint=hint,
             input=input,
+            relative_to=f"|expected| max {over}, {c.scale:.6g}" if c.scale > 0 else "",
         )
 
     @property
@@ -144,9 +160,11 @@ class Check:
     def describe(self) -> str:
         """One line: ``numpy: gradient layer 2 W[3, 0]: relative error …`` for a network's
         quantity; ``input x[1] against finite differences (elementwise): observed …, expected
-        …, relative error …`` for an input's gradient."""
+        …, relative error …`` for an input's gradient. A failing one says what its error is
+        relative to; one on the dtype ladder, which part it judges."""
+        part = f"{PARTS[self.part]}: " if self.part else ""
         if self.input is None:
-            return f"{self.backend}: {self.finding()}"
+            return f"{part}{self.backend}: {self.finding()}"
         where = self.where if self.mode == "elementwise" else f" {self.where}"
         values = (  # a NaN the implementation gave is shown
             f"observed {self.observed:.6g}, expected {self.expected:.6g}, "
@@ -157,9 +175,14 @@ class Check:
         detail = f" ({self.detail})" if self.detail else ""
         rule = "" if self.backend == "backward" else f"{self.backend}: "  # another rule named
         return (
-            f"{rule}input {self.input}{where.rstrip()} against {self.oracle} ({self.mode}): "
-            f"{values}relative error {self.error:.1e}, tolerance {self.tolerance:.1e}{hint}{detail}"
+            f"{part}{rule}input {self.input}{where.rstrip()} against {self.oracle} ({self.mode}): "
+            f"{values}relative error {self.error:.1e}{self._relative_to()}, "
+            f"tolerance {self.tolerance:.1e}{hint}{detail}"
         )
+
+    def _relative_to(self) -> str:
+        """`` (relative to |expected| max of x, 7.5)`` on a failing check that knows it."""
+        return f" (relative to {self.relative_to})" if self.relative_to and not self.ok else ""
 
     def finding(self) -> str:
         """What was found, without the backend: quantity, where, error against tolerance."""
@@ -171,7 +194,7 @@ class Check:
             else ""
         )
         return (
-            f"{self.quantity}{where}: relative error {self.error:.1e} "
+            f"{self.quantity}{where}: relative error {self.error:.1e}{self._relative_to()} "
             f"against tolerance {self.tolerance:.1e}{first}{detail}"
         )
 
@@ -187,6 +210,8 @@ class Check:
             "ok": self.ok,
             "detail": self.detail,
             "first_step": self.first_step,
+            "relative_to": self.relative_to,
+            "part": self.part,
         }
 
 
@@ -231,7 +256,27 @@ def against_reference(
         observed=float(observed[at]) if observed.size else math.nan,
         expected=float(expected[at]) if expected.size else math.nan,
         first_step=first_step,
+        relative_to=_relative_to(failed, expected, at, magnitude, elementwise),
     )
+
+
+def _relative_to(
+    check: Check,
+    expected: np.ndarray,
+    at: tuple[int, ...],
+    magnitude: np.ndarray | None,
+    elementwise: bool,
+) -> str:
+    """What `against_reference`'s error is relative to, as a failing line says it."""
+    if not expected.size:
+        return ""
+    if elementwise:
+        return f"|expected| there, {abs(float(expected[at])):.6g}"
+    largest = float(np.abs(expected).max())
+    if magnitude is not None:
+        return f"the largest magnitude of the terms summed, {max(largest, magnitude.max()):.6g}"
+    name = check.input or (f"layer {check.layer} {check.param}" if check.layer else check.quantity)
+    return f"|expected| max of {name}, {largest:.6g}"
 
 
 @dataclass(frozen=True)

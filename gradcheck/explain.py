@@ -20,6 +20,7 @@ scales with (``tolerance.relative_error``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from fractions import Fraction
@@ -65,6 +66,7 @@ KINDS = (
     "activation_derivative",
     "clip",
     "stale_state",
+    "not_linear",
     "nondeterministic",
     "none",
 )
@@ -232,6 +234,8 @@ def named_factor(factor: float, sizes: tuple[int, int] | None) -> tuple[float, s
     """The simple number closest to ``factor`` when they agree to 0.1%, with what it usually
     means — one of `simple_factors`, else a whole number or one over one; None otherwise. The
     caller checks that it fits."""
+    if not math.isfinite(factor):
+        return None
     candidates = simple_factors(sizes)
     if abs(factor) >= 1:
         candidates.append((round(factor), ""))  # a whole number
@@ -259,7 +263,7 @@ def _least_squares(observed: Sequence[np.ndarray], expected: Sequence[np.ndarray
     o = np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in observed])
     e = np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in expected])
     norm = float(e @ e)
-    if norm == 0 or not np.all(np.isfinite(o)):
+    if norm == 0 or not math.isfinite(norm) or not np.all(np.isfinite(o)):
         return None
     return float(o @ e) / norm
 
@@ -844,6 +848,24 @@ def stale_state() -> Explanation:
         "only when called right after forward at the same inputs (a cache shared between calls)"
     )
     return Explanation("backward", "gradient", "stale_state", None, (), text)
+
+
+def not_linear(factor: float | None) -> Explanation:
+    """For ``check_backward``: a backward whose gradients for the cotangent 2u are not twice
+    its gradients for u — ``factor`` times them (1 when it ignores its cotangent), or None when
+    no one factor fits."""
+    if factor is not None and abs(factor - 1) <= 1e-3:
+        text = (
+            "backward ignores its cotangent: it returns the same gradients for u and for 2u. "
+            "A backward returns the gradient of ⟨u, y⟩, linear in u: multiply by dout"
+        )
+    else:
+        times = "not a multiple of them" if factor is None else f"{factor:.4g} × them"
+        text = (
+            f"backward is not linear in its cotangent: its gradients for 2u are {times}, "
+            "where the gradient of ⟨u, y⟩ doubles with u"
+        )
+    return Explanation("backward", "gradient", "not_linear", factor, (), text)
 
 
 def _input_scale(names: Sequence[str], factor: float, oracle: str) -> Explanation:

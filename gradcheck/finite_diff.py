@@ -676,6 +676,8 @@ class Comparison:
     #: The compared values, kinks set to 0: the kernel's and the finite differences'.
     observed: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     expected: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    #: What the errors are relative to: the largest magnitude among the estimates.
+    scale: float = math.nan
 
     @property
     def ok(self) -> bool:
@@ -776,6 +778,7 @@ def compare(
         rounded=bool(10 * float(np.max(rounding, initial=0.0)) > limit * scale),
         observed=observed,
         expected=expected,
+        scale=scale,
     )
 
 

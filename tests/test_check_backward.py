@@ -158,6 +158,7 @@ def test_jax_forward_with_float32_inputs_and_a_float64_output():
         tanh_backward,
         x,
         jax_forward=lambda x: jnp.tanh(x).astype(jnp.float64),
+        in_float64=False,  # the mixed dtypes themselves, off the dtype ladder
     )
     assert {f.oracle for f in result.findings} == {"finite differences", "jax.vjp"}
 
@@ -530,3 +531,113 @@ def test_from_layer_takes_method_names_and_reads_gradients_an_optimizer_was_give
     with pytest.raises(AttributeError, match=r"no backward method 'backward'.*backward_pass"):
         check_backward(*from_layer(make_layer(bias_term), params=["W", "b"], grads=read,
                                    forward="forward_pass"), x, W, b)  # fmt: skip
+
+
+# --- a newcomer's first attempts ------------------------------------------------------------------
+
+
+def _layernorm_forward(x, gamma, beta):
+    xhat = (x - x.mean(axis=1, keepdims=True)) / np.sqrt(x.var(axis=1, keepdims=True) + 1e-5)
+    return gamma * xhat + beta, (xhat, gamma, x.var(axis=1, keepdims=True))
+
+
+def _layernorm_backward(dout, cache):
+    xhat, gamma, var = cache
+    d, dxhat = xhat.shape[1], dout * gamma
+    projection = (dxhat * xhat).sum(axis=1, keepdims=True)
+    dx = (d * dxhat - dxhat.sum(axis=1, keepdims=True) - xhat * projection) / (
+        d * np.sqrt(var + 1e-5)
+    )
+    return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
+
+
+def _layernorm_inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(16, 24)), 1 + 0.1 * rng.normal(size=24), 0.1 * rng.normal(size=24)
+
+
+def test_a_forward_that_is_not_finite_at_the_inputs_names_the_output_and_the_input():
+    x = np.random.default_rng(0).normal(size=(4, 5))  # np.log of a normal x: NaN where x < 0
+    with pytest.raises(ValueError, match="not finite") as raised, np.errstate(invalid="ignore"):
+        check_backward(np.log, lambda u, x: u / x, x, names=["x"])
+    at = tuple(int(i) for i in np.argwhere(x < 0)[0])
+    where = f"[{at[0]}, {at[1]}]"
+    message = str(raised.value)
+    assert f"forward returned nan in its output at {where}, where x{where} = " in message
+    assert f"{int((x < 0).sum())} of 20 values not finite" in message
+    assert "inside its domain" in message
+
+
+def test_a_backward_that_ignores_its_cotangent_is_named():
+    def scalar_forward(x, gamma, beta):  # a loss: one output, its cotangent one number
+        out, cache = _layernorm_forward(x, gamma, beta)
+        return out.sum(), cache
+
+    def ignoring(dout, cache):  # as if the loss were always the last step: dout taken as 1
+        return _layernorm_backward(np.ones_like(cache[0]), cache)
+
+    result = check_backward(
+        *from_cache(scalar_forward, ignoring),
+        *_layernorm_inputs(),
+        names=["x", "gamma", "beta"],
+        raise_exception=False,
+    )
+    assert not result.ok
+    [why] = [e.text for e in result.explanations if e.fits]
+    assert why.startswith("backward ignores its cotangent")
+    assert all(c.hint == "" for c in result.checks), str(result)  # no factor contradicts it
+    # a correct backward is linear in its cotangent, so nothing of the kind is said of a slip
+    wrong_dbeta = check_backward(
+        *from_cache(
+            _layernorm_forward,
+            lambda dout, cache: (*_layernorm_backward(dout, cache)[:2], 2 * dout.sum(axis=0)),
+        ),
+        *_layernorm_inputs(),
+        names=["x", "gamma", "beta"],
+        raise_exception=False,
+    )
+    assert [e.kind for e in wrong_dbeta.explanations if e.fits] == ["scale"], str(wrong_dbeta)
+
+
+def test_a_backward_that_is_not_linear_in_its_cotangent_is_named():
+    def squared(dout, cache):
+        return _layernorm_backward(dout**2, cache)
+
+    result = check_backward(
+        *from_cache(_layernorm_forward, squared),
+        *_layernorm_inputs(),
+        names=["x", "gamma", "beta"],
+        raise_exception=False,
+    )
+    [why] = [e.text for e in result.explanations if e.fits]
+    assert why.startswith("backward is not linear in its cotangent"), why
+
+
+def test_forward_and_backward_swapped_are_recognised():
+    inputs = _layernorm_inputs()
+    with pytest.raises(TypeError, match="are forward and backward swapped"):
+        check_backward(_layernorm_backward, _layernorm_forward, *inputs)
+    with pytest.raises(TypeError, match="are forward and backward swapped"):
+        check_backward(*from_cache(_layernorm_backward, _layernorm_forward), *inputs)
+
+
+def test_a_fail_line_says_what_its_error_is_relative_to():
+    x, gamma, beta = _layernorm_inputs()
+
+    def wrong(dout, cache):
+        dx, dgamma, dbeta = _layernorm_backward(dout, cache)
+        return dx, 1.1 * dgamma, dbeta
+
+    result = check_backward(*from_cache(_layernorm_forward, wrong), x, gamma, beta,
+                            names=["x", "gamma", "beta"], raise_exception=False)  # fmt: skip
+    [line] = [line for line in str(result).splitlines() if "FAIL" in line]
+    found = re.search(
+        r"observed (\S+), expected (\S+), relative error (\S+) "
+        r"\(relative to \|expected\| max of gamma, (\S+)\)",
+        line,
+    )
+    assert found, line
+    observed, expected, error, scale = (float(v) for v in found.groups())
+    # the line's own numbers give its error, and the scale is no smaller than |expected| there
+    assert abs(observed - expected) / scale == pytest.approx(error, rel=0.02)
+    assert scale >= abs(expected)
