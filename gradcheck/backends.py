@@ -201,6 +201,11 @@ def get_backend(name: str) -> Backend:
     return _instances[name]
 
 
+def is_builtin(backend: Any) -> bool:
+    """Whether ``backend`` is one of the built-in backends (`get_backend`'s)."""
+    return _instances.get(str(getattr(backend, "name", ""))) is backend
+
+
 def release_compiled() -> None:
     """Release what the built-in backends have compiled and keep for networks seen before: JAX's
     executables and Keras's models (each network is a static argument to JAX's jit and a key of

@@ -192,8 +192,13 @@ class BackwardCheck:
         return display.html(self, "gradcheck-backward")
 
     def __str__(self) -> str:
+        why = {e.text for e in self.explanations if e.fits}  # said once, on its own line
         lines = [f"{self.summary()}:"]
-        lines += [f"  {'ok  ' if f.ok else 'FAIL'} {f.describe()}" for f in self.findings]
+        lines += [
+            f"  {'ok  ' if f.ok else 'FAIL'} "
+            f"{(dataclasses.replace(f, hint='') if f.hint in why else f).describe()}"
+            for f in self.findings
+        ]
         lines += [f"  note: {note}" for note in self.notes]
         lines += [f"  why: {e.text}" for e in self.explanations if e.fits]
         return "\n".join(lines)

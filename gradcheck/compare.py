@@ -34,6 +34,7 @@ __all__ = [
     "against_outputs",
     "against_reference",
     "against_witness",
+    "shaped_like",
 ]
 
 
@@ -291,6 +292,42 @@ class Outputs:
     losses: np.ndarray
     params: Params
     timing: dict[str, float]
+
+
+def shaped_like(backend: str, quantity: str, value: Any, like: Any) -> Any:
+    """A backend's ``value`` as NumPy, checked against the structure of ``like``: an array
+    (its shape), a number (a loss), or params (one dict of arrays per layer). A clear
+    TypeError or ValueError, naming the backend, the quantity, and what was expected and
+    given, for anything else."""
+    what = f"{backend}'s {quantity}"
+    if isinstance(like, list):
+        if not isinstance(value, (list, tuple)) or len(value) != len(like):
+            given = f"{len(value)}" if isinstance(value, (list, tuple)) else type(value).__name__
+            raise ValueError(
+                f"{what} must be a list of one dict per layer with parameters ({len(like)}); "
+                f"got {given}"
+            )
+        checked = []
+        for layer, (got, want) in enumerate(zip(value, like, strict=True), start=1):
+            if not isinstance(got, dict) or set(got) != set(want):
+                keys = sorted(got) if isinstance(got, dict) else type(got).__name__
+                raise ValueError(
+                    f"{what} of layer {layer} must have keys {sorted(want)}; got {keys}"
+                )
+            named = {key: f"{quantity} {key} of layer {layer}" for key in want}
+            checked.append({k: shaped_like(backend, named[k], got[k], want[k]) for k in want})
+        return checked
+    try:
+        array = np.asarray(value)
+    except ValueError:  # ragged
+        array = np.asarray(None)
+    shape = np.shape(like)
+    if array.dtype.kind not in "fiu":
+        expected = "a number" if shape == () else "a float array"
+        raise TypeError(f"{what} must be {expected}; got {type(value).__name__} {value!r:.60}")
+    if array.shape != shape and not (shape == () and array.size == 1):
+        raise ValueError(f"{what} must have shape {shape}; got {array.shape}")
+    return float(array.reshape(())) if shape == () else array
 
 
 def against_params(

@@ -25,22 +25,22 @@ def diagnose(
     """Localise and explain each backend with a failing check among ``failures`` (the finite
     differences and the reference's own float64 run are not explained): its first differing
     tensor, and the explanations of each group of quantities it fails."""
-    backends = {b.name: b for b in request.others}
     reference, p64 = request.reference.backend, request.inputs64
     want = outputs[request.reference.name]
     magnitudes = backward_magnitudes(*p64)  # (deltas, gradients)
     reference_trace = _trace(reference, p64)
     first_differences, explanations = [], []
     for name in dict.fromkeys(check.backend for check in failures):
-        if name not in backends:
+        backend = request.backend_of(name)
+        if backend is None:
             continue
-        backend, got = backends[name], outputs[name]
+        got, inputs = outputs[name], request.inputs_of(name)
         groups = {group_of(c.quantity) for c in failures if c.backend == name}
-        trace = _trace(backend, request.inputs) if reference_trace else None
+        trace = _trace(backend, inputs) if reference_trace else None
         if trace is not None and reference_trace is not None:
             found = explain.first_difference(
                 name, trace, reference_trace, p64.net, p64.params, p64.X, magnitudes,
-                limits.tolerance.point,
+                limits.of(request, name).point,
             )  # fmt: skip
             if found is not None:
                 first_differences.append(found)
@@ -51,8 +51,9 @@ def diagnose(
             if key not in w
         ]
         explanations += _explanations(
-            backend, groups, got, want, request, limits, magnitudes[1], extra, reference_trace
-        )
+            name, backend, groups, got, want, request, limits, magnitudes[1], extra,
+            reference_trace,
+        )  # fmt: skip
     return first_differences, explanations
 
 
@@ -63,6 +64,7 @@ def _trace(backend: Backend, inputs: Inputs) -> Trace | None:
 
 
 def _explanations(
+    name: str,
     backend: Backend,
     groups: set[str],
     got: Outputs,
@@ -76,8 +78,8 @@ def _explanations(
     """The hypotheses that fit, group by group in the order of the computation. A forward that
     differs explains everything after it, so the groups after it are not explained again; a
     training run is explained when its gradients agree or differ by one common factor."""
-    name, point, sizes = backend.name, limits.tolerance.point, request.sizes
-    (net, params, X, y), p64 = request.inputs, request.inputs64
+    point, sizes = limits.of(request, name).point, request.sizes
+    (net, params, X, y), p64 = request.inputs_of(name), request.inputs64
     loss = (
         explain.explain_loss(name, net, got.loss, got.predictions, y, point, sizes)
         if groups & {"predictions", "loss"}

@@ -16,12 +16,13 @@ precision   the float32 run against the float64 run of     float32's rounding of
 =========== ============================================== ====================================
 
 A float64 result does not prove float64 arithmetic: code may cast to float32 inside. `probe`
-tells them apart. It scales each argument's nonzero values by 1 + 2⁻³⁰, a change float32 cannot
-represent: inputs that came from float32 arrays round back to exactly themselves, so code that
-casts an argument to float32 returns the very same bits, while float64 code sees the change. An
-argument that a change of 2⁻⁸ does not move either is one the outputs do not depend on here, and
-says nothing. Code that casts, returns float32, or raises on float64 copies is judged in its own
-dtype only, and the result says so.
+tells them apart. It scales an argument's values by 1 + 2⁻²⁸ and by 1 + 2⁻²⁷, changes float32
+cannot represent (its half-ulp is at least 2⁻²⁵ of a value): float64 code moves its result in
+proportion, twice as far for the second, while code that rounds the argument, or what it
+computes from it, to float32 does not move at all or moves by whole float32 rounding steps,
+whichever values happen to cross one. An argument that a change of 2⁻⁸ does not move either is
+one the result does not depend on here, and says nothing. Code that casts, returns float32, or
+raises on float64 copies is judged in its own dtype only, and the result says so.
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ import numpy as np
 DERIVATIVE, PRECISION = "derivative", "precision"
 #: The oracle of the precision part.
 FLOAT64_RUN = "its float64 run"
-#: The probe's moves: below float32's resolution (its half-ulp is 2⁻²⁴), and one any
-#: dependence shows.
-BELOW_FLOAT32, VISIBLE = 2.0**-30, 2.0**-8
+#: The probe's moves: below float32's resolution, and one any dependence shows.
+BELOW_FLOAT32, VISIBLE = 2.0**-28, 2.0**-8
+#: How far from proportional a float64 result's moves may be: their rounding, and the
+#: function's curvature over the move, are far below it.
+PROPORTIONAL = 1e-2
 
 
 def narrower_than_float64(dtype: Any) -> bool:
@@ -81,28 +84,45 @@ def probe(
     run: Callable[[list[Any]], Any], args: list[Any], movable: Sequence[int], labels: Sequence[str]
 ) -> str | None:
     """Whether ``run(args)``, given float64 ``args``, computes in float64: None when it does,
-    otherwise why not, as a clause ("forward returns float32 given float64 inputs"). ``movable``
-    are the positions of the arguments to probe, ``labels`` their names (by position)."""
+    otherwise why not, as a clause ("returns float32 given float64 inputs"). ``movable`` are the
+    positions of the arguments to probe, ``labels`` their names (by position)."""
     try:
         base = _arrays(run(args))
+        narrow = sorted({str(a.dtype) for a in base if a.dtype != np.float64})
+        if narrow:
+            return f"returns {', '.join(narrow)} given float64 inputs"
+        for k in movable:
+
+            def moves(by: float, k: int = k) -> np.ndarray:
+                """How far the result moves when argument k is scaled by 1 + by."""
+                again = _arrays(run([_moved(a, by) if j == k else a for j, a in enumerate(args)]))
+                return np.concatenate(
+                    [np.ravel(a - b) for a, b in zip(again, base, strict=True)] or [np.zeros(0)]
+                )
+
+            once, twice = moves(BELOW_FLOAT32), moves(2 * BELOW_FLOAT32)
+            largest = float(np.max(np.abs(twice), initial=0.0))
+            if largest == 0 and not np.any(moves(VISIBLE)):
+                continue  # the result does not depend on it here
+            if not largest > 0 or np.max(np.abs(twice - 2 * once)) > PROPORTIONAL * largest:
+                return (
+                    f"rounds {labels[k]}, or what it computes from it, to float32 inside (a "
+                    "change below float32's resolution did not move its result in proportion)"
+                )
     except Exception as error:  # the user's code: anything it raises is the answer
         return f"raised on float64 copies ({type(error).__name__}: {error})"
-    narrow = sorted({str(a.dtype) for a in base if a.dtype != np.float64})
-    if narrow:
-        return f"returns {', '.join(narrow)} given float64 inputs"
-    for k in movable:
+    return None
 
-        def moves(by: float, k: int = k) -> bool:
-            args_moved = [_moved(a, by) if j == k else a for j, a in enumerate(args)]
-            again = _arrays(run(args_moved))
-            return any(
-                a.shape != b.shape or not np.array_equal(a, b, equal_nan=True)
-                for a, b in zip(again, base, strict=False)
-            )
 
-        if not moves(BELOW_FLOAT32) and moves(VISIBLE):
-            return (
-                f"rounds {labels[k]} to float32 inside (a change below float32's resolution "
-                "did not move its result)"
-            )
+def backend_probe(backend: Any, net64: Any, params64: Any, X64: Any, y64: Any) -> str | None:
+    """Whether a ``verify`` backend computes in float64 given a float64 network (`probe`): its
+    predictions and its loss and gradients must follow a move of the params below float32's
+    resolution in proportion. None when they do, otherwise why not."""
+    for method, run in [
+        ("predict", lambda args: backend.predict(net64, args[0], X64)),
+        ("loss_and_grads", lambda args: backend.loss_and_grads(net64, args[0], X64, y64)),
+    ]:
+        why = probe(run, [params64], [0], ["the params"])
+        if why is not None:
+            return f"its {method} {why}"
     return None

@@ -64,6 +64,10 @@ class Report:
     #: With ``verify(repeats=...)``: each implementation's largest relative difference between
     #: its runs from the same inputs, per quantity; empty when each ran once.
     run_to_run: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: On the dtype ladder (`gradcheck.ladder`): each backend that also ran in float64, with
+    #: its float64 run's name; and each that could not, with why not.
+    float64_runs: dict[str, str] = field(default_factory=dict)
+    narrow_only: dict[str, str] = field(default_factory=dict)
 
     @property
     def nondeterminism(self) -> dict[str, float]:
@@ -123,6 +127,8 @@ class Report:
             "explanations": [e.to_dict() for e in self.explanations],
             "checks": [check.to_dict() for check in self.checks],
             "nondeterminism": self.nondeterminism,
+            "float64_runs": self.float64_runs,
+            "narrow_only": self.narrow_only,
             "seconds": self.timings,
             "stages": self.stages,
         }
@@ -156,12 +162,30 @@ class Report:
         """The table's rows in order: each backend's checks, the finite differences' last, and
         ``None`` for the reference, which is compared with nothing."""
         rows: list[tuple[str, Check | None]] = []
-        for name in [*self.backends, FINITE_DIFFERENCES]:
-            checks = [check for check in self.checks if check.backend == name]
-            if not checks and name != FINITE_DIFFERENCES:
-                rows.append((name, None))
-            rows += [(name, check) for check in checks]
+        for backend in [*self.backends, FINITE_DIFFERENCES]:
+            checks = [check for check in self.checks if check.backend == backend]
+            if not checks and backend != FINITE_DIFFERENCES:
+                rows.append((backend, None))
+            rows += [(backend, check) for check in checks]
+            run = self.float64_runs.get(backend)  # its float64 run's, after it
+            rows += [(run, check) for check in self.checks if check.backend == run]
         return rows
+
+    def ladder_lines(self) -> list[str]:
+        """How the dtype ladder judged the backends of a network narrower than float64."""
+        dtype = self.net.dtype
+        lines = []
+        if self.float64_runs or self.narrow_only:
+            lines.append(
+                f"{dtype} judged at float64's resolution: each backend's float64 run against "
+                f"the reference (the derivative), its {dtype} run against its own float64 run "
+                "(the precision)"
+            )
+        lines += [
+            f"{name}: judged at {dtype}'s resolution only: {why}"
+            for name, why in self.narrow_only.items()
+        ]
+        return lines
 
     def heading(self) -> list[str]:
         """The lines above the table: the network, the problem, what errors are relative to."""
@@ -171,6 +195,7 @@ class Report:
             *self._problem().split("\n"),
             *([reach] if reach else []),
             *([self.witness] if self.witness else []),
+            *self.ladder_lines(),
             "relative errors: gradients and predictions to the size of their terms, the loss to "
             "the larger of itself and its outputs' rounding, params to their layer's largest, a "
             "run's losses to themselves",

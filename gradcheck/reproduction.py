@@ -89,6 +89,12 @@ class Limits:
     sensitivity: float
     horizon: Horizon
 
+    def of(self, request: Request, name: str) -> Tolerances:
+        """The tolerances the implementation ``name`` is held to: float64's for the runs in
+        float64 (the reference's, and the backends' on the dtype ladder), else the net's
+        dtype's."""
+        return self.tolerance64 if name in request.in_float64 else self.tolerance
+
 
 def limits(request: Request, want: Outputs) -> Limits:
     """The reference's run ``want`` reproduced from params and inputs moved by one rounding, in

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NamedTuple
 
@@ -64,6 +64,9 @@ class Request:
     timing: bool
     repeats: int
     progress: Progress | None
+    #: On the dtype ladder (`gradcheck.ladder`), each backend judged in a narrower dtype that
+    #: also runs in float64, by name: its float64 run's name.
+    float64_runs: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -154,9 +157,30 @@ class Request:
         return [b for b in self.backends if b.name != self.reference.name]
 
     def inputs_of(self, name: str) -> Inputs:
-        """What the implementation ``name`` runs on: the reference's float64 run runs on
-        `inputs64`, every other backend in the net's dtype."""
-        return self.inputs64 if name == self.reference.name else self.inputs
+        """What the implementation ``name`` runs on: the reference's float64 run and the
+        backends' float64 runs run on `inputs64`, every other backend in the net's dtype."""
+        return self.inputs64 if name in self.in_float64 else self.inputs
+
+    @property
+    def in_float64(self) -> set[str]:
+        """The implementations that run in float64 whatever the net's dtype: the reference's
+        run and the backends' float64 runs."""
+        return {self.reference.name, *self.float64_runs.values()}
+
+    def backend_of(self, name: str) -> Backend | None:
+        """The backend judged under the name ``name``, a float64 run's included; None for the
+        reference's own run and the finite differences."""
+        runs = {b.name: b for b in self.others}
+        runs |= {run: runs[name] for name, run in self.float64_runs.items()}
+        return runs.get(name)
+
+    def own_float64_run(self, name: str) -> str | None:
+        """On the dtype ladder, the float64 run a narrow run's precision is judged against: the
+        backend's own, or the reference's for the reference's backend; None off the ladder."""
+        if name in self.float64_runs:
+            return self.float64_runs[name]
+        narrow = self.reference.name != self.reference.backend.name
+        return self.reference.name if narrow and name == self.reference.backend.name else None
 
     @property
     def sizes(self) -> tuple[int, int]:

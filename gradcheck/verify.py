@@ -8,21 +8,29 @@ compared with the reference (`compare`) and the vote (`vote`) names who is wrong
 disagrees is located and explained (`diagnosis`). A float32 backend is thus compared with what
 the network truly computes, at float32's tolerance, rather than with another float32
 approximation.
+
+On the dtype ladder (`gradcheck.ladder`), a float32 network's backends that also compute in
+float64 (every built-in one; a user's whose code passes the ladder's probe) run a second time in
+float64: that run is held to the reference at float64's tolerance (the derivative), and the
+float32 run to it at float32's (the precision), so a slip below float32's resolution is caught.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from gradcheck import explain, reproduction
-from gradcheck.backends import Backend
-from gradcheck.compare import Outputs
+from gradcheck.backends import Backend, Trajectory, is_builtin
+from gradcheck.compare import Check, Outputs, shaped_like
 from gradcheck.diagnosis import diagnose
 from gradcheck.finite_diff import ELEMENTWISE_MAX, FINITE_DIFFERENCES, MODES, NetworkWitness
+from gradcheck.ladder import DERIVATIVE, PRECISION, backend_probe, narrower_than_float64
 from gradcheck.network import Network, Params
 from gradcheck.optimizers import Optimizer
 from gradcheck.report import Report
@@ -63,6 +71,7 @@ def verify(
     seed: int = 0,
     progress: Progress | None = None,
     repeats: int = 1,
+    raise_backend_errors: bool = False,
 ) -> Report:
     """Run every backend from the same params and compare each with the reference.
 
@@ -96,32 +105,54 @@ def verify(
         repeats: with 2 or more, every implementation runs that many times from the same
             inputs, and the report's ``nondeterminism`` holds each one's largest relative
             run-to-run difference (0.0 for a deterministic one); the first run is compared.
+        raise_backend_errors: a backend whose code raises, or returns something of the wrong
+            shape or type, is reported as failed at that stage with what went wrong, and the
+            others are still compared; with True its error is raised instead, for debugging.
 
     Returns:
         A `Report`; ``report.ok`` says whether every backend agrees.
+
+    Raises:
+        ValueError, TypeError: for a bad argument, before any work is done; for the
+            reference's failure; with ``raise_backend_errors``, for a backend's.
     """
     request = Request.of(
         net=net, X=X, y=y, params=params, backends=backends, steps=steps, lr=lr,
         reference=reference, finite_differences=finite_differences, optimizer=optimizer,
         batch_size=batch_size, seed=seed, progress=progress, repeats=repeats, timing=timing,
     )  # fmt: skip
+    runs, narrow_only = _float64_runs(request)
+    request = dataclasses.replace(request, float64_runs=runs)
     ref, others = request.reference, request.others
-    stages = Stages(progress, 2 + len(others) + (finite_differences is not None) + 1)
+    stages = Stages(progress, 2 + len(others) + len(runs) + (finite_differences is not None) + 1)
 
     # The reference's own run, then how far the training run amplifies rounding: the tolerance
     # of the run and the horizon beyond which the reference no longer reproduces it.
     stages.begin(f"{ref.backend.name} (the reference)")
-    outputs = {ref.name: _run(request, ref.name, ref.backend)}
+    try:
+        outputs = {ref.name: _run(request, ref.name, ref.backend)}
+    except BackendFailure as failure:  # nothing to compare with
+        raise failure.error from None
     stages.begin("the horizon")
     limits = reproduction.limits(request, outputs[ref.name])
 
+    failed: list[Check] = []  # one for each backend that raised or returned something malformed
     for backend in others:
-        stages.begin(backend.name)
-        outputs[backend.name] = _run(request, backend.name, backend)
+        for name in [backend.name, *([runs[backend.name]] if backend.name in runs else [])]:
+            stages.begin(name)
+            try:
+                outputs[name] = _run(request, name, backend)
+            except BackendFailure as failure:
+                if raise_backend_errors:
+                    raise failure.error from None
+                failed.append(failure.check)
     run_to_run = {}
     if repeats > 1:  # every implementation again, from the same inputs
         stages.then("the repeats")
-        implementations = {ref.name: ref.backend, **{b.name: b for b in others}}
+        implementations = {
+            ref.name: ref.backend,
+            **{b.name: b for b in others if b.name in outputs},
+        }
         run_to_run = {
             name: _run_to_run(request, name, backend, outputs[name])
             for name, backend in implementations.items()
@@ -136,12 +167,11 @@ def verify(
 
     # Compare every implementation with the reference, and vote on who is wrong.
     stages.begin("the verdict")
-    judged = {b.name for b in others}  # held to the net's dtype's tolerance; the rest to float64's
     jury = Jury(
         ref.name,
         outputs,
         witness,
-        lambda name: limits.tolerance if name in judged else limits.tolerance64,
+        lambda name: limits.of(request, name),
         # Predictions and gradients are sums; their rounding is relative to what they sum, and
         # a loss's to what it inherits from the outputs.
         Magnitudes(
@@ -150,19 +180,23 @@ def verify(
             loss_magnitude(*request.inputs64),
         ),
         limits.horizon,
+        # on the dtype ladder a backend votes by its float64 run, its narrow run is judged
+        # against that run alone
+        voters=[name for name in outputs if request.own_float64_run(name) is None],
     )
-    checks = [c for name in jury.members if name != ref.name for c in jury.checks(name, ref.name)]
-    verdicts = jury.verdicts()
+    checks = [c for name in jury.members if name != ref.name for c in _judged(jury, request, name)]
+    checks += failed
+    verdicts = [*jury.verdicts(), *_imprecise(checks), *(check.detail for check in failed)]
 
     # Locate and explain each implementation that disagrees.
     first_differences: list[explain.FirstDifference] = []
     explanations: list[explain.Explanation] = []
-    failures = [c for c in checks if not c.ok]
+    failures = [c for c in checks if not c.ok and c.backend in outputs]
     if failures:
         stages.then("the explanations")
         first_differences, explanations = diagnose(failures, request, limits, outputs)
     stages.end()
-    timings = {b.name: outputs[b.name].timing for b in request.backends}
+    timings = {b.name: outputs[b.name].timing for b in request.backends if b.name in outputs}
     if witness is not None and witness.choice.estimate is not None:
         timings[FINITE_DIFFERENCES] = {"elementwise_estimate": witness.choice.estimate}
     return Report(
@@ -187,23 +221,113 @@ def verify(
         reference_losses=outputs[ref.name].losses,
         losses={name: got.losses for name, got in outputs.items() if name != ref.name},
         run_to_run=run_to_run,
+        float64_runs=runs,
+        narrow_only=narrow_only,
     )
+
+
+def _float64_runs(request: Request) -> tuple[dict[str, str], dict[str, str]]:
+    """On the dtype ladder, for a network narrower than float64: each backend that also runs
+    in float64, with its float64 run's name, and each that cannot, with why not. The
+    reference's backend has its float64 run already: the reference."""
+    if not narrower_than_float64(request.net.dtype):
+        return {}, {}
+    runs, narrow_only = {}, {}
+    for backend in request.others:
+        if backend.name == request.reference.backend.name:
+            continue
+        why = None if is_builtin(backend) else backend_probe(backend, *request.inputs64)
+        if why is None:
+            runs[backend.name] = f"{backend.name} in float64"
+        else:
+            narrow_only[backend.name] = why
+    return runs, narrow_only
+
+
+def _imprecise(checks: list[Check]) -> list[str]:
+    """A sentence for each narrow run that parts from its own float64 run on the dtype ladder:
+    its arithmetic, not its derivative, is in question."""
+    failing = [c for c in checks if c.part == PRECISION and not c.ok]
+    worst = {c.backend: c for c in sorted(failing, key=lambda c: c.error / c.tolerance)}
+    return [
+        f"{name} parts from {check.oracle} (its precision): {check.finding()}"
+        for name, check in worst.items()
+    ]
+
+
+def _judged(jury: Jury, request: Request, name: str) -> list[Check]:
+    """``name``'s checks. On the dtype ladder a narrow run is held to its own float64 run (the
+    precision) and a float64 run to the reference (the derivative); otherwise an
+    implementation is held to the reference."""
+    own = request.own_float64_run(name)
+    if own is not None:
+        return [dataclasses.replace(c, part=PRECISION) for c in jury.checks(name, own)]
+    checks = jury.checks(name, request.reference.name)
+    if name in request.float64_runs.values():
+        return [dataclasses.replace(c, part=DERIVATIVE) for c in checks]
+    return checks
+
+
+#: The quantity a backend's failed call is reported under.
+STAGE_QUANTITIES = {"predict": "predictions", "loss_and_grads": "gradient", "train": "train losses"}
+
+
+class BackendFailure(Exception):
+    """A backend's call that raised, or returned something of the wrong shape or type:
+    ``check`` is its failed check, ``error`` the exception."""
+
+    def __init__(self, name: str, stage: str, error: Exception, malformed: bool) -> None:
+        raised = f"{name}'s {stage} raised {type(error).__name__}: {error}"
+        detail = str(error) if malformed else raised
+        super().__init__(detail)
+        self.error = error
+        self.check = Check(name, STAGE_QUANTITIES[stage], math.inf, 0.0, detail=detail)
+
+
+def _called(name: str, stage: str, call: Callable[[], Any], check: Callable[[Any], Any]) -> Any:
+    """A backend's ``call()``, its result put through ``check``; a `BackendFailure` naming the
+    backend and the stage when either raises."""
+    try:
+        result = call()
+    except Exception as error:  # the backend's code: whatever it raises is its failure
+        raise BackendFailure(name, stage, error, malformed=False) from error
+    try:
+        return check(result)
+    except (TypeError, ValueError) as error:
+        raise BackendFailure(name, stage, error, malformed=True) from error
 
 
 def _run(request: Request, name: str, backend: Backend, timing: bool | None = None) -> Outputs:
     """Everything ``backend`` computes for the request as the implementation ``name``, on the
     inputs that one runs on (`Request.inputs_of`), timed by stage: the framework's import, the
-    first gradient, the first training run and, with ``timing``, the training run again warm."""
+    first gradient, the first training run and, with ``timing``, the training run again warm.
+    Each result is checked for its shape and type (`compare.shaped_like`) before it is
+    compared; a `BackendFailure` says which call went wrong and how."""
     inputs, training = request.inputs_of(name), request.training
     timing = request.timing if timing is None else timing
+    params = inputs.params
     start = time.perf_counter()
     getattr(backend, "kernels", None)  # a built-in backend imports its framework here
     imported = time.perf_counter() - start
     start = time.perf_counter()
-    loss, grads = backend.loss_and_grads(*inputs)
+    loss, grads = _called(
+        name, "loss_and_grads", lambda: backend.loss_and_grads(*inputs),
+        lambda got: (shaped_like(name, "loss", _pair(name, got)[0], 0.0),
+                     shaped_like(name, "gradient", _pair(name, got)[1], params)),
+    )  # fmt: skip
     first_call = time.perf_counter() - start
     start = time.perf_counter()
-    trajectory = training.run(backend, *inputs)
+
+    def trained() -> Trajectory:
+        return training.run(backend, *inputs)
+
+    def well_formed(run: Any) -> Trajectory:
+        steps = np.zeros(training.steps)
+        losses = shaped_like(name, "training run's losses", getattr(run, "losses", None), steps)
+        return Trajectory(shaped_like(name, "trained params", getattr(run, "params", None), params),
+                          losses)  # fmt: skip
+
+    trajectory = _called(name, "train", trained, well_formed)
     first_train = time.perf_counter() - start
     seconds = {"import": imported, "first_call": first_call, "first_train": first_train}
     if timing:
@@ -212,14 +336,25 @@ def _run(request: Request, name: str, backend: Backend, timing: bool | None = No
         training.run(backend, *inputs)
         seconds["train"] = time.perf_counter() - start
         seconds["compile"] = max(first_train - seconds["train"], 0.0)
+    predictions = _called(name, "predict", lambda: backend.predict(*inputs[:3]),
+                          lambda got: shaped_like(name, "predictions", got, inputs.y))  # fmt: skip
     return Outputs(
-        predictions=np.asarray(backend.predict(*inputs[:3])),
+        predictions=predictions,
         loss=loss,
         grads=grads,
-        losses=np.asarray(trajectory.losses),
+        losses=trajectory.losses,
         params=trajectory.params,
         timing=seconds,
     )
+
+
+def _pair(name: str, got: Any) -> tuple[Any, Any]:
+    """loss_and_grads's result, which must be a pair (loss, grads)."""
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        raise TypeError(
+            f"{name}'s loss_and_grads must return a pair (loss, grads); got {got!r:.60}"
+        )
+    return got[0], got[1]
 
 
 def _run_to_run(request: Request, name: str, backend: Backend, first: Outputs) -> dict[str, float]:

@@ -40,7 +40,8 @@ class Jury:
 
     Everyone is compared with the reference; two implementations that both part from it are
     compared with each other, so that several that agree among themselves outvote it.
-    ``tolerance(name)`` gives the tolerances an implementation is held to.
+    ``tolerance(name)`` gives the tolerances an implementation is held to; ``voters`` are the
+    implementations that vote (default: all), the others are only compared.
     """
 
     def __init__(
@@ -51,9 +52,11 @@ class Jury:
         tolerance: Callable[[str], Tolerances],
         magnitudes: Magnitudes,
         horizon: Horizon,
+        voters: Sequence[str] | None = None,
     ) -> None:
         self.reference = reference
         self.outputs = outputs
+        self.voters = list(outputs) if voters is None else list(voters)
         self.witness = witness
         self.tolerance = tolerance
         self.magnitudes = magnitudes
@@ -110,7 +113,7 @@ class Jury:
         for group in GROUPS:
             if group == "training run" and not self.horizon.comparable:
                 continue
-            members = list(self.outputs)
+            members = list(self.voters)
             if self.witness is not None and group in ORACLE_GROUPS:
                 members.append(FINITE_DIFFERENCES)
             partitions[group] = self.blocs(group, members)

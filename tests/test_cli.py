@@ -56,7 +56,11 @@ def test_python_dash_m_with_json():
     assert data["ok"] is True
     assert data["steps"] == 10
     assert data["network"]["dtype"] == "float32"
-    assert {c["backend"] for c in data["checks"]} == {"numpy", "finite differences"}
+    assert {c["backend"] for c in data["checks"]} == {
+        "numpy",
+        "numpy in float64",
+        "finite differences",
+    }
     seconds = data["seconds"]["numpy"]
     assert set(seconds) == {"import", "first_call", "first_train", "train", "compile"}
     assert seconds["compile"] == pytest.approx(max(seconds["first_train"] - seconds["train"], 0))

@@ -10,14 +10,17 @@ correct layer is flagged, one that computes in float32 whatever it is given incl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
+import gradcheck
 from gradcheck import check_backward, check_jvp
 from gradcheck.adapters import from_cache
 from gradcheck.ladder import DERIVATIVE, FLOAT64_RUN, PRECISION
+from gradcheck.problems import PROBLEMS
 
 KERAS_EPSILON, TORCH_EPSILON = 1e-3, 1e-5
 N, D, CLASSES = 128, 256, 10
@@ -81,6 +84,14 @@ def batchnorm_forward_cast_inside(x, gamma, beta):
     return out.astype(x.dtype), cache
 
 
+def batchnorm_forward_rounding_xhat(x, gamma, beta, eps=KERAS_EPSILON):
+    """Computes in the dtype it is given but rounds the normalised x to float32 on the way:
+    float64 out, float32's resolution in."""
+    mean, var = x.mean(axis=0), x.var(axis=0)
+    xhat = ((x - mean) / np.sqrt(var + eps)).astype(np.float32).astype(x.dtype)
+    return gamma * xhat + beta, (x, gamma, var)
+
+
 def _norm_inputs(rng, dtype):
     return [
         rng.standard_normal((N, D)).astype(dtype),
@@ -103,6 +114,7 @@ CORRECT = {
     "softmax cross-entropy": (softmax_ce_forward, softmax_ce_backward, *CE),
     "batch norm in float32": (batchnorm_forward_float32, batchnorm_backward, *NORM),
     "batch norm cast inside": (batchnorm_forward_cast_inside, batchnorm_backward, *NORM),
+    "batch norm rounding x̂": (batchnorm_forward_rounding_xhat, batchnorm_backward, *NORM),
 }
 #: A planted slip: its layer's forward, the wrong backward, and the layer's inputs.
 SLIPS = {
@@ -179,7 +191,8 @@ def test_the_two_parts_are_reported_in_text_html_and_json():
     ("layer", "why"),
     [
         ("batch norm in float32", "forward returns float32 given float64 inputs"),
-        ("batch norm cast inside", "forward rounds x to float32 inside"),
+        ("batch norm cast inside", "forward rounds x, or what it computes from it, to float32"),
+        ("batch norm rounding x̂", "forward rounds x, or what it computes from it, to float32"),
     ],
 )
 def test_code_that_computes_in_float32_is_judged_in_float32_and_says_so(layer, why):
@@ -199,7 +212,9 @@ def test_a_backward_that_computes_in_float32_is_judged_in_float32():
 
     result = _check((batchnorm_forward, backward, *NORM), 0)
     assert result.ok, str(result)
-    assert any("backward rounds its cotangent to float32 inside" in n for n in result.notes)
+    assert any(
+        "backward rounds its cotangent, or what it computes from it" in n for n in result.notes
+    )
 
 
 def test_a_forward_that_raises_on_float64_is_no_verdict():
@@ -254,3 +269,93 @@ def test_check_jvp_judges_float32_at_float64s_resolution(gradcheck_seed):
         _tanh_layer, slipped, x, W, names=["x", "W"], raise_exception=False, in_float64=False
     )
     assert off.ok  # below float32's resolution
+
+
+# --- verify ----------------------------------------------------------------------------------
+
+
+class Slipped:
+    """A user's backend: NumPy's kernels, with one layer's gradient 0.05% too large (a batch
+    norm's ε taken from another framework is a slip of that size)."""
+
+    name = "slipped"
+
+    def __init__(self, layer: int = -1, scale: float = 1 + 5e-4) -> None:
+        self.numpy = gradcheck.get_backend("numpy")
+        self.layer, self.scale = layer, scale
+
+    def predict(self, net, params, X):
+        return self.numpy.predict(net, params, X)
+
+    def loss_and_grads(self, net, params, X, y):
+        loss, grads = self.numpy.loss_and_grads(net, params, X, y)
+        grads[self.layer] = {key: self.scale * g for key, g in grads[self.layer].items()}
+        return loss, grads
+
+
+class Float32Only(Slipped):
+    """A correct user's backend that computes in float32 whatever the network's dtype."""
+
+    name = "float32 only"
+
+    def __init__(self) -> None:
+        super().__init__(scale=1.0)
+
+    def _narrow(self, net, params, X):
+        net = dataclasses.replace(net, dtype="float32")
+        params = [{k: v.astype(np.float32) for k, v in layer.items()} for layer in params]
+        return net, params, np.asarray(X, np.float32)
+
+    def predict(self, net, params, X):
+        return super().predict(*self._narrow(net, params, X))
+
+    def loss_and_grads(self, net, params, X, y):
+        return super().loss_and_grads(*self._narrow(net, params, X), np.asarray(y, np.float32))
+
+
+@pytest.mark.parametrize("problem", list(PROBLEMS))
+def test_verify_catches_a_slip_below_float32s_resolution_on_every_catalogue_problem(problem):
+    problem = PROBLEMS[problem]
+    X, y = problem.data("float32")
+    report = gradcheck.verify(
+        problem.network("float32"), X, y, params=problem.params("float32"),
+        backends=["numpy", Slipped()], steps=0, finite_differences=None,
+    )  # fmt: skip
+    assert not report.ok
+    failing = {(c.backend, c.quantity, c.part) for c in report.failures}
+    assert failing == {("slipped in float64", "gradient", DERIVATIVE)}, str(report)
+    # the slipped float32 run agrees with its float64 run: its precision is not in question
+    assert all(c.ok for c in report.checks if c.backend == "slipped"), str(report)
+    [verdict] = report.verdicts
+    assert verdict.startswith("slipped in float64 disagrees with"), verdict
+
+
+def test_verify_in_float32_judges_every_backend_at_float64s_resolution(gradcheck_seed):
+    """No correct backend flagged, and each one's float32 run held to its own float64 run."""
+    problem = PROBLEMS["notebook"]
+    X, y = problem.data("float32")
+    params = problem.params("float32", seed=gradcheck_seed)
+    report = gradcheck.verify(problem.network("float32"), X, y, params=params)
+    report.assert_ok()
+    builtin = [b for b in report.backends if b != "jax"]  # jax's float64 run is the reference
+    assert report.float64_runs == {b: f"{b} in float64" for b in builtin}
+    for name in builtin:
+        assert {c.part for c in report.checks if c.backend == name} == {PRECISION}
+        assert {c.oracle for c in report.checks if c.backend == name} == {f"{name} in float64"}
+        derivative = [c for c in report.checks if c.backend == f"{name} in float64"]
+        assert {c.part for c in derivative} == {DERIVATIVE}
+        assert max(c.tolerance for c in derivative) < 1e-10  # float64's, not float32's
+
+
+def test_a_backend_that_computes_in_float32_is_judged_in_float32_and_the_report_says_so():
+    problem = PROBLEMS["digits"]
+    X, y = problem.data("float32")
+    report = gradcheck.verify(
+        problem.network("float32"), X, y, params=problem.params("float32"),
+        backends=["numpy", Float32Only()], steps=0, finite_differences=None,
+    )  # fmt: skip
+    report.assert_ok()
+    assert "float32 only" not in report.float64_runs
+    assert "returns float32 given float64 inputs" in report.narrow_only["float32 only"]
+    assert "float32 only: judged at float32's resolution only" in str(report)
+    assert {c.part for c in report.checks if c.backend == "float32 only"} == {""}

@@ -196,3 +196,93 @@ def test_cli_data_file(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err
         assert err.count("\n") == 1
+
+
+# --- a user's backend that misbehaves ----------------------------------------------------------
+
+
+class _Delegating:
+    """A user's backend that hands everything to NumPy's kernels; each subclass breaks one
+    thing."""
+
+    name = "mine"
+
+    def __init__(self) -> None:
+        self.numpy = gradcheck.get_backend("numpy")
+
+    def predict(self, net, params, X):
+        return self.numpy.predict(net, params, X)
+
+    def loss_and_grads(self, net, params, X, y):
+        return self.numpy.loss_and_grads(net, params, X, y)
+
+    def train(self, net, params, X, y, steps, lr):
+        return self.numpy.train(net, params, X, y, steps, lr)
+
+
+class _FlatPredictions(_Delegating):
+    def predict(self, net, params, X):
+        return super().predict(net, params, X).ravel()
+
+
+class _MissingLayer(_Delegating):
+    def loss_and_grads(self, net, params, X, y):
+        loss, grads = super().loss_and_grads(net, params, X, y)
+        return loss, grads[:1]
+
+
+class _MissingBias(_Delegating):
+    def loss_and_grads(self, net, params, X, y):
+        loss, grads = super().loss_and_grads(net, params, X, y)
+        return loss, [grads[0], {"W": grads[1]["W"]}]
+
+
+class _LossAsText(_Delegating):
+    def loss_and_grads(self, net, params, X, y):
+        return "0.5", super().loss_and_grads(net, params, X, y)[1]
+
+
+class _RaisesInTrain(_Delegating):
+    def train(self, net, params, X, y, steps, lr):
+        raise ZeroDivisionError("division by zero")
+
+
+MISBEHAVING = {
+    "predictions flattened": (
+        _FlatPredictions,
+        "mine's predictions must have shape (5, 2); got (10,)",
+    ),
+    "a layer's gradients missing": (
+        _MissingLayer,
+        "mine's gradient must be a list of one dict per layer with parameters (2); got 1",
+    ),
+    "a bias gradient missing": (
+        _MissingBias,
+        "mine's gradient of layer 2 must have keys ['W', 'b']; got ['W']",
+    ),
+    "a loss that is not a number": (_LossAsText, "mine's loss must be a number; got str '0.5'"),
+    "train raises": (_RaisesInTrain, "mine's train raised ZeroDivisionError: division by zero"),
+}
+
+
+@pytest.mark.parametrize("case", list(MISBEHAVING))
+def test_a_misbehaving_backend_is_named_and_the_rest_of_the_verdict_kept(case):
+    backend, message = MISBEHAVING[case]
+    report = gradcheck.verify(NET, X, Y, params=PARAMS, backends=["numpy", backend()], steps=5)
+    assert not report.ok
+    [failed] = report.failures
+    assert (failed.backend, failed.detail) == ("mine", message)
+    assert message in report.verdict_lines()
+    assert report.verdict_lines()[0] == "DISAGREE: mine"
+    numpy = [c for c in report.checks if c.backend == "numpy"]
+    assert {c.quantity for c in numpy} >= {"predictions", "gradient", "train losses"}
+    assert all(c.ok for c in numpy)
+
+
+def test_raise_backend_errors_raises_the_backends_own_error():
+    with pytest.raises(ZeroDivisionError, match="division by zero"):
+        gradcheck.verify(NET, X, Y, params=PARAMS, backends=["numpy", _RaisesInTrain()],
+                         steps=5, raise_backend_errors=True)  # fmt: skip
+    with pytest.raises(ValueError, match=r"mine's predictions must have shape \(5, 2\)"):
+        gradcheck.verify(NET, X, Y, params=PARAMS, backends=[_FlatPredictions()],
+                         steps=5, raise_backend_errors=True)  # fmt: skip

@@ -62,8 +62,8 @@ def test_a_correct_jvp_passes(gradcheck_dtype, gradcheck_seed):
     assert result.ok, str(result)
     # 4 forward passes per tangent: 2 tangents for each of the 3 inputs; and the outputs, twice.
     # In float32 the dtype ladder adds its float64 run's outputs, twice, and its probe: once,
-    # then once per input moved below float32's resolution.
-    ladder = 2 + 1 + 3 if gradcheck_dtype == "float32" else 0
+    # then twice per input, moved by two amounts below float32's resolution.
+    ladder = 2 + 1 + 2 * 3 if gradcheck_dtype == "float32" else 0
     assert result.forward_passes == 2 + 4 * 2 * 3 + ladder
 
 
