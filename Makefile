@@ -51,7 +51,7 @@ numba-float64 numba-float32: $(BIN)/gradcheck
 # compiled first, so that the notebook loads them from Numba's cache rather than compiling them
 # beside numba-float64.
 docs: $(BIN)/gradcheck numba-float64
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: $(BIN)/gradcheck
 	$(BIN)/pytest bench --benchmark-only

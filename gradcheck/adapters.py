@@ -86,8 +86,9 @@ def from_layer(
             ``grads`` dict (default ``"d" + name``, or the name itself in ``grads``); or a
             function of the layer that returns them in the order of ``params`` — for a layer
             that hands its gradients to an optimizer, give it `Recorder`s and read them there.
-        forward, backward: the names of the layer's forward and backward methods
-            (``forward_pass``, ``backward_pass``, … in some libraries).
+        forward: the name of the layer's forward method (``forward_pass``, … in some
+            libraries).
+        backward: the name of its backward method (``backward_pass``, …).
     """
     params = list(params)
     grad_names = list(grads) if grads is not None and not callable(grads) else None

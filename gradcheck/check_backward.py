@@ -288,12 +288,13 @@ def check_backward(
     ]
     wide, narrow_only = kernel.widened(rules, drawn[0], in_float64)
     judged = wide or kernel
+    judged_cotangents = [widened(us) for us in drawn] if wide else drawn
     run = _against_oracles(
-        judged, backward, jvp, jax_forward, [widened(us) for us in drawn] if wide else drawn,
-        rng, directions, elementwise_max, repeats,
+        judged, backward, jvp, jax_forward, judged_cotangents, rng, directions, elementwise_max,
+        repeats,
     )  # fmt: skip
     checks = run.checks
-    nonlinear = _not_linear(judged, backward, drawn[0], run) if not run.stale else None
+    nonlinear = None if run.stale else _not_linear(judged, backward, judged_cotangents[0], run)
     if nonlinear is not None:  # no factor explains that: the line's hints are dropped
         checks = [dataclasses.replace(check, hint="") for check in checks]
     if wide is not None:
@@ -567,9 +568,17 @@ def check_jvp(
         jvp: ``jvp(v, *inputs)``, the tangent of y (a tuple for a tuple) for the tangents ``v``:
             a tuple with one per differentiated input, or a bare array when only one input is
             differentiated.
-        inputs, names, wrt, seed, rtol, raise_exception, jax_forward, elementwise_max,
-            in_float64: as for `check_backward`.
+        inputs: the arguments, as for `check_backward`.
+        names: a name per input for the messages.
+        wrt: the inputs to differentiate, by name or position (default: every input).
         directions: how many random tangents each differentiated input gets.
+        seed: for the tangents and the output projections.
+        rtol: the relative tolerance for the rule's rounding, as for `check_backward`.
+        raise_exception: raise AssertionError when a tangent disagrees (the default).
+        jax_forward: the same function in jax.numpy, to compare with ``jax.jvp``.
+        elementwise_max: outputs with at most this many elements are checked element by
+            element; larger ones along random projections.
+        in_float64: judge float32 inputs at float64's resolution too, as for `check_backward`.
 
     Returns:
         A `BackwardCheck` whose checks judge ``jvp``.

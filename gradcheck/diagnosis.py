@@ -30,17 +30,19 @@ def diagnose(
     magnitudes = backward_magnitudes(*p64)  # (deltas, gradients)
     reference_trace = _trace(reference, p64)
     first_differences, explanations = [], []
-    for name in dict.fromkeys(check.backend for check in failures):
-        backend = request.backend_of(name)
+    # on the dtype ladder a backend's derivative is judged, and explained, in its float64 run
+    runs = {check.backend: request.run_of(check) for check in failures}
+    for name, run in runs.items():
+        backend = request.backend_of(run)
         if backend is None:
             continue
-        got, inputs = outputs[name], request.inputs_of(name)
+        got, inputs = outputs[run], request.inputs_of(run)
         groups = {group_of(c.quantity) for c in failures if c.backend == name}
         trace = _trace(backend, inputs) if reference_trace else None
         if trace is not None and reference_trace is not None:
             found = explain.first_difference(
                 name, trace, reference_trace, p64.net, p64.params, p64.X, magnitudes,
-                limits.of(request, name).point,
+                limits.of(request, run).point,
             )  # fmt: skip
             if found is not None:
                 first_differences.append(found)
@@ -51,7 +53,7 @@ def diagnose(
             if key not in w
         ]
         explanations += _explanations(
-            name, backend, groups, got, want, request, limits, magnitudes[1], extra,
+            name, run, backend, groups, got, want, request, limits, magnitudes[1], extra,
             reference_trace,
         )  # fmt: skip
     return first_differences, explanations
@@ -65,6 +67,7 @@ def _trace(backend: Backend, inputs: Inputs) -> Trace | None:
 
 def _explanations(
     name: str,
+    run: str,
     backend: Backend,
     groups: set[str],
     got: Outputs,
@@ -78,8 +81,8 @@ def _explanations(
     """The hypotheses that fit, group by group in the order of the computation. A forward that
     differs explains everything after it, so the groups after it are not explained again; a
     training run is explained when its gradients agree or differ by one common factor."""
-    point, sizes = limits.of(request, name).point, request.sizes
-    (net, params, X, y), p64 = request.inputs_of(name), request.inputs64
+    point, sizes = limits.of(request, run).point, request.sizes
+    (net, params, X, y), p64 = request.inputs_of(run), request.inputs64
     loss = (
         explain.explain_loss(name, net, got.loss, got.predictions, y, point, sizes)
         if groups & {"predictions", "loss"}

@@ -259,13 +259,22 @@ def _fraction(value: float) -> str:
 
 
 def _least_squares(observed: Sequence[np.ndarray], expected: Sequence[np.ndarray]) -> float | None:
-    """The factor c minimising Σ‖observed − c·expected‖², or None when it is undefined."""
+    """The factor c minimising Σ‖observed − c·expected‖², or None when it is undefined. Each
+    side is scaled by its largest magnitude first, so values near overflow or underflow give
+    the factor, not an overflow."""
     o = np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in observed])
     e = np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in expected])
-    norm = float(e @ e)
-    if norm == 0 or not math.isfinite(norm) or not np.all(np.isfinite(o)):
+    if not (np.all(np.isfinite(o)) and np.all(np.isfinite(e))):
         return None
-    return float(o @ e) / norm
+    o_scale, e_scale = float(np.max(np.abs(o), initial=0.0)), float(np.max(np.abs(e), initial=0.0))
+    if e_scale == 0:
+        return None
+    if o_scale == 0:
+        return 0.0
+    with np.errstate(over="ignore"):  # a ratio beyond float64's range fits no simple factor
+        c = float((o / o_scale) @ (e / e_scale)) / float((e / e_scale) @ (e / e_scale))
+        c *= o_scale / e_scale
+    return c if math.isfinite(c) else None
 
 
 def _fits(

@@ -678,6 +678,10 @@ class Comparison:
     expected: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     #: What the errors are relative to: the largest magnitude among the estimates.
     scale: float = math.nan
+    #: The finite differences' own largest error estimate, relative to ``scale``, and what set
+    #: the tolerance (`allowance`): said in the detail when the tolerance far exceeds it.
+    estimated: float = math.nan
+    set_by: str = ""
 
     @property
     def ok(self) -> bool:
@@ -700,7 +704,17 @@ class Comparison:
             parts.append("finite differences noisier than a smooth function allows")
         if self.rounded:
             parts.append("a gradient this small is resolved only to the loss's rounding")
+        if self.set_by and self.tolerance > FAR * self.estimated:
+            times = f"{self.tolerance / self.estimated:.0f} ×" if self.estimated > 0 else "above"
+            parts.append(
+                f"tolerance from {self.set_by}, {times} the finite differences' error estimate"
+            )
         return ", ".join(parts)
+
+
+#: How far above the finite differences' own error estimate a tolerance lies before the
+#: detail says what set it.
+FAR = 100
 
 
 def allowed(
@@ -720,10 +734,27 @@ def allowed(
     The cap never falls below ten times the estimates' ``rounding``: a gradient that nearly
     vanishes (a cotangent near the Jacobian's null space) is compared as closely as finite
     differences can resolve it, not more closely."""
+    return allowance(errors, scale, floor, limit, rounding)[0]
+
+
+def allowance(
+    errors: np.ndarray,
+    scale: float,
+    floor: float,
+    limit: float,
+    rounding: np.ndarray | None = None,
+) -> tuple[float, str]:
+    """`allowed`'s tolerance, and what sets it: ``"the rounding floor"``, ``"the loss's
+    rounding"``, ``"the noise limit"``, or ``""`` for ten times the estimated error."""
     error = float(np.max(errors, initial=0.0))
     rounding_error = 0.0 if rounding is None else float(np.max(rounding, initial=0.0))
     cap = max(limit * scale, 10 * rounding_error)
-    return max(floor * scale, min(10 * error, cap))
+    widened = min(10 * error, cap)
+    if floor * scale >= widened:
+        return floor * scale, "the rounding floor"
+    if widened < 10 * error:
+        return widened, "the loss's rounding" if cap > limit * scale else "the noise limit"
+    return widened, ""
 
 
 def compare(
@@ -759,7 +790,8 @@ def compare(
     limit = noise_limit(dtype)
     errors = np.where(kinks, 0.0, errors)
     rounding = np.zeros_like(errors) if rounding is None else np.where(kinks, 0.0, rounding)
-    tolerance = allowed(errors, scale, floor, limit, rounding) / scale
+    tolerance, set_by = allowance(errors, scale, floor, limit, rounding)
+    tolerance /= scale
     with np.errstate(invalid="ignore", over="ignore"):
         relative = np.abs(observed - expected) / scale
     relative = np.where(np.isfinite(relative), relative, np.inf)
@@ -779,6 +811,8 @@ def compare(
         observed=observed,
         expected=expected,
         scale=scale,
+        estimated=float(np.max(errors, initial=0.0)) / scale,
+        set_by=set_by,
     )
 
 

@@ -11,6 +11,7 @@ from gradcheck import display, terminal
 from gradcheck.compare import Check
 from gradcheck.explain import Explanation, FirstDifference, listing
 from gradcheck.finite_diff import FINITE_DIFFERENCES
+from gradcheck.ladder import DERIVATIVE
 from gradcheck.network import Network
 from gradcheck.optimizers import SGD, Optimizer, plain_descent
 from gradcheck.tolerance import Horizon
@@ -166,9 +167,9 @@ class Report:
             checks = [check for check in self.checks if check.backend == backend]
             if not checks and backend != FINITE_DIFFERENCES:
                 rows.append((backend, None))
-            rows += [(backend, check) for check in checks]
-            run = self.float64_runs.get(backend)  # its float64 run's, after it
-            rows += [(run, check) for check in self.checks if check.backend == run]
+            rows += [(backend, check) for check in checks if check.part != DERIVATIVE]
+            run = self.float64_runs.get(backend)  # the derivative, judged in its float64 run
+            rows += [(run or backend, check) for check in checks if check.part == DERIVATIVE]
         return rows
 
     def ladder_lines(self) -> list[str]:

@@ -13,7 +13,9 @@ import numpy as np
 
 from gradcheck.arguments import is_count
 from gradcheck.backends import Backend, Training, available_backends, resolve
+from gradcheck.compare import Check
 from gradcheck.finite_diff import MODES
+from gradcheck.ladder import DERIVATIVE
 from gradcheck.network import Network, Params, as_network, check_data, check_params, check_steps_lr
 from gradcheck.optimizers import Optimizer, as_optimizer, batch_schedule
 from gradcheck.terminal import Progress
@@ -173,6 +175,11 @@ class Request:
         runs = {b.name: b for b in self.others}
         runs |= {run: runs[name] for name, run in self.float64_runs.items()}
         return runs.get(name)
+
+    def run_of(self, check: Check) -> str:
+        """The run a check judges: a backend's float64 run for its derivative on the dtype
+        ladder (the check names the backend), else the implementation it names."""
+        return self.float64_runs[check.backend] if check.part == DERIVATIVE else check.backend
 
     def own_float64_run(self, name: str) -> str | None:
         """On the dtype ladder, the float64 run a narrow run's precision is judged against: the

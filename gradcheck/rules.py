@@ -74,7 +74,11 @@ def check_rule(
         modes: ``"rev"`` checks the VJP, ``"fwd"`` the JVP.
         order: 1, or 2 to check the VJP's own derivative as well (the VJP of the VJP).
         reference: the same function without the custom rule; its autodiff is a second oracle.
-        names, seed, rtol, raise_exception: as for `gradcheck.check_backward`.
+        names: a name per input for the messages, as for `gradcheck.check_backward`.
+        seed: for the cotangents, tangents and directions.
+        rtol: the relative tolerance for the rule's rounding, as for `gradcheck.check_backward`.
+        raise_exception: raise AssertionError when a rule disagrees (the default), or return
+            the result with ``ok`` False.
 
     Returns:
         A `gradcheck.BackwardCheck` whose checks name the rule they judge: ``vjp``, ``jvp``

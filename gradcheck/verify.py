@@ -257,14 +257,15 @@ def _imprecise(checks: list[Check]) -> list[str]:
 
 def _judged(jury: Jury, request: Request, name: str) -> list[Check]:
     """``name``'s checks. On the dtype ladder a narrow run is held to its own float64 run (the
-    precision) and a float64 run to the reference (the derivative); otherwise an
-    implementation is held to the reference."""
+    precision) and a float64 run to the reference (the derivative, under the backend's own
+    name); otherwise an implementation is held to the reference."""
     own = request.own_float64_run(name)
     if own is not None:
         return [dataclasses.replace(c, part=PRECISION) for c in jury.checks(name, own)]
     checks = jury.checks(name, request.reference.name)
-    if name in request.float64_runs.values():
-        return [dataclasses.replace(c, part=DERIVATIVE) for c in checks]
+    backend = request.backend_of(name)
+    if backend is not None and name in request.float64_runs.values():
+        return [dataclasses.replace(c, part=DERIVATIVE, backend=backend.name) for c in checks]
     return checks
 
 

@@ -562,17 +562,6 @@ def test_the_guide_lists_every_extra_and_every_core_dependency():
         assert re.search(rf"\b{name}\b", paragraph, re.I), name
 
 
-def test_the_guide_names_the_gallery_bugs_float32_misses():
-    """The user guide's claim about the gallery of hand-written layers names each bug the
-    gallery test records as caught in float64 only."""
-    from test_gallery import FLOAT64_ONLY
-
-    claim = GUIDE.read_text().split("Measured on a gallery", 1)[1].split("\n\n", 1)[0]
-    claim = re.sub(r"\s+", " ", claim)
-    for kernel, _ in FLOAT64_ONLY:
-        assert kernel.replace("_", " ") in claim.split("all but")[1], kernel
-
-
 def test_the_api_page_shows_headings_signatures_and_only_public_names(site):
     """Each public function under a heading with its signature, the kernels under the path
     they are imported by, and of each module only the names in its ``__all__``."""

@@ -323,9 +323,10 @@ def test_verify_catches_a_slip_below_float32s_resolution_on_every_catalogue_prob
     )  # fmt: skip
     assert not report.ok
     failing = {(c.backend, c.quantity, c.part) for c in report.failures}
-    assert failing == {("slipped in float64", "gradient", DERIVATIVE)}, str(report)
+    assert failing == {("slipped", "gradient", DERIVATIVE)}, str(report)
     # the slipped float32 run agrees with its float64 run: its precision is not in question
-    assert all(c.ok for c in report.checks if c.backend == "slipped"), str(report)
+    assert all(c.ok for c in report.checks if c.part == PRECISION), str(report)
+    assert report.verdict_lines()[0] == "DISAGREE: slipped"
     [verdict] = report.verdicts
     assert verdict.startswith("slipped in float64 disagrees with"), verdict
 
@@ -340,11 +341,13 @@ def test_verify_in_float32_judges_every_backend_at_float64s_resolution(gradcheck
     builtin = [b for b in report.backends if b != "jax"]  # jax's float64 run is the reference
     assert report.float64_runs == {b: f"{b} in float64" for b in builtin}
     for name in builtin:
-        assert {c.part for c in report.checks if c.backend == name} == {PRECISION}
-        assert {c.oracle for c in report.checks if c.backend == name} == {f"{name} in float64"}
-        derivative = [c for c in report.checks if c.backend == f"{name} in float64"]
-        assert {c.part for c in derivative} == {DERIVATIVE}
+        precision = [c for c in report.checks if (c.backend, c.part) == (name, PRECISION)]
+        assert {c.oracle for c in precision} == {f"{name} in float64"}
+        assert min(c.tolerance for c in precision) > 1e-6  # float32's
+        derivative = [c for c in report.checks if (c.backend, c.part) == (name, DERIVATIVE)]
+        assert {c.oracle for c in derivative} == {"jax in float64"}
         assert max(c.tolerance for c in derivative) < 1e-10  # float64's, not float32's
+        assert {c.quantity for c in derivative} == {c.quantity for c in precision}
 
 
 def test_a_backend_that_computes_in_float32_is_judged_in_float32_and_the_report_says_so():

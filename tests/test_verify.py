@@ -114,11 +114,17 @@ def test_report_table_json_and_reference_row():
 
 
 def test_wrong_shape_and_missing_gradient_fail_with_a_reason():
-    class Broken(Perturbed):
+    """A malformed result fails its backend at that call, before any comparison, saying what
+    was expected and what was given."""
+
+    class Flat(Perturbed):
         name = "broken"
 
         def predict(self, net, params, X):
             return self.inner.predict(net, params, X)[:, 0]  # (N,) instead of (N, 1)
+
+    class Missing(Perturbed):
+        name = "broken"
 
         def loss_and_grads(self, net, params, X, y):
             loss, grads = self.inner.loss_and_grads(net, params, X, y)
@@ -126,12 +132,14 @@ def test_wrong_shape_and_missing_gradient_fail_with_a_reason():
             return loss, grads
 
     net, X, y, params = _seed_problem()
-    report = gradcheck.verify(
-        net, X, y, params=params, backends=[Broken(0, (0, 0), 0)], steps=3, reference="numpy"
-    )
-    details = {(c.quantity, c.layer, c.detail) for c in report.failures}
-    assert ("predictions", None, "shape (4,), expected (4, 1)") in details
-    assert ("gradient", 1, "missing") in details
+    for broken, quantity, detail in [
+        (Flat, "predictions", "broken's predictions must have shape (4, 1); got (4,)"),
+        (Missing, "gradient", "broken's gradient of layer 1 must have keys ['W']; got []"),
+    ]:
+        report = gradcheck.verify(
+            net, X, y, params=params, backends=[broken(0, (0, 0), 0)], steps=3, reference="numpy"
+        )
+        assert {(c.quantity, c.detail) for c in report.failures} == {(quantity, detail)}
 
 
 def test_a_trajectory_that_leaves_the_reference_is_caught_at_its_step():
