@@ -295,7 +295,8 @@ def check_backward(
     )  # fmt: skip
     checks = run.checks
     nonlinear = None if run.stale else _not_linear(judged, backward, judged_cotangents[0], run)
-    if nonlinear is not None:  # no factor explains that: the line's hints are dropped
+    ignored = nonlinear is not None and nonlinear.factor == 1
+    if ignored:  # no factor explains that: the lines' hints are dropped
         checks = [dataclasses.replace(check, hint="") for check in checks]
     if wide is not None:
         checks = _part(checks, DERIVATIVE) + _precision(kernel, backward, drawn, run.grads)
@@ -308,13 +309,13 @@ def check_backward(
         cotangents,
         kernel.passes + (wide.passes if wide else 0),
         list(dict.fromkeys(notes)),
-        [explain.stale_state()] if run.stale else [nonlinear] if nonlinear else [],
+        [explain.stale_state()] if run.stale else [nonlinear] if nonlinear and ignored else [],
         rules=(BACKWARD, JVP) if jvp is not None else (BACKWARD,),
         nondeterminism=run.nondeterminism,
         ladder=np.dtype(kernel.precision).name if wide else "",
     )
-    explained = {} if run.stale or nonlinear else run.compared
-    return _concluded(result, explained, raise_exception)
+    explained = {} if run.stale or ignored else run.compared
+    return _concluded(result, explained, raise_exception, None if ignored else nonlinear)
 
 
 @dataclass
@@ -614,10 +615,15 @@ def check_jvp(
 
 
 def _concluded(
-    result: BackwardCheck, compared: dict[str, Comparison], raise_exception: bool
+    result: BackwardCheck,
+    compared: dict[str, Comparison],
+    raise_exception: bool,
+    otherwise: explain.Explanation | None = None,
 ) -> BackwardCheck:
-    """The result with what explains its disagreements with the finite differences; raised as
-    an AssertionError with ``raise_exception``."""
+    """The result with what explains its disagreements with the finite differences, or, when
+    nothing does, ``otherwise`` (a backward not linear in its cotangent: a clipping rule is
+    not, and is better named as one); raised as an AssertionError with
+    ``raise_exception``."""
     __tracebackhide__ = True
     if not result.ok and compared:
         result.explanations.extend(
@@ -628,6 +634,8 @@ def _concluded(
                 max(c.tolerance for c in compared.values()),
             )
         )
+    if otherwise is not None and not any(e.fits for e in result.explanations):
+        result.explanations[:] = [otherwise]
     if raise_exception and not result.ok:
         raise AssertionError(str(result))
     return result

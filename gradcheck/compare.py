@@ -296,7 +296,8 @@ class Outputs:
 
 def shaped_like(backend: str, quantity: str, value: Any, like: Any) -> Any:
     """A backend's ``value`` as NumPy, checked against the structure of ``like``: an array
-    (its shape), a number (a loss), or params (one dict of arrays per layer). A clear
+    (its shape), a number (a loss), or params (one dict of arrays per layer, with at least
+    ``like``'s keys; one the network does not have is kept for the explanations). A clear
     TypeError or ValueError, naming the backend, the quantity, and what was expected and
     given, for anything else."""
     what = f"{backend}'s {quantity}"
@@ -309,13 +310,16 @@ def shaped_like(backend: str, quantity: str, value: Any, like: Any) -> Any:
             )
         checked = []
         for layer, (got, want) in enumerate(zip(value, like, strict=True), start=1):
-            if not isinstance(got, dict) or set(got) != set(want):
+            if not isinstance(got, dict) or not set(want) <= set(got):
                 keys = sorted(got) if isinstance(got, dict) else type(got).__name__
                 raise ValueError(
                     f"{what} of layer {layer} must have keys {sorted(want)}; got {keys}"
                 )
             named = {key: f"{quantity} {key} of layer {layer}" for key in want}
-            checked.append({k: shaped_like(backend, named[k], got[k], want[k]) for k in want})
+            # a key the network does not have is kept: it is explained, not refused
+            checked.append(
+                {**got, **{k: shaped_like(backend, named[k], got[k], want[k]) for k in want}}
+            )
         return checked
     try:
         array = np.asarray(value)

@@ -32,6 +32,18 @@ from typing import Any
 
 import numpy as np
 
+#: The public names, as the API reference shows them.
+__all__ = [
+    "BELOW_FLOAT32",
+    "DERIVATIVE",
+    "FLOAT64_RUN",
+    "PRECISION",
+    "backend_probe",
+    "narrower_than_float64",
+    "probe",
+    "widened",
+]
+
 #: The two parts of a judgement on the ladder, as a `gradcheck.compare.Check` names them.
 DERIVATIVE, PRECISION = "derivative", "precision"
 #: The oracle of the precision part.

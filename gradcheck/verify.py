@@ -18,16 +18,12 @@ float32 run to it at float32's (the precision), so a slip below float32's resolu
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from gradcheck import explain, reproduction
-from gradcheck.backends import Backend, Trajectory, is_builtin
-from gradcheck.compare import Check, Outputs, shaped_like
+from gradcheck import explain, reproduction, running
+from gradcheck.backends import Backend, is_builtin
+from gradcheck.compare import Check
 from gradcheck.diagnosis import diagnose
 from gradcheck.finite_diff import ELEMENTWISE_MAX, FINITE_DIFFERENCES, MODES, NetworkWitness
 from gradcheck.ladder import DERIVATIVE, PRECISION, backend_probe, narrower_than_float64
@@ -35,11 +31,11 @@ from gradcheck.network import Network, Params
 from gradcheck.optimizers import Optimizer
 from gradcheck.report import Report
 from gradcheck.request import Request
+from gradcheck.running import BackendFailure
 from gradcheck.stages import Stages
 from gradcheck.terminal import Progress
 from gradcheck.tolerance import (
     Magnitudes,
-    drift,
     gradient_magnitudes,
     loss_magnitude,
     prediction_magnitudes,
@@ -130,7 +126,7 @@ def verify(
     # of the run and the horizon beyond which the reference no longer reproduces it.
     stages.begin(f"{ref.backend.name} (the reference)")
     try:
-        outputs = {ref.name: _run(request, ref.name, ref.backend)}
+        outputs = {ref.name: running.run(request, ref.name, ref.backend)}
     except BackendFailure as failure:  # nothing to compare with
         raise failure.error from None
     stages.begin("the horizon")
@@ -141,11 +137,12 @@ def verify(
         for name in [backend.name, *([runs[backend.name]] if backend.name in runs else [])]:
             stages.begin(name)
             try:
-                outputs[name] = _run(request, name, backend)
+                outputs[name] = running.run(request, name, backend)
             except BackendFailure as failure:
                 if raise_backend_errors:
                     raise failure.error from None
                 failed.append(failure.check)
+                break  # nothing of it to compare, in either dtype
     run_to_run = {}
     if repeats > 1:  # every implementation again, from the same inputs
         stages.then("the repeats")
@@ -154,7 +151,7 @@ def verify(
             **{b.name: b for b in others if b.name in outputs},
         }
         run_to_run = {
-            name: _run_to_run(request, name, backend, outputs[name])
+            name: running.run_to_run(request, name, backend, outputs[name])
             for name, backend in implementations.items()
         }
     witness = None
@@ -245,9 +242,11 @@ def _float64_runs(request: Request) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def _imprecise(checks: list[Check]) -> list[str]:
-    """A sentence for each narrow run that parts from its own float64 run on the dtype ladder:
-    its arithmetic, not its derivative, is in question."""
-    failing = [c for c in checks if c.part == PRECISION and not c.ok]
+    """A sentence for each narrow run that parts from its own float64 run on the dtype ladder
+    while that run is right: its arithmetic, not its derivative, is in question. (A wrong
+    derivative can take the two runs apart by itself: a step too large amplifies rounding.)"""
+    wrong = {c.backend for c in checks if c.part == DERIVATIVE and not c.ok}
+    failing = [c for c in checks if c.part == PRECISION and not c.ok and c.backend not in wrong]
     worst = {c.backend: c for c in sorted(failing, key=lambda c: c.error / c.tolerance)}
     return [
         f"{name} parts from {check.oracle} (its precision): {check.finding()}"
@@ -267,115 +266,3 @@ def _judged(jury: Jury, request: Request, name: str) -> list[Check]:
     if backend is not None and name in request.float64_runs.values():
         return [dataclasses.replace(c, part=DERIVATIVE, backend=backend.name) for c in checks]
     return checks
-
-
-#: The quantity a backend's failed call is reported under.
-STAGE_QUANTITIES = {"predict": "predictions", "loss_and_grads": "gradient", "train": "train losses"}
-
-
-class BackendFailure(Exception):
-    """A backend's call that raised, or returned something of the wrong shape or type:
-    ``check`` is its failed check, ``error`` the exception."""
-
-    def __init__(self, name: str, stage: str, error: Exception, malformed: bool) -> None:
-        raised = f"{name}'s {stage} raised {type(error).__name__}: {error}"
-        detail = str(error) if malformed else raised
-        super().__init__(detail)
-        self.error = error
-        self.check = Check(name, STAGE_QUANTITIES[stage], math.inf, 0.0, detail=detail)
-
-
-def _called(name: str, stage: str, call: Callable[[], Any], check: Callable[[Any], Any]) -> Any:
-    """A backend's ``call()``, its result put through ``check``; a `BackendFailure` naming the
-    backend and the stage when either raises."""
-    try:
-        result = call()
-    except Exception as error:  # the backend's code: whatever it raises is its failure
-        raise BackendFailure(name, stage, error, malformed=False) from error
-    try:
-        return check(result)
-    except (TypeError, ValueError) as error:
-        raise BackendFailure(name, stage, error, malformed=True) from error
-
-
-def _run(request: Request, name: str, backend: Backend, timing: bool | None = None) -> Outputs:
-    """Everything ``backend`` computes for the request as the implementation ``name``, on the
-    inputs that one runs on (`Request.inputs_of`), timed by stage: the framework's import, the
-    first gradient, the first training run and, with ``timing``, the training run again warm.
-    Each result is checked for its shape and type (`compare.shaped_like`) before it is
-    compared; a `BackendFailure` says which call went wrong and how."""
-    inputs, training = request.inputs_of(name), request.training
-    timing = request.timing if timing is None else timing
-    params = inputs.params
-    start = time.perf_counter()
-    getattr(backend, "kernels", None)  # a built-in backend imports its framework here
-    imported = time.perf_counter() - start
-    start = time.perf_counter()
-    loss, grads = _called(
-        name, "loss_and_grads", lambda: backend.loss_and_grads(*inputs),
-        lambda got: (shaped_like(name, "loss", _pair(name, got)[0], 0.0),
-                     shaped_like(name, "gradient", _pair(name, got)[1], params)),
-    )  # fmt: skip
-    first_call = time.perf_counter() - start
-    start = time.perf_counter()
-
-    def trained() -> Trajectory:
-        return training.run(backend, *inputs)
-
-    def well_formed(run: Any) -> Trajectory:
-        steps = np.zeros(training.steps)
-        losses = shaped_like(name, "training run's losses", getattr(run, "losses", None), steps)
-        return Trajectory(shaped_like(name, "trained params", getattr(run, "params", None), params),
-                          losses)  # fmt: skip
-
-    trajectory = _called(name, "train", trained, well_formed)
-    first_train = time.perf_counter() - start
-    seconds = {"import": imported, "first_call": first_call, "first_train": first_train}
-    if timing:
-        # The first run paid for compiling (or loading) the training loop; time it again warm.
-        start = time.perf_counter()
-        training.run(backend, *inputs)
-        seconds["train"] = time.perf_counter() - start
-        seconds["compile"] = max(first_train - seconds["train"], 0.0)
-    predictions = _called(name, "predict", lambda: backend.predict(*inputs[:3]),
-                          lambda got: shaped_like(name, "predictions", got, inputs.y))  # fmt: skip
-    return Outputs(
-        predictions=predictions,
-        loss=loss,
-        grads=grads,
-        losses=trajectory.losses,
-        params=trajectory.params,
-        timing=seconds,
-    )
-
-
-def _pair(name: str, got: Any) -> tuple[Any, Any]:
-    """loss_and_grads's result, which must be a pair (loss, grads)."""
-    if not isinstance(got, (tuple, list)) or len(got) != 2:
-        raise TypeError(
-            f"{name}'s loss_and_grads must return a pair (loss, grads); got {got!r:.60}"
-        )
-    return got[0], got[1]
-
-
-def _run_to_run(request: Request, name: str, backend: Backend, first: Outputs) -> dict[str, float]:
-    """The largest relative difference of each quantity between ``first`` and
-    ``request.repeats - 1`` more runs of the implementation ``name`` from the same inputs."""
-    differences: dict[str, float] = {}
-    for _ in range(request.repeats - 1):
-        again = _run(request, name, backend, timing=False)
-        pairs: dict[str, list[tuple[Any, Any]]] = {
-            "predictions": [(again.predictions, first.predictions)],
-            "loss": [(np.float64(again.loss), np.float64(first.loss))],
-            "gradient": _pairs(again.grads, first.grads),
-            "train losses": [(again.losses, first.losses)],
-            "train params": _pairs(again.params, first.params),
-        }
-        for quantity, arrays in pairs.items():
-            worst = max((drift(a, b) for a, b in arrays), default=0.0)
-            differences[quantity] = max(differences.get(quantity, 0.0), worst)
-    return differences
-
-
-def _pairs(again: Params, first: Params) -> list[tuple[Any, np.ndarray]]:
-    return [(a.get(key), f[key]) for a, f in zip(again, first, strict=True) for key in f]
