@@ -4,6 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
+# TensorFlow imported by a test or a docs block before gradcheck's Keras backend sets its own
+# defaults would log every float64 op oneDNN does not handle ("Not handling type DT_DOUBLE"):
+# the session gets the backend's defaults, logging off and oneDNN's reordered kernels disabled.
+QUIET_TF := TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0
+
 .PHONY: verify test test-thorough lint docs numba-float64 numba-float32 browser bench chart clean
 
 $(BIN)/gradcheck: pyproject.toml
@@ -28,12 +33,12 @@ lint: $(BIN)/gradcheck
 # session, untimed, so they cannot rot; `make bench` times them all.
 test: $(BIN)/gradcheck browser
 	$(MAKE) --no-print-directory -j2 docs lint numba-float32
-	GRADCHECK_SITE=$(CURDIR)/site $(BIN)/pytest -n auto --markdown-docs --durations=15 \
+	GRADCHECK_SITE=$(CURDIR)/site $(QUIET_TF) $(BIN)/pytest -n auto --markdown-docs --durations=15 \
 		tests docs README.md bench --benchmark-disable
 
 # Every case of every sweep, seeds 0-19 and hypothesis's thorough profile (400 networks).
 test-thorough: $(BIN)/gradcheck
-	$(BIN)/pytest -n auto -m "" --gradcheck-seeds=20 --hypothesis-profile=thorough --durations=15
+	$(QUIET_TF) $(BIN)/pytest -n auto -m "" --gradcheck-seeds=20 --hypothesis-profile=thorough --durations=15
 
 # Chromium for the browser test (tests/test_site.py), from Debian's packages where this user may
 # install them; elsewhere that test skips and says how to install it.
