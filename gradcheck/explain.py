@@ -619,7 +619,9 @@ def _loss_at(net: Network, a: np.ndarray, y: np.ndarray) -> float:
     """The network's loss, by its reference definition, for outputs ``a``."""
     spec = lookup(LOSSES, net.loss, "loss")
     a = np.asarray(a, np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):  # outputs of 0 or 1: infinite logits
+    # outputs of 0 or 1: infinite logits; outputs near float64's limit: an infinite loss, which
+    # the caller sets aside
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         z = a if spec.output is None else lookup(_LOGITS, spec.output, "output activation")(a)
         return spec.reference(z, a, np.asarray(y, np.float64))
 

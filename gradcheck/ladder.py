@@ -103,20 +103,25 @@ def probe(
         narrow = sorted({str(a.dtype) for a in base if a.dtype != np.float64})
         if narrow:
             return f"returns {', '.join(narrow)} given float64 inputs"
+        if not all(np.all(np.isfinite(a)) for a in base):
+            return "returns NaN or Inf given float64 inputs"
         for k in movable:
 
             def moves(by: float, k: int = k) -> np.ndarray:
                 """How far the result moves when argument k is scaled by 1 + by."""
                 again = _arrays(run([_moved(a, by) if j == k else a for j, a in enumerate(args)]))
-                return np.concatenate(
-                    [np.ravel(a - b) for a, b in zip(again, base, strict=True)] or [np.zeros(0)]
-                )
+                # a move to Inf or NaN is not in proportion, and is not a warning
+                with np.errstate(invalid="ignore", over="ignore"):
+                    moved = [np.ravel(a - b) for a, b in zip(again, base, strict=True)]
+                return np.concatenate(moved or [np.zeros(0)])
 
             once, twice = moves(BELOW_FLOAT32), moves(2 * BELOW_FLOAT32)
             largest = float(np.max(np.abs(twice), initial=0.0))
             if largest == 0 and not np.any(moves(VISIBLE)):
                 continue  # the result does not depend on it here
-            if not largest > 0 or np.max(np.abs(twice - 2 * once)) > PROPORTIONAL * largest:
+            with np.errstate(invalid="ignore", over="ignore"):
+                off = float(np.max(np.abs(twice - 2 * once), initial=0.0))
+            if not (largest > 0 and off <= PROPORTIONAL * largest):  # False for NaN
                 return (
                     f"rounds {labels[k]}, or what it computes from it, to float32 inside (a "
                     "change below float32's resolution did not move its result in proportion)"
