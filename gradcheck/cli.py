@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--backends",
         nargs="+",
         metavar="BACKEND",
-        help="built-in names, or module:object for your own backend (default: all available)",
+        help="built-in names, or module:object for your own backend, its module imported from "
+        "the current folder or the installed packages (default: all available)",
     )
     verify_cmd.add_argument(
         "--finite-differences",
@@ -180,10 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _backend(spec: str) -> Backend:
-    """A built-in backend by name, or a user's backend given as ``module:object``."""
+    """A built-in backend by name, or a user's backend given as ``module:object``, its module
+    imported from the current folder first (as ``python -m gradcheck`` does), then from the
+    installed packages."""
     if ":" not in spec:
         return resolve(spec)
     module_name, _, attribute = spec.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         return resolve(getattr(importlib.import_module(module_name), attribute))
     except (ImportError, AttributeError) as error:

@@ -102,9 +102,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "gradcheck_backend" in metafunc.fixturenames:
         metafunc.parametrize("gradcheck_backend", _selected(metafunc.config), indirect=True)
     if "gradcheck_dtype" in metafunc.fixturenames:
-        metafunc.parametrize("gradcheck_dtype", _dtypes(metafunc.config))
+        metafunc.parametrize("gradcheck_dtype", _dtypes(metafunc.config), indirect=True)
     if "gradcheck_seed" in metafunc.fixturenames:
-        metafunc.parametrize("gradcheck_seed", _seeds(metafunc.config))
+        metafunc.parametrize("gradcheck_seed", _seeds(metafunc.config), indirect=True)
 
 
 @pytest.fixture
@@ -114,6 +114,20 @@ def gradcheck_backend(request: pytest.FixtureRequest) -> Any:
     if name not in available_backends():
         pytest.skip(f"gradcheck backend {name!r}: its framework is not installed")
     return get_backend(name)
+
+
+@pytest.fixture
+def gradcheck_dtype(request: pytest.FixtureRequest) -> str:
+    """Each dtype in turn, a name such as ``"float32"``: ``--gradcheck-dtypes`` chooses them
+    (default: float64,float32). Cast a kernel's inputs to it to check it in every precision."""
+    return str(request.param)
+
+
+@pytest.fixture
+def gradcheck_seed(request: pytest.FixtureRequest) -> int:
+    """Each seed in turn: ``--gradcheck-seeds N`` runs seeds 0 to N − 1 (default 3), and
+    ``--gradcheck-seeds 3,7`` those seeds. Draw a kernel's inputs from it to sweep them."""
+    return int(request.param)
 
 
 @pytest.fixture

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from rich.console import Group
 
 
+#: About how many lines a failing report's message takes (`Report.failure_message`).
+MESSAGE_LINES = 15
+
+
 @dataclass(frozen=True)
 class Report:
     """What `verify` found: every backend's checks against the reference, made once at its end."""
@@ -100,12 +104,22 @@ class Report:
         return [check for check in self.checks if not check.ok]
 
     def assert_ok(self) -> None:
-        """Raise AssertionError with the verdict and every check that exceeds its tolerance."""
+        """Raise AssertionError with `failure_message` when a check exceeds its tolerance."""
         __tracebackhide__ = True  # a failing report shows the caller's line, not ours
         if not self.ok:
-            lines = "\n".join(f"  {check.describe()}" for check in self.failures)
-            verdict = "".join(f"{line}\n" for line in self.verdicts)
-            raise AssertionError(f"backends disagree on {self.net.describe()}:\n{verdict}{lines}")
+            raise AssertionError(self.failure_message())
+
+    def failure_message(self, lines: int = MESSAGE_LINES) -> str:
+        """What a failing test says, in about ``lines`` lines: who disagrees and with whom,
+        where each first parts from the reference, the simple causes that fit (``why:``), and
+        as many failing checks as fit; the rest are in `failures`."""
+        said = [f"backends disagree on {self.net.describe()}:", *self.verdict_lines()[1:]]
+        failing = [f"  {check.describe()}" for check in self.failures]
+        room = max(lines - len(said), 2)
+        if len(failing) > room:
+            rest = len(failing) - (room - 1)
+            failing = [*failing[: room - 1], f"  … {rest} more failing checks in report.failures"]
+        return "\n".join([*said, *failing])
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary: the problem, the reference, every check and the verdict."""

@@ -123,3 +123,100 @@ def test_a_failing_check_shows_the_users_line_and_the_message_not_gradchecks_sou
 
 def _index(lines: list[str], marker: str) -> int:
     return next(i for i, line in enumerate(lines) if marker in line)
+
+
+#: A user's backend with the bias gradient of layer 1 averaged where it should be summed.
+AVERAGED_BIAS = """
+import numpy as np
+import gradcheck
+
+
+class Mine:
+    name = "mine"
+
+    def __init__(self):
+        self.numpy = gradcheck.get_backend("numpy")
+
+    def predict(self, net, params, X):
+        return self.numpy.predict(net, params, X)
+
+    def loss_and_grads(self, net, params, X, y):
+        loss, grads = self.numpy.loss_and_grads(net, params, X, y)
+        grads[0]["b"] = grads[0]["b"] / len(X)
+        return loss, grads
+
+    def train(self, net, params, X, y, steps, lr):
+        return self.numpy.train(net, params, X, y, steps, lr)
+"""
+
+
+def test_a_failing_gate_says_why_in_a_screen(pytester):
+    """gradcheck_verify's failure carries the report's verdict, what fits (why:) and the
+    failing checks, within about 15 lines."""
+    pytester.makepyfile(
+        mine=AVERAGED_BIAS,
+        test_user="""
+        import gradcheck
+        from mine import Mine
+
+
+        def test_mine(gradcheck_verify):
+            net = gradcheck.Network([3, 4, 1], activation=["tanh", "sigmoid"])
+            X, y = gradcheck.datasets.seed_xor()
+            gradcheck_verify(net, X, y, backends=["numpy", Mine()], steps=10)
+        """,
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E * AssertionError: backends disagree on 3-4-1 tanh/sigmoid half_sse, bias, float64:",
+            "E * mine disagrees with jax, numpy and finite differences: gradient layer 1 b*",
+            "E * why: mine's bias gradient on layer 1 is 1/4 × the reference's: averaged over "
+            "the N = 4 samples instead of summed",
+        ]
+    )
+    message = [line for line in result.stdout.lines if line.startswith("E ")]
+    assert 3 <= len(message) <= 15
+
+
+def test_a_long_failure_message_keeps_its_verdict_and_counts_the_rest():
+    """A report with more failing checks than fit says how many more, and keeps every verdict
+    and why: line."""
+
+    class Doubled:  # every gradient doubled: a failing check per layer and parameter
+        name = "doubled"
+
+        def __init__(self):
+            self.numpy = gradcheck.get_backend("numpy")
+
+        def predict(self, net, params, X):
+            return self.numpy.predict(net, params, X)
+
+        def loss_and_grads(self, net, params, X, y):
+            loss, grads = self.numpy.loss_and_grads(net, params, X, y)
+            return loss, [{key: 2 * g for key, g in layer.items()} for layer in grads]
+
+    net = gradcheck.Network([3, 4, 1], activation=["tanh", "sigmoid"])
+    X, y = gradcheck.datasets.seed_xor()
+    report = gradcheck.verify(net, X, y, backends=["numpy", Doubled()], steps=0)
+    lines = report.failure_message(lines=4).splitlines()
+    for said in report.verdict_lines()[1:]:
+        assert said in lines
+    shown = [line for line in lines if line.startswith("  doubled: ")]
+    assert 0 < len(shown) < len(report.failures)
+    more = len(report.failures) - len(shown)
+    assert lines[-1] == f"  … {more} more failing checks in report.failures"
+
+
+def test_every_fixture_is_listed_with_its_docstring(pytester):
+    pytester.makepyfile(test_user="def test_nothing():\n    pass\n")
+    result = pytester.runpytest_subprocess("--fixtures", "-p", "no:cacheprovider")
+    for fixture, said in [
+        ("gradcheck_backend", "Each selected backend in turn"),
+        ("gradcheck_verify", "fails the test, with the verdict"),
+        ("gradcheck_rule", "when a JAX or TensorFlow rule disagrees"),
+        ("gradcheck_dtype", "Each dtype in turn"),
+        ("gradcheck_seed", "Each seed in turn"),
+    ]:
+        result.stdout.fnmatch_lines([f"{fixture} -- *", f"*{said}*"])
