@@ -26,19 +26,6 @@ CONDITIONS: list[benchmarks.Conditions] = []
 FIRST_CALLS: dict[str, float] = {}
 
 
-def pytest_addoption(parser):
-    parser.addoption(
-        "--single-thread",
-        action="store_true",
-        help="run BLAS, JAX, TensorFlow and Numba on one thread each",
-    )
-
-
-def pytest_configure(config):
-    if config.getoption("single_thread"):
-        benchmarks.pin_framework_threads()
-
-
 def pytest_collection_modifyitems(config, items):
     """Untimed (``--benchmark-disable``, as in make test), only each grid's ``untimed`` slice runs:
     enough that no benchmark rots. `make bench` times every case."""
@@ -79,7 +66,8 @@ def conditions(request):
     if request.config.getoption("benchmark_disable"):
         yield
         return
-    threads = benchmarks.blas_threads(request.config.getoption("single_thread"))
+    # --gradcheck-single-thread, the plugin's option, has pinned the frameworks already
+    threads = benchmarks.blas_threads(request.config.getoption("gradcheck_single_thread"))
     with threadpool_limits(limits=threads, user_api="blas"):
         load = cpu_load.LoadMeter.start()
         start = benchmarks.ceilings(benchmarks.DTYPES)

@@ -47,7 +47,7 @@ def _in_turn(params) -> bool:
 )
 def test_training(machine, record, problem, name, dtype):
     case = benchmarks.case(problem, dtype)
-    machine.group = f"{case.problem.describe()}, {case.steps} steps a round, {dtype}"
+    machine.group = case.group
     run = machine.pedantic(
         case.train, args=(name,), warmup_rounds=benchmarks.WARMUP_ROUNDS, rounds=ROUNDS[problem]
     )

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from gradcheck import cpu_load, terminal
-from gradcheck.backends import Trajectory, available_backends, get_backend
+from gradcheck.backends import Backend, Training, Trajectory, available_backends, resolve
 from gradcheck.layers import Weighted
 from gradcheck.network import Network, Params
 from gradcheck.ops import lookup
-from gradcheck.optimizers import batch_schedule, padded
+from gradcheck.optimizers import SGD, batch_schedule, padded
 from gradcheck.problems import PROBLEMS as CATALOGUE
 from gradcheck.problems import Problem
 
@@ -91,12 +91,47 @@ class Case:
         ]
         return 2.0 * N * (2 * sum(products) + sum(products[1:]))
 
-    def train(self, backend: str) -> Trajectory:
-        """One timed round: the training run through the named backend, or `FLOOR`."""
+    @property
+    def group(self) -> str:
+        """The benchmark group its rounds are timed in, whichever backend runs them, so that
+        pytest-benchmark's table sets them side by side."""
+        return f"{self.problem.describe()}, {self.steps} steps a round, {self.dtype}"
+
+    def train(self, backend: str | Backend) -> Trajectory:
+        """One timed round: the training run through a backend (a built-in one's name, or an
+        object with the backend interface), or `FLOOR`."""
         training = self.problem.training(self.steps)
         if backend == FLOOR:
             return floor_run(self, training.optimizer.lr)
-        return training.run(get_backend(backend), self.net, self.params, self.X, self.y)
+        return training.run(resolve(backend), self.net, self.params, self.X, self.y)
+
+
+#: What ``gradcheck_bench`` needs for a network and data of one's own.
+OWN_PROBLEM = ("net", "X", "y", "params", "steps", "lr")
+
+
+def timed_training(
+    backend: str | Backend, problem: str, dtype: str, own: dict[str, Any]
+) -> tuple[Callable[[], Trajectory], str]:
+    """One round of a training run to time, and its benchmark group: ``backend`` on the
+    catalogue's ``problem`` in ``dtype`` (`Case.group`), or, when ``own`` gives every one of
+    `OWN_PROBLEM`, on that network and data by plain gradient descent. A clear error, before
+    any work, for anything else."""
+    resolve(backend)  # an unknown name or a missing framework, said before any timing
+    if not own:
+        c = case(problem, dtype)
+        return partial(c.train, backend), c.group
+    missing = [key for key in OWN_PROBLEM if key not in own]
+    unknown = sorted(set(own) - set(OWN_PROBLEM))
+    if missing or unknown:
+        raise TypeError(
+            f"a network of your own needs {', '.join(OWN_PROBLEM)}; "
+            + (f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}")
+        )
+    net, X, y, steps = own["net"], own["X"], own["y"], own["steps"]
+    training = Training(steps, SGD(own["lr"]), None, 0)
+    group = f"{net.describe()}, {len(X)} samples, {steps} steps a round"
+    return partial(training.run, resolve(backend), net, own["params"], X, y), group
 
 
 def has_floor(problem: str, dtype: str) -> bool:
@@ -169,11 +204,18 @@ class Row:
     percent_of_matmul: float | None = None
 
 
-def timed_row(c: Case, backend: str, seconds_per_round: float, first: float | None) -> Row:
+def name_of(backend: str | Backend) -> str:
+    """A backend's name: a built-in one's, `FLOOR`, or a user's object's ``name``."""
+    return backend if isinstance(backend, str) else backend.name
+
+
+def timed_row(
+    c: Case, backend: str | Backend, seconds_per_round: float, first: float | None
+) -> Row:
     """A row for ``seconds_per_round`` of ``c``'s training, GFLOP/s filled in for digits."""
     per_step = seconds_per_round / c.steps
     gflops = c.flops_per_step / per_step / 1e9 if c.problem.dataset == "digits" else None
-    return Row(c.name, c.dtype, backend, c.steps, per_step, first, gflops=gflops)
+    return Row(c.name, c.dtype, name_of(backend), c.steps, per_step, first, gflops=gflops)
 
 
 @dataclass
@@ -260,7 +302,7 @@ def pin_framework_threads() -> None:
 
 
 def run(
-    backends: Sequence[str],
+    backends: Sequence[str | Backend],
     problems: Sequence[str] = PROBLEMS,
     dtypes: Sequence[str] = DTYPES,
     rounds: int = 7,
@@ -281,7 +323,7 @@ def run(
         start = ceilings(dtypes) if needs_ceiling(problems) else {}
         for done, (name, dtype, backend) in enumerate(jobs):
             if progress:
-                progress(done, len(jobs), f"{backend} {name} {dtype}")
+                progress(done, len(jobs), f"{name_of(backend)} {name} {dtype}")
             rows.append(time_row(case(name, dtype), backend, rounds))
         end = ceilings(dtypes) if start else {}
         if progress:
@@ -290,7 +332,7 @@ def run(
     return compare_rows(rows, conditions), conditions
 
 
-def time_row(c: Case, backend: str, rounds: int) -> Row:
+def time_row(c: Case, backend: str | Backend, rounds: int) -> Row:
     """The first call timed alone, `WARMUP_ROUNDS` in all untimed, then the median of
     ``rounds``."""
     start = time.perf_counter()
@@ -382,7 +424,7 @@ def to_dict(rows: Sequence[Row], conditions: Conditions) -> dict[str, Any]:
     }
 
 
-def plot(rows: Sequence[Row], backends: Sequence[str], path: str) -> None:
+def plot(rows: Sequence[Row], backends: Sequence[str | Backend], path: str) -> None:
     """Times per step (log scale) by problem and dtype, and the notebook's loss curves of every
     backend overlaid — they must lie on top of one another."""
     import matplotlib
@@ -399,13 +441,13 @@ def plot(rows: Sequence[Row], backends: Sequence[str], path: str) -> None:
                 (
                     r.seconds_per_step
                     for r in rows
-                    if (r.problem, r.dtype, r.backend) == (p, d, backend)
+                    if (r.problem, r.dtype, r.backend) == (p, d, name_of(backend))
                 ),
                 np.nan,
             )
             for p, d in groups
         ]
-        times.bar(np.arange(len(groups)) + i * width, heights, width, label=backend)
+        times.bar(np.arange(len(groups)) + i * width, heights, width, label=name_of(backend))
     times.set_xticks(np.arange(len(groups)) + width * (len(backends) - 1) / 2)
     times.set_xticklabels([f"{p}\n{d}" for p, d in groups], fontsize=8)
     times.set_yscale("log")
@@ -417,7 +459,9 @@ def plot(rows: Sequence[Row], backends: Sequence[str], path: str) -> None:
     styles = ["-", "--", ":", "-."]
     for i, backend in enumerate(backends):
         losses = p.train(backend).losses
-        curves.plot(losses, styles[i % len(styles)], linewidth=2.5 - 0.4 * i, label=backend)
+        curves.plot(
+            losses, styles[i % len(styles)], linewidth=2.5 - 0.4 * i, label=name_of(backend)
+        )
     curves.set_yscale("log")
     curves.set_xlabel("step")
     curves.set_ylabel("loss ½Σ(a − y)²")

@@ -158,7 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
         "plain matmul measured in the same run, and the first call's compile time.",
     )
     bench_cmd.add_argument(
-        "--backends", nargs="+", metavar="BACKEND", help="default: all available"
+        "--backends",
+        nargs="+",
+        metavar="BACKEND",
+        help="built-in names, or module:object for your own backend, as for verify "
+        "(default: all available)",
     )
     bench_cmd.add_argument(
         "--problems", nargs="+", choices=PROBLEMS, default=list(PROBLEMS), help="what to train"
@@ -312,9 +316,9 @@ def _optimizer(args: argparse.Namespace, dataset_lr: float) -> optimizers.Optimi
 def _bench(args: argparse.Namespace) -> int:
     from gradcheck import benchmarks
 
-    backends = available_backends() if args.backends is None else args.backends
-    for name in backends:
-        resolve(name)  # an unknown or missing backend is bad usage, found before any timing
+    # an unknown or missing backend, or a module:object that does not import, is bad usage,
+    # found before any timing
+    backends = [_backend(spec) for spec in args.backends or available_backends()]
     if args.rounds < 1:
         raise ValueError(f"rounds must be a positive integer; got {args.rounds}")
     if args.single_thread:

@@ -11,10 +11,17 @@
   seed, chosen with ``--gradcheck-dtypes float64,float32`` and ``--gradcheck-seeds 20`` (seeds 0
   to 19) or ``--gradcheck-seeds 3,7``; made for sweeping ``check_backward`` over a user's
   kernels.
+- ``gradcheck_bench``: a backend's training run timed by pytest-benchmark on a catalogue problem
+  (or a network and data of your own), in the group the built-in backends' runs of the same
+  problem and dtype are timed in; ``--gradcheck-single-thread`` runs BLAS, JAX, TensorFlow and
+  Numba on one thread each.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -41,6 +48,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DTYPES",
         help="comma-separated dtypes for the gradcheck_dtype fixture "
         f"(default: {','.join(DTYPES)})",
+    )
+    group.addoption(
+        "--gradcheck-single-thread",
+        action="store_true",
+        help="time gradcheck_bench's rounds with BLAS, JAX, TensorFlow and Numba on one thread "
+        "each",
     )
     group.addoption(
         "--gradcheck-seeds",
@@ -96,6 +109,10 @@ def pytest_configure(config: pytest.Config) -> None:
     _selected(config)
     _dtypes(config)
     _seeds(config)
+    if config.getoption("gradcheck_single_thread"):
+        from gradcheck.benchmarks import pin_framework_threads
+
+        pin_framework_threads()  # before any framework loads: they read it then
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -156,5 +173,55 @@ def gradcheck_rule() -> Any:
         if not result.ok:
             pytest.fail(str(result), pytrace=False)
         return result
+
+    return run
+
+
+@contextlib.contextmanager
+def _blas_threads(single_thread: bool) -> Iterator[None]:
+    """BLAS pinned to one thread for a single-threaded run (threadpoolctl, the bench extra);
+    nothing otherwise."""
+    if not single_thread:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+@pytest.fixture
+def gradcheck_bench(request: pytest.FixtureRequest, benchmark: Any) -> Any:
+    """``gradcheck_bench(backend, problem="digits", dtype="float64", rounds=5)`` times
+    ``backend``'s training run with pytest-benchmark: ``bench_steps`` steps of a catalogue
+    problem a round, after untimed warm-up rounds; the first call (compile or cache load
+    included) is timed alone and kept in the benchmark's ``extra_info["first_call_s"]``.
+    ``backend`` is a built-in backend's name or an object with the backend interface. Runs
+    of the same problem and dtype share one group, so the table sets yours beside the
+    built-in backends'. For a network and data of your own give ``net, X, y, params, steps``
+    and ``lr`` (plain gradient descent) instead of ``problem``. Returns the last round's
+    `gradcheck.Trajectory`. Needs pytest-benchmark."""
+    from gradcheck import benchmarks
+
+    single_thread = bool(request.config.getoption("gradcheck_single_thread"))
+
+    def run(
+        backend: Any,
+        problem: str = "digits",
+        dtype: str = "float64",
+        *,
+        rounds: int = 5,
+        **own: Any,
+    ) -> Any:
+        __tracebackhide__ = True
+        train, group = benchmarks.timed_training(backend, problem, dtype, own)
+        benchmark.group = group
+        with _blas_threads(single_thread):
+            start = time.perf_counter()
+            train()
+            benchmark.extra_info["first_call_s"] = time.perf_counter() - start
+            return benchmark.pedantic(
+                train, warmup_rounds=benchmarks.WARMUP_ROUNDS - 1, rounds=rounds
+            )
 
     return run

@@ -387,21 +387,32 @@ def test_away_from_a_terminal_the_output_is_plain_and_unwrapped(capsys, monkeypa
     assert any(len(line) > 40 for line in captured.out.splitlines())  # not folded to COLUMNS
 
 
+MYLAYERS = (
+    "import gradcheck\n\n\n"
+    "class Mine:\n"
+    "    name = 'mine'\n\n"
+    "    def __getattr__(self, method):\n"
+    "        return getattr(gradcheck.get_backend('numpy'), method)\n\n\n"
+    "backend = Mine()\n"
+)
+
+
 def test_the_console_script_imports_a_backend_from_the_current_folder(tmp_path):
     """``--backends module:object`` finds the module in the folder the command runs in, as
-    ``python -m gradcheck`` does."""
-    (tmp_path / "mylayers.py").write_text(
-        "import gradcheck\n\n\n"
-        "class Mine:\n"
-        "    name = 'mine'\n\n"
-        "    def __getattr__(self, method):\n"
-        "        return getattr(gradcheck.get_backend('numpy'), method)\n\n\n"
-        "backend = Mine()\n"
-    )
-    result = subprocess.run(
+    ``python -m gradcheck`` does: for verify, and for bench beside the built-in backends."""
+    (tmp_path / "mylayers.py").write_text(MYLAYERS)
+    verified = subprocess.run(
         [str(SCRIPT), "verify", "--backends", "numpy", "mylayers:backend", "--steps", "5"],
         capture_output=True, text=True, check=False, cwd=tmp_path,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "mine " in result.stdout
-    assert result.stdout.rstrip().endswith("both backends agree with the reference")
+    assert verified.returncode == 0, verified.stderr
+    assert "mine " in verified.stdout
+    assert verified.stdout.rstrip().endswith("both backends agree with the reference")
+    benched = subprocess.run(
+        [str(SCRIPT), "bench", "--backends", "numpy", "mylayers:backend", "--problems",
+         "notebook", "--dtypes", "float64", "--rounds", "1", "--json"],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert benched.returncode == 0, benched.stderr
+    rows = json.loads(benched.stdout)["rows"]
+    assert {"numpy", "mine"} <= {row["backend"] for row in rows}

@@ -220,3 +220,80 @@ def test_every_fixture_is_listed_with_its_docstring(pytester):
         ("gradcheck_seed", "Each seed in turn"),
     ]:
         result.stdout.fnmatch_lines([f"{fixture} -- *", f"*{said}*"])
+
+
+OWN_BENCHMARKS = Path(__file__).parent.parent / "docs" / "own-benchmarks.md"
+
+
+def _not_an_xdist_worker(monkeypatch) -> None:
+    """The user's own pytest run, not one of this suite's xdist workers: pytest-benchmark
+    disables itself in a process that looks like a worker."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_gradcheck_bench_times_a_users_loop_beside_the_builtin_backends(pytester, monkeypatch):
+    """The docs page's test file, in a project of its own: its rows share one group with the
+    built-in backends' on the same problem and dtype."""
+    _not_an_xdist_worker(monkeypatch)
+    page = OWN_BENCHMARKS.read_text()
+    pytester.makepyfile(test_bench=page.split("```python\n", 1)[1].split("```", 1)[0])
+    result = pytester.runpytest_subprocess(
+        "--benchmark-only", "--benchmark-columns=median,rounds", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(
+        [
+            "*benchmark 'notebook 3-4-1, 2000 steps a round, float64': 3 tests*",
+            "test_training_loop[[]*[]]*5",
+            "test_training_loop[[]*[]]*5",
+            "test_training_loop[[]*[]]*5",
+        ]
+    )
+    for name in ("numba", "mine", "numpy"):
+        result.stdout.fnmatch_lines([f"test_training_loop[[]{name}[]]*"])
+
+
+def test_gradcheck_bench_refuses_an_unknown_backend_before_timing(pytester, monkeypatch):
+    _not_an_xdist_worker(monkeypatch)
+    pytester.makepyfile(
+        test_bench="""
+        def test_loop(gradcheck_bench):
+            gradcheck_bench("torch", problem="notebook")
+        """
+    )
+    result = pytester.runpytest_subprocess("--benchmark-only", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*backend must be one of numpy, numba, jax, keras; got 'torch'*"])
+
+
+def test_gradcheck_bench_times_a_network_and_data_of_ones_own(pytester, monkeypatch):
+    _not_an_xdist_worker(monkeypatch)
+    pytester.makepyfile(
+        test_bench="""
+        import pytest
+        import gradcheck
+
+        NET = gradcheck.Network([3, 4, 1], bias=False)
+        X, Y = gradcheck.datasets.seed_xor()
+
+
+        def test_own(gradcheck_bench):
+            run = gradcheck_bench("numpy", net=NET, X=X, y=Y, params=NET.init(seed=0),
+                                  steps=50, lr=1.0, rounds=2)
+            assert len(run.losses) == 50
+
+
+        def test_own_needs_every_part(gradcheck_bench):
+            with pytest.raises(TypeError, match="missing params, steps, lr"):
+                gradcheck_bench("numpy", net=NET, X=X, y=Y)
+        """
+    )
+    result = pytester.runpytest_subprocess("--benchmark-only", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*benchmark '3-4-1 sigmoid/sigmoid half_sse, no bias, float64, 4 samples, "
+            "50 steps a round'*"
+        ]
+    )
