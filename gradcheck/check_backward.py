@@ -294,9 +294,15 @@ def check_backward(
         repeats,
     )  # fmt: skip
     checks = run.checks
+    # What explains a disagreement, in order: a stale cache; a backward that ignores its
+    # cotangent (no factor then, so the lines' hints go); what explain_inputs finds; a backward
+    # not linear in its cotangent, when nothing else fits.
     nonlinear = None if run.stale else _not_linear(judged, backward, judged_cotangents[0], run)
-    ignored = nonlinear is not None and nonlinear.factor == 1
-    if ignored:  # no factor explains that: the lines' hints are dropped
+    explanations, compared, otherwise = [], run.compared, nonlinear
+    if run.stale:
+        explanations, compared = [explain.stale_state()], {}
+    elif nonlinear is not None and nonlinear.factor == 1:
+        explanations, compared, otherwise = [nonlinear], {}, None
         checks = [dataclasses.replace(check, hint="") for check in checks]
     if wide is not None:
         checks = _part(checks, DERIVATIVE) + _precision(kernel, backward, drawn, run.grads)
@@ -309,13 +315,12 @@ def check_backward(
         cotangents,
         kernel.passes + (wide.passes if wide else 0),
         list(dict.fromkeys(notes)),
-        [explain.stale_state()] if run.stale else [nonlinear] if nonlinear and ignored else [],
+        explanations,
         rules=(BACKWARD, JVP) if jvp is not None else (BACKWARD,),
         nondeterminism=run.nondeterminism,
         ladder=np.dtype(kernel.precision).name if wide else "",
     )
-    explained = {} if run.stale or ignored else run.compared
-    return _concluded(result, explained, raise_exception, None if ignored else nonlinear)
+    return _concluded(result, compared, raise_exception, otherwise)
 
 
 @dataclass
