@@ -165,10 +165,7 @@ class BackwardCheck:
             "notes": self.notes,
             "explanations": [e.to_dict() for e in self.explanations],
             "nondeterminism": self.nondeterminism,
-            "checks": [
-                {**c.to_dict(), "input": c.input, "oracle": c.oracle, "mode": c.mode}
-                for c in self.checks
-            ],
+            "checks": [check.to_dict() for check in self.checks],
         }
 
     def heading(self) -> list[str]:

@@ -213,6 +213,9 @@ class Check:
             "first_step": self.first_step,
             "relative_to": self.relative_to,
             "part": self.part,
+            "input": self.input,
+            "oracle": self.oracle,
+            "mode": self.mode,
         }
 
 
