@@ -55,6 +55,25 @@ def release_compiled_code() -> None:
         jax.clear_caches()
 
 
+class NumpyDelegate:
+    """A user's backend that hands every call to NumPy's kernels: a test's own backend
+    subclasses it and changes the one thing the test is about."""
+
+    name = "mine"
+
+    def __init__(self) -> None:
+        self.numpy = gradcheck.get_backend("numpy")
+
+    def predict(self, net, params, X):
+        return self.numpy.predict(net, params, X)
+
+    def loss_and_grads(self, net, params, X, y):
+        return self.numpy.loss_and_grads(net, params, X, y)
+
+    def train(self, net, params, X, y, steps, lr):
+        return self.numpy.train(net, params, X, y, steps, lr)
+
+
 def copy_params(params):
     return [{key: np.array(value, copy=True) for key, value in layer.items()} for layer in params]
 

@@ -8,6 +8,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from helpers import NumpyDelegate
 from mutants import mutant
 
 import gradcheck
@@ -87,22 +88,10 @@ def test_every_backends_trace_agrees_with_the_references(backend, net, dtype):
                                     magnitudes, point) is None  # fmt: skip
 
 
-class _Untraceable:
+class _Untraceable(NumpyDelegate):
     """The numpy backend, with a trace that must never be called."""
 
     name = "untraceable"
-
-    def __init__(self):
-        self.numpy = gradcheck.get_backend("numpy")
-
-    def predict(self, net, params, X):
-        return self.numpy.predict(net, params, X)
-
-    def loss_and_grads(self, net, params, X, y):
-        return self.numpy.loss_and_grads(net, params, X, y)
-
-    def train(self, net, params, X, y, steps, lr):
-        return self.numpy.train(net, params, X, y, steps, lr)
 
     def trace(self, net, params, X, y):
         raise AssertionError("trace runs only when a backend disagrees")

@@ -12,7 +12,7 @@ import types
 
 import numpy as np
 import pytest
-from helpers import DTYPES, SEEDS, in_turn
+from helpers import DTYPES, SEEDS, NumpyDelegate, in_turn
 
 import gradcheck
 from gradcheck import Network
@@ -262,19 +262,14 @@ def _classification(seed):
     return X, y
 
 
-class Mistaken:
+class Mistaken(NumpyDelegate):
     """The NumPy kernels, training with a mistaken version of the run they are asked for."""
 
+    name = "mistaken"
+
     def __init__(self, mistake):
-        self.name = "mistaken"
+        super().__init__()
         self.mistake = mistake
-        self.numpy = gradcheck.get_backend("numpy")
-
-    def predict(self, net, params, X):
-        return self.numpy.predict(net, params, X)
-
-    def loss_and_grads(self, net, params, X, y):
-        return self.numpy.loss_and_grads(net, params, X, y)
 
     def train(self, net, params, X, y, steps, lr=None, optimizer=None, batch_size=None, seed=0):
         optimizer, batch_size, seed = self.mistake(optimizer, batch_size, seed)

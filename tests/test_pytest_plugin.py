@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from helpers import NumpyDelegate
+
 import gradcheck
 
 README = Path(__file__).parent.parent / "README.md"
@@ -184,17 +186,11 @@ def test_a_long_failure_message_keeps_its_verdict_and_counts_the_rest():
     """A report with more failing checks than fit says how many more, and keeps every verdict
     and why: line."""
 
-    class Doubled:  # every gradient doubled: a failing check per layer and parameter
+    class Doubled(NumpyDelegate):  # every gradient doubled: a failing check per parameter
         name = "doubled"
 
-        def __init__(self):
-            self.numpy = gradcheck.get_backend("numpy")
-
-        def predict(self, net, params, X):
-            return self.numpy.predict(net, params, X)
-
         def loss_and_grads(self, net, params, X, y):
-            loss, grads = self.numpy.loss_and_grads(net, params, X, y)
+            loss, grads = super().loss_and_grads(net, params, X, y)
             return loss, [{key: 2 * g for key, g in layer.items()} for layer in grads]
 
     net = gradcheck.Network([3, 4, 1], activation=["tanh", "sigmoid"])

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import DTYPES, OUTPUTS, in_turn
+from helpers import DTYPES, OUTPUTS, NumpyDelegate, in_turn
 
 import gradcheck
 from gradcheck import Network
@@ -201,48 +201,29 @@ def test_cli_data_file(tmp_path, capsys):
 # --- a user's backend that misbehaves ----------------------------------------------------------
 
 
-class _Delegating:
-    """A user's backend that hands everything to NumPy's kernels; each subclass breaks one
-    thing."""
-
-    name = "mine"
-
-    def __init__(self) -> None:
-        self.numpy = gradcheck.get_backend("numpy")
-
-    def predict(self, net, params, X):
-        return self.numpy.predict(net, params, X)
-
-    def loss_and_grads(self, net, params, X, y):
-        return self.numpy.loss_and_grads(net, params, X, y)
-
-    def train(self, net, params, X, y, steps, lr):
-        return self.numpy.train(net, params, X, y, steps, lr)
-
-
-class _FlatPredictions(_Delegating):
+class _FlatPredictions(NumpyDelegate):
     def predict(self, net, params, X):
         return super().predict(net, params, X).ravel()
 
 
-class _MissingLayer(_Delegating):
+class _MissingLayer(NumpyDelegate):
     def loss_and_grads(self, net, params, X, y):
         loss, grads = super().loss_and_grads(net, params, X, y)
         return loss, grads[:1]
 
 
-class _MissingBias(_Delegating):
+class _MissingBias(NumpyDelegate):
     def loss_and_grads(self, net, params, X, y):
         loss, grads = super().loss_and_grads(net, params, X, y)
         return loss, [grads[0], {"W": grads[1]["W"]}]
 
 
-class _LossAsText(_Delegating):
+class _LossAsText(NumpyDelegate):
     def loss_and_grads(self, net, params, X, y):
         return "0.5", super().loss_and_grads(net, params, X, y)[1]
 
 
-class _RaisesInTrain(_Delegating):
+class _RaisesInTrain(NumpyDelegate):
     def train(self, net, params, X, y, steps, lr):
         raise ZeroDivisionError("division by zero")
 
