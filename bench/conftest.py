@@ -98,7 +98,8 @@ def record():
     def keep(benchmark, case: benchmarks.Case, backend: str) -> None:
         if benchmark.disabled or benchmark.stats is None:
             return
-        row = benchmarks.timed_row(case, backend, benchmark.stats.stats.median, None)
+        stats = benchmark.stats.stats
+        row = benchmarks.timed_row(case, backend, stats.data, None)
         benchmark.extra_info.update({"median_per_step_s": row.seconds_per_step})
         ROWS.append(row)
 

@@ -114,11 +114,11 @@ def _fastest(rows: list[benchmarks.Row]) -> str:
                     for r in rows
                     if (r.problem, r.dtype) == (problem, dtype) and r.backend != benchmarks.FLOOR
                 ),
-                key=lambda r: r.seconds_per_step,
+                key=lambda r: r.best_seconds_per_step,
             )
             if timed:
                 numpy = next(r for r in timed if r.backend == "numpy")
-                slower = numpy.seconds_per_step / timed[0].seconds_per_step
+                slower = numpy.best_seconds_per_step / timed[0].best_seconds_per_step
                 parts.append(f"{timed[0].backend} in {dtype} (numpy {slower:.1f}× slower)")
         said.append(f"**{problem}**: {', '.join(parts)}")
     return "Fastest per problem — " + "; ".join(said) + "."
@@ -134,7 +134,7 @@ def _recorded_benchmark() -> str:
         "|" + "---|" * len(benchmarks.HEADER),
         *(
             "| " + " | ".join(_cell(c) for c in benchmarks.cells(r)) + " |"
-            for r in sorted(rows, key=lambda r: (r.problem, r.dtype, r.seconds_per_step))
+            for r in sorted(rows, key=lambda r: (r.problem, r.dtype, r.best_seconds_per_step))
         ),
     ]
     conditions = recorded["conditions"]

@@ -5,8 +5,11 @@ and the call one round makes, the matmul that serves as the ceiling, the floor �
 figures are read: the ratios to the fastest, the share of the ceiling, one table layout.
 ``gradcheck bench`` times rounds with its own median loop; bench/ hands the same call to
 pytest-benchmark. Every timing is warm: the first call of each backend (compilation, tracing or
-cache loading) is timed on its own and reported as such, then the median of several rounds is
-taken. BLAS threads are pinned to one per core for the whole run, or to one.
+cache loading) is timed on its own and reported as such. Then, problem by problem and dtype by
+dtype, the backends' rounds are interleaved — one round of each in turn, `ROUNDS` times — so a
+moment of contention falls on all of them alike, and each backend's best and median round are
+kept. The ratios are ratios of the bests: the protocol the kernels' targets are set in. BLAS
+threads are pinned to one per core for the whole run, or to one.
 
 A figure is only as good as the machine was quiet. `Conditions` records what the machine was
 doing — the matmul ceiling at the start and at the end of the run and the cores other processes
@@ -41,6 +44,8 @@ PROBLEMS = tuple(CATALOGUE)
 DTYPES = ("float64", "float32")
 #: Untimed calls before the timed rounds: the first compiles, traces or loads a cache.
 WARMUP_ROUNDS = 2
+#: Timed rounds of each backend, interleaved with the other backends' (`run`).
+ROUNDS = 20
 #: The row of `gradcheck.floor`, timed on its problem in its dtype beside the backends.
 FLOOR = "floor"
 FLOOR_DTYPE = "float64"
@@ -197,7 +202,10 @@ class Row:
     dtype: str
     backend: str
     steps: int
+    #: The median round's time per step.
     seconds_per_step: float
+    #: The best round's time per step: the figure the ratios are taken on.
+    best_seconds_per_step: float
     first_call_seconds: float | None = None
     ratio_to_fastest: float = 1.0
     gflops: float | None = None
@@ -209,13 +217,12 @@ def name_of(backend: str | Backend) -> str:
     return backend if isinstance(backend, str) else backend.name
 
 
-def timed_row(
-    c: Case, backend: str | Backend, seconds_per_round: float, first: float | None
-) -> Row:
-    """A row for ``seconds_per_round`` of ``c``'s training, GFLOP/s filled in for digits."""
-    per_step = seconds_per_round / c.steps
-    gflops = c.flops_per_step / per_step / 1e9 if c.problem.dataset == "digits" else None
-    return Row(c.name, c.dtype, name_of(backend), c.steps, per_step, first, gflops=gflops)
+def timed_row(c: Case, backend: str | Backend, rounds: Sequence[float], first: float | None) -> Row:
+    """A row for the timed ``rounds`` (seconds each) of ``c``'s training; GFLOP/s, at the best
+    round, filled in for digits."""
+    median, best = statistics.median(rounds) / c.steps, min(rounds) / c.steps
+    gflops = c.flops_per_step / best / 1e9 if c.problem.dataset == "digits" else None
+    return Row(c.name, c.dtype, name_of(backend), c.steps, median, best, first, gflops=gflops)
 
 
 @dataclass
@@ -258,12 +265,13 @@ class Conditions:
 
 
 def compare_rows(rows: Sequence[Row], conditions: Conditions) -> list[Row]:
-    """Each row's ratio to the fastest of its problem and dtype, and — on an uncontended run —
-    its share of the matmul ceiling measured in the same run."""
+    """Each row's ratio to the fastest of its problem and dtype (of the best rounds), and — on
+    an uncontended run — its share of the matmul ceiling measured in the same run."""
     contended = bool(conditions.contention(rows))
     for row in rows:
         group = [r for r in rows if (r.problem, r.dtype) == (row.problem, row.dtype)]
-        row.ratio_to_fastest = row.seconds_per_step / min(r.seconds_per_step for r in group)
+        fastest = min(r.best_seconds_per_step for r in group)
+        row.ratio_to_fastest = row.best_seconds_per_step / fastest
         ceiling = conditions.ceiling.get(row.dtype)
         if row.gflops is not None and ceiling is not None and not contended:
             row.percent_of_matmul = 100 * row.gflops / ceiling
@@ -305,42 +313,53 @@ def run(
     backends: Sequence[str | Backend],
     problems: Sequence[str] = PROBLEMS,
     dtypes: Sequence[str] = DTYPES,
-    rounds: int = 7,
+    rounds: int = ROUNDS,
     progress: Callable[[int, int, str], None] | None = None,
     single_thread: bool = False,
 ) -> tuple[list[Row], Conditions]:
-    """Time every backend's training run, and the floor on its problem; returns the rows and
-    the machine's conditions. ``single_thread`` pins BLAS to one thread; the frameworks are
-    pinned too if `pin_framework_threads` ran before they loaded."""
+    """Time every backend's training run, and the floor on its problem, by `time_rows`; returns
+    the rows and the machine's conditions. ``single_thread`` pins BLAS to one thread; the
+    frameworks are pinned too if `pin_framework_threads` ran before they loaded."""
     from threadpoolctl import threadpool_limits
 
     rows: list[Row] = []
-    jobs = [(p, d, b) for p in problems for d in dtypes for b in backends]
-    jobs += [(p, d, FLOOR) for p in problems for d in dtypes if has_floor(p, d)]
+    groups = [(p, d) for p in problems for d in dtypes]
     threads = blas_threads(single_thread)
     with threadpool_limits(limits=threads, user_api="blas"):
         load = cpu_load.LoadMeter.start()
         start = ceilings(dtypes) if needs_ceiling(problems) else {}
-        for done, (name, dtype, backend) in enumerate(jobs):
+        for done, (name, dtype) in enumerate(groups):
             if progress:
-                progress(done, len(jobs), f"{name_of(backend)} {name} {dtype}")
-            rows.append(time_row(case(name, dtype), backend, rounds))
+                progress(done, len(groups), f"{name} {dtype}")
+            timed = [*backends, FLOOR] if has_floor(name, dtype) else list(backends)
+            rows += time_rows(case(name, dtype), timed, rounds)
         end = ceilings(dtypes) if start else {}
         if progress:
-            progress(len(jobs), len(jobs), "done")
+            progress(len(groups), len(groups), "done")
     conditions = Conditions(threads, start, end, load.other_cores())
     return compare_rows(rows, conditions), conditions
 
 
-def time_row(c: Case, backend: str | Backend, rounds: int) -> Row:
-    """The first call timed alone, `WARMUP_ROUNDS` in all untimed, then the median of
-    ``rounds``."""
-    start = time.perf_counter()
-    c.train(backend)
-    first = time.perf_counter() - start
-    for _ in range(WARMUP_ROUNDS - 1):
+def time_rows(c: Case, backends: Sequence[str | Backend], rounds: int) -> list[Row]:
+    """Each backend's first call timed alone and `WARMUP_ROUNDS` in all untimed, then
+    ``rounds`` timed rounds of every backend, interleaved: one of each in turn."""
+    firsts = []
+    for backend in backends:
+        start = time.perf_counter()
         c.train(backend)
-    return timed_row(c, backend, _median_seconds(partial(c.train, backend), rounds), first)
+        firsts.append(time.perf_counter() - start)
+        for _ in range(WARMUP_ROUNDS - 1):
+            c.train(backend)
+    times: list[list[float]] = [[] for _ in backends]
+    for _ in range(rounds):
+        for backend, kept in zip(backends, times, strict=True):
+            start = time.perf_counter()
+            c.train(backend)
+            kept.append(time.perf_counter() - start)
+    return [
+        timed_row(c, backend, kept, first)
+        for backend, kept, first in zip(backends, times, firsts, strict=True)
+    ]
 
 
 def table(rows: Sequence[Row], conditions: Conditions) -> str:
@@ -353,7 +372,8 @@ HEADER = (
     "problem",
     "dtype",
     "backend",
-    "per step",
+    "best step",
+    "median step",
     "vs fastest",
     "GFLOP/s",
     "% matmul",
@@ -367,6 +387,7 @@ def cells(r: Row) -> tuple[str, ...]:
         r.problem,
         r.dtype,
         f"{r.backend} (by hand, not a backend)" if r.backend == FLOOR else r.backend,
+        f"{r.best_seconds_per_step * 1e6:.2f} us",
         f"{r.seconds_per_step * 1e6:.2f} us",
         f"{r.ratio_to_fastest:.2f}x",
         "" if r.gflops is None else f"{r.gflops:.1f}",
@@ -380,7 +401,8 @@ def summary(rows: Sequence[Row], conditions: Conditions) -> list[Any]:
     dtype, then the conditions of the run and, when contended, why its figures are not to be
     trusted."""
     header = HEADER
-    lines = [cells(r) for r in sorted(rows, key=lambda r: (r.problem, r.dtype, r.seconds_per_step))]
+    order = sorted(rows, key=lambda r: (r.problem, r.dtype, r.best_seconds_per_step))
+    lines = [cells(r) for r in order]
     notes = []
     if conditions.ceiling_start:  # its operands are the digits data, already loaded to measure it
         X, W, _ = matmul_operands("float64")
@@ -397,7 +419,8 @@ def summary(rows: Sequence[Row], conditions: Conditions) -> list[Any]:
         )
     others = "unknown" if conditions.other_cores is None else f"{conditions.other_cores:.2f}"
     notes.append(
-        f"BLAS threads pinned to {conditions.blas_threads}; medians of warm rounds; "
+        f"BLAS threads pinned to {conditions.blas_threads}; warm rounds, the backends' "
+        "interleaved; ratios of the best rounds; "
         f"cores busy with other processes: {others}."
     )
     reasons = conditions.contention(rows)

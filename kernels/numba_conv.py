@@ -1,93 +1,345 @@
 """The convolution and pooling kernels of ``numpy_conv``, compiled with Numba.
 
-The names and equations are ``numpy_conv``'s; each kernel writes into the array it is given, so a
-training loop that allocates its buffers once allocates nothing per step. Inputs arrive padded,
-as in ``numpy_conv`` (`numpy_conv.pad`).
+The names and equations are ``numpy_conv``'s; each kernel writes into the arrays it is given.
+Inputs arrive padded, as in ``numpy_conv`` (`numpy_conv.pad`).
 
-The sums are the same; the order they are taken in is chosen for memory, and every entry is
-indexed directly rather than through a view of its row, which keeps the innermost loops free
-for the compiler to vectorise. The forward pass and
-the weight gradient run over output positions with the filters innermost, where both W and z
-are contiguous. The input gradient is the transpose of the forward pass: NumPy gathers it as a
-full correlation of the dilated δ with the flipped kernel, while here every window's
-Σ_o δ[n,i,j,o] W[p,q,c,o] is scattered back to x[n, i·s+p, j·s+q, c] — the same sum, without
-building the dilated δ. Max pooling keeps the position of each window's first maximum, so its
-gradient routes δ without searching the window again.
+Every kernel runs over the samples with ``prange``: the samples split into `BLOCKS` fixed
+blocks, each block worked through by one thread with scratch of its own. A weight gradient is
+summed per block and the blocks' sums added in order afterwards, so its value does not depend on
+how many threads ran. Inside the loops nothing makes a view: a view counts a reference on its
+array, and two threads counting on one array wait on each other.
+
+The convolution is organised for long loops. A loop over a filter's 8 outputs, or a row's 8
+positions, spends more on starting than on arithmetic; so one sample's padded input is first
+split into its s² *phase images* ``xp[a, b, c]`` (rows h·s + a, columns w·s + b; channels first)
+and every output position (i, j) is numbered t = i·Wq + j, Wq being a phase image's width. Then
+kernel position (p, q) meets, for every t at once, the run
+
+    xp[p mod s, q mod s, c, t + (p ÷ s)·Wq + q ÷ s],  t < span = (Ho − 1)·Wq + Wo,
+
+so each (o, p, q, c) is one loop over all of a sample's positions — including the Wq − Wo gap
+positions at the end of each row, which are computed and never read. The three sums are then
+(``acc`` and ``d`` channels first, numbered by t like the outputs, d zero at the gaps):
+
+    z[n,i,j,o]     = b[o] + Σ_{p,q,c} W[p,q,c,o] xp[…, t + …]           conv2d_sample
+    ∂C/∂W[p,q,c,o] = Σ_n Σ_t xp[…, t + …] d[o, t]                      conv2d_grads_sample
+    ∂C/∂xp[…, t + …] += W[p,q,c,o] d[o, t]                             conv2d_input_grad_sample
+
+Max pooling keeps the position of each window's first maximum, so its gradient routes δ without
+searching the window again.
 """
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 import numpy as np
-from numba import njit
+from numba import njit, prange
+
+from gradcheck.kernels import numba_backprop as nb
 
 jit = njit(cache=True, nogil=True, error_model="numpy")
+parallel = njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+inline = njit(cache=True, nogil=True, inline="always", error_model="numpy")
+#: For the sums over a sample's positions: LLVM may add them in any order (so, in vector
+#: registers); the order is fixed for the compiled code, whatever the threads.
+reassociating = njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
+
+#: The samples are split into this many blocks (fewer if there are fewer samples), whatever
+#: the number of threads.
+BLOCKS = 16
+
+
+@inline
+def block_bounds(k, blocks, n_samples):
+    """The first and one past the last sample of block k."""
+    return k * n_samples // blocks, (k + 1) * n_samples // blocks
+
+
+@inline
+def block_count(n_samples):
+    return min(BLOCKS, max(n_samples, 1))
+
+
+@inline
+def phase_width(x, stride):
+    """Wq: the width of a phase image of the padded x, ⌈Wp / s⌉."""
+    return (x.shape[2] + stride - 1) // stride
+
+
+@inline
+def phase_row(p, q, c, stride, channels):
+    """The row of the phase scratch that kernel position (p, q) meets in channel c."""
+    return ((p % stride) * stride + q % stride) * channels + c
+
+
+@inline
+def shifted(shift, t):
+    """shift + t as an unsigned index: Numba then skips the check for a negative index, which
+    keeps the loops over t from vectorising."""
+    return np.uint64(shift) + np.uint64(t)
 
 
 @jit
-def conv2d(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int, z: np.ndarray) -> None:
-    """z[n,i,j,o] = Σ_{p,q,c} x[n, i·s+p, j·s+q, c] W[p,q,c,o] + b[o] (b of zeros: no bias)."""
-    n_samples, rows, cols, n_out = z.shape
-    kh, kw, n_in, _ = W.shape
-    for n in range(n_samples):
+def phase_scratch(x, stride):
+    """Zeroed room for one sample's phase images (s·s·C, Hq·Wq), entries beyond x staying 0."""
+    height = (x.shape[1] + stride - 1) // stride
+    return np.zeros((stride * stride * x.shape[3], height * phase_width(x, stride)), x.dtype)
+
+
+@jit
+def split_phases(x, n, stride, xp):
+    """xp[(a·s + b)·C + c, h·Wq + w] = x[n, h·s + a, w·s + b, c]."""
+    _, rows, cols, channels = x.shape
+    width = phase_width(x, stride)
+    for a in range(stride):
+        for h in range((rows - a + stride - 1) // stride):
+            for b in range(stride):
+                for w in range((cols - b + stride - 1) // stride):
+                    for c in range(channels):
+                        xp[(a * stride + b) * channels + c, h * width + w] = x[
+                            n, h * stride + a, w * stride + b, c
+                        ]
+
+
+@jit
+def join_phases(xp, stride, n, dx):
+    """dx[n, h·s + a, w·s + b, c] = xp[(a·s + b)·C + c, h·Wq + w]: `split_phases` undone."""
+    _, rows, cols, channels = dx.shape
+    width = phase_width(dx, stride)
+    for a in range(stride):
+        for h in range((rows - a + stride - 1) // stride):
+            for b in range(stride):
+                for w in range((cols - b + stride - 1) // stride):
+                    for c in range(channels):
+                        dx[n, h * stride + a, w * stride + b, c] = xp[
+                            (a * stride + b) * channels + c, h * width + w
+                        ]
+
+
+@jit
+def conv2d_sample(xp, W, b, stride, width, span, acc):
+    """acc[o, t] = b[o] + Σ_{p,q,c} W[p,q,c,o] xp[(p, q, c)'s phase row, t + (p÷s)·Wq + q÷s]."""
+    kh, kw, n_in, n_out = W.shape
+    for o in range(n_out):
+        for t in range(span):
+            acc[o, t] = b[o]
+        for p in range(kh):
+            for q in range(kw):
+                shift = (p // stride) * width + q // stride
+                for c in range(n_in):
+                    w, row = W[p, q, c, o], phase_row(p, q, c, stride, n_in)
+                    for t in range(span):
+                        acc[o, t] += w * xp[row, shifted(shift, t)]
+
+
+#: The pooling a `conv2d` call also does, by code: none, or that of the layer after it.
+Pool = IntEnum("Pool", ["none", "max", "avg"], start=0)
+
+
+@parallel
+def conv2d(x, W, b, stride, activation, keep, kept, z, pool, size, pool_stride, pooled, first):
+    """z[n,i,j,o] = f(Σ_{p,q,c} x[n, i·s+p, j·s+q, c] W[p,q,c,o] + b[o]) on a padded x (b of
+    zeros: no bias), f by its activation code; with ``keep``, kept (like z) ← the sum before
+    f, which f′ reads. With a `Pool` other than none, also pooled ← z pooled (windows of
+    ``size`` at ``pool_stride``; ``first`` as `max_pool` keeps it), while z is in cache."""
+    blocks = block_count(z.shape[0])
+    for k in prange(blocks):
+        start, stop = block_bounds(k, blocks, z.shape[0])
+        conv2d_rows(x, W, b, stride, activation, keep, kept, z, start, stop)
+        pool_rows(pool, z, size, pool_stride, pooled, first, start, stop)
+
+
+@jit
+def conv2d_rows(x, W, b, stride, activation, keep, kept, z, start, stop):
+    """`conv2d` on samples start to stop."""
+    _, rows, cols, n_out = z.shape
+    width = phase_width(x, stride)
+    span = (rows - 1) * width + cols
+    xp = phase_scratch(x, stride)
+    acc = np.empty((n_out, span), z.dtype)
+    for n in range(start, stop):
+        split_phases(x, n, stride, xp)
+        conv2d_sample(xp, W, b, stride, width, span, acc)
         for i in range(rows):
             for j in range(cols):
                 for o in range(n_out):
-                    z[n, i, j, o] = b[o]
-                for p in range(kh):
-                    for q in range(kw):
-                        for c in range(n_in):
-                            value = x[n, i * stride + p, j * stride + q, c]
-                            for o in range(n_out):
-                                z[n, i, j, o] += value * W[p, q, c, o]
+                    z[n, i, j, o] = acc[o, i * width + j]
+    if keep:
+        copy_rows(z, start, stop, kept)
+    rows_of_block = z[start:stop].reshape((-1, n_out))  # (samples·Ho·Wo, O)
+    log_norm = np.empty(rows_of_block.shape[0], z.dtype)  # a softmax's, unused
+    # b is in z already. np.bool_: a literal False would compile every activation once more.
+    nb.activate(activation, rows_of_block, b, np.bool_(False), log_norm)
+
+
+@reassociating
+def conv2d_grads_sample(xp, d, stride, width, span, dW, db):
+    """dW[p,q,c,o] += Σ_t xp[(p, q, c)'s phase row, t + (p÷s)·Wq + q÷s] d[o, t];
+    db[o] += Σ_t d[o, t]."""
+    kh, kw, n_in, n_out = dW.shape
+    for o in range(n_out):
+        total = d.dtype.type(0)
+        for t in range(span):
+            total += d[o, t]
+        db[o] += total
+        for p in range(kh):
+            for q in range(kw):
+                shift = (p // stride) * width + q // stride
+                for c in range(n_in):
+                    row = phase_row(p, q, c, stride, n_in)
+                    total = d.dtype.type(0)
+                    for t in range(span):
+                        total += xp[row, shifted(shift, t)] * d[o, t]
+                    dW[p, q, c, o] += total
 
 
 @jit
-def conv2d_grads(
-    x: np.ndarray, delta: np.ndarray, stride: int, dW: np.ndarray, db: np.ndarray
-) -> None:
-    """∂C/∂W[p,q,c,o] = Σ_{n,i,j} x[n, i·s+p, j·s+q, c] δ[n,i,j,o];  ∂C/∂b = Σ δ."""
-    n_samples, rows, cols, n_out = delta.shape
-    kh, kw, n_in, _ = dW.shape
-    dW[:] = 0
-    db[:] = 0
-    for n in range(n_samples):
+def conv2d_input_grad_sample(d, W, stride, width, span, dxp):
+    """dxp[(p, q, c)'s phase row, t + (p÷s)·Wq + q÷s] += W[p,q,c,o] d[o, t], from dxp = 0."""
+    kh, kw, n_in, n_out = W.shape
+    fill(dxp, 0, dxp.shape[0], 0)
+    for o in range(n_out):
+        for p in range(kh):
+            for q in range(kw):
+                shift = (p // stride) * width + q // stride
+                for c in range(n_in):
+                    w, row = W[p, q, c, o], phase_row(p, q, c, stride, n_in)
+                    for t in range(span):
+                        dxp[row, shifted(shift, t)] += w * d[o, t]
+
+
+@parallel
+def conv2d_backward(
+    x, delta, W, stride, input_grad, dW, db, dx, activation, kept, a, pool, size, pool_stride,
+    dpooled, first,
+):  # fmt: skip
+    """From ∂C/∂a in delta (N, Ho, Wo, O) — or, with a `Pool` other than none, from the pooled
+    output's gradient dpooled, routed through the pool into delta first — δ = ∂C/∂a ⊙ f′ in
+    delta (f′ from kept z and a, as `nb.activation_backward` reads them), then
+    ∂C/∂W[p,q,c,o] = Σ_{n,i,j} x[n, i·s+p, j·s+q, c] δ[n,i,j,o] into dW, ∂C/∂b = Σ δ into db,
+    and — with ``input_grad`` — ∂C/∂x (padded; entries no window reaches 0) into dx, where
+    every window's Σ_o δ[n,i,j,o] W[p,q,c,o] adds to x[n, i·s+p, j·s+q, c]."""
+    blocks = block_count(delta.shape[0])
+    dW_parts, db_parts = block_sums(dW, blocks), block_sums(db, blocks)
+    for k in prange(blocks):
+        start, stop = block_bounds(k, blocks, delta.shape[0])
+        pool_grad_rows(pool, dpooled, first, size, pool_stride, delta, start, stop)
+        n_out = delta.shape[3]
+        nb.activation_backward(activation, kept[start:stop].reshape((-1, n_out)),
+                               a[start:stop].reshape((-1, n_out)),
+                               delta[start:stop].reshape((-1, n_out)))  # fmt: skip
+        conv2d_backward_rows(x, delta, W, stride, input_grad, dW_parts[k], db_parts[k], dx,
+                             start, stop)  # fmt: skip
+    add_blocks(dW_parts, dW)
+    add_blocks(db_parts, db)
+
+
+@jit
+def conv2d_backward_rows(x, delta, W, stride, input_grad, dW, db, dx, start, stop):
+    """The sums of `conv2d_backward` over samples start to stop, added to dW and db."""
+    _, rows, cols, n_out = delta.shape
+    width = phase_width(x, stride)
+    span = (rows - 1) * width + cols
+    xp = phase_scratch(x, stride)
+    dxp = np.empty_like(xp)
+    d = np.zeros((n_out, span), delta.dtype)  # the gaps stay 0
+    for n in range(start, stop):
+        split_phases(x, n, stride, xp)
         for i in range(rows):
             for j in range(cols):
                 for o in range(n_out):
-                    db[o] += delta[n, i, j, o]
-                for p in range(kh):
-                    for q in range(kw):
-                        for c in range(n_in):
-                            value = x[n, i * stride + p, j * stride + q, c]
-                            for o in range(n_out):
-                                dW[p, q, c, o] += value * delta[n, i, j, o]
+                    d[o, i * width + j] = delta[n, i, j, o]
+        conv2d_grads_sample(xp, d, stride, width, span, dW, db)
+        if input_grad:
+            conv2d_input_grad_sample(d, W, stride, width, span, dxp)
+            join_phases(dxp, stride, n, dx)
 
 
 @jit
-def conv2d_input_grad(delta: np.ndarray, W: np.ndarray, stride: int, dx: np.ndarray) -> None:
-    """∂C/∂x_padded: Σ_o δ[n,i,j,o] W[p,q,c,o] added to x[n, i·s+p, j·s+q, c] for every window;
-    entries no window reaches stay 0."""
-    n_samples, rows, cols, n_out = delta.shape
-    kh, kw, n_in, _ = W.shape
-    dx[:] = 0
-    for n in range(n_samples):
-        for i in range(rows):
-            for j in range(cols):
-                for p in range(kh):
-                    for q in range(kw):
-                        for c in range(n_in):
-                            total = delta[n, i, j, 0] * W[p, q, c, 0]
-                            for o in range(1, n_out):
-                                total += delta[n, i, j, o] * W[p, q, c, o]
-                            dx[n, i * stride + p, j * stride + q, c] += total
+def block_sums(out, blocks):
+    """Zeroed room for ``blocks`` partial sums shaped like out."""
+    return np.zeros((blocks, *out.shape), out.dtype)
 
 
 @jit
-def max_pool(x: np.ndarray, size: int, stride: int, y: np.ndarray, first: np.ndarray) -> None:
+def add_blocks(parts, out):
+    """out = parts[0] + parts[1] + …, added in that order."""
+    flat, each = out.reshape(out.size), parts.reshape((parts.shape[0], out.size))
+    for i in range(out.size):
+        total = each[0, i]
+        for k in range(1, parts.shape[0]):
+            total += each[k, i]
+        flat[i] = total
+
+
+@jit
+def fill(x, start, stop, value):
+    """x[start:stop] = value, for x of any number of axes, C-contiguous."""
+    rows = x[start:stop]
+    flat = rows.reshape(rows.size)
+    for i in range(rows.size):
+        flat[i] = value
+
+
+@jit
+def copy_rows(source, start, stop, target):
+    """target[start:stop] = source[start:stop], both C-contiguous and shaped alike."""
+    rows, into = source[start:stop], target[start:stop]
+    flat, flat_into = rows.reshape(rows.size), into.reshape(into.size)
+    for i in range(rows.size):
+        flat_into[i] = flat[i]
+
+
+# --- pooling, on samples start to stop; alone, or within `conv2d` -------------------------------
+
+
+@jit
+def pool_rows(pool, x, size, stride, y, first, start, stop):
+    """The `Pool` given by its code, on samples start to stop."""
+    if pool == Pool.max:
+        max_pool_rows(x, size, stride, y, first, start, stop)
+    elif pool == Pool.avg:
+        avg_pool_rows(x, size, stride, y, start, stop)
+    elif pool != Pool.none:
+        raise ValueError("pool_rows: unknown pool code")
+
+
+@jit
+def pool_grad_rows(pool, delta, first, size, stride, dx, start, stop):
+    """The gradient of the `Pool` given by its code, on samples start to stop."""
+    if pool == Pool.max:
+        max_pool_grad_rows(delta, first, size, stride, dx, start, stop)
+    elif pool == Pool.avg:
+        avg_pool_grad_rows(delta, size, stride, dx, start, stop)
+    elif pool != Pool.none:
+        raise ValueError("pool_grad_rows: unknown pool code")
+
+
+@parallel
+def pool(kind, x, size, stride, y, first):
+    """A pooling layer on its own: the `Pool` ``kind`` of x into y (and ``first``)."""
+    blocks = block_count(y.shape[0])
+    for k in prange(blocks):
+        start, stop = block_bounds(k, blocks, y.shape[0])
+        pool_rows(kind, x, size, stride, y, first, start, stop)
+
+
+@parallel
+def pool_grad(kind, delta, first, size, stride, dx):
+    """A pooling layer's gradient on its own: the `Pool` ``kind``'s, of delta into dx."""
+    blocks = block_count(delta.shape[0])
+    for k in prange(blocks):
+        start, stop = block_bounds(k, blocks, delta.shape[0])
+        pool_grad_rows(kind, delta, first, size, stride, dx, start, stop)
+
+
+@jit
+def max_pool_rows(x, size, stride, y, first, start, stop):
     """y = the maximum of each window; ``first`` its position p·size + q, the first in
     row-major order among equals."""
-    n_samples, rows, cols, channels = y.shape
-    for n in range(n_samples):
+    _, rows, cols, channels = y.shape
+    for n in range(start, stop):
         for i in range(rows):
             for j in range(cols):
                 for c in range(channels):
@@ -102,13 +354,11 @@ def max_pool(x: np.ndarray, size: int, stride: int, y: np.ndarray, first: np.nda
 
 
 @jit
-def max_pool_grad(
-    delta: np.ndarray, first: np.ndarray, size: int, stride: int, dx: np.ndarray
-) -> None:
+def max_pool_grad_rows(delta, first, size, stride, dx, start, stop):
     """δ of each window added to its first maximum."""
-    n_samples, rows, cols, channels = delta.shape
-    dx[:] = 0
-    for n in range(n_samples):
+    _, rows, cols, channels = delta.shape
+    fill(dx, start, stop, 0)
+    for n in range(start, stop):
         for i in range(rows):
             for j in range(cols):
                 for c in range(channels):
@@ -117,10 +367,10 @@ def max_pool_grad(
 
 
 @jit
-def avg_pool(x: np.ndarray, size: int, stride: int, y: np.ndarray) -> None:
-    n_samples, rows, cols, channels = y.shape
+def avg_pool_rows(x, size, stride, y, start, stop):
+    _, rows, cols, channels = y.shape
     share = y.dtype.type(1) / y.dtype.type(size * size)
-    for n in range(n_samples):
+    for n in range(start, stop):
         for i in range(rows):
             for j in range(cols):
                 for c in range(channels):
@@ -132,12 +382,12 @@ def avg_pool(x: np.ndarray, size: int, stride: int, y: np.ndarray) -> None:
 
 
 @jit
-def avg_pool_grad(delta: np.ndarray, size: int, stride: int, dx: np.ndarray) -> None:
+def avg_pool_grad_rows(delta, size, stride, dx, start, stop):
     """δ / size² added to every entry of its window."""
-    n_samples, rows, cols, channels = delta.shape
+    _, rows, cols, channels = delta.shape
     share = dx.dtype.type(1) / dx.dtype.type(size * size)
-    dx[:] = 0
-    for n in range(n_samples):
+    fill(dx, start, stop, 0)
+    for n in range(start, stop):
         for i in range(rows):
             for j in range(cols):
                 for c in range(channels):

@@ -10,9 +10,21 @@ The walk is `numpy_backprop`'s: below a weight layer the gradient travels as ∂
 and Flatten until the next weight layer's f′ turns it, in place, into that layer's δ. A Conv2D
 layer with "same" padding keeps a zero-bordered copy of its input, and its input gradient is
 scattered into a padded buffer whose interior is the gradient of the unpadded input.
+
+The convolution and pooling kernels run over blocks of samples on Numba's threads (``prange``).
+Meanwhile BLAS, which the Dense layers' products call, keeps to its caller's thread
+(`one_thread_pool`): OpenBLAS's own threads spin for a while after each call, and on the cores
+Numba's threads need that made a digits-CNN step 1.7 times slower.
 """
 
 from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -25,6 +37,70 @@ from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, lookup
 from gradcheck.optimizers import SGD, Batch, Optimizer, batch_schedule, padded
 
+_pool_lock = threading.Lock()
+_pool_users = 0
+_pool_limit: Any = None
+
+
+@functools.cache
+def _blas_controller() -> Any:
+    """threadpoolctl's handle on the BLAS libraries loaded — NumPy's and the SciPy one Numba's
+    ``np.dot`` calls — made once: finding them takes a millisecond, limiting them then 20 µs."""
+    import scipy.linalg.cython_blas  # noqa: F401 - loaded, so that it is found
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+@contextmanager
+def one_thread_pool() -> Iterator[None]:
+    """BLAS on one thread while inside, restored when the last of the threads inside leaves (so
+    that calls from several threads at once do not restore each other's limits). Meanwhile a
+    NumPy product elsewhere in the process runs on one thread too."""
+    global _pool_users, _pool_limit
+    with _pool_lock:
+        if _pool_users == 0:
+            _pool_limit = _blas_controller().limit(limits=1, user_api="blas")
+        _pool_users += 1
+    try:
+        yield
+    finally:
+        with _pool_lock:
+            _pool_users -= 1
+            if _pool_users == 0:
+                _pool_limit.restore_original_limits()
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+_serial = threading.Lock()
+
+
+def _serialised() -> Any:
+    """A lock when Numba's threading layer is its workqueue, which aborts the process when
+    entered from two threads at once, or not yet chosen (Numba chooses at the first parallel
+    loop: OpenMP where it is found, else the workqueue; TBB is not installed); else nothing."""
+    import numba
+
+    try:
+        safe = numba.threading_layer() != "workqueue"
+    except ValueError:  # no parallel loop has run yet
+        safe = False
+    return contextlib.nullcontext() if safe else _serial
+
+
+def on_numba_threads(function: F) -> F:
+    """Run ``function`` inside `one_thread_pool`, one thread at a time where the threading
+    layer needs it (`_serialised`)."""
+
+    @functools.wraps(function)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with _serialised(), one_thread_pool():
+            return function(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
 
 class Buffers:
     """Every array one batch size needs: the input ``x``, each layer's output ``outs[k]`` and
@@ -32,7 +108,8 @@ class Buffers:
     kept pre-activation ``zs[k]`` (the output layer's logits, and z where f′ reads it), the
     padded copies of a "same" Conv2D layer's input and input gradient, the first maxima of each
     max pool and the loss's work space. Flatten's output and gradient are views of its
-    input's."""
+    input's. ``fused`` holds the pooling layers that directly follow a Conv2D layer: the
+    convolution's kernels pool too, while its output is in cache."""
 
     def __init__(self, net: Network, n: int) -> None:
         dtype = net.np_dtype
@@ -42,6 +119,7 @@ class Buffers:
         self.padded: dict[int, tuple[tuple, np.ndarray, np.ndarray]] = {}
         self.first: dict[int, np.ndarray] = {}
         self.zs: dict[int, np.ndarray] = {}
+        self.fused: set[int] = set()
         last = len(net.stack) - 1
         below, below_grad = self.x, np.empty_like(self.x)
         for k, (layer, shape) in enumerate(zip(net.stack, net.output_shapes, strict=True)):
@@ -52,8 +130,11 @@ class Buffers:
             if isinstance(layer, Conv2D) and layer.padding == "same":
                 pads = numpy_conv.padding(below.shape, layer.kernel, layer.strides, "same")
                 self.padded[k] = (pads, numpy_conv.pad(below, pads), numpy_conv.pad(below, pads))
-            if isinstance(layer, MaxPool2D):
-                self.first[k] = np.empty((n, *shape), np.int64)
+            if isinstance(layer, MaxPool2D | AvgPool2D):  # an average pool's is never read
+                self.first[k] = np.empty((n, *shape) if isinstance(layer, MaxPool2D) else (0,) * 4,
+                                         np.int64)  # fmt: skip
+                if k > 0 and isinstance(net.stack[k - 1], Conv2D):
+                    self.fused.add(k)
             if isinstance(layer, Weighted):  # z where kept; elsewhere the output, never read
                 kept = k == last or "z" in lookup(ACTIVATIONS, layer.activation, "activation").needs
                 self.zs[k] = np.empty((n, *shape), dtype) if kept else out
@@ -96,6 +177,26 @@ def _as_rows(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1, a.shape[-1])
 
 
+def _no_images(dtype: np.dtype) -> np.ndarray:
+    """Stands for an image batch a kernel is given but does not use."""
+    return np.empty((0, 0, 0, 0), dtype)
+
+
+def _pooling(net: Network, buffers: Buffers, k: int, arrays: list[np.ndarray]) -> tuple:
+    """The pooling arguments of the Conv2D layer k's kernels: the pool above it if fused —
+    its code, size, stride, its entry of ``arrays`` (outputs or gradients) and first maxima —
+    or none."""
+    if k + 1 not in buffers.fused:
+        return nc.Pool.none, 1, 1, _no_images(buffers.x.dtype), _no_images(np.dtype(np.int64))
+    layer = net.stack[k + 1]
+    assert isinstance(layer, MaxPool2D | AvgPool2D)
+    return _pool_code(layer), layer.pool_size, layer.stride, arrays[k + 1], buffers.first[k + 1]
+
+
+def _pool_code(layer: MaxPool2D | AvgPool2D) -> int:
+    return nc.Pool.max if isinstance(layer, MaxPool2D) else nc.Pool.avg
+
+
 def forward(net: Network, weights: Weights, buffers: Buffers) -> None:
     """Fill every layer's output from ``buffers.x``, and the logits z_L."""
     w = 0
@@ -114,15 +215,12 @@ def forward(net: Network, weights: Weights, buffers: Buffers) -> None:
                     source = buffers.padded[k][1]
                     source[:, top : top + x.shape[1], left : left + x.shape[2]] = x
                     x = source
-                nc.conv2d(x, values["W"], b, layer.strides, out)
-                if buffers.zs[k] is not out:  # f′ reads z: keep it
-                    buffers.zs[k][...] = out
-                nb.activate(weights.codes[w], _as_rows(out), b, False, buffers.log_norm)
+                keep = buffers.zs[k] is not out  # f′ reads z: keep it
+                nc.conv2d(x, values["W"], b, layer.strides, weights.codes[w], keep,
+                          buffers.zs[k], out, *_pooling(net, buffers, k, buffers.outs))  # fmt: skip
             w += 1
-        elif isinstance(layer, MaxPool2D):
-            nc.max_pool(x, layer.pool_size, layer.stride, out, buffers.first[k])
-        elif isinstance(layer, AvgPool2D):
-            nc.avg_pool(x, layer.pool_size, layer.stride, out)
+        elif isinstance(layer, MaxPool2D | AvgPool2D) and k not in buffers.fused:
+            nc.pool(_pool_code(layer), x, layer.pool_size, layer.stride, out, buffers.first[k])
         # Flatten: its output is a view of its input
 
 
@@ -136,49 +234,50 @@ def backward(net: Network, weights: Weights, buffers: Buffers, loss_code: int) -
         layer, grad = net.stack[k], buffers.grads[k]
         x = _input(buffers, k)
         below = None if k == 0 else buffers.grads[k - 1]
-        if isinstance(layer, Weighted):
+        if isinstance(layer, Dense):
             w -= 1
             if k != last:  # ∂C/∂a_l -> δ_l, in place
                 z, a = _as_rows(buffers.zs[k]), _as_rows(buffers.outs[k])
                 nb.activation_backward(weights.codes[w], z, a, _as_rows(grad))
-            _weight_grads(layer, weights, w, buffers, k, x, grad)
-            if w == 0:
-                return
-            _input_grad(layer, weights.params[w]["W"], buffers, k, grad, below)
-        elif isinstance(layer, MaxPool2D):
-            nc.max_pool_grad(grad, buffers.first[k], layer.pool_size, layer.stride, below)
-        elif isinstance(layer, AvgPool2D):
-            nc.avg_pool_grad(grad, layer.pool_size, layer.stride, below)
-        # Flatten: its gradient is a view of its input's
+            grads, db = weights.grads[w], weights.db[w]
+            nb.layer_grads(x, grad, "b" in grads, grads["W"], db)
+            if w > 0:  # (N, n_l) @ (n_l, n_{l-1}) -> (N, n_{l-1})
+                nb.matmul_nt(grad, weights.params[w]["W"], below)
+        elif isinstance(layer, Conv2D):
+            w -= 1
+            _conv_backward(net, weights, w, buffers, k, x, below)
+        elif isinstance(layer, MaxPool2D | AvgPool2D) and k not in buffers.fused:
+            nc.pool_grad(_pool_code(layer), grad, buffers.first[k], layer.pool_size,
+                         layer.stride, below)  # fmt: skip
+        # Flatten: its gradient is a view of its input's; a fused pool's, the convolution's
+        if w == 0:
+            return
 
 
-def _weight_grads(
-    layer: Weighted, weights: Weights, w: int, buffers: Buffers, k: int, x: np.ndarray,
-    delta: np.ndarray,
-) -> None:  # fmt: skip
-    grads, db = weights.grads[w], weights.db[w]
-    if isinstance(layer, Dense):
-        nb.layer_grads(x, delta, "b" in grads, grads["W"], db)
-    else:
-        source = buffers.padded[k][1] if k in buffers.padded else x
-        nc.conv2d_grads(source, delta, layer.strides, grads["W"], db)
-
-
-def _input_grad(
-    layer: Weighted, W: np.ndarray, buffers: Buffers, k: int, delta: np.ndarray,
+def _conv_backward(
+    net: Network, weights: Weights, w: int, buffers: Buffers, k: int, x: np.ndarray,
     below: np.ndarray | None,
 ) -> None:  # fmt: skip
-    """∂C/∂(the layer's input) into ``below``."""
-    assert below is not None  # a weight layer above the first has a layer below it
-    if isinstance(layer, Dense):
-        nb.matmul_nt(delta, W, below)  # (N, n_l) @ (n_l, n_{l-1}) -> (N, n_{l-1})
-    elif k in buffers.padded:
+    """Conv2D layer k (weight layer w): δ from the gradient of its output (or of the fused pool
+    above it), ∂C/∂W and ∂C/∂b and, above the first weight layer, ∂C/∂(its input) into
+    ``below``; with "same" padding through the padded copies of its input and gradient."""
+    layer = net.stack[k]
+    assert isinstance(layer, Conv2D)
+    input_grad = w > 0
+    if k in buffers.padded:
         (top, _), (left, _) = buffers.padded[k][0]
-        dx = buffers.padded[k][2]
-        nc.conv2d_input_grad(delta, W, layer.strides, dx)
-        below[...] = dx[:, top : top + below.shape[1], left : left + below.shape[2]]
+        source, dx = buffers.padded[k][1], buffers.padded[k][2]
     else:
-        nc.conv2d_input_grad(delta, W, layer.strides, below)
+        source, dx = x, below if below is not None else _no_images(x.dtype)
+    grads = weights.grads[w]
+    nc.conv2d_backward(
+        source, buffers.grads[k], weights.params[w]["W"], layer.strides, input_grad,
+        grads["W"], weights.db[w], dx, weights.codes[w], buffers.zs[k], buffers.outs[k],
+        *_pooling(net, buffers, k, buffers.grads),
+    )  # fmt: skip
+    if input_grad and k in buffers.padded:
+        assert below is not None
+        below[...] = dx[:, top : top + below.shape[1], left : left + below.shape[2]]
 
 
 def loss_and_grads_into(net: Network, weights: Weights, buffers: Buffers, loss_code: int) -> float:
@@ -201,10 +300,12 @@ def _evaluate(net: Network, params: Params, X: np.ndarray, y: np.ndarray | None)
     return value, weights, buffers
 
 
+@on_numba_threads
 def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
     return _evaluate(net, params, X, None)[2].outs[-1]
 
 
+@on_numba_threads
 def loss_and_grads(
     net: Network, params: Params, X: np.ndarray, y: np.ndarray
 ) -> tuple[float, Params]:
@@ -212,6 +313,7 @@ def loss_and_grads(
     return value, weights.grads
 
 
+@on_numba_threads
 def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
     """The buffers of one evaluation. The activations overwrite the pre-activations in place,
     so z is kept only for the output layer (the logits) and where f′ reads it."""
@@ -222,6 +324,7 @@ def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
     return Trace(zs, outputs, value, [buffers.grads[k] for k in kept], weights.grads)
 
 
+@on_numba_threads
 def train_with(
     net: Network,
     params: Params,

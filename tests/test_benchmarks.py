@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import NumpyDelegate
 
 import gradcheck
 from gradcheck import benchmarks, cpu_load
@@ -21,7 +22,7 @@ BUSY_LOOP = "import time\nend = time.perf_counter() + 30\nwhile time.perf_counte
 
 
 def _row(backend: str, seconds: float, gflops: float | None = None) -> Row:
-    return Row("digits", "float64", backend, 10, seconds, gflops=gflops)
+    return Row("digits", "float64", backend, 10, 1.5 * seconds, seconds, gflops=gflops)
 
 
 def _quiet(**changes) -> Conditions:
@@ -32,6 +33,33 @@ def _quiet(**changes) -> Conditions:
         "other_cores": 0.05,
     }
     return Conditions(**{**values, **changes})
+
+
+def test_rounds_are_interleaved_and_ratios_taken_on_the_best():
+    """The protocol: each backend's first call and warm-up alone, then one timed round of each
+    in turn; a row's median and best are of its own rounds, its ratio that of the bests."""
+    calls = []
+
+    class Logged(NumpyDelegate):
+        def __init__(self, name: str, pause: float) -> None:
+            super().__init__()
+            self.name, self.pause = name, pause
+
+        def train(self, net, params, X, y, steps, lr):
+            calls.append(self.name)
+            time.sleep(self.pause)
+            return super().train(net, params, X, y, steps, lr)
+
+    backends = [Logged("slow", 0.02), Logged("fast", 0.0)]
+    rows, _ = benchmarks.run(backends, ["notebook"], ["float64"], rounds=3)
+    warm = benchmarks.WARMUP_ROUNDS
+    assert calls == ["slow"] * warm + ["fast"] * warm + ["slow", "fast"] * 3
+    slow, fast = (next(r for r in rows if r.backend == name) for name in ("slow", "fast"))
+    for r in (slow, fast):
+        assert 0 < r.best_seconds_per_step <= r.seconds_per_step
+    assert slow.best_seconds_per_step * slow.steps >= 0.02
+    fastest = min(r.best_seconds_per_step for r in rows)
+    assert slow.ratio_to_fastest == pytest.approx(slow.best_seconds_per_step / fastest)
 
 
 def test_a_quiet_run_reports_its_share_of_the_ceiling():

@@ -14,6 +14,9 @@ from jax import lax
 
 from gradcheck.kernels import numba_conv as nb
 from gradcheck.kernels import numpy_conv as nc
+from gradcheck.kernels.numba_backprop import ACTIVATION_CODES
+
+IDENTITY = ACTIVATION_CODES["identity"]
 
 #: (input H, W), kernel (kh, kw), stride, padding, channels in, filters
 CONVS = [
@@ -31,14 +34,16 @@ CONVS = [
 def _numba_conv2d(x, W, b, stride):
     rows, cols = (nc.output_size(x.shape[1 + a], W.shape[a], stride) for a in (0, 1))
     z = np.empty((x.shape[0], rows, cols, W.shape[3]), dtype=x.dtype)
-    nb.conv2d(x, W, b, stride, z)
+    none = (nb.Pool.none, 1, 1, np.empty((0,) * 4, x.dtype), np.empty((0,) * 4, np.int64))
+    nb.conv2d(x, W, b, stride, IDENTITY, False, z, z, *none)
     return z
 
 
 def _numba_backward(x, delta, W, stride):
     dW, db, dx = np.empty_like(W), np.empty(W.shape[3], dtype=W.dtype), np.empty_like(x)
-    nb.conv2d_grads(x, delta, stride, dW, db)
-    nb.conv2d_input_grad(delta, W, stride, dx)
+    none = (nb.Pool.none, 1, 1, np.empty((0,) * 4, x.dtype), np.empty((0,) * 4, np.int64))
+    delta = delta.copy()  # where the kernel makes ∂C/∂a into δ, by identity′ = 1
+    nb.conv2d_backward(x, delta, W, stride, True, dW, db, dx, IDENTITY, delta, delta, *none)
     return dx, dW, db
 
 
@@ -172,17 +177,12 @@ def _numba_pool(kind, x, size, stride, delta=None):
     rows, cols = (nc.output_size(n, size, stride) for n in x.shape[1:3])
     y = np.empty((x.shape[0], rows, cols, x.shape[3]), dtype=x.dtype)
     first = np.empty(y.shape, dtype=np.int64)
-    if kind == "max":
-        nb.max_pool(x, size, stride, y, first)
-    else:
-        nb.avg_pool(x, size, stride, y)
+    code = nb.Pool[kind]
+    nb.pool(code, x, size, stride, y, first)
     if delta is None:
         return y
     dx = np.empty_like(x)
-    if kind == "max":
-        nb.max_pool_grad(delta, first, size, stride, dx)
-    else:
-        nb.avg_pool_grad(delta, size, stride, dx)
+    nb.pool_grad(code, delta, first, size, stride, dx)
     return dx
 
 

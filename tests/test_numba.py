@@ -186,3 +186,59 @@ def test_only_the_most_recent_sizes_keep_their_buffers():
     for net in nets[1:]:
         nb.kept_buffers(net, 5)
     assert nb.kept_buffers(nets[0], 5) is not first  # pushed out by KEPT_BUFFERS newer sizes
+
+
+#: Trains a small CNN from two threads at once (or, with "alone", one run after the other) and
+#: prints each run's losses and weights as hex, for runs to be compared bit for bit.
+_CNN_FROM_THREADS = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+import gradcheck
+from gradcheck.layers import Conv2D, Dense, Flatten, MaxPool2D
+
+net = gradcheck.Network(
+    [Conv2D(4, 3, padding="same", activation="relu"), MaxPool2D(2), Flatten(),
+     Dense(10, activation="softmax")],
+    loss="softmax_ce", input_shape=(8, 8, 1),
+)
+X, y = gradcheck.datasets.digits(images=True)
+backend = gradcheck.get_backend("numba")
+starts = [net.init(seed=seed) for seed in range(4)]
+train = lambda params: backend.train(net, params, X[:400], y[:400], 5, 0.5)
+if sys.argv[1] == "alone":
+    runs = [train(params) for params in starts]
+else:
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(train, starts))
+for run in runs:
+    print(run.losses.tobytes().hex(), run.params[0]["W"].tobytes().hex())
+"""
+
+
+def _cnn_runs(how: str, **env: str) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", _CNN_FROM_THREADS, how],
+        capture_output=True, text=True, env={**os.environ, **env}, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.splitlines()
+
+
+@pytest.mark.parametrize("layer", ["default", "workqueue"])
+def test_parallel_kernels_entered_from_two_threads_at_once(layer):
+    """Numba's workqueue layer aborts the process when two threads enter it at once; the
+    backend serialises its calls there, and lets them run together on OpenMP's. Either way each
+    run computes what it computes alone (the convolution's blocks do not depend on the
+    threads)."""
+    env = {"NUMBA_THREADING_LAYER": layer}
+    together, alone = _cnn_runs("together", **env), _cnn_runs("alone", **env)
+    assert together == alone
+
+
+def test_one_thread_and_two_give_the_same_numbers():
+    """The samples are split into fixed blocks, each block's sums added in order, and BLAS
+    keeps to one thread: a CNN trained on one Numba thread or two is the same to the bit."""
+    assert _cnn_runs("alone", NUMBA_NUM_THREADS="1") == _cnn_runs("alone", NUMBA_NUM_THREADS="2")
