@@ -145,7 +145,15 @@ def _recorded_benchmark() -> str:
     return "\n".join(lines) + "\n\n" + note
 
 
+def _recorded_chart() -> str:
+    """docs/bench.json's best times per step as a chart (`benchmarks.times_svg`)."""
+    recorded = json.loads(RECORDED_BENCH.read_text())
+    svg = benchmarks.times_svg([benchmarks.Row(**row) for row in recorded["rows"]])
+    return f'<figure class="bench-chart">\n{svg}\n</figure>'
+
+
 TABLES = {
+    "<!-- recorded benchmark chart -->": _recorded_chart,
     "<!-- recorded benchmark -->": _recorded_benchmark,
     "<!-- registry: activations -->": _activations,
     "<!-- registry: activation names -->": _activation_names,

@@ -447,6 +447,49 @@ def to_dict(rows: Sequence[Row], conditions: Conditions) -> dict[str, Any]:
     }
 
 
+def draw_times(axes: Any, rows: Sequence[Row]) -> None:
+    """Best time per step (µs, log scale) by problem and dtype, a bar per backend (the floor
+    too, where it ran), on matplotlib ``axes``."""
+    groups = sorted({(r.problem, r.dtype) for r in rows})
+    names = list(dict.fromkeys(r.backend for r in rows))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        times = {
+            (r.problem, r.dtype): r.best_seconds_per_step * 1e6 for r in rows if r.backend == name
+        }
+        axes.bar(
+            np.arange(len(groups)) + i * width,
+            [times.get(group, np.nan) for group in groups],
+            width,
+            label=f"{name} (by hand)" if name == FLOOR else name,
+        )
+    axes.set_xticks(np.arange(len(groups)) + width * (len(names) - 1) / 2)
+    axes.set_xticklabels([f"{p}\n{d}" for p, d in groups], fontsize=8)
+    axes.set_yscale("log")
+    axes.set_ylabel("µs per training step (best round)")
+    axes.set_title("Training time per step")
+    axes.legend(fontsize=8)
+
+
+def times_svg(rows: Sequence[Row]) -> str:
+    """`draw_times` as an SVG element, for the benchmarks page."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(figsize=(10, 4))
+    draw_times(axes, rows)
+    fig.tight_layout()
+    out = io.StringIO()
+    fig.savefig(out, format="svg")
+    plt.close(fig)
+    svg = out.getvalue()
+    return svg[svg.index("<svg") :]  # without the XML declaration and doctype
+
+
 def plot(rows: Sequence[Row], backends: Sequence[str | Backend], path: str) -> None:
     """Times per step (log scale) by problem and dtype, and the notebook's loss curves of every
     backend overlaid — they must lie on top of one another."""
@@ -456,27 +499,7 @@ def plot(rows: Sequence[Row], backends: Sequence[str | Backend], path: str) -> N
     import matplotlib.pyplot as plt
 
     fig, (times, curves) = plt.subplots(1, 2, figsize=(12, 4.5))
-    groups = sorted({(r.problem, r.dtype) for r in rows})
-    width = 0.8 / max(len(backends), 1)
-    for i, backend in enumerate(backends):
-        heights = [
-            next(
-                (
-                    r.seconds_per_step
-                    for r in rows
-                    if (r.problem, r.dtype, r.backend) == (p, d, name_of(backend))
-                ),
-                np.nan,
-            )
-            for p, d in groups
-        ]
-        times.bar(np.arange(len(groups)) + i * width, heights, width, label=name_of(backend))
-    times.set_xticks(np.arange(len(groups)) + width * (len(backends) - 1) / 2)
-    times.set_xticklabels([f"{p}\n{d}" for p, d in groups], fontsize=8)
-    times.set_yscale("log")
-    times.set_ylabel("seconds per training step (median)")
-    times.set_title("Training time per step")
-    times.legend()
+    draw_times(times, rows)
 
     p = case("notebook", "float64")
     styles = ["-", "--", ":", "-."]

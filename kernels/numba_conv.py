@@ -56,9 +56,15 @@ def block_bounds(k, blocks, n_samples):
     return k * n_samples // blocks, (k + 1) * n_samples // blocks
 
 
-@inline
+@jit
 def block_count(n_samples):
+    """How many blocks n samples make."""
     return min(BLOCKS, max(n_samples, 1))
+
+
+def block_sums(out: np.ndarray, n_samples: int) -> np.ndarray:
+    """Zeroed room for the partial sums, shaped like out, of the blocks of n samples."""
+    return np.zeros((block_count(n_samples), *out.shape), out.dtype)
 
 
 @inline
@@ -145,9 +151,18 @@ def conv2d(x, W, b, stride, activation, keep, kept, z, pool, size, pool_stride, 
     ``size`` at ``pool_stride``; ``first`` as `max_pool` keeps it), while z is in cache."""
     blocks = block_count(z.shape[0])
     for k in prange(blocks):
-        start, stop = block_bounds(k, blocks, z.shape[0])
-        conv2d_rows(x, W, b, stride, activation, keep, kept, z, start, stop)
-        pool_rows(pool, z, size, pool_stride, pooled, first, start, stop)
+        conv2d_block(x, W, b, stride, activation, keep, kept, z, pool, size, pool_stride, pooled,
+                     first, k, blocks)  # fmt: skip
+
+
+@jit
+def conv2d_block(
+    x, W, b, stride, activation, keep, kept, z, pool, size, pool_stride, pooled, first, k, blocks
+):  # fmt: skip
+    """`conv2d` on block k of the samples."""
+    start, stop = block_bounds(k, blocks, z.shape[0])
+    conv2d_rows(x, W, b, stride, activation, keep, kept, z, start, stop)
+    pool_rows(pool, z, size, pool_stride, pooled, first, start, stop)
 
 
 @jit
@@ -211,28 +226,37 @@ def conv2d_input_grad_sample(d, W, stride, width, span, dxp):
 
 @parallel
 def conv2d_backward(
-    x, delta, W, stride, input_grad, dW, db, dx, activation, kept, a, pool, size, pool_stride,
-    dpooled, first,
+    x, delta, W, stride, input_grad, dW_parts, db_parts, dx, activation, kept, a, pool, size,
+    pool_stride, dpooled, first,
 ):  # fmt: skip
     """From ∂C/∂a in delta (N, Ho, Wo, O) — or, with a `Pool` other than none, from the pooled
     output's gradient dpooled, routed through the pool into delta first — δ = ∂C/∂a ⊙ f′ in
     delta (f′ from kept z and a, as `nb.activation_backward` reads them), then
-    ∂C/∂W[p,q,c,o] = Σ_{n,i,j} x[n, i·s+p, j·s+q, c] δ[n,i,j,o] into dW, ∂C/∂b = Σ δ into db,
-    and — with ``input_grad`` — ∂C/∂x (padded; entries no window reaches 0) into dx, where
-    every window's Σ_o δ[n,i,j,o] W[p,q,c,o] adds to x[n, i·s+p, j·s+q, c]."""
-    blocks = block_count(delta.shape[0])
-    dW_parts, db_parts = block_sums(dW, blocks), block_sums(db, blocks)
+    ∂C/∂W[p,q,c,o] = Σ_{n,i,j} x[n, i·s+p, j·s+q, c] δ[n,i,j,o] and ∂C/∂b = Σ δ, block k's
+    sums into dW_parts[k] and db_parts[k] (`block_sums`; `add_blocks` adds them up), and —
+    with ``input_grad`` — ∂C/∂x (padded; entries no window reaches 0) into dx, where every
+    window's Σ_o δ[n,i,j,o] W[p,q,c,o] adds to x[n, i·s+p, j·s+q, c]."""
+    blocks = dW_parts.shape[0]
     for k in prange(blocks):
-        start, stop = block_bounds(k, blocks, delta.shape[0])
-        pool_grad_rows(pool, dpooled, first, size, pool_stride, delta, start, stop)
-        n_out = delta.shape[3]
-        nb.activation_backward(activation, kept[start:stop].reshape((-1, n_out)),
-                               a[start:stop].reshape((-1, n_out)),
-                               delta[start:stop].reshape((-1, n_out)))  # fmt: skip
-        conv2d_backward_rows(x, delta, W, stride, input_grad, dW_parts[k], db_parts[k], dx,
-                             start, stop)  # fmt: skip
-    add_blocks(dW_parts, dW)
-    add_blocks(db_parts, db)
+        conv2d_backward_block(x, delta, W, stride, input_grad, dW_parts, db_parts, dx,
+                              activation, kept, a, pool, size, pool_stride, dpooled, first, k,
+                              blocks)  # fmt: skip
+
+
+@jit
+def conv2d_backward_block(
+    x, delta, W, stride, input_grad, dW_parts, db_parts, dx, activation, kept, a, pool, size,
+    pool_stride, dpooled, first, k, blocks,
+):  # fmt: skip
+    """`conv2d_backward` on block k of the samples."""
+    start, stop = block_bounds(k, blocks, delta.shape[0])
+    pool_grad_rows(pool, dpooled, first, size, pool_stride, delta, start, stop)
+    n_out = delta.shape[3]
+    nb.activation_backward(activation, kept[start:stop].reshape((-1, n_out)),
+                           a[start:stop].reshape((-1, n_out)),
+                           delta[start:stop].reshape((-1, n_out)))  # fmt: skip
+    conv2d_backward_rows(x, delta, W, stride, input_grad, dW_parts[k], db_parts[k], dx, start,
+                         stop)  # fmt: skip
 
 
 @jit
@@ -254,12 +278,6 @@ def conv2d_backward_rows(x, delta, W, stride, input_grad, dW, db, dx, start, sto
         if input_grad:
             conv2d_input_grad_sample(d, W, stride, width, span, dxp)
             join_phases(dxp, stride, n, dx)
-
-
-@jit
-def block_sums(out, blocks):
-    """Zeroed room for ``blocks`` partial sums shaped like out."""
-    return np.zeros((blocks, *out.shape), out.dtype)
 
 
 @jit
@@ -321,8 +339,13 @@ def pool(kind, x, size, stride, y, first):
     """A pooling layer on its own: the `Pool` ``kind`` of x into y (and ``first``)."""
     blocks = block_count(y.shape[0])
     for k in prange(blocks):
-        start, stop = block_bounds(k, blocks, y.shape[0])
-        pool_rows(kind, x, size, stride, y, first, start, stop)
+        pool_block(kind, x, size, stride, y, first, k, blocks)
+
+
+@jit
+def pool_block(kind, x, size, stride, y, first, k, blocks):
+    start, stop = block_bounds(k, blocks, y.shape[0])
+    pool_rows(kind, x, size, stride, y, first, start, stop)
 
 
 @parallel
@@ -330,8 +353,13 @@ def pool_grad(kind, delta, first, size, stride, dx):
     """A pooling layer's gradient on its own: the `Pool` ``kind``'s, of delta into dx."""
     blocks = block_count(delta.shape[0])
     for k in prange(blocks):
-        start, stop = block_bounds(k, blocks, delta.shape[0])
-        pool_grad_rows(kind, delta, first, size, stride, dx, start, stop)
+        pool_grad_block(kind, delta, first, size, stride, dx, k, blocks)
+
+
+@jit
+def pool_grad_block(kind, delta, first, size, stride, dx, k, blocks):
+    start, stop = block_bounds(k, blocks, delta.shape[0])
+    pool_grad_rows(kind, delta, first, size, stride, dx, start, stop)
 
 
 @jit

@@ -4,7 +4,7 @@ A network given as widths runs as one compiled call (`numba_backprop`). A list o
 images and matrices, so here a step is a short walk over the layers in Python, each layer one
 compiled kernel — `numba_conv`'s convolution and pooling, `numba_backprop`'s products,
 activations, loss and optimizer updates — writing into buffers allocated once per call in
-`Buffers`. A training step allocates nothing.
+`Buffers`. A training step allocates only its convolutions' per-block partial sums.
 
 The walk is `numpy_backprop`'s: below a weight layer the gradient travels as ∂C/∂a through pools
 and Flatten until the next weight layer's f′ turns it, in place, into that layer's δ. A Conv2D
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -177,6 +178,24 @@ def _as_rows(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1, a.shape[-1])
 
 
+#: The process whose kernels last ran on Numba's threads.
+_threads_started_in: int | None = None
+
+
+def _launch(kernel: Any, block: Any, n_samples: int, *args: Any) -> None:
+    """``kernel(*args)`` on Numba's threads. In a process forked from one whose kernels had
+    started them, OpenMP's threads are gone and entering them terminates the process; there,
+    ``block(*args, k, blocks)`` for each block in turn, which computes the same numbers."""
+    global _threads_started_in
+    if _threads_started_in in (None, os.getpid()):
+        _threads_started_in = os.getpid()
+        kernel(*args)
+        return
+    blocks = nc.block_count(n_samples)
+    for k in range(blocks):
+        block(*args, k, blocks)
+
+
 def _no_images(dtype: np.dtype) -> np.ndarray:
     """Stands for an image batch a kernel is given but does not use."""
     return np.empty((0, 0, 0, 0), dtype)
@@ -216,11 +235,13 @@ def forward(net: Network, weights: Weights, buffers: Buffers) -> None:
                     source[:, top : top + x.shape[1], left : left + x.shape[2]] = x
                     x = source
                 keep = buffers.zs[k] is not out  # f′ reads z: keep it
-                nc.conv2d(x, values["W"], b, layer.strides, weights.codes[w], keep,
-                          buffers.zs[k], out, *_pooling(net, buffers, k, buffers.outs))  # fmt: skip
+                _launch(nc.conv2d, nc.conv2d_block, len(x), x, values["W"], b, layer.strides,
+                        weights.codes[w], keep, buffers.zs[k], out,
+                        *_pooling(net, buffers, k, buffers.outs))  # fmt: skip
             w += 1
         elif isinstance(layer, MaxPool2D | AvgPool2D) and k not in buffers.fused:
-            nc.pool(_pool_code(layer), x, layer.pool_size, layer.stride, out, buffers.first[k])
+            _launch(nc.pool, nc.pool_block, len(x), _pool_code(layer), x, layer.pool_size,
+                    layer.stride, out, buffers.first[k])  # fmt: skip
         # Flatten: its output is a view of its input
 
 
@@ -247,8 +268,8 @@ def backward(net: Network, weights: Weights, buffers: Buffers, loss_code: int) -
             w -= 1
             _conv_backward(net, weights, w, buffers, k, x, below)
         elif isinstance(layer, MaxPool2D | AvgPool2D) and k not in buffers.fused:
-            nc.pool_grad(_pool_code(layer), grad, buffers.first[k], layer.pool_size,
-                         layer.stride, below)  # fmt: skip
+            _launch(nc.pool_grad, nc.pool_grad_block, len(grad), _pool_code(layer), grad,
+                    buffers.first[k], layer.pool_size, layer.stride, below)  # fmt: skip
         # Flatten: its gradient is a view of its input's; a fused pool's, the convolution's
         if w == 0:
             return
@@ -269,12 +290,16 @@ def _conv_backward(
         source, dx = buffers.padded[k][1], buffers.padded[k][2]
     else:
         source, dx = x, below if below is not None else _no_images(x.dtype)
-    grads = weights.grads[w]
-    nc.conv2d_backward(
-        source, buffers.grads[k], weights.params[w]["W"], layer.strides, input_grad,
-        grads["W"], weights.db[w], dx, weights.codes[w], buffers.zs[k], buffers.outs[k],
+    dW, db, n = weights.grads[w]["W"], weights.db[w], len(x)
+    dW_parts, db_parts = nc.block_sums(dW, n), nc.block_sums(db, n)
+    _launch(
+        nc.conv2d_backward, nc.conv2d_backward_block, n, source, buffers.grads[k],
+        weights.params[w]["W"], layer.strides, input_grad, dW_parts, db_parts, dx,
+        weights.codes[w], buffers.zs[k], buffers.outs[k],
         *_pooling(net, buffers, k, buffers.grads),
     )  # fmt: skip
+    nc.add_blocks(dW_parts, dW)
+    nc.add_blocks(db_parts, db)
     if input_grad and k in buffers.padded:
         assert below is not None
         below[...] = dx[:, top : top + below.shape[1], left : left + below.shape[2]]

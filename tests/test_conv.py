@@ -43,7 +43,11 @@ def _numba_backward(x, delta, W, stride):
     dW, db, dx = np.empty_like(W), np.empty(W.shape[3], dtype=W.dtype), np.empty_like(x)
     none = (nb.Pool.none, 1, 1, np.empty((0,) * 4, x.dtype), np.empty((0,) * 4, np.int64))
     delta = delta.copy()  # where the kernel makes ∂C/∂a into δ, by identity′ = 1
-    nb.conv2d_backward(x, delta, W, stride, True, dW, db, dx, IDENTITY, delta, delta, *none)
+    dW_parts, db_parts = nb.block_sums(dW, len(x)), nb.block_sums(db, len(x))
+    nb.conv2d_backward(x, delta, W, stride, True, dW_parts, db_parts, dx, IDENTITY, delta, delta,
+                       *none)  # fmt: skip
+    nb.add_blocks(dW_parts, dW)
+    nb.add_blocks(db_parts, db)
     return dx, dW, db
 
 

@@ -207,7 +207,10 @@ net = gradcheck.Network(
 X, y = gradcheck.datasets.digits(images=True)
 backend = gradcheck.get_backend("numba")
 starts = [net.init(seed=seed) for seed in range(4)]
-train = lambda params: backend.train(net, params, X[:400], y[:400], 5, 0.5)
+def train(params):
+    return backend.train(net, params, X[:400], y[:400], 5, 0.5)
+
+
 if sys.argv[1] == "alone":
     runs = [train(params) for params in starts]
 else:
@@ -242,3 +245,19 @@ def test_one_thread_and_two_give_the_same_numbers():
     """The samples are split into fixed blocks, each block's sums added in order, and BLAS
     keeps to one thread: a CNN trained on one Numba thread or two is the same to the bit."""
     assert _cnn_runs("alone", NUMBA_NUM_THREADS="1") == _cnn_runs("alone", NUMBA_NUM_THREADS="2")
+
+
+def test_a_process_forked_after_the_threads_started_trains_all_the_same():
+    """GNU OpenMP's threads do not survive a fork, and Numba terminates a forked child that
+    enters them; there the kernels run their blocks in turn, to the same numbers."""
+    code = _CNN_FROM_THREADS.split("if sys.argv[1]")[0] + (
+        "import multiprocessing\n"
+        "mine = train(starts[0])\n"
+        "with multiprocessing.get_context('fork').Pool(1) as pool:\n"
+        "    child = pool.apply_async(train, (starts[0],)).get(timeout=120)\n"
+        "assert np.array_equal(child.losses, mine.losses), (child.losses, mine.losses)\n"
+        "assert np.array_equal(child.params[0]['W'], mine.params[0]['W'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
