@@ -1,193 +1,41 @@
 """The Numba backend: the Python boundary of the compiled kernels.
 
-`numba_backprop` holds the equations, compiled; this module lays a network out as they take it
-— θ and the buffers as flat arrays, the activation and loss codes — and calls them. A network
-given as widths runs through `numba_backprop`'s loops as one compiled call; a list of layers
-through `numba_layers`. Every buffer is allocated once per call in a `Workspace`, and a training
-call reuses the buffers its thread used for the last call of the same sizes (`kept_buffers`):
-first touching the megabytes of a fresh allocation costs a short call more than a step does.
+A network given as widths runs through `numba_dense` (one compiled call over `numba_backprop`'s
+flat walk); a list of layers through `numba_layers` (a walk over the layers, each one compiled
+kernel). Which of the two is chosen once, here (`path`).
 """
 
 from __future__ import annotations
 
-import itertools
-import threading
-from collections import OrderedDict
-from typing import NamedTuple
+from types import ModuleType
 
 import numpy as np
 
-from gradcheck import ops
 from gradcheck.backends import Trace, Trajectory
-from gradcheck.kernels import numba_layers
-from gradcheck.kernels.numba_backprop import (
-    ACTIVATION_CODES,
-    LOSS_CODES,
-    forward,
-    loss_and_grads_into,
-    optimizer_settings,
-    train_loop,
-    train_with_loop,
-)
+from gradcheck.kernels import numba_dense, numba_layers
 from gradcheck.network import Network, Params
-from gradcheck.ops import lookup
-from gradcheck.optimizers import Batch, Optimizer, padded
+from gradcheck.optimizers import Batch, Optimizer
 
 name = "numba"
 
 
-class Buffers(NamedTuple):
-    """What one evaluation writes before it reads, each a flat buffer laid out as the compiled
-    walks take them: the activations A[1..L], the pre-activations Z[1..L] (the logits Z[L], and
-    each hidden Z[l] whose f′ reads z), each row's log-normaliser, the deltas D[0..L-1] and the
-    gradient."""
-
-    acts: np.ndarray  # (N·Σ_l n_l,)
-    zs: np.ndarray  # (N·Σ_l n_l,)
-    log_norm: np.ndarray  # (N,)
-    deltas: np.ndarray  # (N·Σ_l n_l,)
-    grad: np.ndarray  # (P,), laid out like θ
-
-
-def buffers(net: Network, samples: int) -> Buffers:
-    """New `Buffers` for ``samples`` rows through ``net``."""
-    N, dtype, units = samples, net.np_dtype, sum(net.widths[1:])
-    return Buffers(
-        acts=np.empty(N * units, dtype),
-        zs=np.empty(N * units, dtype),
-        log_norm=np.empty(N, dtype),
-        deltas=np.empty(N * units, dtype),
-        grad=np.empty(sum(_layer_sizes(net)), dtype),
-    )
-
-
-#: Training calls keep the buffers of this many recent (network sizes, samples) per thread.
-KEPT_BUFFERS = 4
-_kept = threading.local()
-
-
-def kept_buffers(net: Network, samples: int) -> Buffers:
-    """The `Buffers` this thread used for the last call with the same sizes, or new ones. A
-    training loop returns none of them, so the next call may overwrite them; reusing them spares
-    allocating and first touching megabytes a call (6–9% of a 10-step digits call)."""
-    kept: OrderedDict = _kept.__dict__.setdefault("buffers", OrderedDict())
-    key = (net.widths, samples, net.dtype, net.bias)
-    if key not in kept:
-        kept[key] = buffers(net, samples)
-        if len(kept) > KEPT_BUFFERS:
-            kept.popitem(last=False)  # the least recently used
-    kept.move_to_end(key)
-    return kept[key]
-
-
-class Workspace:
-    """Every argument one call needs: the activation codes and widths, θ (a copy of params), X
-    and the `Buffers`, kept from an earlier call of this thread when ``kept`` (for loops that
-    return none of them)."""
-
-    def __init__(self, net: Network, params: Params, X: np.ndarray, kept: bool = False):
-        self.activations = _activation_codes(net)
-        self.widths = np.array(net.widths, np.int64)
-        self.theta = flat_weights(net, params)
-        self.X = np.ascontiguousarray(X)
-        self.buffers = (kept_buffers if kept else buffers)(net, len(X))
-
-
-def _activation_codes(net: Network) -> np.ndarray:
-    """Each weight layer's activation code, as the compiled loops take them."""
-    return np.array([lookup(ACTIVATION_CODES, a, "activation") for a in net.activations], np.int64)
-
-
-def _layer_sizes(net: Network) -> list[int]:
-    """Each weight layer's share of θ: n_{l-1}·n_l weights, and n_l biases with bias."""
-    return [m * n + (n if net.bias else 0) for m, n in itertools.pairwise(net.widths)]
-
-
-def flat_weights(net: Network, params: Params) -> np.ndarray:
-    """θ: params laid out as the compiled walks take them (W_l then b_l, layer by layer), a new
-    array in the net's dtype."""
-    keys = ("W", "b") if net.bias else ("W",)
-    parts = [np.asarray(layer[key], net.np_dtype).ravel() for layer in params for key in keys]
-    return np.concatenate(parts)
-
-
-def as_params(net: Network, flat: np.ndarray) -> Params:
-    """θ, or a gradient laid out like it, in the params layout: views of ``flat``."""
-    params: Params = []
-    at = 0
-    for m, n in itertools.pairwise(net.widths):
-        layer = {"W": flat[at : at + m * n].reshape(m, n)}
-        at += m * n
-        if net.bias:
-            layer["b"] = flat[at : at + n]
-            at += n
-        params.append(layer)
-    return params
-
-
-def blocks(net: Network, arena: np.ndarray, samples: int) -> list[np.ndarray]:
-    """The (N, n_l) blocks of an activations or deltas buffer: A[1..L] or D[0..L-1]."""
-    starts = itertools.accumulate((samples * n for n in net.widths[1:]), initial=0)
-    return [
-        arena[at : at + samples * n].reshape(samples, n)
-        for at, n in zip(starts, net.widths[1:], strict=False)
-    ]
+def path(net: Network) -> ModuleType:
+    """The module that runs ``net``: `numba_dense` for widths, `numba_layers` for layers."""
+    return numba_dense if net.dense else numba_layers
 
 
 def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
-    if not net.dense:
-        return numba_layers.predict(net, params, X)
-    ws = Workspace(net, params, X)
-    b, N = ws.buffers, len(X)
-    forward(ws.activations, ws.widths, ws.theta, net.bias, ws.X, b.acts, b.zs,
-            b.log_norm)  # fmt: skip
-    return blocks(net, b.acts, N)[-1]
+    return path(net).predict(net, params, X)
 
 
 def loss_and_grads(
     net: Network, params: Params, X: np.ndarray, y: np.ndarray
 ) -> tuple[float, Params]:
-    if not net.dense:
-        return numba_layers.loss_and_grads(net, params, X, y)
-    value, ws = _evaluate(net, params, X, y)
-    return value, as_params(net, ws.buffers.grad)
+    return path(net).loss_and_grads(net, params, X, y)
 
 
 def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
-    """The buffers of one evaluation. The activations overwrite the pre-activations in place,
-    so z is kept only for the output layer (the logits) and where f′ reads it."""
-    if not net.dense:
-        return numba_layers.trace(net, params, X, y)
-    value, ws = _evaluate(net, params, X, y)
-    b, N = ws.buffers, len(X)
-    return Trace(
-        kept_pre_activations(net, blocks(net, b.zs, N)),
-        blocks(net, b.acts, N),
-        value,
-        blocks(net, b.deltas, N),
-        as_params(net, b.grad),
-    )
-
-
-def kept_pre_activations(net: Network, zs: list[np.ndarray]) -> list[np.ndarray | None]:
-    """Each weight layer's z where the forward pass kept it (the output layer, and where f′
-    reads z), None elsewhere."""
-    last = net.depth - 1
-    return [
-        z if l == last or "z" in lookup(ops.ACTIVATIONS, a, "activation").needs else None
-        for l, (z, a) in enumerate(zip(zs, net.activations, strict=True))
-    ]
-
-
-def _evaluate(
-    net: Network, params: Params, X: np.ndarray, y: np.ndarray
-) -> tuple[float, Workspace]:
-    ws = Workspace(net, params, X)
-    value = loss_and_grads_into(
-        lookup(LOSS_CODES, net.loss, "loss"), ws.activations, ws.widths, ws.theta, net.bias,
-        ws.X, y, *ws.buffers,
-    )  # fmt: skip
-    return float(value), ws
+    return path(net).trace(net, params, X, y)
 
 
 def train_with(
@@ -198,34 +46,10 @@ def train_with(
     optimizer: Optimizer,
     schedule: list[Batch],
 ) -> Trajectory:
-    """One step of ``optimizer`` per batch of ``schedule``, all in one compiled call, on a copy
-    of ``params``; the optimizer's state lives in buffers allocated here, once."""
-    if not net.dense:
-        return numba_layers.train_with(net, params, X, y, optimizer, schedule)
-    dtype = net.np_dtype
-    indices, sizes = padded(schedule, len(X))
-    width = indices.shape[1]  # the largest batch
-    ws = Workspace(net, params, np.empty((width, X.shape[1]), dtype), kept=True)
-    targets = np.empty(width * net.widths[-1], dtype)
-    state = np.zeros((4, ws.theta.size), dtype)  # m, v, a and v_max
-    kind, hyper, flags = optimizer_settings(optimizer, dtype)
-    losses = np.empty(len(schedule), dtype)
-    train_with_loop(
-        lookup(LOSS_CODES, net.loss, "loss"), ws.activations, ws.widths, ws.theta, net.bias,
-        np.ascontiguousarray(X), np.ascontiguousarray(y), indices, sizes, kind, hyper, flags,
-        ws.X.reshape(-1), targets, *ws.buffers, state, losses,
-    )  # fmt: skip
-    return Trajectory(as_params(net, ws.theta), losses)
+    return path(net).train_with(net, params, X, y, optimizer, schedule)
 
 
 def train(
     net: Network, params: Params, X: np.ndarray, y: np.ndarray, steps: int, lr: float
 ) -> Trajectory:
-    """All ``steps`` steps in one compiled call, on a copy of ``params``."""
-    if not net.dense:
-        return numba_layers.train(net, params, X, y, steps, lr)
-    losses = np.empty(steps, net.dtype)
-    ws = Workspace(net, params, X, kept=True)
-    train_loop(lookup(LOSS_CODES, net.loss, "loss"), ws.activations, ws.widths, ws.theta,
-               net.bias, ws.X, y, net.np_dtype.type(lr), *ws.buffers, losses)  # fmt: skip
-    return Trajectory(as_params(net, ws.theta), losses)
+    return path(net).train(net, params, X, y, steps, lr)

@@ -1,5 +1,5 @@
 """The hand-written kernels of ``numpy_backprop``, compiled with Numba: the equations. The
-backend that lays a network out for them and calls them is `numba_backend`.
+backend that lays a network out for them and calls them is `numba_dense`.
 
 The functions keep the NumPy module's names and equations so the two read side by side; what
 changes is how memory is used. Every buffer — activations, deltas, gradients — is given to a
@@ -28,6 +28,7 @@ new depth or width compiles nothing.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -146,19 +147,40 @@ def sigmoid_from(v, e, one):
     return positive if v >= 0 else e * positive
 
 
+@inline
+def sigmoid_of(v, one):
+    return sigmoid_from(v, np.exp(-abs(v)), one)
+
+
+@inline
+def sigmoid_back(g, z, a, one):
+    return g * (a * (one - a))  # σ′ = σ(1 − σ)
+
+
 @jit
 def sigmoid_backward(z, a, grad):
     one = a.dtype.type(1)
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
-            grad[i, j] *= a[i, j] * (one - a[i, j])  # σ′ = σ(1 − σ)
+            grad[i, j] = sigmoid_back(grad[i, j], z[i, j], a[i, j], one)
+
+
+@inline
+def tanh_of(v, one):
+    return np.tanh(v)
+
+
+@inline
+def tanh_back(g, z, a, one):
+    return g * (one - a * a)  # tanh′ = 1 − tanh²
 
 
 @jit
 def tanh(z, b, bias):
+    one = z.dtype.type(1)
     for i in range(z.shape[0]):
         for j in range(z.shape[1]):
-            z[i, j] = np.tanh(biased(z, b, bias, i, j))
+            z[i, j] = tanh_of(biased(z, b, bias, i, j), one)
 
 
 @jit
@@ -166,24 +188,44 @@ def tanh_backward(z, a, grad):
     one = a.dtype.type(1)
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
-            grad[i, j] *= one - a[i, j] * a[i, j]  # tanh′ = 1 − tanh²
+            grad[i, j] = tanh_back(grad[i, j], z[i, j], a[i, j], one)
+
+
+@inline
+def relu_of(v, one):
+    zero = one - one
+    return zero if v < zero else v
+
+
+@inline
+def relu_back(g, z, a, one):
+    return one - one if a <= 0 else g  # relu′(0) = 0
 
 
 @jit
 def relu(z, b, bias):
-    zero = z.dtype.type(0)
+    one = z.dtype.type(1)
     for i in range(z.shape[0]):
         for j in range(z.shape[1]):
-            v = biased(z, b, bias, i, j)
-            z[i, j] = zero if v < zero else v
+            z[i, j] = relu_of(biased(z, b, bias, i, j), one)
 
 
 @jit
 def relu_backward(z, a, grad):
+    one = a.dtype.type(1)
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
-            if a[i, j] <= 0:
-                grad[i, j] = 0  # relu′(0) = 0
+            grad[i, j] = relu_back(grad[i, j], z[i, j], a[i, j], one)
+
+
+@inline
+def identity_of(v, one):
+    return v
+
+
+@inline
+def identity_back(g, z, a, one):
+    return g  # ∂C/∂z = ∂C/∂a
 
 
 @jit
@@ -204,19 +246,30 @@ def softplus_scalar(z, zero):
     return max(z, zero) + np.log1p(np.exp(-abs(z)))  # log(1 + e^z) without overflow
 
 
+@inline
+def softplus_of(v, one):
+    return softplus_scalar(v, one - one)
+
+
+@inline
+def softplus_back(g, z, a, one):
+    return g * -np.expm1(-a)  # softplus′ = σ(z) = 1 − e^{−a}
+
+
 @jit
 def softplus(z, b, bias):
-    zero = z.dtype.type(0)
+    one = z.dtype.type(1)
     for i in range(z.shape[0]):
         for j in range(z.shape[1]):
-            z[i, j] = softplus_scalar(biased(z, b, bias, i, j), zero)
+            z[i, j] = softplus_of(biased(z, b, bias, i, j), one)
 
 
 @jit
 def softplus_backward(z, a, grad):
+    one = a.dtype.type(1)
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
-            grad[i, j] *= -np.expm1(-a[i, j])  # softplus′ = σ(z) = 1 − e^{−a}
+            grad[i, j] = softplus_back(grad[i, j], z[i, j], a[i, j], one)
 
 
 @inline
@@ -267,13 +320,24 @@ def softmax_backward(z, a, grad):
             grad[i, j] = a[i, j] * (grad[i, j] - dot)
 
 
+@inline
+def silu_of(v, one):
+    return v * sigmoid_of(v, one)  # z σ(z)
+
+
+@inline
+def silu_back(g, z, a, one):
+    e = np.exp(-abs(z))
+    # silu′ = σ(z)(1 + z σ(−z)), each σ from e = e^{−|z|}
+    return g * (sigmoid_from(z, e, one) * (one + z * sigmoid_from(-z, e, one)))
+
+
 @jit
 def silu(z, b, bias):
     one = z.dtype.type(1)
     for i in range(z.shape[0]):
         for j in range(z.shape[1]):
-            v = biased(z, b, bias, i, j)
-            z[i, j] = v * sigmoid_from(v, np.exp(-abs(v)), one)  # z σ(z)
+            z[i, j] = silu_of(biased(z, b, bias, i, j), one)
 
 
 @jit
@@ -281,10 +345,7 @@ def silu_backward(z, a, grad):
     one = z.dtype.type(1)
     for i in range(z.shape[0]):
         for j in range(z.shape[1]):
-            v = z[i, j]
-            e = np.exp(-abs(v))
-            # silu′ = σ(z)(1 + z σ(−z)), each σ from e = e^{−|z|}
-            grad[i, j] *= sigmoid_from(v, e, one) * (one + v * sigmoid_from(-v, e, one))
+            grad[i, j] = silu_back(grad[i, j], z[i, j], a[i, j], one)
 
 
 ACTIVATION_NAMES = ("sigmoid", "tanh", "relu", "identity", "softplus", "softmax", "silu")
@@ -300,6 +361,42 @@ ACTIVATION_CODES = {code.name: int(code) for code in Activation}
 NEEDS_Z = np.array(
     ["z" in lookup(ops.ACTIVATIONS, code.name, "activation").needs for code in Activation]
 )
+
+
+@inline
+def activation_of(activation, v, one):
+    """f(v) of one entry, by activation code; the softmax, which takes a row, raises."""
+    if activation == Activation.sigmoid:
+        return sigmoid_of(v, one)
+    if activation == Activation.tanh:
+        return tanh_of(v, one)
+    if activation == Activation.relu:
+        return relu_of(v, one)
+    if activation == Activation.identity:
+        return identity_of(v, one)
+    if activation == Activation.softplus:
+        return softplus_of(v, one)
+    if activation == Activation.silu:
+        return silu_of(v, one)
+    raise ValueError("activation_of: unknown activation code, or the softmax")
+
+
+@inline
+def activation_back(activation, g, z, a, one):
+    """∂C/∂z = g f′ of one entry from g = ∂C/∂a, by activation code; the softmax raises."""
+    if activation == Activation.sigmoid:
+        return sigmoid_back(g, z, a, one)
+    if activation == Activation.tanh:
+        return tanh_back(g, z, a, one)
+    if activation == Activation.relu:
+        return relu_back(g, z, a, one)
+    if activation == Activation.identity:
+        return identity_back(g, z, a, one)
+    if activation == Activation.softplus:
+        return softplus_back(g, z, a, one)
+    if activation == Activation.silu:
+        return silu_back(g, z, a, one)
+    raise ValueError("activation_back: unknown activation code, or the softmax")
 
 
 @jit
@@ -353,7 +450,30 @@ def activation_backward(activation, z, a, grad):
 # only where f′ needs z, and for the output layer, whose Z[L] is the logits) and the deltas
 # D[0..L-1] (δ of layer l+1 in D[l], the size of A[l+1]). The walks over the layers take views
 # of their blocks, so their types do not depend on the depth: one compiled walk serves every
-# network of a dtype, and a network never seen before compiles nothing.
+# network of a dtype, and a network never seen before compiles nothing. What travels together
+# travels as a named tuple: the network's `Layout`, the `Buffers`, a training run's `Batches`
+# and its optimizer's `Rule`.
+
+
+class Layout(NamedTuple):
+    """A network as the walks take it."""
+
+    activations: np.ndarray  # (L,) each weight layer's activation code
+    widths: np.ndarray  # (L + 1,) n_0 … n_L
+    bias: bool
+    loss: int  # the loss's code
+
+
+class Buffers(NamedTuple):
+    """What one evaluation writes before it reads, each a flat buffer in the layout above: the
+    activations A[1..L], the pre-activations Z[1..L] (the logits Z[L], and each hidden Z[l]
+    whose f′ reads z), each row's log-normaliser, the deltas D[0..L-1] and the gradient."""
+
+    acts: np.ndarray  # (N·Σ_l n_l,)
+    zs: np.ndarray  # (N·Σ_l n_l,)
+    log_norm: np.ndarray  # (N,), or more
+    deltas: np.ndarray  # (N·Σ_l n_l,)
+    grad: np.ndarray  # (P,), laid out like θ
 
 
 @inline
@@ -415,16 +535,17 @@ def dense_forward(activation, a_prev, W, b, bias, last, z, kept, log_norm):
 
 
 @jit
-def forward(activations, widths, theta, bias, X, acts, zs, log_norm):
-    """Fill acts with the activations A[1..L] of A[0] = X (N rows), zs with the logits Z[L]
-    and every hidden Z[l] that f′ reads and, for a softmax output, log_norm (N,) with each
-    row's log Σ_k e^{z_k − max z}."""
-    L, N = len(activations), X.shape[0]
+def forward(net, theta, X, buffers):
+    """Fill the buffers' acts with the activations A[1..L] of A[0] = X (N rows), zs with the
+    logits Z[L] and every hidden Z[l] that f′ reads and, for a softmax output, log_norm with
+    each row's log Σ_k e^{z_k − max z}."""
+    widths, acts, zs = net.widths, buffers.acts, buffers.zs
+    L, N = len(net.activations), X.shape[0]
     for l in range(L):
-        W, b = weights(theta, widths, bias, l)
-        dense_forward(activations[l], layer_input(X, acts, widths, l), W, b, bias, l == L - 1,
-                      block(acts, widths, N, l + 1), block(zs, widths, N, l + 1),
-                      log_norm)  # fmt: skip
+        W, b = weights(theta, widths, net.bias, l)
+        dense_forward(net.activations[l], layer_input(X, acts, widths, l), W, b, net.bias,
+                      l == L - 1, block(acts, widths, N, l + 1), block(zs, widths, N, l + 1),
+                      buffers.log_norm)  # fmt: skip
 
 
 # --- loss C and the output delta δ_L = ∂C/∂z_L ---------------------------------------------------
@@ -506,33 +627,134 @@ def hidden_delta(delta, W, activation, z_prev, a_prev, delta_prev):
 
 
 @jit
-def backward(activations, widths, theta, bias, X, acts, zs, deltas, grad):
-    """Fill the gradient vector grad from the output delta already in D[L-1]."""
+def backward(net, theta, X, buffers):
+    """Fill the gradient vector from the output delta already in D[L-1]."""
+    widths, acts, zs, deltas = net.widths, buffers.acts, buffers.zs, buffers.deltas
     N = X.shape[0]
-    for l in range(len(activations) - 1, -1, -1):
-        dW, db = weights(grad, widths, bias, l)
+    for l in range(len(net.activations) - 1, -1, -1):
+        dW, db = weights(buffers.grad, widths, net.bias, l)
         delta = block(deltas, widths, N, l + 1)
-        layer_grads(layer_input(X, acts, widths, l), delta, bias, dW, db)
+        layer_grads(layer_input(X, acts, widths, l), delta, net.bias, dW, db)
         if l > 0:
-            W, _ = weights(theta, widths, bias, l)
-            hidden_delta(delta, W, activations[l - 1], block(zs, widths, N, l),
+            W, _ = weights(theta, widths, net.bias, l)
+            hidden_delta(delta, W, net.activations[l - 1], block(zs, widths, N, l),
                          block(acts, widths, N, l), block(deltas, widths, N, l))  # fmt: skip
 
 
+# --- narrow networks: the same walks, every entry indexed in the flat buffers -------------------
+# On a network whose products are all too small for BLAS (the notebook's 3-4-1 on 4 samples: 60
+# multiply-adds and 20 exponentials a step), the views of the walks above and the calls between
+# their kernels cost more than the arithmetic: a view counts a reference on its buffer and a
+# reshape builds its shape. So such a network walks its layers here, with the same equations
+# and sums in the same order, reading and writing θ and the buffers at offsets — no view but
+# those the softmax and the loss take of the output layer — and each entry's f and f′ through
+# `activation_of` and `activation_back`. Which walk a call takes depends on its widths and N,
+# read at run time: nothing is compiled per network.
+
+
+@inline
+def is_narrow(widths, N):
+    """Whether every layer's product, N·n_{l-1}·n_l multiply-adds, is below BLAS's share."""
+    for l in range(len(widths) - 1):  # noqa: SIM110 - Numba compiles the loop, not all()
+        if N * widths[l] * widths[l + 1] >= BLAS_MIN_WORK:
+            return False
+    return True
+
+
 @jit
-def loss_and_grads_into(
-    loss_code, activations, widths, theta, bias, X, y, acts, zs, log_norm, deltas, grad
-):
-    """One evaluation: forward, C, δ_L and backward; returns C, the gradient in grad. log_norm
-    is a buffer of at least N elements."""
-    N = X.shape[0]
-    log_norm = log_norm[:N]
-    forward(activations, widths, theta, bias, X, acts, zs, log_norm)
-    L = len(activations)
-    a_L, z_L = block(acts, widths, N, L), block(zs, widths, N, L)
-    value = loss(loss_code, a_L, z_L, log_norm, y)
-    output_delta(loss_code, activations[L - 1], z_L, a_L, y, block(deltas, widths, N, L))
-    backward(activations, widths, theta, bias, X, acts, zs, deltas, grad)
+def narrow_forward(net, theta, X, buffers):
+    """`forward` for a narrow network."""
+    activations, widths, bias = net.activations, net.widths, net.bias
+    acts, zs = buffers.acts, buffers.zs
+    L, N = len(activations), X.shape[0]
+    one = theta.dtype.type(1)
+    inputs = X.reshape(X.size)  # (N, n_0) -> (N·n_0,), a view: X is C-contiguous
+    w_at, in_at, out_at = 0, 0, 0  # W_l in θ, A[l] and A[l+1] in acts
+    for l in range(L):
+        m, n, f = widths[l], widths[l + 1], activations[l]
+        b_at = w_at + m * n
+        source, s_at = (inputs, 0) if l == 0 else (acts, in_at)
+        keep = l == L - 1 or NEEDS_Z[f]
+        for i in range(N):
+            for j in range(n):
+                z = theta.dtype.type(0)  # z = a_{l-1} W_l + b_l
+                for p in range(m):
+                    z += source[s_at + i * m + p] * theta[w_at + p * n + j]
+                if bias:
+                    z += theta[b_at + j]
+                if keep:
+                    zs[out_at + i * n + j] = z
+                acts[out_at + i * n + j] = (
+                    z if f == Activation.softmax else activation_of(f, z, one)
+                )
+        if f == Activation.softmax:  # the row's normaliser: on a view of the layer's block
+            softmax(block(acts, widths, N, l + 1), theta[:0], np.bool_(False), buffers.log_norm)
+        in_at, out_at = out_at, out_at + N * n
+        w_at = b_at + (n if bias else 0)
+
+
+@jit
+def narrow_backward(net, theta, X, buffers):
+    """`backward` for a narrow network: the gradient from the output delta in D[L-1]."""
+    activations, widths, bias = net.activations, net.widths, net.bias
+    acts, zs, deltas, grad = buffers.acts, buffers.zs, buffers.deltas, buffers.grad
+    L, N = len(activations), X.shape[0]
+    one = theta.dtype.type(1)
+    inputs = X.reshape(X.size)
+    w_end, a_end = 0, 0  # where the top layer's weights and blocks end
+    for l in range(L):
+        w_end += widths[l] * widths[l + 1] + (widths[l + 1] if bias else 0)
+        a_end += N * widths[l + 1]
+    for l in range(L - 1, -1, -1):
+        m, n = widths[l], widths[l + 1]
+        w_at = w_end - m * n - (n if bias else 0)
+        b_at = w_at + m * n
+        d_at = a_end - N * n  # δ_l in deltas, a_l in acts
+        prev_at = d_at - N * m  # a_{l-1}, δ_{l-1} (l > 0)
+        source, s_at = (inputs, 0) if l == 0 else (acts, prev_at)
+        for p in range(m):  # ∂C/∂W_l = a_{l-1}ᵀ δ_l
+            for j in range(n):
+                total = theta.dtype.type(0)
+                for i in range(N):
+                    total += source[s_at + i * m + p] * deltas[d_at + i * n + j]
+                grad[w_at + p * n + j] = total
+        if bias:  # ∂C/∂b_l = Σ_i δ_l
+            for j in range(n):
+                grad[b_at + j] = 0
+            for i in range(N):
+                for j in range(n):
+                    grad[b_at + j] += deltas[d_at + i * n + j]
+        if l > 0:  # δ_{l-1} = (δ_l W_lᵀ) ⊙ f′(z_{l-1})
+            f = activations[l - 1]
+            for i in range(N):
+                for p in range(m):
+                    total = theta.dtype.type(0)
+                    for j in range(n):
+                        total += deltas[d_at + i * n + j] * theta[w_at + p * n + j]
+                    at = prev_at + i * m + p
+                    deltas[at] = activation_back(f, total, zs[at], acts[at], one)
+        w_end, a_end = w_at, d_at
+
+
+@jit
+def loss_and_grads_into(net, theta, X, y, buffers):
+    """One evaluation: forward, C, δ_L and backward; returns C, the gradient in buffers.grad.
+    A network whose products are all narrow walks its layers by `narrow_forward` and
+    `narrow_backward`, chosen here from its widths and N."""
+    N, L, widths = X.shape[0], len(net.activations), net.widths
+    narrow = is_narrow(widths, N)
+    if narrow:
+        narrow_forward(net, theta, X, buffers)
+    else:
+        forward(net, theta, X, buffers)
+    a_L, z_L = block(buffers.acts, widths, N, L), block(buffers.zs, widths, N, L)
+    value = loss(net.loss, a_L, z_L, buffers.log_norm, y)
+    output_delta(net.loss, net.activations[L - 1], z_L, a_L, y,
+                 block(buffers.deltas, widths, N, L))  # fmt: skip
+    if narrow:
+        narrow_backward(net, theta, X, buffers)
+    else:
+        backward(net, theta, X, buffers)
     return value
 
 
@@ -544,17 +766,11 @@ def descend(theta, grad, lr):
 
 
 @jit
-def train_loop(
-    loss_code, activations, widths, theta, bias, X, y, lr, acts, zs, log_norm, deltas, grad,
-    losses,
-):  # fmt: skip
+def train_loop(net, theta, X, y, lr, buffers, losses):
     """``len(losses)`` gradient-descent steps on θ in place; losses[t] before step t."""
     for t in range(losses.shape[0]):
-        losses[t] = loss_and_grads_into(
-            loss_code, activations, widths, theta, bias, X, y, acts, zs, log_norm, deltas,
-            grad,
-        )  # fmt: skip
-        descend(theta, grad, lr)
+        losses[t] = loss_and_grads_into(net, theta, X, y, buffers)
+        descend(theta, buffers.grad, lr)
 
 
 # --- optimizers: gradcheck.optimizers' equations, element by element, state in buffers ----------
@@ -662,24 +878,40 @@ def gather(rows, n, source, out):
             out[i, j] = source[rows[i], j]
 
 
+class Batches(NamedTuple):
+    """A training run's batches: row t of ``rows`` holds the sample indices of step t's batch,
+    the first ``sizes[t]`` of them; ``inputs`` and ``targets`` hold a batch of the largest
+    size, flat."""
+
+    rows: np.ndarray  # (T, B) int64
+    sizes: np.ndarray  # (T,) int64
+    inputs: np.ndarray  # (B·n_0,)
+    targets: np.ndarray  # (B·K,)
+
+
+class Rule(NamedTuple):
+    """An optimizer as `optimizer_update` takes it (`optimizer_settings`), with its state."""
+
+    kind: int
+    hyper: np.ndarray  # (7,) η, λ, μ, ρ, ε, β₁, β₂
+    flags: tuple  # nesterov, centered, ε outside, AMSGrad, ε as the paper places it
+    state: np.ndarray  # (4, P) m, v, a, v_max
+
+
 @jit
-def train_with_loop(
-    loss_code, activations, widths, theta, bias, X, y, rows, sizes, kind, hyper, flags,
-    inputs, targets, acts, zs, log_norm, deltas, grad, state, losses,
-):  # fmt: skip
-    """One optimizer step per row of ``rows`` (the sample indices of each step's batch, the
-    first ``sizes[t]`` of them), in place on θ; ``inputs``, ``targets`` and the other buffers
-    hold a batch of the largest size, and ``state`` (4, P) is the optimizer's m, v, a, v_max."""
+def train_with_loop(net, theta, X, y, batches, rule, buffers, losses):
+    """One optimizer step per batch, in place on θ; ``buffers`` hold a batch of the largest
+    size."""
+    state = rule.state
     for t in range(losses.shape[0]):
-        n = sizes[t]
-        Xb = inputs[: n * X.shape[1]].reshape((n, X.shape[1]))
-        yb = targets[: n * y.shape[1]].reshape((n, y.shape[1]))
-        gather(rows[t], n, X, Xb)
-        gather(rows[t], n, y, yb)
-        losses[t] = loss_and_grads_into(loss_code, activations, widths, theta, bias, Xb, yb, acts,
-                                        zs, log_norm, deltas, grad)  # fmt: skip
-        optimizer_update(kind, hyper, flags, t + 1, theta, grad, state[0], state[1], state[2],
-                         state[3])  # fmt: skip
+        n = batches.sizes[t]
+        Xb = batches.inputs[: n * X.shape[1]].reshape((n, X.shape[1]))
+        yb = batches.targets[: n * y.shape[1]].reshape((n, y.shape[1]))
+        gather(batches.rows[t], n, X, Xb)
+        gather(batches.rows[t], n, y, yb)
+        losses[t] = loss_and_grads_into(net, theta, Xb, yb, buffers)
+        optimizer_update(rule.kind, rule.hyper, rule.flags, t + 1, theta, buffers.grad,
+                         state[0], state[1], state[2], state[3])  # fmt: skip
 
 
 # --- the optimizers' arguments, from an Optimizer ------------------------------------------------

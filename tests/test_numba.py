@@ -86,7 +86,7 @@ def test_training_allocates_nothing_per_step():
 import numpy as np
 from numba.core.runtime import rtsys
 import gradcheck
-from gradcheck.kernels import numba_backend as backend
+from gradcheck.kernels import numba_dense as backend
 from gradcheck.kernels import numba_backprop as nb
 X, y = gradcheck.datasets.digits()
 X, y = X[:200], y[:200]
@@ -97,8 +97,7 @@ for steps in (1, 1, 10, 1000):  # the first call loads the compiled code and sta
     ws = backend.Workspace(net, params, X)
     losses = np.empty(steps)
     before = rtsys.get_allocation_stats().alloc if counts else 0
-    nb.train_loop(nb.LOSS_CODES["softmax_ce"], ws.activations, ws.widths, ws.theta, True, ws.X, y,
-                  0.5, *ws.buffers, losses)
+    nb.train_loop(ws.net, ws.theta, ws.X, y, 0.5, ws.buffers, losses)
     counts.append(rtsys.get_allocation_stats().alloc - before)
 print(counts[1:])
 """
@@ -136,13 +135,12 @@ def _digits_sized_run(seed: int, dtype: str = "float64"):
 
 def _trained_on_fresh_buffers(net, params, X, y, steps, lr):
     """`numba_backprop.train_loop` on a workspace of its own, kept by no one."""
-    from gradcheck.kernels import numba_backend as backend
     from gradcheck.kernels import numba_backprop as nb
+    from gradcheck.kernels import numba_dense as backend
 
     ws = backend.Workspace(net, params, X)
     losses = np.empty(steps, net.dtype)
-    nb.train_loop(nb.LOSS_CODES[net.loss], ws.activations, ws.widths, ws.theta, net.bias, ws.X, y,
-                  net.np_dtype.type(lr), *ws.buffers, losses)  # fmt: skip
+    nb.train_loop(ws.net, ws.theta, ws.X, y, net.np_dtype.type(lr), ws.buffers, losses)
     return [layer["W"] for layer in backend.as_params(net, ws.theta)], losses
 
 
@@ -177,7 +175,7 @@ def test_threads_training_at_once_keep_buffers_of_their_own():
 
 
 def test_only_the_most_recent_sizes_keep_their_buffers():
-    from gradcheck.kernels import numba_backend as nb
+    from gradcheck.kernels import numba_dense as nb
 
     nets = [gradcheck.Network([3, w, 1]) for w in range(2, 3 + nb.KEPT_BUFFERS)]
     first = nb.kept_buffers(nets[0], 5)
@@ -261,3 +259,39 @@ def test_a_process_forked_after_the_threads_started_trains_all_the_same():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("hidden", ["sigmoid", "tanh", "relu", "identity", "softplus", "silu"])
+@pytest.mark.parametrize(
+    ("output", "loss"),
+    [("sigmoid", "half_sse"), ("identity", "mse"), ("sigmoid", "bce"), ("softmax", "softmax_ce")],
+)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_narrow_walk_computes_what_the_walk_over_views_does(hidden, output, loss, dtype):
+    """A network too narrow for BLAS walks its layers by index (`narrow_forward`,
+    `narrow_backward`); the walk over views computes the same sums in the same order, so every
+    activation, z, δ and gradient is the same to the bit."""
+    from gradcheck.kernels import numba_backprop as nb
+    from gradcheck.kernels import numba_dense as backend
+
+    rng = np.random.default_rng(0)
+    net = gradcheck.Network([3, 5, 4, 2], activation=[hidden, hidden, output], loss=loss,
+                            dtype=dtype)  # fmt: skip
+    X = rng.normal(size=(6, 3)).astype(dtype)
+    y = (rng.random((6, 2)) < 0.5).astype(dtype)
+    if loss == "softmax_ce":
+        y[:, 1] = 1 - y[:, 0]
+    params = net.init(seed=1)
+    results = []
+    for walk in ((nb.narrow_forward, nb.narrow_backward), (nb.forward, nb.backward)):
+        ws = backend.Workspace(net, params, X)
+        walk[0](ws.net, ws.theta, ws.X, ws.buffers)
+        L, widths, N = net.depth, ws.net.widths, len(X)
+        a_L, z_L = nb.block(ws.buffers.acts, widths, N, L), nb.block(ws.buffers.zs, widths, N, L)
+        nb.output_delta(ws.net.loss, ws.net.activations[-1], z_L, a_L, y,
+                        nb.block(ws.buffers.deltas, widths, N, L))  # fmt: skip
+        walk[1](ws.net, ws.theta, ws.X, ws.buffers)
+        results.append((ws.buffers.acts.copy(), ws.buffers.deltas.copy(), ws.buffers.grad.copy()))
+    assert nb.is_narrow(ws.net.widths, len(X))
+    for narrow, wide in zip(*results, strict=True):
+        assert np.array_equal(narrow, wide)

@@ -127,7 +127,7 @@ def test_numpy_dispatch_raises_on_an_unknown_name():
 def test_numba_dispatch_raises_on_an_unknown_name_or_code():
     nb = kernels("numba")
     with pytest.raises(ValueError, match=r"activation must be one of .* got \'swish\'"):
-        importlib.import_module("gradcheck.kernels.numba_backend").Workspace(
+        importlib.import_module("gradcheck.kernels.numba_dense").Workspace(
             stand_in(activation="swish"), PARAMS, X
         )
     unknown = 99
@@ -136,6 +136,12 @@ def test_numba_dispatch_raises_on_an_unknown_name_or_code():
         nb.activate(unknown, z, np.empty(0), False, log_norm)
     with pytest.raises(ValueError, match="unknown activation code"):
         nb.activation_backward(unknown, X.copy(), X.copy(), Y.copy())
+    # the narrow walk's dispatch of one entry: an unknown code, and the softmax (a row's)
+    for code in (unknown, nb.ACTIVATION_CODES["softmax"]):
+        with pytest.raises(ValueError, match="unknown activation code, or the softmax"):
+            nb.activation_of(code, 0.5, 1.0)
+        with pytest.raises(ValueError, match="unknown activation code, or the softmax"):
+            nb.activation_back(code, 0.5, 0.5, 0.5, 1.0)
     with pytest.raises(ValueError, match="unknown loss code"):
         nb.loss(unknown, X, X, log_norm, Y)
     with pytest.raises(ValueError, match="unknown loss code"):
