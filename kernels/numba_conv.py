@@ -309,7 +309,9 @@ def copy_rows(source, start, stop, target):
         flat_into[i] = flat[i]
 
 
-# --- pooling, on samples start to stop; alone, or within `conv2d` -------------------------------
+# --- pooling, on samples start to stop: within `conv2d`, or over all the samples alone ------------
+# A pooling layer not right after a Conv2D (after another pool, or first) runs on one thread:
+# rare, and cheap next to a convolution.
 
 
 @jit
@@ -332,34 +334,6 @@ def pool_grad_rows(pool, delta, first, size, stride, dx, start, stop):
         avg_pool_grad_rows(delta, size, stride, dx, start, stop)
     elif pool != Pool.none:
         raise ValueError("pool_grad_rows: unknown pool code")
-
-
-@parallel
-def pool(kind, x, size, stride, y, first):
-    """A pooling layer on its own: the `Pool` ``kind`` of x into y (and ``first``)."""
-    blocks = block_count(y.shape[0])
-    for k in prange(blocks):
-        pool_block(kind, x, size, stride, y, first, k, blocks)
-
-
-@jit
-def pool_block(kind, x, size, stride, y, first, k, blocks):
-    start, stop = block_bounds(k, blocks, y.shape[0])
-    pool_rows(kind, x, size, stride, y, first, start, stop)
-
-
-@parallel
-def pool_grad(kind, delta, first, size, stride, dx):
-    """A pooling layer's gradient on its own: the `Pool` ``kind``'s, of delta into dx."""
-    blocks = block_count(delta.shape[0])
-    for k in prange(blocks):
-        pool_grad_block(kind, delta, first, size, stride, dx, k, blocks)
-
-
-@jit
-def pool_grad_block(kind, delta, first, size, stride, dx, k, blocks):
-    start, stop = block_bounds(k, blocks, delta.shape[0])
-    pool_grad_rows(kind, delta, first, size, stride, dx, start, stop)
 
 
 @jit

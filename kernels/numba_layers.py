@@ -11,21 +11,11 @@ and Flatten until the next weight layer's f′ turns it, in place, into that lay
 layer with "same" padding keeps a zero-bordered copy of its input, and its input gradient is
 scattered into a padded buffer whose interior is the gradient of the unpadded input.
 
-The convolution and pooling kernels run over blocks of samples on Numba's threads (``prange``).
-Meanwhile BLAS, which the Dense layers' products call, keeps to its caller's thread
-(`one_thread_pool`): OpenBLAS's own threads spin for a while after each call, and on the cores
-Numba's threads need that made a digits-CNN step 1.7 times slower.
+The convolution and pooling kernels run over blocks of samples on Numba's threads, on the terms
+`numba_threads` sets.
 """
 
 from __future__ import annotations
-
-import contextlib
-import functools
-import os
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, TypeVar
 
 import numpy as np
 
@@ -33,74 +23,11 @@ from gradcheck.backends import Trace, Trajectory
 from gradcheck.kernels import numba_backprop as nb
 from gradcheck.kernels import numba_conv as nc
 from gradcheck.kernels import numpy_conv
+from gradcheck.kernels.numba_threads import launch, on_numba_threads
 from gradcheck.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, Weighted
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, lookup
 from gradcheck.optimizers import SGD, Batch, Optimizer, batch_schedule, padded
-
-_pool_lock = threading.Lock()
-_pool_users = 0
-_pool_limit: Any = None
-
-
-@functools.cache
-def _blas_controller() -> Any:
-    """threadpoolctl's handle on the BLAS libraries loaded — NumPy's and the SciPy one Numba's
-    ``np.dot`` calls — made once: finding them takes a millisecond, limiting them then 20 µs."""
-    import scipy.linalg.cython_blas  # noqa: F401 - loaded, so that it is found
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-@contextmanager
-def one_thread_pool() -> Iterator[None]:
-    """BLAS on one thread while inside, restored when the last of the threads inside leaves (so
-    that calls from several threads at once do not restore each other's limits). Meanwhile a
-    NumPy product elsewhere in the process runs on one thread too."""
-    global _pool_users, _pool_limit
-    with _pool_lock:
-        if _pool_users == 0:
-            _pool_limit = _blas_controller().limit(limits=1, user_api="blas")
-        _pool_users += 1
-    try:
-        yield
-    finally:
-        with _pool_lock:
-            _pool_users -= 1
-            if _pool_users == 0:
-                _pool_limit.restore_original_limits()
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-_serial = threading.Lock()
-
-
-def _serialised() -> Any:
-    """A lock when Numba's threading layer is its workqueue, which aborts the process when
-    entered from two threads at once, or not yet chosen (Numba chooses at the first parallel
-    loop: OpenMP where it is found, else the workqueue; TBB is not installed); else nothing."""
-    import numba
-
-    try:
-        safe = numba.threading_layer() != "workqueue"
-    except ValueError:  # no parallel loop has run yet
-        safe = False
-    return contextlib.nullcontext() if safe else _serial
-
-
-def on_numba_threads(function: F) -> F:
-    """Run ``function`` inside `one_thread_pool`, one thread at a time where the threading
-    layer needs it (`_serialised`)."""
-
-    @functools.wraps(function)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        with _serialised(), one_thread_pool():
-            return function(*args, **kwargs)
-
-    return wrapped  # type: ignore[return-value]
 
 
 class Buffers:
@@ -178,24 +105,6 @@ def _as_rows(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1, a.shape[-1])
 
 
-#: The process whose kernels last ran on Numba's threads.
-_threads_started_in: int | None = None
-
-
-def _launch(kernel: Any, block: Any, n_samples: int, *args: Any) -> None:
-    """``kernel(*args)`` on Numba's threads. In a process forked from one whose kernels had
-    started them, OpenMP's threads are gone and entering them terminates the process; there,
-    ``block(*args, k, blocks)`` for each block in turn, which computes the same numbers."""
-    global _threads_started_in
-    if _threads_started_in in (None, os.getpid()):
-        _threads_started_in = os.getpid()
-        kernel(*args)
-        return
-    blocks = nc.block_count(n_samples)
-    for k in range(blocks):
-        block(*args, k, blocks)
-
-
 def _no_images(dtype: np.dtype) -> np.ndarray:
     """Stands for an image batch a kernel is given but does not use."""
     return np.empty((0, 0, 0, 0), dtype)
@@ -235,13 +144,13 @@ def forward(net: Network, weights: Weights, buffers: Buffers) -> None:
                     source[:, top : top + x.shape[1], left : left + x.shape[2]] = x
                     x = source
                 keep = buffers.zs[k] is not out  # f′ reads z: keep it
-                _launch(nc.conv2d, nc.conv2d_block, len(x), x, values["W"], b, layer.strides,
+                launch(nc.conv2d, nc.conv2d_block, len(x), x, values["W"], b, layer.strides,
                         weights.codes[w], keep, buffers.zs[k], out,
                         *_pooling(net, buffers, k, buffers.outs))  # fmt: skip
             w += 1
         elif isinstance(layer, MaxPool2D | AvgPool2D) and k not in buffers.fused:
-            _launch(nc.pool, nc.pool_block, len(x), _pool_code(layer), x, layer.pool_size,
-                    layer.stride, out, buffers.first[k])  # fmt: skip
+            nc.pool_rows(_pool_code(layer), x, layer.pool_size, layer.stride, out,
+                         buffers.first[k], 0, len(x))  # fmt: skip
         # Flatten: its output is a view of its input
 
 
@@ -268,8 +177,8 @@ def backward(net: Network, weights: Weights, buffers: Buffers, loss_code: int) -
             w -= 1
             _conv_backward(net, weights, w, buffers, k, x, below)
         elif isinstance(layer, MaxPool2D | AvgPool2D) and k not in buffers.fused:
-            _launch(nc.pool_grad, nc.pool_grad_block, len(grad), _pool_code(layer), grad,
-                    buffers.first[k], layer.pool_size, layer.stride, below)  # fmt: skip
+            nc.pool_grad_rows(_pool_code(layer), grad, buffers.first[k], layer.pool_size,
+                              layer.stride, below, 0, len(grad))  # fmt: skip
         # Flatten: its gradient is a view of its input's; a fused pool's, the convolution's
         if w == 0:
             return
@@ -292,7 +201,7 @@ def _conv_backward(
         source, dx = x, below if below is not None else _no_images(x.dtype)
     dW, db, n = weights.grads[w]["W"], weights.db[w], len(x)
     dW_parts, db_parts = nc.block_sums(dW, n), nc.block_sums(db, n)
-    _launch(
+    launch(
         nc.conv2d_backward, nc.conv2d_backward_block, n, source, buffers.grads[k],
         weights.params[w]["W"], layer.strides, input_grad, dW_parts, db_parts, dx,
         weights.codes[w], buffers.zs[k], buffers.outs[k],

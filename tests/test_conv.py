@@ -181,12 +181,12 @@ def _numba_pool(kind, x, size, stride, delta=None):
     rows, cols = (nc.output_size(n, size, stride) for n in x.shape[1:3])
     y = np.empty((x.shape[0], rows, cols, x.shape[3]), dtype=x.dtype)
     first = np.empty(y.shape, dtype=np.int64)
-    code = nb.Pool[kind]
-    nb.pool(code, x, size, stride, y, first)
+    code, n = nb.Pool[kind], len(x)
+    nb.pool_rows(code, x, size, stride, y, first, 0, n)
     if delta is None:
         return y
     dx = np.empty_like(x)
-    nb.pool_grad(code, delta, first, size, stride, dx)
+    nb.pool_grad_rows(code, delta, first, size, stride, dx, 0, n)
     return dx
 
 

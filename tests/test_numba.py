@@ -228,21 +228,25 @@ def _cnn_runs(how: str, **env: str) -> list[str]:
     return result.stdout.splitlines()
 
 
+@pytest.fixture(scope="module")
+def cnn_alone() -> list[str]:
+    """The CNN runs one after another on the default threading layer and both cores."""
+    return _cnn_runs("alone")
+
+
 @pytest.mark.parametrize("layer", ["default", "workqueue"])
-def test_parallel_kernels_entered_from_two_threads_at_once(layer):
+def test_parallel_kernels_entered_from_two_threads_at_once(layer, cnn_alone):
     """Numba's workqueue layer aborts the process when two threads enter it at once; the
     backend serialises its calls there, and lets them run together on OpenMP's. Either way each
     run computes what it computes alone (the convolution's blocks do not depend on the
-    threads)."""
-    env = {"NUMBA_THREADING_LAYER": layer}
-    together, alone = _cnn_runs("together", **env), _cnn_runs("alone", **env)
-    assert together == alone
+    threads, nor on the layer)."""
+    assert _cnn_runs("together", NUMBA_THREADING_LAYER=layer) == cnn_alone
 
 
-def test_one_thread_and_two_give_the_same_numbers():
+def test_one_thread_and_two_give_the_same_numbers(cnn_alone):
     """The samples are split into fixed blocks, each block's sums added in order, and BLAS
     keeps to one thread: a CNN trained on one Numba thread or two is the same to the bit."""
-    assert _cnn_runs("alone", NUMBA_NUM_THREADS="1") == _cnn_runs("alone", NUMBA_NUM_THREADS="2")
+    assert _cnn_runs("alone", NUMBA_NUM_THREADS="1") == cnn_alone
 
 
 def test_a_process_forked_after_the_threads_started_trains_all_the_same():

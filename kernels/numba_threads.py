@@ -1,0 +1,109 @@
+"""The terms on which the Numba kernels use threads (`numba_layers` calls them through these).
+
+Numba's parallel kernels (``prange``) run on its threading layer. Three things about it matter
+to a library that others call:
+
+- **BLAS on one thread meanwhile** (`one_thread_pool`). OpenBLAS's own threads spin for a while
+  after each product, on the cores Numba's threads need: that made a digits-CNN step 1.7 times
+  slower. threadpoolctl limits BLAS while a kernel runs, scoped, and counted across threads so
+  that calls from several at once restore it once, when the last one leaves.
+- **Calls from several threads at once** (`on_numba_threads`). Numba takes TBB where its library
+  is found (pip installs none), then OpenMP, then its own workqueue. OpenMP may be entered from
+  several threads at once; the workqueue aborts the process when it is, so there — and before
+  Numba has chosen, at the first parallel loop — calls take turns.
+- **A forked process** (`launch`). GNU OpenMP's threads do not survive a fork, and Numba
+  terminates a child that enters them; in a process forked after the kernels had started them,
+  a kernel's blocks run one after another, which computes the same numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from gradcheck.kernels.numba_conv import block_count
+
+_pool_lock = threading.Lock()
+_pool_users = 0
+_pool_limit: Any = None
+
+
+@functools.cache
+def _blas_controller() -> Any:
+    """threadpoolctl's handle on the BLAS libraries loaded — NumPy's and the SciPy one Numba's
+    ``np.dot`` calls — made once: finding them takes a millisecond, limiting them then 20 µs."""
+    import scipy.linalg.cython_blas  # noqa: F401 - loaded, so that it is found
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+@contextmanager
+def one_thread_pool() -> Iterator[None]:
+    """BLAS on one thread while inside, restored when the last of the threads inside leaves (so
+    that calls from several threads at once do not restore each other's limits). Meanwhile a
+    NumPy product elsewhere in the process runs on one thread too."""
+    global _pool_users, _pool_limit
+    with _pool_lock:
+        if _pool_users == 0:
+            _pool_limit = _blas_controller().limit(limits=1, user_api="blas")
+        _pool_users += 1
+    try:
+        yield
+    finally:
+        with _pool_lock:
+            _pool_users -= 1
+            if _pool_users == 0:
+                _pool_limit.restore_original_limits()
+
+
+_serial = threading.Lock()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _serialised() -> Any:
+    """A lock when Numba's threading layer is its workqueue, which aborts the process when
+    entered from two threads at once, or not yet chosen (Numba chooses at the first parallel
+    loop: OpenMP where it is found, else the workqueue; TBB is not installed); else nothing."""
+    import numba
+
+    try:
+        safe = numba.threading_layer() != "workqueue"
+    except ValueError:  # no parallel loop has run yet
+        safe = False
+    return contextlib.nullcontext() if safe else _serial
+
+
+def on_numba_threads(function: F) -> F:
+    """Run ``function`` inside `one_thread_pool`, one thread at a time where the threading
+    layer needs it (`_serialised`)."""
+
+    @functools.wraps(function)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with _serialised(), one_thread_pool():
+            return function(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+#: The process whose kernels last ran on Numba's threads.
+_threads_started_in: int | None = None
+
+
+def launch(kernel: Any, block: Any, n_samples: int, *args: Any) -> None:
+    """``kernel(*args)`` on Numba's threads. In a process forked from one whose kernels had
+    started them, OpenMP's threads are gone and entering them terminates the process; there,
+    ``block(*args, k, blocks)`` for each block in turn, which computes the same numbers."""
+    global _threads_started_in
+    if _threads_started_in in (None, os.getpid()):
+        _threads_started_in = os.getpid()
+        kernel(*args)
+        return
+    blocks = block_count(n_samples)
+    for k in range(blocks):
+        block(*args, k, blocks)
