@@ -3,19 +3,23 @@
 The names and equations are ``numpy_conv``'s; each kernel writes into the arrays it is given.
 Inputs arrive padded, as in ``numpy_conv`` (`numpy_conv.pad`).
 
-Every kernel runs over the samples with ``prange``: the samples split into `BLOCKS` fixed
-blocks, each block worked through by one thread with scratch of its own. A weight gradient is
-summed per block and the blocks' sums added in order afterwards, so its value does not depend on
-how many threads ran. Inside the loops nothing makes a view: a view counts a reference on its
-array, and two threads counting on one array wait on each other.
+The convolution's two kernels, `conv2d` and `conv2d_backward`, run over the samples with
+``prange``: the samples split into `BLOCKS` fixed blocks, each block worked through by one thread
+with scratch of its own (``*_block``, which a process that cannot use the threads calls in turn:
+`numba_threads`). A weight gradient is summed per block and the blocks' sums added in order
+afterwards, so its value does not depend on how many threads ran. Inside the loops nothing makes
+a view: a view counts a reference on its array, and two threads counting on one array wait on
+each other. The activation, its derivative and a pooling layer right after the convolution run
+inside the same kernels, on each block while its images are in cache; a pooling layer elsewhere
+runs alone, on one thread (`pool_rows`, `pool_grad_rows`).
 
 The convolution is organised for long loops. A loop over a filter's 8 outputs, or a row's 8
 positions, spends more on starting than on arithmetic; so one sample's padded input is first
-split into its s² *phase images* ``xp[a, b, c]`` (rows h·s + a, columns w·s + b; channels first)
-and every output position (i, j) is numbered t = i·Wq + j, Wq being a phase image's width. Then
-kernel position (p, q) meets, for every t at once, the run
+split into its s² *phase images*, one row of ``xp`` for each (a, b, c) holding rows h·s + a and
+columns w·s + b of channel c, and every output position (i, j) is numbered t = i·Wq + j, Wq
+being a phase image's width. Then kernel position (p, q) meets, for every t at once, the run
 
-    xp[p mod s, q mod s, c, t + (p ÷ s)·Wq + q ÷ s],  t < span = (Ho − 1)·Wq + Wo,
+    xp[(p mod s, q mod s, c), t + (p ÷ s)·Wq + q ÷ s],  t < span = (Ho − 1)·Wq + Wo,
 
 so each (o, p, q, c) is one loop over all of a sample's positions — including the Wq − Wo gap
 positions at the end of each row, which are computed and never read. The three sums are then
