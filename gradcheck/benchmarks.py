@@ -3,7 +3,7 @@
 It defines what is timed — a `Case` (a problem of `gradcheck.problems` in one dtype)
 and the call one round makes, the matmul that serves as the ceiling, the floor — and how the
 figures are read: the ratios to the fastest, the share of the ceiling, one table layout.
-``gradcheck bench`` times rounds with its own median loop; bench/ hands the same call to
+``gradcheck bench`` times rounds with its own interleaved loop; bench/ hands the same call to
 pytest-benchmark. Every timing is warm: the first call of each backend (compilation, tracing or
 cache loading) is timed on its own and reported as such. Then, problem by problem and dtype by
 dtype, the backends' rounds are interleaved — one round of each in turn, `ROUNDS` times — so a
