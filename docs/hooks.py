@@ -124,11 +124,16 @@ def _fastest(rows: list[benchmarks.Row]) -> str:
     return "Fastest per problem — " + "; ".join(said) + "."
 
 
+def _recorded() -> tuple[dict[str, Any], list[benchmarks.Row]]:
+    """docs/bench.json, and its rows."""
+    recorded = json.loads(RECORDED_BENCH.read_text())
+    return recorded, [benchmarks.Row(**row) for row in recorded["rows"]]
+
+
 def _recorded_benchmark() -> str:
     """docs/bench.json as the terminal's table shows it, fastest first within each problem and
     dtype, with the conditions it was recorded under."""
-    recorded = json.loads(RECORDED_BENCH.read_text())
-    rows = [benchmarks.Row(**row) for row in recorded["rows"]]
+    recorded, rows = _recorded()
     lines = [
         "| " + " | ".join(benchmarks.HEADER) + " |",
         "|" + "---|" * len(benchmarks.HEADER),
@@ -147,8 +152,7 @@ def _recorded_benchmark() -> str:
 
 def _recorded_chart() -> str:
     """docs/bench.json's best times per step as a chart (`benchmarks.times_svg`)."""
-    recorded = json.loads(RECORDED_BENCH.read_text())
-    svg = benchmarks.times_svg([benchmarks.Row(**row) for row in recorded["rows"]])
+    svg = benchmarks.times_svg(_recorded()[1])
     return f'<figure class="bench-chart">\n{svg}\n</figure>'
 
 

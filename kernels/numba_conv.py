@@ -147,6 +147,13 @@ def conv2d_sample(xp, W, b, stride, width, span, acc):
 Pool = IntEnum("Pool", ["none", "max", "avg"], start=0)
 
 
+def no_pool(dtype: np.dtype) -> tuple:
+    """The pooling arguments of `conv2d` and `conv2d_backward` for a convolution followed by
+    no pool: the code, a size and stride of 1, and empty stand-ins for the pooled images and
+    their first maxima."""
+    return Pool.none, 1, 1, np.empty((0,) * 4, dtype), np.empty((0,) * 4, np.int64)
+
+
 @parallel
 def conv2d(x, W, b, stride, activation, keep, kept, z, pool, size, pool_stride, pooled, first):
     """z[n,i,j,o] = f(Σ_{p,q,c} x[n, i·s+p, j·s+q, c] W[p,q,c,o] + b[o]) on a padded x (b of

@@ -105,17 +105,12 @@ def _as_rows(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1, a.shape[-1])
 
 
-def _no_images(dtype: np.dtype) -> np.ndarray:
-    """Stands for an image batch a kernel is given but does not use."""
-    return np.empty((0, 0, 0, 0), dtype)
-
-
 def _pooling(net: Network, buffers: Buffers, k: int, arrays: list[np.ndarray]) -> tuple:
     """The pooling arguments of the Conv2D layer k's kernels: the pool above it if fused —
     its code, size, stride, its entry of ``arrays`` (outputs or gradients) and first maxima —
     or none."""
     if k + 1 not in buffers.fused:
-        return nc.Pool.none, 1, 1, _no_images(buffers.x.dtype), _no_images(np.dtype(np.int64))
+        return nc.no_pool(buffers.x.dtype)
     layer = net.stack[k + 1]
     assert isinstance(layer, MaxPool2D | AvgPool2D)
     return _pool_code(layer), layer.pool_size, layer.stride, arrays[k + 1], buffers.first[k + 1]
@@ -198,7 +193,7 @@ def _conv_backward(
         (top, _), (left, _) = buffers.padded[k][0]
         source, dx = buffers.padded[k][1], buffers.padded[k][2]
     else:
-        source, dx = x, below if below is not None else _no_images(x.dtype)
+        source, dx = x, below if below is not None else np.empty((0,) * 4, x.dtype)  # unused
     dW, db, n = weights.grads[w]["W"], weights.db[w], len(x)
     dW_parts, db_parts = nc.block_sums(dW, n), nc.block_sums(db, n)
     launch(

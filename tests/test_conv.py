@@ -34,18 +34,16 @@ CONVS = [
 def _numba_conv2d(x, W, b, stride):
     rows, cols = (nc.output_size(x.shape[1 + a], W.shape[a], stride) for a in (0, 1))
     z = np.empty((x.shape[0], rows, cols, W.shape[3]), dtype=x.dtype)
-    none = (nb.Pool.none, 1, 1, np.empty((0,) * 4, x.dtype), np.empty((0,) * 4, np.int64))
-    nb.conv2d(x, W, b, stride, IDENTITY, False, z, z, *none)
+    nb.conv2d(x, W, b, stride, IDENTITY, False, z, z, *nb.no_pool(x.dtype))
     return z
 
 
 def _numba_backward(x, delta, W, stride):
     dW, db, dx = np.empty_like(W), np.empty(W.shape[3], dtype=W.dtype), np.empty_like(x)
-    none = (nb.Pool.none, 1, 1, np.empty((0,) * 4, x.dtype), np.empty((0,) * 4, np.int64))
     delta = delta.copy()  # where the kernel makes ∂C/∂a into δ, by identity′ = 1
     dW_parts, db_parts = nb.block_sums(dW, len(x)), nb.block_sums(db, len(x))
     nb.conv2d_backward(x, delta, W, stride, True, dW_parts, db_parts, dx, IDENTITY, delta, delta,
-                       *none)  # fmt: skip
+                       *nb.no_pool(x.dtype))  # fmt: skip
     nb.add_blocks(dW_parts, dW)
     nb.add_blocks(db_parts, db)
     return dx, dW, db
