@@ -14,20 +14,26 @@ inside the same kernels, on each block while its images are in cache; a pooling 
 runs alone, on one thread (`pool_rows`, `pool_grad_rows`).
 
 The convolution is organised for long loops. A loop over a filter's 8 outputs, or a row's 8
-positions, spends more on starting than on arithmetic; so one sample's padded input is first
+positions, spends more on starting than on arithmetic; so each sample's padded input is first
 split into its s² *phase images*, one row of ``xp`` for each (a, b, c) holding rows h·s + a and
-columns w·s + b of channel c, and every output position (i, j) is numbered t = i·Wq + j, Wq
-being a phase image's width. Then kernel position (p, q) meets, for every t at once, the run
+columns w·s + b of channel c, and a group of samples' phase images are laid end to end, sample
+g's at g·Hq·Wq (Hq × Wq being a phase image's size, `GROUP_POSITIONS` in all). Every output
+position (g, i, j) is numbered t = g·Hq·Wq + i·Wq + j. Then kernel position (p, q) meets, for
+every t at once, the run
 
-    xp[(p mod s, q mod s, c), t + (p ÷ s)·Wq + q ÷ s],  t < span = (Ho − 1)·Wq + Wo,
+    xp[(p mod s, q mod s, c), t + (p ÷ s)·Wq + q ÷ s],  t < span = (G − 1)·Hq·Wq + (Ho − 1)·Wq + Wo,
 
-so each (o, p, q, c) is one loop over all of a sample's positions — including the Wq − Wo gap
-positions at the end of each row, which are computed and never read. The three sums are then
-(``acc`` and ``d`` channels first, numbered by t like the outputs, d zero at the gaps):
+so each (o, p, q, c) is one loop over all of a group's positions — including the gap positions
+at the end of each row and of each sample, which are computed and never read. The three sums
+are then (``acc`` and ``d`` channels first, numbered by t like the outputs, d zero at the
+gaps):
 
-    z[n,i,j,o]     = b[o] + Σ_{p,q,c} W[p,q,c,o] xp[…, t + …]           conv2d_sample
-    ∂C/∂W[p,q,c,o] = Σ_n Σ_t xp[…, t + …] d[o, t]                      conv2d_grads_sample
-    ∂C/∂xp[…, t + …] += W[p,q,c,o] d[o, t]                             conv2d_input_grad_sample
+    z[n,i,j,o]     = b[o] + Σ_{p,q,c} W[p,q,c,o] xp[…, t + …]           conv2d_group
+    ∂C/∂W[p,q,c,o] = Σ_groups Σ_t xp[…, t + …] d[o, t]                 conv2d_grads_group
+    ∂C/∂xp[…, t + …] += W[p,q,c,o] d[o, t]                             conv2d_input_grad_group
+
+The activation, applied as each output leaves ``acc``, and δ = ∂C/∂a ⊙ f′, formed as it enters
+``d``, are `numba_backprop`'s scalar forms.
 
 Max pooling keeps the position of each window's first maximum, so its gradient routes δ without
 searching the window again.
@@ -52,12 +58,23 @@ reassociating = njit(cache=True, nogil=True, error_model="numpy", fastmath={"rea
 #: The samples are split into this many blocks (fewer if there are fewer samples), whatever
 #: the number of threads.
 BLOCKS = 16
+#: A block's samples are worked through in groups whose phase images, end to end, make about
+#: this many positions: long loops, and a group's scratch in the core's own cache.
+GROUP_POSITIONS = 1024
 
 
 @inline
 def block_bounds(k, blocks, n_samples):
     """The first and one past the last sample of block k."""
     return k * n_samples // blocks, (k + 1) * n_samples // blocks
+
+
+@inline
+def block_index(k):
+    """A prange index as the int64 a block function takes. Numba types a parallel loop's body
+    twice, its index first as int64 and then, as the loop becomes parallel, as uint64: each
+    type would compile the block function (and all it calls) once more."""
+    return np.int64(k)
 
 
 @jit
@@ -78,6 +95,19 @@ def phase_width(x, stride):
 
 
 @inline
+def phase_size(x, stride):
+    """Hq·Wq: the positions of a phase image of the padded x, a sample's slot in a group."""
+    return ((x.shape[1] + stride - 1) // stride) * phase_width(x, stride)
+
+
+@inline
+def group_size(slot):
+    """How many samples a group lays end to end: about `GROUP_POSITIONS` positions, at least
+    one sample."""
+    return max(1, GROUP_POSITIONS // slot)
+
+
+@inline
 def phase_row(p, q, c, stride, channels):
     """The row of the phase scratch that kernel position (p, q) meets in channel c."""
     return ((p % stride) * stride + q % stride) * channels + c
@@ -90,16 +120,22 @@ def shifted(shift, t):
     return np.uint64(shift) + np.uint64(t)
 
 
-@jit
-def phase_scratch(x, stride):
-    """Zeroed room for one sample's phase images (s·s·C, Hq·Wq), entries beyond x staying 0."""
-    height = (x.shape[1] + stride - 1) // stride
-    return np.zeros((stride * stride * x.shape[3], height * phase_width(x, stride)), x.dtype)
+@inline
+def group_span(count, slot, width, rows, cols):
+    """The positions t a group of ``count`` samples spans: to the last one's last output."""
+    return (count - 1) * slot + (rows - 1) * width + cols
 
 
 @jit
-def split_phases(x, n, stride, xp):
-    """xp[(a·s + b)·C + c, h·Wq + w] = x[n, h·s + a, w·s + b, c]."""
+def phase_scratch(x, stride, group):
+    """Zeroed room for a group's phase images (s·s·C, group·Hq·Wq), entries beyond x
+    staying 0."""
+    return np.zeros((stride * stride * x.shape[3], group * phase_size(x, stride)), x.dtype)
+
+
+@jit
+def split_phases(x, n, stride, xp, offset):
+    """xp[(a·s + b)·C + c, offset + h·Wq + w] = x[n, h·s + a, w·s + b, c]."""
     _, rows, cols, channels = x.shape
     width = phase_width(x, stride)
     for a in range(stride):
@@ -107,14 +143,15 @@ def split_phases(x, n, stride, xp):
             for b in range(stride):
                 for w in range((cols - b + stride - 1) // stride):
                     for c in range(channels):
-                        xp[(a * stride + b) * channels + c, h * width + w] = x[
+                        xp[(a * stride + b) * channels + c, offset + h * width + w] = x[
                             n, h * stride + a, w * stride + b, c
                         ]
 
 
 @jit
-def join_phases(xp, stride, n, dx):
-    """dx[n, h·s + a, w·s + b, c] = xp[(a·s + b)·C + c, h·Wq + w]: `split_phases` undone."""
+def join_phases(xp, offset, stride, n, dx):
+    """dx[n, h·s + a, w·s + b, c] = xp[(a·s + b)·C + c, offset + h·Wq + w]: `split_phases`
+    undone."""
     _, rows, cols, channels = dx.shape
     width = phase_width(dx, stride)
     for a in range(stride):
@@ -123,12 +160,12 @@ def join_phases(xp, stride, n, dx):
                 for w in range((cols - b + stride - 1) // stride):
                     for c in range(channels):
                         dx[n, h * stride + a, w * stride + b, c] = xp[
-                            (a * stride + b) * channels + c, h * width + w
+                            (a * stride + b) * channels + c, offset + h * width + w
                         ]
 
 
 @jit
-def conv2d_sample(xp, W, b, stride, width, span, acc):
+def conv2d_group(xp, W, b, stride, width, span, acc):
     """acc[o, t] = b[o] + Σ_{p,q,c} W[p,q,c,o] xp[(p, q, c)'s phase row, t + (p÷s)·Wq + q÷s]."""
     kh, kw, n_in, n_out = W.shape
     for o in range(n_out):
@@ -157,13 +194,14 @@ def no_pool(dtype: np.dtype) -> tuple:
 @parallel
 def conv2d(x, W, b, stride, activation, keep, kept, z, pool, size, pool_stride, pooled, first):
     """z[n,i,j,o] = f(Σ_{p,q,c} x[n, i·s+p, j·s+q, c] W[p,q,c,o] + b[o]) on a padded x (b of
-    zeros: no bias), f by its activation code; with ``keep``, kept (like z) ← the sum before
-    f, which f′ reads. With a `Pool` other than none, also pooled ← z pooled (windows of
-    ``size`` at ``pool_stride``; ``first`` as `max_pool` keeps it), while z is in cache."""
+    zeros: no bias), f by its activation code (not the softmax); with ``keep``, kept (like z)
+    ← the sum before f, which f′ reads. With a `Pool` other than none, also pooled ← z pooled
+    (windows of ``size`` at ``pool_stride``; ``first`` as `max_pool` keeps it), while z is in
+    cache."""
     blocks = block_count(z.shape[0])
     for k in prange(blocks):
         conv2d_block(x, W, b, stride, activation, keep, kept, z, pool, size, pool_stride, pooled,
-                     first, k, blocks)  # fmt: skip
+                     first, block_index(k), blocks)  # fmt: skip
 
 
 @jit
@@ -178,29 +216,30 @@ def conv2d_block(
 
 @jit
 def conv2d_rows(x, W, b, stride, activation, keep, kept, z, start, stop):
-    """`conv2d` on samples start to stop."""
+    """`conv2d` on samples start to stop, a group at a time."""
     _, rows, cols, n_out = z.shape
-    width = phase_width(x, stride)
-    span = (rows - 1) * width + cols
-    xp = phase_scratch(x, stride)
-    acc = np.empty((n_out, span), z.dtype)
-    for n in range(start, stop):
-        split_phases(x, n, stride, xp)
-        conv2d_sample(xp, W, b, stride, width, span, acc)
-        for i in range(rows):
-            for j in range(cols):
-                for o in range(n_out):
-                    z[n, i, j, o] = acc[o, i * width + j]
-    if keep:
-        copy_rows(z, start, stop, kept)
-    rows_of_block = z[start:stop].reshape((-1, n_out))  # (samples·Ho·Wo, O)
-    log_norm = np.empty(rows_of_block.shape[0], z.dtype)  # a softmax's, unused
-    # b is in z already. np.bool_: a literal False would compile every activation once more.
-    nb.activate(activation, rows_of_block, b, np.bool_(False), log_norm)
+    width, slot = phase_width(x, stride), phase_size(x, stride)
+    group = group_size(slot)
+    xp = phase_scratch(x, stride, group)
+    acc = np.empty((n_out, group * slot), z.dtype)
+    one = z.dtype.type(1)
+    for n0 in range(start, stop, group):
+        count = min(group, stop - n0)
+        for g in range(count):
+            split_phases(x, n0 + g, stride, xp, g * slot)
+        conv2d_group(xp, W, b, stride, width, group_span(count, slot, width, rows, cols), acc)
+        for g in range(count):
+            for i in range(rows):
+                for j in range(cols):
+                    for o in range(n_out):
+                        v = acc[o, g * slot + i * width + j]
+                        if keep:
+                            kept[n0 + g, i, j, o] = v
+                        z[n0 + g, i, j, o] = nb.activation_of(activation, v, one)
 
 
 @reassociating
-def conv2d_grads_sample(xp, d, stride, width, span, dW, db):
+def conv2d_grads_group(xp, d, stride, width, span, dW, db):
     """dW[p,q,c,o] += Σ_t xp[(p, q, c)'s phase row, t + (p÷s)·Wq + q÷s] d[o, t];
     db[o] += Σ_t d[o, t]."""
     kh, kw, n_in, n_out = dW.shape
@@ -221,7 +260,7 @@ def conv2d_grads_sample(xp, d, stride, width, span, dW, db):
 
 
 @jit
-def conv2d_input_grad_sample(d, W, stride, width, span, dxp):
+def conv2d_input_grad_group(d, W, stride, width, span, dxp):
     """dxp[(p, q, c)'s phase row, t + (p÷s)·Wq + q÷s] += W[p,q,c,o] d[o, t], from dxp = 0."""
     kh, kw, n_in, n_out = W.shape
     fill(dxp, 0, dxp.shape[0], 0)
@@ -250,8 +289,8 @@ def conv2d_backward(
     blocks = dW_parts.shape[0]
     for k in prange(blocks):
         conv2d_backward_block(x, delta, W, stride, input_grad, dW_parts, db_parts, dx,
-                              activation, kept, a, pool, size, pool_stride, dpooled, first, k,
-                              blocks)  # fmt: skip
+                              activation, kept, a, pool, size, pool_stride, dpooled, first,
+                              block_index(k), blocks)  # fmt: skip
 
 
 @jit
@@ -262,33 +301,41 @@ def conv2d_backward_block(
     """`conv2d_backward` on block k of the samples."""
     start, stop = block_bounds(k, blocks, delta.shape[0])
     pool_grad_rows(pool, dpooled, first, size, pool_stride, delta, start, stop)
-    n_out = delta.shape[3]
-    nb.activation_backward(activation, kept[start:stop].reshape((-1, n_out)),
-                           a[start:stop].reshape((-1, n_out)),
-                           delta[start:stop].reshape((-1, n_out)))  # fmt: skip
-    conv2d_backward_rows(x, delta, W, stride, input_grad, dW_parts[k], db_parts[k], dx, start,
-                         stop)  # fmt: skip
+    conv2d_backward_rows(x, delta, W, stride, input_grad, dW_parts[k], db_parts[k], dx,
+                         activation, kept, a, start, stop)  # fmt: skip
 
 
 @jit
-def conv2d_backward_rows(x, delta, W, stride, input_grad, dW, db, dx, start, stop):
-    """The sums of `conv2d_backward` over samples start to stop, added to dW and db."""
+def conv2d_backward_rows(
+    x, delta, W, stride, input_grad, dW, db, dx, activation, kept, a, start, stop
+):  # fmt: skip
+    """`conv2d_backward` on samples start to stop, a group at a time, its sums added to dW and
+    db."""
     _, rows, cols, n_out = delta.shape
-    width = phase_width(x, stride)
-    span = (rows - 1) * width + cols
-    xp = phase_scratch(x, stride)
+    width, slot = phase_width(x, stride), phase_size(x, stride)
+    group = group_size(slot)
+    xp = phase_scratch(x, stride, group)
     dxp = np.empty_like(xp)
-    d = np.zeros((n_out, span), delta.dtype)  # the gaps stay 0
-    for n in range(start, stop):
-        split_phases(x, n, stride, xp)
-        for i in range(rows):
-            for j in range(cols):
-                for o in range(n_out):
-                    d[o, i * width + j] = delta[n, i, j, o]
-        conv2d_grads_sample(xp, d, stride, width, span, dW, db)
+    d = np.zeros((n_out, group * slot), delta.dtype)  # the gaps stay 0
+    one = delta.dtype.type(1)
+    for n0 in range(start, stop, group):
+        count = min(group, stop - n0)
+        for g in range(count):
+            n = n0 + g
+            split_phases(x, n, stride, xp, g * slot)
+            for i in range(rows):
+                for j in range(cols):
+                    for o in range(n_out):
+                        delta[n, i, j, o] = nb.activation_back(
+                            activation, delta[n, i, j, o], kept[n, i, j, o], a[n, i, j, o], one
+                        )
+                        d[o, g * slot + i * width + j] = delta[n, i, j, o]
+        span = group_span(count, slot, width, rows, cols)
+        conv2d_grads_group(xp, d, stride, width, span, dW, db)
         if input_grad:
-            conv2d_input_grad_sample(d, W, stride, width, span, dxp)
-            join_phases(dxp, stride, n, dx)
+            conv2d_input_grad_group(d, W, stride, width, span, dxp)
+            for g in range(count):
+                join_phases(dxp, g * slot, stride, n0 + g, dx)
 
 
 @jit
@@ -309,15 +356,6 @@ def fill(x, start, stop, value):
     flat = rows.reshape(rows.size)
     for i in range(rows.size):
         flat[i] = value
-
-
-@jit
-def copy_rows(source, start, stop, target):
-    """target[start:stop] = source[start:stop], both C-contiguous and shaped alike."""
-    rows, into = source[start:stop], target[start:stop]
-    flat, flat_into = rows.reshape(rows.size), into.reshape(into.size)
-    for i in range(rows.size):
-        flat_into[i] = flat[i]
 
 
 # --- pooling, on samples start to stop: within `conv2d`, or over all the samples alone ------------
