@@ -48,14 +48,19 @@ def from_cache(
             f"backward must take (dout, cache); {described(backward)} cannot: {why}{swapped}"
         )
 
+    bound: set[int] = set()  # the input counts forward was found to take: a check each
+
     def forward_only(*inputs: Any) -> Any:
-        why = binds(forward, len(inputs))
-        if why is not None:
-            swapped = binds(backward, len(inputs)) is None
-            raise TypeError(
-                f"forward must take the {len(inputs)} inputs; {described(forward)} cannot: {why}"
-                + ("; backward could: are forward and backward swapped?" if swapped else "")
-            )
+        if len(inputs) not in bound:
+            why = binds(forward, len(inputs))
+            if why is not None:
+                swapped = binds(backward, len(inputs)) is None
+                raise TypeError(
+                    f"forward must take the {len(inputs)} inputs; {described(forward)} cannot: "
+                    f"{why}"
+                    + ("; backward could: are forward and backward swapped?" if swapped else "")
+                )
+            bound.add(len(inputs))
         out, _ = _pair(forward(*inputs))
         return out
 

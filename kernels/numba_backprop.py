@@ -505,14 +505,14 @@ def layer_input(X, acts, widths, l):
 # --- forward -------------------------------------------------------------------------------------
 
 
-@jit
+@inline
 def pre_activation(a_prev, W, z):
     """z ← a_{l-1} W_l; the bias b_l is added by the pass that reads z next (`activate`, or
     `keep_pre_activation`), which spares a pass over z of its own."""
     matmul(a_prev, W, z)  # (N, n_{l-1}) @ (n_{l-1}, n_l) -> (N, n_l)
 
 
-@jit
+@inline
 def keep_pre_activation(z, b, bias, kept):
     """z ← z + b, and kept ← z: the logits, which the losses on logits need, or a hidden z
     that f′ reads, after f overwrites z."""
@@ -534,7 +534,7 @@ def dense_forward(activation, a_prev, W, b, bias, last, z, kept, log_norm):
     activate(activation, z, b, bias and not keep, log_norm)
 
 
-@jit
+@inline
 def forward(net, theta, X, buffers):
     """Fill the buffers' acts with the activations A[1..L] of A[0] = X (N rows), zs with the
     logits Z[L] and every hidden Z[l] that f′ reads and, for a softmax output, log_norm with
@@ -610,7 +610,7 @@ def output_delta(loss_code, activation, z, a, y, delta):
 # --- backward ------------------------------------------------------------------------------------
 
 
-@jit
+@inline
 def layer_grads(a_prev, delta, bias, dW, db):
     matmul_tn(a_prev, delta, dW)  # (n_{l-1}, N) @ (N, n_l) -> (n_{l-1}, n_l)
     if bias:
@@ -620,13 +620,13 @@ def layer_grads(a_prev, delta, bias, dW, db):
                 db[j] += delta[i, j]
 
 
-@jit
+@inline
 def hidden_delta(delta, W, activation, z_prev, a_prev, delta_prev):
     matmul_nt(delta, W, delta_prev)  # (N, n_l) @ (n_l, n_{l-1}) -> (N, n_{l-1})
     activation_backward(activation, z_prev, a_prev, delta_prev)
 
 
-@jit
+@inline
 def backward(net, theta, X, buffers):
     """Fill the gradient vector from the output delta already in D[L-1]."""
     widths, acts, zs, deltas = net.widths, buffers.acts, buffers.zs, buffers.deltas
@@ -661,7 +661,7 @@ def is_narrow(widths, N):
     return True
 
 
-@jit
+@inline
 def narrow_forward(net, theta, X, buffers):
     """`forward` for a narrow network."""
     activations, widths, bias = net.activations, net.widths, net.bias
@@ -693,7 +693,7 @@ def narrow_forward(net, theta, X, buffers):
         w_at = b_at + (n if bias else 0)
 
 
-@jit
+@inline
 def narrow_backward(net, theta, X, buffers):
     """`backward` for a narrow network: the gradient from the output delta in D[L-1]."""
     activations, widths, bias = net.activations, net.widths, net.bias
@@ -758,7 +758,7 @@ def loss_and_grads_into(net, theta, X, y, buffers):
     return value
 
 
-@jit
+@inline
 def descend(theta, grad, lr):
     """θ ← θ − lr · g, in place; both 1-D."""
     for i in range(theta.shape[0]):
