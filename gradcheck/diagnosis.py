@@ -92,6 +92,9 @@ def _explanations(
         found = explain.explain_own_weights(
             backend, net, params, X, y, "predictions", got.predictions, None, extra
         )
+        found += explain.explain_activation_form(
+            name, p64.net, p64.params, p64.X, got.predictions, point
+        )
         return found + loss or [explain.none(name, "predictions")]
     found = []
     if "loss" in groups:

@@ -31,6 +31,7 @@ import numpy as np
 
 from gradcheck import witness
 from gradcheck.backends import Backend, Trace, Training, Trajectory
+from gradcheck.layers import Weighted
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
 from gradcheck.optimizers import SGD, Adam, Optimizer, RMSprop
@@ -649,6 +650,36 @@ def explain_loss(
     text = _scale_text(f"{backend}'s loss at its own outputs is", factor, meaning)
     text += "; every gradient and step scales with it"
     return [Explanation(backend, "loss", _kind(factor), factor, (), text)]
+
+
+def _with_activation(net: Network, name: str, other: str) -> Network:
+    """The network with activation ``other`` wherever it has ``name``."""
+    if net.dense:
+        return replace(net, activation=[other if a == name else a for a in net.activations])
+    layers = [
+        replace(layer, activation=other)
+        if isinstance(layer, Weighted) and layer.activation == name
+        else layer
+        for layer in net.stack
+    ]
+    return replace(net, layers=layers)
+
+
+def explain_activation_form(
+    backend: str, net: Network, params: Params, X: np.ndarray, predictions: np.ndarray,
+    tolerance: float,
+) -> list[Explanation]:  # fmt: skip
+    """The backend's predictions against the witness's with one of the network's activations
+    replaced by an activation frameworks confuse it with (the registry's ``confusions``)."""
+    found = []
+    for name in dict.fromkeys(net.activations):
+        for other, convention in lookup(ACTIVATIONS, name, "activation").confusions:
+            swapped = witness.forward(_with_activation(net, name, other), params, X).outputs
+            if _fits([predictions], [swapped], tolerance, [np.abs(swapped)]):
+                text = f"{backend}'s predictions are the network's with {other} for {name}: "
+                found.append(Explanation(backend, "predictions", "convention", None, (),
+                                         text + convention))  # fmt: skip
+    return found
 
 
 def explain_own_weights(

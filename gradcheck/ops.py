@@ -72,6 +72,12 @@ class Activation:
     jax: str = ""
     #: Keras's name for it (``keras.activations.get``).
     keras: str = ""
+    #: Keyword arguments both frameworks' functions take for it, as (name, value) pairs: GELU's
+    #: ``approximate``, whose default is the tanh form in JAX and the exact one in Keras.
+    options: tuple[tuple[str, object], ...] = ()
+    #: The activations a port computes in its place, by a framework's convention, each with the
+    #: convention in words: the explanations try each.
+    confusions: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not set(self.needs) <= {"z", "a"} or (self.derivative is None) != (not self.needs):
@@ -144,6 +150,44 @@ def _log_sum_exp(z: Array) -> Array:
 def _sigmoid(z: Array) -> Array:
     # e^{min(z, 0)} / (1 + e^{−|z|}): 1/(1 + e^{−z}) for z ≥ 0, e^z/(1 + e^z) below; no overflow.
     return np.exp(np.minimum(z, 0.0)) / (1.0 + np.exp(-np.abs(z)))
+
+
+def _normal_cdf(z: Array) -> Array:
+    """Φ(z), the standard normal distribution function (SciPy's ``ndtr``), accurate in the
+    lower tail where 1 + erf(z/√2) cancels."""
+    from scipy.special import ndtr
+
+    return ndtr(z)
+
+
+def _normal_pdf(z: Array) -> Array:
+    """φ(z) = e^{−z²/2} / √(2π); z clipped where φ is 0 in float64 already, so z² cannot
+    overflow."""
+    z = np.clip(z, -40.0, 40.0)
+    return np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi)
+
+
+#: GELU's tanh form: ½ z (1 + tanh(u)) = z σ(2u), u = √(2/π) (z + 0.044715 z³).
+_GELU_TANH_SCALE, _GELU_TANH_CUBIC = np.sqrt(2.0 / np.pi), 0.044715
+
+
+def _gelu_tanh_u(z: Array) -> Array:
+    """u, with z clipped where σ(2u) is 0 or 1 already (so that z³ cannot overflow)."""
+    z = np.clip(z, -1e4, 1e4)
+    return _GELU_TANH_SCALE * (z + _GELU_TANH_CUBIC * z**3)
+
+
+def _gelu_tanh_prime_parts(z: Array) -> tuple[Array, Array]:
+    """The two terms of its derivative: σ(2u) and z · 2σ(2u)σ(−2u) · u′, with
+    u′ = √(2/π)(1 + 3·0.044715 z²)."""
+    u, zc = _gelu_tanh_u(z), np.clip(z, -1e4, 1e4)
+    slope = _GELU_TANH_SCALE * (1 + 3 * _GELU_TANH_CUBIC * zc**2)
+    return _sigmoid(2 * u), 2 * zc * _sigmoid(2 * u) * _sigmoid(-2 * u) * slope
+
+
+def _gelu_tanh_prime(z: Array) -> Array:
+    first, second = _gelu_tanh_prime_parts(z)
+    return first + second
 
 
 def _tanh_prime(z: Array) -> Array:
@@ -250,6 +294,44 @@ ACTIVATIONS: dict[str, Activation] = {
             prime=lambda z: _sigmoid(z) * (1 + z * _sigmoid(-z)),
             jax="nn.silu",
             keras="silu",
+        ),
+        Activation(
+            "gelu",
+            "z Φ(z) = ½ z (1 + erf(z / √2)): exact",
+            lambda z: z * _normal_cdf(z),
+            derivative=lambda z, a: _normal_cdf(z) + z * _normal_pdf(z),
+            needs=("z",),
+            derivative_terms=lambda z, a: _normal_cdf(z) + np.abs(z) * _normal_pdf(z),
+            prime=lambda z: _normal_cdf(z) + z * _normal_pdf(z),
+            jax="nn.gelu",
+            keras="gelu",
+            options=(("approximate", False),),
+            confusions=(
+                (
+                    "gelu_tanh",
+                    "GELU's tanh approximation where the exact erf form is asked for "
+                    "(the default of jax.nn.gelu and keras.ops.gelu)",
+                ),
+            ),
+        ),
+        Activation(
+            "gelu_tanh",
+            "½ z (1 + tanh(√(2/π) (z + 0.044715 z³))): GELU's tanh approximation",
+            lambda z: z * _sigmoid(2 * _gelu_tanh_u(z)),
+            derivative=lambda z, a: _gelu_tanh_prime(z),
+            needs=("z",),
+            derivative_terms=lambda z, a: np.abs(_gelu_tanh_prime_parts(z)).sum(axis=0),
+            prime=_gelu_tanh_prime,
+            jax="nn.gelu",
+            keras="gelu",
+            options=(("approximate", True),),
+            confusions=(
+                (
+                    "gelu",
+                    "GELU's exact erf form where the tanh approximation is asked for "
+                    "(the default of keras.activations.gelu and PyTorch's GELU)",
+                ),
+            ),
         ),
         Activation(
             "softmax",

@@ -11,6 +11,7 @@ Every array here carries an explicit dtype, so a float32 network still computes 
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable
 from functools import lru_cache, partial
@@ -33,7 +34,8 @@ name = "jax"
 #: Each activation as JAX spells it in the registry (``jax.nn.relu`` has derivative 0 at 0, as
 #: the spec asks; ``jax.nn.softmax`` normalises the last axis, the outputs of each row).
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    name: operator.attrgetter(spec.jax)(jax) for name, spec in ops.ACTIVATIONS.items()
+    name: functools.partial(operator.attrgetter(spec.jax)(jax), **dict(spec.options))
+    for name, spec in ops.ACTIVATIONS.items()
 }
 
 #: Each loss as its definition: a sum of terms over samples and outputs, from the logits z, the

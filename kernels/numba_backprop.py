@@ -27,6 +27,7 @@ new depth or width compiles nothing.
 
 from __future__ import annotations
 
+import math
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -348,7 +349,79 @@ def silu_backward(z, a, grad):
             grad[i, j] = silu_back(grad[i, j], z[i, j], a[i, j], one)
 
 
-ACTIVATION_NAMES = ("sigmoid", "tanh", "relu", "identity", "softplus", "softmax", "silu")
+@inline
+def gelu_of(v, one):
+    # z Φ(z), Φ(z) = ½ erfc(−z/√2): no cancellation of 1 + erf below 0
+    return v * (type(one)(0.5) * math.erfc(-v * type(one)(0.7071067811865476)))
+
+
+@inline
+def gelu_back(g, z, a, one):
+    zc = min(max(z, type(one)(-40)), type(one)(40))  # φ is 0 beyond; zc² cannot overflow
+    phi = np.exp(-(zc * zc) / (one + one)) * type(one)(0.3989422804014327)  # e^{−z²/2}/√(2π)
+    cdf = type(one)(0.5) * math.erfc(-z * type(one)(0.7071067811865476))  # Φ(z)
+    return g * (cdf + z * phi)  # gelu′ = Φ(z) + z φ(z)
+
+
+@jit
+def gelu(z, b, bias):
+    one = z.dtype.type(1)
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            z[i, j] = gelu_of(biased(z, b, bias, i, j), one)
+
+
+@jit
+def gelu_backward(z, a, grad):
+    one = z.dtype.type(1)
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            grad[i, j] = gelu_back(grad[i, j], z[i, j], a[i, j], one)
+
+
+@inline
+def gelu_tanh_u(z, one):
+    """u = √(2/π)(z + 0.044715 z³), z clipped where σ(2u) is 0 or 1 already (z³ cannot
+    overflow)."""
+    zc = min(max(z, type(one)(-1e4)), type(one)(1e4))
+    return type(one)(0.7978845608028654) * (zc + type(one)(0.044715) * (zc * zc * zc))
+
+
+@inline
+def gelu_tanh_of(v, one):
+    return v * sigmoid_of((one + one) * gelu_tanh_u(v, one), one)  # ½ z (1 + tanh u) = z σ(2u)
+
+
+@inline
+def gelu_tanh_back(g, z, a, one):
+    two = one + one
+    w = two * gelu_tanh_u(z, one)  # 2u
+    e = np.exp(-abs(w))
+    s, s_neg = sigmoid_from(w, e, one), sigmoid_from(-w, e, one)  # σ(2u), σ(−2u)
+    zc = min(max(z, type(one)(-1e4)), type(one)(1e4))
+    du = type(one)(0.7978845608028654) * (one + type(one)(3 * 0.044715) * (zc * zc))  # u′
+    return g * (s + zc * (two * s * s_neg) * du)  # σ(2u) + z σ′(2u)·2u′
+
+
+@jit
+def gelu_tanh(z, b, bias):
+    one = z.dtype.type(1)
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            z[i, j] = gelu_tanh_of(biased(z, b, bias, i, j), one)
+
+
+@jit
+def gelu_tanh_backward(z, a, grad):
+    one = z.dtype.type(1)
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            grad[i, j] = gelu_tanh_back(grad[i, j], z[i, j], a[i, j], one)
+
+
+ACTIVATION_NAMES = (
+    "sigmoid", "tanh", "relu", "identity", "softplus", "softmax", "silu", "gelu", "gelu_tanh"
+)  # fmt: skip
 Activation = IntEnum("Activation", ACTIVATION_NAMES, start=0)  # type: ignore[misc]
 # The codes the compiled dispatch of the activations takes (`activate`, `activation_backward`):
 # each name's place in this list, beneath the kernels, written here rather than read from the
@@ -378,6 +451,10 @@ def activation_of(activation, v, one):
         return softplus_of(v, one)
     if activation == Activation.silu:
         return silu_of(v, one)
+    if activation == Activation.gelu:
+        return gelu_of(v, one)
+    if activation == Activation.gelu_tanh:
+        return gelu_tanh_of(v, one)
     raise ValueError("activation_of: unknown activation code, or the softmax")
 
 
@@ -396,6 +473,10 @@ def activation_back(activation, g, z, a, one):
         return softplus_back(g, z, a, one)
     if activation == Activation.silu:
         return silu_back(g, z, a, one)
+    if activation == Activation.gelu:
+        return gelu_back(g, z, a, one)
+    if activation == Activation.gelu_tanh:
+        return gelu_tanh_back(g, z, a, one)
     raise ValueError("activation_back: unknown activation code, or the softmax")
 
 
@@ -417,6 +498,10 @@ def activate(activation, z, b, bias, log_norm):
         softmax(z, b, bias, log_norm)
     elif activation == Activation.silu:
         silu(z, b, bias)
+    elif activation == Activation.gelu:
+        gelu(z, b, bias)
+    elif activation == Activation.gelu_tanh:
+        gelu_tanh(z, b, bias)
     else:
         raise ValueError("activate: unknown activation code")
 
@@ -439,6 +524,10 @@ def activation_backward(activation, z, a, grad):
         softmax_backward(z, a, grad)
     elif activation == Activation.silu:
         silu_backward(z, a, grad)
+    elif activation == Activation.gelu:
+        gelu_backward(z, a, grad)
+    elif activation == Activation.gelu_tanh:
+        gelu_tanh_backward(z, a, grad)
     else:
         raise ValueError("activation_backward: unknown activation code")
 

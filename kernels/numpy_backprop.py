@@ -105,14 +105,48 @@ def silu_prime(z: np.ndarray, a: np.ndarray) -> np.ndarray:
     return sigmoid(z) * (1 + z * sigmoid(-z))  # σ(z)(1 + z(1 − σ(z))), 1 − σ(z) = σ(−z)
 
 
+def gelu(z: np.ndarray) -> np.ndarray:
+    from scipy.special import erfc
+
+    return z * (0.5 * erfc(-z * math.sqrt(0.5)))  # z Φ(z), Φ(z) = ½ erfc(−z/√2): no 1 + erf
+
+
+def gelu_prime(z: np.ndarray, a: np.ndarray) -> np.ndarray:
+    from scipy.special import erfc
+
+    zc = np.clip(z, -40.0, 40.0)  # φ is 0 beyond, and zc² cannot overflow
+    phi = np.exp(-0.5 * zc * zc) * (1 / math.sqrt(2 * math.pi))  # φ(z) = e^{−z²/2} / √(2π)
+    return 0.5 * erfc(-z * math.sqrt(0.5)) + z * phi  # Φ(z) + z φ(z)
+
+
+GELU_TANH_SCALE, GELU_TANH_CUBIC = math.sqrt(2 / math.pi), 0.044715
+
+
+def gelu_tanh_u(z: np.ndarray) -> np.ndarray:
+    zc = np.clip(z, -1e4, 1e4)  # σ(2u) is 0 or 1 beyond, and zc³ cannot overflow
+    return GELU_TANH_SCALE * (zc + GELU_TANH_CUBIC * zc**3)  # u = √(2/π)(z + 0.044715 z³)
+
+
+def gelu_tanh(z: np.ndarray) -> np.ndarray:
+    return z * sigmoid(2 * gelu_tanh_u(z))  # ½ z (1 + tanh u) = z σ(2u)
+
+
+def gelu_tanh_prime(z: np.ndarray, a: np.ndarray) -> np.ndarray:
+    u, zc = gelu_tanh_u(z), np.clip(z, -1e4, 1e4)
+    du = GELU_TANH_SCALE * (1 + 3 * GELU_TANH_CUBIC * zc * zc)  # u′
+    return sigmoid(2 * u) + zc * (2 * sigmoid(2 * u) * sigmoid(-2 * u)) * du  # σ(2u) + z σ′(2u)·2u′
+
+
 ACTIVATIONS: dict[str, Activation] = {
     "sigmoid": Activation(sigmoid, sigmoid_prime),
     "tanh": Activation(np.tanh, tanh_prime),
     "relu": Activation(relu, relu_prime),
     "identity": Activation(identity, identity_prime),
     "softplus": Activation(softplus, softplus_prime),
-    "softmax": Activation(softmax, None),
     "silu": Activation(silu, silu_prime),
+    "gelu": Activation(gelu, gelu_prime),
+    "gelu_tanh": Activation(gelu_tanh, gelu_tanh_prime),
+    "softmax": Activation(softmax, None),
 }
 
 

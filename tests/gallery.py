@@ -100,6 +100,35 @@ def sigmoid_backward_no_prime(dout, out):
     return dout * out  # BUG: the (1 − σ) factor forgotten
 
 
+def gelu_forward(x):
+    from scipy.special import erf
+
+    out = 0.5 * x * (1 + erf(x / np.sqrt(2)))  # the exact GELU, as a hand-written layer has it
+    return out, x
+
+
+def _normal_density(x):
+    return np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+
+
+def gelu_backward(dout, x):
+    from scipy.special import erf
+
+    return dout * (0.5 * (1 + erf(x / np.sqrt(2))) + x * _normal_density(x))  # Φ(x) + x φ(x)
+
+
+def gelu_backward_of_the_tanh_form(dout, x):
+    u = np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)  # BUG: the tanh form's derivative
+    du = np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * x**2)
+    return dout * (0.5 * (1 + np.tanh(u)) + 0.5 * x * (1 - np.tanh(u) ** 2) * du)
+
+
+def gelu_backward_no_density(dout, x):
+    from scipy.special import erf
+
+    return dout * 0.5 * (1 + erf(x / np.sqrt(2)))  # BUG: Φ(x) alone, the x φ(x) term forgotten
+
+
 def tanh_forward(x):
     out = np.tanh(x)
     return out, out
@@ -624,6 +653,11 @@ KERNELS: dict[str, Kernel] = {
             "sigmoid", sigmoid_forward, sigmoid_backward,
             lambda r, d: [_normal(r, d, 64, 512, scale=3)], ["x"],
             prime_of_output=sigmoid_backward_of_output, no_prime=sigmoid_backward_no_prime,
+        ),
+        _k(
+            "gelu", gelu_forward, gelu_backward,
+            lambda r, d: [_normal(r, d, 64, 512, scale=2)], ["x"],
+            tanh_form=gelu_backward_of_the_tanh_form, no_density=gelu_backward_no_density,
         ),
         _k(
             "tanh", tanh_forward, tanh_backward, lambda r, d: [_normal(r, d, 64, 512)], ["x"],

@@ -8,7 +8,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from helpers import NumpyDelegate
+from helpers import DTYPES, NumpyDelegate
 from mutants import mutant
 
 import gradcheck
@@ -298,3 +298,91 @@ def test_silus_derivative_is_read_from_z_and_a_slip_in_it_is_named(dtype, seed):
     assert report.verdict_lines()[0] == "DISAGREE: silu_prime"
     [first] = report.first_differences
     assert (first.stage, first.layer, first.tensor) == ("backward", 2, "δ")
+
+
+def _gelu_as_its_tanh_form(z):
+    return gelu_tanh(z)  # BUG: jax.nn.gelu's default form where the exact one is asked for  # noqa: F821
+
+
+def _gelu_prime_as_its_tanh_form(z, a):
+    return gelu_tanh_prime(z, a)  # BUG: likewise  # noqa: F821
+
+
+def _gelu_tanh_as_the_exact_form(z):
+    return gelu(z)  # BUG: Keras's default form where the tanh one is asked for  # noqa: F821
+
+
+def _gelu_tanh_prime_as_the_exact_form(z, a):
+    return gelu_prime(z, a)  # BUG: likewise  # noqa: F821
+
+
+def _gelu_prime_without_its_density_term(z, a):
+    from scipy.special import erfc
+
+    return 0.5 * erfc(-z * np.sqrt(0.5)).astype(z.dtype)  # BUG: Φ(z) alone, z φ(z) forgotten
+
+
+GELU_FORMS = {
+    "gelu": ("gelu_tanh", {"gelu": _gelu_as_its_tanh_form,
+                           "gelu_prime": _gelu_prime_as_its_tanh_form}),
+    "gelu_tanh": ("gelu", {"gelu_tanh": _gelu_tanh_as_the_exact_form,
+                           "gelu_tanh_prime": _gelu_tanh_prime_as_the_exact_form}),
+}  # fmt: skip
+
+
+def _gelu_problem(activation, dtype, seed):
+    rng = np.random.default_rng(seed)
+    X, y = rng.normal(size=(128, 12)), np.eye(4)[rng.integers(0, 4, size=128)]
+    net = Network([12, 32, 16, 4], activation=[activation, activation, "softmax"],
+                  loss="softmax_ce", dtype=dtype)  # fmt: skip
+    return net, X, y
+
+
+#: The seeds of the GELU tests: `make test` runs one per case, in turn; the rest are thorough.
+GELU_SEEDS = (0, 1, 2)
+
+
+def _one_seed_in_turn(p):
+    case = list(GELU_FORMS).index(p.get("activation", "gelu")) * 2 + DTYPES.index(p["dtype"])
+    return p["seed"] == GELU_SEEDS[case % len(GELU_SEEDS)]
+
+
+@pytest.mark.sweep(keep=_one_seed_in_turn)
+@pytest.mark.parametrize("seed", GELU_SEEDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", list(GELU_FORMS))
+def test_each_gelu_form_agrees_and_the_other_form_is_named_with_its_convention(
+    activation, dtype, seed
+):
+    """Both GELUs: every backend agrees with the reference and the witness (Keras's own GELU is
+    replaced by one in its ops, whose constants are not rounded to float32), and nothing is
+    explained; a NumPy kernel computing the other form is named alone, and its predictions are
+    explained as the network's with that form, in the convention's words."""
+    other, bugs = GELU_FORMS[activation]
+    net, X, y = _gelu_problem(activation, dtype, seed)
+    correct = gradcheck.verify(net, X, y, steps=20, lr=0.5)
+    assert correct.ok, correct.verdict_lines()
+    assert not correct.explanations
+    report = gradcheck.verify(
+        net, X, y, backends=["numpy", mutant("other_form", **bugs)], steps=20, lr=0.5
+    )
+    assert report.verdict_lines()[0] == "DISAGREE: other_form"
+    [why] = [e for e in report.explanations if e.fits]
+    assert (why.quantity, why.kind) == ("predictions", "convention")
+    assert why.text.startswith(f"other_form's predictions are the network's with {other} for")
+    assert gradcheck.ops.ACTIVATIONS[activation].confusions[0][1] in why.text
+
+
+@pytest.mark.sweep(keep=_one_seed_in_turn)
+@pytest.mark.parametrize("seed", GELU_SEEDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_slip_in_gelus_derivative_is_named_and_not_taken_for_the_other_form(dtype, seed):
+    """gelu′ needs z; a NumPy kernel that drops its z φ(z) term is named alone, at the first δ
+    it computes, and no form swap is offered for it (its predictions agree)."""
+    net, X, y = _gelu_problem("gelu", dtype, seed)
+    broken = mutant("gelu_prime", gelu_prime=_gelu_prime_without_its_density_term)
+    report = gradcheck.verify(net, X, y, backends=["numpy", broken], steps=20, lr=0.5)
+    assert report.verdict_lines()[0] == "DISAGREE: gelu_prime"
+    [first] = report.first_differences
+    assert (first.stage, first.layer, first.tensor) == ("backward", 2, "δ")
+    assert not [e for e in report.explanations if e.kind == "convention"]

@@ -109,7 +109,7 @@ def test_a_network_that_does_not_fit_is_refused_naming_the_layer(input_shape, la
         (lambda: Conv2D(4, 3, strides=1.5), "strides must be a positive integer; got 1.5"),
         (lambda: MaxPool2D(0), "pool_size must be a positive integer; got 0"),
         (lambda: AvgPool2D(2, strides=-1), "strides must be a positive integer; got -1"),
-        (lambda: Dense(10, activation="gelu"), "activation must be one of sigmoid"),
+        (lambda: Dense(10, activation="swish"), "activation must be one of sigmoid"),
         (lambda: Dense(10, bias=1), "bias must be True or False; got 1"),
     ],
 )
