@@ -15,10 +15,12 @@ the sign): a witness that repeats the code it judges repeats its bugs.
 
 from __future__ import annotations
 
+import functools
+import operator
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -85,6 +87,10 @@ class Activation:
                 f"needs must name 'z', 'a' or both for an elementwise activation, and nothing "
                 f"for a row-wise one; got {self.needs!r} for {self.name}"
             )
+
+    def jax_function(self, jax: Any) -> Callable[[Any], Any]:
+        """The activation as JAX implements it: ``jax.<jax>`` with the ``options``."""
+        return functools.partial(operator.attrgetter(self.jax)(jax), **dict(self.options))
 
     @property
     def elementwise(self) -> bool:

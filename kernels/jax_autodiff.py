@@ -11,8 +11,6 @@ Every array here carries an explicit dtype, so a float32 network still computes 
 
 from __future__ import annotations
 
-import functools
-import operator
 from collections.abc import Callable
 from functools import lru_cache, partial
 from typing import Any, NamedTuple
@@ -34,8 +32,7 @@ name = "jax"
 #: Each activation as JAX spells it in the registry (``jax.nn.relu`` has derivative 0 at 0, as
 #: the spec asks; ``jax.nn.softmax`` normalises the last axis, the outputs of each row).
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    name: functools.partial(operator.attrgetter(spec.jax)(jax), **dict(spec.options))
-    for name, spec in ops.ACTIVATIONS.items()
+    name: spec.jax_function(jax) for name, spec in ops.ACTIVATIONS.items()
 }
 
 #: Each loss as its definition: a sum of terms over samples and outputs, from the logits z, the

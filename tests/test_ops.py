@@ -3,9 +3,7 @@ name raises on one it does not implement, and the witness imports no kernel."""
 
 from __future__ import annotations
 
-import functools
 import importlib
-import operator
 import subprocess
 import sys
 from pathlib import Path
@@ -176,8 +174,7 @@ def _jax_function(name: str):
     """The activation as JAX implements it, found where the registry says JAX spells it, with
     the registry's options."""
     jax = pytest.importorskip("jax")
-    spec = ops.ACTIVATIONS[name]
-    return functools.partial(operator.attrgetter(spec.jax)(jax), **dict(spec.options))
+    return ops.ACTIVATIONS[name].jax_function(jax)
 
 
 #: JAX writes GELU as ½ z (1 + erf(z/√2)) and ½ z (1 + tanh u): below 0 the sum cancels, and the
