@@ -623,7 +623,7 @@ def dense_forward(activation, a_prev, W, b, bias, last, z, kept, log_norm):
     activate(activation, z, b, bias and not keep, log_norm)
 
 
-@inline
+@jit
 def forward(net, theta, X, buffers):
     """Fill the buffers' acts with the activations A[1..L] of A[0] = X (N rows), zs with the
     logits Z[L] and every hidden Z[l] that f′ reads and, for a softmax output, log_norm with
@@ -715,7 +715,7 @@ def hidden_delta(delta, W, activation, z_prev, a_prev, delta_prev):
     activation_backward(activation, z_prev, a_prev, delta_prev)
 
 
-@inline
+@jit
 def backward(net, theta, X, buffers):
     """Fill the gradient vector from the output delta already in D[L-1]."""
     widths, acts, zs, deltas = net.widths, buffers.acts, buffers.zs, buffers.deltas
@@ -750,7 +750,7 @@ def is_narrow(widths, N):
     return True
 
 
-@inline
+@jit
 def narrow_forward(net, theta, X, buffers):
     """`forward` for a narrow network."""
     activations, widths, bias = net.activations, net.widths, net.bias
@@ -782,7 +782,7 @@ def narrow_forward(net, theta, X, buffers):
         w_at = b_at + (n if bias else 0)
 
 
-@inline
+@jit
 def narrow_backward(net, theta, X, buffers):
     """`backward` for a narrow network: the gradient from the output delta in D[L-1]."""
     activations, widths, bias = net.activations, net.widths, net.bias
