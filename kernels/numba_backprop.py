@@ -427,7 +427,10 @@ Activation = IntEnum("Activation", ACTIVATION_NAMES, start=0)  # type: ignore[mi
 # each name's place in this list, beneath the kernels, written here rather than read from the
 # registry so that a change of codes changes this file and with it Numba's cached code. The
 # compiled code compares with ``Activation.sigmoid``; the Python boundary looks a name up in
-# ``ACTIVATION_CODES``; a code without a branch raises.
+# ``ACTIVATION_CODES``; a code without a branch raises. Numba's cache checks only the file of
+# each compiled function, so `numba_conv`, whose kernels compile in `activation_of` and
+# `activation_back`, repeats this list (a test holds the two equal): a new code changes both
+# files, and both files' cached code.
 ACTIVATION_CODES = {code.name: int(code) for code in Activation}
 #: By activation code: whether f′ reads z (the registry's ``needs``), so that the forward pass
 #: keeps a copy of z before f overwrites it.

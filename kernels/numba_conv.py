@@ -58,6 +58,12 @@ reassociating = njit(cache=True, nogil=True, error_model="numpy", fastmath={"rea
 #: The samples are split into this many blocks (fewer if there are fewer samples), whatever
 #: the number of threads.
 BLOCKS = 16
+#: `numba_backprop.ACTIVATION_NAMES`, whose codes these kernels compile in (through
+#: `nb.activation_of` and `nb.activation_back`): Numba's cache checks only this file, so a new
+#: activation must change it too, and with it the cached kernels (a test holds the two equal).
+ACTIVATION_NAMES = (
+    "sigmoid", "tanh", "relu", "identity", "softplus", "softmax", "silu", "gelu", "gelu_tanh"
+)  # fmt: skip
 #: A block's samples are worked through in groups whose phase images, end to end, make about
 #: this many positions: long loops, and a group's scratch in the core's own cache.
 GROUP_POSITIONS = 1024

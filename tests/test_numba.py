@@ -308,3 +308,12 @@ def test_the_narrow_walk_computes_what_the_walk_over_views_does(hidden, output, 
     assert nb.is_narrow(ws.net.widths, len(X))
     for narrow, wide in zip(*results, strict=True):
         assert np.array_equal(narrow, wide)
+
+
+def test_the_convolutions_file_lists_the_activation_codes_it_compiles_in():
+    """Numba's cache checks only the file of each compiled function: the convolution's kernels,
+    which compile in the activations' scalar forms, are recompiled after a new activation only
+    because numba_conv.py lists the same codes and so changes with them."""
+    nb = pytest.importorskip("gradcheck.kernels.numba_backprop")
+    nc = pytest.importorskip("gradcheck.kernels.numba_conv")
+    assert nc.ACTIVATION_NAMES == nb.ACTIVATION_NAMES
