@@ -350,17 +350,21 @@ def silu_backward(z, a, grad):
 
 
 @inline
+def normal_cdf(v, one):
+    # Φ(z) = ½ erfc(−z/√2): no 1 + erf to cancel below 0
+    return type(one)(0.5) * math.erfc(-v * type(one)(0.7071067811865476))
+
+
+@inline
 def gelu_of(v, one):
-    # z Φ(z), Φ(z) = ½ erfc(−z/√2): no cancellation of 1 + erf below 0
-    return v * (type(one)(0.5) * math.erfc(-v * type(one)(0.7071067811865476)))
+    return v * normal_cdf(v, one)  # z Φ(z)
 
 
 @inline
 def gelu_back(g, z, a, one):
     zc = min(max(z, type(one)(-40)), type(one)(40))  # φ is 0 beyond; zc² cannot overflow
     phi = np.exp(-(zc * zc) / (one + one)) * type(one)(0.3989422804014327)  # e^{−z²/2}/√(2π)
-    cdf = type(one)(0.5) * math.erfc(-z * type(one)(0.7071067811865476))  # Φ(z)
-    return g * (cdf + z * phi)  # gelu′ = Φ(z) + z φ(z)
+    return g * (normal_cdf(z, one) + z * phi)  # gelu′ = Φ(z) + z φ(z)
 
 
 @jit

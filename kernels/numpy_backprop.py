@@ -105,18 +105,20 @@ def silu_prime(z: np.ndarray, a: np.ndarray) -> np.ndarray:
     return sigmoid(z) * (1 + z * sigmoid(-z))  # σ(z)(1 + z(1 − σ(z))), 1 − σ(z) = σ(−z)
 
 
-def gelu(z: np.ndarray) -> np.ndarray:
+def normal_cdf(z: np.ndarray) -> np.ndarray:
     from scipy.special import erfc
 
-    return z * (0.5 * erfc(-z * math.sqrt(0.5)))  # z Φ(z), Φ(z) = ½ erfc(−z/√2): no 1 + erf
+    return 0.5 * erfc(-z * math.sqrt(0.5))  # Φ(z) = ½ erfc(−z/√2): no 1 + erf to cancel below 0
+
+
+def gelu(z: np.ndarray) -> np.ndarray:
+    return z * normal_cdf(z)  # z Φ(z)
 
 
 def gelu_prime(z: np.ndarray, a: np.ndarray) -> np.ndarray:
-    from scipy.special import erfc
-
     zc = np.clip(z, -40.0, 40.0)  # φ is 0 beyond, and zc² cannot overflow
     phi = np.exp(-0.5 * zc * zc) * (1 / math.sqrt(2 * math.pi))  # φ(z) = e^{−z²/2} / √(2π)
-    return 0.5 * erfc(-z * math.sqrt(0.5)) + z * phi  # Φ(z) + z φ(z)
+    return normal_cdf(z) + z * phi  # Φ(z) + z φ(z)
 
 
 GELU_TANH_SCALE, GELU_TANH_CUBIC = math.sqrt(2 / math.pi), 0.044715
