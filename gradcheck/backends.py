@@ -20,7 +20,15 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from gradcheck.network import Network, Params, check_data, check_params, check_steps_lr, check_X
+from gradcheck.network import (
+    Network,
+    Params,
+    check_batches,
+    check_data,
+    check_params,
+    check_steps_lr,
+    check_X,
+)
 from gradcheck.optimizers import Optimizer, as_optimizer, batch_schedule, plain_descent
 
 
@@ -157,9 +165,10 @@ class KernelBackend:
         params = check_params(net, params)
         optimizer = as_optimizer(optimizer, lr)
         steps, _ = check_steps_lr(steps, optimizer.lr)
+        schedule = batch_schedule(len(X), batch_size, steps, seed)
+        check_batches(net, len(X), batch_size)
         if plain_descent(optimizer, batch_size):
             return self.kernels.train(net, params, X, y, steps, optimizer.lr)
-        schedule = batch_schedule(len(X), batch_size, steps, seed)
         train_with = getattr(self.kernels, "train_with", None)
         if train_with is None:
             raise NotImplementedError(

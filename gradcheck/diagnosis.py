@@ -83,9 +83,9 @@ def _explanations(
     training run is explained when its gradients agree or differ by one common factor."""
     point, sizes = limits.of(request, run).point, request.sizes
     (net, params, X, y), p64 = request.inputs_of(run), request.inputs64
-    loss = (
+    loss = (  # a loss at the outputs of predictions, which a BatchNorm makes in another mode
         explain.explain_loss(name, net, got.loss, got.predictions, y, point, sizes)
-        if groups & {"predictions", "loss"}
+        if groups & {"predictions", "loss"} and not net.modal
         else []
     )
     if "predictions" in groups:
@@ -95,6 +95,10 @@ def _explanations(
         found += explain.explain_activation_form(
             name, p64.net, p64.params, p64.X, got.predictions, point
         )
+        found += explain.explain_layer_conventions(
+            name, request.reference.backend, p64.net, p64.params, p64.X, p64.y, "predictions",
+            got.predictions, request.training, point,
+        )  # fmt: skip
         return found + loss or [explain.none(name, "predictions")]
     found = []
     if "loss" in groups:
@@ -120,12 +124,16 @@ def _explanations(
     losses = got.losses[: limits.horizon.steps]
     if "training run" in groups and factors and np.all(np.isfinite(losses)):
         training = request.training
-        if training.plain:  # the factors are hypotheses about gradient descent's steps
+        found_run = explain.explain_layer_conventions(
+            name, request.reference.backend, p64.net, p64.params, p64.X, p64.y, "training run",
+            Trajectory(got.params, got.losses), training, limits.tolerance.trajectory,
+        )  # fmt: skip
+        if not found_run and training.plain:  # the factors: hypotheses about descent's steps
             found_run = explain.explain_training(
                 name, request.reference.backend, net, p64.params, p64.X, p64.y,
                 training.optimizer.lr, losses, factors,
             )  # fmt: skip
-        else:
+        elif not found_run:
             found_run = explain.explain_optimizer(
                 name, request.reference.backend, p64.net, p64.params, p64.X, p64.y, training,
                 Trajectory(got.params, got.losses), limits.tolerance.trajectory,

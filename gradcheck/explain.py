@@ -11,8 +11,9 @@ costs nothing more. Two parts:
    tolerance — a scale (least squares; named when it is a simple fraction of N and K), a sign, a
    transposed or swapped gradient, a missing or averaged bias gradient, a learning rate scaled,
    an optimizer's neighbouring convention (ε's place, hyper-parameters rounded to float32,
-   Nesterov, AMSGrad, weight decay, the full batch), initial weights of the backend's own, an
-   activation's derivative evaluated at its output — or say that none fits.
+   Nesterov, AMSGrad, weight decay, the full batch), a normalisation's neighbouring convention
+   (PyTorch's momentum, ε or unbiased moving variance), initial weights of the backend's own,
+   an activation's derivative evaluated at its output — or say that none fits.
 
 Every array is compared as the tolerance policy compares it: relative to the size its rounding
 scales with (``tolerance.relative_error``).
@@ -31,7 +32,7 @@ import numpy as np
 
 from gradcheck import witness
 from gradcheck.backends import Backend, Trace, Training, Trajectory
-from gradcheck.layers import Weighted
+from gradcheck.layers import BatchNorm, Norm, Parametric, Weighted
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
 from gradcheck.optimizers import SGD, Adam, Optimizer, RMSprop
@@ -46,6 +47,7 @@ __all__ = [
     "Fit",
     "explain_gradients",
     "explain_inputs",
+    "explain_layer_conventions",
     "explain_loss",
     "explain_optimizer",
     "explain_training",
@@ -165,30 +167,34 @@ def first_difference(
 ) -> FirstDifference | None:
     """The first tensor of ``got`` out of ``tolerance`` against ``want`` (the reference's
     trace, from the float64 ``params``), or None when the traces agree throughout. Deltas and
-    gradients are measured against their ``magnitudes`` (``tolerance.backward_magnitudes``)."""
+    gradients are measured against their ``magnitudes`` (``tolerance.backward_magnitudes``).
+    Layers are numbered as ``params`` numbers them, the layers with parameters; z, a and δ
+    are a Dense or Conv2D layer's."""
     deltas, grads = magnitudes
     a_prev = [np.asarray(X, np.float64), *want.a[:-1]]
+    # where each weight layer's z, a and δ sit among the layers with parameters
+    place = [p for p, layer in enumerate(net.parametric) if isinstance(layer, Weighted)]
     steps: list[tuple[str, int | None, str, Any, Any, Any]] = []
-    for i in range(net.depth):  # z carries the cancellation of a W + b; a is bounded by f
+    for i, p in enumerate(place):  # z carries the cancellation of a W + b; a is bounded by f
         z_scale = (  # a layer list's z: relative to its largest
-            np.abs(a_prev[i]) @ np.abs(params[i]["W"]) + np.abs(params[i].get("b", 0.0))
+            np.abs(a_prev[i]) @ np.abs(params[p]["W"]) + np.abs(params[p].get("b", 0.0))
             if net.dense
             else None
         )
         steps += [
-            ("forward", i + 1, "z", got.z[i], want.z[i], z_scale),
-            ("forward", i + 1, "a", got.a[i], want.a[i], None),
+            ("forward", p + 1, "z", got.z[i], want.z[i], z_scale),
+            ("forward", p + 1, "a", got.a[i], want.a[i], None),
         ]
     steps.append(("loss", None, "loss", np.float64(got.loss), np.float64(want.loss), None))
-    L = net.depth
-    steps.append(("output_delta", L, "δ", got.delta[L - 1], want.delta[L - 1], deltas[L - 1]))
-    for i in reversed(range(L)):
-        for key in want.grads[i]:
+    steps.append(("output_delta", place[-1] + 1, "δ", got.delta[-1], want.delta[-1], deltas[-1]))
+    for p in reversed(range(len(params))):
+        if p in place[:-1]:  # a hidden weight layer's δ, then its gradients
+            i = place.index(p)
+            steps.append(("backward", p + 1, "δ", got.delta[i], want.delta[i], deltas[i]))
+        for key in want.grads[p]:
             steps.append(
-                ("backward", i + 1, key, got.grads[i].get(key), want.grads[i][key], grads[i][key])
+                ("backward", p + 1, key, got.grads[p].get(key), want.grads[p][key], grads[p][key])
             )
-        if i > 0:
-            steps.append(("backward", i, "δ", got.delta[i - 1], want.delta[i - 1], deltas[i - 1]))
     for stage, layer, tensor, observed, reference, magnitude in steps:
         if observed is None:  # not kept by this backend (numba overwrites hidden z)
             continue
@@ -838,6 +844,84 @@ def explain_optimizer(
     _, meaning = min(fits)
     text = f"{backend}'s run is the reference's {training.optimizer.name} with {meaning}"
     return [Explanation(backend, "training run", "convention", None, (), text)]
+
+
+#: PyTorch's default ε of its batch and layer norms, where Keras's is 1e-3.
+TORCH_EPSILON = 1e-5
+
+
+def layer_neighbours(net: Network) -> list[tuple[str, Network]]:
+    """The networks a port of ``net``'s normalisations computes instead, each with what it
+    differs in: the conventions that tell frameworks' batch and layer norms apart."""
+    found = []
+    norms = [k for k, layer in enumerate(net.stack) if isinstance(layer, Norm)]
+    epsilons = {net.stack[k].epsilon for k in norms} - {TORCH_EPSILON}  # type: ignore[union-attr]
+    if epsilons:
+        every = [
+            replace(layer, epsilon=TORCH_EPSILON) if isinstance(layer, Norm) else layer
+            for layer in net.stack
+        ]
+        given = " and ".join(f"{e:g}" for e in sorted(epsilons))
+        text = (
+            f"ε = {TORCH_EPSILON:g}, PyTorch's default, in every normalisation, where it is {given}"
+        )
+        found.append((text, replace(net, layers=every)))
+    for k in norms:
+        layer = net.stack[k]
+        assert isinstance(layer, Norm)
+        place = sum(isinstance(below, Parametric) for below in net.stack[:k]) + 1  # as in params
+        where = f"layer {place}'s {type(layer).__name__}"
+
+        def swapped(other: Norm, k: int = k) -> Network:
+            return replace(net, layers=[*net.stack[:k], other, *net.stack[k + 1 :]])
+
+        if len(norms) > 1 and layer.epsilon != TORCH_EPSILON:
+            text = f"ε = {TORCH_EPSILON:g} in {where}, where it is {layer.epsilon:g}"
+            found.append((text, swapped(replace(layer, epsilon=TORCH_EPSILON))))
+        if not isinstance(layer, BatchNorm):
+            continue
+        kept = 1 - layer.momentum
+        text = (
+            f"momentum read as PyTorch reads it in {where}: {kept:g} of the old moving "
+            f"statistic kept at each step, where Keras's momentum={layer.momentum:g} keeps "
+            f"{layer.momentum:g}"
+        )
+        found.append((text, swapped(replace(layer, momentum=kept))))
+        other = "biased" if layer.unbiased else "unbiased"
+        text = f"the batch's {other} variance in {where}'s moving variance"
+        text += ", PyTorch's convention" if other == "unbiased" else ", Keras's convention"
+        found.append((text, swapped(replace(layer, moving_variance=other))))
+    return found
+
+
+def explain_layer_conventions(
+    backend: str,
+    reference: Backend,
+    net64: Network,
+    params64: Params,
+    X: np.ndarray,
+    y: np.ndarray,
+    quantity: str,
+    observed: np.ndarray | Trajectory,
+    training: Training,
+    tolerance: float,
+) -> list[Explanation]:
+    """Predictions (``quantity`` "predictions", ``observed`` the array) or a training run
+    (``observed`` the `Trajectory`) that part from the reference: are they the reference's
+    under one of the `layer_neighbours` of the network? Each is computed by the reference in
+    float64 and held to ``observed`` at ``tolerance``; the first that fits is the
+    explanation."""
+    for meaning, neighbour in layer_neighbours(net64):
+        if isinstance(observed, Trajectory):
+            run = training.run(reference, neighbour, params64, X, y)
+            fits = run_error(observed.losses, observed.params, run.losses, run.params) <= tolerance
+        else:
+            expected = reference.predict(neighbour, params64, X)
+            fits = _fits([observed], [expected], tolerance, [np.abs(expected)])
+        if fits:
+            text = f"{backend}'s {quantity} is the network's with {meaning}"
+            return [Explanation(backend, quantity, "convention", None, (), text)]
+    return []
 
 
 def none(backend: str, quantity: str) -> Explanation:

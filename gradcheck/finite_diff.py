@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from gradcheck import witness
+from gradcheck.layers import Weighted
 from gradcheck.network import Network, Params
 
 #: The public names, as the API reference shows them.
@@ -413,9 +414,11 @@ def _flat(params: Params) -> np.ndarray:
 
 
 def _unflat(net: Network, theta: np.ndarray) -> Params:
+    """The flat trainable parameters (or gradients) ``theta`` structured like ``net``'s
+    gradients: a BatchNorm's state left out."""
     params: Params = []
     offset = 0
-    for shapes in net.shapes():
+    for shapes in net.grad_shapes():
         layer = {}
         for key in sorted(shapes):
             size = math.prod(shapes[key])
@@ -432,31 +435,47 @@ class NetworkLoss:
     def __init__(self, net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> None:
         self.net = net
         self.X, self.y = np.asarray(X, np.float64), np.asarray(y, np.float64)
-        self.params = _unflat(net, _flat(params).astype(np.float64))
+        self.params = [{k: np.asarray(v, np.float64) for k, v in layer.items()} for layer in params]
+        self.theta = _flat(
+            [{k: layer[k] for k in shapes} for layer, shapes in zip(
+                self.params, net.grad_shapes(), strict=True)]
+        )  # fmt: skip
         self.outputs = witness.forward(net, self.params, self.X)
         self.kinks = witness.has_kinks(net)
         self.passes = 0
 
+    def at(self, theta: np.ndarray) -> Params:
+        """The params with the trainable ones ``theta`` (flat), the state as it was."""
+        moved = _unflat(self.net, theta)
+        return [{**layer, **part} for layer, part in zip(self.params, moved, strict=True)]
+
     def along(self, direction: np.ndarray) -> _LossLine:
-        """C(θ + t·v) for the flattened params θ: a whole forward pass per t."""
-        theta = _flat(self.params)
+        """C(θ + t·v) for the flattened trainable params θ: a whole forward pass per t."""
+        theta = self.theta
         return _LossLine(
-            self,
-            lambda t: witness.forward(self.net, _unflat(self.net, theta + t * direction), self.X),
-            0,
+            self, lambda t: witness.forward(self.net, self.at(theta + t * direction), self.X), 0
         )
 
     def coordinate(self, layer: int, key: str, index: tuple[int, ...]) -> _LossLine:
-        """C as weight layer ``layer``'s parameter ``key[index]`` moves by t: its pre-activation
-        moved by t times its `witness.slope`, the layers before it not recomputed."""
-        channel, moves = witness.slope(self.net, self.outputs, layer, key, index)
-        z = self.outputs.zs[layer]
+        """C as the parameter ``key[index]`` of params' layer ``layer`` moves by t. A weight
+        layer's moves its pre-activation by t times its `witness.slope`, the layers before it
+        not recomputed; a normalisation's runs the whole pass."""
+        if not isinstance(self.net.parametric[layer], Weighted):
+            shapes = self.net.grad_shapes()
+            before = sum(math.prod(s) for part in shapes[:layer] for s in part.values())
+            within = sum(math.prod(shapes[layer][k]) for k in sorted(shapes[layer]) if k < key)
+            direction = np.zeros_like(self.theta)
+            direction[before + within + np.ravel_multi_index(index, shapes[layer][key])] = 1
+            return self.along(direction)
+        w = sum(isinstance(p, Weighted) for p in self.net.parametric[:layer])  # its z's index
+        channel, moves = witness.slope(self.net, self.outputs, w, key, index)
+        z = self.outputs.zs[w]
 
         def forward(t: float) -> witness.Forward:
             moved = z[..., channel : channel + 1] + t * moves[..., None]  # (..., 1)
-            return witness.resume(self.net, self.params, self.outputs, layer, moved, channel)
+            return witness.resume(self.net, self.params, self.outputs, w, moved, channel)
 
-        return _LossLine(self, forward, layer)
+        return _LossLine(self, forward, w)
 
 
 class _LossLine:
@@ -512,12 +531,13 @@ def elementwise_seconds(net: Network, params: Params, X: np.ndarray, y: np.ndarr
     each layer timed, as many times as the layer has parameters."""
     loss = NetworkLoss(net, params, X, y)
     seconds = 0.0
-    for layer, shapes in enumerate(net.shapes()):
+    for layer, shapes in enumerate(net.grad_shapes()):
         times = []
-        for i in range(min(3, math.prod(shapes["W"]))):
+        key = min(shapes)  # W, or a normalisation's beta
+        for i in range(min(3, math.prod(shapes[key]))):
             start = time.perf_counter()
-            index = tuple(int(j) for j in np.unravel_index(i, shapes["W"]))
-            differentiate([loss.coordinate(layer, "W", index).step(STEP)])
+            index = tuple(int(j) for j in np.unravel_index(i, shapes[key]))
+            differentiate([loss.coordinate(layer, key, index).step(STEP)])
             times.append(time.perf_counter() - start)
         seconds += float(np.median(times)) * sum(map(math.prod, shapes.values()))
     return seconds
@@ -539,7 +559,7 @@ def choose_mode(
 ) -> Choice:
     """Every parameter's difference when there are at most `ELEMENTWISE_MAX` and they are
     estimated to take at most ``budget`` seconds, else `DIRECTIONS` random directions."""
-    n = sum(math.prod(shape) for layer in net.shapes() for shape in layer.values())
+    n = sum(math.prod(shape) for layer in net.grad_shapes() for shape in layer.values())
     directional = f"{DIRECTIONS} random directions:"
     if n > ELEMENTWISE_MAX:
         reason = (
@@ -575,11 +595,10 @@ def elementwise_gradient(
     """∂C/∂θ_i for every parameter: 4 forward passes each, from the parameter's own layer on.
     ``progress(i, n)`` is told as parameters are done."""
     loss = NetworkLoss(net, params, X, y)
-    theta = _flat(loss.params)
-    steps = Directions.through(theta, np.float64, elementwise=True).steps
+    steps = Directions.through(loss.theta, np.float64, elementwise=True).steps
     coordinates = [
         (layer, key, index)
-        for layer, shapes in enumerate(net.shapes())
+        for layer, shapes in enumerate(net.grad_shapes())
         for key in sorted(shapes)
         for index in np.ndindex(*shapes[key])
     ]  # in the order of `_flat`
@@ -623,9 +642,7 @@ def directional_derivatives(
     """⟨∇C, v⟩ for ``k`` random Gaussian directions v: 4k forward passes in all.
     ``progress(j, k)`` is told as directions are done."""
     loss = NetworkLoss(net, params, X, y)
-    directions = Directions.through(
-        _flat(loss.params), np.float64, False, k, np.random.default_rng(seed)
-    )
+    directions = Directions.through(loss.theta, np.float64, False, k, np.random.default_rng(seed))
     lines = [
         loss.along(v).step(h) for v, h in zip(directions.random, directions.steps, strict=True)
     ]
@@ -849,13 +866,15 @@ class NetworkWitness:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
         choice = choose_mode(net, params, X, y) if mode == "auto" else Choice(mode, "as asked")
-        outputs = witness.forward(net, params, X)
+        outputs = witness.forward(net, params, X)  # training mode, the loss's
+        predictions = witness.forward(net, params, X, training=False) if net.modal else outputs
         elementwise = directional = None
         if choice.mode == "elementwise":
             elementwise = elementwise_gradient(net, params, X, y, progress=progress)
         else:
             directional = directional_derivatives(net, params, X, y, progress=progress)
-        return cls(choice, outputs.outputs, witness.loss(net, outputs, y), elementwise, directional)
+        loss = witness.loss(net, outputs, y)
+        return cls(choice, predictions.outputs, loss, elementwise, directional)
 
     def describe(self) -> str:
         """How the differences were taken and why, as the report's heading says it."""

@@ -19,10 +19,13 @@ from gradcheck.ops import ACTIVATIONS, hidden_activations, lookup
 
 #: The public names, as the API reference shows them.
 __all__ = [
+    "Activation",
     "AvgPool2D",
+    "BatchNorm",
     "Conv2D",
     "Dense",
     "Flatten",
+    "LayerNorm",
     "MaxPool2D",
     "output_shapes",
 ]
@@ -199,10 +202,124 @@ class Dense:
         return shapes
 
 
-Layer = Conv2D | MaxPool2D | AvgPool2D | Flatten | Dense
-#: The layers with parameters and an activation.
+@dataclass(frozen=True)
+class Activation:
+    """Keras's Activation layer: a = f(x), elementwise; any activation but the softmax, which
+    belongs to the output Dense layer."""
+
+    activation: str
+
+    def __post_init__(self) -> None:
+        if self.activation not in hidden_activations():
+            allowed = ", ".join(hidden_activations())
+            raise ValueError(
+                f"Activation's activation must be one of {allowed}; got {self.activation!r}"
+            )
+
+    def describe(self) -> str:
+        return self.activation
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return shape
+
+    def param_shapes(self, shape: Shape) -> dict[str, Shape]:
+        return {}
+
+
+def _epsilon(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ValueError(f"epsilon must be a positive number; got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    """Keras's BatchNormalization over every axis but the last (the batch, and height and width
+    after a Conv2D). Training normalises with the batch's mean and biased variance,
+    x̂ = (x − μ) / √(σ² + ε), and outputs γ x̂ + β; each training step then moves the state,
+    moving = momentum · moving + (1 − momentum) · the batch's statistic. Predictions normalise
+    with the moving statistics. ``moving_mean`` and ``moving_var`` are state: no gradient, no
+    optimizer.
+
+    ``moving_variance`` "unbiased" moves the variance toward the batch's unbiased one, m/(m − 1)
+    times the biased, m the values per channel: PyTorch's convention (whose momentum is
+    1 − Keras's, and ε 1e-5), for checking a port of PyTorch code. Keras's BatchNormalization
+    has only "biased"."""
+
+    momentum: float = 0.99
+    epsilon: float = 1e-3
+    moving_variance: str = "biased"
+
+    #: The parameters that are state, moved by the layer's own rule, not by gradients.
+    state = ("moving_mean", "moving_var")
+
+    def __post_init__(self) -> None:
+        momentum = self.momentum
+        if isinstance(momentum, bool) or not isinstance(momentum, int | float):
+            raise ValueError(f"momentum must be a number in [0, 1]; got {momentum!r}")
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"momentum must be a number in [0, 1]; got {momentum!r}")
+        object.__setattr__(self, "momentum", float(momentum))
+        object.__setattr__(self, "epsilon", _epsilon(self.epsilon))
+        if self.moving_variance not in ("biased", "unbiased"):
+            raise ValueError(
+                f"moving_variance must be 'biased' or 'unbiased'; got {self.moving_variance!r}"
+            )
+
+    @property
+    def unbiased(self) -> bool:
+        """Whether the moving variance moves toward the batch's unbiased variance."""
+        return self.moving_variance == "unbiased"
+
+    def describe(self) -> str:
+        unbiased = " unbiased" if self.unbiased else ""
+        return f"batchnorm m={self.momentum:g} ε={self.epsilon:g}{unbiased}"
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return shape
+
+    def param_shapes(self, shape: Shape) -> dict[str, Shape]:
+        keys = ("gamma", "beta", "moving_mean", "moving_var")
+        return {key: (shape[-1],) for key in keys}
+
+
+@dataclass(frozen=True)
+class LayerNorm:
+    """Keras's LayerNormalization over the last axis: x̂ = (x − μ) / √(σ² + ε) with each
+    sample's (and position's) own mean and biased variance, then γ x̂ + β; the same in training
+    and in predictions."""
+
+    epsilon: float = 1e-3
+
+    state = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "epsilon", _epsilon(self.epsilon))
+
+    def describe(self) -> str:
+        return f"layernorm ε={self.epsilon:g}"
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return shape
+
+    def param_shapes(self, shape: Shape) -> dict[str, Shape]:
+        return {"gamma": (shape[-1],), "beta": (shape[-1],)}
+
+
+Layer = Conv2D | MaxPool2D | AvgPool2D | Flatten | Dense | Activation | BatchNorm | LayerNorm
+#: The layers with a pre-activation z and an activation.
 Weighted = Conv2D | Dense
+#: The normalisations: parameters γ and β, and no activation.
+Norm = BatchNorm | LayerNorm
+#: The layers with parameters, one per entry of ``params``.
+Parametric = Conv2D | Dense | BatchNorm | LayerNorm
 Pooling = MaxPool2D | AvgPool2D
+
+
+def trainable(layer: Layer, shapes: dict[str, Shape]) -> dict[str, Shape]:
+    """The parameters of ``layer`` that have gradients: all but its state."""
+    state = getattr(layer, "state", ())
+    return {key: shape for key, shape in shapes.items() if key not in state}
 
 
 def _words(head: str, layer: Weighted) -> str:
@@ -224,7 +341,8 @@ def output_shapes(input_shape: Any, layers: list[Layer]) -> list[Shape]:
     for position, layer in enumerate(layers, start=1):
         if not isinstance(layer, Layer):
             raise TypeError(
-                "layers must be Conv2D, MaxPool2D, AvgPool2D, Flatten or Dense; "
+                "layers must be Conv2D, MaxPool2D, AvgPool2D, Flatten, Dense, Activation, "
+                "BatchNorm or LayerNorm; "
                 f"layer {position} is {layer!r}"
             )
         try:

@@ -19,7 +19,7 @@ import numpy as np
 from gradcheck import layers as nn
 from gradcheck import ops
 from gradcheck.arguments import is_count
-from gradcheck.layers import Dense, Shape, Weighted, output_shapes
+from gradcheck.layers import BatchNorm, Dense, Norm, Parametric, Shape, Weighted, output_shapes
 
 #: The names the registry (`gradcheck.ops`) declares.
 ACTIVATIONS = tuple(ops.ACTIVATIONS)
@@ -181,8 +181,21 @@ class Network:
 
     @property
     def weighted(self) -> tuple[Weighted, ...]:
-        """The layers with parameters, one per entry of ``params``."""
+        """The Dense and Conv2D layers: those with a pre-activation z and an activation, one per
+        entry of ``activations``."""
         return tuple(layer for layer in self.stack if isinstance(layer, Weighted))
+
+    @property
+    def parametric(self) -> tuple[Parametric, ...]:
+        """The layers with parameters, one per entry of ``params``: Dense, Conv2D, BatchNorm
+        and LayerNorm."""
+        return tuple(layer for layer in self.stack if isinstance(layer, Parametric))
+
+    @property
+    def modal(self) -> bool:
+        """Whether training and predictions compute differently: a BatchNorm normalises with the
+        batch's statistics in training and with its moving ones in predictions."""
+        return any(isinstance(layer, BatchNorm) for layer in self.stack)
 
     @property
     def output_shapes(self) -> tuple[Shape, ...]:
@@ -208,7 +221,8 @@ class Network:
 
     @property
     def activations(self) -> tuple[str, ...]:
-        """One activation name per weight layer."""
+        """One activation name per Dense or Conv2D layer (``weighted``); an Activation layer's
+        own is on the layer."""
         if not self.dense:
             return tuple(layer.activation for layer in self.weighted)
         if isinstance(self.activation, str):
@@ -250,11 +264,28 @@ class Network:
         }
 
     def shapes(self) -> list[dict[str, tuple[int, ...]]]:
-        """The shape of every parameter, structured like ``params``."""
+        """The shape of every parameter, structured like ``params``: a BatchNorm's moving
+        statistics included."""
         return [
             layer.param_shapes(shape)
             for layer, shape in zip(self.stack, self.input_shapes, strict=True)
-            if isinstance(layer, Weighted)
+            if isinstance(layer, Parametric)
+        ]
+
+    def grad_shapes(self) -> list[dict[str, tuple[int, ...]]]:
+        """The shape of every gradient, structured like ``params``' trainable entries: all but a
+        BatchNorm's moving statistics, which are state."""
+        return [
+            nn.trainable(layer, shapes)
+            for layer, shapes in zip(self.parametric, self.shapes(), strict=True)
+        ]
+
+    def trainable(self, params: Params) -> Params:
+        """``params``' trainable entries, the structure of a gradient: a BatchNorm's moving
+        statistics left out."""
+        return [
+            {key: layer[key] for key in shapes}
+            for layer, shapes in zip(params, self.grad_shapes(), strict=True)
         ]
 
     def init(self, seed: int = 0, scheme: str = "glorot_uniform") -> Params:
@@ -267,16 +298,26 @@ class Network:
         l = √(6 / (fan_in + fan_out)), where a (kh, kw, C, O) kernel has fan_in = kh·kw·C and
         fan_out = kh·kw·O. Biases start at zero, as in Keras.
 
+        A BatchNorm's or LayerNorm's γ starts at 1 and β at 0, a BatchNorm's moving mean at 0
+        and moving variance at 1, as in Keras; they draw nothing.
+
         Returns:
             ``[{"W": (fan_in, fan_out), "b": (fan_out,)}, ...]``, ``"b"`` absent without bias;
-            a Conv2D layer's W is (kh, kw, C, O).
+            a Conv2D layer's W is (kh, kw, C, O); a normalisation's ``{"gamma", "beta"}``
+            (and a BatchNorm's ``"moving_mean"``, ``"moving_var"``), each (C,).
         """
         if not is_count(seed, 0):
             raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
         _one_of("scheme", scheme, INIT_SCHEMES)
         rng = np.random.RandomState(int(seed))
         params: Params = []
-        for shapes in self.shapes():
+        for stacked, shapes in zip(self.parametric, self.shapes(), strict=True):
+            if isinstance(stacked, Norm):
+                starts = {"gamma": 1, "beta": 0, "moving_mean": 0, "moving_var": 1}
+                params.append(
+                    {key: np.full(shape, starts[key], self.dtype) for key, shape in shapes.items()}
+                )
+                continue
             shape = shapes["W"]
             if scheme == "uniform":
                 W = rng.rand(*shape)
@@ -362,6 +403,20 @@ def check_params(net: Network, params: Any) -> Params:
             cast[key] = array
         checked.append(cast)
     return checked
+
+
+def check_batches(net: Network, n_samples: int, batch_size: int | None) -> None:
+    """A BatchNorm that moves its variance toward the unbiased one needs at least two values per
+    channel in every batch, the smallest included (the last of an epoch may be short)."""
+    smallest = n_samples if batch_size is None else (n_samples % batch_size or batch_size)
+    for layer, shape in zip(net.stack, net.input_shapes, strict=True):
+        values = smallest * math.prod(shape[:-1])
+        if isinstance(layer, nn.BatchNorm) and layer.unbiased and values < 2:
+            raise ValueError(
+                f"{layer!r} takes the unbiased variance of each batch, which needs two values "
+                f"per channel; batch_size={batch_size!r} on {n_samples} samples leaves a batch "
+                f"with {values}"
+            )
 
 
 def check_steps_lr(steps: Any, lr: Any) -> tuple[int, float]:

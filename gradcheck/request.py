@@ -16,7 +16,15 @@ from gradcheck.backends import Backend, Training, available_backends, resolve
 from gradcheck.compare import Check
 from gradcheck.finite_diff import MODES
 from gradcheck.ladder import DERIVATIVE
-from gradcheck.network import Network, Params, as_network, check_data, check_params, check_steps_lr
+from gradcheck.network import (
+    Network,
+    Params,
+    as_network,
+    check_batches,
+    check_data,
+    check_params,
+    check_steps_lr,
+)
 from gradcheck.optimizers import Optimizer, as_optimizer, batch_schedule
 from gradcheck.terminal import Progress
 
@@ -98,6 +106,7 @@ class Request:
         optimizer = as_optimizer(optimizer, 1.0 if lr is None and optimizer is None else lr)
         steps, _ = check_steps_lr(steps, optimizer.lr)
         batch_schedule(len(X), batch_size, steps, seed)  # refuses a bad batch_size or seed
+        check_batches(net, len(X), batch_size)
         if progress is not None and not callable(progress):
             raise TypeError(
                 f"progress must be a callable (done, total, label) or None; got {progress!r}"

@@ -66,7 +66,7 @@ def run(request: Request, name: str, backend: Backend, timing: bool | None = Non
     start = time.perf_counter()
     loss, grads = _called(
         name, "loss_and_grads", partial(backend.loss_and_grads, *inputs),
-        partial(_loss_and_gradient, name, params),
+        partial(_loss_and_gradient, name, inputs.net.trainable(params)),
     )  # fmt: skip
     first_call = time.perf_counter() - start
     start = time.perf_counter()

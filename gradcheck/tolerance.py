@@ -53,7 +53,16 @@ from typing import Any
 import numpy as np
 
 from gradcheck import witness
-from gradcheck.layers import Dense, Flatten, MaxPool2D, Pooling, Weighted
+from gradcheck.layers import (
+    Activation,
+    BatchNorm,
+    Dense,
+    Flatten,
+    MaxPool2D,
+    Norm,
+    Pooling,
+    Weighted,
+)
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
 
@@ -93,7 +102,7 @@ class Tolerances:
 def tolerances(net: Network, n_samples: int, steps: int) -> Tolerances:
     """The tolerances for ``net`` on ``n_samples`` samples trained for ``steps`` steps."""
     eps = float(np.finfo(net.dtype).eps)
-    point = SAFETY * eps * math.sqrt(longest_sum(net, n_samples)) * net.depth
+    point = SAFETY * eps * math.sqrt(longest_sum(net, n_samples)) * len(net.parametric)
     return Tolerances(point=point, trajectory=point * math.sqrt(steps + 1))
 
 
@@ -111,6 +120,10 @@ def longest_sum(net: Network, n_samples: int) -> int:
             lengths += [math.prod(W[:-1]), math.prod(W[:-2]) * W[-1], n_samples * positions]
         elif isinstance(layer, Pooling):
             lengths.append(layer.pool_size**2)
+        elif isinstance(layer, BatchNorm):  # its statistics over every axis but the last
+            lengths.append(n_samples * math.prod(shape_in[:-1]))
+        elif isinstance(layer, Norm):  # a LayerNorm's over the last
+            lengths.append(shape_in[-1])
     return max(lengths)
 
 
@@ -335,7 +348,7 @@ def prediction_magnitudes(net: Network, params: Params, X: np.ndarray) -> np.nda
     max pool's bound by the largest in its window. An output whose terms nearly cancel is small,
     but its rounding is as large as they are times the slope.
     """
-    return _forward_magnitudes(net, params, X)[1]
+    return _forward_magnitudes(net, params, X, training=False)[1]
 
 
 def loss_magnitude(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> float:
@@ -354,21 +367,40 @@ def loss_magnitude(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -
 
 
 def _forward_magnitudes(
-    net: Network, params: Params, X: np.ndarray
+    net: Network, params: Params, X: np.ndarray, training: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The witness's outputs a_L, `prediction_magnitudes`' bound on each, and the bound on
-    each of the last weight layer's pre-activations z_L."""
-    forward = witness.forward(net, params, X)
+    each of the last weight layer's pre-activations z_L; in training or inference mode."""
+    forward = witness.forward(net, params, X, training)
     magnitude = z = np.abs(forward.activations[0])
     weights, zs = iter(params), iter(forward.zs)
-    for layer, a in zip(net.stack, forward.activations[1:], strict=True):
+    for layer, x, a in zip(net.stack, forward.activations, forward.activations[1:], strict=False):
         if isinstance(layer, Weighted):
             terms = {key: np.abs(np.asarray(v, np.float64)) for key, v in next(weights).items()}
             z = witness.pre_activation(layer, magnitude, terms)
             magnitude = _abs_activation_backward(layer.activation, next(zs), a, z)
+        elif isinstance(layer, Norm):
+            magnitude = _abs_norm_forward(layer, x, next(weights), magnitude, training)
+        elif isinstance(layer, Activation):
+            magnitude = _abs_activation_backward(layer.activation, x, a, magnitude)
         else:
             magnitude = witness.pool_or_flatten(layer, magnitude)
     return forward.outputs, magnitude, z
+
+
+def _abs_norm_forward(
+    layer: Norm, x: np.ndarray, values: dict, magnitude: np.ndarray, training: bool
+) -> np.ndarray:
+    """A bound on the terms of γ (x − μ) r + β from one on x's: |γ| r (|x| + |μ|) + |β|, where
+    x − μ may cancel; the batch's μ sums x's own bounds."""
+    _, inv_std, mean = witness.standardised(layer, x, values, training)
+    if isinstance(layer, BatchNorm) and not training:
+        centre = np.abs(mean)
+    else:
+        axes = tuple(range(x.ndim - 1)) if isinstance(layer, BatchNorm) else -1
+        centre = magnitude.mean(axis=axes, keepdims=True)
+    gamma, beta = (np.abs(np.asarray(values[key], np.float64)) for key in ("gamma", "beta"))
+    return gamma * inv_std * (magnitude + centre) + beta
 
 
 def gradient_magnitudes(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Params:
@@ -393,24 +425,47 @@ def backward_magnitudes(
     grad = spec.terms(values[-1], np.asarray(y, np.float64))  # on ∂C/∂a_L: (N, K)
     deltas: list[np.ndarray] = []
     magnitudes: Params = [{} for _ in params]
-    w = len(params)
+    w, p = len(forward.zs), len(params)  # the weight layers' zs, the layers' params
     for k in reversed(range(len(net.stack))):
         layer, x = net.stack[k], values[k]
+        if isinstance(layer, Norm):
+            p -= 1
+            magnitudes[p], grad = _abs_norm_backward(layer, x, params[p], grad)
+            continue
+        if isinstance(layer, Activation):
+            grad = _abs_activation_backward(layer.activation, x, values[k + 1], grad)
+            continue
         if not isinstance(layer, Weighted):
             grad = _abs_layer_backward(layer, x, grad)
             continue
-        w -= 1
+        w, p = w - 1, p - 1
         if k < len(net.stack) - 1 or spec.output is None:  # through the activation to ∂C/∂z
             grad = _abs_activation_backward(layer.activation, forward.zs[w], values[k + 1], grad)
         deltas.insert(0, grad)
-        W = np.abs(np.asarray(params[w]["W"], np.float64))
-        magnitudes[w]["W"], bias = _abs_weight_grads(layer, np.abs(x), grad)
-        if "b" in params[w]:
-            magnitudes[w]["b"] = bias
-        if w == 0:
+        W = np.abs(np.asarray(params[p]["W"], np.float64))
+        magnitudes[p]["W"], bias = _abs_weight_grads(layer, np.abs(x), grad)
+        if "b" in params[p]:
+            magnitudes[p]["b"] = bias
+        if p == 0:
             break
         grad = _abs_input_grad(layer, x.shape, W, grad)
     return deltas, magnitudes
+
+
+def _abs_norm_backward(
+    layer: Norm, x: np.ndarray, values: dict, grad: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Bounds on the terms of ∂C/∂γ = Σ g x̂, ∂C/∂β = Σ g and
+    ∂C/∂x = r (ĝ − mean(ĝ) − x̂ mean(ĝ x̂)), ĝ = γ g, from bounds g on ∂C/∂(the output)."""
+    x_hat, inv_std, _ = witness.standardised(layer, x, values, training=True)
+    x_hat = np.abs(x_hat)
+    batch = tuple(range(x.ndim - 1))
+    axes = batch if isinstance(layer, BatchNorm) else -1
+    g_hat = grad * np.abs(np.asarray(values["gamma"], np.float64))
+    mean_g = g_hat.mean(axis=axes, keepdims=True)
+    mean_gx = (g_hat * x_hat).mean(axis=axes, keepdims=True)
+    grads = {"gamma": (grad * x_hat).sum(axis=batch), "beta": grad.sum(axis=batch)}
+    return grads, inv_std * (g_hat + mean_g + x_hat * mean_gx)
 
 
 def _abs_weight_grads(

@@ -12,7 +12,18 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from gradcheck.layers import Conv2D, Dense, Flatten, MaxPool2D, Pooling, Weighted
+from gradcheck.layers import (
+    Activation,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Flatten,
+    MaxPool2D,
+    Norm,
+    Parametric,
+    Pooling,
+    Weighted,
+)
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
 
@@ -32,9 +43,11 @@ class Forward:
         return self.activations[-1]
 
 
-def forward(net: Network, params: Params, X: np.ndarray) -> Forward:
-    """The network's forward pass in float64, whatever ``net.dtype`` says."""
-    return _onwards(net, params, [], [np.asarray(X, np.float64)], 0)
+def forward(net: Network, params: Params, X: np.ndarray, training: bool = True) -> Forward:
+    """The network's forward pass in float64, whatever ``net.dtype`` says: in training mode
+    (the loss and its gradient: a BatchNorm normalises with the batch's statistics), or with
+    ``training`` False in inference mode (predictions: with its moving statistics)."""
+    return _onwards(net, params, [], [np.asarray(X, np.float64)], 0, training)
 
 
 def resume(
@@ -92,17 +105,26 @@ def _with_channel(whole: np.ndarray, channel: int, part: np.ndarray) -> np.ndarr
 
 
 def _onwards(
-    net: Network, params: Params, zs: list[np.ndarray], activations: list[np.ndarray], start: int
+    net: Network,
+    params: Params,
+    zs: list[np.ndarray],
+    activations: list[np.ndarray],
+    start: int,
+    training: bool = True,
 ) -> Forward:
     """The forward pass from ``net.stack[start]`` on, given the pre-activations ``zs`` and
     ``activations`` of the layers before it."""
     a = activations[-1]
-    weights = iter(params[len(zs) :])
+    weights = iter(params[sum(isinstance(layer, Parametric) for layer in net.stack[:start]) :])
     for layer in net.stack[start:]:
         if isinstance(layer, Weighted):
             z = pre_activation(layer, a, next(weights))
             a = _activate(layer, z)
             zs.append(z)
+        elif isinstance(layer, Norm):
+            a = normalise(layer, a, next(weights), training)
+        elif isinstance(layer, Activation):
+            a = _activate(layer, a)
         else:
             a = pool_or_flatten(layer, a)
         activations.append(a)
@@ -114,6 +136,29 @@ def _positions(net: Network) -> list[int]:
     return [k for k, layer in enumerate(net.stack) if isinstance(layer, Weighted)]
 
 
+def standardised(
+    layer: Norm, x: np.ndarray, values: dict[str, np.ndarray], training: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x − μ) / √(σ² + ε), 1 / √(σ² + ε) and μ, the statistics a BatchNorm's over every axis
+    but the last (the batch's in training, its moving ones in predictions), a LayerNorm's over
+    the last axis; σ² is the biased variance."""
+    if isinstance(layer, BatchNorm) and not training:
+        mean, var = (np.asarray(values[key], np.float64) for key in ("moving_mean", "moving_var"))
+    else:
+        axes = tuple(range(x.ndim - 1)) if isinstance(layer, BatchNorm) else -1
+        mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+    inv_std = 1 / np.sqrt(var + layer.epsilon)
+    return (x - mean) * inv_std, inv_std, mean
+
+
+def normalise(
+    layer: Norm, x: np.ndarray, values: dict[str, np.ndarray], training: bool
+) -> np.ndarray:
+    """γ x̂ + β, x̂ `standardised`."""
+    gamma, beta = (np.asarray(values[key], np.float64) for key in ("gamma", "beta"))
+    return gamma * standardised(layer, x, values, training)[0] + beta
+
+
 def pre_activation(layer: Weighted, a: np.ndarray, values: dict[str, np.ndarray]) -> np.ndarray:
     """z = a W + b for a Dense layer, the correlation of a with W plus b for a Conv2D one."""
     W = np.asarray(values["W"], np.float64)
@@ -121,7 +166,7 @@ def pre_activation(layer: Weighted, a: np.ndarray, values: dict[str, np.ndarray]
     return z + np.asarray(values["b"], np.float64) if "b" in values else z
 
 
-def _activate(layer: Weighted, z: np.ndarray) -> np.ndarray:
+def _activate(layer: Weighted | Activation, z: np.ndarray) -> np.ndarray:
     return lookup(ACTIVATIONS, layer.activation, "activation").reference(z)
 
 
@@ -188,9 +233,12 @@ def loss(net: Network, outputs: Forward, y: np.ndarray) -> float:
 
 
 def has_kinks(net: Network) -> bool:
-    """Whether the network has non-differentiable points: a kinked activation or a max pool."""
-    return any(ACTIVATIONS[name].kinks for name in net.activations) or any(
-        isinstance(layer, MaxPool2D) for layer in net.stack
+    """Whether the network has non-differentiable points: a kinked activation (of a weight
+    layer or an Activation layer) or a max pool."""
+    return any(
+        isinstance(layer, MaxPool2D)
+        or (isinstance(layer, Weighted | Activation) and ACTIVATIONS[layer.activation].kinks)
+        for layer in net.stack
     )
 
 
@@ -200,12 +248,14 @@ def kink_sides(net: Network, outputs: Forward, start: int = 0) -> list[np.ndarra
     boolean array per (layer, kink); for each max pool, the position of every window's first
     maximum — of one channel where `resume` moved only that one."""
     sides: list[np.ndarray] = []
-    first = _positions(net)[start]
+    first = _positions(net)[start] if start else 0
     zs = iter(outputs.zs[start:])
     for layer, x in zip(net.stack[first:], outputs.activations[first:], strict=False):
         if isinstance(layer, Weighted):
             z = next(zs)
             sides.extend(z > kink for kink in ACTIVATIONS[layer.activation].kinks)
+        elif isinstance(layer, Activation):
+            sides.extend(x > kink for kink in ACTIVATIONS[layer.activation].kinks)
         elif isinstance(layer, MaxPool2D):
             sides.append(first_maxima(layer, x))
     return sides

@@ -22,7 +22,18 @@ import optax
 
 from gradcheck import ops
 from gradcheck.backends import Trace, Trajectory
-from gradcheck.layers import Conv2D, Dense, Flatten, MaxPool2D, Pooling, Weighted
+from gradcheck.layers import (
+    Activation,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Flatten,
+    MaxPool2D,
+    Norm,
+    Parametric,
+    Pooling,
+    Weighted,
+)
 from gradcheck.network import Network, Params
 from gradcheck.ops import lookup
 from gradcheck.optimizers import SGD, Adam, Batch, Optimizer, RMSprop, padded
@@ -46,25 +57,113 @@ LOSSES: dict[str, tuple[Callable[..., jax.Array], Callable[[Any, int], Any]]] = 
 }
 
 
+class Walk(NamedTuple):
+    """A forward pass: every weight layer's pre-activation z_l and activation a_l, and the
+    batch's (μ, σ²) of each BatchNorm in training mode, in order."""
+
+    zs: list[jax.Array]
+    outputs: list[jax.Array]
+    statistics: list[tuple[jax.Array, jax.Array]]
+
+
 def _forward(
-    net: Network, params: Any, X: jax.Array, offsets: list[jax.Array] | None = None
-) -> tuple[list[jax.Array], list[jax.Array]]:
-    """Every weight layer's pre-activation z_l (plus ``offsets[l]`` when given) and its
-    activation a_l, walking the layers; pools and Flatten pass their output on."""
-    zs: list[jax.Array] = []
-    outputs: list[jax.Array] = []
-    weights, a = iter(params), X
+    net: Network,
+    params: Any,
+    state: Any,
+    X: jax.Array,
+    offsets: list[jax.Array] | None = None,
+    training: bool = True,
+    mask: jax.Array | None = None,
+) -> Walk:
+    """The layers walked in order: each weight layer's pre-activation z_l (plus ``offsets[l]``
+    when given) and its activation a_l; pools, Flatten, normalisations and Activation layers
+    pass their output on. ``params`` are the trainable parameters, ``state`` a BatchNorm's
+    moving statistics (one dict per layer with parameters, empty but for a BatchNorm's);
+    ``mask`` (N,) marks a padded batch's real samples, the only ones a BatchNorm's statistics
+    are taken over."""
+    walk = Walk([], [], [])
+    weights, states, a = iter(params), iter(state), X
     for layer in net.stack:
+        if isinstance(layer, Parametric):
+            values, moving = next(weights), next(states)
+        if isinstance(layer, Norm):
+            a, statistics = _normalise(layer, values, moving, a, training, mask)
+            walk.statistics.extend(statistics)
+            continue
+        if isinstance(layer, Activation):
+            a = lookup(ACTIVATIONS, layer.activation, "activation")(a)
+            continue
         if not isinstance(layer, Weighted):
             a = _unweighted(layer, a)
             continue
-        z = _pre_activation(layer, next(weights), a)
+        z = _pre_activation(layer, values, a)
         if offsets is not None:
-            z = z + offsets[len(zs)]
+            z = z + offsets[len(walk.zs)]
         a = lookup(ACTIVATIONS, layer.activation, "activation")(z)  # unused ones are traced away
-        zs.append(z)
-        outputs.append(a)
-    return zs, outputs
+        walk.zs.append(z)
+        walk.outputs.append(a)
+    return walk
+
+
+def _normalise(
+    layer: Norm,
+    values: dict[str, jax.Array],
+    moving: dict[str, jax.Array],
+    a: jax.Array,
+    training: bool,
+    mask: jax.Array | None,
+) -> tuple[jax.Array, list[tuple[jax.Array, jax.Array]]]:
+    """γ (a − μ) / √(σ² + ε) + β, and the batch statistics a BatchNorm's state moves toward
+    (the unbiased variance by PyTorch's convention, when the layer asks for it).
+    A LayerNorm's μ and σ² (biased) are over the last axis; a BatchNorm's over all the others
+    in training, its moving ones in predictions."""
+    if isinstance(layer, BatchNorm) and not training:
+        mean, var, statistics = moving["moving_mean"], moving["moving_var"], []
+    elif isinstance(layer, BatchNorm):
+        axes = tuple(range(a.ndim - 1))
+        weight = jnp.ones((*a.shape[:-1], 1), a.dtype)
+        if mask is not None:  # the padding's rows weigh nothing
+            weight = weight * mask.reshape(-1, *(1,) * (a.ndim - 1))
+        count = jnp.sum(weight)  # the values per channel
+        mean = jnp.sum(weight * a, axis=axes) / count
+        var = jnp.sum(weight * jnp.square(a - mean), axis=axes) / count
+        statistics = [(mean, var * count / (count - 1) if layer.unbiased else var)]
+    else:
+        mean = jnp.mean(a, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(a - mean), axis=-1, keepdims=True)
+        statistics = []
+    a_hat = (a - mean) / jnp.sqrt(var + jnp.asarray(layer.epsilon, a.dtype))
+    return values["gamma"] * a_hat + values["beta"], statistics
+
+
+def _split(net: Network, params: Params) -> tuple[list[dict], list[dict]]:
+    """The trainable parameters and the state (a BatchNorm's moving statistics) apart, each one
+    dict per layer with parameters."""
+    trainable = net.trainable(params)
+    pairs = zip(params, trainable, strict=True)
+    held = [{k: v for k, v in p.items() if k not in t} for p, t in pairs]
+    return trainable, held
+
+
+def _moved(net: Network, state: list[dict], statistics: list[tuple]) -> list[dict]:
+    """Each BatchNorm's moving statistics after a training step: m · moving + (1 − m) · the
+    batch's, Keras's convention."""
+    batches = iter(statistics)
+    moved = []
+    for layer, held in zip(net.parametric, state, strict=True):
+        if isinstance(layer, BatchNorm):
+            mean, var = next(batches)
+            m = layer.momentum
+            held = {
+                "moving_mean": held["moving_mean"] * m + mean * (1 - m),
+                "moving_var": held["moving_var"] * m + var * (1 - m),
+            }
+        moved.append(held)
+    return moved
+
+
+def _joined(trainable: list[dict], state: list[dict]) -> list[dict]:
+    return [{**p, **s} for p, s in zip(trainable, state, strict=True)]
 
 
 def _pre_activation(layer: Weighted, weights: dict[str, jax.Array], a: jax.Array) -> jax.Array:
@@ -112,17 +211,24 @@ def _unweighted(layer: Pooling | Flatten, a: jax.Array) -> jax.Array:
     return total / size**2
 
 
-def network_outputs(net: Network, params: Any, X: jax.Array) -> jax.Array:
-    return _forward(net, params, X)[1][-1]
+def network_outputs(net: Network, params: Any, state: Any, X: jax.Array) -> jax.Array:
+    """The predictions, in inference mode."""
+    return _forward(net, params, state, X, training=False).outputs[-1]
 
 
 def network_loss(
-    params: Any, X: jax.Array, y: jax.Array, net: Network, mask: jax.Array | None = None
-) -> jax.Array:
-    """The loss exactly as the spec defines it; with ``mask`` (N,), over the samples it marks
-    with 1 — a batch padded to a fixed shape."""
-    zs, outputs = _forward(net, params, X)
-    return _cost(net, zs[-1], outputs[-1], y, mask)
+    params: Any,
+    state: Any,
+    X: jax.Array,
+    y: jax.Array,
+    net: Network,
+    mask: jax.Array | None = None,
+) -> tuple[jax.Array, list[tuple[jax.Array, jax.Array]]]:
+    """The loss exactly as the spec defines it, in training mode; with ``mask`` (N,), over the
+    samples it marks with 1 — a batch padded to a fixed shape. The batch statistics of each
+    BatchNorm come back as the auxiliary output."""
+    walk = _forward(net, params, state, X, mask=mask)
+    return _cost(net, walk.zs[-1], walk.outputs[-1], y, mask), walk.statistics
 
 
 def _cost(
@@ -137,30 +243,33 @@ def _cost(
 
 
 def _traced_loss(
-    params: Any, offsets: list[jax.Array], X: jax.Array, y: jax.Array, net: Network
+    params: Any, offsets: list[jax.Array], state: Any, X: jax.Array, y: jax.Array, net: Network
 ) -> tuple[jax.Array, tuple[list[jax.Array], list[jax.Array]]]:
     """The loss with a zero ``offsets[l]`` added to each z_l, so that its gradient with respect
     to the offsets is δ_l = ∂C/∂z_l; z and a of every layer come back as auxiliary outputs."""
-    zs, outputs = _forward(net, params, X, offsets)
-    return _cost(net, zs[-1], outputs[-1], y), (zs, outputs)
+    walk = _forward(net, params, state, X, offsets)
+    return _cost(net, walk.zs[-1], walk.outputs[-1], y), (walk.zs, walk.outputs)
 
 
+_value_and_grad = jax.value_and_grad(network_loss, has_aux=True)
 _jit_predict = jax.jit(network_outputs, static_argnums=0)
 _jit_trace = jax.jit(
     jax.value_and_grad(_traced_loss, argnums=(0, 1), has_aux=True), static_argnames="net"
 )
-_jit_value_and_grad = jax.jit(jax.value_and_grad(network_loss), static_argnames="net")
+_jit_value_and_grad = jax.jit(_value_and_grad, static_argnames="net")
 
 
 @partial(jax.jit, static_argnames=("net", "steps"))
 def _jit_train(
-    net: Network, params: Any, X: jax.Array, y: jax.Array, lr: jax.Array, steps: int
+    net: Network, params: Any, state: Any, X: jax.Array, y: jax.Array, lr: jax.Array, steps: int
 ) -> tuple[Any, jax.Array]:
-    def step(params: Any, _: None) -> tuple[Any, jax.Array]:
-        loss, grads = jax.value_and_grad(network_loss)(params, X, y, net)
-        return jax.tree.map(lambda p, g: p - lr * g, params, grads), loss
+    def step(carry: Any, _: None) -> tuple[Any, jax.Array]:
+        params, state = carry
+        (loss, statistics), grads = _value_and_grad(params, state, X, y, net)
+        params = jax.tree.map(lambda p, g: p - lr * g, params, grads)
+        return (params, _moved(net, state, statistics)), loss
 
-    return jax.lax.scan(step, params, length=steps)
+    return jax.lax.scan(step, (params, state), length=steps)
 
 
 @partial(jax.jit, static_argnames=("net", "transform"))
@@ -168,6 +277,7 @@ def _jit_train_with(
     net: Network,
     transform: optax.GradientTransformation,
     params: Any,
+    state: Any,
     X: jax.Array,
     y: jax.Array,
     batches: jax.Array,
@@ -177,14 +287,16 @@ def _jit_train_with(
     (1 for the samples of the batch), every step inside one ``lax.scan``."""
 
     def step(carry: Any, batch: tuple[jax.Array, jax.Array]) -> tuple[Any, jax.Array]:
-        params, state = carry
+        params, held, opt_state = carry
         rows, mask = batch
-        loss, grads = jax.value_and_grad(network_loss)(params, X[rows], y[rows], net, mask)
-        updates, state = transform.update(grads, state, params)
-        return (optax.apply_updates(params, updates), state), loss
+        (loss, statistics), grads = _value_and_grad(params, held, X[rows], y[rows], net, mask)
+        updates, opt_state = transform.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, _moved(net, held, statistics), opt_state), loss
 
-    (final, _), losses = jax.lax.scan(step, (params, transform.init(params)), (batches, masks))
-    return final, losses
+    carry = (params, state, transform.init(params))
+    (final, held, _), losses = jax.lax.scan(step, carry, (batches, masks))
+    return (final, held), losses
 
 
 @lru_cache(maxsize=32)
@@ -262,14 +374,14 @@ def release() -> None:
 
 def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
     with jax.enable_x64(True):
-        return np.array(_jit_predict(net, params, X))
+        return np.array(_jit_predict(net, *_split(net, params), X))
 
 
 def loss_and_grads(
     net: Network, params: Params, X: np.ndarray, y: np.ndarray
 ) -> tuple[float, Params]:
     with jax.enable_x64(True):
-        loss, grads = _jit_value_and_grad(params, X, y, net=net)
+        (loss, _), grads = _jit_value_and_grad(*_split(net, params), X, y, net=net)
         return float(loss), _to_numpy(grads)
 
 
@@ -281,7 +393,10 @@ def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
             for layer, shape in shapes
             if isinstance(layer, Weighted)
         ]
-        (loss, (zs, activations)), (grads, deltas) = _jit_trace(params, offsets, X, y, net=net)
+        trainable, state = _split(net, params)
+        (loss, (zs, activations)), (grads, deltas) = _jit_trace(
+            trainable, offsets, state, X, y, net=net
+        )
         return Trace(
             _to_numpy(zs), _to_numpy(activations), float(loss), _to_numpy(deltas), _to_numpy(grads)
         )
@@ -299,8 +414,10 @@ def train_with(
     with jax.enable_x64(True):
         indices, sizes = padded(schedule, len(X))
         masks = (np.arange(indices.shape[1]) < sizes[:, None]).astype(net.dtype)  # real samples
-        final, losses = _jit_train_with(net, _transform(optimizer), params, X, y, indices, masks)
-        return Trajectory(_to_numpy(final), np.array(losses))
+        final, losses = _jit_train_with(
+            net, _transform(optimizer), *_split(net, params), X, y, indices, masks
+        )
+        return Trajectory(_to_numpy(_joined(*final)), np.array(losses))
 
 
 def train(
@@ -308,5 +425,5 @@ def train(
 ) -> Trajectory:
     with jax.enable_x64(True):
         lr_array = jnp.asarray(lr, dtype=net.dtype)
-        final, losses = _jit_train(net, params, X, y, lr_array, steps=steps)
-        return Trajectory(_to_numpy(final), np.array(losses))
+        final, losses = _jit_train(net, *_split(net, params), X, y, lr_array, steps=steps)
+        return Trajectory(_to_numpy(_joined(*final)), np.array(losses))

@@ -41,7 +41,16 @@ import numpy as np
 
 from gradcheck import ops as registry
 from gradcheck.backends import Trace, Trajectory
-from gradcheck.layers import Conv2D, Dense, Flatten, Layer, MaxPool2D
+from gradcheck.layers import (
+    Activation,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Flatten,
+    Layer,
+    LayerNorm,
+    MaxPool2D,
+)
 from gradcheck.network import Network, Params
 from gradcheck.ops import LOSSES, lookup
 from gradcheck.optimizers import SGD, Adam, Batch, Optimizer, RMSprop, batch_schedule, padded
@@ -116,7 +125,8 @@ def keras_loss(net: Network) -> keras.losses.Loss:
 
 def build_model(net: Network) -> keras.Sequential:
     """A Sequential of the network's layers — Dense, Conv2D, MaxPooling2D, AveragePooling2D,
-    Flatten, channels-last — with its sizes, activations, biases and dtype.
+    Flatten, Activation, BatchNormalization, LayerNormalization, channels-last — with its sizes,
+    activations, biases, momentum, ε and dtype.
 
     Each layer computes and keeps its variables in the net's dtype through its own dtype policy,
     so Keras's global floatx is left as the user set it.
@@ -146,30 +156,55 @@ def _keras_layer(layer: Layer, dtype: str) -> keras.layers.Layer:
         )
     if isinstance(layer, Flatten):
         return keras.layers.Flatten(data_format="channels_last", dtype=dtype)
+    if isinstance(layer, Activation):
+        return keras.layers.Activation(
+            lookup(ACTIVATIONS, layer.activation, "activation"), dtype=dtype
+        )
+    if isinstance(layer, BatchNorm):
+        if layer.unbiased:
+            raise ValueError(
+                "Keras's BatchNormalization moves its variance toward the biased one; got "
+                f"{layer!r}"
+            )
+        return keras.layers.BatchNormalization(
+            momentum=layer.momentum, epsilon=layer.epsilon, dtype=dtype
+        )
+    if isinstance(layer, LayerNorm):
+        return keras.layers.LayerNormalization(epsilon=layer.epsilon, dtype=dtype)
     pooling = (
         keras.layers.MaxPooling2D if isinstance(layer, MaxPool2D) else keras.layers.AveragePooling2D
     )
     return pooling(layer.pool_size, layer.stride, data_format="channels_last", dtype=dtype)
 
 
-def _weighted(model: keras.Sequential) -> list[Any]:
-    """The model's Dense and Conv2D layers, one per entry of params."""
-    return [layer for layer in model.layers if hasattr(layer, "kernel")]
+def _parametric(model: keras.Sequential) -> list[Any]:
+    """The model's Dense, Conv2D and normalisation layers, one per entry of params."""
+    return [layer for layer in model.layers if hasattr(layer, "kernel") or hasattr(layer, "gamma")]
+
+
+def _named(layer: Any) -> dict[str, Any]:
+    """A layer's variables by gradcheck's names: a Dense or Conv2D kernel is (fan_in, fan_out)
+    or (kh, kw, C, O), like ``W``; a BatchNormalization's ``moving_variance`` is
+    ``moving_var``."""
+    if hasattr(layer, "kernel"):
+        return {"W": layer.kernel, "b": layer.bias} if layer.use_bias else {"W": layer.kernel}
+    named = {"gamma": layer.gamma, "beta": layer.beta}
+    if hasattr(layer, "moving_mean"):
+        named |= {"moving_mean": layer.moving_mean, "moving_var": layer.moving_variance}
+    return named
 
 
 def set_params(model: keras.Sequential, params: Params) -> None:
-    """Copy params into the weight layers; a Dense kernel is (fan_in, fan_out) and a Conv2D
-    kernel (kh, kw, C, O), like ``W``."""
-    for layer, values in zip(_weighted(model), params, strict=True):
-        layer.kernel.assign(values["W"])
-        if "b" in values:
-            layer.bias.assign(values["b"])
+    """Copy params, moving statistics included, into the model's variables."""
+    for layer, values in zip(_parametric(model), params, strict=True):
+        for key, variable in _named(layer).items():
+            variable.assign(values[key])
 
 
 def _variables(model: keras.Sequential) -> list[dict[str, Any]]:
+    """The trainable variables, structured like a gradient."""
     return [
-        {"W": layer.kernel, "b": layer.bias} if layer.use_bias else {"W": layer.kernel}
-        for layer in _weighted(model)
+        {key: v for key, v in _named(layer).items() if v.trainable} for layer in _parametric(model)
     ]
 
 
@@ -204,7 +239,7 @@ class _Evaluator:
         with tf.GradientTape() as tape:
             for layer in self.model.layers:
                 if not hasattr(layer, "kernel"):
-                    a = layer(a)
+                    a = layer(a, training=True)
                     continue
                 if isinstance(layer, keras.layers.Dense):
                     z = ops.matmul(a, layer.kernel)
@@ -414,7 +449,7 @@ class _Trainer:
             indices, sizes = padded(schedule, len(X))
             for start, stop in _runs(sizes):
                 self.run_batches(x, y, tf.constant(indices[start:stop, : sizes[start]]))
-        params = _to_numpy(_variables(self.model))
+        params = _to_numpy([_named(layer) for layer in _parametric(self.model)])
         return Trajectory(params, self.history.history.numpy())
 
 

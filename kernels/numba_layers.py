@@ -6,8 +6,9 @@ compiled kernel — `numba_conv`'s convolution and pooling, `numba_backprop`'s p
 activations, loss and optimizer updates — writing into buffers allocated once per call in
 `Buffers`. A training step allocates only its convolutions' per-block partial sums.
 
-The walk is `numpy_backprop`'s: below a weight layer the gradient travels as ∂C/∂a through pools
-and Flatten until the next weight layer's f′ turns it, in place, into that layer's δ. A Conv2D
+The walk is `numpy_backprop`'s: below a weight layer the gradient travels as ∂C/∂a through pools,
+Flatten, normalisations (`numba_norm`) and Activation layers until the next weight layer's f′
+turns it, in place, into that layer's δ. A Conv2D
 layer with "same" padding keeps a zero-bordered copy of its input, and its input gradient is
 scattered into a padded buffer whose interior is the gradient of the unpadded input.
 
@@ -22,9 +23,22 @@ import numpy as np
 from gradcheck.backends import Trace, Trajectory
 from gradcheck.kernels import numba_backprop as nb
 from gradcheck.kernels import numba_conv as nc
-from gradcheck.kernels import numpy_conv
+from gradcheck.kernels import numba_norm as nn
+from gradcheck.kernels import numpy_conv, numpy_norm
 from gradcheck.kernels.numba_threads import launch, on_numba_threads
-from gradcheck.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, Weighted
+from gradcheck.layers import (
+    Activation,
+    AvgPool2D,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Flatten,
+    LayerNorm,
+    MaxPool2D,
+    Norm,
+    Parametric,
+    Weighted,
+)
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, lookup
 from gradcheck.optimizers import SGD, Batch, Optimizer, batch_schedule, padded
@@ -35,9 +49,10 @@ class Buffers:
     gradient ``grads[k]`` (∂C/∂outs[k], made δ in place at a weight layer), each weight layer's
     kept pre-activation ``zs[k]`` (the output layer's logits, and z where f′ reads it), the
     padded copies of a "same" Conv2D layer's input and input gradient, the first maxima of each
-    max pool and the loss's work space. Flatten's output and gradient are views of its
-    input's. ``fused`` holds the pooling layers that directly follow a Conv2D layer: the
-    convolution's kernels pool too, while its output is in cache."""
+    max pool, each normalisation's x̂ and statistics (`NormBuffers`) and the loss's work space.
+    Flatten's output and gradient are views of its input's. ``fused`` holds the pooling layers
+    that directly follow a Conv2D layer: the convolution's kernels pool too, while its output is
+    in cache."""
 
     def __init__(self, net: Network, n: int) -> None:
         dtype = net.np_dtype
@@ -47,6 +62,7 @@ class Buffers:
         self.padded: dict[int, tuple[tuple, np.ndarray, np.ndarray]] = {}
         self.first: dict[int, np.ndarray] = {}
         self.zs: dict[int, np.ndarray] = {}
+        self.norms: dict[int, NormBuffers] = {}
         self.fused: set[int] = set()
         last = len(net.stack) - 1
         below, below_grad = self.x, np.empty_like(self.x)
@@ -63,6 +79,8 @@ class Buffers:
                                          np.int64)  # fmt: skip
                 if k > 0 and isinstance(net.stack[k - 1], Conv2D):
                     self.fused.add(k)
+            if isinstance(layer, Norm):
+                self.norms[k] = NormBuffers.of(layer, _as_rows(out))
             if isinstance(layer, Weighted):  # z where kept; elsewhere the output, never read
                 kept = k == last or "z" in lookup(ACTIVATIONS, layer.activation, "activation").needs
                 self.zs[k] = np.empty((n, *shape), dtype) if kept else out
@@ -74,10 +92,25 @@ class Buffers:
         self.log_norm = np.empty(n, dtype)
 
 
+class NormBuffers:
+    """A normalisation's x̂ (R, C) and r — (C,) for a BatchNorm, (R,) for a LayerNorm — and a
+    BatchNorm's batch μ and σ² (C,), for its batch laid out as rows (R, C)."""
+
+    def __init__(self, x_hat: np.ndarray, inv_std: np.ndarray, mean: np.ndarray, var: np.ndarray):
+        self.x_hat, self.inv_std, self.mean, self.var = x_hat, inv_std, mean, var
+
+    @classmethod
+    def of(cls, layer: Norm, rows: np.ndarray) -> NormBuffers:
+        channels = np.empty(rows.shape[1], rows.dtype)
+        inv_std = np.empty(len(channels) if isinstance(layer, BatchNorm) else len(rows), rows.dtype)
+        return cls(np.empty_like(rows), inv_std, channels, np.empty_like(channels))
+
+
 class Weights:
-    """The params as C-contiguous arrays of the net's dtype (copied when asked) with their
-    gradients, and each weight layer's activation code. A layer without bias gets a zero ``b``
-    and a scratch ``db`` for the kernels, which take both, outside ``params`` and ``grads``."""
+    """The params as C-contiguous arrays of the net's dtype (copied when asked), the gradients
+    of their trainable entries, and each weight layer's activation code (-1 for a
+    normalisation). A layer without bias gets a zero ``b`` and a scratch ``db`` for the kernels,
+    which take both, outside ``params`` and ``grads``."""
 
     def __init__(self, net: Network, params: Params, copy: bool) -> None:
         copy_or_if_needed = True if copy else None
@@ -85,15 +118,23 @@ class Weights:
             {k: np.array(v, net.np_dtype, copy=copy_or_if_needed, order="C") for k, v in p.items()}
             for p in params
         ]
-        self.grads = [{k: np.empty_like(v) for k, v in p.items()} for p in self.params]
-        units = [p["W"].shape[-1] for p in self.params]
+        self.grads = [
+            {k: np.empty_like(p[k]) for k in shapes}
+            for p, shapes in zip(self.params, net.grad_shapes(), strict=True)
+        ]
+        units = [next(iter(shapes.values()))[-1] for shapes in net.grad_shapes()]
         self.b = [
             p.get("b", np.zeros(n, net.np_dtype)) for p, n in zip(self.params, units, strict=True)
         ]
         self.db = [
             g.get("b", np.empty(n, net.np_dtype)) for g, n in zip(self.grads, units, strict=True)
         ]
-        self.codes = [lookup(nb.ACTIVATION_CODES, a, "activation") for a in net.activations]
+        self.codes = [
+            lookup(nb.ACTIVATION_CODES, layer.activation, "activation")
+            if isinstance(layer, Weighted)
+            else -1
+            for layer in net.parametric
+        ]
 
 
 def _input(buffers: Buffers, k: int) -> np.ndarray:
@@ -120,8 +161,9 @@ def _pool_code(layer: MaxPool2D | AvgPool2D) -> int:
     return nc.Pool.max if isinstance(layer, MaxPool2D) else nc.Pool.avg
 
 
-def forward(net: Network, weights: Weights, buffers: Buffers) -> None:
-    """Fill every layer's output from ``buffers.x``, and the logits z_L."""
+def forward(net: Network, weights: Weights, buffers: Buffers, training: bool = True) -> None:
+    """Fill every layer's output from ``buffers.x``, and the logits z_L; ``training`` False for
+    predictions (a BatchNorm's moving statistics). ``w`` counts the layers with parameters."""
     w = 0
     last = len(net.stack) - 1
     for k, layer in enumerate(net.stack):
@@ -143,10 +185,44 @@ def forward(net: Network, weights: Weights, buffers: Buffers) -> None:
                         weights.codes[w], keep, buffers.zs[k], out,
                         *_pooling(net, buffers, k, buffers.outs))  # fmt: skip
             w += 1
+        elif isinstance(layer, Norm):
+            _norm_forward(layer, weights.params[w], buffers.norms[k], x, out, training)
+            w += 1
+        elif isinstance(layer, Activation):
+            out[...] = x
+            code = lookup(nb.ACTIVATION_CODES, layer.activation, "activation")
+            nb.activate(code, _as_rows(out), np.empty(0, out.dtype), False, buffers.log_norm)
         elif isinstance(layer, MaxPool2D | AvgPool2D) and k not in buffers.fused:
             nc.pool_rows(_pool_code(layer), x, layer.pool_size, layer.stride, out,
                          buffers.first[k], 0, len(x))  # fmt: skip
         # Flatten: its output is a view of its input
+
+
+def _norm_forward(
+    layer: Norm, values: dict, norm: NormBuffers, x: np.ndarray, out: np.ndarray, training: bool
+) -> None:
+    x, out = _as_rows(x), _as_rows(out)
+    gamma, beta = values["gamma"], values["beta"]
+    if isinstance(layer, LayerNorm):
+        nn.layer_norm_forward(x, gamma, beta, layer.epsilon, norm.x_hat, norm.inv_std, out)
+    elif training:
+        nn.batch_norm_forward(x, gamma, beta, layer.epsilon, norm.x_hat, norm.inv_std,
+                              norm.mean, norm.var, out)  # fmt: skip
+    else:
+        nn.batch_norm_inference(x, gamma, beta, values["moving_mean"], values["moving_var"],
+                                layer.epsilon, out)  # fmt: skip
+
+
+def _norm_backward(
+    layer: Norm, values: dict, grads: dict, norm: NormBuffers, grad: np.ndarray, below: np.ndarray
+) -> None:
+    grad, below = _as_rows(grad), _as_rows(below)
+    gamma, dgamma, dbeta = values["gamma"], grads["gamma"], grads["beta"]
+    if isinstance(layer, BatchNorm):
+        nn.batch_norm_backward(grad, gamma, norm.x_hat, norm.inv_std, dgamma, dbeta, below)
+    else:
+        nn.norm_param_grads(grad, norm.x_hat, dgamma, dbeta)
+        nn.layer_norm_backward(grad, gamma, norm.x_hat, norm.inv_std, below)
 
 
 def backward(net: Network, weights: Weights, buffers: Buffers, loss_code: int) -> None:
@@ -171,6 +247,17 @@ def backward(net: Network, weights: Weights, buffers: Buffers, loss_code: int) -
         elif isinstance(layer, Conv2D):
             w -= 1
             _conv_backward(net, weights, w, buffers, k, x, below)
+        elif isinstance(layer, Norm):
+            w -= 1
+            below = below if below is not None else np.empty_like(grad)  # the input's, unused
+            _norm_backward(layer, weights.params[w], weights.grads[w], buffers.norms[k], grad,
+                           below)  # fmt: skip
+        elif isinstance(layer, Activation):
+            if below is None:
+                return
+            below[...] = grad  # ∂C/∂(output) -> ∂C/∂(input), in place
+            code = lookup(nb.ACTIVATION_CODES, layer.activation, "activation")
+            nb.activation_backward(code, _as_rows(x), _as_rows(buffers.outs[k]), _as_rows(below))
         elif isinstance(layer, MaxPool2D | AvgPool2D) and k not in buffers.fused:
             nc.pool_grad_rows(_pool_code(layer), grad, buffers.first[k], layer.pool_size,
                               layer.stride, below, 0, len(grad))  # fmt: skip
@@ -222,7 +309,7 @@ def _evaluate(net: Network, params: Params, X: np.ndarray, y: np.ndarray | None)
     weights, buffers = Weights(net, params, copy=False), Buffers(net, len(X))
     buffers.x[...] = X
     if y is None:
-        forward(net, weights, buffers)
+        forward(net, weights, buffers, training=False)
         return None, weights, buffers
     buffers.y[...] = y
     value = loss_and_grads_into(net, weights, buffers, lookup(nb.LOSS_CODES, net.loss, "loss"))
@@ -270,7 +357,7 @@ def train_with(
     weights = Weights(net, params, copy=True)
     states = [
         tuple(np.zeros(value.size, dtype) for _ in range(4))
-        for layer in weights.params
+        for layer in weights.grads
         for value in layer.values()
     ]
     kind, hyper, flags = nb.optimizer_settings(optimizer, dtype)
@@ -284,15 +371,30 @@ def train_with(
             np.take(X, rows, axis=0, out=batch.x)
             np.take(y, rows, axis=0, out=batch.y)
         losses[t] = loss_and_grads_into(net, weights, batch, loss_code)
+        move_statistics(net, weights, batch)
         slots = iter(states)
         for layer, grads in zip(weights.params, weights.grads, strict=True):
-            for key, theta in layer.items():
+            for key, g in grads.items():
                 m, v, a, v_max = next(slots)
                 nb.optimizer_update(
-                    kind, hyper, flags, t + 1, theta.reshape(-1), grads[key].reshape(-1),
+                    kind, hyper, flags, t + 1, layer[key].reshape(-1), g.reshape(-1),
                     m, v, a, v_max,
                 )  # fmt: skip
     return Trajectory(weights.params, losses)
+
+
+def move_statistics(net: Network, weights: Weights, buffers: Buffers) -> None:
+    """Each BatchNorm's moving statistics moved toward its batch's, in place
+    (`numpy_norm.moving_update`: a few channels, no kernel of their own)."""
+    positions = [k for k, layer in enumerate(net.stack) if isinstance(layer, Parametric)]
+    for k, values in zip(positions, weights.params, strict=True):
+        layer = net.stack[k]
+        if isinstance(layer, BatchNorm):
+            norm = buffers.norms[k]
+            count = len(norm.x_hat)  # the values per channel
+            var = numpy_norm.unbiased(norm.var, count) if layer.unbiased else norm.var
+            for key, batch in (("moving_mean", norm.mean), ("moving_var", var)):
+                values[key][...] = numpy_norm.moving_update(values[key], batch, layer.momentum)
 
 
 def train(

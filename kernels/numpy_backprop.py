@@ -12,9 +12,10 @@ For weight layer l = 1..L and a batch of N samples (rows), with a_0 = X:
 
 A network given as a list of layers walks the same steps layer by layer, with the convolution
 and pooling equations of `numpy_conv` (`conv_pre_activation`, `conv_grads`,
-`conv_input_grad`, `unweighted_forward`, `unweighted_grad`): below a Conv2D layer, or a Dense
-layer fed by a pool or Flatten, the gradient travels as ∂C/∂a until the next weight layer's f′
-turns it into that layer's δ.
+`conv_input_grad`, `unweighted_forward`, `unweighted_grad`) and the normalisations of
+`numpy_norm` (`norm_forward`, `norm_backward`): below a Conv2D layer, or a Dense layer fed by
+another kind of layer, the gradient travels as ∂C/∂a until the next weight layer's f′ turns it
+into that layer's δ. An Activation layer applies its f′ on the way.
 
 Every f′ is written as the registry declares it (``gradcheck.ops``), from the pre-activation z,
 the activation a = f(z) or both, and `forward` keeps both. Inputs
@@ -27,14 +28,30 @@ side by side; the tables `ACTIVATIONS` and `LOSSES` map the registry's names
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 import numpy as np
 
 from gradcheck.backends import Trace, Trajectory
 from gradcheck.kernels import numpy_conv as nc
-from gradcheck.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, Pooling, Weighted
+from gradcheck.kernels import numpy_norm as nn
+from gradcheck.layers import (
+    Activation as ActivationLayer,
+)
+from gradcheck.layers import (
+    AvgPool2D,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Flatten,
+    MaxPool2D,
+    Norm,
+    Parametric,
+    Pooling,
+    Weighted,
+)
 from gradcheck.network import Network, Params
 from gradcheck.ops import lookup
 from gradcheck.optimizers import SGD, Adam, Batch, Optimizer, RMSprop, batch_schedule
@@ -173,12 +190,14 @@ def activation_backward(
 
 class Cache(NamedTuple):
     """What backward needs: ``activations``, X and every layer's output (``activations[k]`` is
-    layer k's input; for widths ``[a_0 = X, a_1, …, a_L]``), the logits ``z_L``, and every
-    weight layer's pre-activation ``[z_1, …, z_L]``, which f′ reads where it needs z."""
+    layer k's input; for widths ``[a_0 = X, a_1, …, a_L]``), the logits ``z_L``, every
+    weight layer's pre-activation ``[z_1, …, z_L]``, which f′ reads where it needs z, and each
+    normalisation's x̂ and statistics by its position in the stack."""
 
     activations: list[np.ndarray]
     logits: np.ndarray
     zs: tuple[np.ndarray, ...]
+    norms: Mapping[int, nn.Normalised] = MappingProxyType({})
 
 
 def pre_activation(a_prev: np.ndarray, layer: dict[str, np.ndarray]) -> np.ndarray:
@@ -205,24 +224,48 @@ def unweighted_forward(layer: Pooling | Flatten, a_prev: np.ndarray) -> np.ndarr
     return nc.flatten(a_prev)
 
 
-def forward(net: Network, params: Params, X: np.ndarray) -> Cache:
-    activations, zs = [X], []
+def norm_forward(
+    layer: Norm, x: np.ndarray, values: dict[str, np.ndarray], training: bool
+) -> tuple[np.ndarray, nn.Normalised | None]:
+    """A normalisation's output, and what its backward needs (None in predictions): a
+    BatchNorm's statistics over every axis but the last, or in predictions its moving ones;
+    a LayerNorm's over the last axis."""
+    gamma, beta = values["gamma"], values["beta"]
+    if isinstance(layer, BatchNorm) and not training:
+        mean, var = values["moving_mean"], values["moving_var"]
+        return nn.inference(x, gamma, beta, mean, var, layer.epsilon), None
+    axes = nn.batch_axes(x) if isinstance(layer, BatchNorm) else (x.ndim - 1,)
+    norm = nn.normalisation(x, axes, layer.epsilon)
+    return nn.scale_shift(norm.x_hat, gamma, beta), norm
+
+
+def forward(net: Network, params: Params, X: np.ndarray, training: bool = True) -> Cache:
+    """Every layer's output; ``training`` False for predictions (a BatchNorm's moving
+    statistics)."""
+    activations, zs, norms = [X], [], {}
     weights = iter(params)
-    for layer in net.stack:
+    for k, layer in enumerate(net.stack):
         if isinstance(layer, Dense):
             zs.append(pre_activation(activations[-1], next(weights)))
         elif isinstance(layer, Conv2D):
             zs.append(conv_pre_activation(activations[-1], layer, next(weights)))
+        elif isinstance(layer, Norm):
+            a, norms[k] = norm_forward(layer, activations[-1], next(weights), training)
+            activations.append(a)
+            continue
+        elif isinstance(layer, ActivationLayer):
+            activations.append(activate(layer.activation, activations[-1]))
+            continue
         else:
             activations.append(unweighted_forward(layer, activations[-1]))
             continue
         activations.append(activate(layer.activation, zs[-1]))
-    return Cache(activations, zs[-1], tuple(zs))
+    return Cache(activations, zs[-1], tuple(zs), norms)
 
 
 def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
-    """The network's outputs ``a_L``, shape ``(N, K)``."""
-    return forward(net, params, X).activations[-1]
+    """The network's outputs ``a_L``, shape ``(N, K)``, in inference mode."""
+    return forward(net, params, X, training=False).activations[-1]
 
 
 # --- losses: C beside where backward starts, ∂C/∂a or δ_L = ∂C/∂z_L ---------------------------
@@ -337,6 +380,14 @@ def conv_input_grad(
     return nc.unpad(dx, pads)  # (N, H, W, C)
 
 
+def norm_backward(
+    norm: nn.Normalised, values: dict[str, np.ndarray], grad: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A normalisation's ∂C/∂γ and ∂C/∂β, and ∂C/∂x, from ∂C/∂(its output)."""
+    dx = nn.normalise_backward(grad, values["gamma"], norm)
+    return nn.scale_shift_grads(grad, norm.x_hat), dx
+
+
 def unweighted_grad(layer: Pooling | Flatten, a_prev: np.ndarray, grad: np.ndarray) -> np.ndarray:
     """∂C/∂(the layer's input) from ∂C/∂(its output)."""
     if isinstance(layer, MaxPool2D):
@@ -358,28 +409,37 @@ def backward(
 
     Walking down the layers, ``delta`` is the current weight layer's δ = ∂C/∂z; below a
     Conv2D layer, or a Dense layer on a pool or Flatten, ``grad`` = ∂C/∂a carries the gradient
-    through the layers without weights until the next weight layer's f′ makes it a δ again."""
+    through the other layers until the next weight layer's f′ makes it a δ again. ``w`` counts
+    the weight layers (their z and δ), ``p`` the layers with parameters."""
     grads: Params = [{} for _ in params]
     grad: np.ndarray | None = None
-    w = len(params)
+    w, p = len(cache.zs), len(params)
     for k in reversed(range(len(net.stack))):
         layer, a_prev = net.stack[k], cache.activations[k]
         if not isinstance(layer, Weighted):
             assert grad is not None  # the last layer is Dense
-            grad = unweighted_grad(layer, a_prev, grad)
+            if isinstance(layer, Norm):
+                p -= 1
+                grads[p], grad = norm_backward(cache.norms[k], params[p], grad)
+            elif isinstance(layer, ActivationLayer):
+                grad = activation_backward(layer.activation, a_prev, cache.activations[k + 1], grad)
+            else:
+                grad = unweighted_grad(layer, a_prev, grad)
+            if p == 0:
+                break
             continue
-        w -= 1
+        w, p = w - 1, p - 1
         if grad is not None:  # ∂C/∂a_l -> δ_l
             z, a = cache.zs[w], cache.activations[k + 1]
             delta, grad = activation_backward(layer.activation, z, a, grad), None
         if deltas is not None:
             deltas.append(delta)
-        W = params[w]["W"]
+        W = params[p]["W"]
         if isinstance(layer, Dense):
-            grads[w] = layer_grads(a_prev, delta, "b" in params[w])
+            grads[p] = layer_grads(a_prev, delta, "b" in params[p])
         else:
-            grads[w] = conv_grads(a_prev, layer, delta, "b" in params[w])
-        if w == 0:
+            grads[p] = conv_grads(a_prev, layer, delta, "b" in params[p])
+        if p == 0:
             break
         below = net.stack[k - 1]
         if isinstance(layer, Dense) and isinstance(below, Weighted):
@@ -391,11 +451,19 @@ def backward(
     return grads
 
 
+def evaluate(
+    net: Network, params: Params, X: np.ndarray, y: np.ndarray
+) -> tuple[float, Params, Cache]:
+    """C, its gradient and the forward pass it came from, in training mode."""
+    cache = forward(net, params, X)
+    return loss(net, cache, y), backward(net, params, cache, output_delta(net, cache, y)), cache
+
+
 def loss_and_grads(
     net: Network, params: Params, X: np.ndarray, y: np.ndarray
 ) -> tuple[float, Params]:
-    cache = forward(net, params, X)
-    return loss(net, cache, y), backward(net, params, cache, output_delta(net, cache, y))
+    value, grads, _ = evaluate(net, params, X, y)
+    return value, grads
 
 
 def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
@@ -481,6 +549,20 @@ UPDATE: dict[str, Callable[..., np.ndarray]] = {
 # --- training ---------------------------------------------------------------------------------
 
 
+def move_statistics(net: Network, params: Params, cache: Cache) -> None:
+    """After a training step's forward pass, each BatchNorm's moving statistics moved toward
+    the batch's, in place."""
+    positions = [k for k, layer in enumerate(net.stack) if isinstance(layer, Parametric)]
+    for k, values in zip(positions, params, strict=True):
+        layer = net.stack[k]
+        if isinstance(layer, BatchNorm):
+            norm = cache.norms[k]
+            count = norm.x_hat.size // norm.x_hat.shape[-1]  # the values per channel
+            var = nn.unbiased(norm.var, count) if layer.unbiased else norm.var
+            for key, batch in (("moving_mean", norm.mean), ("moving_var", var)):
+                values[key] = nn.moving_update(values[key], batch, layer.momentum)
+
+
 def train(
     net: Network, params: Params, X: np.ndarray, y: np.ndarray, steps: int, lr: float
 ) -> Trajectory:
@@ -500,16 +582,17 @@ def train_with(
     copy of ``params``; ``losses[t]`` is the loss of step t's batch before its update."""
     update = lookup(UPDATE, optimizer.family, "optimizer")
     params = [{key: value.copy() for key, value in layer.items()} for layer in params]
-    states: list[dict[str, dict]] = [{key: {} for key in layer} for layer in params]
+    states: list[dict[str, dict]] = [{key: {} for key in shapes} for shapes in net.grad_shapes()]
     losses = np.empty(len(schedule), dtype=net.dtype)
     decay = optimizer.lr * optimizer.weight_decay
     # A step size too large for the problem drives the loss to inf and then NaN; that divergence
     # shows in the losses, where verify() reports it, rather than as NumPy warnings.
     with np.errstate(over="ignore", invalid="ignore"):
         for t, batch in enumerate(schedule, start=1):
-            losses[t - 1], grads = loss_and_grads(net, params, X[batch], y[batch])
+            losses[t - 1], grads, cache = evaluate(net, params, X[batch], y[batch])
+            move_statistics(net, params, cache)
             for layer, grad, state in zip(params, grads, states, strict=True):
-                for key in layer:
+                for key in grad:
                     theta = layer[key] - decay * layer[key] if decay else layer[key]  # θ − ηλθ
                     layer[key] = update(optimizer, theta, grad[key], state[key], t)
     return Trajectory(params, losses)

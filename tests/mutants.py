@@ -161,11 +161,12 @@ def _backward_sigmoid_prime_given_z(net, params, cache, delta, deltas=None):
     return grads
 
 
-def _loss_and_grads_stale_cache(net, params, X, y, _previous={}):  # noqa: B006
+def _evaluate_stale_cache(net, params, X, y, _previous={}):  # noqa: B006
     cache = forward(net, params, X)  # noqa: F821
     stale = _previous.get("cache", cache)  # BUG: backward gets the previous call's activations
     _previous["cache"] = cache
-    return loss(net, cache, y), backward(net, params, stale, output_delta(net, stale, y))  # noqa: F821
+    grads = backward(net, params, stale, output_delta(net, stale, y))  # noqa: F821
+    return loss(net, cache, y), grads, cache  # noqa: F821
 
 
 def _layer_grads_first_sample(a_prev, delta, bias):
@@ -175,7 +176,7 @@ def _layer_grads_first_sample(a_prev, delta, bias):
     return grads
 
 
-def _forward_first_layer_float16(net, params, X):
+def _forward_first_layer_float16(net, params, X, training=True):
     activations, zs = [X], []
     for l, (layer, activation) in enumerate(zip(params, net.activations, strict=True)):  # noqa: E741
         if l == 0:  # BUG: the first layer silently computed in float16
@@ -190,18 +191,18 @@ def _forward_first_layer_float16(net, params, X):
 
 def loop_mutants() -> dict[str, MutantBackend]:
     """The training loop's bugs, by name, as fresh backends."""
-    _loss_and_grads_stale_cache.__defaults__[0].clear()
+    _evaluate_stale_cache.__defaults__[0].clear()
     return {
         "lr × 1.001": mutant("lr_slightly_off", train=_train_lr_slightly_off),
         "a skipped step": mutant("skipped_step", train=_train_skips_a_step),
         "update sign flip": mutant("update_sign_flip", train=_train_sign_flip),
-        "stale forward cache": mutant("stale_cache", loss_and_grads=_loss_and_grads_stale_cache),
+        "stale forward cache": mutant("stale_cache", evaluate=_evaluate_stale_cache),
     }
 
 
 def all_mutants() -> dict[str, MutantBackend]:
     """Every bug, by name, as a fresh backend."""
-    _loss_and_grads_stale_cache.__defaults__[0].clear()
+    _evaluate_stale_cache.__defaults__[0].clear()
     return {
         "update sign flip": mutant("update_sign_flip", train=_train_sign_flip),
         "sigmoid' of the activation": mutant(
@@ -218,7 +219,77 @@ def all_mutants() -> dict[str, MutantBackend]:
         "wrong layer's activation in backward": mutant(
             "wrong_layer_activation", backward=_backward_wrong_layer_activation
         ),
-        "stale forward cache": mutant("stale_cache", loss_and_grads=_loss_and_grads_stale_cache),
+        "stale forward cache": mutant("stale_cache", evaluate=_evaluate_stale_cache),
         "first sample only": mutant("first_sample", layer_grads=_layer_grads_first_sample),
         "one layer in float16": mutant("float16_layer", forward=_forward_first_layer_float16),
+    }
+
+
+# --- the normalisations' conventions and bugs, each the correct function with one change --------
+
+
+def _move_statistics_torch_momentum(net, params, cache):
+    positions = [k for k, layer in enumerate(net.stack) if isinstance(layer, Parametric)]  # noqa: F821
+    for k, values in zip(positions, params, strict=True):
+        layer = net.stack[k]
+        if isinstance(layer, BatchNorm):  # noqa: F821
+            norm = cache.norms[k]
+            for key, batch in (("moving_mean", norm.mean), ("moving_var", norm.var)):
+                # BUG: PyTorch's momentum, the share of the batch's statistic, in Keras's place
+                values[key] = nn.moving_update(values[key], batch, 1 - layer.momentum)  # noqa: F821
+
+
+def _move_statistics_unbiased(net, params, cache):
+    positions = [k for k, layer in enumerate(net.stack) if isinstance(layer, Parametric)]  # noqa: F821
+    for k, values in zip(positions, params, strict=True):
+        layer = net.stack[k]
+        if isinstance(layer, BatchNorm):  # noqa: F821
+            norm = cache.norms[k]
+            count = norm.x_hat.size // norm.x_hat.shape[-1]
+            var = nn.unbiased(norm.var, count)  # BUG: PyTorch's unbiased variance  # noqa: F821
+            for key, batch in (("moving_mean", norm.mean), ("moving_var", var)):
+                values[key] = nn.moving_update(values[key], batch, layer.momentum)  # noqa: F821
+
+
+def _norm_forward_torch_epsilon(layer, x, values, training):
+    gamma, beta = values["gamma"], values["beta"]
+    epsilon = 1e-5  # BUG: PyTorch's default ε where the layer says Keras's 1e-3
+    if isinstance(layer, BatchNorm) and not training:  # noqa: F821
+        mean, var = values["moving_mean"], values["moving_var"]
+        return nn.inference(x, gamma, beta, mean, var, epsilon), None  # noqa: F821
+    axes = nn.batch_axes(x) if isinstance(layer, BatchNorm) else (x.ndim - 1,)  # noqa: F821
+    norm = nn.normalisation(x, axes, epsilon)  # noqa: F821
+    return nn.scale_shift(norm.x_hat, gamma, beta), norm  # noqa: F821
+
+
+def _norm_backward_without_mean_term(norm, values, grad):
+    g_hat = grad * values["gamma"]
+    mean_gx = (g_hat * norm.x_hat).mean(axis=norm.axes, keepdims=True)
+    dx = norm.inv_std * (g_hat - norm.x_hat * mean_gx)  # BUG: the path through μ left out
+    return nn.scale_shift_grads(grad, norm.x_hat), dx  # noqa: F821
+
+
+def _norm_backward_without_variance_term(norm, values, grad):
+    g_hat = grad * values["gamma"]
+    mean_g = g_hat.mean(axis=norm.axes, keepdims=True)
+    dx = norm.inv_std * (g_hat - mean_g)  # BUG: the path through σ² left out
+    return nn.scale_shift_grads(grad, norm.x_hat), dx  # noqa: F821
+
+
+def norm_mutants() -> dict[str, MutantBackend]:
+    """The normalisations' bugs, by name, as fresh backends."""
+    return {
+        "PyTorch's momentum": mutant(
+            "torch_momentum", move_statistics=_move_statistics_torch_momentum
+        ),
+        "unbiased moving variance": mutant(
+            "unbiased_moving_var", move_statistics=_move_statistics_unbiased
+        ),
+        "PyTorch's ε": mutant("torch_epsilon", norm_forward=_norm_forward_torch_epsilon),
+        "backward without the mean term": mutant(
+            "no_mean_term", norm_backward=_norm_backward_without_mean_term
+        ),
+        "backward without the variance term": mutant(
+            "no_variance_term", norm_backward=_norm_backward_without_variance_term
+        ),
     }

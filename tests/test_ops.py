@@ -150,9 +150,9 @@ def test_numba_dispatch_raises_on_an_unknown_name_or_code():
 def test_jax_dispatch_raises_on_an_unknown_name():
     jx = kernels("jax")
     with pytest.raises(ValueError, match=r"loss must be one of .* got \'hinge\'"):
-        jx.network_loss(PARAMS, X, Y, stand_in(loss="hinge"))
+        jx.network_loss(PARAMS, [{}], X, Y, stand_in(loss="hinge"))
     with pytest.raises(ValueError, match=r"activation must be one of .* got \'swish\'"):
-        jx.network_outputs(stand_in(activation="swish"), PARAMS, X)
+        jx.network_outputs(stand_in(activation="swish"), PARAMS, [{}], X)
 
 
 def test_keras_dispatch_raises_on_an_unknown_name():
