@@ -417,11 +417,31 @@ def against_outputs(
         )
     )
     if horizon.whole:
-        checks += against_params(
-            backend, "train params", got.params, want.params, trajectory,
-            layer_scales(want.params),
-        )  # fmt: skip
+        inert = _inert(want.grads, magnitudes.gradients, point)
+        trained = [{k: v for k, v in layer.items() if (i, k) not in inert}
+                   for i, layer in enumerate(want.params)]  # fmt: skip
+        params = against_params(
+            backend, "train params", got.params, trained, trajectory, layer_scales(want.params)
+        )
+        if inert and params:
+            names = ", ".join(f"layer {i + 1} {k}" for i, k in sorted(inert))
+            note = f"not compared, the loss not depending on it (a zero gradient): {names}"
+            params[0] = dataclasses.replace(params[0], detail=note)
+        checks += params
     return checks
+
+
+def _inert(grads: Params, magnitudes: Params, point: float) -> set[tuple[int, str]]:
+    """The parameters the loss does not depend on, (layer, key) from 0: every element of the
+    reference's gradient zero to within its rounding, as a bias before a BatchNorm has. Their
+    training moves only rounding, which an optimizer that normalises its steps (Adam, RMSprop)
+    makes as large as any step: two correct runs part there, and nothing else moves with them."""
+    return {
+        (i, key)
+        for i, (layer, bounds) in enumerate(zip(grads, magnitudes, strict=True))
+        for key, g in layer.items()
+        if key in bounds and np.all(np.abs(g) <= point * bounds[key])
+    }
 
 
 def _diverged_at(losses: np.ndarray) -> int | None:

@@ -401,6 +401,8 @@ def check_params(net: Network, params: Any) -> Params:
                     f"params layer {index} {key} must have shape {shape}; got {array.shape}"
                 )
             cast[key] = array
+        if "moving_var" in cast and np.any(cast["moving_var"] < 0):
+            raise ValueError(f"params layer {index} moving_var must not be negative")
         checked.append(cast)
     return checked
 
