@@ -175,7 +175,7 @@ class KernelBackend:
                 f"the {self.name} backend trains with plain full-batch gradient descent only; "
                 f"got {optimizer.describe()} with batch_size={batch_size!r}"
             )
-        return train_with(net, params, X, y, optimizer, schedule)
+        return train_with(net, params, X, y, optimizer, schedule, seed=seed)
 
     def trace(self, net: Network, params: Params, X: Any, y: Any) -> Trace:
         X, y = check_data(net, X, y)

@@ -24,6 +24,7 @@ __all__ = [
     "BatchNorm",
     "Conv2D",
     "Dense",
+    "Dropout",
     "Flatten",
     "LayerNorm",
     "MaxPool2D",
@@ -306,7 +307,38 @@ class LayerNorm:
         return {"gamma": (shape[-1],), "beta": (shape[-1],)}
 
 
-Layer = Conv2D | MaxPool2D | AvgPool2D | Flatten | Dense | Activation | BatchNorm | LayerNorm
+@dataclass(frozen=True)
+class Dropout:
+    """Keras's Dropout: in training each unit is dropped with probability ``rate`` and the kept
+    ones are scaled by 1 / (1 − rate) (inverted dropout); in predictions it is the identity.
+    The masks are gradcheck's (`gradcheck.masks`), the same in every backend."""
+
+    rate: float
+
+    def __post_init__(self) -> None:
+        rate = self.rate
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate < 1:
+            raise ValueError(f"rate must be a number in [0, 1); got {rate!r}")
+        object.__setattr__(self, "rate", float(rate))
+
+    @property
+    def scale(self) -> float:
+        """What a kept unit is multiplied by in training, 1 / (1 − rate)."""
+        return 1 / (1 - self.rate)
+
+    def describe(self) -> str:
+        return f"dropout {self.rate:g}"
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return shape
+
+    def param_shapes(self, shape: Shape) -> dict[str, Shape]:
+        return {}
+
+
+Layer = (
+    Conv2D | MaxPool2D | AvgPool2D | Flatten | Dense | Activation | BatchNorm | LayerNorm | Dropout
+)
 #: The layers with a pre-activation z and an activation.
 Weighted = Conv2D | Dense
 #: The normalisations: parameters γ and β, and no activation.
@@ -342,7 +374,7 @@ def output_shapes(input_shape: Any, layers: list[Layer]) -> list[Shape]:
         if not isinstance(layer, Layer):
             raise TypeError(
                 "layers must be Conv2D, MaxPool2D, AvgPool2D, Flatten, Dense, Activation, "
-                "BatchNorm or LayerNorm; "
+                "BatchNorm, LayerNorm or Dropout; "
                 f"layer {position} is {layer!r}"
             )
         try:

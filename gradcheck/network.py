@@ -194,8 +194,9 @@ class Network:
     @property
     def modal(self) -> bool:
         """Whether training and predictions compute differently: a BatchNorm normalises with the
-        batch's statistics in training and with its moving ones in predictions."""
-        return any(isinstance(layer, BatchNorm) for layer in self.stack)
+        batch's statistics in training and with its moving ones in predictions, a Dropout
+        drops units in training only."""
+        return any(isinstance(layer, BatchNorm | nn.Dropout) for layer in self.stack)
 
     @property
     def output_shapes(self) -> tuple[Shape, ...]:

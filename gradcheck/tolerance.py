@@ -57,6 +57,7 @@ from gradcheck.layers import (
     Activation,
     BatchNorm,
     Dense,
+    Dropout,
     Flatten,
     MaxPool2D,
     Norm,
@@ -374,7 +375,8 @@ def _forward_magnitudes(
     forward = witness.forward(net, params, X, training)
     magnitude = z = np.abs(forward.activations[0])
     weights, zs = iter(params), iter(forward.zs)
-    for layer, x, a in zip(net.stack, forward.activations, forward.activations[1:], strict=False):
+    steps = zip(net.stack, forward.activations, forward.activations[1:], strict=False)
+    for k, (layer, x, a) in enumerate(steps):
         if isinstance(layer, Weighted):
             terms = {key: np.abs(np.asarray(v, np.float64)) for key, v in next(weights).items()}
             z = witness.pre_activation(layer, magnitude, terms)
@@ -383,6 +385,8 @@ def _forward_magnitudes(
             magnitude = _abs_norm_forward(layer, x, next(weights), magnitude, training)
         elif isinstance(layer, Activation):
             magnitude = _abs_activation_backward(layer.activation, x, a, magnitude)
+        elif isinstance(layer, Dropout):
+            magnitude = witness.dropped(net, k, magnitude) if training else magnitude
         else:
             magnitude = witness.pool_or_flatten(layer, magnitude)
     return forward.outputs, magnitude, z
@@ -434,6 +438,9 @@ def backward_magnitudes(
             continue
         if isinstance(layer, Activation):
             grad = _abs_activation_backward(layer.activation, x, values[k + 1], grad)
+            continue
+        if isinstance(layer, Dropout):
+            grad = witness.dropped(net, k, grad)
             continue
         if not isinstance(layer, Weighted):
             grad = _abs_layer_backward(layer, x, grad)

@@ -17,6 +17,7 @@ from gradcheck.layers import (
     BatchNorm,
     Conv2D,
     Dense,
+    Dropout,
     Flatten,
     MaxPool2D,
     Norm,
@@ -24,6 +25,7 @@ from gradcheck.layers import (
     Pooling,
     Weighted,
 )
+from gradcheck.masks import dropout_masks
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
 
@@ -125,10 +127,22 @@ def _onwards(
             a = normalise(layer, a, next(weights), training)
         elif isinstance(layer, Activation):
             a = _activate(layer, a)
+        elif isinstance(layer, Dropout):
+            a = dropped(net, len(activations) - 1, a) if training else a
         else:
             a = pool_or_flatten(layer, a)
         activations.append(a)
     return Forward(zs, activations)
+
+
+def dropped(net: Network, k: int, x: np.ndarray) -> np.ndarray:
+    """The Dropout layer ``net.stack[k]`` in training, on x or on a gradient (the same linear
+    map): each unit times its mask (`gradcheck.masks`, seed 0 and step 0, those of the loss
+    and gradient checked) and 1 / (1 − rate)."""
+    layer = net.stack[k]
+    assert isinstance(layer, Dropout)
+    index = sum(isinstance(below, Dropout) for below in net.stack[:k])
+    return x * dropout_masks(net, len(x))[index] * layer.scale
 
 
 def _positions(net: Network) -> list[int]:

@@ -11,6 +11,7 @@ Every array here carries an explicit dtype, so a float32 network still computes 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import lru_cache, partial
 from typing import Any, NamedTuple
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gradcheck import masks as dropout
 from gradcheck import ops
 from gradcheck.backends import Trace, Trajectory
 from gradcheck.layers import (
@@ -27,6 +29,7 @@ from gradcheck.layers import (
     BatchNorm,
     Conv2D,
     Dense,
+    Dropout,
     Flatten,
     MaxPool2D,
     Norm,
@@ -74,16 +77,17 @@ def _forward(
     offsets: list[jax.Array] | None = None,
     training: bool = True,
     mask: jax.Array | None = None,
+    draw: tuple[Any, Any] = (0, 0),
 ) -> Walk:
     """The layers walked in order: each weight layer's pre-activation z_l (plus ``offsets[l]``
     when given) and its activation a_l; pools, Flatten, normalisations and Activation layers
     pass their output on. ``params`` are the trainable parameters, ``state`` a BatchNorm's
     moving statistics (one dict per layer with parameters, empty but for a BatchNorm's);
     ``mask`` (N,) marks a padded batch's real samples, the only ones a BatchNorm's statistics
-    are taken over."""
+    are taken over; ``draw``, the run's (seed, step), picks the Dropout layers' masks."""
     walk = Walk([], [], [])
     weights, states, a = iter(params), iter(state), X
-    for layer in net.stack:
+    for k, layer in enumerate(net.stack):
         if isinstance(layer, Parametric):
             values, moving = next(weights), next(states)
         if isinstance(layer, Norm):
@@ -92,6 +96,11 @@ def _forward(
             continue
         if isinstance(layer, Activation):
             a = lookup(ACTIVATIONS, layer.activation, "activation")(a)
+            continue
+        if isinstance(layer, Dropout):
+            if training:
+                kept = _kept(layer.rate, _key(*draw, k), a.shape)
+                a = jnp.where(kept, a / (1 - jnp.asarray(layer.rate, a.dtype)), 0)
             continue
         if not isinstance(layer, Weighted):
             a = _unweighted(layer, a)
@@ -134,6 +143,28 @@ def _normalise(
         statistics = []
     a_hat = (a - mean) / jnp.sqrt(var + jnp.asarray(layer.epsilon, a.dtype))
     return values["gamma"] * a_hat + values["beta"], statistics
+
+
+def _mix(x: jax.Array) -> jax.Array:
+    """lowbias32 on unsigned 32-bit integers, which wrap: `gradcheck.masks`' hash."""
+    (m1, m2), (s1, s2, s3) = dropout.MULTIPLIERS, dropout.SHIFTS
+    x = (x ^ (x >> s1)) * jnp.uint32(m1)
+    x = (x ^ (x >> s2)) * jnp.uint32(m2)
+    return x ^ (x >> s3)
+
+
+def _key(seed: Any, step: Any, layer: int) -> jax.Array:
+    """The hash of (seed, step, layer): mix(mix(mix(seed) ^ step) ^ layer)."""
+    as_uint = partial(jnp.asarray, dtype=jnp.uint32)
+    return _mix(_mix(_mix(as_uint(seed)) ^ as_uint(step)) ^ as_uint(layer))
+
+
+def _kept(rate: float, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Unit i of a batch (row-major) is kept when the top 24 bits of mix(key ^ i) over 2²⁴
+    are at least the rate."""
+    index = jnp.arange(math.prod(shape), dtype=jnp.uint32).reshape(shape)
+    bits = _mix(key ^ index) >> (32 - dropout.BITS)
+    return bits.astype(jnp.float64) / 2**dropout.BITS >= rate
 
 
 def _split(net: Network, params: Params) -> tuple[list[dict], list[dict]]:
@@ -223,11 +254,12 @@ def network_loss(
     y: jax.Array,
     net: Network,
     mask: jax.Array | None = None,
+    draw: tuple[Any, Any] = (0, 0),
 ) -> tuple[jax.Array, list[tuple[jax.Array, jax.Array]]]:
     """The loss exactly as the spec defines it, in training mode; with ``mask`` (N,), over the
-    samples it marks with 1 — a batch padded to a fixed shape. The batch statistics of each
-    BatchNorm come back as the auxiliary output."""
-    walk = _forward(net, params, state, X, mask=mask)
+    samples it marks with 1 — a batch padded to a fixed shape; the Dropout masks of ``draw``,
+    (seed, step). The batch statistics of each BatchNorm come back as the auxiliary output."""
+    walk = _forward(net, params, state, X, mask=mask, draw=draw)
     return _cost(net, walk.zs[-1], walk.outputs[-1], y, mask), walk.statistics
 
 
@@ -263,13 +295,13 @@ _jit_value_and_grad = jax.jit(_value_and_grad, static_argnames="net")
 def _jit_train(
     net: Network, params: Any, state: Any, X: jax.Array, y: jax.Array, lr: jax.Array, steps: int
 ) -> tuple[Any, jax.Array]:
-    def step(carry: Any, _: None) -> tuple[Any, jax.Array]:
+    def step(carry: Any, t: jax.Array) -> tuple[Any, jax.Array]:
         params, state = carry
-        (loss, statistics), grads = _value_and_grad(params, state, X, y, net)
+        (loss, statistics), grads = _value_and_grad(params, state, X, y, net, None, (0, t))
         params = jax.tree.map(lambda p, g: p - lr * g, params, grads)
         return (params, _moved(net, state, statistics)), loss
 
-    return jax.lax.scan(step, (params, state), length=steps)
+    return jax.lax.scan(step, (params, state), jnp.arange(steps, dtype=jnp.uint32))
 
 
 @partial(jax.jit, static_argnames=("net", "transform"))
@@ -282,20 +314,25 @@ def _jit_train_with(
     y: jax.Array,
     batches: jax.Array,
     masks: jax.Array,
+    seed: jax.Array,
 ) -> tuple[Any, jax.Array]:
     """One step of ``transform`` per row of ``batches`` (sample indices, padded) and ``masks``
-    (1 for the samples of the batch), every step inside one ``lax.scan``."""
+    (1 for the samples of the batch), every step inside one ``lax.scan``; step t's Dropout
+    masks are those of (``seed``, t)."""
 
-    def step(carry: Any, batch: tuple[jax.Array, jax.Array]) -> tuple[Any, jax.Array]:
+    def step(carry: Any, batch: tuple[jax.Array, ...]) -> tuple[Any, jax.Array]:
         params, held, opt_state = carry
-        rows, mask = batch
-        (loss, statistics), grads = _value_and_grad(params, held, X[rows], y[rows], net, mask)
+        rows, mask, t = batch
+        (loss, statistics), grads = _value_and_grad(
+            params, held, X[rows], y[rows], net, mask, (seed, t)
+        )
         updates, opt_state = transform.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         return (params, _moved(net, held, statistics), opt_state), loss
 
     carry = (params, state, transform.init(params))
-    (final, held, _), losses = jax.lax.scan(step, carry, (batches, masks))
+    steps = jnp.arange(len(batches), dtype=jnp.uint32)
+    (final, held, _), losses = jax.lax.scan(step, carry, (batches, masks, steps))
     return (final, held), losses
 
 
@@ -409,14 +446,17 @@ def train_with(
     y: np.ndarray,
     optimizer: Optimizer,
     schedule: list[Batch],
+    seed: int = 0,
 ) -> Trajectory:
-    """One step of ``optimizer`` (through optax) per batch of ``schedule``, all in one jit."""
+    """One step of ``optimizer`` (through optax) per batch of ``schedule``, all in one jit,
+    with the Dropout masks of ``seed``."""
     with jax.enable_x64(True):
         indices, sizes = padded(schedule, len(X))
         masks = (np.arange(indices.shape[1]) < sizes[:, None]).astype(net.dtype)  # real samples
         final, losses = _jit_train_with(
-            net, _transform(optimizer), *_split(net, params), X, y, indices, masks
-        )
+            net, _transform(optimizer), *_split(net, params), X, y, indices, masks,
+            jnp.asarray(seed, jnp.uint32),
+        )  # fmt: skip
         return Trajectory(_to_numpy(_joined(*final)), np.array(losses))
 
 

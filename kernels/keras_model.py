@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from gradcheck import masks as dropout
 from gradcheck import ops as registry
 from gradcheck.backends import Trace, Trajectory
 from gradcheck.layers import (
@@ -46,6 +47,7 @@ from gradcheck.layers import (
     BatchNorm,
     Conv2D,
     Dense,
+    Dropout,
     Flatten,
     Layer,
     LayerNorm,
@@ -95,6 +97,58 @@ ACTIVATIONS: dict[str, Any] = {
 }
 
 
+class GivenDropout(keras.layers.Layer):
+    """Dropout with gradcheck's masks (`gradcheck.masks`). Keras's own Dropout draws its mask
+    from its own generator and takes none, so this layer stands in for it: in training it keeps
+    the units whose hash of (seed, step, layer, unit) clears the rate and scales them by
+    1 / (1 − rate), Keras's inverted dropout; in predictions it is the identity. It counts the
+    steps itself, one per training call, from the seed and step `start` sets."""
+
+    def __init__(self, layer: Dropout, position: int, dtype: str) -> None:
+        super().__init__(dtype=dtype)
+        self.rate, self.scale, self.position = layer.rate, layer.scale, position
+        variable = functools.partial(
+            self.add_variable, (), initializer="zeros", dtype="int64", trainable=False
+        )
+        self.seed, self.step = variable(name="seed"), variable(name="step")
+
+    def start(self, seed: int) -> None:
+        self.seed.assign(seed)
+        self.step.assign(0)
+
+    def call(self, x: Any, training: bool = False) -> Any:
+        if not training:
+            return x
+        as_uint, xor = functools.partial(tf.cast, dtype=tf.uint32), tf.bitwise.bitwise_xor
+        key = _mix(xor(_mix(xor(_mix(as_uint(self.seed)), as_uint(self.step))), self.position))
+        index = tf.reshape(as_uint(tf.range(tf.size(x, out_type=tf.int64))), tf.shape(x))
+        bits = _shifted(_mix(xor(key, index)), 32 - dropout.BITS)
+        kept = tf.cast(bits, tf.float64) / 2**dropout.BITS >= self.rate
+        self.step.assign_add(1)
+        # a Python float made a tensor is float32 first: the scale is made in x's dtype
+        return tf.where(kept, x * tf.constant(self.scale, x.dtype), tf.zeros_like(x))
+
+
+def _shifted(x: Any, bits: int) -> Any:
+    return tf.bitwise.right_shift(x, tf.constant(bits, tf.uint32))
+
+
+def _mix(x: Any) -> Any:
+    """lowbias32 on unsigned 32-bit integers, which wrap: `gradcheck.masks`' hash."""
+    (m1, m2), (s1, s2, s3) = dropout.MULTIPLIERS, dropout.SHIFTS
+    xor = tf.bitwise.bitwise_xor
+    x = xor(x, _shifted(x, s1)) * tf.constant(m1, tf.uint32)
+    x = xor(x, _shifted(x, s2)) * tf.constant(m2, tf.uint32)
+    return xor(x, _shifted(x, s3))
+
+
+def start_masks(model: keras.Sequential, seed: int) -> None:
+    """Every GivenDropout at step 0 of a run drawn from ``seed``."""
+    for layer in model.layers:
+        if isinstance(layer, GivenDropout):
+            layer.start(seed)
+
+
 class HalfSSE(keras.losses.Loss):
     """½ Σ_n Σ_k (a − y)²: per-sample ½ Σ_k, summed over the samples."""
 
@@ -132,12 +186,12 @@ def build_model(net: Network) -> keras.Sequential:
     so Keras's global floatx is left as the user set it.
     """
     layers: list[Any] = [keras.Input(net.input_shape, dtype=net.dtype)]
-    layers += [_keras_layer(layer, net.dtype) for layer in net.stack]
+    layers += [_keras_layer(layer, k, net.dtype) for k, layer in enumerate(net.stack)]
     return keras.Sequential(layers)
 
 
-def _keras_layer(layer: Layer, dtype: str) -> keras.layers.Layer:
-    """The Keras layer with the same arguments."""
+def _keras_layer(layer: Layer, position: int, dtype: str) -> keras.layers.Layer:
+    """The Keras layer with the same arguments; a Dropout's is `GivenDropout`."""
     if isinstance(layer, Dense):
         activation = lookup(ACTIVATIONS, layer.activation, "activation")
         return keras.layers.Dense(
@@ -171,6 +225,8 @@ def _keras_layer(layer: Layer, dtype: str) -> keras.layers.Layer:
         )
     if isinstance(layer, LayerNorm):
         return keras.layers.LayerNormalization(epsilon=layer.epsilon, dtype=dtype)
+    if isinstance(layer, Dropout):
+        return GivenDropout(layer, position, dtype)
     pooling = (
         keras.layers.MaxPooling2D if isinstance(layer, MaxPool2D) else keras.layers.AveragePooling2D
     )
@@ -436,8 +492,9 @@ class _Trainer:
             self.model.train_step((tf.gather(x, rows), tf.gather(y, rows)))
 
     def train(self, params: Params, X: np.ndarray, y: np.ndarray, lr: float,
-              schedule: list[Batch]) -> Trajectory:  # fmt: skip
+              schedule: list[Batch], seed: int) -> Trajectory:  # fmt: skip
         set_params(self.model, params)
+        start_masks(self.model, seed)
         self.learning_rate.rate.assign(lr)
         for variable in self.model.optimizer.variables:  # the step count and every moment
             variable.assign(ops.zeros_like(variable))
@@ -488,6 +545,7 @@ def loss_and_grads(
 ) -> tuple[float, Params]:
     evaluator = _evaluator(net)
     set_params(evaluator.model, params)
+    start_masks(evaluator.model, 0)  # the first step's of seed 0
     loss, grads = evaluator.loss_and_grads(tf.constant(X), tf.constant(y))
     return float(loss), _to_numpy(grads)
 
@@ -495,6 +553,7 @@ def loss_and_grads(
 def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
     evaluator = _evaluator(net)
     set_params(evaluator.model, params)
+    start_masks(evaluator.model, 0)
     loss, zs, activations, deltas, grads = evaluator.trace(tf.constant(X), tf.constant(y))
     arrays = [[tensor.numpy() for tensor in tensors] for tensors in (zs, activations, deltas)]
     return Trace(arrays[0], arrays[1], float(loss), arrays[2], _to_numpy(grads))
@@ -514,6 +573,7 @@ def train_with(
     y: np.ndarray,
     optimizer: Optimizer,
     schedule: list[Batch],
+    seed: int = 0,
 ) -> Trajectory:
     """One step of ``optimizer`` per batch of ``schedule`` through the model's compiled train
     step; ``losses[t]`` is the loss of step t's batch before its update."""
@@ -522,4 +582,4 @@ def train_with(
             [{k: v.copy() for k, v in layer.items()} for layer in params], np.empty(0, net.dtype)
         )
     trainer = _trainer(net, len(schedule), replace(optimizer, lr=1.0))
-    return trainer.train(params, X, y, optimizer.lr, schedule)
+    return trainer.train(params, X, y, optimizer.lr, schedule, seed)

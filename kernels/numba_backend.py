@@ -45,8 +45,12 @@ def train_with(
     y: np.ndarray,
     optimizer: Optimizer,
     schedule: list[Batch],
+    seed: int = 0,
 ) -> Trajectory:
-    return path(net).train_with(net, params, X, y, optimizer, schedule)
+    """A layer list's run applies the Dropout masks of ``seed``; widths have no Dropout."""
+    if net.dense:
+        return numba_dense.train_with(net, params, X, y, optimizer, schedule)
+    return numba_layers.train_with(net, params, X, y, optimizer, schedule, seed)
 
 
 def train(

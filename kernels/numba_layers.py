@@ -7,8 +7,9 @@ activations, loss and optimizer updates — writing into buffers allocated once 
 `Buffers`. A training step allocates only its convolutions' per-block partial sums.
 
 The walk is `numpy_backprop`'s: below a weight layer the gradient travels as ∂C/∂a through pools,
-Flatten, normalisations (`numba_norm`) and Activation layers until the next weight layer's f′
-turns it, in place, into that layer's δ. A Conv2D
+Flatten, normalisations (`numba_norm`), Activation and Dropout layers until the next weight
+layer's f′ turns it, in place, into that layer's δ. A Dropout multiplies by its mask (gradcheck's,
+`gradcheck.masks`) and 1 / (1 − rate), both ways, in NumPy: one product per layer. A Conv2D
 layer with "same" padding keeps a zero-bordered copy of its input, and its input gradient is
 scattered into a padded buffer whose interior is the gradient of the unpadded input.
 
@@ -32,6 +33,7 @@ from gradcheck.layers import (
     BatchNorm,
     Conv2D,
     Dense,
+    Dropout,
     Flatten,
     LayerNorm,
     MaxPool2D,
@@ -39,6 +41,7 @@ from gradcheck.layers import (
     Parametric,
     Weighted,
 )
+from gradcheck.masks import dropout_masks
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, lookup
 from gradcheck.optimizers import SGD, Batch, Optimizer, batch_schedule, padded
@@ -63,6 +66,7 @@ class Buffers:
         self.first: dict[int, np.ndarray] = {}
         self.zs: dict[int, np.ndarray] = {}
         self.norms: dict[int, NormBuffers] = {}
+        self.masks: dict[int, np.ndarray] = {}  # each Dropout's, scaled: m / (1 − rate)
         self.fused: set[int] = set()
         last = len(net.stack) - 1
         below, below_grad = self.x, np.empty_like(self.x)
@@ -192,10 +196,23 @@ def forward(net: Network, weights: Weights, buffers: Buffers, training: bool = T
             out[...] = x
             code = lookup(nb.ACTIVATION_CODES, layer.activation, "activation")
             nb.activate(code, _as_rows(out), np.empty(0, out.dtype), False, buffers.log_norm)
+        elif isinstance(layer, Dropout) and training:
+            np.multiply(x, buffers.masks[k], out=out)
+        elif isinstance(layer, Dropout):  # the identity in predictions
+            out[...] = x
         elif isinstance(layer, MaxPool2D | AvgPool2D) and k not in buffers.fused:
             nc.pool_rows(_pool_code(layer), x, layer.pool_size, layer.stride, out,
                          buffers.first[k], 0, len(x))  # fmt: skip
         # Flatten: its output is a view of its input
+
+
+def set_masks(net: Network, buffers: Buffers, seed: int, step: int) -> None:
+    """The Dropout layers' masks for ``buffers``' batch at ``step`` of a run from ``seed``,
+    scaled by 1 / (1 − rate)."""
+    dropouts = [(k, layer) for k, layer in enumerate(net.stack) if isinstance(layer, Dropout)]
+    masks = dropout_masks(net, len(buffers.x), seed, step)
+    for (k, layer), mask in zip(dropouts, masks, strict=True):
+        buffers.masks[k] = mask * mask.dtype.type(layer.scale)
 
 
 def _norm_forward(
@@ -252,6 +269,10 @@ def backward(net: Network, weights: Weights, buffers: Buffers, loss_code: int) -
             below = below if below is not None else np.empty_like(grad)  # the input's, unused
             _norm_backward(layer, weights.params[w], weights.grads[w], buffers.norms[k], grad,
                            below)  # fmt: skip
+        elif isinstance(layer, Dropout):
+            if below is None:
+                return
+            np.multiply(grad, buffers.masks[k], out=below)
         elif isinstance(layer, Activation):
             if below is None:
                 return
@@ -311,6 +332,7 @@ def _evaluate(net: Network, params: Params, X: np.ndarray, y: np.ndarray | None)
     if y is None:
         forward(net, weights, buffers, training=False)
         return None, weights, buffers
+    set_masks(net, buffers, 0, 0)  # loss_and_grads's: the first step's of seed 0
     buffers.y[...] = y
     value = loss_and_grads_into(net, weights, buffers, lookup(nb.LOSS_CODES, net.loss, "loss"))
     return value, weights, buffers
@@ -348,9 +370,11 @@ def train_with(
     y: np.ndarray,
     optimizer: Optimizer,
     schedule: list[Batch],
+    seed: int = 0,
 ) -> Trajectory:
-    """One step of ``optimizer`` per batch of ``schedule`` on a copy of ``params``; the buffers
-    of each batch size and the optimizer's state are allocated here, once."""
+    """One step of ``optimizer`` per batch of ``schedule`` on a copy of ``params``, with the
+    Dropout masks of ``seed``; the buffers of each batch size and the optimizer's state are
+    allocated here, once."""
     dtype = net.np_dtype
     indices, sizes = padded(schedule, len(X))
     buffers = {int(n): Buffers(net, int(n)) for n in set(sizes.tolist())}
@@ -370,6 +394,7 @@ def train_with(
             rows = indices[t, : sizes[t]]
             np.take(X, rows, axis=0, out=batch.x)
             np.take(y, rows, axis=0, out=batch.y)
+        set_masks(net, batch, seed, t)
         losses[t] = loss_and_grads_into(net, weights, batch, loss_code)
         move_statistics(net, weights, batch)
         slots = iter(states)

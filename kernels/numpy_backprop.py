@@ -15,7 +15,10 @@ and pooling equations of `numpy_conv` (`conv_pre_activation`, `conv_grads`,
 `conv_input_grad`, `unweighted_forward`, `unweighted_grad`) and the normalisations of
 `numpy_norm` (`norm_forward`, `norm_backward`): below a Conv2D layer, or a Dense layer fed by
 another kind of layer, the gradient travels as ∂C/∂a until the next weight layer's f′ turns it
-into that layer's δ. An Activation layer applies its f′ on the way.
+into that layer's δ. An Activation layer applies its f′ on the way, and a Dropout layer its mask
+m (gradcheck's, `gradcheck.masks`), in training:
+
+    y = x ⊙ m / (1 − rate),   ∂C/∂x = ∂C/∂y ⊙ m / (1 − rate)   (x's shape)   dropout
 
 Every f′ is written as the registry declares it (``gradcheck.ops``), from the pre-activation z,
 the activation a = f(z) or both, and `forward` keeps both. Inputs
@@ -45,6 +48,7 @@ from gradcheck.layers import (
     BatchNorm,
     Conv2D,
     Dense,
+    Dropout,
     Flatten,
     MaxPool2D,
     Norm,
@@ -52,6 +56,7 @@ from gradcheck.layers import (
     Pooling,
     Weighted,
 )
+from gradcheck.masks import dropout_masks
 from gradcheck.network import Network, Params
 from gradcheck.ops import lookup
 from gradcheck.optimizers import SGD, Adam, Batch, Optimizer, RMSprop, batch_schedule
@@ -191,13 +196,14 @@ def activation_backward(
 class Cache(NamedTuple):
     """What backward needs: ``activations``, X and every layer's output (``activations[k]`` is
     layer k's input; for widths ``[a_0 = X, a_1, …, a_L]``), the logits ``z_L``, every
-    weight layer's pre-activation ``[z_1, …, z_L]``, which f′ reads where it needs z, and each
-    normalisation's x̂ and statistics by its position in the stack."""
+    weight layer's pre-activation ``[z_1, …, z_L]``, which f′ reads where it needs z, each
+    normalisation's x̂ and statistics and each Dropout's mask, by position in the stack."""
 
     activations: list[np.ndarray]
     logits: np.ndarray
     zs: tuple[np.ndarray, ...]
     norms: Mapping[int, nn.Normalised] = MappingProxyType({})
+    masks: Mapping[int, np.ndarray] = MappingProxyType({})
 
 
 def pre_activation(a_prev: np.ndarray, layer: dict[str, np.ndarray]) -> np.ndarray:
@@ -239,11 +245,27 @@ def norm_forward(
     return nn.scale_shift(norm.x_hat, gamma, beta), norm
 
 
-def forward(net: Network, params: Params, X: np.ndarray, training: bool = True) -> Cache:
-    """Every layer's output; ``training`` False for predictions (a BatchNorm's moving
-    statistics)."""
-    activations, zs, norms = [X], [], {}
+def dropout(x: np.ndarray, mask: np.ndarray, layer: Dropout) -> np.ndarray:
+    """The kept units scaled by 1 / (1 − rate), the dropped ones 0: the forward pass, and the
+    backward's ∂C/∂x from ∂C/∂y, which passes through the same factor."""
+    return x * mask * x.dtype.type(layer.scale)
+
+
+def forward(
+    net: Network,
+    params: Params,
+    X: np.ndarray,
+    training: bool = True,
+    masks: list[np.ndarray] | None = None,
+) -> Cache:
+    """Every layer's output. ``training`` False for predictions: a BatchNorm's moving
+    statistics, no dropout. In training the Dropout layers apply ``masks``, by default
+    `dropout_masks`' for seed 0 and step 0 (``loss_and_grads``'s)."""
+    activations, zs, norms, kept = [X], [], {}, {}
     weights = iter(params)
+    if training and masks is None:
+        masks = dropout_masks(net, len(X))
+    drawn = iter(masks or ())
     for k, layer in enumerate(net.stack):
         if isinstance(layer, Dense):
             zs.append(pre_activation(activations[-1], next(weights)))
@@ -256,11 +278,18 @@ def forward(net: Network, params: Params, X: np.ndarray, training: bool = True) 
         elif isinstance(layer, ActivationLayer):
             activations.append(activate(layer.activation, activations[-1]))
             continue
+        elif isinstance(layer, Dropout):
+            if training:
+                kept[k] = next(drawn)
+                activations.append(dropout(activations[-1], kept[k], layer))
+            else:  # the identity in predictions
+                activations.append(activations[-1])
+            continue
         else:
             activations.append(unweighted_forward(layer, activations[-1]))
             continue
         activations.append(activate(layer.activation, zs[-1]))
-    return Cache(activations, zs[-1], tuple(zs), norms)
+    return Cache(activations, zs[-1], tuple(zs), norms, kept)
 
 
 def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
@@ -423,6 +452,8 @@ def backward(
                 grads[p], grad = norm_backward(cache.norms[k], params[p], grad)
             elif isinstance(layer, ActivationLayer):
                 grad = activation_backward(layer.activation, a_prev, cache.activations[k + 1], grad)
+            elif isinstance(layer, Dropout):
+                grad = dropout(grad, cache.masks[k], layer)
             else:
                 grad = unweighted_grad(layer, a_prev, grad)
             if p == 0:
@@ -452,10 +483,15 @@ def backward(
 
 
 def evaluate(
-    net: Network, params: Params, X: np.ndarray, y: np.ndarray
+    net: Network,
+    params: Params,
+    X: np.ndarray,
+    y: np.ndarray,
+    masks: list[np.ndarray] | None = None,
 ) -> tuple[float, Params, Cache]:
-    """C, its gradient and the forward pass it came from, in training mode."""
-    cache = forward(net, params, X)
+    """C, its gradient and the forward pass it came from, in training mode, with the Dropout
+    layers' ``masks`` (by default `forward`'s)."""
+    cache = forward(net, params, X, masks=masks)
     return loss(net, cache, y), backward(net, params, cache, output_delta(net, cache, y)), cache
 
 
@@ -577,9 +613,11 @@ def train_with(
     y: np.ndarray,
     optimizer: Optimizer,
     schedule: list[Batch],
+    seed: int = 0,
 ) -> Trajectory:
     """One step of ``optimizer`` per batch of ``schedule`` (the samples of each step), on a
-    copy of ``params``; ``losses[t]`` is the loss of step t's batch before its update."""
+    copy of ``params``; ``losses[t]`` is the loss of step t's batch before its update. Step t's
+    Dropout masks are `dropout_masks`' for ``seed`` and t."""
     update = lookup(UPDATE, optimizer.family, "optimizer")
     params = [{key: value.copy() for key, value in layer.items()} for layer in params]
     states: list[dict[str, dict]] = [{key: {} for key in shapes} for shapes in net.grad_shapes()]
@@ -589,7 +627,9 @@ def train_with(
     # shows in the losses, where verify() reports it, rather than as NumPy warnings.
     with np.errstate(over="ignore", invalid="ignore"):
         for t, batch in enumerate(schedule, start=1):
-            losses[t - 1], grads, cache = evaluate(net, params, X[batch], y[batch])
+            rows = X[batch]
+            masks = dropout_masks(net, len(rows), seed, t - 1)
+            losses[t - 1], grads, cache = evaluate(net, params, rows, y[batch], masks)
             move_statistics(net, params, cache)
             for layer, grad, state in zip(params, grads, states, strict=True):
                 for key in grad:
