@@ -94,8 +94,9 @@ class Training:
 
     @property
     def plain(self) -> bool:
-        """Plain full-batch gradient descent, the notebook's training."""
-        return plain_descent(self.optimizer, self.batch_size)
+        """Plain full-batch gradient descent, the notebook's training, from seed 0 (which
+        draws the masks of any Dropout layer)."""
+        return plain_descent(self.optimizer, self.batch_size) and self.seed == 0
 
     def run(self, backend: Backend, net: Network, params: Params, X: Any, y: Any) -> Trajectory:
         """``backend``'s run. Plain gradient descent is asked for as ``train(..., steps, lr)``,
@@ -160,14 +161,15 @@ class KernelBackend:
         seed: int = 0,
     ) -> Trajectory:
         """``steps`` steps of ``optimizer`` (or, given ``lr`` alone, plain gradient descent) on
-        batches of ``batch_size`` samples drawn from ``seed`` (None: the full batch)."""
+        batches of ``batch_size`` samples drawn from ``seed`` (None: the full batch), which
+        also draws the Dropout layers' masks (`gradcheck.masks`)."""
         X, y = check_data(net, X, y)
         params = check_params(net, params)
         optimizer = as_optimizer(optimizer, lr)
         steps, _ = check_steps_lr(steps, optimizer.lr)
         schedule = batch_schedule(len(X), batch_size, steps, seed)
         check_batches(net, len(X), batch_size)
-        if plain_descent(optimizer, batch_size):
+        if plain_descent(optimizer, batch_size) and seed == 0:
             return self.kernels.train(net, params, X, y, steps, optimizer.lr)
         train_with = getattr(self.kernels, "train_with", None)
         if train_with is None:

@@ -85,14 +85,16 @@ class Case:
         )[1]
         N = float(np.mean(sizes))
         net = self.net
-        outputs = [
-            s
-            for layer, s in zip(net.stack, net.output_shapes, strict=True)
+        weighted = [
+            (layer.param_shapes(shape_in)["W"], shape_out)
+            for layer, shape_in, shape_out in zip(
+                net.stack, net.input_shapes, net.output_shapes, strict=True
+            )
             if isinstance(layer, Weighted)
         ]
         products = [
-            math.prod(shapes["W"]) * math.prod(shape[:-1])  # positions Ho·Wo, or 1
-            for shapes, shape in zip(net.shapes(), outputs, strict=True)
+            math.prod(W) * math.prod(shape[:-1])  # positions Ho·Wo, or 1
+            for W, shape in weighted
         ]
         return 2.0 * N * (2 * sum(products) + sum(products[1:]))
 

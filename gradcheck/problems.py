@@ -10,7 +10,17 @@ import numpy as np
 
 from gradcheck import datasets
 from gradcheck.backends import Training
-from gradcheck.layers import Conv2D, Dense, Flatten, Layer, MaxPool2D
+from gradcheck.layers import (
+    Activation,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    Layer,
+    LayerNorm,
+    MaxPool2D,
+)
 from gradcheck.network import Network, Params
 from gradcheck.optimizers import SGD, Adam, Optimizer
 
@@ -36,13 +46,14 @@ class Problem:
     bench_steps: int
     optimizer: Optimizer | None = None
     batch_size: int | None = None
-    #: The network's kind on the command line (``--model``): ``dense`` or ``cnn``.
+    #: The network's kind on the command line (``--model``): ``dense``, ``cnn`` or ``norm``.
     model: str = "dense"
     #: One sample's shape for a list of layers; the data then come as images.
     input_shape: tuple[int, ...] | None = None
 
     def training(self, steps: int) -> Training:
-        """``steps`` of the problem's training, its batches drawn from seed 0."""
+        """``steps`` of the problem's training, its batches (and Dropout masks) drawn from seed
+        0."""
         return Training(steps, self.optimizer or SGD(self.lr), self.batch_size)
 
     def network(self, dtype: str = "float64") -> Network:
@@ -57,14 +68,14 @@ class Problem:
 
     def data(self, dtype: str = "float64") -> tuple[np.ndarray, np.ndarray]:
         load = getattr(datasets, self.dataset)
-        X, y = load(images=True) if self.input_shape is not None else load()
+        X, y = load(images=True) if self.model == "cnn" else load()
         return X.astype(dtype), y.astype(dtype)
 
     def params(self, dtype: str = "float64", seed: int = 0) -> Params:
         return self.network(dtype).init(seed=seed, scheme=self.init)
 
     def describe(self) -> str:
-        if self.input_shape is not None:
+        if self.model != "dense":
             return f"{self.name} {self.model}"
         return f"{self.name} {'-'.join(map(str, self.layers))}"
 
@@ -127,13 +138,37 @@ _DIGITS_CNN = Problem(
     model="cnn",
     input_shape=(8, 8, 1),
 )
-PROBLEMS: dict[str, Problem] = {p.name: p for p in (_NOTEBOOK, _DIGITS, _DIGITS_ADAM, _DIGITS_CNN)}
-MODELS = ("dense", "cnn")
+# The digits through the layers people write by hand around a hidden layer: a Dense layer
+# without bias (a BatchNorm's β is its bias), batch norm, relu, dropout, then a Dense layer with
+# layer norm and relu, and a softmax layer; Adam on batches of 64 for 3 epochs, as digits_adam.
+_DIGITS_NORM = replace(
+    _DIGITS_ADAM,
+    name="digits_norm",
+    layers=(
+        Dense(128, bias=False),
+        BatchNorm(),
+        Activation("relu"),
+        Dropout(0.2),
+        Dense(64),
+        LayerNorm(),
+        Activation("relu"),
+        Dense(10, activation="softmax"),
+    ),
+    activation=None,
+    bias=None,
+    model="norm",
+    input_shape=(64,),
+)
+PROBLEMS: dict[str, Problem] = {
+    p.name: p for p in (_NOTEBOOK, _DIGITS, _DIGITS_ADAM, _DIGITS_CNN, _DIGITS_NORM)
+}
+MODELS = ("dense", "cnn", "norm")
 
 
 def for_dataset(dataset: str, model: str = "dense") -> Problem:
     """The first problem defined on ``dataset`` with a ``model`` network (the command line's
-    ``--dataset`` and ``--model``), whose training is plain gradient descent."""
+    ``--dataset`` and ``--model``): for ``dense`` and ``cnn`` one trained by plain gradient
+    descent, for ``norm`` with Adam on mini-batches."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {', '.join(MODELS)}; got {model!r}")
     for problem in PROBLEMS.values():

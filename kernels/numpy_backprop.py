@@ -19,6 +19,7 @@ into that layer's δ. An Activation layer applies its f′ on the way, and a Dro
 m (gradcheck's, `gradcheck.masks`), in training:
 
     y = x ⊙ m / (1 − rate),   ∂C/∂x = ∂C/∂y ⊙ m / (1 − rate)   (x's shape)   dropout
+    y = x in predictions                                                  dropout_inference
 
 Every f′ is written as the registry declares it (``gradcheck.ops``), from the pre-activation z,
 the activation a = f(z) or both, and `forward` keeps both. Inputs
@@ -251,6 +252,11 @@ def dropout(x: np.ndarray, mask: np.ndarray, layer: Dropout) -> np.ndarray:
     return x * mask * x.dtype.type(layer.scale)
 
 
+def dropout_inference(x: np.ndarray, layer: Dropout) -> np.ndarray:
+    """Predictions: the identity, the scaling having been done in training."""
+    return x
+
+
 def forward(
     net: Network,
     params: Params,
@@ -263,7 +269,7 @@ def forward(
     `dropout_masks`' for seed 0 and step 0 (``loss_and_grads``'s)."""
     activations, zs, norms, kept = [X], [], {}, {}
     weights = iter(params)
-    if training and masks is None:
+    if training and masks is None and any(isinstance(layer, Dropout) for layer in net.stack):
         masks = dropout_masks(net, len(X))
     drawn = iter(masks or ())
     for k, layer in enumerate(net.stack):
@@ -282,8 +288,8 @@ def forward(
             if training:
                 kept[k] = next(drawn)
                 activations.append(dropout(activations[-1], kept[k], layer))
-            else:  # the identity in predictions
-                activations.append(activations[-1])
+            else:
+                activations.append(dropout_inference(activations[-1], layer))
             continue
         else:
             activations.append(unweighted_forward(layer, activations[-1]))

@@ -161,8 +161,8 @@ def _backward_sigmoid_prime_given_z(net, params, cache, delta, deltas=None):
     return grads
 
 
-def _evaluate_stale_cache(net, params, X, y, _previous={}):  # noqa: B006
-    cache = forward(net, params, X)  # noqa: F821
+def _evaluate_stale_cache(net, params, X, y, masks=None, _previous={}):  # noqa: B006
+    cache = forward(net, params, X, masks=masks)  # noqa: F821
     stale = _previous.get("cache", cache)  # BUG: backward gets the previous call's activations
     _previous["cache"] = cache
     grads = backward(net, params, stale, output_delta(net, stale, y))  # noqa: F821
@@ -176,7 +176,7 @@ def _layer_grads_first_sample(a_prev, delta, bias):
     return grads
 
 
-def _forward_first_layer_float16(net, params, X, training=True):
+def _forward_first_layer_float16(net, params, X, training=True, masks=None):
     activations, zs = [X], []
     for l, (layer, activation) in enumerate(zip(params, net.activations, strict=True)):  # noqa: E741
         if l == 0:  # BUG: the first layer silently computed in float16
@@ -191,7 +191,7 @@ def _forward_first_layer_float16(net, params, X, training=True):
 
 def loop_mutants() -> dict[str, MutantBackend]:
     """The training loop's bugs, by name, as fresh backends."""
-    _evaluate_stale_cache.__defaults__[0].clear()
+    _evaluate_stale_cache.__defaults__[1].clear()
     return {
         "lr × 1.001": mutant("lr_slightly_off", train=_train_lr_slightly_off),
         "a skipped step": mutant("skipped_step", train=_train_skips_a_step),
@@ -202,7 +202,7 @@ def loop_mutants() -> dict[str, MutantBackend]:
 
 def all_mutants() -> dict[str, MutantBackend]:
     """Every bug, by name, as a fresh backend."""
-    _evaluate_stale_cache.__defaults__[0].clear()
+    _evaluate_stale_cache.__defaults__[1].clear()
     return {
         "update sign flip": mutant("update_sign_flip", train=_train_sign_flip),
         "sigmoid' of the activation": mutant(
@@ -291,5 +291,32 @@ def norm_mutants() -> dict[str, MutantBackend]:
         ),
         "backward without the variance term": mutant(
             "no_variance_term", norm_backward=_norm_backward_without_variance_term
+        ),
+    }
+
+
+def _dropout_unscaled(x, mask, layer):
+    return x * mask  # BUG: the kept units not scaled by 1 / (1 − rate)
+
+
+def _dropout_rate_as_keep(x, mask, layer):
+    return x * mask * x.dtype.type(1 / layer.rate)  # BUG: rate read as CS231n's keep probability
+
+
+def _dropout_inference_scaled(x, layer):
+    return x * x.dtype.type(1 - layer.rate)  # BUG: the 2012 paper's: × (1 − rate) in predictions
+
+
+def dropout_mutants() -> dict[str, MutantBackend]:
+    """Dropout's conventions misread, by name, as fresh backends."""
+    return {
+        "dropout not rescaled": mutant("dropout_unscaled", dropout=_dropout_unscaled),
+        "dropout rate as keep probability": mutant(
+            "dropout_rate_as_keep", dropout=_dropout_rate_as_keep
+        ),
+        "dropout rescaled at prediction": mutant(
+            "dropout_at_prediction",
+            dropout=_dropout_unscaled,
+            dropout_inference=_dropout_inference_scaled,
         ),
     }

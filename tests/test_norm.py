@@ -24,6 +24,7 @@ from gradcheck.layers import (
     BatchNorm,
     Conv2D,
     Dense,
+    Dropout,
     Flatten,
     LayerNorm,
     MaxPool2D,
@@ -38,8 +39,8 @@ BACKENDS = [b for b in ("numpy", "numba", "keras") if b in gradcheck.available_b
 # name -> (layers, input_shape, loss)
 NETWORKS = {
     "dense-batchnorm-relu-layernorm-tanh": (
-        [Dense(8), BatchNorm(), Activation("relu"), Dense(6), LayerNorm(), Activation("tanh"),
-         Dense(3, "softmax")], (5,), "softmax_ce",
+        [Dense(8), BatchNorm(), Activation("relu"), Dropout(0.25), Dense(6), LayerNorm(),
+         Activation("tanh"), Dense(3, "softmax")], (5,), "softmax_ce",
     ),
     "batchnorm-first-gelu-momentum-0.9": (
         [BatchNorm(momentum=0.9, epsilon=1e-2), Dense(6, "gelu"), LayerNorm(epsilon=1e-5),
@@ -47,7 +48,8 @@ NETWORKS = {
     ),
     "conv-spatial-batchnorm-maxpool": (
         [Conv2D(4, 3, padding="same"), BatchNorm(momentum=0.8), Activation("silu"),
-         MaxPool2D(2), Flatten(), LayerNorm(), Dense(3, "softmax")], (6, 6, 2), "softmax_ce",
+         Dropout(0.5), MaxPool2D(2), Flatten(), LayerNorm(), Dense(3, "softmax")], (6, 6, 2),
+        "softmax_ce",
     ),
 }  # fmt: skip
 OPTIMIZERS = (Adam(0.01), SGD(0.1, momentum=0.9), RMSprop(0.005))
