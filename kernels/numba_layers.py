@@ -8,10 +8,10 @@ activations, loss and optimizer updates — writing into buffers allocated once 
 
 The walk is `numpy_backprop`'s: below a weight layer the gradient travels as ∂C/∂a through pools,
 Flatten, normalisations (`numba_norm`), Activation and Dropout layers until the next weight
-layer's f′ turns it, in place, into that layer's δ. A Dropout multiplies by its mask (gradcheck's,
-`gradcheck.masks`) and 1 / (1 − rate), both ways, in NumPy: one product per layer. A Conv2D
-layer with "same" padding keeps a zero-bordered copy of its input, and its input gradient is
-scattered into a padded buffer whose interior is the gradient of the unpadded input.
+layer's f′ turns it, in place, into that layer's δ. A Dropout hashes its mask (gradcheck's,
+`gradcheck.masks`) as it scales the kept units (`numba_dropout`), and keeps it for the backward.
+A Conv2D layer with "same" padding keeps a zero-bordered copy of its input, and its input
+gradient is scattered into a padded buffer whose interior is the gradient of the unpadded input.
 
 The convolution and pooling kernels run over blocks of samples on Numba's threads, on the terms
 `numba_threads` sets.
@@ -24,8 +24,8 @@ import numpy as np
 from gradcheck.backends import Trace, Trajectory
 from gradcheck.kernels import numba_backprop as nb
 from gradcheck.kernels import numba_conv as nc
+from gradcheck.kernels import numba_dropout, numpy_conv, numpy_norm
 from gradcheck.kernels import numba_norm as nn
-from gradcheck.kernels import numpy_conv, numpy_norm
 from gradcheck.kernels.numba_threads import launch, on_numba_threads
 from gradcheck.layers import (
     Activation,
@@ -41,7 +41,7 @@ from gradcheck.layers import (
     Parametric,
     Weighted,
 )
-from gradcheck.masks import dropout_masks
+from gradcheck.masks import layer_key
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, lookup
 from gradcheck.optimizers import SGD, Batch, Optimizer, batch_schedule, padded
@@ -67,6 +67,7 @@ class Buffers:
         self.zs: dict[int, np.ndarray] = {}
         self.norms: dict[int, NormBuffers] = {}
         self.masks: dict[int, np.ndarray] = {}  # each Dropout's, scaled: m / (1 − rate)
+        self.keys: dict[int, np.uint32] = {}  # each Dropout's hash of (seed, step, layer)
         self.fused: set[int] = set()
         last = len(net.stack) - 1
         below, below_grad = self.x, np.empty_like(self.x)
@@ -85,6 +86,8 @@ class Buffers:
                     self.fused.add(k)
             if isinstance(layer, Norm):
                 self.norms[k] = NormBuffers.of(layer, _as_rows(out))
+            if isinstance(layer, Dropout):
+                self.masks[k] = np.empty_like(out)
             if isinstance(layer, Weighted):  # z where kept; elsewhere the output, never read
                 kept = k == last or "z" in lookup(ACTIVATIONS, layer.activation, "activation").needs
                 self.zs[k] = np.empty((n, *shape), dtype) if kept else out
@@ -197,7 +200,7 @@ def forward(net: Network, weights: Weights, buffers: Buffers, training: bool = T
             code = lookup(nb.ACTIVATION_CODES, layer.activation, "activation")
             nb.activate(code, _as_rows(out), np.empty(0, out.dtype), False, buffers.log_norm)
         elif isinstance(layer, Dropout) and training:
-            np.multiply(x, buffers.masks[k], out=out)
+            numba_dropout.dropout(x, layer.rate, buffers.keys[k], out, buffers.masks[k])
         elif isinstance(layer, Dropout):  # the identity in predictions
             out[...] = x
         elif isinstance(layer, MaxPool2D | AvgPool2D) and k not in buffers.fused:
@@ -207,12 +210,10 @@ def forward(net: Network, weights: Weights, buffers: Buffers, training: bool = T
 
 
 def set_masks(net: Network, buffers: Buffers, seed: int, step: int) -> None:
-    """The Dropout layers' masks for ``buffers``' batch at ``step`` of a run from ``seed``,
-    scaled by 1 / (1 − rate)."""
-    dropouts = [(k, layer) for k, layer in enumerate(net.stack) if isinstance(layer, Dropout)]
-    masks = dropout_masks(net, len(buffers.x), seed, step)
-    for (k, layer), mask in zip(dropouts, masks, strict=True):
-        buffers.masks[k] = mask * mask.dtype.type(layer.scale)
+    """The Dropout layers' keys for ``step`` of a run from ``seed``: the forward pass hashes
+    each unit's mask from them."""
+    for k in buffers.masks:
+        buffers.keys[k] = layer_key(seed, step, k)
 
 
 def _norm_forward(
