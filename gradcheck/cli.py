@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the dataset's fully connected network; or (digits) its CNN: 8×8×1 → Conv2D 8 "
         "filters 3×3 same relu → MaxPool 2 → Flatten → Dense 10 softmax; or (digits) its "
         "normalised network, trained with Adam on batches of 64: Dense 128 no bias → BatchNorm "
-        "→ relu → Dropout 0.2 → Dense 64 → LayerNorm → relu → Dense 10 softmax",
+        "→ relu → Dropout 0.2 → Dense 64 → LayerNorm → relu → Dense 10 softmax; or (digits) "
+        "its pixel values 0-16 as 64 token ids, trained likewise: Embedding 17→8 → Flatten → "
+        "Dense 10 softmax",
     )
     verify_cmd.add_argument(
         "--layers", type=int, nargs="+", metavar="WIDTH", help="the widths, input to output"

@@ -434,7 +434,7 @@ class NetworkLoss:
 
     def __init__(self, net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> None:
         self.net = net
-        self.X, self.y = np.asarray(X, np.float64), np.asarray(y, np.float64)
+        self.X, self.y = net.inputs(X, np.float64), np.asarray(y, np.float64)
         self.params = [{k: np.asarray(v, np.float64) for k, v in layer.items()} for layer in params]
         self.theta = _flat(
             [{k: layer[k] for k in shapes} for layer, shapes in zip(

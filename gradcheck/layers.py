@@ -25,6 +25,7 @@ __all__ = [
     "Conv2D",
     "Dense",
     "Dropout",
+    "Embedding",
     "Flatten",
     "LayerNorm",
     "MaxPool2D",
@@ -336,15 +337,48 @@ class Dropout:
         return {}
 
 
+@dataclass(frozen=True)
+class Embedding:
+    """Keras's Embedding, as the first layer: each of a sample's integer ids in
+    [0, ``input_dim``) looks up its row of E (``input_dim``, ``output_dim``), so (T,) ids make
+    (T, output_dim). Its gradient adds each position's gradient into the row of its id: a
+    scatter-add that sums repeated ids."""
+
+    input_dim: int
+    output_dim: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_dim", _positive("input_dim", self.input_dim))
+        object.__setattr__(self, "output_dim", _positive("output_dim", self.output_dim))
+
+    def describe(self) -> str:
+        return f"embedding {self.input_dim}→{self.output_dim}"
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return (*shape, self.output_dim)
+
+    def param_shapes(self, shape: Shape) -> dict[str, Shape]:
+        return {"E": (self.input_dim, self.output_dim)}
+
+
 Layer = (
-    Conv2D | MaxPool2D | AvgPool2D | Flatten | Dense | Activation | BatchNorm | LayerNorm | Dropout
+    Conv2D
+    | MaxPool2D
+    | AvgPool2D
+    | Flatten
+    | Dense
+    | Activation
+    | BatchNorm
+    | LayerNorm
+    | Dropout
+    | Embedding
 )
 #: The layers with a pre-activation z and an activation.
 Weighted = Conv2D | Dense
 #: The normalisations: parameters γ and β, and no activation.
 Norm = BatchNorm | LayerNorm
 #: The layers with parameters, one per entry of ``params``.
-Parametric = Conv2D | Dense | BatchNorm | LayerNorm
+Parametric = Conv2D | Dense | BatchNorm | LayerNorm | Embedding
 Pooling = MaxPool2D | AvgPool2D
 
 
@@ -374,8 +408,13 @@ def output_shapes(input_shape: Any, layers: list[Layer]) -> list[Shape]:
         if not isinstance(layer, Layer):
             raise TypeError(
                 "layers must be Conv2D, MaxPool2D, AvgPool2D, Flatten, Dense, Activation, "
-                "BatchNorm, LayerNorm or Dropout; "
+                "BatchNorm, LayerNorm, Dropout or Embedding; "
                 f"layer {position} is {layer!r}"
+            )
+        if isinstance(layer, Embedding) and position > 1:
+            raise ValueError(
+                f"layer {position}, {layer!r}: an Embedding takes the network's integer ids, so "
+                "it must be the first layer"
             )
         try:
             shape = layer.output_shape(shape)

@@ -192,6 +192,18 @@ class Network:
         return tuple(layer for layer in self.stack if isinstance(layer, Parametric))
 
     @property
+    def takes_ids(self) -> bool:
+        """Whether the inputs are integer ids: the first layer is an Embedding."""
+        return isinstance(self.stack[0], nn.Embedding)
+
+    def inputs(self, X: np.ndarray, dtype: Any = None) -> np.ndarray:
+        """X as the network takes it: ids as int64 for an Embedding, else values in ``dtype``
+        (default: the net's). No checks; `check_X` makes them."""
+        if self.takes_ids:
+            return np.asarray(X).astype(np.int64, copy=False)
+        return np.asarray(X).astype(self.np_dtype if dtype is None else dtype, copy=False)
+
+    @property
     def modal(self) -> bool:
         """Whether training and predictions compute differently: a BatchNorm normalises with the
         batch's statistics in training and with its moving ones in predictions, a Dropout
@@ -300,12 +312,15 @@ class Network:
         fan_out = kh·kw·O. Biases start at zero, as in Keras.
 
         A BatchNorm's or LayerNorm's γ starts at 1 and β at 0, a BatchNorm's moving mean at 0
-        and moving variance at 1, as in Keras; they draw nothing.
+        and moving variance at 1, as in Keras; they draw nothing. An Embedding's E is drawn as
+        Keras draws it under ``glorot_uniform``, U(−0.05, 0.05) (Keras's ``uniform``
+        initializer), or U[0, 1) under ``uniform``.
 
         Returns:
             ``[{"W": (fan_in, fan_out), "b": (fan_out,)}, ...]``, ``"b"`` absent without bias;
             a Conv2D layer's W is (kh, kw, C, O); a normalisation's ``{"gamma", "beta"}``
-            (and a BatchNorm's ``"moving_mean"``, ``"moving_var"``), each (C,).
+            (and a BatchNorm's ``"moving_mean"``, ``"moving_var"``), each (C,); an Embedding's
+            ``{"E": (input_dim, output_dim)}``.
         """
         if not is_count(seed, 0):
             raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
@@ -318,6 +333,11 @@ class Network:
                 params.append(
                     {key: np.full(shape, starts[key], self.dtype) for key, shape in shapes.items()}
                 )
+                continue
+            if isinstance(stacked, nn.Embedding):
+                shape = shapes["E"]
+                E = rng.rand(*shape) if scheme == "uniform" else rng.uniform(-0.05, 0.05, shape)
+                params.append({"E": E.astype(self.dtype)})
                 continue
             shape = shapes["W"]
             if scheme == "uniform":
@@ -352,9 +372,34 @@ def _as_float_array(argument: str, value: Any, dtype: np.dtype) -> np.ndarray:
     return array.astype(dtype, copy=False)
 
 
+def _as_ids(X: Any, vocabulary: int) -> np.ndarray:
+    """``X`` as int64 ids, each in [0, vocabulary): integers, or floats that are whole."""
+    array = np.asarray(X)
+    if array.dtype.kind not in "iuf" or array.size == 0:
+        raise TypeError(
+            f"X must be a non-empty array of integer ids for an Embedding; got dtype "
+            f"{array.dtype}, shape {array.shape}"
+        )
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array) & (array == np.round(array))):
+        raise ValueError("X must hold whole numbers, the ids of an Embedding; it holds fractions")
+    low, high = array.min(), array.max()
+    if low < 0 or high >= vocabulary:
+        raise ValueError(
+            f"X's ids must lie in [0, {vocabulary}) for Embedding(input_dim={vocabulary}); got "
+            f"ids from {low:g} to {high:g}"
+        )
+    return array.astype(np.int64)
+
+
 def check_X(net: Network, X: Any) -> np.ndarray:
-    """``X`` cast to the net's dtype, after checking it is ``(N, *input_shape)`` and finite."""
-    X = _as_float_array("X", X, net.np_dtype)
+    """``X`` cast to the net's dtype, after checking it is ``(N, *input_shape)`` and finite; or,
+    for an Embedding first layer, to int64 ids, each checked to be in [0, input_dim): NumPy
+    would wrap a negative id and JAX clamp one too large, silently."""
+    first = net.stack[0]
+    if isinstance(first, nn.Embedding):
+        X = _as_ids(X, first.input_dim)
+    else:
+        X = _as_float_array("X", X, net.np_dtype)
     if not net.dense:
         if X.shape[1:] != net.input_shape:
             shape = ", ".join(str(n) for n in net.input_shape)

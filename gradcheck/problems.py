@@ -16,6 +16,7 @@ from gradcheck.layers import (
     Conv2D,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     Layer,
     LayerNorm,
@@ -46,7 +47,8 @@ class Problem:
     bench_steps: int
     optimizer: Optimizer | None = None
     batch_size: int | None = None
-    #: The network's kind on the command line (``--model``): ``dense``, ``cnn`` or ``norm``.
+    #: The network's kind on the command line (``--model``): ``dense``, ``cnn``, ``norm`` or
+    #: ``embed``.
     model: str = "dense"
     #: One sample's shape for a list of layers; the data then come as images.
     input_shape: tuple[int, ...] | None = None
@@ -68,8 +70,9 @@ class Problem:
 
     def data(self, dtype: str = "float64") -> tuple[np.ndarray, np.ndarray]:
         load = getattr(datasets, self.dataset)
-        X, y = load(images=True) if self.model == "cnn" else load()
-        return X.astype(dtype), y.astype(dtype)
+        forms = {"cnn": {"images": True}, "embed": {"tokens": True}}
+        X, y = load(**forms.get(self.model, {}))
+        return self.network(dtype).inputs(X), y.astype(dtype)
 
     def params(self, dtype: str = "float64", seed: int = 0) -> Params:
         return self.network(dtype).init(seed=seed, scheme=self.init)
@@ -159,16 +162,24 @@ _DIGITS_NORM = replace(
     model="norm",
     input_shape=(64,),
 )
+# The digits as text: each image's 64 pixel values, 0 to 16, are 64 token ids, each looked up in
+# an embedding of 8, then flattened into a softmax layer; Adam on batches of 64 for 3 epochs.
+_DIGITS_EMBED = replace(
+    _DIGITS_NORM,
+    name="digits_embed",
+    layers=(Embedding(17, 8), Flatten(), Dense(10, activation="softmax")),
+    model="embed",
+)
 PROBLEMS: dict[str, Problem] = {
-    p.name: p for p in (_NOTEBOOK, _DIGITS, _DIGITS_ADAM, _DIGITS_CNN, _DIGITS_NORM)
+    p.name: p for p in (_NOTEBOOK, _DIGITS, _DIGITS_ADAM, _DIGITS_CNN, _DIGITS_NORM, _DIGITS_EMBED)
 }
-MODELS = ("dense", "cnn", "norm")
+MODELS = ("dense", "cnn", "norm", "embed")
 
 
 def for_dataset(dataset: str, model: str = "dense") -> Problem:
     """The first problem defined on ``dataset`` with a ``model`` network (the command line's
     ``--dataset`` and ``--model``): for ``dense`` and ``cnn`` one trained by plain gradient
-    descent, for ``norm`` with Adam on mini-batches."""
+    descent, for ``norm`` and ``embed`` with Adam on mini-batches."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {', '.join(MODELS)}; got {model!r}")
     for problem in PROBLEMS.values():

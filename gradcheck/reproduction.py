@@ -68,9 +68,10 @@ def reproduction(request: Request, inputs: Inputs, want: Outputs, rounding: floa
              for key, value in layer.items()}
             for layer in params
         ]  # fmt: skip
-        X_moved = X * (1 + rounding * rng.choice([-1.0, 1.0], X.shape))
+        sign = rng.choice([-1.0, 1.0], X.shape)
+        X_moved = X if net.takes_ids else X * (1 + rounding * sign)  # ids do not move
         run = request.training.run(
-            request.reference.backend, net, check_params(net, moved), X_moved.astype(net.dtype), y
+            request.reference.backend, net, check_params(net, moved), net.inputs(X_moved), y
         )
         step_errors = relative_errors(run.losses, want.losses, elementwise=True)
         losses = np.maximum(losses, np.maximum.accumulate(np.nan_to_num(step_errors, nan=np.inf)))

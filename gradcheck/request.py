@@ -158,7 +158,7 @@ class Request:
         return Inputs(
             net64,
             check_params(net64, self.inputs.params),
-            self.inputs.X.astype(np.float64),
+            net64.inputs(self.inputs.X),
             self.inputs.y.astype(np.float64),
         )
 

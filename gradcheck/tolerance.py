@@ -58,6 +58,7 @@ from gradcheck.layers import (
     BatchNorm,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     MaxPool2D,
     Norm,
@@ -125,6 +126,8 @@ def longest_sum(net: Network, n_samples: int) -> int:
             lengths.append(n_samples * math.prod(shape_in[:-1]))
         elif isinstance(layer, Norm):  # a LayerNorm's over the last
             lengths.append(shape_in[-1])
+        elif isinstance(layer, Embedding):  # a row's gradient: every position of its id
+            lengths.append(n_samples * math.prod(shape_in))
     return max(lengths)
 
 
@@ -387,6 +390,8 @@ def _forward_magnitudes(
             magnitude = _abs_activation_backward(layer.activation, x, a, magnitude)
         elif isinstance(layer, Dropout):
             magnitude = witness.dropped(net, k, magnitude) if training else magnitude
+        elif isinstance(layer, Embedding):  # a lookup: exact, its bound the rows themselves
+            magnitude = np.abs(np.asarray(next(weights)["E"], np.float64))[x]
         else:
             magnitude = witness.pool_or_flatten(layer, magnitude)
     return forward.outputs, magnitude, z
@@ -442,6 +447,12 @@ def backward_magnitudes(
         if isinstance(layer, Dropout):
             grad = witness.dropped(net, k, grad)
             continue
+        if isinstance(layer, Embedding):  # the first layer: its rows' scatter-added bounds
+            p -= 1
+            rows = np.zeros(np.shape(params[p]["E"]))
+            np.add.at(rows, x, grad)
+            magnitudes[p] = {"E": rows}
+            break
         if not isinstance(layer, Weighted):
             grad = _abs_layer_backward(layer, x, grad)
             continue

@@ -18,6 +18,7 @@ from gradcheck.layers import (
     Conv2D,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     MaxPool2D,
     Norm,
@@ -49,7 +50,7 @@ def forward(net: Network, params: Params, X: np.ndarray, training: bool = True) 
     """The network's forward pass in float64, whatever ``net.dtype`` says: in training mode
     (the loss and its gradient: a BatchNorm normalises with the batch's statistics), or with
     ``training`` False in inference mode (predictions: with its moving statistics)."""
-    return _onwards(net, params, [], [np.asarray(X, np.float64)], 0, training)
+    return _onwards(net, params, [], [net.inputs(X, np.float64)], 0, training)
 
 
 def resume(
@@ -129,6 +130,8 @@ def _onwards(
             a = _activate(layer, a)
         elif isinstance(layer, Dropout):
             a = dropped(net, len(activations) - 1, a) if training else a
+        elif isinstance(layer, Embedding):
+            a = np.asarray(next(weights)["E"], np.float64)[a]  # each id's row: (N, T, D)
         else:
             a = pool_or_flatten(layer, a)
         activations.append(a)

@@ -30,6 +30,7 @@ from gradcheck.layers import (
     Conv2D,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     MaxPool2D,
     Norm,
@@ -96,6 +97,9 @@ def _forward(
             continue
         if isinstance(layer, Activation):
             a = lookup(ACTIVATIONS, layer.activation, "activation")(a)
+            continue
+        if isinstance(layer, Embedding):  # each id's row; autodiff scatter-adds the gradient
+            a = values["E"][a]
             continue
         if isinstance(layer, Dropout):
             if training:

@@ -48,6 +48,7 @@ from gradcheck.layers import (
     Conv2D,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     Layer,
     LayerNorm,
@@ -185,9 +186,14 @@ def build_model(net: Network) -> keras.Sequential:
     Each layer computes and keeps its variables in the net's dtype through its own dtype policy,
     so Keras's global floatx is left as the user set it.
     """
-    layers: list[Any] = [keras.Input(net.input_shape, dtype=net.dtype)]
+    layers: list[Any] = [keras.Input(net.input_shape, dtype=_input_dtype(net))]
     layers += [_keras_layer(layer, k, net.dtype) for k, layer in enumerate(net.stack)]
     return keras.Sequential(layers)
+
+
+def _input_dtype(net: Network) -> str:
+    """int64 for the ids of an Embedding, else the net's dtype."""
+    return "int64" if net.takes_ids else net.dtype
 
 
 def _keras_layer(layer: Layer, position: int, dtype: str) -> keras.layers.Layer:
@@ -227,6 +233,8 @@ def _keras_layer(layer: Layer, position: int, dtype: str) -> keras.layers.Layer:
         return keras.layers.LayerNormalization(epsilon=layer.epsilon, dtype=dtype)
     if isinstance(layer, Dropout):
         return GivenDropout(layer, position, dtype)
+    if isinstance(layer, Embedding):
+        return keras.layers.Embedding(layer.input_dim, layer.output_dim, dtype=dtype)
     pooling = (
         keras.layers.MaxPooling2D if isinstance(layer, MaxPool2D) else keras.layers.AveragePooling2D
     )
@@ -235,7 +243,11 @@ def _keras_layer(layer: Layer, position: int, dtype: str) -> keras.layers.Layer:
 
 def _parametric(model: keras.Sequential) -> list[Any]:
     """The model's Dense, Conv2D and normalisation layers, one per entry of params."""
-    return [layer for layer in model.layers if hasattr(layer, "kernel") or hasattr(layer, "gamma")]
+    return [
+        layer
+        for layer in model.layers
+        if any(hasattr(layer, name) for name in ("kernel", "gamma", "embeddings"))
+    ]
 
 
 def _named(layer: Any) -> dict[str, Any]:
@@ -244,6 +256,8 @@ def _named(layer: Any) -> dict[str, Any]:
     ``moving_var``."""
     if hasattr(layer, "kernel"):
         return {"W": layer.kernel, "b": layer.bias} if layer.use_bias else {"W": layer.kernel}
+    if hasattr(layer, "embeddings"):
+        return {"E": layer.embeddings}
     named = {"gamma": layer.gamma, "beta": layer.beta}
     if hasattr(layer, "moving_mean"):
         named |= {"moving_mean": layer.moving_mean, "moving_var": layer.moving_variance}
@@ -285,7 +299,7 @@ class _Evaluator:
         variables = _variables(self.model)
         with tf.GradientTape() as tape:
             loss = self.loss(y, self.model(x, training=True))
-        return loss, tape.gradient(loss, variables)
+        return loss, _dense(tape.gradient(loss, variables))
 
     def _trace(self, x: Any, y: Any) -> tuple[Any, ...]:
         """Each weight layer's two steps taken apart — z = a W + b (or the kernel's
@@ -307,7 +321,14 @@ class _Evaluator:
                 activations.append(a)
             loss = self.loss(y, a)
         grads, deltas = tape.gradient(loss, (variables, zs))
+        grads = _dense(grads)
         return loss, zs, activations, deltas, grads
+
+
+def _dense(grads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Gradients as dense tensors: an Embedding's comes as IndexedSlices, one row per lookup,
+    which this adds up by id."""
+    return [{key: tf.convert_to_tensor(g) for key, g in layer.items()} for layer in grads]
 
 
 class ConstantLearningRate(keras.optimizers.schedules.LearningRateSchedule):
@@ -439,11 +460,28 @@ def keras_optimizer(
     through float32 (``ops.cast(0.9, "float64")`` is 0.8999999761581421), which would round
     Adam's β's, SGD's momentum, ε and the weight decay of a float64 run. A float32 run rounds
     them to float32, as it rounds everything.
+
+    The optimizer is given dense gradients (`dense_gradients`).
     """
     cls, arguments = lookup(_KERAS_OPTIMIZER, optimizer.family, "optimizer")(optimizer)
     arguments["weight_decay"] = optimizer.weight_decay or None
     exact = {k: np.float64(v) if isinstance(v, float) else v for k, v in arguments.items()}
-    return cls(learning_rate=learning_rate, **exact)
+    return dense_gradients(cls)(learning_rate=learning_rate, **exact)
+
+
+@functools.cache
+def dense_gradients(cls: type) -> type:
+    """``cls`` taking its gradients dense. TensorFlow hands an Embedding's gradient to the
+    optimizer as IndexedSlices, one row per lookup, and Keras's optimizers then update a row's
+    moments once per lookup: an id met k times in a batch has Adam's m and v decayed k times,
+    so Adam, RMSprop and momentum no longer compute their equations (plain SGD, which adds the
+    rows' steps, still does). The rows are added up by id first, as the equations take them."""
+
+    def apply(self: Any, grads: Any, trainable_variables: Any = None) -> Any:
+        dense = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+        return cls.apply(self, dense, trainable_variables)
+
+    return type(cls.__name__, (cls,), {"apply": apply, "__doc__": cls.__doc__})
 
 
 class _Trainer:
@@ -476,7 +514,7 @@ class _Trainer:
         self.run = tf.function(self._run)
         # One trace for every batch size.
         signature = [
-            tf.TensorSpec((None, *net.input_shape), net.dtype),
+            tf.TensorSpec((None, *net.input_shape), _input_dtype(net)),
             tf.TensorSpec((None, net.outputs), net.dtype),
             tf.TensorSpec((None, None), tf.int64),
         ]

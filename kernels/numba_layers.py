@@ -24,7 +24,7 @@ import numpy as np
 from gradcheck.backends import Trace, Trajectory
 from gradcheck.kernels import numba_backprop as nb
 from gradcheck.kernels import numba_conv as nc
-from gradcheck.kernels import numba_dropout, numpy_conv, numpy_norm
+from gradcheck.kernels import numba_dropout, numba_embedding, numpy_conv, numpy_norm
 from gradcheck.kernels import numba_norm as nn
 from gradcheck.kernels.numba_threads import launch, on_numba_threads
 from gradcheck.layers import (
@@ -34,6 +34,7 @@ from gradcheck.layers import (
     Conv2D,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     LayerNorm,
     MaxPool2D,
@@ -59,7 +60,7 @@ class Buffers:
 
     def __init__(self, net: Network, n: int) -> None:
         dtype = net.np_dtype
-        self.x = np.empty((n, *net.input_shape), dtype)
+        self.x = np.empty((n, *net.input_shape), np.int64 if net.takes_ids else dtype)
         self.outs: list[np.ndarray] = []
         self.grads: list[np.ndarray] = []
         self.padded: dict[int, tuple[tuple, np.ndarray, np.ndarray]] = {}
@@ -199,6 +200,9 @@ def forward(net: Network, weights: Weights, buffers: Buffers, training: bool = T
             out[...] = x
             code = lookup(nb.ACTIVATION_CODES, layer.activation, "activation")
             nb.activate(code, _as_rows(out), np.empty(0, out.dtype), False, buffers.log_norm)
+        elif isinstance(layer, Embedding):
+            np.take(weights.params[w]["E"], x, axis=0, out=out)  # each id's row
+            w += 1
         elif isinstance(layer, Dropout) and training:
             numba_dropout.dropout(x, layer.rate, buffers.keys[k], out, buffers.masks[k])
         elif isinstance(layer, Dropout):  # the identity in predictions
@@ -270,6 +274,10 @@ def backward(net: Network, weights: Weights, buffers: Buffers, loss_code: int) -
             below = below if below is not None else np.empty_like(grad)  # the input's, unused
             _norm_backward(layer, weights.params[w], weights.grads[w], buffers.norms[k], grad,
                            below)  # fmt: skip
+        elif isinstance(layer, Embedding):  # the first layer
+            w -= 1
+            rows = grad.reshape(-1, grad.shape[-1])
+            numba_embedding.embedding_grad(x.reshape(-1), rows, weights.grads[w]["E"])
         elif isinstance(layer, Dropout):
             if below is None:
                 return

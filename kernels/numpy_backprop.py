@@ -21,6 +21,12 @@ m (gradcheck's, `gradcheck.masks`), in training:
     y = x ⊙ m / (1 − rate),   ∂C/∂x = ∂C/∂y ⊙ m / (1 − rate)   (x's shape)   dropout
     y = x in predictions                                                  dropout_inference
 
+An Embedding, always the first layer, looks each integer id up in E (V, D), and its gradient
+adds each position's gradient into its id's row, so an id met twice gets both:
+
+    y[n,t] = E[ids[n,t]]                               (N, T, D)          embed
+    ∂C/∂E[v] = Σ_{n,t: ids[n,t] = v} ∂C/∂y[n,t]        (V, D)             embedding_grad
+
 Every f′ is written as the registry declares it (``gradcheck.ops``), from the pre-activation z,
 the activation a = f(z) or both, and `forward` keeps both. Inputs
 arrive validated and cast to the net's dtype (see ``gradcheck.backends``); every array computed
@@ -50,6 +56,7 @@ from gradcheck.layers import (
     Conv2D,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     MaxPool2D,
     Norm,
@@ -246,6 +253,10 @@ def norm_forward(
     return nn.scale_shift(norm.x_hat, gamma, beta), norm
 
 
+def embed(ids: np.ndarray, E: np.ndarray) -> np.ndarray:
+    return E[ids]  # (N, T) ids -> (N, T, D), each id's row
+
+
 def dropout(x: np.ndarray, mask: np.ndarray, layer: Dropout) -> np.ndarray:
     """The kept units scaled by 1 / (1 − rate), the dropped ones 0: the forward pass, and the
     backward's ∂C/∂x from ∂C/∂y, which passes through the same factor."""
@@ -283,6 +294,9 @@ def forward(
             continue
         elif isinstance(layer, ActivationLayer):
             activations.append(activate(layer.activation, activations[-1]))
+            continue
+        elif isinstance(layer, Embedding):
+            activations.append(embed(activations[-1], next(weights)["E"]))
             continue
         elif isinstance(layer, Dropout):
             if training:
@@ -415,6 +429,13 @@ def conv_input_grad(
     return nc.unpad(dx, pads)  # (N, H, W, C)
 
 
+def embedding_grad(ids: np.ndarray, grad: np.ndarray, vocabulary: int) -> np.ndarray:
+    """∂C/∂E: each position's gradient added into its id's row, repeated ids summed."""
+    dE = np.zeros((vocabulary, grad.shape[-1]), grad.dtype)  # (V, D)
+    np.add.at(dE, ids, grad)  # unbuffered: an id met twice gets both
+    return dE
+
+
 def norm_backward(
     norm: nn.Normalised, values: dict[str, np.ndarray], grad: np.ndarray
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -460,6 +481,9 @@ def backward(
                 grad = activation_backward(layer.activation, a_prev, cache.activations[k + 1], grad)
             elif isinstance(layer, Dropout):
                 grad = dropout(grad, cache.masks[k], layer)
+            elif isinstance(layer, Embedding):
+                p -= 1
+                grads[p] = {"E": embedding_grad(a_prev, grad, layer.input_dim)}
             else:
                 grad = unweighted_grad(layer, a_prev, grad)
             if p == 0:

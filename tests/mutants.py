@@ -320,3 +320,18 @@ def dropout_mutants() -> dict[str, MutantBackend]:
             dropout_inference=_dropout_inference_scaled,
         ),
     }
+
+
+def _embedding_grad_overwrites(ids, grad, vocabulary):
+    dE = np.zeros((vocabulary, grad.shape[-1]), grad.dtype)
+    dE[ids] = grad  # BUG: buffered assignment: an id met twice keeps one position's gradient
+    return dE
+
+
+def embedding_mutants() -> dict[str, MutantBackend]:
+    """The Embedding's backward bug, by name, as a fresh backend."""
+    return {
+        "embedding overwrites repeated ids": mutant(
+            "embedding_overwrites", embedding_grad=_embedding_grad_overwrites
+        ),
+    }
