@@ -477,11 +477,17 @@ def dense_gradients(cls: type) -> type:
     so Adam, RMSprop and momentum no longer compute their equations (plain SGD, which adds the
     rows' steps, still does). The rows are added up by id first, as the equations take them."""
 
-    def apply(self: Any, grads: Any, trainable_variables: Any = None) -> Any:
-        dense = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
-        return cls.apply(self, dense, trainable_variables)
+    class Dense(cls):
+        __doc__ = cls.__doc__
 
-    return type(cls.__name__, (cls,), {"apply": apply, "__doc__": cls.__doc__})
+        def apply(self, grads: Any, trainable_variables: Any = None) -> Any:
+            dense = [
+                tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads
+            ]
+            return super().apply(dense, trainable_variables)
+
+    Dense.__name__ = Dense.__qualname__ = cls.__name__
+    return Dense
 
 
 class _Trainer:
