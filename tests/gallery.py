@@ -236,6 +236,39 @@ def layernorm_backward_no_variance_term(dout, cache):
     return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
 
 
+def spatial_batchnorm_forward(x, gamma, beta):
+    N, C, H, W = x.shape
+    out, cache = batchnorm_forward(x.transpose(0, 2, 3, 1).reshape(-1, C), gamma, beta)
+    return out.reshape(N, H, W, C).transpose(0, 3, 1, 2), cache  # channels back in place
+
+
+def spatial_batchnorm_backward(dout, cache):
+    N, C, H, W = dout.shape
+    dx, dgamma, dbeta = batchnorm_backward(dout.transpose(0, 2, 3, 1).reshape(-1, C), cache)
+    return dx.reshape(N, H, W, C).transpose(0, 3, 1, 2), dgamma, dbeta
+
+
+def spatial_batchnorm_backward_reshaped(dout, cache):
+    N, C, H, W = dout.shape
+    # BUG: (N, C, H, W) reshaped to rows of channels without moving the channels last
+    dx, dgamma, dbeta = batchnorm_backward(dout.reshape(-1, C), cache)
+    return dx.reshape(N, C, H, W), dgamma, dbeta
+
+
+def spatial_batchnorm_backward_per_sample(dout, cache):
+    N, C, H, W = dout.shape
+    rows = dout.transpose(0, 2, 3, 1).reshape(-1, C)
+    xhat, gamma, inv = cache
+    # BUG: the means over each sample's H·W positions, not over the batch's N·H·W
+    dxhat = (rows * gamma).reshape(N, H * W, C)
+    xh = xhat.reshape(N, H * W, C)
+    dx = inv * (
+        dxhat - dxhat.mean(axis=1, keepdims=True) - xh * (dxhat * xh).mean(1, keepdims=True)
+    )
+    dx = dx.reshape(N, H, W, C).transpose(0, 3, 1, 2)
+    return dx, (rows * xhat).sum(axis=0), rows.sum(axis=0)
+
+
 KEEP = 0.8
 
 
@@ -256,6 +289,32 @@ def dropout_backward_no_scale(dout, mask):
 
 
 # --- convolution ---------------------------------------------------------------------------------
+
+
+def embedding_forward(ids, W):
+    return W[ids], (ids, W.shape)  # (N, T) ids -> (N, T, D)
+
+
+def embedding_backward(dout, cache):
+    ids, shape = cache
+    dW = np.zeros(shape, dout.dtype)
+    np.add.at(dW, ids, dout)  # an id met twice gets both gradients
+    return (dW,)
+
+
+def embedding_backward_buffered(dout, cache):
+    ids, shape = cache
+    dW = np.zeros(shape, dout.dtype)
+    dW[ids] += dout  # BUG: buffered: an id met twice keeps one position's gradient
+    return (dW,)
+
+
+def embedding_backward_mean_of_repeats(dout, cache):
+    ids, shape = cache
+    dW = np.zeros(shape, dout.dtype)
+    np.add.at(dW, ids, dout)
+    counts = np.bincount(ids.ravel(), minlength=shape[0])[:, None]
+    return (dW / np.maximum(counts, 1),)  # BUG: repeated ids averaged, not summed
 
 
 def _padded(x, pad):
@@ -679,6 +738,14 @@ KERNELS: dict[str, Kernel] = {
             epsilon=batchnorm_backward_epsilon,
         ),
         _k(
+            "spatial_batchnorm", spatial_batchnorm_forward, spatial_batchnorm_backward,
+            lambda r, d: [_normal(r, d, 16, 8, 12, 12, scale=0.5) + 1,
+                          1 + _normal(r, d, 8, scale=0.1), _normal(r, d, 8, scale=0.1)],
+            ["x", "gamma", "beta"],
+            reshaped=spatial_batchnorm_backward_reshaped,
+            per_sample=spatial_batchnorm_backward_per_sample,
+        ),
+        _k(
             "layernorm", layernorm_forward, layernorm_backward,
             lambda r, d: [_normal(r, d, 64, 256, scale=2) + 1, 1 + _normal(r, d, 256, scale=0.1),
                           _normal(r, d, 256, scale=0.1)],
@@ -691,6 +758,14 @@ KERNELS: dict[str, Kernel] = {
             lambda r, d: [_normal(r, d, 64, 512), (r.random((64, 512)) < KEEP).astype(d)],
             ["x", "mask"], wrt=["x"],
             no_mask=dropout_backward_no_mask, no_scale=dropout_backward_no_scale,
+        ),
+        _k(
+            "embedding", embedding_forward, embedding_backward,
+            # 64 sentences of 20 tokens from a vocabulary of 50: ids repeat
+            lambda r, d: [r.integers(0, 50, (64, 20)), _normal(r, d, 50, 16, scale=0.05)],
+            ["ids", "W"], wrt=["W"],
+            buffered=embedding_backward_buffered,
+            mean_of_repeats=embedding_backward_mean_of_repeats,
         ),
         _k(
             "conv_naive", conv_forward_naive, conv_backward_naive, _conv_inputs,

@@ -95,9 +95,10 @@ def test_every_kernel_has_two_bugs():
     )
 )
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if KERNELS[n].names[0] in KERNELS[n].wrt])
 def test_the_layer_object_style_checks_the_same(name, dtype):
-    """The kernel as a stateful layer, through from_layer: correct passes, a bug fails."""
+    """The kernel as a stateful layer, through from_layer: correct passes, a bug fails. (A
+    layer whose input is not differentiated, an Embedding's ids, has no such style.)"""
     kernel = KERNELS[name]
     inputs = _inputs(kernel, 0, dtype)
     fixed = {n: v for n, v in zip(kernel.names, inputs, strict=True) if n in kernel.fixed}
