@@ -49,12 +49,13 @@ class Network:
         Network([Conv2D(8, 3, padding="same", activation="relu"), MaxPool2D(2), Flatten(),
                  Dense(10, activation="softmax")], input_shape=(8, 8, 1), loss="softmax_ce")
 
-    where each Conv2D and Dense layer carries its own activation and bias; the last layer is
-    a Dense layer.
+    where each Conv2D and Dense layer carries its own activation and bias; Activation,
+    BatchNorm, LayerNorm, Dropout and (first) Embedding layers may sit among them; the last
+    layer is a Dense layer.
 
     Args:
         layers: the widths from input to output, e.g. ``[3, 4, 1]``; at least two. Or a list of
-            Conv2D, MaxPool2D, AvgPool2D, Flatten and Dense layers.
+            `gradcheck.layers` objects.
         activation: (widths only; default sigmoid) one name for every weight layer, or a list with
             one name per weight layer: ``sigmoid``, ``tanh``, ``relu`` (relu′(0) = 0),
             ``identity``, ``softplus``, or ``softmax`` (output layer only); `gradcheck.ops`

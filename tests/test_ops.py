@@ -43,7 +43,8 @@ def stand_in(activation: str = "sigmoid", loss: str = "half_sse"):
         layers=(2, 2), widths=(2, 2), input_shape=(2,), outputs=2, stack=(dense,),
         activations=(activation,),
         activation=activation, loss=loss, depth=1, bias=False, dtype="float64",
-        np_dtype=np.dtype("float64"),
+        np_dtype=np.dtype("float64"), parametric=(dense,), weighted=(dense,), takes_ids=False,
+        modal=False, inputs=lambda X, dtype=None: np.asarray(X, dtype or np.float64),
     )  # fmt: skip
 
 
