@@ -1,10 +1,9 @@
 """Dropout with gradcheck's masks (`gradcheck.masks`), compiled with Numba: the mask hashed unit by
 unit as the kept units are scaled, so no mask array is drawn in Python at each step.
 
+    key = mix(mix(mix(seed) ^ step) ^ layer)                                     layer_key
     unit i of the batch (row-major) kept when (mix(key ^ i) >> 8) / 2²⁴ ≥ rate   keep_unit
     y = x ⊙ m / (1 − rate), m kept for the backward, ∂C/∂y ⊙ m / (1 − rate)      dropout
-
-``key`` is `gradcheck.masks.layer_key`'s hash of (seed, step, layer), made in Python once a step.
 """
 
 from __future__ import annotations
@@ -32,13 +31,20 @@ def mix(x):
 
 
 @inline
+def layer_key(seed, step, layer):
+    return mix(mix(mix(np.uint32(seed)) ^ np.uint32(step)) ^ np.uint32(layer))
+
+
+@inline
 def keep_unit(key, i, rate):
     return np.float64(mix(key ^ np.uint32(i)) >> DROP) * UNIT >= rate
 
 
 @jit
-def dropout(x, rate, key, out, kept):
-    """out = x ⊙ m / (1 − rate), and m into ``kept`` (0 or 1 / (1 − rate)), all (rows, n)."""
+def dropout(x, rate, seed, step, layer, out, kept):
+    """out = x ⊙ m / (1 − rate), and m into ``kept`` (0 or 1 / (1 − rate)), all (rows, n), with
+    the masks of ``layer`` (its place in the stack) at ``step`` of a run from ``seed``."""
+    key = layer_key(seed, step, layer)
     flat_x, flat_out, flat_kept = x.reshape(-1), out.reshape(-1), kept.reshape(-1)
     scale, zero = x.dtype.type(1 / (1 - rate)), x.dtype.type(0)
     for i in range(flat_x.size):

@@ -24,7 +24,7 @@ import numpy as np
 from gradcheck.backends import Trace, Trajectory
 from gradcheck.kernels import numba_backprop as nb
 from gradcheck.kernels import numba_conv as nc
-from gradcheck.kernels import numba_dropout, numba_embedding, numpy_conv, numpy_norm
+from gradcheck.kernels import numba_dropout, numba_embedding, numpy_conv
 from gradcheck.kernels import numba_norm as nn
 from gradcheck.kernels.numba_threads import launch, on_numba_threads
 from gradcheck.layers import (
@@ -42,7 +42,6 @@ from gradcheck.layers import (
     Parametric,
     Weighted,
 )
-from gradcheck.masks import layer_key
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, lookup
 from gradcheck.optimizers import SGD, Batch, Optimizer, batch_schedule, padded
@@ -68,7 +67,7 @@ class Buffers:
         self.zs: dict[int, np.ndarray] = {}
         self.norms: dict[int, NormBuffers] = {}
         self.masks: dict[int, np.ndarray] = {}  # each Dropout's, scaled: m / (1 − rate)
-        self.keys: dict[int, np.uint32] = {}  # each Dropout's hash of (seed, step, layer)
+        self.draw = (0, 0)  # the Dropout masks': the run's seed and the step
         self.fused: set[int] = set()
         last = len(net.stack) - 1
         below, below_grad = self.x, np.empty_like(self.x)
@@ -204,7 +203,8 @@ def forward(net: Network, weights: Weights, buffers: Buffers, training: bool = T
             np.take(weights.params[w]["E"], x, axis=0, out=out)  # each id's row
             w += 1
         elif isinstance(layer, Dropout) and training:
-            numba_dropout.dropout(x, layer.rate, buffers.keys[k], out, buffers.masks[k])
+            seed, step = buffers.draw
+            numba_dropout.dropout(x, layer.rate, seed, step, k, out, buffers.masks[k])
         elif isinstance(layer, Dropout):  # the identity in predictions
             out[...] = x
         elif isinstance(layer, MaxPool2D | AvgPool2D) and k not in buffers.fused:
@@ -212,12 +212,6 @@ def forward(net: Network, weights: Weights, buffers: Buffers, training: bool = T
                          buffers.first[k], 0, len(x))  # fmt: skip
         # Flatten: its output is a view of its input
 
-
-def set_masks(net: Network, buffers: Buffers, seed: int, step: int) -> None:
-    """The Dropout layers' keys for ``step`` of a run from ``seed``: the forward pass hashes
-    each unit's mask from them."""
-    for k in buffers.masks:
-        buffers.keys[k] = layer_key(seed, step, k)
 
 
 def _norm_forward(
@@ -341,7 +335,7 @@ def _evaluate(net: Network, params: Params, X: np.ndarray, y: np.ndarray | None)
     if y is None:
         forward(net, weights, buffers, training=False)
         return None, weights, buffers
-    set_masks(net, buffers, 0, 0)  # loss_and_grads's: the first step's of seed 0
+    buffers.draw = (0, 0)  # loss_and_grads's masks: the first step's of seed 0
     buffers.y[...] = y
     value = loss_and_grads_into(net, weights, buffers, lookup(nb.LOSS_CODES, net.loss, "loss"))
     return value, weights, buffers
@@ -403,7 +397,7 @@ def train_with(
             rows = indices[t, : sizes[t]]
             np.take(X, rows, axis=0, out=batch.x)
             np.take(y, rows, axis=0, out=batch.y)
-        set_masks(net, batch, seed, t)
+        batch.draw = (seed, t)
         losses[t] = loss_and_grads_into(net, weights, batch, loss_code)
         move_statistics(net, weights, batch)
         slots = iter(states)
@@ -418,17 +412,14 @@ def train_with(
 
 
 def move_statistics(net: Network, weights: Weights, buffers: Buffers) -> None:
-    """Each BatchNorm's moving statistics moved toward its batch's, in place
-    (`numpy_norm.moving_update`: a few channels, no kernel of their own)."""
+    """Each BatchNorm's moving statistics moved toward its batch's, in place."""
     positions = [k for k, layer in enumerate(net.stack) if isinstance(layer, Parametric)]
     for k, values in zip(positions, weights.params, strict=True):
         layer = net.stack[k]
         if isinstance(layer, BatchNorm):
             norm = buffers.norms[k]
-            count = len(norm.x_hat)  # the values per channel
-            var = numpy_norm.unbiased(norm.var, count) if layer.unbiased else norm.var
-            for key, batch in (("moving_mean", norm.mean), ("moving_var", var)):
-                values[key][...] = numpy_norm.moving_update(values[key], batch, layer.momentum)
+            nn.move_statistics(values["moving_mean"], values["moving_var"], norm.mean, norm.var,
+                               layer.momentum, layer.unbiased, len(norm.x_hat))  # fmt: skip
 
 
 def train(

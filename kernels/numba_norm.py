@@ -5,6 +5,7 @@ out as rows, x (R, C) — R = N samples, or N·H·W positions of an image batch.
     x̂ = (x − μ) r,  r = 1/√(σ² + ε),  y = γ x̂ + β                          *_norm_forward
     ∂C/∂γ = Σ_rows g x̂,  ∂C/∂β = Σ_rows g                                   norm_param_grads
     ∂C/∂x = r (ĝ − mean(ĝ) − x̂ mean(ĝ x̂)),  ĝ = γ g, the means as above     *_norm_backward
+    moving ← m · moving + (1 − m) · the batch's μ or σ² (× R/(R − 1): unbiased)  move_statistics
 
 Each kernel writes into buffers it is given, as `numba_backprop`'s do; constants are made in
 the data's dtype. They run on one thread: each reads and writes every value of a layer about
@@ -119,3 +120,14 @@ def layer_norm_backward(g, gamma, x_hat, inv_std, dx):
         mean_g, mean_gx = total / count, total_x / count
         for c in range(cols):
             dx[i, c] = inv_std[i] * (gamma[c] * g[i, c] - mean_g - x_hat[i, c] * mean_gx)
+
+
+@jit
+def move_statistics(moving_mean, moving_var, mean, var, momentum, unbiased, rows):
+    """A BatchNorm's moving statistics moved toward the batch's, in place, (C,); the variance
+    toward the unbiased one, R/(R − 1) σ², when ``unbiased``."""
+    kept, taken = mean.dtype.type(momentum), mean.dtype.type(1 - momentum)
+    scale = mean.dtype.type(rows / (rows - 1)) if unbiased else mean.dtype.type(1)
+    for c in range(mean.size):
+        moving_mean[c] = moving_mean[c] * kept + mean[c] * taken
+        moving_var[c] = moving_var[c] * kept + (var[c] * scale) * taken
