@@ -83,6 +83,14 @@ def _explanations(
     training run is explained when its gradients agree or differ by one common factor."""
     point, sizes = limits.of(request, run).point, request.sizes
     (net, params, X, y), p64 = request.inputs_of(run), request.inputs64
+    # a network's neighbouring convention, or a term its backward leaves out, explains them all
+    convention = explain.explain_layer_conventions(
+        name, request.reference.backend, (p64.net, p64.params, p64.X, p64.y), request.training,
+        groups, got, point,
+        limits.tolerance.trajectory, magnitudes,
+    )  # fmt: skip
+    if convention:
+        return convention
     loss = (  # a loss at the outputs of predictions, which a BatchNorm makes in another mode
         explain.explain_loss(name, net, got.loss, got.predictions, y, point, sizes)
         if groups & {"predictions", "loss"} and not net.modal
@@ -95,10 +103,6 @@ def _explanations(
         found += explain.explain_activation_form(
             name, p64.net, p64.params, p64.X, got.predictions, point
         )
-        found += explain.explain_layer_conventions(
-            name, request.reference.backend, p64.net, p64.params, p64.X, p64.y, "predictions",
-            got.predictions, request.training, point,
-        )  # fmt: skip
         return found + loss or [explain.none(name, "predictions")]
     found = []
     if "loss" in groups:
@@ -124,16 +128,12 @@ def _explanations(
     losses = got.losses[: limits.horizon.steps]
     if "training run" in groups and factors and np.all(np.isfinite(losses)):
         training = request.training
-        found_run = explain.explain_layer_conventions(
-            name, request.reference.backend, p64.net, p64.params, p64.X, p64.y, "training run",
-            Trajectory(got.params, got.losses), training, limits.tolerance.trajectory,
-        )  # fmt: skip
-        if not found_run and training.plain:  # the factors: hypotheses about descent's steps
+        if training.plain:  # the factors are hypotheses about gradient descent's steps
             found_run = explain.explain_training(
                 name, request.reference.backend, net, p64.params, p64.X, p64.y,
                 training.optimizer.lr, losses, factors,
             )  # fmt: skip
-        elif not found_run:
+        else:
             found_run = explain.explain_optimizer(
                 name, request.reference.backend, p64.net, p64.params, p64.X, p64.y, training,
                 Trajectory(got.params, got.losses), limits.tolerance.trajectory,

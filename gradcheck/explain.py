@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from fractions import Fraction
 from functools import partial
 from typing import Any
@@ -32,7 +32,7 @@ import numpy as np
 
 from gradcheck import witness
 from gradcheck.backends import Backend, Trace, Training, Trajectory
-from gradcheck.layers import BatchNorm, Norm, Parametric, Weighted
+from gradcheck.layers import BatchNorm, Dropout, LayerNorm, Norm, Parametric, Weighted
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
 from gradcheck.optimizers import SGD, Adam, Optimizer, RMSprop
@@ -850,78 +850,179 @@ def explain_optimizer(
 TORCH_EPSILON = 1e-5
 
 
+@dataclass(frozen=True)
+class _Rescaled(Dropout):
+    """A Dropout whose kept units a port scales by ``factor`` in training, as no convention
+    does: not at all, or by 1/rate, reading the rate as the keep probability."""
+
+    factor: float = 1.0
+
+    @property
+    def scale(self) -> float:
+        return self.factor
+
+
+@dataclass(frozen=True)
+class _HeldBatchNorm(BatchNorm):
+    """A BatchNorm whose backward leaves out the path through ``held`` statistics ("mean",
+    "var"): the reference differentiates it with them held constant."""
+
+    held: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _HeldLayerNorm(LayerNorm):
+    """A LayerNorm whose backward leaves out the path through ``held`` statistics."""
+
+    held: tuple[str, ...] = ()
+
+
+#: The statistics a normalisation's backward is written without, and how it reads.
+_HELD = {"mean": "the term through μ", "var": "the term through σ²"}
+
+
 def layer_neighbours(net: Network) -> list[tuple[str, Network]]:
-    """The networks a port of ``net``'s normalisations computes instead, each with what it
-    differs in: the conventions that tell frameworks' batch and layer norms apart."""
+    """The networks a port of ``net``'s normalisations and dropout computes instead, each with
+    what it differs in: the conventions that tell frameworks' batch norm, layer norm and
+    dropout apart, and the terms a hand-written backward leaves out."""
     found = []
-    norms = [k for k, layer in enumerate(net.stack) if isinstance(layer, Norm)]
-    epsilons = {net.stack[k].epsilon for k in norms} - {TORCH_EPSILON}  # type: ignore[union-attr]
+    stack = net.stack
+
+    def every(change: Callable[[Any], Any]) -> Network:
+        return replace(net, layers=[change(layer) for layer in stack])
+
+    norms = [k for k, layer in enumerate(stack) if isinstance(layer, Norm)]
+    epsilons = {stack[k].epsilon for k in norms} - {TORCH_EPSILON}  # type: ignore[union-attr]
     if epsilons:
-        every = [
-            replace(layer, epsilon=TORCH_EPSILON) if isinstance(layer, Norm) else layer
-            for layer in net.stack
-        ]
         given = " and ".join(f"{e:g}" for e in sorted(epsilons))
-        text = (
-            f"ε = {TORCH_EPSILON:g}, PyTorch's default, in every normalisation, where it is {given}"
-        )
-        found.append((text, replace(net, layers=every)))
-    for k in norms:
-        layer = net.stack[k]
-        assert isinstance(layer, Norm)
-        place = sum(isinstance(below, Parametric) for below in net.stack[:k]) + 1  # as in params
+        text = f"ε = {TORCH_EPSILON:g}, PyTorch's default, in every normalisation"
+        found.append((text + f", where it is {given}", every(_torch_epsilon)))
+    for held, words in _HELD.items() if norms else ():
+        text = f"every normalisation's backward written without {words}"
+        found.append((text, every(partial(_held, statistic=held))))
+    for k, layer in enumerate(stack):
+        place = sum(isinstance(below, Parametric) for below in stack[:k]) + 1  # as in params
         where = f"layer {place}'s {type(layer).__name__}"
 
-        def swapped(other: Norm, k: int = k) -> Network:
-            return replace(net, layers=[*net.stack[:k], other, *net.stack[k + 1 :]])
+        def swapped(other: Any, k: int = k) -> Network:
+            return replace(net, layers=[*stack[:k], other, *stack[k + 1 :]])
 
-        if len(norms) > 1 and layer.epsilon != TORCH_EPSILON:
+        if isinstance(layer, Norm) and len(norms) > 1 and layer.epsilon != TORCH_EPSILON:
             text = f"ε = {TORCH_EPSILON:g} in {where}, where it is {layer.epsilon:g}"
             found.append((text, swapped(replace(layer, epsilon=TORCH_EPSILON))))
-        if not isinstance(layer, BatchNorm):
-            continue
-        kept = 1 - layer.momentum
-        text = (
-            f"momentum read as PyTorch reads it in {where}: {kept:g} of the old moving "
-            f"statistic kept at each step, where Keras's momentum={layer.momentum:g} keeps "
-            f"{layer.momentum:g}"
-        )
-        found.append((text, swapped(replace(layer, momentum=kept))))
-        other = "biased" if layer.unbiased else "unbiased"
-        text = f"the batch's {other} variance in {where}'s moving variance"
-        text += ", PyTorch's convention" if other == "unbiased" else ", Keras's convention"
-        found.append((text, swapped(replace(layer, moving_variance=other))))
+        if isinstance(layer, BatchNorm):
+            kept = 1 - layer.momentum
+            text = (
+                f"momentum read as PyTorch reads it in {where}: {kept:g} of the old moving "
+                f"statistic kept at each step, where Keras's momentum={layer.momentum:g} keeps "
+                f"{layer.momentum:g}"
+            )
+            found.append((text, swapped(replace(layer, momentum=kept))))
+            other = "biased" if layer.unbiased else "unbiased"
+            text = f"the batch's {other} variance in {where}'s moving variance"
+            text += ", PyTorch's convention" if other == "unbiased" else ", Keras's convention"
+            found.append((text, swapped(replace(layer, moving_variance=other))))
+        if isinstance(layer, Dropout):
+            where = f"the Dropout after layer {place - 1}" if place > 1 else "the first Dropout"
+            if layer.scaling == "inverted":  # the bare mistake first: its predictions agree
+                text = f"{where}'s kept units not scaled by 1/{1 - layer.rate:g} in training"
+                found.append((text, swapped(_Rescaled(layer.rate, factor=1.0))))
+                text = (
+                    f"{where} scaled at prediction, the 2012 paper's convention: its kept "
+                    f"units as they are in training and every unit × {1 - layer.rate:g} in "
+                    f"predictions, where Keras scales the kept ones by 1/{1 - layer.rate:g}"
+                )
+                found.append((text, swapped(replace(layer, scaling="at_prediction"))))
+            if layer.rate > 0:
+                text = (
+                    f"{where}'s rate read as the probability of keeping a unit (CS231n's p): "
+                    f"its kept units scaled by 1/{layer.rate:g} where Keras scales them by "
+                    f"1/{1 - layer.rate:g}"
+                )
+                found.append((text, swapped(_Rescaled(layer.rate, factor=1 / layer.rate))))
     return found
+
+
+def _torch_epsilon(layer: Any) -> Any:
+    """A normalisation with PyTorch's default ε; any other layer as is."""
+    return replace(layer, epsilon=TORCH_EPSILON) if isinstance(layer, Norm) else layer
+
+
+def _held(layer: Any, statistic: str) -> Any:
+    """A normalisation as its `_Held` variant with ``statistic`` held; any other layer as is."""
+    if isinstance(layer, BatchNorm):
+        return _HeldBatchNorm(**{**asdict(layer), "held": (statistic,)})
+    if isinstance(layer, LayerNorm):
+        return _HeldLayerNorm(**{**asdict(layer), "held": (statistic,)})
+    return layer
 
 
 def explain_layer_conventions(
     backend: str,
     reference: Backend,
-    net64: Network,
-    params64: Params,
-    X: np.ndarray,
-    y: np.ndarray,
-    quantity: str,
-    observed: np.ndarray | Trajectory,
+    inputs: tuple[Network, Params, np.ndarray, np.ndarray],
     training: Training,
-    tolerance: float,
+    groups: set[str],
+    observed: Any,
+    point: float,
+    trajectory: float,
+    magnitudes: Params,
 ) -> list[Explanation]:
-    """Predictions (``quantity`` "predictions", ``observed`` the array) or a training run
-    (``observed`` the `Trajectory`) that part from the reference: are they the reference's
-    under one of the `layer_neighbours` of the network? Each is computed by the reference in
-    float64 and held to ``observed`` at ``tolerance``; the first that fits is the
-    explanation."""
-    for meaning, neighbour in layer_neighbours(net64):
-        if isinstance(observed, Trajectory):
-            run = training.run(reference, neighbour, params64, X, y)
-            fits = run_error(observed.losses, observed.params, run.losses, run.params) <= tolerance
-        else:
-            expected = reference.predict(neighbour, params64, X)
-            fits = _fits([observed], [expected], tolerance, [np.abs(expected)])
-        if fits:
-            text = f"{backend}'s {quantity} is the network's with {meaning}"
-            return [Explanation(backend, quantity, "convention", None, (), text)]
+    """Does a `layer_neighbours` network explain every group of quantities the backend fails —
+    its predictions, loss, gradient, training run (``observed`` its `compare.Outputs`)? Each
+    neighbour is computed by the reference in float64 from the float64 ``inputs`` and held to
+    the observed quantities at the tolerances ``point`` and ``trajectory``, the gradient
+    relative to ``magnitudes``; the first that fits them all is the explanation, in one line."""
+    if not groups:
+        return []
+    for meaning, neighbour in layer_neighbours(inputs[0]):
+        if _neighbour_fits(reference, neighbour, inputs, training, groups, observed, point,
+                           trajectory, magnitudes):  # fmt: skip
+            quantities = [g for g in ("predictions", "loss", "gradient", "training run")
+                          if g in groups]  # fmt: skip
+            verb = "is" if len(quantities) == 1 else "are"
+            text = f"{backend}'s {listing(quantities)} {verb} the network's with {meaning}"
+            return [Explanation(backend, quantities[0], "convention", None, (), text)]
     return []
+
+
+def _neighbour_fits(
+    reference: Backend,
+    neighbour: Network,
+    inputs: tuple[Network, Params, np.ndarray, np.ndarray],
+    training: Training,
+    groups: set[str],
+    observed: Any,
+    point: float,
+    trajectory: float,
+    magnitudes: Params,
+) -> bool:
+    """Whether ``neighbour``'s quantities, the reference's, fit every group in ``groups``,
+    the cheapest first."""
+    _, params64, X, y = inputs
+    if "predictions" in groups:
+        expected = reference.predict(neighbour, params64, X)
+        if not _fits([observed.predictions], [expected], point, [np.abs(expected)]):
+            return False
+    if groups & {"loss", "gradient"}:
+        loss, grads = reference.loss_and_grads(neighbour, params64, X, y)
+        expected_loss = np.asarray(loss, np.float64)
+        if "loss" in groups and not _fits(
+            [np.asarray(observed.loss)], [expected_loss], point, [np.abs(expected_loss)]
+        ):
+            return False
+        if "gradient" in groups:
+            keys = [(i, k) for i, layer in enumerate(grads) for k in layer]
+            got = [observed.grads[i].get(k) for i, k in keys]
+            bounds = [magnitudes[i][k] for i, k in keys]
+            if not _fits(got, [grads[i][k] for i, k in keys], point, bounds):
+                return False
+    if "training run" in groups:
+        run = training.run(reference, neighbour, params64, X, y)
+        error = run_error(observed.losses, observed.params, run.losses, run.params)
+        if not error <= trajectory:
+            return False
+    return True
 
 
 def none(backend: str, quantity: str) -> Explanation:

@@ -312,23 +312,34 @@ class LayerNorm:
 class Dropout:
     """Keras's Dropout: in training each unit is dropped with probability ``rate`` and the kept
     ones are scaled by 1 / (1 − rate) (inverted dropout); in predictions it is the identity.
-    The masks are gradcheck's (`gradcheck.masks`), the same in every backend."""
+    ``scaling="at_prediction"`` is the 2012 paper's convention instead: the kept units as they
+    are in training, every unit × (1 − rate) in predictions. The masks are gradcheck's
+    (`gradcheck.masks`), the same in every backend."""
 
     rate: float
+    scaling: str = "inverted"
 
     def __post_init__(self) -> None:
         rate = self.rate
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate < 1:
             raise ValueError(f"rate must be a number in [0, 1); got {rate!r}")
         object.__setattr__(self, "rate", float(rate))
+        if self.scaling not in ("inverted", "at_prediction"):
+            raise ValueError(f"scaling must be 'inverted' or 'at_prediction'; got {self.scaling!r}")
 
     @property
     def scale(self) -> float:
-        """What a kept unit is multiplied by in training, 1 / (1 − rate)."""
-        return 1 / (1 - self.rate)
+        """What a kept unit is multiplied by in training: 1 / (1 − rate), or 1."""
+        return 1 / (1 - self.rate) if self.scaling == "inverted" else 1.0
+
+    @property
+    def prediction_scale(self) -> float:
+        """What every unit is multiplied by in predictions: 1, or (1 − rate)."""
+        return 1.0 if self.scaling == "inverted" else 1 - self.rate
 
     def describe(self) -> str:
-        return f"dropout {self.rate:g}"
+        at_prediction = " scaled at prediction" if self.scaling == "at_prediction" else ""
+        return f"dropout {self.rate:g}{at_prediction}"
 
     def output_shape(self, shape: Shape) -> Shape:
         return shape

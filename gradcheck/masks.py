@@ -21,7 +21,8 @@ Which masks a computation uses:
 - predictions use none: Dropout is the identity in inference mode.
 
 The kept units are scaled by 1 / (1 − rate) in training (inverted dropout, Keras's and
-PyTorch's convention), so that predictions need no scaling.
+PyTorch's convention), so that predictions need no scaling; a Dropout declared
+``scaling="at_prediction"`` scales every unit by (1 − rate) in predictions instead.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def dropout_masks(net: Network, rows: int, seed: int = 0, step: int = 0) -> list
     """The masks of the network's Dropout layers, in order, for a batch of ``rows`` samples at
     training ``step`` of a run drawn from ``seed``: each (rows, *the layer's input shape), 1
     where a unit is kept and 0 where it is dropped, in the net's dtype, read-only (the same
-    arrays are handed to every caller). The backend scales the kept units by 1 / (1 − rate)."""
+    arrays are handed to every caller). The backend scales the kept units by the layer's
+    ``scale``, 1 / (1 − rate) for Keras's inverted dropout."""
     masks = [
         keep(layer.rate, layer_key(seed, step, k), (rows, *shape)).astype(net.dtype)
         for k, (layer, shape) in enumerate(zip(net.stack, net.input_shapes, strict=True))

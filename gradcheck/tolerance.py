@@ -389,7 +389,8 @@ def _forward_magnitudes(
         elif isinstance(layer, Activation):
             magnitude = _abs_activation_backward(layer.activation, x, a, magnitude)
         elif isinstance(layer, Dropout):
-            magnitude = witness.dropped(net, k, magnitude) if training else magnitude
+            scaled = magnitude * layer.prediction_scale
+            magnitude = witness.dropped(net, k, magnitude) if training else scaled
         elif isinstance(layer, Embedding):  # a lookup: exact, its bound the rows themselves
             magnitude = np.abs(np.asarray(next(weights)["E"], np.float64))[x]
         else:

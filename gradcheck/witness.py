@@ -129,7 +129,7 @@ def _onwards(
         elif isinstance(layer, Activation):
             a = _activate(layer, a)
         elif isinstance(layer, Dropout):
-            a = dropped(net, len(activations) - 1, a) if training else a
+            a = dropped(net, len(activations) - 1, a) if training else a * layer.prediction_scale
         elif isinstance(layer, Embedding):
             a = np.asarray(next(weights)["E"], np.float64)[a]  # each id's row: (N, T, D)
         else:
@@ -141,7 +141,7 @@ def _onwards(
 def dropped(net: Network, k: int, x: np.ndarray) -> np.ndarray:
     """The Dropout layer ``net.stack[k]`` in training, on x or on a gradient (the same linear
     map): each unit times its mask (`gradcheck.masks`, seed 0 and step 0, those of the loss
-    and gradient checked) and 1 / (1 − rate)."""
+    and gradient checked) and the layer's scale, 1 / (1 − rate) or 1."""
     layer = net.stack[k]
     assert isinstance(layer, Dropout)
     index = sum(isinstance(below, Dropout) for below in net.stack[:k])

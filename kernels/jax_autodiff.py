@@ -104,7 +104,9 @@ def _forward(
         if isinstance(layer, Dropout):
             if training:
                 kept = _kept(layer.rate, _key(*draw, k), a.shape)
-                a = jnp.where(kept, a / (1 - jnp.asarray(layer.rate, a.dtype)), 0)
+                a = jnp.where(kept, a * jnp.asarray(layer.scale, a.dtype), 0)
+            elif layer.prediction_scale != 1:
+                a = a * jnp.asarray(layer.prediction_scale, a.dtype)
             continue
         if not isinstance(layer, Weighted):
             a = _unweighted(layer, a)
@@ -145,6 +147,9 @@ def _normalise(
         mean = jnp.mean(a, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(a - mean), axis=-1, keepdims=True)
         statistics = []
+    held = getattr(layer, "held", ())  # statistics a hand-written backward leaves out
+    mean = jax.lax.stop_gradient(mean) if "mean" in held else mean
+    var = jax.lax.stop_gradient(var) if "var" in held else var
     a_hat = (a - mean) / jnp.sqrt(var + jnp.asarray(layer.epsilon, a.dtype))
     return values["gamma"] * a_hat + values["beta"], statistics
 

@@ -102,12 +102,14 @@ class GivenDropout(keras.layers.Layer):
     """Dropout with gradcheck's masks (`gradcheck.masks`). Keras's own Dropout draws its mask
     from its own generator and takes none, so this layer stands in for it: in training it keeps
     the units whose hash of (seed, step, layer, unit) clears the rate and scales them by
-    1 / (1 − rate), Keras's inverted dropout; in predictions it is the identity. It counts the
+    1 / (1 − rate), Keras's inverted dropout; in predictions it is the identity (or, scaled at
+    prediction, × (1 − rate)). It counts the
     steps itself, one per training call, from the seed and step `start` sets."""
 
     def __init__(self, layer: Dropout, position: int, dtype: str) -> None:
         super().__init__(dtype=dtype)
         self.rate, self.scale, self.position = layer.rate, layer.scale, position
+        self.prediction_scale = layer.prediction_scale
         variable = functools.partial(
             self.add_variable, (), initializer="zeros", dtype="int64", trainable=False
         )
@@ -119,7 +121,9 @@ class GivenDropout(keras.layers.Layer):
 
     def call(self, x: Any, training: bool = False) -> Any:
         if not training:
-            return x
+            return (
+                x if self.prediction_scale == 1 else x * tf.constant(self.prediction_scale, x.dtype)
+            )
         as_uint, xor = functools.partial(tf.cast, dtype=tf.uint32), tf.bitwise.bitwise_xor
         key = _mix(xor(_mix(xor(_mix(as_uint(self.seed)), as_uint(self.step))), self.position))
         index = tf.reshape(as_uint(tf.range(tf.size(x, out_type=tf.int64))), tf.shape(x))

@@ -41,12 +41,13 @@ def keep_unit(key, i, rate):
 
 
 @jit
-def dropout(x, rate, seed, step, layer, out, kept):
-    """out = x ⊙ m / (1 − rate), and m into ``kept`` (0 or 1 / (1 − rate)), all (rows, n), with
-    the masks of ``layer`` (its place in the stack) at ``step`` of a run from ``seed``."""
+def dropout(x, rate, scale, seed, step, layer, out, kept):
+    """out = x ⊙ m × ``scale`` (1 / (1 − rate), or 1 when scaled at prediction), and m × scale
+    into ``kept``, all (rows, n), with the masks of ``layer`` (its place in the stack) at
+    ``step`` of a run from ``seed``."""
     key = layer_key(seed, step, layer)
     flat_x, flat_out, flat_kept = x.reshape(-1), out.reshape(-1), kept.reshape(-1)
-    scale, zero = x.dtype.type(1 / (1 - rate)), x.dtype.type(0)
+    scale, zero = x.dtype.type(scale), x.dtype.type(0)
     for i in range(flat_x.size):
         flat_kept[i] = scale if keep_unit(key, i, rate) else zero
         flat_out[i] = flat_x[i] * flat_kept[i]

@@ -204,14 +204,13 @@ def forward(net: Network, weights: Weights, buffers: Buffers, training: bool = T
             w += 1
         elif isinstance(layer, Dropout) and training:
             seed, step = buffers.draw
-            numba_dropout.dropout(x, layer.rate, seed, step, k, out, buffers.masks[k])
-        elif isinstance(layer, Dropout):  # the identity in predictions
-            out[...] = x
+            numba_dropout.dropout(x, layer.rate, layer.scale, seed, step, k, out, buffers.masks[k])
+        elif isinstance(layer, Dropout):  # the identity in predictions, or × (1 − rate)
+            np.multiply(x, out.dtype.type(layer.prediction_scale), out=out)
         elif isinstance(layer, MaxPool2D | AvgPool2D) and k not in buffers.fused:
             nc.pool_rows(_pool_code(layer), x, layer.pool_size, layer.stride, out,
                          buffers.first[k], 0, len(x))  # fmt: skip
         # Flatten: its output is a view of its input
-
 
 
 def _norm_forward(

@@ -20,6 +20,7 @@ m (gradcheck's, `gradcheck.masks`), in training:
 
     y = x ⊙ m / (1 − rate),   ∂C/∂x = ∂C/∂y ⊙ m / (1 − rate)   (x's shape)   dropout
     y = x in predictions                                                  dropout_inference
+    (scaled at prediction: y = x ⊙ m in training, x (1 − rate) in predictions)
 
 An Embedding, always the first layer, looks each integer id up in E (V, D), and its gradient
 adds each position's gradient into its id's row, so an id met twice gets both:
@@ -258,14 +259,14 @@ def embed(ids: np.ndarray, E: np.ndarray) -> np.ndarray:
 
 
 def dropout(x: np.ndarray, mask: np.ndarray, layer: Dropout) -> np.ndarray:
-    """The kept units scaled by 1 / (1 − rate), the dropped ones 0: the forward pass, and the
-    backward's ∂C/∂x from ∂C/∂y, which passes through the same factor."""
+    """The kept units scaled by 1 / (1 − rate) (1 when scaled at prediction), the dropped ones
+    0: the forward pass, and the backward's ∂C/∂x from ∂C/∂y, through the same factor."""
     return x * mask * x.dtype.type(layer.scale)
 
 
 def dropout_inference(x: np.ndarray, layer: Dropout) -> np.ndarray:
-    """Predictions: the identity, the scaling having been done in training."""
-    return x
+    """Predictions: the identity, the scaling done in training; or × (1 − rate)."""
+    return x if layer.prediction_scale == 1 else x * x.dtype.type(layer.prediction_scale)
 
 
 def forward(

@@ -112,21 +112,26 @@ def test_predictions_do_not_drop():
 
 MUTANT_NET = ([Dense(8, "relu"), Dropout(0.3), Dense(6), LayerNorm(), Dense(3, "softmax")],
               (5,), "softmax_ce")  # fmt: skip
-#: What verify must find: the group each mutant parts in.
+#: What verify must find: the group each mutant parts in, and the words of its explanation.
 PARTS = {
-    "dropout not rescaled": "gradient",
-    "dropout rate as keep probability": "gradient",
-    "dropout rescaled at prediction": "predictions",
-}
+    "dropout not rescaled": ("gradient", "kept units not scaled by 1/0.7 in training"),
+    "dropout rate as keep probability": (
+        "gradient", "rate read as the probability of keeping a unit (CS231n's p)"
+    ),
+    "dropout rescaled at prediction": (
+        "predictions", "predictions, loss, gradient and training run are the network's with the "
+        "Dropout after layer 1 scaled at prediction, the 2012 paper's convention",
+    ),
+}  # fmt: skip
 
 
-def test_every_mutant_states_where_it_parts():
+def test_every_mutant_states_where_it_parts_and_why():
     assert set(PARTS) == set(dropout_mutants())
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bug", list(PARTS))
-def test_verify_names_the_mutant_alone(bug, dtype):
+def test_verify_names_the_mutant_alone_and_explains_it(bug, dtype):
     layers, shape, loss = MUTANT_NET
     net = Network(layers, input_shape=shape, loss=loss, dtype=dtype)
     rng = np.random.default_rng(list(PARTS).index(bug))
@@ -137,11 +142,36 @@ def test_verify_names_the_mutant_alone(bug, dtype):
     )  # fmt: skip
     assert not report.ok
     assert {check.backend for check in report.failures} == {backend.name}
-    parted = {c.quantity for c in report.failures}
-    assert PARTS[bug] in parted, parted
+    group, words = PARTS[bug]
+    assert group in {c.quantity for c in report.failures}
+    [explanation] = [e.text for e in report.explanations if e.fits]
+    assert words in explanation
 
 
 @pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5, "0.5", True])
 def test_a_rate_outside_zero_to_one_is_refused(rate):
     with pytest.raises(ValueError, match=r"rate must be a number in \[0, 1\)"):
         Dropout(rate)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_2012_convention_scales_at_prediction_in_every_backend(dtype):
+    """Dropout(0.4, scaling="at_prediction"), written out: the kept units as they are in
+    training, every unit × 0.6 in predictions."""
+    net = Network([Dropout(0.4, scaling="at_prediction"), Dense(3)], input_shape=(6,),
+                  loss="mse", dtype=dtype)  # fmt: skip
+    rng = np.random.default_rng(5)
+    X, y = rng.normal(size=(9, 6)), rng.normal(size=(9, 3))
+    params = net.init(1)
+    W, b = params[0]["W"].astype(float), params[0]["b"].astype(float)
+    [mask] = dropout_masks(net, 9)
+    want_loss = np.mean(((X * mask) @ W + b - y) ** 2)
+    rtol = 1e-12 if dtype == "float64" else 2e-5
+    for name in BACKENDS:
+        backend = gradcheck.get_backend(name)
+        np.testing.assert_allclose(backend.predict(net, params, X), (0.6 * X) @ W + b,
+                                   rtol=rtol, atol=rtol, err_msg=name)  # fmt: skip
+        loss, _ = backend.loss_and_grads(net, params, X, y)
+        np.testing.assert_allclose(loss, want_loss, rtol=rtol, err_msg=name)
+    with pytest.raises(ValueError, match="scaling must be 'inverted' or 'at_prediction'"):
+        Dropout(0.5, scaling="paper")
