@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from gradcheck.layers import Dropout
 from gradcheck.network import (
     Network,
     Params,
@@ -94,23 +95,28 @@ class Training:
 
     @property
     def plain(self) -> bool:
-        """Plain full-batch gradient descent, the notebook's training, from seed 0 (which
-        draws the masks of any Dropout layer)."""
-        return plain_descent(self.optimizer, self.batch_size) and self.seed == 0
+        """Plain full-batch gradient descent, the notebook's training."""
+        return plain_descent(self.optimizer, self.batch_size)
 
     def run(self, backend: Backend, net: Network, params: Params, X: Any, y: Any) -> Trajectory:
         """``backend``'s run. Plain gradient descent is asked for as ``train(..., steps, lr)``,
-        the form every backend has; anything else with the ``optimizer``, ``batch_size`` and
-        ``seed`` keywords of `KernelBackend.train`. No steps train nothing, and need no
-        ``train``."""
+        the form every backend has; anything else — or a network with Dropout trained from
+        another seed than 0, whose masks the seed draws — with the ``optimizer``,
+        ``batch_size`` and ``seed`` keywords of `KernelBackend.train`. No steps train nothing,
+        and need no ``train``."""
         if self.steps == 0:
             return Trajectory(params, np.zeros(0))
-        if self.plain:
+        if self.plain and (self.seed == 0 or not _drops(net)):  # the seed draws nothing else
             return backend.train(net, params, X, y, self.steps, self.optimizer.lr)
         return backend.train(  # type: ignore[call-arg]
             net, params, X, y, self.steps,
             optimizer=self.optimizer, batch_size=self.batch_size, seed=self.seed,
         )  # fmt: skip
+
+
+def _drops(net: Network) -> bool:
+    """Whether the network has a Dropout layer, whose masks a run's seed draws."""
+    return any(isinstance(layer, Dropout) for layer in net.stack)
 
 
 # name -> (kernels module, the packages it needs)
@@ -169,7 +175,7 @@ class KernelBackend:
         steps, _ = check_steps_lr(steps, optimizer.lr)
         schedule = batch_schedule(len(X), batch_size, steps, seed)
         check_batches(net, len(X), batch_size)
-        if plain_descent(optimizer, batch_size) and seed == 0:
+        if plain_descent(optimizer, batch_size) and (seed == 0 or not _drops(net)):
             return self.kernels.train(net, params, X, y, steps, optimizer.lr)
         train_with = getattr(self.kernels, "train_with", None)
         if train_with is None:
