@@ -972,57 +972,44 @@ def explain_layer_conventions(
     its predictions, loss, gradient, training run (``observed`` its `compare.Outputs`)? Each
     neighbour is computed by the reference in float64 from the float64 ``inputs`` and held to
     the observed quantities at the tolerances ``point`` and ``trajectory``, the gradient
-    relative to ``magnitudes``; the first that fits them all is the explanation, in one line."""
-    if not groups:
-        return []
-    for meaning, neighbour in layer_neighbours(inputs[0]):
-        if _neighbour_fits(reference, neighbour, inputs, training, groups, observed, point,
-                           trajectory, magnitudes):  # fmt: skip
-            quantities = [g for g in ("predictions", "loss", "gradient", "training run")
-                          if g in groups]  # fmt: skip
+    relative to ``magnitudes``, the cheapest first; the first that fits them all is the
+    explanation, in one line."""
+    net64, params64, X, y = inputs
+
+    def fits(neighbour: Network) -> bool:
+        if "predictions" in groups:
+            expected = reference.predict(neighbour, params64, X)
+            if not _fits([observed.predictions], [expected], point, [np.abs(expected)]):
+                return False
+        if groups & {"loss", "gradient"}:
+            value, grads = reference.loss_and_grads(neighbour, params64, X, y)
+            loss = np.asarray(value, np.float64)
+            if "loss" in groups and not _fits(
+                [np.asarray(observed.loss)], [loss], point, [np.abs(loss)]
+            ):
+                return False
+            keys = [(i, k) for i, layer in enumerate(grads) for k in layer]
+            if "gradient" in groups and not _fits(
+                [observed.grads[i].get(k) for i, k in keys], [grads[i][k] for i, k in keys],
+                point, [magnitudes[i][k] for i, k in keys],
+            ):  # fmt: skip
+                return False
+        if "training run" in groups:
+            run = training.run(reference, neighbour, params64, X, y)
+            if (
+                not run_error(observed.losses, observed.params, run.losses, run.params)
+                <= trajectory
+            ):
+                return False
+        return True
+
+    quantities = [g for g in ("predictions", "loss", "gradient", "training run") if g in groups]
+    for meaning, neighbour in layer_neighbours(net64) if quantities else ():
+        if fits(neighbour):
             verb = "is" if len(quantities) == 1 else "are"
             text = f"{backend}'s {listing(quantities)} {verb} the network's with {meaning}"
             return [Explanation(backend, quantities[0], "convention", None, (), text)]
     return []
-
-
-def _neighbour_fits(
-    reference: Backend,
-    neighbour: Network,
-    inputs: tuple[Network, Params, np.ndarray, np.ndarray],
-    training: Training,
-    groups: set[str],
-    observed: Any,
-    point: float,
-    trajectory: float,
-    magnitudes: Params,
-) -> bool:
-    """Whether ``neighbour``'s quantities, the reference's, fit every group in ``groups``,
-    the cheapest first."""
-    _, params64, X, y = inputs
-    if "predictions" in groups:
-        expected = reference.predict(neighbour, params64, X)
-        if not _fits([observed.predictions], [expected], point, [np.abs(expected)]):
-            return False
-    if groups & {"loss", "gradient"}:
-        loss, grads = reference.loss_and_grads(neighbour, params64, X, y)
-        expected_loss = np.asarray(loss, np.float64)
-        if "loss" in groups and not _fits(
-            [np.asarray(observed.loss)], [expected_loss], point, [np.abs(expected_loss)]
-        ):
-            return False
-        if "gradient" in groups:
-            keys = [(i, k) for i, layer in enumerate(grads) for k in layer]
-            got = [observed.grads[i].get(k) for i, k in keys]
-            bounds = [magnitudes[i][k] for i, k in keys]
-            if not _fits(got, [grads[i][k] for i, k in keys], point, bounds):
-                return False
-    if "training run" in groups:
-        run = training.run(reference, neighbour, params64, X, y)
-        error = run_error(observed.losses, observed.params, run.losses, run.params)
-        if not error <= trajectory:
-            return False
-    return True
 
 
 def none(backend: str, quantity: str) -> Explanation:
