@@ -465,9 +465,10 @@ def backward(
     when given a list, receives δ_L, …, δ_1 in the order they are used.
 
     Walking down the layers, ``delta`` is the current weight layer's δ = ∂C/∂z; below a
-    Conv2D layer, or a Dense layer on a pool or Flatten, ``grad`` = ∂C/∂a carries the gradient
-    through the other layers until the next weight layer's f′ makes it a δ again. ``w`` counts
-    the weight layers (their z and δ), ``p`` the layers with parameters."""
+    Conv2D layer, or a Dense layer on any other kind of layer, ``grad`` = ∂C/∂a carries the
+    gradient through the other layers (a normalisation's and an Embedding's gradients taken on
+    the way) until the next weight layer's f′ makes it a δ again. ``w`` counts the weight
+    layers (their z and δ), ``p`` the layers with parameters."""
     grads: Params = [{} for _ in params]
     grad: np.ndarray | None = None
     w, p = len(cache.zs), len(params)
