@@ -972,28 +972,26 @@ def explain_layer_conventions(
     its predictions, loss, gradient, training run (``observed`` its `compare.Outputs`)? Each
     neighbour is computed by the reference in float64 from the float64 ``inputs`` and held to
     the observed quantities at the tolerances ``point`` and ``trajectory``, the gradient
-    relative to ``magnitudes``, the cheapest first; the first that fits them all is the
+    relative to ``magnitudes``. Its predictions, loss and gradient must fit the backend's
+    whether these failed or not (a neighbour that changes what agreed explains nothing), and
+    only then is its training run, the costly part, compared; the first that fits is the
     explanation, in one line."""
     net64, params64, X, y = inputs
 
     def fits(neighbour: Network) -> bool:
-        if "predictions" in groups:
-            expected = reference.predict(neighbour, params64, X)
-            if not _fits([observed.predictions], [expected], point, [np.abs(expected)]):
-                return False
-        if groups & {"loss", "gradient"}:
-            value, grads = reference.loss_and_grads(neighbour, params64, X, y)
-            loss = np.asarray(value, np.float64)
-            if "loss" in groups and not _fits(
-                [np.asarray(observed.loss)], [loss], point, [np.abs(loss)]
-            ):
-                return False
-            keys = [(i, k) for i, layer in enumerate(grads) for k in layer]
-            if "gradient" in groups and not _fits(
-                [observed.grads[i].get(k) for i, k in keys], [grads[i][k] for i, k in keys],
-                point, [magnitudes[i][k] for i, k in keys],
-            ):  # fmt: skip
-                return False
+        expected = reference.predict(neighbour, params64, X)
+        if not _fits([observed.predictions], [expected], point, [np.abs(expected)]):
+            return False
+        value, grads = reference.loss_and_grads(neighbour, params64, X, y)
+        loss = np.asarray(value, np.float64)
+        if not _fits([np.asarray(observed.loss)], [loss], point, [np.abs(loss)]):
+            return False
+        keys = [(i, k) for i, layer in enumerate(grads) for k in layer]
+        if not _fits(
+            [observed.grads[i].get(k) for i, k in keys], [grads[i][k] for i, k in keys],
+            point, [magnitudes[i][k] for i, k in keys],
+        ):  # fmt: skip
+            return False
         if "training run" in groups:
             run = training.run(reference, neighbour, params64, X, y)
             if (

@@ -21,6 +21,9 @@ from gradcheck.masks import dropout_masks
 from gradcheck.optimizers import SGD, Adam
 
 BACKENDS = [b for b in ("numpy", "numba", "jax", "keras") if b in gradcheck.available_backends()]
+#: The correct backends a mutant is named against besides the reference (Keras is held to the
+#: others in the agreement tests: its model costs seconds to build for each network).
+CORRECT = [b for b in ("numpy", "numba") if b in gradcheck.available_backends()]
 WORD = 0xFFFFFFFF
 
 
@@ -129,6 +132,7 @@ def test_every_mutant_states_where_it_parts_and_why():
     assert set(PARTS) == set(dropout_mutants())
 
 
+@pytest.mark.sweep(keep=lambda p: p["dtype"] == DTYPES[list(PARTS).index(p["bug"]) % 2])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bug", list(PARTS))
 def test_verify_names_the_mutant_alone_and_explains_it(bug, dtype):
@@ -138,7 +142,7 @@ def test_verify_names_the_mutant_alone_and_explains_it(bug, dtype):
     X, y = rng.normal(size=(16, 5)), np.eye(3)[rng.integers(0, 3, 16)]
     backend = dropout_mutants()[bug]
     report = gradcheck.verify(
-        net, X, y, backends=[*BACKENDS, backend], steps=6, optimizer=Adam(0.01), batch_size=6,
+        net, X, y, backends=[*CORRECT, backend], steps=6, optimizer=Adam(0.01), batch_size=6,
     )  # fmt: skip
     assert not report.ok
     assert {check.backend for check in report.failures} == {backend.name}

@@ -35,6 +35,9 @@ pytestmark = pytest.mark.skipif(
     "jax" not in gradcheck.available_backends(), reason="the JAX reference is not installed"
 )
 BACKENDS = [b for b in ("numpy", "numba", "keras") if b in gradcheck.available_backends()]
+#: The correct backends a mutant is named against besides the reference (Keras is held to the
+#: others in the agreement tests: its model costs seconds to build for each network).
+CORRECT = [b for b in ("numpy", "numba") if b in gradcheck.available_backends()]
 
 # name -> (layers, input_shape, loss)
 NETWORKS = {
@@ -66,9 +69,9 @@ def _problem(net: Network, n: int, seed: int):
 
 
 def _one_seed_in_turn(p, cases):
-    """The default slice: each case once, in both dtypes, the seeds taken in turn."""
-    turn = cases.index(p.get("name", p.get("bug"))) * 2 + DTYPES.index(p["dtype"])
-    return p["seed"] == turn % 3
+    """The default slice: each case once, the dtype and the seed taken in turn."""
+    turn = cases.index(p.get("name", p.get("bug")))
+    return (p["dtype"], p["seed"]) == (DTYPES[turn % 2], turn % 3)
 
 
 @pytest.mark.sweep(keep=lambda p: _one_seed_in_turn(p, list(NETWORKS)))
@@ -194,7 +197,7 @@ def test_verify_names_the_mutant_alone_and_explains_it(bug, seed, dtype):
     X, y, params = _problem(net, 24, seed)
     backend = norm_mutants()[bug]
     report = gradcheck.verify(
-        net, X, y, params=params, backends=[*BACKENDS, backend], steps=10, optimizer=Adam(0.01),
+        net, X, y, params=params, backends=[*CORRECT, backend], steps=10, optimizer=Adam(0.01),
         batch_size=8,
     )  # fmt: skip
     assert not report.ok
