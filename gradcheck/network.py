@@ -188,8 +188,8 @@ class Network:
 
     @property
     def parametric(self) -> tuple[Parametric, ...]:
-        """The layers with parameters, one per entry of ``params``: Dense, Conv2D, BatchNorm
-        and LayerNorm."""
+        """The layers with parameters, one per entry of ``params``: Dense, Conv2D, BatchNorm,
+        LayerNorm and Embedding."""
         return tuple(layer for layer in self.stack if isinstance(layer, Parametric))
 
     @property
