@@ -20,6 +20,10 @@ float32 variable, so 0.1 would become 0.100000001; a constant schedule in the ne
 exact. And Keras's cross-entropies compute from the logits only in graph mode, so gradients are
 taken inside a ``tf.function``.
 
+The layers people write by hand are Keras's own — BatchNormalization, LayerNormalization,
+Embedding, Activation — but for Dropout, whose Keras layer draws its own masks: `GivenDropout`
+applies gradcheck's. Keras's optimizers are handed dense gradients (`dense_gradients`).
+
 TensorFlow is imported with its start-up logging off and oneDNN's reordered kernels disabled —
 unless the user has set ``TF_CPP_MIN_LOG_LEVEL`` or ``TF_ENABLE_ONEDNN_OPTS`` — and Keras is asked
 for its TensorFlow backend unless ``KERAS_BACKEND`` says otherwise. The standard wheel's lines
@@ -103,8 +107,8 @@ class GivenDropout(keras.layers.Layer):
     from its own generator and takes none, so this layer stands in for it: in training it keeps
     the units whose hash of (seed, step, layer, unit) clears the rate and scales them by
     1 / (1 − rate), Keras's inverted dropout; in predictions it is the identity (or, scaled at
-    prediction, × (1 − rate)). It counts the
-    steps itself, one per training call, from the seed and step `start` sets."""
+    prediction, × (1 − rate)). It counts the steps itself, one per training call, from the
+    seed and step `start` sets."""
 
     def __init__(self, layer: Dropout, position: int, dtype: str) -> None:
         super().__init__(dtype=dtype)
@@ -120,10 +124,10 @@ class GivenDropout(keras.layers.Layer):
         self.step.assign(0)
 
     def call(self, x: Any, training: bool = False) -> Any:
+        if not training and self.prediction_scale == 1:
+            return x
         if not training:
-            return (
-                x if self.prediction_scale == 1 else x * tf.constant(self.prediction_scale, x.dtype)
-            )
+            return x * tf.constant(self.prediction_scale, x.dtype)
         as_uint, xor = functools.partial(tf.cast, dtype=tf.uint32), tf.bitwise.bitwise_xor
         key = _mix(xor(_mix(xor(_mix(as_uint(self.seed)), as_uint(self.step))), self.position))
         index = tf.reshape(as_uint(tf.range(tf.size(x, out_type=tf.int64))), tf.shape(x))
@@ -246,7 +250,8 @@ def _keras_layer(layer: Layer, position: int, dtype: str) -> keras.layers.Layer:
 
 
 def _parametric(model: keras.Sequential) -> list[Any]:
-    """The model's Dense, Conv2D and normalisation layers, one per entry of params."""
+    """The model's Dense, Conv2D, normalisation and Embedding layers, one per entry of
+    params."""
     return [
         layer
         for layer in model.layers
