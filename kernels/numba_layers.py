@@ -66,7 +66,7 @@ class Buffers:
         self.first: dict[int, np.ndarray] = {}
         self.zs: dict[int, np.ndarray] = {}
         self.norms: dict[int, NormBuffers] = {}
-        self.masks: dict[int, np.ndarray] = {}  # each Dropout's, scaled: m / (1 − rate)
+        self.masks: dict[int, np.ndarray] = {}  # each Dropout's m × its scale
         self.draw = (0, 0)  # the Dropout masks': the run's seed and the step
         self.fused: set[int] = set()
         last = len(net.stack) - 1
@@ -115,8 +115,8 @@ class NormBuffers:
 
 class Weights:
     """The params as C-contiguous arrays of the net's dtype (copied when asked), the gradients
-    of their trainable entries, and each weight layer's activation code (-1 for a
-    normalisation). A layer without bias gets a zero ``b`` and a scratch ``db`` for the kernels,
+    of their trainable entries, and each weight layer's activation code (-1 for the other
+    layers with parameters). A layer without bias gets a zero ``b`` and a scratch ``db`` for the kernels,
     which take both, outside ``params`` and ``grads``."""
 
     def __init__(self, net: Network, params: Params, copy: bool) -> None:
