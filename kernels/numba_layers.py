@@ -116,8 +116,8 @@ class NormBuffers:
 class Weights:
     """The params as C-contiguous arrays of the net's dtype (copied when asked), the gradients
     of their trainable entries, and each weight layer's activation code (-1 for the other
-    layers with parameters). A layer without bias gets a zero ``b`` and a scratch ``db`` for the kernels,
-    which take both, outside ``params`` and ``grads``."""
+    layers with parameters). A layer without bias gets a zero ``b`` and a scratch ``db`` for
+    the kernels, which take both, outside ``params`` and ``grads``."""
 
     def __init__(self, net: Network, params: Params, copy: bool) -> None:
         copy_or_if_needed = True if copy else None
