@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from fractions import Fraction
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -881,7 +881,24 @@ class _HeldLayerNorm(LayerNorm):
 _HELD = {"mean": "the term through μ", "var": "the term through σ²"}
 
 
-def layer_neighbours(net: Network) -> list[tuple[str, Network]]:
+#: What a neighbour changes of what verify compares before the training run (every neighbour
+#: changes the run).
+FORWARD = frozenset({"predictions", "loss", "gradient"})
+LOSS_AND_GRADIENT = frozenset({"loss", "gradient"})
+GRADIENT = frozenset({"gradient"})
+RUN_ONLY: frozenset[str] = frozenset()
+
+
+class Neighbour(NamedTuple):
+    """A network a port computes instead: what it differs in, the network, and which of
+    predictions, loss and gradient that changes."""
+
+    meaning: str
+    net: Network
+    changes: frozenset[str]
+
+
+def layer_neighbours(net: Network) -> list[Neighbour]:
     """The networks a port of ``net``'s normalisations and dropout computes instead, each with
     what it differs in: the conventions that tell frameworks' batch norm, layer norm and
     dropout apart, and the terms a hand-written backward leaves out."""
@@ -896,10 +913,10 @@ def layer_neighbours(net: Network) -> list[tuple[str, Network]]:
     if epsilons:
         given = " and ".join(f"{e:g}" for e in sorted(epsilons))
         text = f"ε = {TORCH_EPSILON:g}, PyTorch's default, in every normalisation"
-        found.append((text + f", where it is {given}", every(_torch_epsilon)))
+        found.append(Neighbour(text + f", where it is {given}", every(_torch_epsilon), FORWARD))
     for held, words in _HELD.items() if norms else ():
         text = f"every normalisation's backward written without {words}"
-        found.append((text, every(partial(_held, statistic=held))))
+        found.append(Neighbour(text, every(partial(_held, statistic=held)), GRADIENT))
     for k, layer in enumerate(stack):
         place = sum(isinstance(below, Parametric) for below in stack[:k]) + 1  # as in params
         where = f"layer {place}'s {type(layer).__name__}"
@@ -909,7 +926,7 @@ def layer_neighbours(net: Network) -> list[tuple[str, Network]]:
 
         if isinstance(layer, Norm) and len(norms) > 1 and layer.epsilon != TORCH_EPSILON:
             text = f"ε = {TORCH_EPSILON:g} in {where}, where it is {layer.epsilon:g}"
-            found.append((text, swapped(replace(layer, epsilon=TORCH_EPSILON))))
+            found.append(Neighbour(text, swapped(replace(layer, epsilon=TORCH_EPSILON)), FORWARD))
         if isinstance(layer, BatchNorm):
             kept = 1 - layer.momentum
             text = (
@@ -917,29 +934,33 @@ def layer_neighbours(net: Network) -> list[tuple[str, Network]]:
                 f"statistic kept at each step, where Keras's momentum={layer.momentum:g} keeps "
                 f"{layer.momentum:g}"
             )
-            found.append((text, swapped(replace(layer, momentum=kept))))
+            found.append(Neighbour(text, swapped(replace(layer, momentum=kept)), RUN_ONLY))
             other = "biased" if layer.unbiased else "unbiased"
             text = f"the batch's {other} variance in {where}'s moving variance"
             text += ", PyTorch's convention" if other == "unbiased" else ", Keras's convention"
-            found.append((text, swapped(replace(layer, moving_variance=other))))
+            changed = swapped(replace(layer, moving_variance=other))
+            found.append(Neighbour(text, changed, RUN_ONLY))
         if isinstance(layer, Dropout):
             where = f"the Dropout after layer {place - 1}" if place > 1 else "the first Dropout"
             if layer.scaling == "inverted":  # the bare mistake first: its predictions agree
                 text = f"{where}'s kept units not scaled by 1/{1 - layer.rate:g} in training"
-                found.append((text, swapped(_Rescaled(layer.rate, factor=1.0))))
+                unscaled = swapped(_Rescaled(layer.rate, factor=1.0))
+                found.append(Neighbour(text, unscaled, LOSS_AND_GRADIENT))
                 text = (
                     f"{where} scaled at prediction, the 2012 paper's convention: its kept "
                     f"units as they are in training and every unit × {1 - layer.rate:g} in "
                     f"predictions, where Keras scales the kept ones by 1/{1 - layer.rate:g}"
                 )
-                found.append((text, swapped(replace(layer, scaling="at_prediction"))))
+                at_prediction = swapped(replace(layer, scaling="at_prediction"))
+                found.append(Neighbour(text, at_prediction, FORWARD))
             if layer.rate > 0:
                 text = (
                     f"{where}'s rate read as the probability of keeping a unit (CS231n's p): "
                     f"its kept units scaled by 1/{layer.rate:g} where Keras scales them by "
                     f"1/{1 - layer.rate:g}"
                 )
-                found.append((text, swapped(_Rescaled(layer.rate, factor=1 / layer.rate))))
+                misread = swapped(_Rescaled(layer.rate, factor=1 / layer.rate))
+                found.append(Neighbour(text, misread, LOSS_AND_GRADIENT))
     return found
 
 
@@ -972,10 +993,10 @@ def explain_layer_conventions(
     its predictions, loss, gradient, training run (``observed`` its `compare.Outputs`)? Each
     neighbour is computed by the reference in float64 from the float64 ``inputs`` and held to
     the observed quantities at the tolerances ``point`` and ``trajectory``, the gradient
-    relative to ``magnitudes``. Its predictions, loss and gradient must fit the backend's
-    whether these failed or not (a neighbour that changes what agreed explains nothing), and
-    only then is its training run, the costly part, compared; the first that fits is the
-    explanation, in one line."""
+    relative to ``magnitudes``. Only a neighbour that changes just the quantities that failed
+    among predictions, loss and gradient is tried; its predictions, loss and gradient must fit
+    the backend's whether these failed or not, and only then is its training run, the costly
+    part, compared; the first that fits is the explanation, in one line."""
     net64, params64, X, y = inputs
 
     def fits(neighbour: Network) -> bool:
@@ -1002,8 +1023,8 @@ def explain_layer_conventions(
         return True
 
     quantities = [g for g in ("predictions", "loss", "gradient", "training run") if g in groups]
-    for meaning, neighbour in layer_neighbours(net64) if quantities else ():
-        if fits(neighbour):
+    for meaning, neighbour, changes in layer_neighbours(net64) if quantities else ():
+        if changes == FORWARD & groups and fits(neighbour):  # it changes just what failed
             verb = "is" if len(quantities) == 1 else "are"
             text = f"{backend}'s {listing(quantities)} {verb} the network's with {meaning}"
             return [Explanation(backend, quantities[0], "convention", None, (), text)]
