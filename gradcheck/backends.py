@@ -46,7 +46,8 @@ class Trajectory:
 class Trace:
     """The intermediates of one gradient evaluation, for layers l = 1..L (list index l − 1):
     pre-activations ``z`` and activations ``a`` of shape ``(N, n_l)``, the ``loss``, the deltas
-    ``delta`` (δ_l = ∂C/∂z_l, shape ``(N, n_l)``) and the ``grads``, structured like params.
+    ``delta`` (δ_l = ∂C/∂z_l, shape ``(N, n_l)``) and the ``grads``, structured like params'
+    trainable entries.
     A backend that keeps no copy of a hidden layer's z puts None in its place."""
 
     z: list[np.ndarray | None]
@@ -67,7 +68,10 @@ class Backend(Protocol):
         ...
 
     def loss_and_grads(self, net: Network, params: Params, X: Any, y: Any) -> tuple[float, Params]:
-        """The loss and its gradient, structured exactly like ``params``."""
+        """The loss and its gradient, in training mode, structured exactly like ``params``'
+        trainable entries (`Network.trainable`: a BatchNorm's moving statistics are state and
+        have none); a network with Dropout applies `gradcheck.masks.dropout_masks` of seed 0
+        and step 0."""
         ...
 
     def train(
