@@ -64,7 +64,8 @@ class Backend(Protocol):
     name: str
 
     def predict(self, net: Network, params: Params, X: Any) -> np.ndarray:
-        """Outputs of shape ``(N, layers[-1])``."""
+        """Outputs of shape ``(N, layers[-1])``, in inference mode (a BatchNorm's moving
+        statistics, no dropout)."""
         ...
 
     def loss_and_grads(self, net: Network, params: Params, X: Any, y: Any) -> tuple[float, Params]:
@@ -77,7 +78,9 @@ class Backend(Protocol):
     def train(
         self, net: Network, params: Params, X: Any, y: Any, steps: int, lr: float
     ) -> Trajectory:
-        """``steps`` full-batch gradient-descent steps from ``params``, which stay unchanged.
+        """``steps`` full-batch gradient-descent steps from ``params``, which stay unchanged;
+        step t of a network with Dropout applies ``dropout_masks(net, len(X), 0, t)``, and each
+        step moves a BatchNorm's moving statistics (the trajectory's params hold them).
         A backend without it is checked by ``verify(..., steps=0)``: predictions, loss and
         gradients, and no training run.
 
