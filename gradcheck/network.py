@@ -193,6 +193,11 @@ class Network:
         return tuple(layer for layer in self.stack if isinstance(layer, Parametric))
 
     @property
+    def parametric_positions(self) -> tuple[int, ...]:
+        """Where each layer with parameters, one per entry of ``params``, sits in ``stack``."""
+        return tuple(k for k, layer in enumerate(self.stack) if isinstance(layer, Parametric))
+
+    @property
     def takes_ids(self) -> bool:
         """Whether the inputs are integer ids: the first layer is an Embedding."""
         return isinstance(self.stack[0], nn.Embedding)

@@ -39,7 +39,6 @@ from gradcheck.layers import (
     LayerNorm,
     MaxPool2D,
     Norm,
-    Parametric,
     Weighted,
 )
 from gradcheck.network import Network, Params
@@ -412,8 +411,7 @@ def train_with(
 
 def move_statistics(net: Network, weights: Weights, buffers: Buffers) -> None:
     """Each BatchNorm's moving statistics moved toward its batch's, in place."""
-    positions = [k for k, layer in enumerate(net.stack) if isinstance(layer, Parametric)]
-    for k, values in zip(positions, weights.params, strict=True):
+    for k, values in zip(net.parametric_positions, weights.params, strict=True):
         layer = net.stack[k]
         if isinstance(layer, BatchNorm):
             norm = buffers.norms[k]

@@ -61,7 +61,6 @@ from gradcheck.layers import (
     Flatten,
     MaxPool2D,
     Norm,
-    Parametric,
     Pooling,
     Weighted,
 )
@@ -620,8 +619,7 @@ UPDATE: dict[str, Callable[..., np.ndarray]] = {
 def move_statistics(net: Network, params: Params, cache: Cache) -> None:
     """After a training step's forward pass, each BatchNorm's moving statistics moved toward
     the batch's, in place."""
-    positions = [k for k, layer in enumerate(net.stack) if isinstance(layer, Parametric)]
-    for k, values in zip(positions, params, strict=True):
+    for k, values in zip(net.parametric_positions, params, strict=True):
         layer = net.stack[k]
         if isinstance(layer, BatchNorm):
             norm = cache.norms[k]

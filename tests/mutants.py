@@ -229,8 +229,7 @@ def all_mutants() -> dict[str, MutantBackend]:
 
 
 def _move_statistics_torch_momentum(net, params, cache):
-    positions = [k for k, layer in enumerate(net.stack) if isinstance(layer, Parametric)]  # noqa: F821
-    for k, values in zip(positions, params, strict=True):
+    for k, values in zip(net.parametric_positions, params, strict=True):
         layer = net.stack[k]
         if isinstance(layer, BatchNorm):  # noqa: F821
             norm = cache.norms[k]
@@ -240,8 +239,7 @@ def _move_statistics_torch_momentum(net, params, cache):
 
 
 def _move_statistics_unbiased(net, params, cache):
-    positions = [k for k, layer in enumerate(net.stack) if isinstance(layer, Parametric)]  # noqa: F821
-    for k, values in zip(positions, params, strict=True):
+    for k, values in zip(net.parametric_positions, params, strict=True):
         layer = net.stack[k]
         if isinstance(layer, BatchNorm):  # noqa: F821
             norm = cache.norms[k]
