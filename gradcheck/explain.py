@@ -32,7 +32,7 @@ import numpy as np
 
 from gradcheck import witness
 from gradcheck.backends import Backend, Trace, Training, Trajectory
-from gradcheck.layers import BatchNorm, Dropout, LayerNorm, Norm, Parametric, Weighted
+from gradcheck.layers import BatchNorm, Dropout, Embedding, LayerNorm, Norm, Parametric, Weighted
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
 from gradcheck.optimizers import SGD, Adam, Optimizer, RMSprop
@@ -877,6 +877,14 @@ class _HeldLayerNorm(LayerNorm):
     held: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class _OverwritingEmbedding(Embedding):
+    """An Embedding whose backward writes each position's gradient over its id's row, the
+    last write kept, where the scatter-add sums the positions of a repeated id."""
+
+    overwrites: bool = True
+
+
 #: The statistics a normalisation's backward is written without, and how it reads.
 _HELD = {"mean": "the term through μ", "var": "the term through σ²"}
 
@@ -899,9 +907,10 @@ class Neighbour(NamedTuple):
 
 
 def layer_neighbours(net: Network) -> list[Neighbour]:
-    """The networks a port of ``net``'s normalisations and dropout computes instead, each with
-    what it differs in: the conventions that tell frameworks' batch norm, layer norm and
-    dropout apart, and the terms a hand-written backward leaves out."""
+    """The networks a port of ``net``'s normalisations, dropout and embedding computes
+    instead, each with what it differs in: the conventions that tell frameworks' batch norm,
+    layer norm and dropout apart, and the terms a hand-written backward leaves out or the
+    repeated ids it overwrites."""
     found = []
     stack = net.stack
 
@@ -940,6 +949,12 @@ def layer_neighbours(net: Network) -> list[Neighbour]:
             text += ", PyTorch's convention" if other == "unbiased" else ", Keras's convention"
             changed = swapped(replace(layer, moving_variance=other))
             found.append(Neighbour(text, changed, RUN_ONLY))
+        if isinstance(layer, Embedding):
+            text = (
+                f"{where}'s backward writing each position's gradient over its id's row, where "
+                "the scatter-add sums the positions of a repeated id"
+            )
+            found.append(Neighbour(text, swapped(_OverwritingEmbedding(**asdict(layer))), GRADIENT))
         if isinstance(layer, Dropout):
             where = f"the Dropout after layer {place - 1}" if place > 1 else "the first Dropout"
             if layer.scaling == "inverted":  # the bare mistake first: its predictions agree

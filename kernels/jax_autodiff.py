@@ -99,7 +99,8 @@ def _forward(
             a = lookup(ACTIVATIONS, layer.activation, "activation")(a)
             continue
         if isinstance(layer, Embedding):  # each id's row; autodiff scatter-adds the gradient
-            a = values["E"][a]
+            overwrites = getattr(layer, "overwrites", False)  # a hand-written backward's slip
+            a = _overwritten_lookup(values["E"], a) if overwrites else values["E"][a]
             continue
         if isinstance(layer, Dropout):
             if training:
@@ -118,6 +119,25 @@ def _forward(
         walk.zs.append(z)
         walk.outputs.append(a)
     return walk
+
+
+@jax.custom_vjp
+def _overwritten_lookup(E: jax.Array, ids: jax.Array) -> jax.Array:
+    """E[ids], differentiated as a backward that writes each position's gradient over its
+    id's row (the last write kept) instead of adding them."""
+    return E[ids]
+
+
+def _lookup_forward(E: jax.Array, ids: jax.Array) -> tuple[jax.Array, tuple]:
+    return E[ids], (E, ids)
+
+
+def _lookup_backward(saved: tuple, grad: jax.Array) -> tuple[jax.Array, None]:
+    E, ids = saved
+    return jnp.zeros_like(E).at[ids.reshape(-1)].set(grad.reshape(-1, E.shape[-1])), None
+
+
+_overwritten_lookup.defvjp(_lookup_forward, _lookup_backward)
 
 
 def _normalise(

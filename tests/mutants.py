@@ -326,10 +326,19 @@ def _embedding_grad_overwrites(ids, grad, vocabulary):
     return dE
 
 
+def _embedding_grad_one_based(ids, grad, vocabulary):
+    dE = np.zeros((vocabulary, grad.shape[-1]), grad.dtype)
+    np.add.at(dE, (ids + 1) % vocabulary, grad)  # BUG: ids read as 1-based rows
+    return dE
+
+
 def embedding_mutants() -> dict[str, MutantBackend]:
-    """The Embedding's backward bug, by name, as a fresh backend."""
+    """The Embedding's backward bugs, by name, as fresh backends."""
     return {
         "embedding overwrites repeated ids": mutant(
             "embedding_overwrites", embedding_grad=_embedding_grad_overwrites
+        ),
+        "embedding rows one-based": mutant(
+            "embedding_one_based", embedding_grad=_embedding_grad_one_based
         ),
     }

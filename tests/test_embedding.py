@@ -72,18 +72,23 @@ def test_every_backend_trains_an_embedding_with_adaptive_optimizers(optimizer, d
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_verify_names_the_backward_that_overwrites_repeated_ids(dtype):
+def test_verify_names_and_explains_the_backward_that_overwrites_repeated_ids(dtype):
     net = Network([Embedding(17, 4), Flatten(), Dense(10, "softmax")], input_shape=(64,),
                   loss="softmax_ce", dtype=dtype)  # fmt: skip
     X, y = gradcheck.datasets.digits(tokens=True)
     X, y = X[:60], y[:60]
-    [backend] = embedding_mutants().values()
-    report = gradcheck.verify(net, X, y, backends=[*CORRECT, backend], steps=4,
+    mutants = embedding_mutants()
+    report = gradcheck.verify(net, X, y, backends=[*CORRECT, *mutants.values()], steps=4,
                               optimizer=Adam(0.01), batch_size=20)  # fmt: skip
-    assert {check.backend for check in report.failures} == {backend.name}
-    assert "gradient" in {check.quantity for check in report.failures}
-    [first] = report.first_differences
-    assert (first.stage, first.layer, first.tensor) == ("backward", 1, "E")
+    assert {check.backend for check in report.failures} == {b.name for b in mutants.values()}
+    for backend in mutants.values():
+        assert "gradient" in {c.quantity for c in report.failures if c.backend == backend.name}
+        [first] = [f for f in report.first_differences if f.backend == backend.name]
+        assert (first.stage, first.layer, first.tensor) == ("backward", 1, "E")
+    explained = {e.backend: e.text for e in report.explanations if e.fits}
+    overwrites = mutants["embedding overwrites repeated ids"].name
+    assert "writing each position's gradient over its id's row" in explained[overwrites]
+    assert "over its id's row" not in explained.get(mutants["embedding rows one-based"].name, "")
 
 
 @pytest.mark.parametrize(
