@@ -19,6 +19,8 @@ The convolution and pooling kernels run over blocks of samples on Numba's thread
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from gradcheck.backends import Trace, Trajectory
@@ -113,34 +115,57 @@ class NormBuffers:
 
 
 class Weights:
-    """The params as C-contiguous arrays of the net's dtype (copied when asked), the gradients
-    of their trainable entries, and each weight layer's activation code (-1 for the other
-    layers with parameters). A layer without bias gets a zero ``b`` and a scratch ``db`` for
-    the kernels, which take both, outside ``params`` and ``grads``."""
+    """The params as C-contiguous arrays of the net's dtype, the gradients of their trainable
+    entries, and the activation code of each layer of the stack (-1 where it has none).
+    The gradients are views of one flat array, ``gradient``; so are the trainable params of a
+    copy (``copy``), ``theta``, so that an optimizer steps every tensor in one call. A layer
+    without bias gets a zero ``b`` and a scratch ``db`` for the kernels, which take both,
+    outside ``params`` and ``grads``."""
 
     def __init__(self, net: Network, params: Params, copy: bool) -> None:
-        copy_or_if_needed = True if copy else None
+        dtype, shapes = net.np_dtype, net.grad_shapes()
+        self.gradient = np.empty(sum(math.prod(s) for layer in shapes for s in layer.values()),
+                                 dtype)  # fmt: skip
+        self.grads = _views(self.gradient, shapes)
+        self.theta = np.empty_like(self.gradient) if copy else None
+        trainable = _views(self.theta, shapes) if self.theta is not None else [{} for _ in shapes]
         self.params = [
-            {k: np.array(v, net.np_dtype, copy=copy_or_if_needed, order="C") for k, v in p.items()}
-            for p in params
+            {k: _as_given(v, dtype, into=t.get(k), copy=copy) for k, v in p.items()}
+            for p, t in zip(params, trainable, strict=True)
         ]
-        self.grads = [
-            {k: np.empty_like(p[k]) for k in shapes}
-            for p, shapes in zip(self.params, net.grad_shapes(), strict=True)
-        ]
-        units = [next(iter(shapes.values()))[-1] for shapes in net.grad_shapes()]
-        self.b = [
-            p.get("b", np.zeros(n, net.np_dtype)) for p, n in zip(self.params, units, strict=True)
-        ]
-        self.db = [
-            g.get("b", np.empty(n, net.np_dtype)) for g, n in zip(self.grads, units, strict=True)
-        ]
+        units = [next(iter(layer.values()))[-1] for layer in shapes]
+        self.b = [p.get("b", np.zeros(n, dtype)) for p, n in zip(self.params, units, strict=True)]
+        self.db = [g.get("b", np.empty(n, dtype)) for g, n in zip(self.grads, units, strict=True)]
         self.codes = [
             lookup(nb.ACTIVATION_CODES, layer.activation, "activation")
-            if isinstance(layer, Weighted)
+            if isinstance(layer, Weighted | Activation)
             else -1
-            for layer in net.parametric
+            for layer in net.stack
         ]
+
+
+def _views(flat: np.ndarray, shapes: list[dict[str, tuple]]) -> list[dict[str, np.ndarray]]:
+    """Consecutive pieces of ``flat`` shaped as ``shapes``, layer by layer."""
+    views, start = [], 0
+    for layer in shapes:
+        views.append({})
+        for key, shape in layer.items():
+            size = math.prod(shape)
+            views[-1][key] = flat[start : start + size].reshape(shape)
+            start += size
+    return views
+
+
+def _as_given(
+    value: np.ndarray, dtype: np.dtype, into: np.ndarray | None, copy: bool
+) -> np.ndarray:
+    """A param as a C-contiguous array of ``dtype``: copied into ``into`` (its place in the
+    flat trainable params) where there is one, else a copy or, without ``copy``, the array
+    itself where it already is one."""
+    if into is not None:
+        into[...] = value
+        return into
+    return np.array(value, dtype, copy=True if copy else None, order="C")
 
 
 def _input(buffers: Buffers, k: int) -> np.ndarray:
@@ -178,7 +203,7 @@ def forward(net: Network, weights: Weights, buffers: Buffers, training: bool = T
             values, b = weights.params[w], weights.b[w]
             if isinstance(layer, Dense):
                 last_layer, has_b = k == last, "b" in values
-                nb.dense_forward(weights.codes[w], x, values["W"], b, has_b, last_layer, out,
+                nb.dense_forward(weights.codes[k], x, values["W"], b, has_b, last_layer, out,
                                  buffers.zs[k], buffers.log_norm)  # fmt: skip
             else:
                 if k in buffers.padded:
@@ -188,7 +213,7 @@ def forward(net: Network, weights: Weights, buffers: Buffers, training: bool = T
                     x = source
                 keep = buffers.zs[k] is not out  # f′ reads z: keep it
                 launch(nc.conv2d, nc.conv2d_block, len(x), x, values["W"], b, layer.strides,
-                        weights.codes[w], keep, buffers.zs[k], out,
+                        weights.codes[k], keep, buffers.zs[k], out,
                         *_pooling(net, buffers, k, buffers.outs))  # fmt: skip
             w += 1
         elif isinstance(layer, Norm):
@@ -196,8 +221,8 @@ def forward(net: Network, weights: Weights, buffers: Buffers, training: bool = T
             w += 1
         elif isinstance(layer, Activation):
             out[...] = x
-            code = lookup(nb.ACTIVATION_CODES, layer.activation, "activation")
-            nb.activate(code, _as_rows(out), np.empty(0, out.dtype), False, buffers.log_norm)
+            nb.activate(weights.codes[k], _as_rows(out), np.empty(0, out.dtype), False,
+                        buffers.log_norm)  # fmt: skip
         elif isinstance(layer, Embedding):
             np.take(weights.params[w]["E"], x, axis=0, out=out)  # each id's row
             w += 1
@@ -253,7 +278,7 @@ def backward(net: Network, weights: Weights, buffers: Buffers, loss_code: int) -
             w -= 1
             if k != last:  # ∂C/∂a_l -> δ_l, in place
                 z, a = _as_rows(buffers.zs[k]), _as_rows(buffers.outs[k])
-                nb.activation_backward(weights.codes[w], z, a, _as_rows(grad))
+                nb.activation_backward(weights.codes[k], z, a, _as_rows(grad))
             grads, db = weights.grads[w], weights.db[w]
             nb.layer_grads(x, grad, "b" in grads, grads["W"], db)
             if w > 0:  # (N, n_l) @ (n_l, n_{l-1}) -> (N, n_{l-1})
@@ -278,8 +303,8 @@ def backward(net: Network, weights: Weights, buffers: Buffers, loss_code: int) -
             if below is None:
                 return
             below[...] = grad  # ∂C/∂(output) -> ∂C/∂(input), in place
-            code = lookup(nb.ACTIVATION_CODES, layer.activation, "activation")
-            nb.activation_backward(code, _as_rows(x), _as_rows(buffers.outs[k]), _as_rows(below))
+            nb.activation_backward(weights.codes[k], _as_rows(x), _as_rows(buffers.outs[k]),
+                                   _as_rows(below))  # fmt: skip
         elif isinstance(layer, MaxPool2D | AvgPool2D) and k not in buffers.fused:
             nc.pool_grad_rows(_pool_code(layer), grad, buffers.first[k], layer.pool_size,
                               layer.stride, below, 0, len(grad))  # fmt: skip
@@ -308,7 +333,7 @@ def _conv_backward(
     launch(
         nc.conv2d_backward, nc.conv2d_backward_block, n, source, buffers.grads[k],
         weights.params[w]["W"], layer.strides, input_grad, dW_parts, db_parts, dx,
-        weights.codes[w], buffers.zs[k], buffers.outs[k],
+        weights.codes[k], buffers.zs[k], buffers.outs[k],
         *_pooling(net, buffers, k, buffers.grads),
     )  # fmt: skip
     nc.add_blocks(dW_parts, dW)
@@ -380,11 +405,9 @@ def train_with(
     indices, sizes = padded(schedule, len(X))
     buffers = {int(n): Buffers(net, int(n)) for n in set(sizes.tolist())}
     weights = Weights(net, params, copy=True)
-    states = [
-        tuple(np.zeros(value.size, dtype) for _ in range(4))
-        for layer in weights.grads
-        for value in layer.values()
-    ]
+    theta, gradient = weights.theta, weights.gradient
+    assert theta is not None
+    m, v, a, v_max = (np.zeros_like(theta) for _ in range(4))  # the optimizer's state
     kind, hyper, flags = nb.optimizer_settings(optimizer, dtype)
     loss_code = lookup(nb.LOSS_CODES, net.loss, "loss")
     losses = np.empty(len(schedule), dtype)
@@ -398,14 +421,7 @@ def train_with(
         batch.draw = (seed, t)
         losses[t] = loss_and_grads_into(net, weights, batch, loss_code)
         move_statistics(net, weights, batch)
-        slots = iter(states)
-        for layer, grads in zip(weights.params, weights.grads, strict=True):
-            for key, g in grads.items():
-                m, v, a, v_max = next(slots)
-                nb.optimizer_update(
-                    kind, hyper, flags, t + 1, layer[key].reshape(-1), g.reshape(-1),
-                    m, v, a, v_max,
-                )  # fmt: skip
+        nb.optimizer_update(kind, hyper, flags, t + 1, theta, gradient, m, v, a, v_max)
     return Trajectory(weights.params, losses)
 
 
