@@ -146,7 +146,8 @@ class Weights:
 
 def _views(flat: np.ndarray, shapes: list[dict[str, tuple]]) -> list[dict[str, np.ndarray]]:
     """Consecutive pieces of ``flat`` shaped as ``shapes``, layer by layer."""
-    views, start = [], 0
+    views: list[dict[str, np.ndarray]] = []
+    start = 0
     for layer in shapes:
         views.append({})
         for key, shape in layer.items():
