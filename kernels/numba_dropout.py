@@ -41,11 +41,11 @@ def keep_unit(key, i, rate):
 
 
 @jit
-def dropout(x, rate, scale, seed, step, layer, out, kept):
+def dropout(x, rate, scale, draw, layer, out, kept):
     """out = x ⊙ m × ``scale`` (1 / (1 − rate), or 1 when scaled at prediction), and m × scale
     into ``kept``, all (rows, n), with the masks of ``layer`` (its place in the stack) at
-    ``step`` of a run from ``seed``."""
-    key = layer_key(seed, step, layer)
+    step ``draw[1]`` of a run from seed ``draw[0]``."""
+    key = layer_key(draw[0], draw[1], layer)
     flat_x, flat_out, flat_kept = x.reshape(-1), out.reshape(-1), kept.reshape(-1)
     scale, zero = x.dtype.type(scale), x.dtype.type(0)
     for i in range(flat_x.size):

@@ -2,9 +2,13 @@
 
 A network given as widths runs as one compiled call (`numba_backprop`). A list of layers mixes
 images and matrices, so here a step is a short walk over the layers in Python, each layer one
-compiled kernel — `numba_conv`'s convolution and pooling, `numba_backprop`'s products,
-activations, loss and optimizer updates — writing into buffers allocated once per call in
-`Buffers`. A training step allocates only its convolutions' per-block partial sums.
+or two compiled kernels — `numba_conv`'s convolution and pooling, `numba_backprop`'s products,
+activations and loss, `numba_norm`'s normalisations — writing into buffers allocated once per
+batch size in `Buffers`. The walk is laid out once too (`Walk`): each kernel call with its
+arguments bound (`forward_calls`, `backward_calls`), so that a step runs a list of calls and
+decides nothing. The gradients are views of one flat array, and so are a training run's params:
+the optimizer updates them all in one call. A training step allocates only its convolutions'
+per-block partial sums.
 
 The walk is `numpy_backprop`'s: below a weight layer the gradient travels as ∂C/∂a through pools,
 Flatten, normalisations (`numba_norm`), Activation and Dropout layers until the next weight
@@ -20,6 +24,8 @@ The convolution and pooling kernels run over blocks of samples on Numba's thread
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -41,6 +47,7 @@ from gradcheck.layers import (
     LayerNorm,
     MaxPool2D,
     Norm,
+    Parametric,
     Weighted,
 )
 from gradcheck.network import Network, Params
@@ -68,7 +75,7 @@ class Buffers:
         self.zs: dict[int, np.ndarray] = {}
         self.norms: dict[int, NormBuffers] = {}
         self.masks: dict[int, np.ndarray] = {}  # each Dropout's m × its scale
-        self.draw = (0, 0)  # the Dropout masks': the run's seed and the step
+        self.draw = np.zeros(2, np.int64)  # the Dropout masks': the run's seed and the step
         self.fused: set[int] = set()
         last = len(net.stack) - 1
         below, below_grad = self.x, np.empty_like(self.x)
@@ -193,125 +200,128 @@ def _pool_code(layer: MaxPool2D | AvgPool2D) -> int:
     return nc.Pool.max if isinstance(layer, MaxPool2D) else nc.Pool.avg
 
 
-def forward(net: Network, weights: Weights, buffers: Buffers, training: bool = True) -> None:
-    """Fill every layer's output from ``buffers.x``, and the logits z_L; ``training`` False for
-    predictions (a BatchNorm's moving statistics). ``w`` counts the layers with parameters."""
-    w = 0
-    last = len(net.stack) - 1
+#: A kernel call with its arguments bound, for one batch size's buffers and the weights.
+Call = Callable[[], object]
+
+
+def forward_calls(net: Network, weights: Weights, buffers: Buffers, training: bool) -> list[Call]:
+    """The forward pass as calls bound once: each layer's output from ``buffers.x``, and the
+    logits z_L; ``training`` False for predictions (a BatchNorm's moving statistics, no
+    masks). ``w`` counts the layers with parameters."""
+    calls: list[Call] = []
+    w, last = 0, len(net.stack) - 1
     for k, layer in enumerate(net.stack):
         x, out = _input(buffers, k), buffers.outs[k]
-        if isinstance(layer, Weighted):
-            values, b = weights.params[w], weights.b[w]
-            if isinstance(layer, Dense):
-                last_layer, has_b = k == last, "b" in values
-                nb.dense_forward(weights.codes[k], x, values["W"], b, has_b, last_layer, out,
-                                 buffers.zs[k], buffers.log_norm)  # fmt: skip
-            else:
-                if k in buffers.padded:
-                    (top, _), (left, _) = buffers.padded[k][0]
-                    source = buffers.padded[k][1]
-                    source[:, top : top + x.shape[1], left : left + x.shape[2]] = x
-                    x = source
-                keep = buffers.zs[k] is not out  # f′ reads z: keep it
-                launch(nc.conv2d, nc.conv2d_block, len(x), x, values["W"], b, layer.strides,
-                        weights.codes[k], keep, buffers.zs[k], out,
-                        *_pooling(net, buffers, k, buffers.outs))  # fmt: skip
-            w += 1
+        values = weights.params[w] if isinstance(layer, Parametric) else {}
+        if isinstance(layer, Dense):
+            calls.append(partial(nb.dense_forward, weights.codes[k], x, values["W"], weights.b[w],
+                                 "b" in values, k == last, out, buffers.zs[k],
+                                 buffers.log_norm))  # fmt: skip
+        elif isinstance(layer, Conv2D):
+            if k in buffers.padded:  # x into the interior of its zero-bordered copy
+                (top, _), (left, _) = buffers.padded[k][0]
+                source = buffers.padded[k][1]
+                interior = source[:, top : top + x.shape[1], left : left + x.shape[2]]
+                calls.append(partial(np.copyto, interior, x))
+                x = source
+            keep = buffers.zs[k] is not out  # f′ reads z: keep it
+            calls.append(partial(launch, nc.conv2d, nc.conv2d_block, len(x), x, values["W"],
+                                 weights.b[w], layer.strides, weights.codes[k], keep,
+                                 buffers.zs[k], out,
+                                 *_pooling(net, buffers, k, buffers.outs)))  # fmt: skip
         elif isinstance(layer, Norm):
-            _norm_forward(layer, weights.params[w], buffers.norms[k], x, out, training)
-            w += 1
+            calls.append(_norm_forward(layer, values, buffers.norms[k], x, out, training))
         elif isinstance(layer, Activation):
-            out[...] = x
-            nb.activate(weights.codes[k], _as_rows(out), np.empty(0, out.dtype), False,
-                        buffers.log_norm)  # fmt: skip
-        elif isinstance(layer, Embedding):
-            np.take(weights.params[w]["E"], x, axis=0, out=out)  # each id's row
-            w += 1
+            calls.append(partial(np.copyto, out, x))
+            calls.append(partial(nb.activate, weights.codes[k], _as_rows(out),
+                                 np.empty(0, out.dtype), False, buffers.log_norm))  # fmt: skip
+        elif isinstance(layer, Embedding):  # each id's row; ids are checked on the way in
+            calls.append(partial(np.take, values["E"], x, axis=0, out=out, mode="clip"))
         elif isinstance(layer, Dropout) and training:
-            seed, step = buffers.draw
-            numba_dropout.dropout(x, layer.rate, layer.scale, seed, step, k, out, buffers.masks[k])
+            calls.append(partial(numba_dropout.dropout, x, layer.rate, layer.scale, buffers.draw,
+                                 k, out, buffers.masks[k]))  # fmt: skip
         elif isinstance(layer, Dropout):  # the identity in predictions, or × (1 − rate)
-            np.multiply(x, out.dtype.type(layer.prediction_scale), out=out)
+            calls.append(partial(np.multiply, x, out.dtype.type(layer.prediction_scale), out=out))
         elif isinstance(layer, MaxPool2D | AvgPool2D) and k not in buffers.fused:
-            nc.pool_rows(_pool_code(layer), x, layer.pool_size, layer.stride, out,
-                         buffers.first[k], 0, len(x))  # fmt: skip
+            calls.append(partial(nc.pool_rows, _pool_code(layer), x, layer.pool_size,
+                                 layer.stride, out, buffers.first[k], 0, len(x)))  # fmt: skip
         # Flatten: its output is a view of its input
+        w += isinstance(layer, Parametric)
+    return calls
 
 
 def _norm_forward(
     layer: Norm, values: dict, norm: NormBuffers, x: np.ndarray, out: np.ndarray, training: bool
-) -> None:
+) -> Call:
     x, out = _as_rows(x), _as_rows(out)
     gamma, beta = values["gamma"], values["beta"]
     if isinstance(layer, LayerNorm):
-        nn.layer_norm_forward(x, gamma, beta, layer.epsilon, norm.x_hat, norm.inv_std, out)
-    elif training:
-        nn.batch_norm_forward(x, gamma, beta, layer.epsilon, norm.x_hat, norm.inv_std,
-                              norm.mean, norm.var, out)  # fmt: skip
-    else:
-        nn.batch_norm_inference(x, gamma, beta, values["moving_mean"], values["moving_var"],
-                                layer.epsilon, out)  # fmt: skip
+        return partial(nn.layer_norm_forward, x, gamma, beta, layer.epsilon, norm.x_hat,
+                       norm.inv_std, out)  # fmt: skip
+    if training:
+        return partial(nn.batch_norm_forward, x, gamma, beta, layer.epsilon, norm.x_hat,
+                       norm.inv_std, norm.mean, norm.var, out)  # fmt: skip
+    return partial(nn.batch_norm_inference, x, gamma, beta, values["moving_mean"],
+                   values["moving_var"], layer.epsilon, out)  # fmt: skip
+
+
+def backward_calls(net: Network, weights: Weights, buffers: Buffers, loss_code: int) -> list[Call]:
+    """The backward pass as calls bound once: every gradient into ``weights.grads`` from the
+    output delta, layer by layer down to the first layer with parameters."""
+    last = len(net.stack) - 1
+    calls: list[Call] = [partial(nb.output_delta, loss_code, weights.codes[last], buffers.logits,
+                                 buffers.outs[last], buffers.y, buffers.grads[last])]  # fmt: skip
+    w, first = len(weights.params), net.parametric_positions[0]
+    for k in range(last, first - 1, -1):
+        layer, grad, x = net.stack[k], buffers.grads[k], _input(buffers, k)
+        # ∂C/∂(the input), but for the first layer with parameters: nothing below it needs one
+        below = None if k == first else buffers.grads[k - 1]
+        w -= isinstance(layer, Parametric)
+        if isinstance(layer, Dense):
+            if k != last:  # ∂C/∂a_l -> δ_l, in place
+                z, a = _as_rows(buffers.zs[k]), _as_rows(buffers.outs[k])
+                calls.append(partial(nb.activation_backward, weights.codes[k], z, a,
+                                     _as_rows(grad)))  # fmt: skip
+            grads = weights.grads[w]
+            calls.append(partial(nb.layer_grads, x, grad, "b" in grads, grads["W"], weights.db[w]))
+            if below is not None:  # (N, n_l) @ (n_l, n_{l-1}) -> (N, n_{l-1})
+                calls.append(partial(nb.matmul_nt, grad, weights.params[w]["W"], below))
+        elif isinstance(layer, Conv2D):
+            calls.append(partial(_conv_backward, net, weights, w, buffers, k, x, below))
+        elif isinstance(layer, Norm):
+            below = below if below is not None else np.empty_like(grad)  # the input's, unused
+            calls += _norm_backward(layer, weights.params[w], weights.grads[w], buffers.norms[k],
+                                    grad, below)  # fmt: skip
+        elif isinstance(layer, Embedding):  # the first layer
+            ids, rows = x.reshape(-1), grad.reshape(-1, grad.shape[-1])
+            calls.append(partial(numba_embedding.embedding_grad, ids, rows, weights.grads[w]["E"]))
+        elif below is None:  # the layers without parameters lie above that one
+            raise AssertionError(f"layer {k} below the first with parameters")
+        elif isinstance(layer, Dropout):
+            calls.append(partial(np.multiply, grad, buffers.masks[k], out=below))
+        elif isinstance(layer, Activation):  # ∂C/∂(output) -> ∂C/∂(input), in place
+            calls.append(partial(np.copyto, below, grad))
+            calls.append(partial(nb.activation_backward, weights.codes[k], _as_rows(x),
+                                 _as_rows(buffers.outs[k]), _as_rows(below)))  # fmt: skip
+        elif isinstance(layer, MaxPool2D | AvgPool2D) and k not in buffers.fused:
+            calls.append(partial(nc.pool_grad_rows, _pool_code(layer), grad, buffers.first[k],
+                                 layer.pool_size, layer.stride, below, 0, len(grad)))  # fmt: skip
+        # Flatten: its gradient is a view of its input's; a fused pool's, the convolution's
+    return calls
 
 
 def _norm_backward(
     layer: Norm, values: dict, grads: dict, norm: NormBuffers, grad: np.ndarray, below: np.ndarray
-) -> None:
+) -> list[Call]:
     grad, below = _as_rows(grad), _as_rows(below)
     gamma, dgamma, dbeta = values["gamma"], grads["gamma"], grads["beta"]
     if isinstance(layer, BatchNorm):
-        nn.batch_norm_backward(grad, gamma, norm.x_hat, norm.inv_std, dgamma, dbeta, below)
-    else:
-        nn.norm_param_grads(grad, norm.x_hat, dgamma, dbeta)
-        nn.layer_norm_backward(grad, gamma, norm.x_hat, norm.inv_std, below)
-
-
-def backward(net: Network, weights: Weights, buffers: Buffers, loss_code: int) -> None:
-    """Every gradient into ``weights.grads`` from the output delta, layer by layer down."""
-    last = len(net.stack) - 1
-    out, y = buffers.outs[last], buffers.y
-    nb.output_delta(loss_code, weights.codes[-1], buffers.logits, out, y, buffers.grads[last])
-    w = len(weights.params)
-    for k in range(last, -1, -1):
-        layer, grad = net.stack[k], buffers.grads[k]
-        x = _input(buffers, k)
-        below = None if k == 0 else buffers.grads[k - 1]
-        if isinstance(layer, Dense):
-            w -= 1
-            if k != last:  # ∂C/∂a_l -> δ_l, in place
-                z, a = _as_rows(buffers.zs[k]), _as_rows(buffers.outs[k])
-                nb.activation_backward(weights.codes[k], z, a, _as_rows(grad))
-            grads, db = weights.grads[w], weights.db[w]
-            nb.layer_grads(x, grad, "b" in grads, grads["W"], db)
-            if w > 0:  # (N, n_l) @ (n_l, n_{l-1}) -> (N, n_{l-1})
-                nb.matmul_nt(grad, weights.params[w]["W"], below)
-        elif isinstance(layer, Conv2D):
-            w -= 1
-            _conv_backward(net, weights, w, buffers, k, x, below)
-        elif isinstance(layer, Norm):
-            w -= 1
-            below = below if below is not None else np.empty_like(grad)  # the input's, unused
-            _norm_backward(layer, weights.params[w], weights.grads[w], buffers.norms[k], grad,
-                           below)  # fmt: skip
-        elif isinstance(layer, Embedding):  # the first layer
-            w -= 1
-            rows = grad.reshape(-1, grad.shape[-1])
-            numba_embedding.embedding_grad(x.reshape(-1), rows, weights.grads[w]["E"])
-        elif isinstance(layer, Dropout):
-            if below is None:
-                return
-            np.multiply(grad, buffers.masks[k], out=below)
-        elif isinstance(layer, Activation):
-            if below is None:
-                return
-            below[...] = grad  # ∂C/∂(output) -> ∂C/∂(input), in place
-            nb.activation_backward(weights.codes[k], _as_rows(x), _as_rows(buffers.outs[k]),
-                                   _as_rows(below))  # fmt: skip
-        elif isinstance(layer, MaxPool2D | AvgPool2D) and k not in buffers.fused:
-            nc.pool_grad_rows(_pool_code(layer), grad, buffers.first[k], layer.pool_size,
-                              layer.stride, below, 0, len(grad))  # fmt: skip
-        # Flatten: its gradient is a view of its input's; a fused pool's, the convolution's
-        if w == 0:
-            return
+        return [partial(nn.batch_norm_backward, grad, gamma, norm.x_hat, norm.inv_std, dgamma,
+                        dbeta, below)]  # fmt: skip
+    return [
+        partial(nn.norm_param_grads, grad, norm.x_hat, dgamma, dbeta),
+        partial(nn.layer_norm_backward, grad, gamma, norm.x_hat, norm.inv_std, below),
+    ]
 
 
 def _conv_backward(
@@ -319,11 +329,11 @@ def _conv_backward(
     below: np.ndarray | None,
 ) -> None:  # fmt: skip
     """Conv2D layer k (weight layer w): δ from the gradient of its output (or of the fused pool
-    above it), ∂C/∂W and ∂C/∂b and, above the first weight layer, ∂C/∂(its input) into
-    ``below``; with "same" padding through the padded copies of its input and gradient."""
+    above it), ∂C/∂W and ∂C/∂b and, given ``below``, ∂C/∂(its input) into it; with "same"
+    padding through the padded copies of its input and gradient."""
     layer = net.stack[k]
     assert isinstance(layer, Conv2D)
-    input_grad = w > 0
+    input_grad = below is not None
     if k in buffers.padded:
         (top, _), (left, _) = buffers.padded[k][0]
         source, dx = buffers.padded[k][1], buffers.padded[k][2]
@@ -339,30 +349,62 @@ def _conv_backward(
     )  # fmt: skip
     nc.add_blocks(dW_parts, dW)
     nc.add_blocks(db_parts, db)
-    if input_grad and k in buffers.padded:
-        assert below is not None
+    if below is not None and k in buffers.padded:
         below[...] = dx[:, top : top + below.shape[1], left : left + below.shape[2]]
 
 
-def loss_and_grads_into(net: Network, weights: Weights, buffers: Buffers, loss_code: int) -> float:
-    """One evaluation on ``buffers.x`` and ``buffers.y``: forward, C, backward; returns C."""
-    forward(net, weights, buffers)
-    a = buffers.outs[-1]
-    value = nb.loss(loss_code, a, buffers.logits, buffers.log_norm, buffers.y)
-    backward(net, weights, buffers, loss_code)
-    return float(value)
+class Walk:
+    """One evaluation of ``net`` on a batch size's ``buffers``: its forward pass in training
+    mode, loss and backward pass, and each BatchNorm's update of its moving statistics, as
+    kernel calls bound once to the buffers and ``weights`` (which the optimizer updates in
+    place)."""
+
+    def __init__(self, net: Network, weights: Weights, buffers: Buffers) -> None:
+        loss_code = lookup(nb.LOSS_CODES, net.loss, "loss")
+        self.buffers = buffers
+        self.forward = forward_calls(net, weights, buffers, training=True)
+        self.loss = partial(nb.loss, loss_code, buffers.outs[-1], buffers.logits,
+                            buffers.log_norm, buffers.y)  # fmt: skip
+        self.backward = backward_calls(net, weights, buffers, loss_code)
+        self.moves = [
+            partial(
+                nn.move_statistics,
+                values["moving_mean"],
+                values["moving_var"],
+                buffers.norms[k].mean,
+                buffers.norms[k].var,
+                layer.momentum,
+                layer.unbiased,
+                len(buffers.norms[k].x_hat),
+            )
+            for k, values in zip(net.parametric_positions, weights.params, strict=True)
+            if isinstance(layer := net.stack[k], BatchNorm)
+        ]
+
+    def loss_and_grads(self) -> float:
+        """Forward, C, backward on ``buffers.x`` and ``buffers.y``; returns C."""
+        for call in self.forward:
+            call()
+        value = self.loss()
+        for call in self.backward:
+            call()
+        return float(value)
+
+    def move_statistics(self) -> None:
+        """Each BatchNorm's moving statistics moved toward its batch's, in place."""
+        for call in self.moves:
+            call()
 
 
 def _evaluate(net: Network, params: Params, X: np.ndarray, y: np.ndarray | None) -> tuple:
     weights, buffers = Weights(net, params, copy=False), Buffers(net, len(X))
     buffers.x[...] = X
     if y is None:
-        forward(net, weights, buffers, training=False)
+        for call in forward_calls(net, weights, buffers, training=False):
+            call()
         return None, weights, buffers
-    buffers.draw = (0, 0)  # loss_and_grads's masks: the first step's of seed 0
-    buffers.y[...] = y
-    value = loss_and_grads_into(net, weights, buffers, lookup(nb.LOSS_CODES, net.loss, "loss"))
-    return value, weights, buffers
+    buffers.y[...] = y  # loss_and_grads's masks: the first step's of seed 0, buffers.draw's own
+    return Walk(net, weights, buffers).loss_and_grads(), weights, buffers
 
 
 @on_numba_threads
@@ -400,40 +442,29 @@ def train_with(
     seed: int = 0,
 ) -> Trajectory:
     """One step of ``optimizer`` per batch of ``schedule`` on a copy of ``params``, with the
-    Dropout masks of ``seed``; the buffers of each batch size and the optimizer's state are
-    allocated here, once."""
-    dtype = net.np_dtype
+    Dropout masks of ``seed``; the buffers and walk of each batch size and the optimizer's
+    state are made here, once."""
     indices, sizes = padded(schedule, len(X))
-    buffers = {int(n): Buffers(net, int(n)) for n in set(sizes.tolist())}
     weights = Weights(net, params, copy=True)
+    walks = {int(n): Walk(net, weights, Buffers(net, int(n))) for n in set(sizes.tolist())}
     theta, gradient = weights.theta, weights.gradient
     assert theta is not None
     m, v, a, v_max = (np.zeros_like(theta) for _ in range(4))  # the optimizer's state
-    kind, hyper, flags = nb.optimizer_settings(optimizer, dtype)
-    loss_code = lookup(nb.LOSS_CODES, net.loss, "loss")
-    losses = np.empty(len(schedule), dtype)
+    kind, hyper, flags = nb.optimizer_settings(optimizer, net.np_dtype)
+    losses = np.empty(len(schedule), net.np_dtype)
     full_batch = all(isinstance(batch, slice) for batch in schedule)
     for t in range(len(schedule)):
-        batch = buffers[int(sizes[t])]
+        walk = walks[int(sizes[t])]
+        batch = walk.buffers
         if not full_batch or t == 0:  # the full batch is gathered once
             rows = indices[t, : sizes[t]]
-            np.take(X, rows, axis=0, out=batch.x)
-            np.take(y, rows, axis=0, out=batch.y)
-        batch.draw = (seed, t)
-        losses[t] = loss_and_grads_into(net, weights, batch, loss_code)
-        move_statistics(net, weights, batch)
+            np.take(X, rows, axis=0, out=batch.x, mode="clip")  # rows are in range
+            np.take(y, rows, axis=0, out=batch.y, mode="clip")
+        batch.draw[:] = seed, t
+        losses[t] = walk.loss_and_grads()
+        walk.move_statistics()
         nb.optimizer_update(kind, hyper, flags, t + 1, theta, gradient, m, v, a, v_max)
     return Trajectory(weights.params, losses)
-
-
-def move_statistics(net: Network, weights: Weights, buffers: Buffers) -> None:
-    """Each BatchNorm's moving statistics moved toward its batch's, in place."""
-    for k, values in zip(net.parametric_positions, weights.params, strict=True):
-        layer = net.stack[k]
-        if isinstance(layer, BatchNorm):
-            norm = buffers.norms[k]
-            nn.move_statistics(values["moving_mean"], values["moving_var"], norm.mean, norm.var,
-                               layer.momentum, layer.unbiased, len(norm.x_hat))  # fmt: skip
 
 
 def train(
