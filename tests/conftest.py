@@ -1,3 +1,4 @@
+import fcntl
 import os
 import subprocess
 import sys
@@ -70,17 +71,23 @@ def compiled_code_released():
 
 @pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The documentation site, built as ``make docs`` builds it (warnings as errors), into a
-    directory of its own; or, where ``GRADCHECK_SITE`` names one, the site ``make docs`` has just
-    built there (make test does so)."""
+    """The documentation site, built as ``make docs`` builds it (warnings as errors), once per
+    session: under pytest-xdist by the first worker to need it, into the session's directory
+    that the workers share, while the others wait for it or test on; or, where
+    ``GRADCHECK_SITE`` names one, the site already built there."""
     if os.environ.get("GRADCHECK_SITE"):
         return Path(os.environ["GRADCHECK_SITE"])
     pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install '.[docs]'")
-    out = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-        cwd=Path(__file__).resolve().parent.parent,
-        check=True,
-        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
-    )
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the workers share it
+    out = shared / "site"
+    with open(shared / "site.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker builds; the others find it built
+        if not (out / "index.html").exists():
+            subprocess.run(
+                [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+                cwd=Path(__file__).resolve().parent.parent,
+                check=True,
+                env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+            )
     return out
