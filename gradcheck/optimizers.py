@@ -279,7 +279,8 @@ def padded(schedule: list[Batch], n_samples: int) -> tuple[np.ndarray, np.ndarra
     """The schedule as arrays a compiled loop can take: ``(indices, sizes)``, the sample
     indices of step t in ``indices[t, :sizes[t]]`` (shape (steps, B), B the largest batch) and
     the rest of the row padded with sample 0."""
-    rows = [np.arange(n_samples)[batch] for batch in schedule]
+    every = np.arange(n_samples)
+    rows = [every[batch] for batch in schedule]
     width = max((len(r) for r in rows), default=n_samples)
     indices = np.zeros((len(rows), width), np.int64)
     for step, r in enumerate(rows):

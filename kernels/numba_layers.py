@@ -453,14 +453,15 @@ def train_with(
     kind, hyper, flags = nb.optimizer_settings(optimizer, net.np_dtype)
     losses = np.empty(len(schedule), net.np_dtype)
     full_batch = all(isinstance(batch, slice) for batch in schedule)
-    for t in range(len(schedule)):
-        walk = walks[int(sizes[t])]
+    for walk in walks.values():
+        walk.buffers.draw[0] = seed
+    for t, (n, rows) in enumerate(zip(sizes.tolist(), indices, strict=True)):
+        walk = walks[n]
         batch = walk.buffers
         if not full_batch or t == 0:  # the full batch is gathered once
-            rows = indices[t, : sizes[t]]
-            np.take(X, rows, axis=0, out=batch.x, mode="clip")  # rows are in range
-            np.take(y, rows, axis=0, out=batch.y, mode="clip")
-        batch.draw[:] = seed, t
+            np.take(X, rows[:n], axis=0, out=batch.x, mode="clip")  # rows are in range
+            np.take(y, rows[:n], axis=0, out=batch.y, mode="clip")
+        batch.draw[1] = t
         losses[t] = walk.loss_and_grads()
         walk.move_statistics()
         nb.optimizer_update(kind, hyper, flags, t + 1, theta, gradient, m, v, a, v_max)
