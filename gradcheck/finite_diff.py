@@ -26,8 +26,10 @@ Two modes:
 
 A relu at 0 has no derivative, nor has a max pool where two entries of a window tie. Where the
 steps ±h carry a pre-activation across a kink of its activation (the registry's ``kinks``), or
-change which entry of a pooling window is its first maximum, the estimate is reported as a kink,
-not compared; the forward passes at ±h that give the loss also tell the sides.
+change which entry of a pooling window is its first maximum, smaller steps are tried (h/10,
+h/100, h/1000), and the first that carries none gives the estimate, with the larger rounding of
+its step; where every one does, the estimate is reported as a kink, not compared. The forward
+passes at ±h that give the loss also tell the sides.
 
 A gradient is compared with the estimates in one place, `compare`, for ``verify`` and
 ``check_backward`` alike: held to the tolerance policy's floor or, where larger, ten times the
@@ -126,16 +128,25 @@ def central_difference(
     kink: Callable[[float, float], bool] | None = None,
     eps: float = EPS,
 ) -> Derivative:
-    """g′(0) from g at ±h and ±h/2; ``kink(a, b)`` says whether a non-differentiable point lies
-    between the arguments a and b; ``eps`` is the precision g is computed in."""
+    """g′(0) from g at ±h and ±h/2; ``eps`` is the precision g is computed in. ``kink(a, b)``
+    says whether a non-differentiable point lies between the arguments a and b: where one lies
+    within ±h, the first of the smaller steps ``SHRINKS`` that steps over none gives the
+    estimate (``resolved``, its rounding larger by as much as the step is smaller), and where
+    every one does, the point is a kink, not estimated."""
+    resolved = False
     if kink is not None and kink(-h, h):
-        return Derivative(math.nan, math.inf, kink=True)
+        smaller = (h / shrink for shrink in SHRINKS)
+        h = next((small for small in smaller if not kink(-small, small)), math.nan)
+        if math.isnan(h):
+            return Derivative(math.nan, math.inf, kink=True)
+        resolved = True
     values = {t: g(t) for t in (-h, -h / 2, h / 2, h)}
     coarse = (values[h] - values[-h]) / (2 * h)
     fine = (values[h / 2] - values[-h / 2]) / h
     extrapolated = fine + (fine - coarse) / 3
     rounding = 4 * eps * max(abs(v) for v in values.values()) / h
-    return Derivative(extrapolated, abs(extrapolated - fine) + rounding, rounding=rounding)
+    error = abs(extrapolated - fine) + rounding
+    return Derivative(extrapolated, error, resolved=resolved, rounding=rounding)
 
 
 Value = TypeVar("Value")

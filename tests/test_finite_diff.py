@@ -199,12 +199,38 @@ def test_a_pass_moved_in_one_channel_tells_that_channels_kink_sides(case):
 
 def test_the_kink_sides_come_from_the_passes_that_give_the_loss():
     """4 forward passes per parameter, the two at ±h telling the sides of every relu and max
-    pool too: none is run only to find them (a step across a kink stops after those two)."""
+    pool too: none is run only to find them."""
     net, params, X, y = list(_networks_with_every_layer_kind())[1]
     fd = finite_diff.elementwise_gradient(net, params, X, y)
     n = sum(v.size for p in params for v in p.values())
-    kinks = sum(int(k.sum()) for p in fd.kinks for k in p.values())
-    assert fd.passes == 4 * n - 2 * kinks
+    assert not any(k.any() for p in fd.kinks for k in p.values())
+    assert fd.passes == 4 * n
+
+
+@pytest.mark.parametrize("z", [1e-8, 0.0])
+def test_a_step_across_a_kink_is_taken_again_smaller(z):
+    """One relu unit whose pre-activation z lies within the first step of the first layer's
+    parameters (h ≈ 6e-6): at z = 1e-8 the steps h/10 and h/100 cross it too and h/1000 does
+    not, so that step's estimate is compared — 0.6 = ∂C/∂W₁ = ∂C/∂b₁ = (2·relu(z) + 0.3)·2·x,
+    written out — at the cost of two passes a step tried; at z = 0 every step crosses and the
+    point is a kink, not compared. The second layer moves no relu: four passes each."""
+    net = Network([1, 1, 1], activation=["relu", "identity"], loss="half_sse")
+    X, y = np.array([[1.0]]), np.array([[0.0]])
+    params = [
+        {"W": np.array([[0.5]]), "b": np.array([z - 0.5])},
+        {"W": np.array([[2.0]]), "b": np.array([0.3])},
+    ]
+    fd = finite_diff.elementwise_gradient(net, params, X, y)
+    expected = (2 * max(0.5 + (z - 0.5), 0.0) + 0.3) * 2 * 1.0
+    for key in ("W", "b"):
+        if z > 0:
+            assert not fd.kinks[0][key].any()
+            assert abs(fd.grads[0][key].item() - expected) <= fd.errors[0][key].item() < 1e-7
+        else:
+            assert fd.kinks[0][key].all()
+    shrinks = len(finite_diff.SHRINKS)
+    first_layer = 2 + 2 * shrinks + (2 if z > 0 else 0)  # ±h, ±h/s for each s, then ±h/2000
+    assert fd.passes == 2 * first_layer + 2 * 4
 
 
 def test_the_witness_mode_is_chosen_by_count_and_by_time():

@@ -272,3 +272,19 @@ def test_init_starts_the_normalisations_as_keras_does_and_draws_the_same_weights
         "gamma": [1, 1, 1], "beta": [0, 0, 0], "moving_mean": [0, 0, 0], "moving_var": [1, 1, 1]
     }  # fmt: skip
     assert {k: v.tolist() for k, v in b[2].items()} == {"gamma": [1] * 4, "beta": [0] * 4}
+
+
+def test_the_witness_checks_digits_norms_gradient_across_its_relus():
+    """digits_norm's 8 random directions each move some of its 1797 × 192 relu inputs across 0
+    within the first step; a smaller step that moves none gives each estimate instead, so the
+    finite differences check the gradient itself: the correct one agrees within their error,
+    and a backward without one term of the batch norm's dx does not."""
+    case = gradcheck.benchmarks.case("digits_norm", "float64")
+    net, params, X, y = case.net, case.params, case.X, case.y
+    fd = gradcheck.finite_diff.directional_derivatives(net, params, X, y)
+    assert not fd.kinks.any()
+    _, grads = gradcheck.get_backend("numpy").loss_and_grads(net, params, X, y)
+    assert np.all(np.abs(fd.project(grads) - fd.values) <= 10 * fd.errors)
+    for bug in ("backward without the mean term", "backward without the variance term"):
+        _, wrong = norm_mutants()[bug].loss_and_grads(net, params, X, y)
+        assert np.any(np.abs(fd.project(wrong) - fd.values) > 100 * fd.errors), bug
