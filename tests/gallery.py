@@ -628,6 +628,42 @@ def lstm_step_backward_no_cell_path(douts, cache):
     return lstm_step_backward(douts, cache, cell_bug=True)
 
 
+def rnn_forward(x, h0, Wx, Wh, b):
+    """A whole sequence x (N, T, D) through `rnn_step_forward`, from h0: every h (N, T, H)."""
+    h, caches = h0, []
+    hs = np.empty((x.shape[0], x.shape[1], h0.shape[1]), x.dtype)
+    for t in range(x.shape[1]):
+        h, cache = rnn_step_forward(x[:, t], h, Wx, Wh, b)
+        hs[:, t] = h
+        caches.append(cache)
+    return hs, caches
+
+
+def rnn_backward(dh, caches, truncated=False, last_dx=False):
+    """Backpropagation through time: step t's gradient is dh[:, t] plus what h_t fed into step
+    t + 1; the weights' gradients are summed over the steps."""
+    N, T, _ = dh.shape
+    x, h_prev, Wx, Wh, _ = caches[0]
+    dx = np.zeros((N, T, x.shape[1]), dh.dtype)
+    dWx, dWh, db = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(Wh.shape[1], dh.dtype)
+    carry = np.zeros_like(h_prev)
+    for t in reversed(range(T)):
+        dx_t, dh_prev, dWx_t, dWh_t, db_t = rnn_step_backward(dh[:, t] + carry, caches[t])
+        if not last_dx or t == T - 1:  # BUG (last_dx): the earlier steps' dx dropped
+            dx[:, t] = dx_t
+        carry = 0 * dh_prev if truncated else dh_prev  # BUG (truncated): nothing carried back
+        dWx, dWh, db = dWx + dWx_t, dWh + dWh_t, db + db_t
+    return dx, carry, dWx, dWh, db
+
+
+def rnn_backward_truncated(dh, caches):
+    return rnn_backward(dh, caches, truncated=True)
+
+
+def rnn_backward_last_dx(dh, caches):
+    return rnn_backward(dh, caches, last_dx=True)
+
+
 # --- the catalogue -------------------------------------------------------------------------------
 
 
@@ -813,6 +849,14 @@ KERNELS: dict[str, Kernel] = {
                           _normal(r, d, 24, scale=0.1)],
             ["x", "h_prev", "Wx", "Wh", "b"],
             prime_of_z=rnn_step_backward_prime_of_z, no_prime=rnn_step_backward_no_prime,
+        ),
+        _k(
+            "rnn_sequence", rnn_forward, rnn_backward,
+            lambda r, d: [_normal(r, d, 16, 10, 20), _normal(r, d, 16, 16),
+                          _normal(r, d, 20, 16, scale=0.2), _normal(r, d, 16, 16, scale=0.3),
+                          _normal(r, d, 16, scale=0.1)],
+            ["x", "h0", "Wx", "Wh", "b"],
+            truncated=rnn_backward_truncated, last_dx=rnn_backward_last_dx,
         ),
         _k(
             "lstm_step", lstm_step_forward, lstm_step_backward, _lstm_inputs,

@@ -288,6 +288,15 @@ BREAKS = {
     "Adam without the bias correction of m": Break(
         "optimizers.md", "/ (1 - 0.9**t)", "/ (1 - 0.9 ** (t + 1))"
     ),
+    # recurrent.md
+    "the SimpleRNN's definition without its bias": Break(
+        "recurrent.md", "h = jnp.tanh(x_t @ W + h @ U + b)", "h = jnp.tanh(x_t @ W + h @ U)"
+    ),
+    "the LSTM's input and forget gates swapped": Break(
+        "recurrent.md",
+        "c = jax.nn.sigmoid(z_f) * c + jax.nn.sigmoid(z_i) * jnp.tanh(z_c)",
+        "c = jax.nn.sigmoid(z_i) * c + jax.nn.sigmoid(z_f) * jnp.tanh(z_c)",
+    ),
 }
 
 
@@ -329,6 +338,7 @@ def test_every_block_that_checks_a_formula_is_broken_once():
         "reading-a-report.md",
         "optimizers.md",
         "convolution.md",
+        "recurrent.md",
     )
     for page in pages:
         broken = {block_with(b.page, b.text) for b in BREAKS.values() if b.page == page}
@@ -345,6 +355,7 @@ _UNBROKEN = {
     "reading-a-report.md": 3,
     "optimizers.md": 0,
     "convolution.md": 0,
+    "recurrent.md": 0,
 }
 
 
