@@ -73,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
         "normalised network, trained with Adam on batches of 64: Dense 128 no bias → BatchNorm "
         "→ relu → Dropout 0.2 → Dense 64 → LayerNorm → relu → Dense 10 softmax; or (digits) "
         "its pixel values 0-16 as 64 token ids, trained likewise: Embedding 17→8 → Flatten → "
-        "Dense 10 softmax",
+        "Dense 10 softmax; or (digits) its 8 rows as 8 time steps, trained likewise: SimpleRNN "
+        "32 (rnn) or LSTM 32 (lstm) → Dense 10 softmax; or (parity, bit streams with their "
+        "running parity as a target at every step) seq: LSTM 16 returning every state → Dense "
+        "2 softmax at every step",
     )
     verify_cmd.add_argument(
         "--layers", type=int, nargs="+", metavar="WIDTH", help="the widths, input to output"

@@ -19,6 +19,7 @@ from gradcheck.ops import ACTIVATIONS, hidden_activations, lookup
 
 #: The public names, as the API reference shows them.
 __all__ = [
+    "LSTM",
     "Activation",
     "AvgPool2D",
     "BatchNorm",
@@ -29,6 +30,7 @@ __all__ = [
     "Flatten",
     "LayerNorm",
     "MaxPool2D",
+    "SimpleRNN",
     "output_shapes",
 ]
 
@@ -53,6 +55,12 @@ def _image(layer: Any, shape: Shape) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise ValueError(f"{layer!r} needs an image input (H, W, C); got shape {shape}")
     return shape[0], shape[1], shape[2]
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False; got {value!r}")
+    return value
 
 
 def _activation(value: Any) -> str:
@@ -81,8 +89,7 @@ class Conv2D:
         if self.activation not in hidden_activations():
             allowed = ", ".join(hidden_activations())
             raise ValueError(f"Conv2D activation must be one of {allowed}; got {self.activation!r}")
-        if not isinstance(self.bias, bool):
-            raise ValueError(f"bias must be True or False; got {self.bias!r}")
+        _flag("bias", self.bias)
 
     @property
     def kernel(self) -> tuple[int, int]:
@@ -174,7 +181,8 @@ class Flatten:
 
 @dataclass(frozen=True)
 class Dense:
-    """z = a W + b on a flat input, W of shape (fan_in, units)."""
+    """z = a W + b on a flat input, W of shape (fan_in, units); on a sequence (T, fan_in), the
+    same at every time step, as Keras's Dense on a 3-D input."""
 
     units: int
     activation: str = "identity"
@@ -183,22 +191,22 @@ class Dense:
     def __post_init__(self) -> None:
         object.__setattr__(self, "units", _positive("units", self.units))
         object.__setattr__(self, "activation", _activation(self.activation))
-        if not isinstance(self.bias, bool):
-            raise ValueError(f"bias must be True or False; got {self.bias!r}")
+        _flag("bias", self.bias)
 
     def describe(self) -> str:
         """E.g. ``dense 10 softmax``."""
         return _words(f"dense {self.units}", self)
 
     def output_shape(self, shape: Shape) -> Shape:
-        if len(shape) != 1:
+        if len(shape) > 2:
             raise ValueError(
-                f"{self!r} needs a flat input; got shape {shape}: put Flatten() before it"
+                f"{self!r} needs a flat input or a sequence; got shape {shape}: put Flatten() "
+                "before it"
             )
-        return (self.units,)
+        return (*shape[:-1], self.units)  # on a sequence (T, D), the same z at every step
 
     def param_shapes(self, shape: Shape) -> dict[str, Shape]:
-        shapes: dict[str, Shape] = {"W": (shape[0], self.units)}
+        shapes: dict[str, Shape] = {"W": (shape[-1], self.units)}
         if self.bias:
             shapes["b"] = (self.units,)
         return shapes
@@ -372,6 +380,83 @@ class Embedding:
         return {"E": (self.input_dim, self.output_dim)}
 
 
+def _sequence(layer: Any, shape: Shape) -> tuple[int, int]:
+    if len(shape) != 2:
+        raise ValueError(f"{layer!r} needs a sequence input (T, D); got shape {shape}")
+    return shape[0], shape[1]
+
+
+def _recurrent_shapes(layer: Any, shape: Shape) -> dict[str, Shape]:
+    """W (D, blocks·units), U (units, blocks·units), b (blocks·units,): one column block per
+    entry of the layer's ``blocks``."""
+    width = len(layer.blocks) * layer.units
+    return {"W": (_sequence(layer, shape)[1], width), "U": (layer.units, width), "b": (width,)}
+
+
+def _recurrent_output(layer: Any, shape: Shape) -> Shape:
+    steps, _ = _sequence(layer, shape)
+    return (steps, layer.units) if layer.return_sequences else (layer.units,)
+
+
+@dataclass(frozen=True)
+class SimpleRNN:
+    """Keras's SimpleRNN: h_t = f(x_t W + h_{t−1} U + b) from h_0 = 0 over a sequence (T, D);
+    the last state h_T (units,), or with ``return_sequences`` every h_t (T, units)."""
+
+    units: int
+    activation: str = "tanh"
+    return_sequences: bool = False
+
+    #: The blocks of W's, U's and b's columns, in order: one for a SimpleRNN.
+    blocks = ("h",)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "units", _positive("units", self.units))
+        if self.activation not in hidden_activations():
+            allowed = ", ".join(hidden_activations())
+            raise ValueError(
+                f"SimpleRNN activation must be one of {allowed}; got {self.activation!r}"
+            )
+        _flag("return_sequences", self.return_sequences)
+
+    def describe(self) -> str:
+        sequences = " sequences" if self.return_sequences else ""
+        return f"rnn {self.units} {self.activation}{sequences}"
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return _recurrent_output(self, shape)
+
+    def param_shapes(self, shape: Shape) -> dict[str, Shape]:
+        return _recurrent_shapes(self, shape)
+
+
+@dataclass(frozen=True)
+class LSTM:
+    """Keras's LSTM: z = x_t W + h_{t−1} U + b split into the blocks i, f, c, o, in that order;
+    i, f, o = σ(·), c̃ = tanh(·); c_t = f ⊙ c_{t−1} + i ⊙ c̃, h_t = o ⊙ tanh(c_t), from zero
+    states. W (D, 4·units), U (units, 4·units), b (4·units,); the last state h_T, or with
+    ``return_sequences`` every h_t."""
+
+    units: int
+    return_sequences: bool = False
+
+    blocks = ("i", "f", "c", "o")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "units", _positive("units", self.units))
+        _flag("return_sequences", self.return_sequences)
+
+    def describe(self) -> str:
+        sequences = " sequences" if self.return_sequences else ""
+        return f"lstm {self.units}{sequences}"
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return _recurrent_output(self, shape)
+
+    def param_shapes(self, shape: Shape) -> dict[str, Shape]:
+        return _recurrent_shapes(self, shape)
+
+
 Layer = (
     Conv2D
     | MaxPool2D
@@ -383,13 +468,17 @@ Layer = (
     | LayerNorm
     | Dropout
     | Embedding
+    | SimpleRNN
+    | LSTM
 )
+#: The recurrent layers: W, U and b, run through time.
+Recurrent = SimpleRNN | LSTM
 #: The layers with a pre-activation z and an activation.
 Weighted = Conv2D | Dense
 #: The normalisations: parameters γ and β, and no activation.
 Norm = BatchNorm | LayerNorm
 #: The layers with parameters, one per entry of ``params``.
-Parametric = Conv2D | Dense | BatchNorm | LayerNorm | Embedding
+Parametric = Conv2D | Dense | BatchNorm | LayerNorm | Embedding | SimpleRNN | LSTM
 Pooling = MaxPool2D | AvgPool2D
 
 
@@ -419,7 +508,7 @@ def output_shapes(input_shape: Any, layers: list[Layer]) -> list[Shape]:
         if not isinstance(layer, Layer):
             raise TypeError(
                 "layers must be Conv2D, MaxPool2D, AvgPool2D, Flatten, Dense, Activation, "
-                "BatchNorm, LayerNorm, Dropout or Embedding; "
+                "BatchNorm, LayerNorm, Dropout, Embedding, SimpleRNN or LSTM; "
                 f"layer {position} is {layer!r}"
             )
         if isinstance(layer, Embedding) and position > 1:

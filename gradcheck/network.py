@@ -51,7 +51,9 @@ class Network:
 
     where each Conv2D and Dense layer carries its own activation and bias; Activation,
     BatchNorm, LayerNorm, Dropout and (first) Embedding layers may sit among them; the last
-    layer is a Dense layer.
+    layer is a Dense layer. A SimpleRNN or LSTM takes sequences, ``input_shape=(T, D)``; a
+    Dense layer on a sequence acts at every time step, so a network may output a sequence,
+    (T, K) per sample, with targets of that shape.
 
     Args:
         layers: the widths from input to output, e.g. ``[3, 4, 1]``; at least two. Or a list of
@@ -230,8 +232,13 @@ class Network:
 
     @property
     def outputs(self) -> int:
-        """K, the number of outputs per sample."""
-        return self.output_shapes[-1][0]
+        """K, the number of outputs per sample (per time step for a sequence's)."""
+        return self.output_shapes[-1][-1]
+
+    @property
+    def output_shape(self) -> Shape:
+        """One sample's outputs: (K,), or (T, K) for a sequence."""
+        return self.output_shapes[-1]
 
     @property
     def depth(self) -> int:
@@ -317,6 +324,9 @@ class Network:
         l = √(6 / (fan_in + fan_out)), where a (kh, kw, C, O) kernel has fan_in = kh·kw·C and
         fan_out = kh·kw·O. Biases start at zero, as in Keras.
 
+        A SimpleRNN's or LSTM's W is drawn as a Dense W (fan_in D, fan_out its columns), U is
+        Keras's orthogonal under ``glorot_uniform`` (U[0, 1) under ``uniform``) and b starts at
+        zero but for an LSTM's forget block, at 1 (Keras's ``unit_forget_bias``), in both schemes.
         A BatchNorm's or LayerNorm's γ starts at 1 and β at 0, a BatchNorm's moving mean at 0
         and moving variance at 1, as in Keras; they draw nothing. An Embedding's E is drawn as
         Keras draws it under ``glorot_uniform``, U(−0.05, 0.05) (Keras's ``uniform``
@@ -345,19 +355,36 @@ class Network:
                 E = rng.rand(*shape) if scheme == "uniform" else rng.uniform(-0.05, 0.05, shape)
                 params.append({"E": E.astype(self.dtype)})
                 continue
-            shape = shapes["W"]
-            if scheme == "uniform":
-                W = rng.rand(*shape)
-            else:
-                receptive = math.prod(shape[:-2])  # kh·kw for a kernel, 1 for a Dense W
-                fan_in, fan_out = receptive * shape[-2], receptive * shape[-1]
-                limit = math.sqrt(6.0 / (fan_in + fan_out))
-                W = rng.uniform(-limit, limit, size=shape)
-            layer = {"W": W.astype(self.dtype)}
+            layer = {"W": _kernel(rng, shapes["W"], scheme).astype(self.dtype)}
+            if "U" in shapes:
+                U = rng.rand(*shapes["U"]) if scheme == "uniform" else _orthogonal(rng, shapes["U"])
+                layer["U"] = U.astype(self.dtype)
             if "b" in shapes:
                 layer["b"] = np.zeros(shapes["b"], dtype=self.dtype)
+            if isinstance(stacked, nn.LSTM):  # unit_forget_bias: the f block starts at 1
+                layer["b"][stacked.units : 2 * stacked.units] = 1
             params.append(layer)
         return params
+
+
+def _kernel(rng: np.random.RandomState, shape: Shape, scheme: str) -> np.ndarray:
+    """U[0, 1), or glorot_uniform: U(−l, l) with l = √(6 / (fan_in + fan_out))."""
+    if scheme == "uniform":
+        return rng.rand(*shape)
+    receptive = math.prod(shape[:-2])  # kh·kw for a kernel, 1 for a Dense W
+    fan_in, fan_out = receptive * shape[-2], receptive * shape[-1]
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=shape)
+
+
+def _orthogonal(rng: np.random.RandomState, shape: Shape) -> np.ndarray:
+    """Keras's Orthogonal initializer (gain 1) for a 2-D shape: the Q of a standard normal
+    (max, min) matrix's QR, its columns' signs those of R's diagonal, transposed when there are
+    fewer rows than columns, so that the shorter side's vectors are orthonormal."""
+    rows, cols = shape
+    q, r = np.linalg.qr(rng.standard_normal((max(rows, cols), min(rows, cols))))
+    q = q * np.sign(np.diag(r))
+    return q.T if rows < cols else q
 
 
 def as_network(net: object) -> Network:
@@ -419,12 +446,15 @@ def check_X(net: Network, X: Any) -> np.ndarray:
 
 
 def check_data(net: Network, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(X, y)`` cast to the net's dtype: ``X (N, *input_shape)``, ``y (N, outputs)``."""
+    """``(X, y)`` cast to the net's dtype: ``X (N, *input_shape)``, ``y (N, outputs)`` or, for
+    a network whose outputs are a sequence, ``(N, T, outputs)``."""
     X = check_X(net, X)
     y = _as_float_array("y", y, net.np_dtype)
-    expected = (X.shape[0], net.outputs)
+    expected = (X.shape[0], *net.output_shape)
     if y.shape != expected:
         outputs = "layers[-1]" if net.dense else "the last layer's units"
+        if len(net.output_shape) == 2:
+            outputs = "time steps, " + outputs
         raise ValueError(f"y must have shape {expected} (X's rows, {outputs}); got shape {y.shape}")
     targets = ops.LOSSES[net.loss].targets
     if targets is not None and (np.any(y < targets[0]) or np.any(y > targets[1])):

@@ -121,7 +121,8 @@ class Activation:
 
 @dataclass(frozen=True)
 class Loss:
-    """A loss C(z_L, a_L, y) over N samples (rows) and K outputs (columns)."""
+    """A loss C(z_L, a_L, y) over N samples (rows) and K outputs (columns); on a sequence, over
+    N·T rows, every time step's outputs a row (softmax_ce's 1/N is then 1/NT, as in Keras)."""
 
     name: str
     #: C as plain text, for the docs' tables.
@@ -145,12 +146,13 @@ class Loss:
 
 
 def _log_sum_exp(z: Array) -> Array:
-    """log Σ_k e^{z_k} per row, (N, K) -> (N, 1), without overflow: m + log Σ_k e^{z_k − m}
-    with m the row's largest, so that every term is at most 1 and one of them is 1. Reduced
-    over the columns of zᵀ: NumPy reduces a short last axis row by row, several times slower."""
-    zt = np.ascontiguousarray(z.T)  # (K, N)
+    """log Σ_k e^{z_k} over the last axis, (..., K) -> (..., 1), without overflow:
+    m + log Σ_k e^{z_k − m} with m the row's largest, so that every term is at most 1 and one of
+    them is 1. Reduced over the columns of zᵀ: NumPy reduces a short last axis row by row,
+    several times slower."""
+    zt = np.ascontiguousarray(z.reshape(-1, z.shape[-1]).T)  # (K, rows)
     m = zt.max(axis=0)
-    return (m + np.log(np.exp(zt - m).sum(axis=0)))[:, None]
+    return (m + np.log(np.exp(zt - m).sum(axis=0))).reshape(*z.shape[:-1], 1)
 
 
 def _sigmoid(z: Array) -> Array:
@@ -219,8 +221,13 @@ def _bce(z: Array, a: Array, y: Array) -> float:
     return float(np.sum(np.logaddexp(0.0, z) - y * z) / z.size)
 
 
+def rows(a: Array) -> int:
+    """How many rows of K outputs ``a`` holds: N, or N·T for a sequence's (N, T, K)."""
+    return a.size // a.shape[-1]
+
+
 def _softmax_ce(z: Array, a: Array, y: Array) -> float:
-    return float(-np.sum(y * (z - _log_sum_exp(z))) / z.shape[0])
+    return float(-np.sum(y * (z - _log_sum_exp(z))) / rows(z))
 
 
 # --- the registry --------------------------------------------------------------------------------
@@ -384,7 +391,7 @@ LOSSES: dict[str, Loss] = {
             _softmax_ce,
             # δ_L = (a Σ_k y_k − y)/N
             terms=lambda a, y: (
-                (np.abs(a) * np.abs(y).sum(axis=1, keepdims=True) + np.abs(y)) / a.shape[0]
+                (np.abs(a) * np.abs(y).sum(axis=-1, keepdims=True) + np.abs(y)) / rows(a)
             ),
             output="softmax",
             targets=(0.0, 1.0),

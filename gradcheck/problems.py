@@ -11,6 +11,7 @@ import numpy as np
 from gradcheck import datasets
 from gradcheck.backends import Training
 from gradcheck.layers import (
+    LSTM,
     Activation,
     BatchNorm,
     Conv2D,
@@ -21,6 +22,7 @@ from gradcheck.layers import (
     Layer,
     LayerNorm,
     MaxPool2D,
+    SimpleRNN,
 )
 from gradcheck.network import Network, Params
 from gradcheck.optimizers import SGD, Adam, Optimizer
@@ -47,8 +49,8 @@ class Problem:
     bench_steps: int
     optimizer: Optimizer | None = None
     batch_size: int | None = None
-    #: The network's kind on the command line (``--model``): ``dense``, ``cnn``, ``norm`` or
-    #: ``embed``.
+    #: The network's kind on the command line (``--model``): ``dense``, ``cnn``, ``norm``,
+    #: ``embed``, ``rnn``, ``lstm`` or ``seq``.
     model: str = "dense"
     #: One sample's shape for a list of layers; the data then come as images.
     input_shape: tuple[int, ...] | None = None
@@ -70,7 +72,12 @@ class Problem:
 
     def data(self, dtype: str = "float64") -> tuple[np.ndarray, np.ndarray]:
         load = getattr(datasets, self.dataset)
-        forms = {"cnn": {"images": True}, "embed": {"tokens": True}}
+        forms = {
+            "cnn": {"images": True},
+            "embed": {"tokens": True},
+            "rnn": {"sequences": True},
+            "lstm": {"sequences": True},
+        }
         X, y = load(**forms.get(self.model, {}))
         return self.network(dtype).inputs(X), y.astype(dtype)
 
@@ -170,22 +177,66 @@ _DIGITS_EMBED = replace(
     layers=(Embedding(17, 8), Flatten(), Dense(10, activation="softmax")),
     model="embed",
 )
+# The digits as sequences: each image's 8 rows are 8 time steps of 8 pixels, read by a SimpleRNN
+# (or an LSTM) of 32 units whose last state feeds a softmax layer; Adam on batches of 64 for
+# 3 epochs.
+_DIGITS_RNN = replace(
+    _DIGITS_NORM,
+    name="digits_rnn",
+    layers=(SimpleRNN(32), Dense(10, activation="softmax")),
+    model="rnn",
+    input_shape=(8, 8),
+)
+_DIGITS_LSTM = replace(
+    _DIGITS_RNN,
+    name="digits_lstm",
+    layers=(LSTM(32), Dense(10, activation="softmax")),
+    model="lstm",
+)
+# Sequence to sequence: 1024 bit streams of 10 steps, and at every step whether the bits so far
+# hold an odd number of ones; an LSTM of 16 units returns every state, and a softmax layer acts
+# on each; Adam on batches of 64 for 3 epochs (16 batches an epoch).
+_PARITY = replace(
+    _DIGITS_RNN,
+    name="parity_seq",
+    dataset="parity",
+    layers=(LSTM(16, return_sequences=True), Dense(2, activation="softmax")),
+    steps=48,
+    bench_steps=48,
+    model="seq",
+    input_shape=(10, 1),
+)
 PROBLEMS: dict[str, Problem] = {
-    p.name: p for p in (_NOTEBOOK, _DIGITS, _DIGITS_ADAM, _DIGITS_CNN, _DIGITS_NORM, _DIGITS_EMBED)
+    p.name: p
+    for p in (
+        _NOTEBOOK,
+        _DIGITS,
+        _DIGITS_ADAM,
+        _DIGITS_CNN,
+        _DIGITS_NORM,
+        _DIGITS_EMBED,
+        _DIGITS_RNN,
+        _DIGITS_LSTM,
+        _PARITY,
+    )
 }
-MODELS = ("dense", "cnn", "norm", "embed")
+MODELS = ("dense", "cnn", "norm", "embed", "rnn", "lstm", "seq")
 
 
 def for_dataset(dataset: str, model: str = "dense") -> Problem:
     """The first problem defined on ``dataset`` with a ``model`` network (the command line's
     ``--dataset`` and ``--model``): for ``dense`` and ``cnn`` one trained by plain gradient
-    descent, for ``norm`` and ``embed`` with Adam on mini-batches."""
+    descent, for the others with Adam on mini-batches."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {', '.join(MODELS)}; got {model!r}")
     for problem in PROBLEMS.values():
         if problem.dataset == dataset and problem.model == model:
             return problem
-    if any(problem.dataset == dataset for problem in PROBLEMS.values()):
-        raise ValueError(f"dataset {dataset!r} has no {model} network; try --dataset digits")
+    models = [problem.model for problem in PROBLEMS.values() if problem.dataset == dataset]
+    if models:
+        raise ValueError(
+            f"dataset {dataset!r} has no {model} network; its models: "
+            f"{', '.join(dict.fromkeys(models))}"
+        )
     names = ", ".join(dict.fromkeys(p.dataset for p in PROBLEMS.values()))
     raise ValueError(f"dataset must be one of {names}; got {dataset!r}")

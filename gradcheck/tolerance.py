@@ -48,12 +48,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from gradcheck import witness
 from gradcheck.layers import (
+    LSTM,
     Activation,
     BatchNorm,
     Dense,
@@ -63,6 +64,7 @@ from gradcheck.layers import (
     MaxPool2D,
     Norm,
     Pooling,
+    Recurrent,
     Weighted,
 )
 from gradcheck.network import Network, Params
@@ -128,6 +130,9 @@ def longest_sum(net: Network, n_samples: int) -> int:
             lengths.append(shape_in[-1])
         elif isinstance(layer, Embedding):  # a row's gradient: every position of its id
             lengths.append(n_samples * math.prod(shape_in))
+        elif isinstance(layer, Recurrent):  # z's fan-in; W's and U's gradients over steps
+            steps, fan_in = shape_in
+            lengths += [fan_in + layer.units + 1, n_samples * steps]
     return max(lengths)
 
 
@@ -393,9 +398,71 @@ def _forward_magnitudes(
             magnitude = witness.dropped(net, k, magnitude) if training else scaled
         elif isinstance(layer, Embedding):  # a lookup: exact, its bound the rows themselves
             magnitude = np.abs(np.asarray(next(weights)["E"], np.float64))[x]
-        else:
+        elif isinstance(layer, Recurrent):
+            magnitude = _abs_through_time(layer, forward.steps[k], next(weights), magnitude)
+        elif isinstance(layer, Pooling | Flatten):
             magnitude = witness.pool_or_flatten(layer, magnitude)
+        else:
+            raise TypeError(f"the tolerance has no forward bound for {layer!r}")
     return forward.outputs, magnitude, z
+
+
+def _slope(activation: str, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """A bound on |f′| and on the terms of its rounding, the registry's ``derivative_terms``."""
+    terms = lookup(ACTIVATIONS, activation, "activation").derivative_terms
+    assert terms is not None  # an elementwise activation
+    return terms(z, a)
+
+
+class _Cell(NamedTuple):
+    """An LSTM's step t as its bounds read it: the gates i, f, c̃, o and bounds on their slopes
+    (σ′, σ′, tanh′, σ′), |c_{t−1}|, |tanh(c_t)| and a bound on tanh′(c_t); each (N, H)."""
+
+    gates: tuple[np.ndarray, ...]
+    slopes: tuple[np.ndarray, ...]
+    c_prev: np.ndarray
+    tanh_c: np.ndarray
+    tanh_slope: np.ndarray
+
+
+def _cell(rec: witness.Recurrence, t: int) -> _Cell:
+    assert rec.c is not None
+    assert rec.gates is not None
+    z, gates = np.split(rec.z[:, t], 4, axis=1), np.split(rec.gates[:, t], 4, axis=1)
+    slopes = tuple(
+        _slope(name, z_k, a_k)
+        for name, z_k, a_k in zip(("sigmoid", "sigmoid", "tanh", "sigmoid"), z, gates, strict=True)
+    )
+    c = rec.c[:, t + 1]
+    tanh_c = np.tanh(c)
+    return _Cell(tuple(np.abs(gates)), slopes, np.abs(rec.c[:, t]), np.abs(tanh_c),
+                 _slope("tanh", c, tanh_c))  # fmt: skip
+
+
+def _abs_through_time(
+    layer: Recurrent, rec: witness.Recurrence, values: dict, magnitude: np.ndarray
+) -> np.ndarray:
+    """A bound on the terms of a recurrent layer's output from one on its input's, step by
+    step: z's terms |x_t||W| + m_{h,t−1}|U| + |b|, through the activation's slope; an LSTM's
+    c_t = f c_{t−1} + i c̃ bounded by |f| m_c + m_f |c_{t−1}| + |i| m_c̃ + m_i |c̃|, and
+    h_t = o tanh(c_t) by m_o |tanh c_t| + |o| m_c."""
+    W, U, b = (np.abs(np.asarray(values[key], np.float64)) for key in ("W", "U", "b"))
+    H = layer.units
+    m_h, m_c, every = np.zeros_like(rec.h[:, 0]), np.zeros_like(rec.h[:, 0]), []
+    for t in range(rec.z.shape[1]):
+        m_z = magnitude[:, t] @ W + m_h @ U + b
+        if isinstance(layer, LSTM):
+            cell = _cell(rec, t)
+            i, f, g, o = cell.gates
+            m_i, m_f, m_g, m_o = (
+                m * slope for m, slope in zip(np.split(m_z, 4, axis=1), cell.slopes, strict=True)
+            )
+            m_c = f * m_c + m_f * cell.c_prev + i * m_g + m_i * g
+            m_h = m_o * cell.tanh_c + o * cell.tanh_slope * m_c
+        else:
+            m_h = m_z * _slope(layer.activation, rec.z[:, t, :H], rec.h[:, t + 1])
+        every.append(m_h)
+    return np.stack(every, axis=1) if layer.return_sequences else m_h
 
 
 def _abs_norm_forward(
@@ -454,9 +521,16 @@ def backward_magnitudes(
             np.add.at(rows, x, grad)
             magnitudes[p] = {"E": rows}
             break
-        if not isinstance(layer, Weighted):
+        if isinstance(layer, Recurrent):
+            p -= 1
+            rec = forward.steps[k]
+            magnitudes[p], grad = _abs_back_through_time(layer, rec, x, params[p], grad)
+            continue
+        if isinstance(layer, Pooling | Flatten):
             grad = _abs_layer_backward(layer, x, grad)
             continue
+        if not isinstance(layer, Weighted):
+            raise TypeError(f"the tolerance has no backward bound for {layer!r}")
         w, p = w - 1, p - 1
         if k < len(net.stack) - 1 or spec.output is None:  # through the activation to ∂C/∂z
             grad = _abs_activation_backward(layer.activation, forward.zs[w], values[k + 1], grad)
@@ -487,13 +561,47 @@ def _abs_norm_backward(
     return grads, inv_std * (g_hat + mean_g + x_hat * mean_gx)
 
 
+def _abs_back_through_time(
+    layer: Recurrent, rec: witness.Recurrence, x: np.ndarray, values: dict, grad: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Bounds on the terms of a recurrent layer's ∂C/∂W, ∂C/∂U, ∂C/∂b and ∂C/∂x from bounds
+    on ∂C/∂(its output): BPTT in absolute values, each step's δ_t from dh_t = g_t + δ_{t+1}|U|ᵀ
+    (and an LSTM's dc_t = dc_{t+1}|f_{t+1}| + dh_t |o| tanh′(c_t)), summed into
+    |x_t|ᵀ δ_t, |h_{t−1}|ᵀ δ_t and Σ δ_t."""
+    W, U = (np.abs(np.asarray(values[key], np.float64)) for key in ("W", "U"))
+    T, H = rec.z.shape[1], layer.units
+    if grad.ndim == 2:  # only h_T returned
+        grad = np.concatenate([np.zeros((len(grad), T - 1, H)), grad[:, None]], axis=1)
+    x, h = np.abs(x), np.abs(rec.h)
+    grads = {"W": np.zeros(W.shape), "U": np.zeros(U.shape), "b": np.zeros(U.shape[1])}
+    dx, carry_h, carry_c = np.zeros(x.shape), np.zeros_like(h[:, 0]), np.zeros_like(h[:, 0])
+    for t in reversed(range(T)):
+        dh = grad[:, t] + carry_h
+        if isinstance(layer, LSTM):
+            cell = _cell(rec, t)
+            (i, f, g, o), (s_i, s_f, s_g, s_o) = cell.gates, cell.slopes
+            dc = carry_c + dh * o * cell.tanh_slope
+            delta = np.concatenate(
+                [dc * g * s_i, dc * cell.c_prev * s_f, dc * i * s_g, dh * cell.tanh_c * s_o], axis=1
+            )
+            carry_c = dc * f
+        else:
+            delta = dh * _slope(layer.activation, rec.z[:, t], h[:, t + 1])
+        grads["W"] += x[:, t].T @ delta
+        grads["U"] += h[:, t].T @ delta
+        grads["b"] += delta.sum(axis=0)
+        dx[:, t] = delta @ W.T
+        carry_h = delta @ U.T
+    return grads, dx
+
+
 def _abs_weight_grads(
     layer: Weighted, x: np.ndarray, delta: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """|x|ᵀ|δ| for a Dense layer, the correlation of |x| with |δ| for a Conv2D one; Σ|δ|."""
     bias = delta.reshape(-1, delta.shape[-1]).sum(axis=0)
-    if isinstance(layer, Dense):
-        return x.T @ delta, bias  # (n_{l-1}, N) @ (N, n_l)
+    if isinstance(layer, Dense):  # every time step a row of its own on a sequence
+        return x.reshape(-1, x.shape[-1]).T @ delta.reshape(-1, delta.shape[-1]), bias
     windows = witness.patches(x, layer.kernel, layer.strides, layer.padding)  # (N,Ho,Wo,C,kh,kw)
     return np.tensordot(windows, delta, axes=([0, 1, 2], [0, 1, 2])).transpose(1, 2, 0, 3), bias
 
@@ -543,7 +651,7 @@ def _abs_activation_backward(
     bound carries a change of z forward to a."""
     terms = lookup(ACTIVATIONS, activation, "activation").derivative_terms
     if terms is None:
-        return np.abs(a) * (grad_a + np.sum(grad_a * np.abs(a), axis=1, keepdims=True))
+        return np.abs(a) * (grad_a + np.sum(grad_a * np.abs(a), axis=-1, keepdims=True))
     return grad_a * terms(z, a)
 
 

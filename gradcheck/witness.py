@@ -7,12 +7,13 @@ the witness that judges it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from gradcheck.layers import (
+    LSTM,
     Activation,
     BatchNorm,
     Conv2D,
@@ -24,6 +25,8 @@ from gradcheck.layers import (
     Norm,
     Parametric,
     Pooling,
+    Recurrent,
+    SimpleRNN,
     Weighted,
 )
 from gradcheck.masks import dropout_masks
@@ -36,10 +39,11 @@ class Forward:
     """Every weight layer's pre-activation ``zs[l]``, and ``activations``: X and every layer's
     output, ``activations[k]`` being layer k's input (for widths, the weight layers' a_l);
     all float64. A pass `resume` moved in one channel holds that channel alone where the
-    layers act on each channel alone."""
+    layers act on each channel alone. ``steps[k]``: recurrent layer k's pass through time."""
 
     zs: list[np.ndarray]
     activations: list[np.ndarray]
+    steps: dict[int, Recurrence] = field(default_factory=dict)
 
     @property
     def outputs(self) -> np.ndarray:
@@ -76,14 +80,15 @@ def resume(
         if channel is not None:
             z = _with_channel(outputs.zs[layer], channel, z)
         a = _activate(net.weighted[layer], z)
-        return _onwards(net, params, [*outputs.zs[:layer], z], [*activations, a], k + 1)
+        zs = [*outputs.zs[:layer], z]
+        return _onwards(net, params, zs, [*activations, a], k + 1, steps=outputs.steps)
     a = _activate(net.weighted[layer], z)
     for pooling in net.stack[k + 1 : mixed]:
         assert isinstance(pooling, Pooling)  # as `_mixed_from` found
         activations.append(a)
         a = pool_or_flatten(pooling, a)
     activations.append(_with_channel(outputs.activations[mixed], channel, a))
-    return _onwards(net, params, [*outputs.zs[:layer], z], activations, mixed)
+    return _onwards(net, params, [*outputs.zs[:layer], z], activations, mixed, steps=outputs.steps)
 
 
 def _mixed_from(net: Network, layer: int) -> int:
@@ -114,12 +119,14 @@ def _onwards(
     activations: list[np.ndarray],
     start: int,
     training: bool = True,
+    steps: dict[int, Recurrence] | None = None,
 ) -> Forward:
-    """The forward pass from ``net.stack[start]`` on, given the pre-activations ``zs`` and
-    ``activations`` of the layers before it."""
+    """The forward pass from ``net.stack[start]`` on, given the pre-activations ``zs``,
+    ``activations`` and recurrent ``steps`` of the layers before it."""
     a = activations[-1]
+    steps = {k: rec for k, rec in (steps or {}).items() if k < start}
     weights = iter(params[sum(isinstance(layer, Parametric) for layer in net.stack[:start]) :])
-    for layer in net.stack[start:]:
+    for k, layer in enumerate(net.stack[start:], start=start):
         if isinstance(layer, Weighted):
             z = pre_activation(layer, a, next(weights))
             a = _activate(layer, z)
@@ -132,10 +139,55 @@ def _onwards(
             a = dropped(net, len(activations) - 1, a) if training else a * layer.prediction_scale
         elif isinstance(layer, Embedding):
             a = np.asarray(next(weights)["E"], np.float64)[a]  # each id's row: (N, T, D)
-        else:
+        elif isinstance(layer, Recurrent):
+            a, steps[k] = through_time(layer, a, next(weights))
+        elif isinstance(layer, Pooling | Flatten):
             a = pool_or_flatten(layer, a)
+        else:
+            raise TypeError(f"the witness has no forward for {layer!r}")
         activations.append(a)
-    return Forward(zs, activations)
+    return Forward(zs, activations, steps)
+
+
+@dataclass(frozen=True)
+class Recurrence:
+    """A recurrent layer's pass through time, in float64: every step's pre-activation z
+    (N, T, blocks·units), every state h_0 … h_T (N, T + 1, units) and, for an LSTM, every cell
+    state c_0 … c_T and every step's gates i, f, c̃, o side by side (N, T, 4·units)."""
+
+    z: np.ndarray
+    h: np.ndarray
+    c: np.ndarray | None = None
+    gates: np.ndarray | None = None
+
+
+def through_time(
+    layer: Recurrent, x: np.ndarray, values: dict[str, np.ndarray]
+) -> tuple[np.ndarray, Recurrence]:
+    """A SimpleRNN or LSTM over x (N, T, D) as Keras defines it, from zero states: its output
+    (every h_t, or h_T) and its `Recurrence`. Each step's z = x_t W + h_{t−1} U + b; a
+    SimpleRNN's h_t = f(z); an LSTM's z splits into i, f, c, o, and
+    c_t = σ(z_f) c_{t−1} + σ(z_i) tanh(z_c), h_t = σ(z_o) tanh(c_t)."""
+    W, U, b = (np.asarray(values[key], np.float64) for key in ("W", "U", "b"))
+    sigmoid, tanh = ACTIVATIONS["sigmoid"].reference, ACTIVATIONS["tanh"].reference
+    N, T, H = len(x), x.shape[1], layer.units
+    z = np.empty((N, T, len(layer.blocks) * H))
+    h, c = np.zeros((N, T + 1, H)), np.zeros((N, T + 1, H))
+    gates = np.empty_like(z)
+    for t in range(T):
+        z[:, t] = x[:, t] @ W + h[:, t] @ U + b
+        if isinstance(layer, LSTM):
+            z_i, z_f, z_c, z_o = (z[:, t, j * H : (j + 1) * H] for j in range(4))
+            gates[:, t] = np.concatenate([sigmoid(z_i), sigmoid(z_f), tanh(z_c), sigmoid(z_o)], 1)
+            i, f, c_tilde, o = np.split(gates[:, t], 4, axis=1)
+            c[:, t + 1] = f * c[:, t] + i * c_tilde
+            h[:, t + 1] = o * tanh(c[:, t + 1])
+        else:
+            h[:, t + 1] = _activate(layer, z[:, t])
+    output = h[:, 1:] if layer.return_sequences else h[:, -1]
+    if isinstance(layer, LSTM):
+        return output, Recurrence(z, h, c, gates)
+    return output, Recurrence(z, h)
 
 
 def dropped(net: Network, k: int, x: np.ndarray) -> np.ndarray:
@@ -183,7 +235,7 @@ def pre_activation(layer: Weighted, a: np.ndarray, values: dict[str, np.ndarray]
     return z + np.asarray(values["b"], np.float64) if "b" in values else z
 
 
-def _activate(layer: Weighted | Activation, z: np.ndarray) -> np.ndarray:
+def _activate(layer: Weighted | Activation | SimpleRNN, z: np.ndarray) -> np.ndarray:
     return lookup(ACTIVATIONS, layer.activation, "activation").reference(z)
 
 
@@ -198,8 +250,8 @@ def slope(
     if key == "b":
         return index[-1], np.ones(z.shape[:-1])
     if isinstance(stacked, Dense):
-        i, o = index  # W (in, out): z[:, o] = Σ_i x[:, i] W[i, o]
-        return o, x[:, i]
+        i, o = index  # W (in, out): z[..., o] = Σ_i x[..., i] W[i, o]
+        return o, x[..., i]
     p, q, c, o = index  # W (kh, kw, C, O): z[..., o] = Σ window[..., c, p, q] W[p, q, c, o]
     windows = patches(x, stacked.kernel, stacked.strides, stacked.padding)
     return o, windows[..., c, p, q]
@@ -251,10 +303,13 @@ def loss(net: Network, outputs: Forward, y: np.ndarray) -> float:
 
 def has_kinks(net: Network) -> bool:
     """Whether the network has non-differentiable points: a kinked activation (of a weight
-    layer or an Activation layer) or a max pool."""
+    layer, an Activation layer or a SimpleRNN) or a max pool."""
     return any(
         isinstance(layer, MaxPool2D)
-        or (isinstance(layer, Weighted | Activation) and ACTIVATIONS[layer.activation].kinks)
+        or (
+            isinstance(layer, Weighted | Activation | SimpleRNN)
+            and ACTIVATIONS[layer.activation].kinks
+        )
         for layer in net.stack
     )
 
@@ -263,16 +318,21 @@ def kink_sides(net: Network, outputs: Forward, start: int = 0) -> list[np.ndarra
     """Which side of every kink the forward pass ``outputs`` is on, from weight layer ``start``
     (0-based) on: for each pre-activation that feeds an activation with kinks, z > kink, one
     boolean array per (layer, kink); for each max pool, the position of every window's first
-    maximum — of one channel where `resume` moved only that one."""
+    maximum — of one channel where `resume` moved only that one. A SimpleRNN's every step's
+    pre-activation counts as a weight layer's."""
     sides: list[np.ndarray] = []
     first = _positions(net)[start] if start else 0
     zs = iter(outputs.zs[start:])
-    for layer, x in zip(net.stack[first:], outputs.activations[first:], strict=False):
+    stack = enumerate(zip(net.stack[first:], outputs.activations[first:], strict=False), first)
+    for k, (layer, x) in stack:
         if isinstance(layer, Weighted):
             z = next(zs)
             sides.extend(z > kink for kink in ACTIVATIONS[layer.activation].kinks)
         elif isinstance(layer, Activation):
             sides.extend(x > kink for kink in ACTIVATIONS[layer.activation].kinks)
+        elif isinstance(layer, SimpleRNN):
+            z = outputs.steps[k].z
+            sides.extend(z > kink for kink in ACTIVATIONS[layer.activation].kinks)
         elif isinstance(layer, MaxPool2D):
             sides.append(first_maxima(layer, x))
     return sides

@@ -25,6 +25,7 @@ from gradcheck import masks as dropout
 from gradcheck import ops
 from gradcheck.backends import Trace, Trajectory
 from gradcheck.layers import (
+    LSTM,
     Activation,
     BatchNorm,
     Conv2D,
@@ -36,6 +37,7 @@ from gradcheck.layers import (
     Norm,
     Parametric,
     Pooling,
+    Recurrent,
     Weighted,
 )
 from gradcheck.network import Network, Params
@@ -51,13 +53,17 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 #: Each loss as its definition: a sum of terms over samples and outputs, from the logits z, the
-#: outputs a and the targets y (all (N, K)), divided by what the loss averages over for n samples
-#: and K outputs; bce and softmax_ce through the logits, in forms that stay finite for any z.
-LOSSES: dict[str, tuple[Callable[..., jax.Array], Callable[[Any, int], Any]]] = {
-    "half_sse": (lambda z, a, y: 0.5 * (a - y) ** 2, lambda n, K: 1),
-    "mse": (lambda z, a, y: (a - y) ** 2, lambda n, K: n * K),
-    "bce": (lambda z, a, y: jax.nn.softplus(z) - y * z, lambda n, K: n * K),
-    "softmax_ce": (lambda z, a, y: -y * jax.nn.log_softmax(z, axis=1), lambda n, K: n),
+#: outputs a and the targets y (all (N, K), or (N, T, K) on a sequence), divided by what the
+#: loss averages over for n samples of ``shape`` (K,) or (T, K); bce and softmax_ce through the
+#: logits, in forms that stay finite for any z.
+LOSSES: dict[str, tuple[Callable[..., jax.Array], Callable[[Any, tuple[int, ...]], Any]]] = {
+    "half_sse": (lambda z, a, y: 0.5 * (a - y) ** 2, lambda n, shape: 1),
+    "mse": (lambda z, a, y: (a - y) ** 2, lambda n, shape: n * math.prod(shape)),
+    "bce": (lambda z, a, y: jax.nn.softplus(z) - y * z, lambda n, shape: n * math.prod(shape)),
+    "softmax_ce": (
+        lambda z, a, y: -y * jax.nn.log_softmax(z, axis=-1),
+        lambda n, shape: n * math.prod(shape[:-1]),  # samples, and time steps on a sequence
+    ),
 }
 
 
@@ -102,6 +108,9 @@ def _forward(
             overwrites = getattr(layer, "overwrites", False)  # a hand-written backward's slip
             a = _overwritten_lookup(values["E"], a) if overwrites else values["E"][a]
             continue
+        if isinstance(layer, Recurrent):
+            a = _through_time(layer, values, a)
+            continue
         if isinstance(layer, Dropout):
             if training:
                 kept = _kept(layer.rate, _key(*draw, k), a.shape)
@@ -119,6 +128,30 @@ def _forward(
         walk.zs.append(z)
         walk.outputs.append(a)
     return walk
+
+
+def _through_time(layer: Recurrent, values: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+    """A SimpleRNN or LSTM over x (N, T, D) as Keras defines it, one ``lax.scan`` step per time
+    step from zero states: z = x_t W + h_{t−1} U + b; a SimpleRNN's h_t = f(z); an LSTM's blocks
+    i, f, c, o of z make c_t = σ(z_f) c_{t−1} + σ(z_i) tanh(z_c) and h_t = σ(z_o) tanh(c_t).
+    Every h_t (N, T, H), or h_T."""
+    W, U, b = values["W"], values["U"], values["b"]
+    sigmoid = ACTIVATIONS["sigmoid"]
+
+    def step(carry: tuple[jax.Array, jax.Array], x_t: jax.Array) -> tuple[Any, jax.Array]:
+        h, c = carry
+        z = x_t @ W + h @ U + b
+        if isinstance(layer, LSTM):
+            z_i, z_f, z_c, z_o = jnp.split(z, 4, axis=-1)
+            c = sigmoid(z_f) * c + sigmoid(z_i) * jnp.tanh(z_c)
+            h = sigmoid(z_o) * jnp.tanh(c)
+        else:
+            h = lookup(ACTIVATIONS, layer.activation, "activation")(z)
+        return (h, c), h
+
+    zero = jnp.zeros((x.shape[0], layer.units), x.dtype)
+    _, hs = jax.lax.scan(step, (zero, zero), jnp.swapaxes(x, 0, 1))  # (T, N, H)
+    return jnp.swapaxes(hs, 0, 1) if layer.return_sequences else hs[-1]
 
 
 @jax.custom_vjp
@@ -299,8 +332,9 @@ def _cost(
     says, over the samples ``mask`` marks when one is given."""
     terms, divisor = lookup(LOSSES, net.loss, "loss")
     if mask is None:
-        return jnp.sum(terms(z, a, y)) / divisor(y.shape[0], y.shape[1])
-    return jnp.sum(terms(z, a, y) * mask[:, None]) / divisor(jnp.sum(mask), y.shape[1])
+        return jnp.sum(terms(z, a, y)) / divisor(y.shape[0], y.shape[1:])
+    weights = mask.reshape(-1, *(1,) * (y.ndim - 1))
+    return jnp.sum(terms(z, a, y) * weights) / divisor(jnp.sum(mask), y.shape[1:])
 
 
 def _traced_loss(

@@ -47,7 +47,9 @@ from gradcheck import masks as dropout
 from gradcheck import ops as registry
 from gradcheck.backends import Trace, Trajectory
 from gradcheck.layers import (
+    LSTM,
     Activation,
+    AvgPool2D,
     BatchNorm,
     Conv2D,
     Dense,
@@ -57,6 +59,7 @@ from gradcheck.layers import (
     Layer,
     LayerNorm,
     MaxPool2D,
+    SimpleRNN,
 )
 from gradcheck.network import Network, Params
 from gradcheck.ops import LOSSES, lookup
@@ -243,26 +246,41 @@ def _keras_layer(layer: Layer, position: int, dtype: str) -> keras.layers.Layer:
         return GivenDropout(layer, position, dtype)
     if isinstance(layer, Embedding):
         return keras.layers.Embedding(layer.input_dim, layer.output_dim, dtype=dtype)
-    pooling = (
-        keras.layers.MaxPooling2D if isinstance(layer, MaxPool2D) else keras.layers.AveragePooling2D
-    )
-    return pooling(layer.pool_size, layer.stride, data_format="channels_last", dtype=dtype)
+    if isinstance(layer, SimpleRNN):
+        activation = lookup(ACTIVATIONS, layer.activation, "activation")
+        return keras.layers.SimpleRNN(
+            layer.units, activation, return_sequences=layer.return_sequences, dtype=dtype
+        )
+    if isinstance(layer, LSTM):  # tanh and a sigmoid recurrent activation, Keras's defaults
+        return keras.layers.LSTM(layer.units, return_sequences=layer.return_sequences, dtype=dtype)
+    if isinstance(layer, MaxPool2D | AvgPool2D):
+        pooling = (
+            keras.layers.MaxPooling2D
+            if isinstance(layer, MaxPool2D)
+            else keras.layers.AveragePooling2D
+        )
+        return pooling(layer.pool_size, layer.stride, data_format="channels_last", dtype=dtype)
+    raise TypeError(f"the Keras backend has no layer for {layer!r}")
 
 
 def _parametric(model: keras.Sequential) -> list[Any]:
-    """The model's Dense, Conv2D, normalisation and Embedding layers, one per entry of
-    params."""
+    """The model's Dense, Conv2D, normalisation, Embedding and recurrent layers, one per entry
+    of params."""
     return [
         layer
         for layer in model.layers
-        if any(hasattr(layer, name) for name in ("kernel", "gamma", "embeddings"))
+        if any(hasattr(layer, name) for name in ("kernel", "gamma", "embeddings", "cell"))
     ]
 
 
 def _named(layer: Any) -> dict[str, Any]:
     """A layer's variables by gradcheck's names: a Dense or Conv2D kernel is (fan_in, fan_out)
     or (kh, kw, C, O), like ``W``; a BatchNormalization's ``moving_variance`` is
-    ``moving_var``."""
+    ``moving_var``; a recurrent layer's cell holds its ``kernel`` W, ``recurrent_kernel`` U and
+    ``bias`` b, each in the layout of gradcheck's (an LSTM's blocks i, f, c, o)."""
+    if hasattr(layer, "cell"):
+        cell = layer.cell
+        return {"W": cell.kernel, "U": cell.recurrent_kernel, "b": cell.bias}
     if hasattr(layer, "kernel"):
         return {"W": layer.kernel, "b": layer.bias} if layer.use_bias else {"W": layer.kernel}
     if hasattr(layer, "embeddings"):
@@ -530,7 +548,7 @@ class _Trainer:
         # One trace for every batch size.
         signature = [
             tf.TensorSpec((None, *net.input_shape), _input_dtype(net)),
-            tf.TensorSpec((None, net.outputs), net.dtype),
+            tf.TensorSpec((None, *net.output_shape), net.dtype),
             tf.TensorSpec((None, None), tf.int64),
         ]
         self.run_batches = tf.function(self._run_batches, input_signature=signature)

@@ -35,7 +35,12 @@ import numpy as np
 from numba import njit
 
 from gradcheck import ops
-from gradcheck.kernels.numba_exp import exp_nonpositive, exp_normal, min_normal_arg
+from gradcheck.kernels.numba_exp import (
+    exp_nonpositive,
+    exp_normal,
+    expm1_normal,
+    min_normal_arg,
+)
 from gradcheck.ops import lookup
 from gradcheck.optimizers import Optimizer
 
@@ -154,6 +159,13 @@ def sigmoid_of(v, one):
 
 
 @inline
+def sigmoid_normal(v, one, normal):
+    """σ(v); through `exp_normal`, so that a loop of them vectorises, when ``normal``: when
+    every e^{−|v|} the loop meets is a normal float."""
+    return sigmoid_from(v, exp_normal(-abs(v)) if normal else np.exp(-abs(v)), one)
+
+
+@inline
 def sigmoid_back(g, z, a, one):
     return g * (a * (one - a))  # σ′ = σ(1 − σ)
 
@@ -168,7 +180,14 @@ def sigmoid_backward(z, a, grad):
 
 @inline
 def tanh_of(v, one):
-    return np.tanh(v)
+    """tanh(v) = −m / (2 + m) with v's sign, m = e^{−2|v|} − 1 (`expm1_normal`): plain
+    arithmetic, so that the loops calling it vectorise, within 2.5 ulp (measured; the C
+    library's tanh is within 1.2). Where e^{−2|v|} is below the normal floats, tanh(v) rounds
+    to ±1, which m = −1 gives."""
+    two = one + one
+    m = expm1_normal(max(-two * abs(v), min_normal_arg(one)))
+    t = -m / (two + m)
+    return t if v >= one - one else -t
 
 
 @inline

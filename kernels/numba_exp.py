@@ -1,4 +1,4 @@
-"""e^x for x ≤ 0, written so that LLVM vectorises the loops that call it.
+"""e^x and e^x − 1 for x ≤ 0, written so that LLVM vectorises the loops that call them.
 
 Numba compiles ``np.exp`` on a scalar to a call into the C library, one element at a time; NumPy
 and XLA use SIMD versions several times faster, and on the digits network the sigmoid's
@@ -13,6 +13,10 @@ in the loop that is not plain arithmetic:
 `exp_normal` takes one x and 2^k is bit-cast from an integer, never stored, so the loop that
 calls it runs in vector registers and can do its other work (the bias, the sigmoid's division)
 in the same pass.
+
+`expm1_normal` is e^x − 1 by the same reduction, without the cancellation of e^x − 1 near 0:
+the series without its 1, q = e^r − 1 = r + r²/2! + …, then e^x − 1 = 2^k q + (2^k − 1), exact
+for k = 0. It gives `numba_backprop`'s tanh, −(e^{−2|v|} − 1)/(2 + e^{−2|v|} − 1) with v's sign.
 
 It is within one ulp of the correctly rounded result, as the C library's exp and NumPy's are.
 Every exponential the kernels need has a non-positive argument (e^{−|z|}, e^{z − max z}), so only
@@ -76,6 +80,11 @@ def exp_normal(x):  # pragma: no cover - the compiled versions below replace it
     raise NotImplementedError("exp_normal runs inside Numba-compiled code only")
 
 
+def expm1_normal(x):  # pragma: no cover - the compiled versions below replace it
+    """e^x − 1 for one x in [min_normal_arg(x), 0], as plain arithmetic (see `exp_normal`)."""
+    raise NotImplementedError("expm1_normal runs inside Numba-compiled code only")
+
+
 def min_normal_arg(x):  # pragma: no cover - the compiled versions below replace it
     """The smallest argument of ``exp_normal`` in x's dtype."""
     raise NotImplementedError("min_normal_arg runs inside Numba-compiled code only")
@@ -100,6 +109,37 @@ def _exp_normal_32(x):
         p = fma(p, r, _INV_FACTORIAL_32[i])
     # in int32 throughout: Numba widens int32 arithmetic with int64 literals
     return p * as_float(np.int32((np.int32(k) + np.int32(127)) << np.int32(23)))
+
+
+@njit(cache=True, error_model="numpy")
+def _expm1_normal_64(x):
+    k = np.floor(x * 1.4426950408889634 + 0.5)
+    r = (x - k * _LN2_HI_64) - k * _LN2_LO_64
+    q = _INV_FACTORIAL_64[13]  # Horner from 1/13! down to 1/1!, then × r: e^r − 1
+    for i in range(12, 0, -1):
+        q = fma(q, r, _INV_FACTORIAL_64[i])
+    two_k = as_float((np.int64(k) + 1023) << 52)
+    return fma(two_k, q * r, two_k - 1.0)
+
+
+@njit(cache=True, error_model="numpy")
+def _expm1_normal_32(x):
+    k = np.floor(x * _LOG2E_32 + _HALF_32)
+    r = (x - k * _LN2_HI_32) - k * _LN2_LO_32
+    q = _INV_FACTORIAL_32[7]
+    for i in range(6, 0, -1):
+        q = fma(q, r, _INV_FACTORIAL_32[i])
+    two_k = as_float(np.int32((np.int32(k) + np.int32(127)) << np.int32(23)))
+    return fma(two_k, q * r, two_k - np.float32(1))
+
+
+@overload(expm1_normal)
+def _expm1_normal(x):
+    if x == types.float64:
+        return lambda x: _expm1_normal_64(x)
+    if x == types.float32:
+        return lambda x: _expm1_normal_32(x)
+    return None
 
 
 @overload(exp_normal)

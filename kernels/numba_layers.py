@@ -32,10 +32,11 @@ import numpy as np
 from gradcheck.backends import Trace, Trajectory
 from gradcheck.kernels import numba_backprop as nb
 from gradcheck.kernels import numba_conv as nc
-from gradcheck.kernels import numba_dropout, numba_embedding, numpy_conv
+from gradcheck.kernels import numba_dropout, numba_embedding, numba_recurrent, numpy_conv
 from gradcheck.kernels import numba_norm as nn
 from gradcheck.kernels.numba_threads import launch, on_numba_threads
 from gradcheck.layers import (
+    LSTM,
     Activation,
     AvgPool2D,
     BatchNorm,
@@ -48,6 +49,8 @@ from gradcheck.layers import (
     MaxPool2D,
     Norm,
     Parametric,
+    Recurrent,
+    SimpleRNN,
     Weighted,
 )
 from gradcheck.network import Network, Params
@@ -75,6 +78,7 @@ class Buffers:
         self.zs: dict[int, np.ndarray] = {}
         self.norms: dict[int, NormBuffers] = {}
         self.masks: dict[int, np.ndarray] = {}  # each Dropout's m × its scale
+        self.steps: dict[int, numba_recurrent.Steps] = {}  # each recurrent layer's, time-major
         self.draw = np.zeros(2, np.int64)  # the Dropout masks': the run's seed and the step
         self.fused: set[int] = set()
         last = len(net.stack) - 1
@@ -96,15 +100,18 @@ class Buffers:
                 self.norms[k] = NormBuffers.of(layer, _as_rows(out))
             if isinstance(layer, Dropout):
                 self.masks[k] = np.empty_like(out)
+            if isinstance(layer, Recurrent):
+                blocks = len(layer.blocks)
+                self.steps[k] = numba_recurrent.steps(below.shape, layer.units, blocks, dtype)
             if isinstance(layer, Weighted):  # z where kept; elsewhere the output, never read
                 kept = k == last or "z" in lookup(ACTIVATIONS, layer.activation, "activation").needs
                 self.zs[k] = np.empty((n, *shape), dtype) if kept else out
             self.outs.append(out)
             self.grads.append(grad)
             below, below_grad = out, grad
-        self.logits = self.zs[last]
-        self.y = np.empty((n, net.outputs), dtype)
-        self.log_norm = np.empty(n, dtype)
+        self.logits = _as_rows(self.zs[last])  # (N, K), or (N·T, K) for a sequence's
+        self.y = np.empty((n, *net.output_shape), dtype)
+        self.log_norm = np.empty(len(self.logits), dtype)
 
 
 class NormBuffers:
@@ -145,7 +152,7 @@ class Weights:
         self.db = [g.get("b", np.empty(n, dtype)) for g, n in zip(self.grads, units, strict=True)]
         self.codes = [
             lookup(nb.ACTIVATION_CODES, layer.activation, "activation")
-            if isinstance(layer, Weighted | Activation)
+            if isinstance(layer, Weighted | Activation | SimpleRNN)
             else -1
             for layer in net.stack
         ]
@@ -181,8 +188,15 @@ def _input(buffers: Buffers, k: int) -> np.ndarray:
 
 
 def _as_rows(a: np.ndarray) -> np.ndarray:
-    """An image batch (N, H, W, C) as the (N·H·W, C) matrix the element-wise kernels take."""
+    """An image batch (N, H, W, C), or a sequence's (N, T, C), as the (N·H·W, C) or (N·T, C)
+    matrix the element-wise kernels and a Dense layer's take: every position a row."""
     return a.reshape(-1, a.shape[-1])
+
+
+def _as_steps(a: np.ndarray) -> np.ndarray:
+    """A recurrent layer's output or its gradient as its kernels take it: (N, T, H) for every
+    h_t, (N, 1, H) for h_T."""
+    return a if a.ndim == 3 else a[:, None]
 
 
 def _pooling(net: Network, buffers: Buffers, k: int, arrays: list[np.ndarray]) -> tuple:
@@ -213,10 +227,10 @@ def forward_calls(net: Network, weights: Weights, buffers: Buffers, training: bo
     for k, layer in enumerate(net.stack):
         x, out = _input(buffers, k), buffers.outs[k]
         values = weights.params[w] if isinstance(layer, Parametric) else {}
-        if isinstance(layer, Dense):
-            calls.append(partial(nb.dense_forward, weights.codes[k], x, values["W"], weights.b[w],
-                                 "b" in values, k == last, out, buffers.zs[k],
-                                 buffers.log_norm))  # fmt: skip
+        if isinstance(layer, Dense):  # on a sequence, every step a row
+            calls.append(partial(nb.dense_forward, weights.codes[k], _as_rows(x), values["W"],
+                                 weights.b[w], "b" in values, k == last, _as_rows(out),
+                                 _as_rows(buffers.zs[k]), buffers.log_norm))  # fmt: skip
         elif isinstance(layer, Conv2D):
             if k in buffers.padded:  # x into the interior of its zero-bordered copy
                 (top, _), (left, _) = buffers.padded[k][0]
@@ -237,6 +251,11 @@ def forward_calls(net: Network, weights: Weights, buffers: Buffers, training: bo
                                  np.empty(0, out.dtype), False, buffers.log_norm))  # fmt: skip
         elif isinstance(layer, Embedding):  # each id's row; ids are checked on the way in
             calls.append(partial(np.take, values["E"], x, axis=0, out=out, mode="clip"))
+        elif isinstance(layer, Recurrent):
+            calls.append(partial(numba_recurrent.forward, isinstance(layer, LSTM),
+                                 weights.codes[k], x, values["W"], values["U"], values["b"],
+                                 buffers.steps[k], _as_steps(out),
+                                 layer.return_sequences))  # fmt: skip
         elif isinstance(layer, Dropout) and training:
             calls.append(partial(numba_dropout.dropout, x, layer.rate, layer.scale, buffers.draw,
                                  k, out, buffers.masks[k]))  # fmt: skip
@@ -270,7 +289,8 @@ def backward_calls(net: Network, weights: Weights, buffers: Buffers, loss_code: 
     output delta, layer by layer down to the first layer with parameters."""
     last = len(net.stack) - 1
     calls: list[Call] = [partial(nb.output_delta, loss_code, weights.codes[last], buffers.logits,
-                                 buffers.outs[last], buffers.y, buffers.grads[last])]  # fmt: skip
+                                 _as_rows(buffers.outs[last]), _as_rows(buffers.y),
+                                 _as_rows(buffers.grads[last]))]  # fmt: skip
     w, first = len(weights.params), net.parametric_positions[0]
     for k in range(last, first - 1, -1):
         layer, grad, x = net.stack[k], buffers.grads[k], _input(buffers, k)
@@ -282,10 +302,10 @@ def backward_calls(net: Network, weights: Weights, buffers: Buffers, loss_code: 
                 z, a = _as_rows(buffers.zs[k]), _as_rows(buffers.outs[k])
                 calls.append(partial(nb.activation_backward, weights.codes[k], z, a,
                                      _as_rows(grad)))  # fmt: skip
-            grads = weights.grads[w]
+            grads, x, grad = weights.grads[w], _as_rows(x), _as_rows(grad)
             calls.append(partial(nb.layer_grads, x, grad, "b" in grads, grads["W"], weights.db[w]))
             if below is not None:  # (N, n_l) @ (n_l, n_{l-1}) -> (N, n_{l-1})
-                calls.append(partial(nb.matmul_nt, grad, weights.params[w]["W"], below))
+                calls.append(partial(nb.matmul_nt, grad, weights.params[w]["W"], _as_rows(below)))
         elif isinstance(layer, Conv2D):
             calls.append(partial(_conv_backward, net, weights, w, buffers, k, x, below))
         elif isinstance(layer, Norm):
@@ -295,6 +315,13 @@ def backward_calls(net: Network, weights: Weights, buffers: Buffers, loss_code: 
         elif isinstance(layer, Embedding):  # the first layer
             ids, rows = x.reshape(-1), grad.reshape(-1, grad.shape[-1])
             calls.append(partial(numba_embedding.embedding_grad, ids, rows, weights.grads[w]["E"]))
+        elif isinstance(layer, Recurrent):
+            values, grads = weights.params[w], weights.grads[w]
+            dx = below if below is not None else np.empty((0,) * 3, grad.dtype)  # unused
+            calls.append(partial(numba_recurrent.backward, isinstance(layer, LSTM),
+                                 weights.codes[k], _as_steps(grad), layer.return_sequences,
+                                 values["W"], values["U"], buffers.steps[k], grads["W"],
+                                 grads["U"], grads["b"], dx, below is not None))  # fmt: skip
         elif below is None:  # the layers without parameters lie above that one
             raise AssertionError(f"layer {k} below the first with parameters")
         elif isinstance(layer, Dropout):
@@ -363,8 +390,8 @@ class Walk:
         loss_code = lookup(nb.LOSS_CODES, net.loss, "loss")
         self.buffers = buffers
         self.forward = forward_calls(net, weights, buffers, training=True)
-        self.loss = partial(nb.loss, loss_code, buffers.outs[-1], buffers.logits,
-                            buffers.log_norm, buffers.y)  # fmt: skip
+        self.loss = partial(nb.loss, loss_code, _as_rows(buffers.outs[-1]), buffers.logits,
+                            buffers.log_norm, _as_rows(buffers.y))  # fmt: skip
         self.backward = backward_calls(net, weights, buffers, loss_code)
         self.moves = [
             partial(

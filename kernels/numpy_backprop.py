@@ -28,6 +28,10 @@ adds each position's gradient into its id's row, so an id met twice gets both:
     y[n,t] = E[ids[n,t]]                               (N, T, D)          embed
     ∂C/∂E[v] = Σ_{n,t: ids[n,t] = v} ∂C/∂y[n,t]        (V, D)             embedding_grad
 
+A SimpleRNN or LSTM runs through time and back as `numpy_recurrent` derives it
+(`recurrent_forward`, `recurrent_backward`: BPTT, W, U and b shared by every step), and a
+Dense layer on a sequence acts at every step, its gradients summed over samples and steps.
+
 Every f′ is written as the registry declares it (``gradcheck.ops``), from the pre-activation z,
 the activation a = f(z) or both, and `forward` keeps both. Inputs
 arrive validated and cast to the net's dtype (see ``gradcheck.backends``); every array computed
@@ -48,10 +52,9 @@ import numpy as np
 from gradcheck.backends import Trace, Trajectory
 from gradcheck.kernels import numpy_conv as nc
 from gradcheck.kernels import numpy_norm as nn
+from gradcheck.kernels import numpy_recurrent as nr
 from gradcheck.layers import (
-    Activation as ActivationLayer,
-)
-from gradcheck.layers import (
+    LSTM,
     AvgPool2D,
     BatchNorm,
     Conv2D,
@@ -62,11 +65,15 @@ from gradcheck.layers import (
     MaxPool2D,
     Norm,
     Pooling,
+    Recurrent,
     Weighted,
+)
+from gradcheck.layers import (
+    Activation as ActivationLayer,
 )
 from gradcheck.masks import dropout_masks
 from gradcheck.network import Network, Params
-from gradcheck.ops import lookup
+from gradcheck.ops import lookup, rows
 from gradcheck.optimizers import SGD, Adam, Batch, Optimizer, RMSprop, batch_schedule
 
 name = "numpy"
@@ -123,8 +130,8 @@ def softplus_prime(z: np.ndarray, a: np.ndarray) -> np.ndarray:
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))  # shift so the largest exponent is 0
-    return e / e.sum(axis=1, keepdims=True)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))  # shift so the largest exponent is 0
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def silu(z: np.ndarray) -> np.ndarray:
@@ -194,7 +201,7 @@ def activation_backward(
     prime = lookup(ACTIVATIONS, activation, "activation").prime
     if prime is None:  # the softmax
         # Its Jacobian is diag(a) − a aᵀ per sample, so ∂C/∂z = a ⊙ (∂C/∂a − ⟨∂C/∂a, a⟩).
-        return a * (grad_a - np.sum(grad_a * a, axis=1, keepdims=True))
+        return a * (grad_a - np.sum(grad_a * a, axis=-1, keepdims=True))
     return grad_a * prime(z, a)
 
 
@@ -205,13 +212,15 @@ class Cache(NamedTuple):
     """What backward needs: ``activations``, X and every layer's output (``activations[k]`` is
     layer k's input; for widths ``[a_0 = X, a_1, …, a_L]``), the logits ``z_L``, every
     weight layer's pre-activation ``[z_1, …, z_L]``, which f′ reads where it needs z, each
-    normalisation's x̂ and statistics and each Dropout's mask, by position in the stack."""
+    normalisation's x̂ and statistics, each Dropout's mask and each recurrent layer's pass
+    through time, by position in the stack."""
 
     activations: list[np.ndarray]
     logits: np.ndarray
     zs: tuple[np.ndarray, ...]
     norms: Mapping[int, nn.Normalised] = MappingProxyType({})
     masks: Mapping[int, np.ndarray] = MappingProxyType({})
+    sequences: Mapping[int, nr.Sequence | nr.CellSequence] = MappingProxyType({})
 
 
 def pre_activation(a_prev: np.ndarray, layer: dict[str, np.ndarray]) -> np.ndarray:
@@ -253,6 +262,16 @@ def norm_forward(
     return nn.scale_shift(norm.x_hat, gamma, beta), norm
 
 
+def recurrent_forward(
+    layer: Recurrent, x: np.ndarray, values: dict[str, np.ndarray]
+) -> nr.Sequence | nr.CellSequence:
+    """A SimpleRNN's or LSTM's every state over x (N, T, D)."""
+    W, U, b = values["W"], values["U"], values["b"]
+    if isinstance(layer, LSTM):
+        return nr.lstm_forward(x, W, U, b, sigmoid)
+    return nr.rnn_forward(x, W, U, b, lookup(ACTIVATIONS, layer.activation, "activation").f)
+
+
 def embed(ids: np.ndarray, E: np.ndarray) -> np.ndarray:
     return E[ids]  # (N, T) ids -> (N, T, D), each id's row
 
@@ -278,7 +297,7 @@ def forward(
     """Every layer's output. ``training`` False for predictions: a BatchNorm's moving
     statistics, no dropout. In training the Dropout layers apply ``masks``, by default
     `dropout_masks`' for seed 0 and step 0 (``loss_and_grads``'s)."""
-    activations, zs, norms, kept = [X], [], {}, {}
+    activations, zs, norms, kept, sequences = [X], [], {}, {}, {}
     weights = iter(params)
     if training and masks is None and any(isinstance(layer, Dropout) for layer in net.stack):
         masks = dropout_masks(net, len(X))
@@ -298,6 +317,10 @@ def forward(
         elif isinstance(layer, Embedding):
             activations.append(embed(activations[-1], next(weights)["E"]))
             continue
+        elif isinstance(layer, Recurrent):
+            sequences[k] = recurrent_forward(layer, activations[-1], next(weights))
+            activations.append(nr.returned(sequences[k], layer.return_sequences))
+            continue
         elif isinstance(layer, Dropout):
             if training:
                 kept[k] = next(drawn)
@@ -309,7 +332,7 @@ def forward(
             activations.append(unweighted_forward(layer, activations[-1]))
             continue
         activations.append(activate(layer.activation, zs[-1]))
-    return Cache(activations, zs[-1], tuple(zs), norms, kept)
+    return Cache(activations, zs[-1], tuple(zs), norms, kept, sequences)
 
 
 def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
@@ -357,18 +380,18 @@ def bce_delta(a: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
-    shifted = z - z.max(axis=1, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+    shifted = z - z.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
 
 
 def softmax_ce(cache: Cache, y: np.ndarray) -> float:
-    # −(1/N) Σ_n Σ_k y log softmax(z)
-    return float(-np.sum(y * log_softmax(cache.logits)) / y.shape[0])
+    # −(1/N) Σ_n Σ_k y log softmax(z), averaged over the time steps too on a sequence
+    return float(-np.sum(y * log_softmax(cache.logits)) / rows(y))
 
 
 def softmax_ce_delta(a: np.ndarray, y: np.ndarray) -> np.ndarray:
     # ∂/∂z of −Σ_k y_k log softmax(z)_k is a Σ_k y_k − y: the familiar a − y for one-hot rows.
-    return (a * np.sum(y, axis=1, keepdims=True) - y) / y.shape[0]
+    return (a * np.sum(y, axis=-1, keepdims=True) - y) / rows(y)
 
 
 LOSSES: dict[str, Loss] = {
@@ -397,7 +420,10 @@ def output_delta(net: Network, cache: Cache, y: np.ndarray) -> np.ndarray:
 
 
 def layer_grads(a_prev: np.ndarray, delta: np.ndarray, bias: bool) -> dict[str, np.ndarray]:
-    """∂C/∂W_l = a_{l-1}ᵀ δ_l and ∂C/∂b_l = Σ_samples δ_l."""
+    """∂C/∂W_l = a_{l-1}ᵀ δ_l and ∂C/∂b_l = Σ_samples δ_l; on a sequence, every time step
+    a row of its own (the sums over samples and steps)."""
+    a_prev = a_prev.reshape(-1, a_prev.shape[-1])  # (N, n_{l-1}), or (N·T, n_{l-1})
+    delta = delta.reshape(-1, delta.shape[-1])
     grads = {"W": a_prev.T @ delta}  # (n_{l-1}, N) @ (N, n_l) -> (n_{l-1}, n_l)
     if bias:
         grads["b"] = delta.sum(axis=0)  # (N, n_l) -> (n_l,)
@@ -444,6 +470,25 @@ def norm_backward(
     return nn.scale_shift_grads(grad, norm.x_hat), dx
 
 
+def recurrent_backward(
+    layer: Recurrent,
+    seq: nr.Sequence | nr.CellSequence,
+    values: dict[str, np.ndarray],
+    grad: np.ndarray,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A SimpleRNN's or LSTM's ∂C/∂W, ∂C/∂U and ∂C/∂b, and ∂C/∂x, by BPTT from ∂C/∂(its
+    output): every h_t's, or h_T's alone."""
+    W, U, every = values["W"], values["U"], nr.spread(grad, seq)
+    if isinstance(layer, LSTM):
+        assert isinstance(seq, nr.CellSequence)
+        grads = nr.lstm_backward(seq, every, W, U)
+    else:
+        prime = lookup(ACTIVATIONS, layer.activation, "activation").prime
+        assert prime is not None  # a hidden activation
+        grads = nr.rnn_backward(seq, every, W, U, prime)
+    return {"W": grads.W, "U": grads.U, "b": grads.b}, grads.x
+
+
 def unweighted_grad(layer: Pooling | Flatten, a_prev: np.ndarray, grad: np.ndarray) -> np.ndarray:
     """∂C/∂(the layer's input) from ∂C/∂(its output)."""
     if isinstance(layer, MaxPool2D):
@@ -485,6 +530,9 @@ def backward(
             elif isinstance(layer, Embedding):
                 p -= 1
                 grads[p] = {"E": embedding_grad(a_prev, grad, layer.input_dim)}
+            elif isinstance(layer, Recurrent):
+                p -= 1
+                grads[p], grad = recurrent_backward(layer, cache.sequences[k], params[p], grad)
             else:
                 grad = unweighted_grad(layer, a_prev, grad)
             if p == 0:
@@ -657,9 +705,9 @@ def train_with(
     # shows in the losses, where verify() reports it, rather than as NumPy warnings.
     with np.errstate(over="ignore", invalid="ignore"):
         for t, batch in enumerate(schedule, start=1):
-            rows = X[batch]
-            masks = dropout_masks(net, len(rows), seed, t - 1)
-            losses[t - 1], grads, cache = evaluate(net, params, rows, y[batch], masks)
+            samples = X[batch]
+            masks = dropout_masks(net, len(samples), seed, t - 1)
+            losses[t - 1], grads, cache = evaluate(net, params, samples, y[batch], masks)
             move_statistics(net, params, cache)
             for layer, grad, state in zip(params, grads, states, strict=True):
                 for key in grad:

@@ -84,7 +84,8 @@ def test_shapes_and_parameters_are_kerass(name):
         ((8, 8, 1), [Conv2D(4, 3), MaxPool2D(8)], "layer 2, MaxPool2D(pool_size=8,"
          " strides=None): the 8×8 pool does not fit its 6×6 input"),
         ((8, 8, 1), [Conv2D(4, 3), Dense(10)], "layer 2, Dense(units=10, activation='identity',"
-         " bias=True) needs a flat input; got shape (6, 6, 4): put Flatten() before it"),
+         " bias=True) needs a flat input or a sequence; got shape (6, 6, 4): put Flatten()"
+         " before it"),
         ((64,), [Conv2D(4, 3)], "needs an image input (H, W, C); got shape (64,)"),
         ((8, 8), [Flatten()], ""),
         ((8, 8, 0), [Flatten()], "input_shape must be a positive integer; got 0"),
