@@ -32,7 +32,18 @@ import numpy as np
 
 from gradcheck import witness
 from gradcheck.backends import Backend, Trace, Training, Trajectory
-from gradcheck.layers import BatchNorm, Dropout, Embedding, LayerNorm, Norm, Parametric, Weighted
+from gradcheck.layers import (
+    LSTM,
+    BatchNorm,
+    Dropout,
+    Embedding,
+    LayerNorm,
+    Norm,
+    Parametric,
+    Recurrent,
+    SimpleRNN,
+    Weighted,
+)
 from gradcheck.network import Network, Params
 from gradcheck.ops import ACTIVATIONS, LOSSES, lookup
 from gradcheck.optimizers import SGD, Adam, Optimizer, RMSprop
@@ -885,6 +896,46 @@ class _OverwritingEmbedding(Embedding):
     overwrites: bool = True
 
 
+@dataclass(frozen=True)
+class _SlippedRNN(SimpleRNN):
+    """A SimpleRNN as a hand-written port computes it with ``slip``, one of the reference's
+    (JAX's ``SLIPS``)."""
+
+    slip: str = ""
+
+
+@dataclass(frozen=True)
+class _SlippedLSTM(LSTM):
+    """An LSTM as a hand-written port computes it with ``slip``."""
+
+    slip: str = ""
+
+
+def _recurrent_slips(layer: Recurrent, where: str, below: bool) -> list[tuple[str, str, frozenset]]:
+    """The slips of a hand-written recurrent layer: (the reference's name for it, what it
+    differs in, what it changes). ``below``: a layer with parameters lies below it, which its
+    ∂C/∂x reaches."""
+    slips = []
+    if isinstance(layer, LSTM):
+        slips += [
+            ("blocks i, f, o, c", f"{where}'s blocks c and o swapped: CS231n's order i, f, o, g "
+             "read from Keras's i, f, c, o", FORWARD),
+            ("forget gate without σ", f"{where}'s forget gate without its σ, f = z_f", FORWARD),
+            ("cell state not carried", f"{where}'s cell state not carried from step to step, "
+             "c_t = i ⊙ c̃", FORWARD),
+        ]  # fmt: skip
+    slips += [
+        ("truncated", f"{where}'s backpropagation through time truncated: ∂C/∂h_t not carried "
+         "back to the steps before", GRADIENT),
+        ("h_t in dU", f"h_t read in {where}'s ∂C/∂U = Σ_t h_{{t−1}}ᵀ δ_t where h_{{t−1}} "
+         "belongs", GRADIENT),
+    ]  # fmt: skip
+    if below:
+        text = f"{where}'s ∂C/∂x keeping only the last step's contribution"
+        slips.append(("last step's dx", text, GRADIENT))
+    return slips
+
+
 #: The statistics a normalisation's backward is written without, and how it reads.
 _HELD = {"mean": "the term through μ", "var": "the term through σ²"}
 
@@ -907,10 +958,10 @@ class Neighbour(NamedTuple):
 
 
 def layer_neighbours(net: Network) -> list[Neighbour]:
-    """The networks a port of ``net``'s normalisations, dropout and embedding computes
-    instead, each with what it differs in: the conventions that tell frameworks' batch norm,
-    layer norm and dropout apart, and the terms a hand-written backward leaves out or the
-    repeated ids it overwrites."""
+    """The networks a port of ``net``'s normalisations, dropout, embedding and recurrent layers
+    computes instead, each with what it differs in: the conventions that tell frameworks' batch
+    norm, layer norm, dropout and LSTM apart, the terms a hand-written backward leaves out or
+    the repeated ids it overwrites, and the classic slips of backpropagation through time."""
     found = []
     stack = net.stack
 
@@ -955,6 +1006,10 @@ def layer_neighbours(net: Network) -> list[Neighbour]:
                 "the scatter-add sums the positions of a repeated id"
             )
             found.append(Neighbour(text, swapped(_OverwritingEmbedding(**asdict(layer))), GRADIENT))
+        if isinstance(layer, Recurrent):
+            slipped = _SlippedLSTM if isinstance(layer, LSTM) else _SlippedRNN
+            for slip, text, changes in _recurrent_slips(layer, where, place > 1):
+                found.append(Neighbour(text, swapped(slipped(**asdict(layer), slip=slip)), changes))
         if isinstance(layer, Dropout):
             where = f"the Dropout after layer {place - 1}" if place > 1 else "the first Dropout"
             if layer.scaling == "inverted":  # the bare mistake first: its predictions agree

@@ -130,28 +130,94 @@ def _forward(
     return walk
 
 
-def _through_time(layer: Recurrent, values: dict[str, jax.Array], x: jax.Array) -> jax.Array:
-    """A SimpleRNN or LSTM over x (N, T, D) as Keras defines it, one ``lax.scan`` step per time
-    step from zero states: z = x_t W + h_{t−1} U + b; a SimpleRNN's h_t = f(z); an LSTM's blocks
-    i, f, c, o of z make c_t = σ(z_f) c_{t−1} + σ(z_i) tanh(z_c) and h_t = σ(z_o) tanh(c_t).
-    Every h_t (N, T, H), or h_T."""
-    W, U, b = values["W"], values["U"], values["b"]
-    sigmoid = ACTIVATIONS["sigmoid"]
+#: The slips of a hand-written recurrent layer the explanations try (`gradcheck.explain`'s
+#: neighbours set a layer's ``slip``), each computed here as the port computes it.
+SLIPS = (
+    "blocks i, f, o, c",  # CS231n's order read from Keras's i, f, c, o: c and o swapped
+    "truncated",  # ∂C/∂h_t not carried back to earlier steps
+    "forget gate without σ",
+    "cell state not carried",  # c_t = i ⊙ c̃
+    "h_t in dU",  # ∂C/∂U summing h_tᵀ δ_t where h_{t−1}ᵀ δ_t belongs
+    "last step's dx",  # ∂C/∂x of the last step alone
+)
 
-    def step(carry: tuple[jax.Array, jax.Array], x_t: jax.Array) -> tuple[Any, jax.Array]:
+
+def _through_time(layer: Recurrent, values: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+    """A SimpleRNN or LSTM over x (N, T, D) as Keras defines it (`_scan`): every h_t
+    (N, T, H), or h_T. A layer with a ``slip`` computes that slip instead."""
+    slip = getattr(layer, "slip", "")
+    if slip and slip not in SLIPS:
+        raise ValueError(f"slip must be one of {', '.join(SLIPS)}; got {slip!r}")
+    W, U, b = values["W"], values["U"], values["b"]
+    if slip == "last step's dx":  # the earlier steps' inputs get no gradient
+        x = jnp.concatenate([jax.lax.stop_gradient(x[:, :-1]), x[:, -1:]], axis=1)
+    if slip == "h_t in dU":
+        hs = _dU_from_h_t(layer, W, U, b, x)
+    else:
+        hs = _scan(layer, W, U, b, x, jnp.zeros(_z_shape(layer, x), x.dtype))[0]
+    return hs if layer.return_sequences else hs[:, -1]
+
+
+def _z_shape(layer: Recurrent, x: jax.Array) -> tuple[int, int, int]:
+    """Every step's z, time-major: (T, N, blocks·units)."""
+    return x.shape[1], x.shape[0], len(layer.blocks) * layer.units
+
+
+def _scan(
+    layer: Recurrent, W: jax.Array, U: jax.Array, b: jax.Array, x: jax.Array, offsets: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Every h_t (N, T, H) and every z_t (T, N, G), one ``lax.scan`` step per time step from
+    zero states, ``offsets[t]`` added to z_t (zeros, whose gradient is δ_t):
+    z_t = x_t W + h_{t−1} U + b; a SimpleRNN's h_t = f(z_t); an LSTM's blocks i, f, c, o of z_t
+    make c_t = σ(z_f) c_{t−1} + σ(z_i) tanh(z_c) and h_t = σ(z_o) tanh(c_t)."""
+    slip, sigmoid = getattr(layer, "slip", ""), ACTIVATIONS["sigmoid"]
+    order = (0, 1, 3, 2) if slip == "blocks i, f, o, c" else (0, 1, 2, 3)
+
+    def step(carry: tuple[jax.Array, jax.Array], inputs: Any) -> tuple[Any, Any]:
         h, c = carry
-        z = x_t @ W + h @ U + b
+        x_t, offset = inputs
+        recurrent = jax.lax.stop_gradient(h) if slip == "truncated" else h
+        z = x_t @ W + recurrent @ U + b + offset
         if isinstance(layer, LSTM):
-            z_i, z_f, z_c, z_o = jnp.split(z, 4, axis=-1)
-            c = sigmoid(z_f) * c + sigmoid(z_i) * jnp.tanh(z_c)
+            blocks = jnp.split(z, 4, axis=-1)
+            z_i, z_f, z_c, z_o = (blocks[k] for k in order)
+            f = z_f if slip == "forget gate without σ" else sigmoid(z_f)
+            kept = 0 if slip == "cell state not carried" else f * c
+            c = kept + sigmoid(z_i) * jnp.tanh(z_c)
             h = sigmoid(z_o) * jnp.tanh(c)
         else:
             h = lookup(ACTIVATIONS, layer.activation, "activation")(z)
-        return (h, c), h
+        return (h, c), (h, z)
 
     zero = jnp.zeros((x.shape[0], layer.units), x.dtype)
-    _, hs = jax.lax.scan(step, (zero, zero), jnp.swapaxes(x, 0, 1))  # (T, N, H)
-    return jnp.swapaxes(hs, 0, 1) if layer.return_sequences else hs[-1]
+    _, (hs, zs) = jax.lax.scan(step, (zero, zero), (jnp.swapaxes(x, 0, 1), offsets))
+    return jnp.swapaxes(hs, 0, 1), zs
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _dU_from_h_t(layer: Recurrent, W: jax.Array, U: jax.Array, b: jax.Array, x: jax.Array):
+    """Every h_t, differentiated as a backward that sums h_tᵀ δ_t into ∂C/∂U where
+    h_{t−1}ᵀ δ_t belongs."""
+    return _scan(layer, W, U, b, x, jnp.zeros(_z_shape(layer, x), x.dtype))[0]
+
+
+def _dU_from_h_t_forward(layer: Recurrent, W: jax.Array, U: jax.Array, b: jax.Array, x: jax.Array):
+    hs = _dU_from_h_t(layer, W, U, b, x)
+    return hs, (W, U, b, x, hs)
+
+
+def _dU_from_h_t_backward(layer: Recurrent, saved: tuple, grad: jax.Array) -> tuple:
+    W, U, b, x, hs = saved
+    offsets = jnp.zeros(_z_shape(layer, x), x.dtype)
+    _, vjp = jax.vjp(lambda *a: _scan(layer, *a)[0], W, U, b, x, offsets)
+    dW, dU, db, dx, deltas = vjp(grad)  # deltas: δ_t, (T, N, G)
+    h = jnp.swapaxes(hs, 0, 1)  # h_1 … h_T, (T, N, H)
+    h_prev = jnp.concatenate([jnp.zeros_like(h[:1]), h[:-1]])
+    dU = dU + jnp.einsum("tnh,tng->hg", h - h_prev, deltas)  # Σ h_tᵀ δ_t, not Σ h_{t−1}ᵀ δ_t
+    return dW, dU, db, dx
+
+
+_dU_from_h_t.defvjp(_dU_from_h_t_forward, _dU_from_h_t_backward)
 
 
 @jax.custom_vjp

@@ -12,19 +12,39 @@ import numpy as np
 
 from gradcheck.backends import KernelBackend
 from gradcheck.kernels import numpy_backprop as nb
+from gradcheck.kernels import numpy_recurrent as nr
 
 
-def _copy_kernels(name: str) -> types.ModuleType:
-    module = types.ModuleType(f"mutant_{name}")
+def _copy_module(original: types.ModuleType, name: str) -> types.ModuleType:
+    """A copy of ``original`` whose functions see the copy's globals."""
+    module = types.ModuleType(name)
     namespace = module.__dict__
-    namespace.update(vars(nb))
-    for key, value in vars(nb).items():
-        if isinstance(value, types.FunctionType) and value.__module__ == nb.__name__:
+    namespace.update(vars(original))
+    for key, value in vars(original).items():
+        if isinstance(value, types.FunctionType) and value.__module__ == original.__name__:
             namespace[key] = types.FunctionType(
                 value.__code__, namespace, value.__name__, value.__defaults__, value.__closure__
             )
-    namespace["name"] = name
     return module
+
+
+def _copy_kernels(name: str) -> types.ModuleType:
+    module = _copy_module(nb, f"mutant_{name}")
+    module.__dict__["name"] = name
+    return module
+
+
+def _replaced(module: types.ModuleType, original: types.ModuleType, replacements: dict) -> None:
+    """``replacements`` put into ``module``, a copy of ``original``, each function seeing the
+    copy's globals."""
+    for key, value in replacements.items():
+        if key not in vars(original):
+            raise KeyError(f"{original.__name__} has no {key!r} to replace")
+        if isinstance(value, types.FunctionType):  # its globals are the mutant's
+            value = types.FunctionType(
+                value.__code__, module.__dict__, value.__name__, value.__defaults__
+            )
+        module.__dict__[key] = value
 
 
 #: The kernel's dispatch tables, whose entries hold its functions.
@@ -51,16 +71,21 @@ class MutantBackend(KernelBackend):
 
 def mutant(name: str, **replacements: object) -> MutantBackend:
     module = _copy_kernels(name)
-    for key, value in replacements.items():
-        if key not in vars(nb):
-            raise KeyError(f"numpy_backprop has no {key!r} to replace")
-        if isinstance(value, types.FunctionType):  # its globals are the mutant's
-            value = types.FunctionType(
-                value.__code__, module.__dict__, value.__name__, value.__defaults__
-            )
-        module.__dict__[key] = value
+    _replaced(module, nb, replacements)
     _point_tables_at(module.__dict__)
     return MutantBackend(name, module)
+
+
+def recurrent_kernels(name: str, **replacements: object) -> types.ModuleType:
+    """A copy of ``numpy_recurrent`` with ``replacements``."""
+    recurrent = _copy_module(nr, f"mutant_{name}_recurrent")
+    _replaced(recurrent, nr, replacements)
+    return recurrent
+
+
+def recurrent_mutant(name: str, **replacements: object) -> MutantBackend:
+    """A mutant whose ``numpy_recurrent`` has ``replacements``."""
+    return mutant(name, nr=recurrent_kernels(name, **replacements))
 
 
 # --- the bugs; each body is the correct function with one change, marked -----------------------
@@ -340,5 +365,112 @@ def embedding_mutants() -> dict[str, MutantBackend]:
         ),
         "embedding rows one-based": mutant(
             "embedding_one_based", embedding_grad=_embedding_grad_one_based
+        ),
+    }
+
+
+# --- backpropagation through time: each a hand-written port's slip, made consistently in its
+# forward and backward (the port computes its own network and that network's gradient), but
+# the slips of the backward alone. The numpy_recurrent ones see that module's names.
+
+
+def _swap_c_o(a):
+    i, f, c, o = np.split(a, 4, axis=-1)
+    return np.concatenate([i, f, o, c], axis=-1)
+
+
+def _recurrent_forward_cs231n_order(layer, x, values, _correct=nb.recurrent_forward,
+                                    _swap=_swap_c_o):  # fmt: skip
+    if isinstance(layer, LSTM):  # noqa: F821  BUG: CS231n's i, f, o, g read from Keras's i, f, c, o
+        values = {key: _swap(value) for key, value in values.items()}
+    return _correct(layer, x, values)
+
+
+def _recurrent_backward_cs231n_order(layer, seq, values, grad, _correct=nb.recurrent_backward,
+                                     _swap=_swap_c_o):  # fmt: skip
+    if not isinstance(layer, LSTM):  # noqa: F821 - numpy_backprop's
+        return _correct(layer, seq, values, grad)
+    grads, dx = _correct(layer, seq, {key: _swap(value) for key, value in values.items()}, grad)
+    return {key: _swap(value) for key, value in grads.items()}, dx  # BUG: the same order
+
+
+def _rnn_backward_truncated(seq, grad, W, U, prime):
+    grads = zero_grads(seq.x, W, U)  # noqa: F821 - numpy_recurrent's
+    for t in reversed(range(seq.x.shape[1])):  # BUG: no carry: step t sees only its own g_t
+        delta = rnn_step_backward(grad[:, t], seq.z[:, t], seq.h[:, t + 1], prime)  # noqa: F821
+        step_grads(grads, delta, seq.x[:, t], seq.h[:, t], W, U, t)  # noqa: F821
+    return grads
+
+
+def _rnn_backward_dU_from_h_t(seq, grad, W, U, prime):
+    grads = zero_grads(seq.x, W, U)  # noqa: F821
+    carry = np.zeros_like(seq.h[:, 0])
+    for t in reversed(range(seq.x.shape[1])):
+        delta = rnn_step_backward(grad[:, t] + carry, seq.z[:, t], seq.h[:, t + 1], prime)  # noqa: F821
+        carry = step_grads(grads, delta, seq.x[:, t], seq.h[:, t + 1], W, U, t)  # noqa: F821  BUG: h_t
+    return grads
+
+
+def _gates_forget_linear(z_t, sigmoid):
+    z_i, z_f, z_c, z_o = np.split(z_t, 4, axis=-1)
+    return np.concatenate([sigmoid(z_i), z_f, np.tanh(z_c), sigmoid(z_o)], axis=-1)  # BUG: f = z_f
+
+
+def _gates_backward_forget_linear(dh, dc, c_prev, c_t, gates_t):
+    i, _, c_tilde, o = np.split(gates_t, 4, axis=-1)
+    di, df, dc_tilde, do = dc * c_tilde, dc * c_prev, dc * i, dh * np.tanh(c_t)
+    one = gates_t.dtype.type(1)
+    return np.concatenate(  # BUG: f′ = 1, f being z_f
+        [di * i * (one - i), df, dc_tilde * (one - c_tilde * c_tilde), do * o * (one - o)], axis=-1
+    )
+
+
+def _cell_not_carried(c_prev, gates_t):
+    i, _, c_tilde, o = np.split(gates_t, 4, axis=-1)
+    c_t = i * c_tilde  # BUG: c_t = i ⊙ c̃, the old cell state dropped
+    return c_t, o * np.tanh(c_t)
+
+
+def _lstm_backward_cell_not_carried(seq, grad, W, U):
+    grads = zero_grads(seq.x, W, U)  # noqa: F821
+    carry_h, none = np.zeros_like(seq.h[:, 0]), np.zeros_like(seq.c[:, 0])
+    for t in reversed(range(seq.x.shape[1])):
+        dh = grad[:, t] + carry_h
+        dc = cell_backward(dh, none, seq.c[:, t + 1], seq.gates[:, t])  # noqa: F821  BUG: no carry
+        delta = gates_backward(dh, dc, none, seq.c[:, t + 1], seq.gates[:, t])  # noqa: F821  BUG: nor c_{t−1}
+        carry_h = step_grads(grads, delta, seq.x[:, t], seq.h[:, t], W, U, t)  # noqa: F821
+    return grads
+
+
+def _recurrent_backward_last_dx(layer, seq, values, grad, _correct=nb.recurrent_backward):
+    grads, dx = _correct(layer, seq, values, grad)
+    only_last = np.zeros_like(dx)
+    only_last[:, -1] = dx[:, -1]  # BUG: the earlier steps' ∂C/∂x dropped
+    return grads, only_last
+
+
+def recurrent_mutants() -> dict[str, MutantBackend]:
+    """The classic slips of backpropagation through time, by name, as fresh backends: the
+    LSTM's, the SimpleRNN's backward's, and ∂C/∂x's, which an Embedding below sees."""
+    return {
+        "lstm blocks c and o swapped": mutant(
+            "lstm_cs231n_order",
+            recurrent_forward=_recurrent_forward_cs231n_order,
+            recurrent_backward=_recurrent_backward_cs231n_order,
+        ),
+        "lstm forget gate without sigma": recurrent_mutant(
+            "lstm_forget_linear",
+            gates=_gates_forget_linear,
+            gates_backward=_gates_backward_forget_linear,
+        ),
+        "lstm cell state not carried": recurrent_mutant(
+            "lstm_cell_not_carried",
+            cell=_cell_not_carried,
+            lstm_backward=_lstm_backward_cell_not_carried,
+        ),
+        "bptt truncated": recurrent_mutant("rnn_truncated", rnn_backward=_rnn_backward_truncated),
+        "h_t in dU": recurrent_mutant("rnn_dU_from_h_t", rnn_backward=_rnn_backward_dU_from_h_t),
+        "dx of the last step only": mutant(
+            "rnn_last_dx", recurrent_backward=_recurrent_backward_last_dx
         ),
     }

@@ -9,6 +9,7 @@ hand-written BPTT planted in the kernel must part from JAX's far beyond rounding
 
 from __future__ import annotations
 
+import mutants
 import numpy as np
 import pytest
 from helpers import DTYPES
@@ -51,16 +52,16 @@ def _lstm(params, x):
 ACTIVATION = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 
 
-def _hand(layer, params, x, grad, return_sequences):
+def _hand(layer, params, x, grad, return_sequences, kernels=nr):
     W, U, b = params
     if layer == "lstm":
-        seq = nr.lstm_forward(x, W, U, b, nb.sigmoid)
-        backward = nr.lstm_backward(seq, nr.spread(grad, seq), W, U)
+        seq = kernels.lstm_forward(x, W, U, b, nb.sigmoid)
+        backward = kernels.lstm_backward(seq, kernels.spread(grad, seq), W, U)
     else:
         f = nb.ACTIVATIONS[layer]
-        seq = nr.rnn_forward(x, W, U, b, f.f)
-        backward = nr.rnn_backward(seq, nr.spread(grad, seq), W, U, f.prime)
-    return nr.returned(seq, return_sequences), backward
+        seq = kernels.rnn_forward(x, W, U, b, f.f)
+        backward = kernels.rnn_backward(seq, kernels.spread(grad, seq), W, U, f.prime)
+    return kernels.returned(seq, return_sequences), backward
 
 
 def _definition(layer, params, x, return_sequences):
@@ -81,11 +82,12 @@ def _case(layer, seed, dtype, return_sequences):
     return params, x, grad
 
 
-def _errors(layer, seed, dtype, return_sequences):
+def _errors(layer, seed, dtype, return_sequences, kernels=nr):
     """The hand-written output and gradients' largest errors, each relative to the largest
-    magnitude of JAX's float64 value of it."""
+    magnitude of JAX's float64 value of it; ``kernels``: numpy_recurrent, or a copy of it with a
+    slip."""
     params, x, grad = _case(layer, seed, dtype, return_sequences)
-    out, grads = _hand(layer, params, x, grad, return_sequences)
+    out, grads = _hand(layer, params, x, grad, return_sequences, kernels)
     wide = tuple(np.asarray(p, np.float64) for p in params)
     with jax.enable_x64(True):  # the definition in float64, whatever the session's setting
         expected, vjp = jax.vjp(
@@ -112,54 +114,29 @@ def test_bptt_by_hand_is_jaxs_vjp_of_the_definition(layer, dtype, return_sequenc
     assert max(errors.values()) <= TOLERANCE[dtype], errors
 
 
-def _truncated(seq, grad, W, U, prime):
-    grads = nr.zero_grads(seq.x, W, U)
-    for t in reversed(range(seq.x.shape[1])):  # BUG: no carry: step t sees only its own g_t
-        delta = nr.rnn_step_backward(grad[:, t], seq.z[:, t], seq.h[:, t + 1], prime)
-        nr.step_grads(grads, delta, seq.x[:, t], seq.h[:, t], W, U, t)
-    return grads
-
-
-def _dU_from_h_t(seq, grad, W, U, prime):
-    grads = nr.zero_grads(seq.x, W, U)
-    carry = np.zeros_like(seq.h[:, 0])
-    for t in reversed(range(seq.x.shape[1])):
-        delta = nr.rnn_step_backward(grad[:, t] + carry, seq.z[:, t], seq.h[:, t + 1], prime)
-        carry = nr.step_grads(grads, delta, seq.x[:, t], seq.h[:, t + 1], W, U, t)  # BUG: h_t
-    return grads
-
-
 def _gates_c_o_swapped(z_t, sigmoid):  # BUG: CS231n's order i, f, o, g read from Keras's weights
     z_i, z_f, z_o, z_c = np.split(z_t, 4, axis=-1)
     return np.concatenate([sigmoid(z_i), sigmoid(z_f), np.tanh(z_c), sigmoid(z_o)], axis=-1)
 
 
-def _forget_without_sigma(z_t, sigmoid):  # BUG: f = z_f, its σ dropped
-    z_i, z_f, z_c, z_o = np.split(z_t, 4, axis=-1)
-    return np.concatenate([sigmoid(z_i), z_f, np.tanh(z_c), sigmoid(z_o)], axis=-1)
-
-
-def _cell_not_carried(c_prev, gates_t):  # BUG: c_t = i ⊙ c̃, the old cell state dropped
-    i, _, c_tilde, o = np.split(gates_t, 4, axis=-1)
-    c_t = i * c_tilde
-    return c_t, o * np.tanh(c_t)
-
-
-#: Each slip: the layer it is planted in, and the kernel function it replaces.
+#: Each slip: the layer it is planted in, and the numpy_recurrent functions it replaces (the
+#: mutants' of tests/mutants.py, but the gates read in CS231n's order, there made at the layer).
 SLIPS = {
-    "BPTT truncated": ("tanh", "rnn_backward", _truncated),
-    "h_t in dU": ("tanh", "rnn_backward", _dU_from_h_t),
-    "blocks c and o swapped": ("lstm", "gates", _gates_c_o_swapped),
-    "forget gate without σ": ("lstm", "gates", _forget_without_sigma),
-    "cell state not carried": ("lstm", "cell", _cell_not_carried),
-}
+    "BPTT truncated": ("tanh", {"rnn_backward": mutants._rnn_backward_truncated}),
+    "h_t in dU": ("tanh", {"rnn_backward": mutants._rnn_backward_dU_from_h_t}),
+    "blocks c and o swapped": ("lstm", {"gates": _gates_c_o_swapped}),
+    "forget gate without σ": ("lstm", {"gates": mutants._gates_forget_linear,
+                                       "gates_backward": mutants._gates_backward_forget_linear}),
+    "cell state not carried": ("lstm", {"cell": mutants._cell_not_carried,
+                                        "lstm_backward": mutants._lstm_backward_cell_not_carried}),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("slip", list(SLIPS))
-def test_each_classic_slip_parts_from_jax_far_beyond_rounding(slip, dtype, monkeypatch):
-    layer, name, replacement = SLIPS[slip]
-    monkeypatch.setattr(nr, name, replacement)
+def test_each_classic_slip_parts_from_jax_far_beyond_rounding(slip, dtype):
+    layer, replacements = SLIPS[slip]
+    kernels = mutants.recurrent_kernels(slip, **replacements)
     for seed in range(3):
-        errors = _errors(layer, seed, dtype, return_sequences=True)
+        errors = _errors(layer, seed, dtype, return_sequences=True, kernels=kernels)
         assert max(errors.values()) > 1000 * TOLERANCE[dtype], (seed, errors)

@@ -217,3 +217,45 @@ def test_the_datasets_as_sequences():
     assert labels.shape == (1797, 10)
     with pytest.raises(ValueError, match="one form at a time"):
         datasets.digits(images=True, sequences=True)
+
+
+#: Each slip, with the words its explanation must hold; the same words must not explain any
+#: other mutant (each is told apart from the others, not just caught).
+EXPLAINED = {
+    "lstm blocks c and o swapped": "blocks c and o swapped",
+    "lstm forget gate without sigma": "forget gate without its σ",
+    "lstm cell state not carried": "cell state not carried",
+    "bptt truncated": "backpropagation through time truncated",
+    "h_t in dU": "h_t read in layer 2's SimpleRNN's ∂C/∂U",
+    "dx of the last step only": "∂C/∂x keeping only the last step's contribution",
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layer", ["rnn", "lstm"])
+def test_verify_names_and_explains_each_classic_slip_of_bptt(layer, dtype):
+    """Bit streams as ids through an Embedding, a recurrent layer returning every state and a
+    softmax at every step, trained with Adam: every slip of the layer's kind is named alone
+    among the correct backends and explained in one line by its own words; the last step's dx
+    is seen in the Embedding's gradient below."""
+    from mutants import recurrent_mutants
+
+    recurrent = SimpleRNN(8, return_sequences=True) if layer == "rnn" else LSTM(8, True)
+    net = Network([Embedding(2, 4), recurrent, Dense(2, "softmax")], input_shape=(10,),
+                  loss="softmax_ce", dtype=dtype)  # fmt: skip
+    X, y = datasets.parity(samples=60, steps=10)
+    mutants = recurrent_mutants()
+    kind = {
+        "rnn": ("bptt truncated", "h_t in dU"),
+        "lstm": tuple(k for k in mutants if "lstm" in k),
+    }
+    caught = {name: mutants[name] for name in (*kind[layer], "dx of the last step only")}
+    correct = [b for b in ("numpy", "numba") if b in gradcheck.available_backends()]
+    report = gradcheck.verify(net, X[..., 0].astype(int), y, backends=[*correct, *caught.values()],
+                              steps=4, optimizer=Adam(0.01), batch_size=20)  # fmt: skip
+    assert {check.backend for check in report.failures} == {b.name for b in caught.values()}
+    explained = {e.backend: e.text for e in report.explanations if e.fits}
+    for name, backend in caught.items():
+        assert EXPLAINED[name] in explained.get(backend.name, ""), (name, explained)
+        others = [words for other, words in EXPLAINED.items() if other != name]
+        assert not any(words in explained[backend.name] for words in others), name
