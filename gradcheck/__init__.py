@@ -6,7 +6,14 @@ their predictions, gradients and training runs agree, or exactly where they part
 """
 
 from gradcheck import adapters, datasets
-from gradcheck.backends import Backend, Trace, Trajectory, available_backends, get_backend
+from gradcheck.backends import (
+    Backend,
+    TimeSteps,
+    Trace,
+    Trajectory,
+    available_backends,
+    get_backend,
+)
 from gradcheck.check_backward import BackwardCheck, InputCheck, check_backward, check_jvp
 from gradcheck.network import Network
 from gradcheck.report import Check, Report
@@ -20,6 +27,7 @@ __all__ = [
     "InputCheck",
     "Network",
     "Report",
+    "TimeSteps",
     "Trace",
     "Trajectory",
     "adapters",

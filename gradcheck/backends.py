@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
@@ -43,11 +43,28 @@ class Trajectory:
 
 
 @dataclass(frozen=True)
+class TimeSteps:
+    """One recurrent layer's pass through time in a `Trace`, every array (N, T, ·): each step's
+    pre-activation ``z`` (N, T, G), G = units for a SimpleRNN and 4·units for an LSTM, whose
+    blocks i, f, c, o lie side by side; an LSTM's ``gates`` σ(z_i), σ(z_f), tanh(z_c), σ(z_o)
+    likewise (None for a SimpleRNN); each state ``h`` (N, T, units), h_1 … h_T; and each
+    step's ``delta`` δ_t = ∂C/∂z_t (N, T, G). A backend that keeps no copy of z puts None."""
+
+    z: np.ndarray | None
+    gates: np.ndarray | None
+    h: np.ndarray
+    delta: np.ndarray
+
+
+@dataclass(frozen=True)
 class Trace:
     """The intermediates of one gradient evaluation, for layers l = 1..L (list index l − 1):
     pre-activations ``z`` and activations ``a`` of shape ``(N, n_l)``, the ``loss``, the deltas
     ``delta`` (δ_l = ∂C/∂z_l, shape ``(N, n_l)``) and the ``grads``, structured like params'
-    trainable entries.
+    trainable entries; the Dense and Conv2D layers are the weight layers l, and on a sequence
+    their z, a and δ are (N, T, n_l). ``steps``: one `TimeSteps` per SimpleRNN or LSTM layer,
+    in order, which ``verify`` walks to name the time step (and an LSTM's gate block) where a
+    backend parts from the reference; a backend may leave it empty.
     A backend that keeps no copy of a hidden layer's z puts None in its place."""
 
     z: list[np.ndarray | None]
@@ -55,6 +72,7 @@ class Trace:
     loss: float
     delta: list[np.ndarray]
     grads: Params
+    steps: list[TimeSteps] = field(default_factory=list)
 
 
 @runtime_checkable

@@ -4,9 +4,10 @@
 costs nothing more. Two parts:
 
 1. **Localise** (`first_difference`): walk two `Trace`s in the order of the computation —
-   forward layer by layer (z, then a), the loss, the output delta δ_L, then backward layer by
-   layer (the layer's gradients, then the delta below it) — and name the first tensor out of
-   tolerance.
+   forward layer by layer (z, then a; a recurrent layer's z, gates and h step by step), the
+   loss, the output delta δ_L, then backward layer by layer (the delta, a recurrent layer's
+   from its last step to its first, then the layer's gradients) — and name the first tensor
+   out of tolerance, with its time step and an LSTM's gate blocks.
 2. **Explain**: fit simple hypotheses against the reference and keep those that fit within the
    tolerance — a scale (least squares; named when it is a simple fraction of N and K), a sign, a
    transposed or swapped gradient, a missing or averaged bias gradient, a learning rate scaled,
@@ -138,10 +139,17 @@ class FirstDifference:
     tolerance: float
     #: The stages before it, which agree.
     agreeing: tuple[str, ...] = ()
+    #: A recurrent layer's time step (from 1), and the LSTM gate blocks that part there.
+    step: int | None = None
+    blocks: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
         where = self.tensor if self.layer is None else f"{self.tensor} of layer {self.layer}"
+        if self.step is not None:
+            where += f" at time step {self.step}"
+        if self.blocks:
+            where += f", block{'s' if len(self.blocks) > 1 else ''} {listing(self.blocks)}"
         agree = ""
         if self.agreeing:
             names = [s.replace("_", " ") for s in self.agreeing]
@@ -160,10 +168,26 @@ class FirstDifference:
             "tensor": self.tensor,
             "error": self.error,
             "tolerance": self.tolerance,
+            "step": self.step,
+            "blocks": list(self.blocks),
         }
 
 
 # --- localise ------------------------------------------------------------------------------------
+
+
+class _Entry(NamedTuple):
+    """One tensor of the walk: where it is, the backend's and the reference's, what its error
+    is relative to, and for a recurrent layer's its time step and the names of its blocks."""
+
+    stage: str
+    layer: int | None
+    tensor: str
+    observed: Any
+    reference: Any
+    magnitude: Any = None
+    step: int | None = None
+    blocks: tuple[str, ...] = ()
 
 
 def first_difference(
@@ -178,47 +202,100 @@ def first_difference(
 ) -> FirstDifference | None:
     """The first tensor of ``got`` out of ``tolerance`` against ``want`` (the reference's
     trace, from the float64 ``params``), or None when the traces agree throughout. Deltas and
-    gradients are measured against their ``magnitudes`` (``tolerance.backward_magnitudes``).
-    Layers are numbered as ``params`` numbers them, the layers with parameters; z, a and δ
-    are a Dense or Conv2D layer's."""
+    gradients are measured against their ``magnitudes`` (``tolerance.backward_magnitudes``), a
+    recurrent layer's tensors at each step against their largest over every step. Layers are
+    numbered as ``params`` numbers them, the layers with parameters; z, a and δ are a Dense or
+    Conv2D layer's, or a recurrent layer's at a time step (z, an LSTM's gates, h, δ)."""
     deltas, grads = magnitudes
     a_prev = [np.asarray(X, np.float64), *want.a[:-1]]
-    # where each weight layer's z, a and δ sit among the layers with parameters
     place = [p for p, layer in enumerate(net.parametric) if isinstance(layer, Weighted)]
-    steps: list[tuple[str, int | None, str, Any, Any, Any]] = []
-    for i, p in enumerate(place):  # z carries the cancellation of a W + b; a is bounded by f
-        z_scale = (  # a layer list's z: relative to its largest
-            np.abs(a_prev[i]) @ np.abs(params[p]["W"]) + np.abs(params[p].get("b", 0.0))
-            if net.dense
-            else None
-        )
-        steps += [
-            ("forward", p + 1, "z", got.z[i], want.z[i], z_scale),
-            ("forward", p + 1, "a", got.a[i], want.a[i], None),
-        ]
-    steps.append(("loss", None, "loss", np.float64(got.loss), np.float64(want.loss), None))
-    steps.append(("output_delta", place[-1] + 1, "δ", got.delta[-1], want.delta[-1], deltas[-1]))
+    recurrent = [p for p, layer in enumerate(net.parametric) if isinstance(layer, Recurrent)]
+    got_steps = dict(zip(recurrent, got.steps, strict=False))  # a backend may keep none
+    want_steps = dict(zip(recurrent, want.steps, strict=False))
+    forward: list[_Entry] = []
+    for p, layer in enumerate(net.parametric):
+        if isinstance(layer, Weighted):  # z carries the cancellation of a W + b; a is bounded
+            i = place.index(p)
+            z_scale = (  # a layer list's z: relative to its largest
+                np.abs(a_prev[i]) @ np.abs(params[p]["W"]) + np.abs(params[p].get("b", 0.0))
+                if net.dense
+                else None
+            )
+            forward += [
+                _Entry("forward", p + 1, "z", got.z[i], want.z[i], z_scale),
+                _Entry("forward", p + 1, "a", got.a[i], want.a[i]),
+            ]
+        elif isinstance(layer, Recurrent) and p in want_steps:
+            forward += _time_steps(p, layer, got_steps.get(p), want_steps[p])
+    backward = [_Entry("loss", None, "loss", np.float64(got.loss), np.float64(want.loss))]
+    backward.append(
+        _Entry("output_delta", place[-1] + 1, "δ", got.delta[-1], want.delta[-1], deltas[-1])
+    )
     for p in reversed(range(len(params))):
         if p in place[:-1]:  # a hidden weight layer's δ, then its gradients
             i = place.index(p)
-            steps.append(("backward", p + 1, "δ", got.delta[i], want.delta[i], deltas[i]))
+            backward.append(_Entry("backward", p + 1, "δ", got.delta[i], want.delta[i], deltas[i]))
+        if isinstance(layer := net.parametric[p], Recurrent) and p in want_steps:
+            # every step's δ, the last step's first
+            backward += _time_steps(p, layer, got_steps.get(p), want_steps[p], backward=True)
         for key in want.grads[p]:
-            steps.append(
-                ("backward", p + 1, key, got.grads[p].get(key), want.grads[p][key], grads[p][key])
+            observed = got.grads[p].get(key)
+            backward.append(
+                _Entry("backward", p + 1, key, observed, want.grads[p][key], grads[p][key])
             )
-    for stage, layer, tensor, observed, reference, magnitude in steps:
-        if observed is None:  # not kept by this backend (numba overwrites hidden z)
+    for entry in forward + backward:
+        if entry.observed is None:  # not kept by this backend (numba overwrites hidden z)
             continue
-        if np.shape(observed) != np.shape(reference):
-            error = np.inf
-        else:
-            error, _ = relative_error(
-                observed, reference, magnitude=magnitude, elementwise=tensor == "loss"
-            )
+        error = _error(entry.observed, entry.reference, entry.magnitude, entry.tensor == "loss")
         if not error <= tolerance:
-            agreeing = STAGES[: STAGES.index(stage)]
-            return FirstDifference(backend, stage, layer, tensor, error, tolerance, agreeing)
+            agreeing = STAGES[: STAGES.index(entry.stage)]
+            blocks = _parting_blocks(entry, tolerance)
+            return FirstDifference(backend, entry.stage, entry.layer, entry.tensor, error,
+                                   tolerance, agreeing, entry.step, blocks)  # fmt: skip
     return None
+
+
+def _error(observed: Any, reference: Any, magnitude: Any, elementwise: bool = False) -> float:
+    if np.shape(observed) != np.shape(reference):
+        return math.inf
+    return relative_error(observed, reference, magnitude=magnitude, elementwise=elementwise)[0]
+
+
+def _time_steps(
+    p: int, layer: Recurrent, got: Any, want: Any, backward: bool = False
+) -> list[_Entry]:
+    """A recurrent layer's tensors step by step — forward z, an LSTM's gates and h at each
+    step from the first; backward δ from the last — each relative to its largest over every
+    step; ``got`` None when the backend kept none."""
+    tensors = [("δ", "delta")] if backward else [("z", "z"), ("gates", "gates"), ("h", "h")]
+    entries = []
+    steps = range(want.h.shape[1])
+    for t in reversed(steps) if backward else steps:
+        for name, field in tensors:
+            reference = getattr(want, field)
+            if reference is None:  # a SimpleRNN has no gates
+                continue
+            observed = None if got is None else getattr(got, field)
+            blocks = layer.blocks if name != "h" and len(layer.blocks) > 1 else ()
+            entries.append(_Entry(
+                "backward" if backward else "forward", p + 1, name,
+                None if observed is None else observed[:, t], reference[:, t],
+                np.array(np.max(np.abs(reference))), t + 1, blocks,
+            ))  # fmt: skip
+    return entries
+
+
+def _parting_blocks(entry: _Entry, tolerance: float) -> tuple[str, ...]:
+    """The blocks of an LSTM's tensor (N, 4H) that part beyond ``tolerance``."""
+    if not entry.blocks or np.shape(entry.observed) != np.shape(entry.reference):
+        return ()
+    pairs = zip(np.split(entry.observed, len(entry.blocks), axis=-1),
+                np.split(entry.reference, len(entry.blocks), axis=-1), strict=True)  # fmt: skip
+    return tuple(
+        name
+        for name, (observed, reference) in zip(entry.blocks, pairs, strict=True)
+        if not _error(observed, reference, entry.magnitude) <= tolerance
+    )
 
 
 # --- naming a factor -----------------------------------------------------------------------------

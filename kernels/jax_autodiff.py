@@ -23,7 +23,7 @@ import optax
 
 from gradcheck import masks as dropout
 from gradcheck import ops
-from gradcheck.backends import Trace, Trajectory
+from gradcheck.backends import TimeSteps, Trace, Trajectory
 from gradcheck.layers import (
     LSTM,
     Activation,
@@ -68,12 +68,14 @@ LOSSES: dict[str, tuple[Callable[..., jax.Array], Callable[[Any, tuple[int, ...]
 
 
 class Walk(NamedTuple):
-    """A forward pass: every weight layer's pre-activation z_l and activation a_l, and the
-    batch's (μ, σ²) of each BatchNorm in training mode, in order."""
+    """A forward pass: every weight layer's pre-activation z_l and activation a_l, the
+    batch's (μ, σ²) of each BatchNorm in training mode, in order, and for a trace each recurrent
+    layer's (z, gates, h) at every step."""
 
     zs: list[jax.Array]
     outputs: list[jax.Array]
     statistics: list[tuple[jax.Array, jax.Array]]
+    steps: list[tuple[Any, Any, Any]]
 
 
 def _forward(
@@ -81,7 +83,7 @@ def _forward(
     params: Any,
     state: Any,
     X: jax.Array,
-    offsets: list[jax.Array] | None = None,
+    offsets: tuple[list[jax.Array], list[jax.Array]] | None = None,
     training: bool = True,
     mask: jax.Array | None = None,
     draw: tuple[Any, Any] = (0, 0),
@@ -92,7 +94,7 @@ def _forward(
     moving statistics (one dict per layer with parameters, empty but for a BatchNorm's);
     ``mask`` (N,) marks a padded batch's real samples, the only ones a BatchNorm's statistics
     are taken over; ``draw``, the run's (seed, step), picks the Dropout layers' masks."""
-    walk = Walk([], [], [])
+    walk = Walk([], [], [], [])
     weights, states, a = iter(params), iter(state), X
     for k, layer in enumerate(net.stack):
         if isinstance(layer, Parametric):
@@ -109,7 +111,10 @@ def _forward(
             a = _overwritten_lookup(values["E"], a) if overwrites else values["E"][a]
             continue
         if isinstance(layer, Recurrent):
-            a = _through_time(layer, values, a)
+            step_offsets = None if offsets is None else offsets[1][len(walk.steps)]
+            a, through = _through_time(layer, values, a, step_offsets)
+            if offsets is not None:
+                walk.steps.append(through)
             continue
         if isinstance(layer, Dropout):
             if training:
@@ -123,7 +128,7 @@ def _forward(
             continue
         z = _pre_activation(layer, values, a)
         if offsets is not None:
-            z = z + offsets[len(walk.zs)]
+            z = z + offsets[0][len(walk.zs)]
         a = lookup(ACTIVATIONS, layer.activation, "activation")(z)  # unused ones are traced away
         walk.zs.append(z)
         walk.outputs.append(a)
@@ -142,20 +147,29 @@ SLIPS = (
 )
 
 
-def _through_time(layer: Recurrent, values: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+def _through_time(
+    layer: Recurrent, values: dict[str, jax.Array], x: jax.Array, offsets: Any = None
+) -> tuple[jax.Array, tuple[Any, Any, jax.Array]]:
     """A SimpleRNN or LSTM over x (N, T, D) as Keras defines it (`_scan`): every h_t
-    (N, T, H), or h_T. A layer with a ``slip`` computes that slip instead."""
+    (N, T, H), or h_T; and, given ``offsets`` (T, N, G) to add to each step's z (a trace:
+    their gradient is δ_t), every step's z, an LSTM's gates and h, each (N, T, ·). A layer with
+    a ``slip`` computes that slip instead."""
     slip = getattr(layer, "slip", "")
     if slip and slip not in SLIPS:
         raise ValueError(f"slip must be one of {', '.join(SLIPS)}; got {slip!r}")
     W, U, b = values["W"], values["U"], values["b"]
     if slip == "last step's dx":  # the earlier steps' inputs get no gradient
         x = jnp.concatenate([jax.lax.stop_gradient(x[:, :-1]), x[:, -1:]], axis=1)
+    kept: tuple[Any, Any, jax.Array]
     if slip == "h_t in dU":
         hs = _dU_from_h_t(layer, W, U, b, x)
+        kept = (None, None, hs)
     else:
-        hs = _scan(layer, W, U, b, x, jnp.zeros(_z_shape(layer, x), x.dtype))[0]
-    return hs if layer.return_sequences else hs[:, -1]
+        keep = offsets is not None
+        zero = jnp.zeros(_z_shape(layer, x), x.dtype)
+        hs, zs, gates = _scan(layer, W, U, b, x, offsets if keep else zero, keep)
+        kept = (zs, gates, hs)
+    return (hs if layer.return_sequences else hs[:, -1]), kept
 
 
 def _z_shape(layer: Recurrent, x: jax.Array) -> tuple[int, int, int]:
@@ -164,10 +178,17 @@ def _z_shape(layer: Recurrent, x: jax.Array) -> tuple[int, int, int]:
 
 
 def _scan(
-    layer: Recurrent, W: jax.Array, U: jax.Array, b: jax.Array, x: jax.Array, offsets: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """Every h_t (N, T, H) and every z_t (T, N, G), one ``lax.scan`` step per time step from
-    zero states, ``offsets[t]`` added to z_t (zeros, whose gradient is δ_t):
+    layer: Recurrent,
+    W: jax.Array,
+    U: jax.Array,
+    b: jax.Array,
+    x: jax.Array,
+    offsets: jax.Array,
+    keep: bool = False,
+) -> tuple[jax.Array, Any, Any]:
+    """Every h_t (N, T, H) and, with ``keep``, every z_t and an LSTM's gates (N, T, G), one
+    ``lax.scan`` step per time step from zero states, ``offsets[t]`` added to z_t (zeros, whose
+    gradient is δ_t):
     z_t = x_t W + h_{t−1} U + b; a SimpleRNN's h_t = f(z_t); an LSTM's blocks i, f, c, o of z_t
     make c_t = σ(z_f) c_{t−1} + σ(z_i) tanh(z_c) and h_t = σ(z_o) tanh(c_t)."""
     slip, sigmoid = getattr(layer, "slip", ""), ACTIVATIONS["sigmoid"]
@@ -183,15 +204,21 @@ def _scan(
             z_i, z_f, z_c, z_o = (blocks[k] for k in order)
             f = z_f if slip == "forget gate without σ" else sigmoid(z_f)
             kept = 0 if slip == "cell state not carried" else f * c
-            c = kept + sigmoid(z_i) * jnp.tanh(z_c)
-            h = sigmoid(z_o) * jnp.tanh(c)
+            i, c_tilde, o = sigmoid(z_i), jnp.tanh(z_c), sigmoid(z_o)
+            c = kept + i * c_tilde
+            h = o * jnp.tanh(c)
+            gates = jnp.concatenate([i, f, c_tilde, o], axis=-1) if keep else None
         else:
-            h = lookup(ACTIVATIONS, layer.activation, "activation")(z)
-        return (h, c), (h, z)
+            h, gates = lookup(ACTIVATIONS, layer.activation, "activation")(z), None
+        return (h, c), (h, z if keep else None, gates)
 
     zero = jnp.zeros((x.shape[0], layer.units), x.dtype)
-    _, (hs, zs) = jax.lax.scan(step, (zero, zero), (jnp.swapaxes(x, 0, 1), offsets))
-    return jnp.swapaxes(hs, 0, 1), zs
+    _, (hs, zs, gates) = jax.lax.scan(step, (zero, zero), (jnp.swapaxes(x, 0, 1), offsets))
+
+    def batch_major(a: Any) -> Any:
+        return None if a is None else jnp.swapaxes(a, 0, 1)
+
+    return batch_major(hs), batch_major(zs), batch_major(gates)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -404,12 +431,19 @@ def _cost(
 
 
 def _traced_loss(
-    params: Any, offsets: list[jax.Array], state: Any, X: jax.Array, y: jax.Array, net: Network
-) -> tuple[jax.Array, tuple[list[jax.Array], list[jax.Array]]]:
-    """The loss with a zero ``offsets[l]`` added to each z_l, so that its gradient with respect
-    to the offsets is δ_l = ∂C/∂z_l; z and a of every layer come back as auxiliary outputs."""
+    params: Any,
+    offsets: tuple[list[jax.Array], list[jax.Array]],
+    state: Any,
+    X: jax.Array,
+    y: jax.Array,
+    net: Network,
+) -> tuple[jax.Array, tuple[list[jax.Array], list[jax.Array], list[tuple]]]:
+    """The loss with zero ``offsets`` added to each weight layer's z_l and to each recurrent
+    layer's z_t (T, N, G), so that its gradient with respect to them is δ_l = ∂C/∂z_l and
+    δ_t; z and a of every weight layer and each recurrent layer's (z, gates, h) come back as
+    auxiliary outputs."""
     walk = _forward(net, params, state, X, offsets)
-    return _cost(net, walk.zs[-1], walk.outputs[-1], y), (walk.zs, walk.outputs)
+    return _cost(net, walk.zs[-1], walk.outputs[-1], y), (walk.zs, walk.outputs, walk.steps)
 
 
 _value_and_grad = jax.value_and_grad(network_loss, has_aux=True)
@@ -559,13 +593,25 @@ def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
             for layer, shape in shapes
             if isinstance(layer, Weighted)
         ]
+        step_offsets = [
+            jnp.zeros((shape[0], X.shape[0], len(layer.blocks) * layer.units), net.dtype)
+            for layer, shape in zip(net.stack, net.input_shapes, strict=True)
+            if isinstance(layer, Recurrent)
+        ]  # (T, N, G)
         trainable, state = _split(net, params)
-        (loss, (zs, activations)), (grads, deltas) = _jit_trace(
-            trainable, offsets, state, X, y, net=net
+        (loss, (zs, activations, steps)), (grads, (deltas, step_deltas)) = _jit_trace(
+            trainable, (offsets, step_offsets), state, X, y, net=net
         )
+        through_time = [
+            TimeSteps(
+                _to_numpy(z), _to_numpy(gates), np.array(h), np.swapaxes(np.array(delta), 0, 1)
+            )
+            for (z, gates, h), delta in zip(steps, step_deltas, strict=True)
+        ]
         return Trace(
-            _to_numpy(zs), _to_numpy(activations), float(loss), _to_numpy(deltas), _to_numpy(grads)
-        )
+            _to_numpy(zs), _to_numpy(activations), float(loss), _to_numpy(deltas),
+            _to_numpy(grads), through_time,
+        )  # fmt: skip
 
 
 def train_with(

@@ -29,7 +29,7 @@ from functools import partial
 
 import numpy as np
 
-from gradcheck.backends import Trace, Trajectory
+from gradcheck.backends import TimeSteps, Trace, Trajectory
 from gradcheck.kernels import numba_backprop as nb
 from gradcheck.kernels import numba_conv as nc
 from gradcheck.kernels import numba_dropout, numba_embedding, numba_recurrent, numpy_conv
@@ -45,6 +45,7 @@ from gradcheck.layers import (
     Dropout,
     Embedding,
     Flatten,
+    Layer,
     LayerNorm,
     MaxPool2D,
     Norm,
@@ -450,12 +451,26 @@ def loss_and_grads(
 @on_numba_threads
 def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
     """The buffers of one evaluation. The activations overwrite the pre-activations in place,
-    so z is kept only for the output layer (the logits) and where f′ reads it."""
+    so z is kept only for the output layer (the logits) and where f′ reads it; an LSTM's gates
+    overwrite its z."""
     value, weights, buffers = _evaluate(net, params, X, y)
     kept = [k for k, layer in enumerate(net.stack) if isinstance(layer, Weighted)]
     zs = [None if buffers.zs[k] is buffers.outs[k] else buffers.zs[k] for k in kept]
     outputs = [buffers.outs[k] for k in kept]
-    return Trace(zs, outputs, value, [buffers.grads[k] for k in kept], weights.grads)
+    steps = [_time_steps(net.stack[k], buffers.steps[k]) for k in sorted(buffers.steps)]
+    return Trace(zs, outputs, value, [buffers.grads[k] for k in kept], weights.grads, steps)
+
+
+def _time_steps(layer: Layer, s: numba_recurrent.Steps) -> TimeSteps:
+    """A recurrent layer's time-major buffers as a trace's (N, T, ·) arrays."""
+
+    def batch_major(a: np.ndarray) -> np.ndarray:
+        return np.swapaxes(a, 0, 1).copy()
+
+    z = batch_major(s.z)
+    lstm = isinstance(layer, LSTM)
+    return TimeSteps(None if lstm else z, z if lstm else None, batch_major(s.h[1:]),
+                     batch_major(s.delta))  # fmt: skip
 
 
 @on_numba_threads

@@ -7,16 +7,24 @@ on the previous step is done for all T·N rows at once:
 
     xs = x time-major                        (T, N, D)                  to_time_major
     z = xs W                                 (T·N, G), G = blocks·H     one product, every step
-    z_t += h_{t−1} U + b                     (N, G)                     step by step
-    SimpleRNN: h_t = f(z_t)                                             rnn_cells
-    LSTM: i, f, c̃, o of z_t; c_t = f ⊙ c_{t−1} + i ⊙ c̃; h_t = o ⊙ tanh(c_t)  lstm_cells
-    backward, t = T … 1: dh = g_t + δ_{t+1} Uᵀ, δ_t as numpy_recurrent  rnn_deltas, lstm_deltas
+    z_t += h_{t−1} U + b                     (N, G)                     add_recurrence
+    SimpleRNN: h_t = f(z_t)                  (N, H)                     rnn_cells
+    LSTM: i, f, c̃, o = σ, σ, tanh, σ of z_t's blocks  (N, 4H)          lstm_gates
+          c_t = f ⊙ c_{t−1} + i ⊙ c̃,  h_t = o ⊙ tanh(c_t)  (N, H)     lstm_cells
+    backward, t = T … 1: dh = g_t + δ_{t+1} Uᵀ                          add_from_above
+          δ_t as numpy_recurrent                                        rnn_deltas, lstm_deltas
     ∂C/∂W = xsᵀ δ,  ∂C/∂U = [h_0 … h_{T−1}]ᵀ δ,  ∂C/∂b = Σ δ            one product each
     ∂C/∂x = δ Wᵀ, back to (N, T, D)
 
 The sums over steps run as one product over every row, where `numpy_recurrent` adds each
 step's share in turn: the same sums in another order. A layer that returns only h_T takes its
 output and gradient as (N, 1, H), so that both kinds compile once per dtype.
+
+The element-wise passes run over contiguous runs of one row — an LSTM's four blocks each a
+view indexed from 0 (`blocks`) — so that LLVM vectorises them, σ through `exp_normal` and
+tanh through `numba_backprop.tanh_of`: an LSTM step's gates on a (64, 128) batch take about
+3 µs, against 20 µs one exponential at a time. They run on one thread: a parallel region per
+step would cost more than a step's element-wise work, and the products take BLAS's threads.
 """
 
 from __future__ import annotations

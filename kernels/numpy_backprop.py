@@ -49,7 +49,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gradcheck.backends import Trace, Trajectory
+from gradcheck.backends import TimeSteps, Trace, Trajectory
 from gradcheck.kernels import numpy_conv as nc
 from gradcheck.kernels import numpy_norm as nn
 from gradcheck.kernels import numpy_recurrent as nr
@@ -475,9 +475,9 @@ def recurrent_backward(
     seq: nr.Sequence | nr.CellSequence,
     values: dict[str, np.ndarray],
     grad: np.ndarray,
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """A SimpleRNN's or LSTM's ∂C/∂W, ∂C/∂U and ∂C/∂b, and ∂C/∂x, by BPTT from ∂C/∂(its
-    output): every h_t's, or h_T's alone."""
+) -> nr.Grads:
+    """A SimpleRNN's or LSTM's ∂C/∂W, ∂C/∂U, ∂C/∂b, ∂C/∂x and every step's δ, by BPTT from
+    ∂C/∂(its output): every h_t's, or h_T's alone."""
     W, U, every = values["W"], values["U"], nr.spread(grad, seq)
     if isinstance(layer, LSTM):
         assert isinstance(seq, nr.CellSequence)
@@ -486,7 +486,7 @@ def recurrent_backward(
         prime = lookup(ACTIVATIONS, layer.activation, "activation").prime
         assert prime is not None  # a hidden activation
         grads = nr.rnn_backward(seq, every, W, U, prime)
-    return {"W": grads.W, "U": grads.U, "b": grads.b}, grads.x
+    return grads
 
 
 def unweighted_grad(layer: Pooling | Flatten, a_prev: np.ndarray, grad: np.ndarray) -> np.ndarray:
@@ -504,9 +504,11 @@ def backward(
     cache: Cache,
     delta: np.ndarray,
     deltas: list[np.ndarray] | None = None,
+    steps: list[np.ndarray] | None = None,
 ) -> Params:
     """Every layer's gradients from the output delta, structured like ``params``; ``deltas``,
-    when given a list, receives δ_L, …, δ_1 in the order they are used.
+    when given a list, receives δ_L, …, δ_1 in the order they are used, and ``steps`` each
+    recurrent layer's δ_t of every step (N, T, ·), from the last layer down.
 
     Walking down the layers, ``delta`` is the current weight layer's δ = ∂C/∂z; below a
     Conv2D layer, or a Dense layer on any other kind of layer, ``grad`` = ∂C/∂a carries the
@@ -532,7 +534,10 @@ def backward(
                 grads[p] = {"E": embedding_grad(a_prev, grad, layer.input_dim)}
             elif isinstance(layer, Recurrent):
                 p -= 1
-                grads[p], grad = recurrent_backward(layer, cache.sequences[k], params[p], grad)
+                through = recurrent_backward(layer, cache.sequences[k], params[p], grad)
+                grads[p], grad = {"W": through.W, "U": through.U, "b": through.b}, through.x
+                if steps is not None:
+                    steps.append(through.delta)
             else:
                 grad = unweighted_grad(layer, a_prev, grad)
             if p == 0:
@@ -582,17 +587,26 @@ def loss_and_grads(
 
 
 def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
-    """``loss_and_grads`` with every intermediate kept: z, a and δ of each layer."""
+    """``loss_and_grads`` with every intermediate kept: z, a and δ of each layer, and each
+    recurrent layer's z, gates, h and δ at every step."""
     cache = forward(net, params, X)
     zs: list[np.ndarray | None] = list(cache.zs)
     deltas: list[np.ndarray] = []
-    grads = backward(net, params, cache, output_delta(net, cache, y), deltas)
+    step_deltas: list[np.ndarray] = []
+    grads = backward(net, params, cache, output_delta(net, cache, y), deltas, step_deltas)
     outputs = [
         a
         for layer, a in zip(net.stack, cache.activations[1:], strict=True)
         if isinstance(layer, Weighted)
     ]
-    return Trace(zs, outputs, loss(net, cache, y), deltas[::-1], grads)
+    sequences = [cache.sequences[k] for k in sorted(cache.sequences)]
+    steps = [
+        TimeSteps(
+            seq.z, seq.gates if isinstance(seq, nr.CellSequence) else None, seq.h[:, 1:], delta
+        )
+        for seq, delta in zip(sequences, step_deltas[::-1], strict=True)
+    ]
+    return Trace(zs, outputs, loss(net, cache, y), deltas[::-1], grads, steps)
 
 
 # --- optimizers: the update of one parameter θ with gradient g at step t ------------------------

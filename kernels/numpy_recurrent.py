@@ -69,12 +69,14 @@ class CellSequence(NamedTuple):
 
 
 class Grads(NamedTuple):
-    """∂C/∂W, ∂C/∂U, ∂C/∂b and ∂C/∂x (N, T, D)."""
+    """∂C/∂W, ∂C/∂U, ∂C/∂b and ∂C/∂x (N, T, D); and every step's δ_t (N, T, H or 4H), kept
+    for a trace."""
 
     W: np.ndarray
     U: np.ndarray
     b: np.ndarray
     x: np.ndarray
+    delta: np.ndarray
 
 
 # --- SimpleRNN ---------------------------------------------------------------------------------
@@ -184,17 +186,19 @@ def lstm_backward(seq: CellSequence, grad: np.ndarray, W: np.ndarray, U: np.ndar
 
 
 def zero_grads(x: np.ndarray, W: np.ndarray, U: np.ndarray) -> Grads:
-    """Room for the sums over steps, zeroed."""
-    return Grads(np.zeros_like(W), np.zeros_like(U), np.zeros(U.shape[1], x.dtype),
-                 np.zeros_like(x))  # fmt: skip
+    """Room for the sums over steps, zeroed, and for every step's δ."""
+    width = U.shape[1]
+    return Grads(np.zeros_like(W), np.zeros_like(U), np.zeros(width, x.dtype), np.zeros_like(x),
+                 np.zeros((*x.shape[:2], width), x.dtype))  # fmt: skip
 
 
 def step_grads(
     grads: Grads, delta: np.ndarray, x_t: np.ndarray, h_prev: np.ndarray, W: np.ndarray,
     U: np.ndarray, t: int,
 ) -> np.ndarray:  # fmt: skip
-    """Step t's share of ∂C/∂W, ∂C/∂U and ∂C/∂b, added in place, and its ∂C/∂x_t; returns the
-    carry δ_t Uᵀ, ∂C/∂h_{t−1} through step t."""
+    """Step t's share of ∂C/∂W, ∂C/∂U and ∂C/∂b, added in place, its ∂C/∂x_t and δ_t; returns
+    the carry δ_t Uᵀ, ∂C/∂h_{t−1} through step t."""
+    grads.delta[:, t] = delta
     grads.W[...] += x_t.T @ delta  # (D, N) @ (N, H or 4H)
     grads.U[...] += h_prev.T @ delta  # h_{t−1}, not h_t: the state the step read
     grads.b[...] += delta.sum(axis=0)

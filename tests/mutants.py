@@ -390,8 +390,8 @@ def _recurrent_backward_cs231n_order(layer, seq, values, grad, _correct=nb.recur
                                      _swap=_swap_c_o):  # fmt: skip
     if not isinstance(layer, LSTM):  # noqa: F821 - numpy_backprop's
         return _correct(layer, seq, values, grad)
-    grads, dx = _correct(layer, seq, {key: _swap(value) for key, value in values.items()}, grad)
-    return {key: _swap(value) for key, value in grads.items()}, dx  # BUG: the same order
+    g = _correct(layer, seq, {key: _swap(value) for key, value in values.items()}, grad)
+    return g._replace(W=_swap(g.W), U=_swap(g.U), b=_swap(g.b), delta=_swap(g.delta))  # BUG
 
 
 def _rnn_backward_truncated(seq, grad, W, U, prime):
@@ -443,10 +443,10 @@ def _lstm_backward_cell_not_carried(seq, grad, W, U):
 
 
 def _recurrent_backward_last_dx(layer, seq, values, grad, _correct=nb.recurrent_backward):
-    grads, dx = _correct(layer, seq, values, grad)
-    only_last = np.zeros_like(dx)
-    only_last[:, -1] = dx[:, -1]  # BUG: the earlier steps' ∂C/∂x dropped
-    return grads, only_last
+    grads = _correct(layer, seq, values, grad)
+    only_last = np.zeros_like(grads.x)
+    only_last[:, -1] = grads.x[:, -1]  # BUG: the earlier steps' ∂C/∂x dropped
+    return grads._replace(x=only_last)
 
 
 def recurrent_mutants() -> dict[str, MutantBackend]:

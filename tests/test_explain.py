@@ -128,7 +128,8 @@ def test_the_report_contract():
         "text": "doubled's gradients are 2 × the reference's on every layer",
     }
     [first] = summary["first_difference"]
-    assert set(first) == {"backend", "stage", "layer", "tensor", "error", "tolerance"}
+    keys = {"backend", "stage", "layer", "tensor", "error", "tolerance", "step", "blocks"}
+    assert set(first) == keys
     assert (first["stage"], first["layer"], first["tensor"]) == ("output_delta", 3, "δ")
     assert f"why: {why['text']}" in str(report)
 

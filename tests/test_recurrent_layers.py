@@ -231,13 +231,25 @@ EXPLAINED = {
 }
 
 
+#: Where each slip first parts from the reference: (stage, layer, tensor, time step, blocks).
+#: The bit streams have 10 steps; the recurrent layer is layer 2.
+FIRST = {
+    "lstm blocks c and o swapped": ("forward", 2, "z", 1, ("c", "o")),
+    "lstm forget gate without sigma": ("forward", 2, "gates", 1, ("f",)),
+    "lstm cell state not carried": ("forward", 2, "h", 2, ()),  # c_1 = i ⊙ c̃ all the same
+    "bptt truncated": ("backward", 2, "δ", 9, ()),  # δ_10 has nothing to carry
+    "h_t in dU": ("backward", 2, "U", None, ()),
+    "dx of the last step only": ("backward", 1, "E", None, ()),
+}
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layer", ["rnn", "lstm"])
 def test_verify_names_and_explains_each_classic_slip_of_bptt(layer, dtype):
     """Bit streams as ids through an Embedding, a recurrent layer returning every state and a
     softmax at every step, trained with Adam: every slip of the layer's kind is named alone
-    among the correct backends and explained in one line by its own words; the last step's dx
-    is seen in the Embedding's gradient below."""
+    among the correct backends, located at its time step and gate blocks, and explained in one
+    line by its own words; the last step's dx is seen in the Embedding's gradient below."""
     from mutants import recurrent_mutants
 
     recurrent = SimpleRNN(8, return_sequences=True) if layer == "rnn" else LSTM(8, True)
@@ -255,7 +267,10 @@ def test_verify_names_and_explains_each_classic_slip_of_bptt(layer, dtype):
                               steps=4, optimizer=Adam(0.01), batch_size=20)  # fmt: skip
     assert {check.backend for check in report.failures} == {b.name for b in caught.values()}
     explained = {e.backend: e.text for e in report.explanations if e.fits}
+    first = {f.backend: (f.stage, f.layer, f.tensor, f.step, f.blocks)
+             for f in report.first_differences}  # fmt: skip
     for name, backend in caught.items():
+        assert first[backend.name] == FIRST[name], name
         assert EXPLAINED[name] in explained.get(backend.name, ""), (name, explained)
         others = [words for other, words in EXPLAINED.items() if other != name]
         assert not any(words in explained[backend.name] for words in others), name
