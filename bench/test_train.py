@@ -17,7 +17,7 @@ from gradcheck import benchmarks
 BACKENDS = gradcheck.available_backends()
 ROUNDS = {
     "notebook": 15, "digits": 10, "digits_adam": 10, "digits_cnn": 7, "digits_norm": 10,
-    "digits_embed": 10,
+    "digits_embed": 10, "digits_rnn": 10, "digits_lstm": 10, "parity_seq": 10,
 }  # fmt: skip
 FLOOR = [
     pytest.param(problem, benchmarks.FLOOR, dtype, id=f"{problem}-floor-{dtype}")

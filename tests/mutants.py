@@ -157,7 +157,7 @@ def _output_delta_without_softmax(net, cache, y):
     return nb.output_delta(net, cache, y)
 
 
-def _backward_wrong_layer_activation(net, params, cache, delta, deltas=None):
+def _backward_wrong_layer_activation(net, params, cache, delta, deltas=None, steps=None):
     grads = [{} for _ in params]
     for l in reversed(range(net.depth)):  # noqa: E741
         if deltas is not None:
@@ -171,7 +171,7 @@ def _backward_wrong_layer_activation(net, params, cache, delta, deltas=None):
     return grads
 
 
-def _backward_sigmoid_prime_given_z(net, params, cache, delta, deltas=None):
+def _backward_sigmoid_prime_given_z(net, params, cache, delta, deltas=None, steps=None):
     grads = [{} for _ in params]
     for l in reversed(range(net.depth)):  # noqa: E741
         if deltas is not None:
@@ -449,6 +449,21 @@ def _recurrent_backward_last_dx(layer, seq, values, grad, _correct=nb.recurrent_
     return grads._replace(x=only_last)
 
 
+#: The numpy_recurrent functions each slip of a hand-written recurrent layer replaces, by name.
+RECURRENT_SLIPS = {
+    "bptt truncated": {"rnn_backward": _rnn_backward_truncated},
+    "h_t in dU": {"rnn_backward": _rnn_backward_dU_from_h_t},
+    "lstm forget gate without sigma": {
+        "gates": _gates_forget_linear,
+        "gates_backward": _gates_backward_forget_linear,
+    },
+    "lstm cell state not carried": {
+        "cell": _cell_not_carried,
+        "lstm_backward": _lstm_backward_cell_not_carried,
+    },
+}
+
+
 def recurrent_mutants() -> dict[str, MutantBackend]:
     """The classic slips of backpropagation through time, by name, as fresh backends: the
     LSTM's, the SimpleRNN's backward's, and ∂C/∂x's, which an Embedding below sees."""
@@ -459,17 +474,13 @@ def recurrent_mutants() -> dict[str, MutantBackend]:
             recurrent_backward=_recurrent_backward_cs231n_order,
         ),
         "lstm forget gate without sigma": recurrent_mutant(
-            "lstm_forget_linear",
-            gates=_gates_forget_linear,
-            gates_backward=_gates_backward_forget_linear,
+            "lstm_forget_linear", **RECURRENT_SLIPS["lstm forget gate without sigma"]
         ),
         "lstm cell state not carried": recurrent_mutant(
-            "lstm_cell_not_carried",
-            cell=_cell_not_carried,
-            lstm_backward=_lstm_backward_cell_not_carried,
+            "lstm_cell_not_carried", **RECURRENT_SLIPS["lstm cell state not carried"]
         ),
-        "bptt truncated": recurrent_mutant("rnn_truncated", rnn_backward=_rnn_backward_truncated),
-        "h_t in dU": recurrent_mutant("rnn_dU_from_h_t", rnn_backward=_rnn_backward_dU_from_h_t),
+        "bptt truncated": recurrent_mutant("rnn_truncated", **RECURRENT_SLIPS["bptt truncated"]),
+        "h_t in dU": recurrent_mutant("rnn_dU_from_h_t", **RECURRENT_SLIPS["h_t in dU"]),
         "dx of the last step only": mutant(
             "rnn_last_dx", recurrent_backward=_recurrent_backward_last_dx
         ),

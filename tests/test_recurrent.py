@@ -122,14 +122,12 @@ def _gates_c_o_swapped(z_t, sigmoid):  # BUG: CS231n's order i, f, o, g read fro
 #: Each slip: the layer it is planted in, and the numpy_recurrent functions it replaces (the
 #: mutants' of tests/mutants.py, but the gates read in CS231n's order, there made at the layer).
 SLIPS = {
-    "BPTT truncated": ("tanh", {"rnn_backward": mutants._rnn_backward_truncated}),
-    "h_t in dU": ("tanh", {"rnn_backward": mutants._rnn_backward_dU_from_h_t}),
+    "BPTT truncated": ("tanh", mutants.RECURRENT_SLIPS["bptt truncated"]),
+    "h_t in dU": ("tanh", mutants.RECURRENT_SLIPS["h_t in dU"]),
     "blocks c and o swapped": ("lstm", {"gates": _gates_c_o_swapped}),
-    "forget gate without σ": ("lstm", {"gates": mutants._gates_forget_linear,
-                                       "gates_backward": mutants._gates_backward_forget_linear}),
-    "cell state not carried": ("lstm", {"cell": mutants._cell_not_carried,
-                                        "lstm_backward": mutants._lstm_backward_cell_not_carried}),
-}  # fmt: skip
+    "forget gate without σ": ("lstm", mutants.RECURRENT_SLIPS["lstm forget gate without sigma"]),
+    "cell state not carried": ("lstm", mutants.RECURRENT_SLIPS["lstm cell state not carried"]),
+}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
