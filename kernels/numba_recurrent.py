@@ -57,6 +57,7 @@ class Steps(NamedTuple):
     carry: np.ndarray  # (N, H): δ_{t+1} Uᵀ
     carry_c: np.ndarray  # (N, H): an LSTM's ∂C/∂c_t through step t + 1
     dxs_rows: np.ndarray  # (T·N, D): ∂C/∂x, time-major
+    normal: np.ndarray  # (N,) bool: whether a row's e^{−|z|} are all normal floats
 
 
 def steps(x_shape: tuple[int, ...], units: int, blocks: int, dtype: np.dtype) -> Steps:
@@ -72,7 +73,7 @@ def steps(x_shape: tuple[int, ...], units: int, blocks: int, dtype: np.dtype) ->
         xs, xs.reshape(T * N, D), z, z.reshape(T * N, G), h, h[:T].reshape(T * N, units), c,
         tanh_c, delta, delta.reshape(T * N, G), np.empty((N, G), dtype),
         np.empty((N, units), dtype), np.empty((N if lstm else 0, units), dtype),
-        np.empty((T * N, D), dtype),
+        np.empty((T * N, D), dtype), np.empty(N, np.bool_),
     )  # fmt: skip
 
 
@@ -89,34 +90,40 @@ def to_time_major(x, xs):
                 xs[t, n, d] = x[n, t, d]
 
 
+@nb.inline
+def add_recurrence(z, hu, b, first):
+    """z_t += h_{t−1} U + b for one row, h_{t−1} U given in ``hu`` (at the first step h_0 = 0
+    adds nothing); returns whether every e^{−|z|} of the row is then a normal float, so that
+    its σ vectorise. One pass: the count is an integer sum, which vectorises too."""
+    limit, beyond = -nb.min_normal_arg(z.dtype.type(1)), 0
+    if first:
+        for g in range(z.shape[0]):
+            z[g] += b[g]
+            beyond += abs(z[g]) > limit
+    else:
+        for g in range(z.shape[0]):
+            z[g] += hu[g] + b[g]
+            beyond += abs(z[g]) > limit
+    return beyond == 0
+
+
 @nb.jit
-def add_recurrence(z, h_prev, U, b, hu, first):
-    """z_t += h_{t−1} U + b, (N, G); at the first step h_0 = 0 adds nothing."""
-    if not first:
-        nb.matmul(h_prev, U, hu)  # (N, H) @ (H, G) -> (N, G)
+def rnn_cells(activation, z, hu, b, first, h):
+    """z_t += h_{t−1} U + b, then h_t = f(z_t), (N, H); two passes, as one the activation's
+    loop does not vectorise."""
     for n in range(z.shape[0]):
-        row, product = z[n], hu[n]
-        for g in range(z.shape[1]):
-            row[g] += b[g] if first else product[g] + b[g]
+        add_recurrence(z[n], hu[n], b, first)
+    activations(activation, z, h)
 
 
 @nb.jit
-def rnn_cells(activation, z, h):
+def activations(activation, z, h):
     """h_t = f(z_t), (N, H)."""
     one = z.dtype.type(1)
     for n in range(z.shape[0]):
         row, state = z[n], h[n]
         for j in range(z.shape[1]):
             state[j] = nb.activation_of(activation, row[j], one)
-
-
-@nb.inline
-def normal(z):
-    """Whether every e^{−|z|} of the row z is a normal float, so that its σ vectorise."""
-    limit, beyond = -nb.min_normal_arg(z.dtype.type(1)), 0
-    for g in range(z.shape[0]):
-        beyond += abs(z[g]) > limit  # an integer sum, which vectorises
-    return beyond == 0
 
 
 @nb.inline
@@ -141,13 +148,16 @@ def blocks(row, H):
 
 
 @nb.jit
-def lstm_gates(z):
-    """The gates i, f, c̃, o of z_t (N, 4H), in place: σ, σ, tanh, σ of its blocks, each a
-    contiguous run of a row, so that the loops vectorise."""
+def lstm_gates(z, hu, b, first, normal):
+    """z_t += h_{t−1} U + b, then the gates i, f, c̃, o of z_t (N, 4H), in place: σ, σ, tanh,
+    σ of its blocks, each a contiguous run of a row, so that the loops vectorise; ``normal``
+    (N,) notes which rows' e^{−|z|} are all normal floats. Two passes: in one, the σ's loops do
+    not vectorise."""
     one, H = z.dtype.type(1), z.shape[1] // 4
     for n in range(z.shape[0]):
-        row = z[n]
-        finite = normal(row)
+        normal[n] = add_recurrence(z[n], hu[n], b, first)
+    for n in range(z.shape[0]):
+        row, finite = z[n], normal[n]
         _, _, c_tilde, o = blocks(row, H)
         sigmoids(row[: 2 * H], finite)  # i and f
         for j in range(H):
@@ -177,12 +187,13 @@ def forward(lstm, activation, x, W, U, b, s, out, sequences):
     nb.matmul(s.xs_rows, W, s.z_rows)  # (T·N, D) @ (D, G): every step's x_t W at once
     T = x.shape[1]
     for t in range(T):
-        add_recurrence(s.z[t], s.h[t], U, b, s.hu, t == 0)
+        if t > 0:
+            nb.matmul(s.h[t], U, s.hu)  # (N, H) @ (H, G) -> (N, G)
         if lstm:
-            lstm_gates(s.z[t])
+            lstm_gates(s.z[t], s.hu, b, t == 0, s.normal)
             lstm_cells(s.z[t], s.c[t], s.c[t + 1], s.tanh_c[t], s.h[t + 1])
         else:
-            rnn_cells(activation, s.z[t], s.h[t + 1])
+            rnn_cells(activation, s.z[t], s.hu, b, t == 0, s.h[t + 1])
     for n in range(x.shape[0]):
         for t in range(T if sequences else 1):
             step = t + 1 if sequences else T
