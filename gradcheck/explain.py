@@ -301,13 +301,22 @@ def _parting_blocks(entry: _Entry, tolerance: float) -> tuple[str, ...]:
 # --- naming a factor -----------------------------------------------------------------------------
 
 
-def simple_factors(sizes: tuple[int, int] | None) -> list[tuple[float, str]]:
+def simple_factors(sizes: tuple[int, ...] | None) -> list[tuple[float, str]]:
     """The factors a disagreement is tested against, with what each usually means: the simple
-    fractions of the problem's sizes ``(N, K)`` (samples, outputs) when given, then 2, 1/2, −1."""
+    fractions of the problem's sizes ``(N, K)`` (samples, outputs) — or ``(N, K, T)`` for
+    outputs at T time steps — when given, then 2, 1/2, −1."""
     factors: list[tuple[float, str]] = []
+    if sizes is not None and len(sizes) == 3:  # a loss per step, averaged over N·T
+        N, K, T = sizes
+        factors = [
+            (T, f"a mean over the N = {N} samples alone where the reference averages over the "
+             f"N·T = {N * T} samples and time steps, as Keras does"),
+            (1 / T, f"a mean over the T = {T} time steps too where the reference sums them"),
+        ]  # fmt: skip
+        sizes = (N * T, K)  # every step's outputs a row of their own
     if sizes is not None:
         N, K = sizes
-        factors = [
+        factors += [
             (2 / (N * K), f"a loss averaged over N·K = {N * K} where the reference halves a sum"),
             (N * K / 2, f"a halved sum where the reference averages over N·K = {N * K}"),
             (1 / N, f"a mean over the N = {N} samples where the reference sums"),
@@ -325,7 +334,7 @@ def simple_factors(sizes: tuple[int, int] | None) -> list[tuple[float, str]]:
     return list(found.values())
 
 
-def named_factor(factor: float, sizes: tuple[int, int] | None) -> tuple[float, str] | None:
+def named_factor(factor: float, sizes: tuple[int, ...] | None) -> tuple[float, str] | None:
     """The simple number closest to ``factor`` when they agree to 0.1%, with what it usually
     means — one of `simple_factors`, else a whole number or one over one; None otherwise. The
     caller checks that it fits."""
@@ -393,7 +402,7 @@ def _scaled(
     expected: Sequence[np.ndarray],
     magnitudes: Sequence[np.ndarray | None],
     tolerance: float,
-    sizes: tuple[int, int] | None,
+    sizes: tuple[int, ...] | None,
 ) -> tuple[float, str] | None:
     """``(factor, meaning)`` when observed = factor × expected within tolerance and the factor
     is not 1: a simple fraction of the sizes where one fits, else the fitted number."""
@@ -463,7 +472,7 @@ def _wrong(arrays: dict[str, tuple[Any, np.ndarray, np.ndarray | None]], toleran
 def fits(
     groups: Groups,
     tolerance: float,
-    sizes: tuple[int, int] | None,
+    sizes: tuple[int, ...] | None,
     own: Callable[[str], list[Fit]] | None = None,
 ) -> tuple[list[str], list[Fit]]:
     """The groups whose arrays disagree, and the hypotheses that fit them, for ``verify``'s
@@ -537,7 +546,7 @@ def explain_gradients(
     want: Params,
     magnitudes: Params,
     tolerance: float,
-    sizes: tuple[int, int],
+    sizes: tuple[int, ...],
     derivative: Callable[[str, str], Params | None] | None = None,
 ) -> list[Explanation]:
     """Hypotheses for gradients ``got`` that disagree with ``want`` (`fits`, each layer a
@@ -561,7 +570,7 @@ def explain_gradients(
     return explanations
 
 
-def _bias(groups: Groups, tolerance: float, sizes: tuple[int, int], layer: str) -> list[Fit]:
+def _bias(groups: Groups, tolerance: float, sizes: tuple[int, ...], layer: str) -> list[Fit]:
     """A layer's own hypotheses: its bias gradient zero, or averaged over the N samples."""
     if "b" not in groups[layer]:
         return []
@@ -728,7 +737,7 @@ def explain_loss(
     predictions: np.ndarray,
     y: np.ndarray,
     tolerance: float,
-    sizes: tuple[int, int],
+    sizes: tuple[int, ...],
 ) -> list[Explanation]:
     """The backend's loss against the reference's definition at the backend's own outputs: a
     factor there means another normalisation, which scales every gradient and step alike."""

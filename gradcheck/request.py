@@ -199,6 +199,8 @@ class Request:
         return self.reference.name if narrow and name == self.reference.backend.name else None
 
     @property
-    def sizes(self) -> tuple[int, int]:
-        """(N, K): samples and outputs, after which a factor is named."""
-        return self.inputs.X.shape[0], self.net.outputs
+    def sizes(self) -> tuple[int, ...]:
+        """(N, K): samples and outputs, after which a factor is named; (N, K, T) for outputs
+        at T time steps."""
+        N, shape = self.inputs.X.shape[0], self.net.output_shape
+        return (N, self.net.outputs) if len(shape) == 1 else (N, self.net.outputs, shape[0])

@@ -485,3 +485,18 @@ def recurrent_mutants() -> dict[str, MutantBackend]:
             "rnn_last_dx", recurrent_backward=_recurrent_backward_last_dx
         ),
     }
+
+
+def _softmax_ce_over_samples(cache, y):
+    return float(-np.sum(y * log_softmax(cache.logits)) / y.shape[0])  # noqa: F821  BUG: N, not N·T
+
+
+def _softmax_ce_delta_over_samples(a, y):
+    return (a * np.sum(y, axis=-1, keepdims=True) - y) / y.shape[0]  # BUG: N, not N·T
+
+
+def sequence_loss_mutant() -> MutantBackend:
+    """softmax_ce on a sequence averaged over the samples alone, as a port of a per-sample loss
+    does, where Keras averages over the samples and the time steps."""
+    return mutant("softmax_ce_over_samples", softmax_ce=_softmax_ce_over_samples,
+                  softmax_ce_delta=_softmax_ce_delta_over_samples)  # fmt: skip

@@ -285,3 +285,24 @@ def test_verify_names_and_explains_each_classic_slip_of_bptt(layer, dtype):
         assert EXPLAINED[name] in explained.get(backend.name, ""), (name, explained)
         others = [words for other, words in EXPLAINED.items() if other != name]
         assert not any(words in explained[backend.name] for words in others), name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_loss_per_step_averaged_over_the_samples_alone_is_named(dtype):
+    """CS231n's temporal softmax loss sums over the time steps and averages over the samples;
+    Keras's averages over both. A port of the former is T times the reference, and verify says
+    why, for the loss and every gradient."""
+    from mutants import sequence_loss_mutant
+
+    net = Network([Embedding(2, 4), LSTM(8, return_sequences=True), Dense(2, "softmax")],
+                  input_shape=(10,), loss="softmax_ce", dtype=dtype)  # fmt: skip
+    X, y = datasets.parity(samples=60, steps=10)
+    mutant = sequence_loss_mutant()
+    report = gradcheck.verify(net, X[..., 0].astype(int), y, backends=["numpy", mutant], steps=4,
+                              optimizer=Adam(0.01), batch_size=20,
+                              finite_differences=None)  # fmt: skip
+    assert {check.backend for check in report.failures} == {mutant.name}
+    words = "a mean over the N = 60 samples alone where the reference averages over the N·T = 600"
+    explained = [e for e in report.explanations if e.fits]
+    assert {e.quantity for e in explained if words in e.text} >= {"loss", "gradient"}
+    assert all(e.factor == 10 for e in explained)
