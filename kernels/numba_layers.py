@@ -3,8 +3,9 @@
 A network given as widths runs as one compiled call (`numba_backprop`). A list of layers mixes
 images and matrices, so here a step is a short walk over the layers in Python, each layer one
 or two compiled kernels — `numba_conv`'s convolution and pooling, `numba_backprop`'s products,
-activations and loss, `numba_norm`'s normalisations — writing into buffers allocated once per
-batch size in `Buffers`. The walk is laid out once too (`Walk`): each kernel call with its
+activations and loss, `numba_norm`'s normalisations, `numba_recurrent`'s passes through time —
+writing into buffers allocated once per batch size in `Buffers`. A Dense layer on a sequence
+(N, T, D) takes it as N·T rows. The walk is laid out once too (`Walk`): each kernel call with its
 arguments bound (`forward_calls`, `backward_calls`), so that a step runs a list of calls and
 decides nothing. The gradients are views of one flat array, and so are a training run's params:
 the optimizer updates them all in one call. A training step allocates only its convolutions'
