@@ -173,10 +173,10 @@ def lstm_cells(gates, c_prev, c, tanh_c, h):
     for n in range(gates.shape[0]):
         i, f, c_tilde, o = blocks(gates[n], H)
         cell_prev, cell, tanh_cell, state = c_prev[n], c[n], tanh_c[n], h[n]
-        for j in range(H):
-            cell[j] = f[j] * cell_prev[j] + i[j] * c_tilde[j]
-            tanh_cell[j] = nb.tanh_of(cell[j], one)
-            state[j] = o[j] * tanh_cell[j]
+        for j in range(H):  # each value read once and written once: the loop vectorises
+            c_j = f[j] * cell_prev[j] + i[j] * c_tilde[j]
+            tanh_j = nb.tanh_of(c_j, one)
+            cell[j], tanh_cell[j], state[j] = c_j, tanh_j, o[j] * tanh_j
 
 
 @nb.jit
@@ -234,13 +234,14 @@ def lstm_deltas(dh, dc, gates, c_prev, tanh_c, delta):
         i, f, c_tilde, o = blocks(gates[n], H)
         d_i, d_f, d_c, d_o = blocks(delta[n], H)
         up, cell, tanh_cell, prev = dh[n], dc[n], tanh_c[n], c_prev[n]
-        for j in range(H):
-            cell[j] += up[j] * o[j] * (one - tanh_cell[j] * tanh_cell[j])
-            d_i[j] = cell[j] * c_tilde[j] * i[j] * (one - i[j])
-            d_f[j] = cell[j] * prev[j] * f[j] * (one - f[j])
-            d_c[j] = cell[j] * i[j] * (one - c_tilde[j] * c_tilde[j])
-            d_o[j] = up[j] * tanh_cell[j] * o[j] * (one - o[j])
-            cell[j] *= f[j]
+        for j in range(H):  # each value read once and written once: the loop vectorises
+            dh_j, tanh_j, i_j, f_j, c_j, o_j = up[j], tanh_cell[j], i[j], f[j], c_tilde[j], o[j]
+            dc_j = cell[j] + dh_j * o_j * (one - tanh_j * tanh_j)
+            d_i[j] = dc_j * c_j * i_j * (one - i_j)
+            d_f[j] = dc_j * prev[j] * f_j * (one - f_j)
+            d_c[j] = dc_j * i_j * (one - c_j * c_j)
+            d_o[j] = dh_j * tanh_j * o_j * (one - o_j)
+            cell[j] = dc_j * f_j
 
 
 @nb.jit
