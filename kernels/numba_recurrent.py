@@ -219,10 +219,8 @@ def add_from_above(dh, grad, sequences, t, T):
 @nb.jit
 def rnn_deltas(activation, dh, z, h, delta):
     """δ_t = dh ⊙ f′(z_t, h_t), (N, H)."""
-    one = z.dtype.type(1)
-    for n in range(z.shape[0]):
-        for j in range(z.shape[1]):
-            delta[n, j] = nb.activation_back(activation, dh[n, j], z[n, j], h[n, j], one)
+    delta[:] = dh
+    nb.activation_backward(activation, z, h, delta)  # its own loop per activation vectorises
 
 
 @nb.jit
