@@ -386,20 +386,26 @@ def _sequence(layer: Any, shape: Shape) -> tuple[int, int]:
     return shape[0], shape[1]
 
 
-def _recurrent_shapes(layer: Any, shape: Shape) -> dict[str, Shape]:
-    """W (D, blocks·units), U (units, blocks·units), b (blocks·units,): one column block per
-    entry of the layer's ``blocks``."""
-    width = len(layer.blocks) * layer.units
-    return {"W": (_sequence(layer, shape)[1], width), "U": (layer.units, width), "b": (width,)}
+class _Recurrent:
+    """What a SimpleRNN and an LSTM share: their shapes, from ``units``, ``return_sequences``
+    and ``blocks``, the column blocks of W, U and b."""
 
+    units: int
+    return_sequences: bool
+    blocks: tuple[str, ...]
 
-def _recurrent_output(layer: Any, shape: Shape) -> Shape:
-    steps, _ = _sequence(layer, shape)
-    return (steps, layer.units) if layer.return_sequences else (layer.units,)
+    def output_shape(self, shape: Shape) -> Shape:
+        steps, _ = _sequence(self, shape)
+        return (steps, self.units) if self.return_sequences else (self.units,)
+
+    def param_shapes(self, shape: Shape) -> dict[str, Shape]:
+        """W (D, blocks·units), U (units, blocks·units), b (blocks·units,)."""
+        width = len(self.blocks) * self.units
+        return {"W": (_sequence(self, shape)[1], width), "U": (self.units, width), "b": (width,)}
 
 
 @dataclass(frozen=True)
-class SimpleRNN:
+class SimpleRNN(_Recurrent):
     """Keras's SimpleRNN: h_t = f(x_t W + h_{t−1} U + b) from h_0 = 0 over a sequence (T, D);
     the last state h_T (units,), or with ``return_sequences`` every h_t (T, units)."""
 
@@ -423,15 +429,9 @@ class SimpleRNN:
         sequences = " sequences" if self.return_sequences else ""
         return f"rnn {self.units} {self.activation}{sequences}"
 
-    def output_shape(self, shape: Shape) -> Shape:
-        return _recurrent_output(self, shape)
-
-    def param_shapes(self, shape: Shape) -> dict[str, Shape]:
-        return _recurrent_shapes(self, shape)
-
 
 @dataclass(frozen=True)
-class LSTM:
+class LSTM(_Recurrent):
     """Keras's LSTM: z = x_t W + h_{t−1} U + b split into the blocks i, f, c, o, in that order;
     i, f, o = σ(·), c̃ = tanh(·); c_t = f ⊙ c_{t−1} + i ⊙ c̃, h_t = o ⊙ tanh(c_t), from zero
     states. W (D, 4·units), U (units, 4·units), b (4·units,); the last state h_T, or with
@@ -449,12 +449,6 @@ class LSTM:
     def describe(self) -> str:
         sequences = " sequences" if self.return_sequences else ""
         return f"lstm {self.units}{sequences}"
-
-    def output_shape(self, shape: Shape) -> Shape:
-        return _recurrent_output(self, shape)
-
-    def param_shapes(self, shape: Shape) -> dict[str, Shape]:
-        return _recurrent_shapes(self, shape)
 
 
 Layer = (

@@ -447,7 +447,6 @@ def _abs_through_time(
     c_t = f c_{t−1} + i c̃ bounded by |f| m_c + m_f |c_{t−1}| + |i| m_c̃ + m_i |c̃|, and
     h_t = o tanh(c_t) by m_o |tanh c_t| + |o| m_c."""
     W, U, b = (np.abs(np.asarray(values[key], np.float64)) for key in ("W", "U", "b"))
-    H = layer.units
     m_h, m_c, every = np.zeros_like(rec.h[:, 0]), np.zeros_like(rec.h[:, 0]), []
     for t in range(rec.z.shape[1]):
         m_z = magnitude[:, t] @ W + m_h @ U + b
@@ -460,7 +459,7 @@ def _abs_through_time(
             m_c = f * m_c + m_f * cell.c_prev + i * m_g + m_i * g
             m_h = m_o * cell.tanh_c + o * cell.tanh_slope * m_c
         else:
-            m_h = m_z * _slope(layer.activation, rec.z[:, t, :H], rec.h[:, t + 1])
+            m_h = _abs_activation_backward(layer.activation, rec.z[:, t], rec.h[:, t + 1], m_z)
         every.append(m_h)
     return np.stack(every, axis=1) if layer.return_sequences else m_h
 
@@ -586,7 +585,7 @@ def _abs_back_through_time(
             )
             carry_c = dc * f
         else:
-            delta = dh * _slope(layer.activation, rec.z[:, t], h[:, t + 1])
+            delta = _abs_activation_backward(layer.activation, rec.z[:, t], rec.h[:, t + 1], dh)
         grads["W"] += x[:, t].T @ delta
         grads["U"] += h[:, t].T @ delta
         grads["b"] += delta.sum(axis=0)

@@ -166,8 +166,9 @@ def _through_time(
         kept = (None, None, hs)
     else:
         keep = offsets is not None
-        zero = jnp.zeros(_z_shape(layer, x), x.dtype)
-        hs, zs, gates = _scan(layer, W, U, b, x, offsets if keep else zero, keep)
+        if not keep:
+            offsets = jnp.zeros(_z_shape(layer, x), x.dtype)
+        hs, zs, gates = _scan(layer, W, U, b, x, offsets, keep)
         kept = (zs, gates, hs)
     return (hs if layer.return_sequences else hs[:, -1]), kept
 
