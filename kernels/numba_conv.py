@@ -204,6 +204,7 @@ def conv2d(x, W, b, stride, activation, keep, kept, z, pool, size, pool_stride, 
     ← the sum before f, which f′ reads. With a `Pool` other than none, also pooled ← z pooled
     (windows of ``size`` at ``pool_stride``; ``first`` as `max_pool` keeps it), while z is in
     cache."""
+    nb.check_code(activation)
     blocks = block_count(z.shape[0])
     for k in prange(blocks):
         conv2d_block(x, W, b, stride, activation, keep, kept, z, pool, size, pool_stride, pooled,
@@ -292,6 +293,7 @@ def conv2d_backward(
     sums into dW_parts[k] and db_parts[k] (`block_sums`; `add_blocks` adds them up), and —
     with ``input_grad`` — ∂C/∂x (padded; entries no window reaches 0) into dx, where every
     window's Σ_o δ[n,i,j,o] W[p,q,c,o] adds to x[n, i·s+p, j·s+q, c]."""
+    nb.check_code(activation)
     blocks = dW_parts.shape[0]
     for k in prange(blocks):
         conv2d_backward_block(x, delta, W, stride, input_grad, dW_parts, db_parts, dx,

@@ -163,20 +163,26 @@ def _min_normal_arg(x):
 @njit(cache=True, error_model="numpy")
 def exp_nonpositive(x):
     """x ← e^x in place for a 1-D array ``x`` of values ≤ 0."""
-    if has_subnormal_result(x):
-        for j in range(x.shape[0]):
+    exp_nonpositive_at(x, 0, x.shape[0])
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def exp_nonpositive_at(x, start, stop):
+    """x[start:stop] ← e^x in place, for values ≤ 0, without making a view of the run: through
+    `exp_normal` unless some e^x of the run is subnormal (`has_subnormal_result`)."""
+    if has_subnormal_result(x, start, stop):
+        for j in range(start, stop):
             x[j] = np.exp(x[j])
         return
-    for j in range(x.shape[0]):
+    for j in range(start, stop):
         x[j] = exp_normal(x[j])
 
 
-@njit(cache=True, error_model="numpy")
-def has_subnormal_result(x):
-    """Whether e^x is subnormal for some x of the 1-D array ``x`` (below ``exp_normal``'s
-    range)."""
+@njit(cache=True, error_model="numpy", inline="always")
+def has_subnormal_result(x, start, stop):
+    """Whether e^x is subnormal for some x of x[start:stop] (below ``exp_normal``'s range)."""
     bound = min_normal_arg(x.dtype.type(0))
     found = False
-    for j in range(x.shape[0]):
+    for j in range(start, stop):
         found |= x[j] < bound
     return found

@@ -111,9 +111,9 @@ class Buffers:
             self.outs.append(out)
             self.grads.append(grad)
             below, below_grad = out, grad
-        self.logits = _as_rows(self.zs[last])  # (N, K), or (N·T, K) for a sequence's
+        self.logits = self.zs[last].reshape(-1)  # flat, as the loss and output delta take it
         self.y = np.empty((n, *net.output_shape), dtype)
-        self.log_norm = np.empty(len(self.logits), dtype)
+        self.log_norm = np.empty(len(_as_rows(self.y)), dtype)  # a row's: a sequence's N·T
 
 
 class NormBuffers:
@@ -290,9 +290,9 @@ def backward_calls(net: Network, weights: Weights, buffers: Buffers, loss_code: 
     """The backward pass as calls bound once: every gradient into ``weights.grads`` from the
     output delta, layer by layer down to the first layer with parameters."""
     last = len(net.stack) - 1
-    calls: list[Call] = [partial(nb.output_delta, loss_code, weights.codes[last], buffers.logits,
-                                 _as_rows(buffers.outs[last]), _as_rows(buffers.y),
-                                 _as_rows(buffers.grads[last]))]  # fmt: skip
+    calls: list[Call] = [partial(nb.output_delta, loss_code, weights.codes[last],
+                                 buffers.logits, buffers.outs[last].reshape(-1), 0,
+                                 _as_rows(buffers.y), buffers.grads[last].reshape(-1))]  # fmt: skip
     w, first = len(weights.params), net.parametric_positions[0]
     for k in range(last, first - 1, -1):
         layer, grad, x = net.stack[k], buffers.grads[k], _input(buffers, k)
@@ -392,8 +392,9 @@ class Walk:
         loss_code = lookup(nb.LOSS_CODES, net.loss, "loss")
         self.buffers = buffers
         self.forward = forward_calls(net, weights, buffers, training=True)
-        self.loss = partial(nb.loss, loss_code, _as_rows(buffers.outs[-1]), buffers.logits,
-                            buffers.log_norm, _as_rows(buffers.y))  # fmt: skip
+        self.loss = partial(nb.loss, loss_code, buffers.outs[-1].reshape(-1),
+                            buffers.logits, 0, buffers.log_norm,
+                            _as_rows(buffers.y))  # fmt: skip
         self.backward = backward_calls(net, weights, buffers, loss_code)
         self.moves = [
             partial(

@@ -183,6 +183,8 @@ def lstm_cells(gates, c_prev, c, tanh_c, h):
 def forward(lstm, activation, x, W, U, b, s, out, sequences):
     """The layer over x (N, T, D) from zero states: every h_t into ``out`` (N, T, H) with
     ``sequences``, else h_T into ``out`` (N, 1, H)."""
+    if not lstm:  # an LSTM's activations are fixed; its code is -1
+        nb.check_code(activation)
     to_time_major(x, s.xs)
     nb.matmul(s.xs_rows, W, s.z_rows)  # (T·N, D) @ (D, G): every step's x_t W at once
     T = x.shape[1]

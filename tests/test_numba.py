@@ -342,16 +342,22 @@ def test_the_narrow_walk_computes_what_the_walk_over_views_does(hidden, output, 
         y[:, 1] = 1 - y[:, 0]
     params = net.init(seed=1)
     results = []
-    for walk in ((nb.narrow_forward, nb.narrow_backward), (nb.forward, nb.backward)):
+    N = len(X)
+    for narrow in (True, False):
         ws = backend.Workspace(net, params, X)
-        walk[0](ws.net, ws.theta, ws.X, ws.buffers)
-        L, widths, N = net.depth, ws.net.widths, len(X)
-        a_L, z_L = nb.block(ws.buffers.acts, widths, N, L), nb.block(ws.buffers.zs, widths, N, L)
-        nb.output_delta(ws.net.loss, ws.net.activations[-1], z_L, a_L, y,
-                        nb.block(ws.buffers.deltas, widths, N, L))  # fmt: skip
-        walk[1](ws.net, ws.theta, ws.X, ws.buffers)
-        results.append((ws.buffers.acts.copy(), ws.buffers.deltas.copy(), ws.buffers.grad.copy()))
-    assert nb.is_narrow(ws.net.widths, len(X))
+        inputs = ws.X.reshape(-1)
+        if narrow:
+            nb.narrow_forward(ws.net, ws.theta, inputs, N, ws.buffers)
+        else:
+            nb.forward(ws.net, ws.theta, ws.X, ws.buffers)
+        b, at = ws.buffers, nb.output_at(ws.net.widths, N)
+        nb.output_delta(ws.net.loss, ws.net.activations[-1], b.zs, b.acts, at, y, b.deltas)
+        if narrow:
+            nb.narrow_backward(ws.net, ws.theta, inputs, N, ws.buffers)
+        else:
+            nb.backward(ws.net, ws.theta, ws.X, ws.buffers)
+        results.append((b.acts.copy(), b.deltas.copy(), b.grad.copy()))
+    assert nb.is_narrow(ws.net.widths, N)
     for narrow, wide in zip(*results, strict=True):
         assert np.array_equal(narrow, wide)
 

@@ -80,14 +80,20 @@ def test_numba_implements_exactly_the_registry():
     nb = kernels("numba")
     assert set(nb.ACTIVATION_CODES) == ACTIVATIONS
     assert set(nb.LOSS_CODES) == LOSSES
-    # and its compiled dispatch has a branch for every code (it raises on a code it lacks)
-    log_norm = np.empty(len(X))
+    # and its compiled dispatch has a branch for every code (the array kernels raise on a code
+    # they lack; the entry-by-entry dispatch gives NaN for one, and for the softmax's)
+    log_norm, flat = np.empty(len(X)), X.reshape(-1)
     for code in nb.ACTIVATION_CODES.values():
         nb.activate(code, X.copy(), np.empty(0), False, log_norm)
         nb.activation_backward(code, X.copy(), X.copy(), Y.copy())
+        if code != nb.ACTIVATION_CODES["softmax"]:
+            assert np.isfinite(nb.activation_of(code, 0.5, 1.0))
+            assert np.isfinite(nb.activation_back(code, 0.5, 0.5, 0.5, 1.0))
     for code in nb.LOSS_CODES.values():
-        nb.loss(code, X, X, log_norm, Y)
-        nb.output_delta(code, nb.ACTIVATION_CODES["sigmoid"], X, X, Y, np.empty_like(Y))
+        assert np.isfinite(nb.loss(code, flat, flat, 0, np.zeros(len(X)), np.abs(Y)))
+        delta = np.full(Y.size, np.nan)
+        nb.output_delta(code, nb.ACTIVATION_CODES["sigmoid"], flat, flat, 0, Y, delta)
+        assert np.isfinite(delta).all()
 
 
 def test_jax_implements_exactly_the_registry():
@@ -136,16 +142,28 @@ def test_numba_dispatch_raises_on_an_unknown_name_or_code():
         nb.activate(unknown, z, np.empty(0), False, log_norm)
     with pytest.raises(ValueError, match="unknown activation code"):
         nb.activation_backward(unknown, X.copy(), X.copy(), Y.copy())
-    # the narrow walk's dispatch of one entry: an unknown code, and the softmax (a row's)
+    # the walks that dispatch entry by entry check their codes before any work; the dispatch
+    # itself gives NaN for a code it has no branch for (an unknown one, or the softmax's)
+    dense = importlib.import_module("gradcheck.kernels.numba_dense")
+    ws = dense.Workspace(stand_in(), PARAMS, X)
+    theta = ws.theta.copy()
+    for layout in (ws.net._replace(activations=np.array([unknown])),
+                   ws.net._replace(loss=unknown)):  # fmt: skip
+        with pytest.raises(ValueError, match=r"unknown (activation|loss) code"):
+            nb.train_loop(layout, ws.theta, ws.X, Y, 0.5, ws.buffers, np.empty(3))
+        with pytest.raises(ValueError, match=r"unknown (activation|loss) code"):
+            nb.loss_and_grads_into(layout, ws.theta, ws.X, Y, ws.buffers)
+    assert np.array_equal(ws.theta, theta)
+    with pytest.raises(ValueError, match="unknown activation code"):
+        nb.check_code(unknown)
     for code in (unknown, nb.ACTIVATION_CODES["softmax"]):
-        with pytest.raises(ValueError, match="unknown activation code, or the softmax"):
-            nb.activation_of(code, 0.5, 1.0)
-        with pytest.raises(ValueError, match="unknown activation code, or the softmax"):
-            nb.activation_back(code, 0.5, 0.5, 0.5, 1.0)
-    with pytest.raises(ValueError, match="unknown loss code"):
-        nb.loss(unknown, X, X, log_norm, Y)
-    with pytest.raises(ValueError, match="unknown loss code"):
-        nb.output_delta(unknown, nb.ACTIVATION_CODES["sigmoid"], X, X, Y, np.empty_like(Y))
+        assert np.isnan(nb.activation_of(code, 0.5, 1.0))
+        assert np.isnan(nb.activation_back(code, 0.5, 0.5, 0.5, 1.0))
+    flat = X.reshape(-1)
+    assert np.isnan(nb.loss(unknown, flat, flat, 0, log_norm, Y))
+    delta = np.zeros(Y.size)
+    nb.output_delta(unknown, nb.ACTIVATION_CODES["sigmoid"], flat, flat, 0, Y, delta)
+    assert np.isnan(delta).all()
 
 
 def test_jax_dispatch_raises_on_an_unknown_name():
