@@ -938,7 +938,7 @@ def loss_and_output_delta(net, y, N, buffers):
     return value
 
 
-@inline
+@jit
 def wide_evaluate(net, theta, X, y, buffers):
     """One evaluation: forward, C, δ_L and backward; returns C, the gradient in buffers.grad."""
     forward(net, theta, X, buffers)
@@ -947,7 +947,7 @@ def wide_evaluate(net, theta, X, y, buffers):
     return value
 
 
-@inline
+@jit
 def narrow_evaluate(net, theta, inputs, N, y, buffers):
     """`wide_evaluate` for a narrow network, from its N inputs as one flat (N·n_0,) array."""
     narrow_forward(net, theta, inputs, N, buffers)
@@ -956,20 +956,14 @@ def narrow_evaluate(net, theta, inputs, N, y, buffers):
     return value
 
 
-@inline
-def evaluate(net, theta, X, inputs, y, buffers):
-    """`narrow_evaluate` or `wide_evaluate` as X's N rows and the widths make the network,
-    with X (N, n_0) also given as ``inputs``, the same memory flat (N·n_0,)."""
-    if is_narrow(net.widths, X.shape[0]):
-        return narrow_evaluate(net, theta, inputs, X.shape[0], y, buffers)
-    return wide_evaluate(net, theta, X, y, buffers)
-
-
 @jit
 def loss_and_grads_into(net, theta, X, y, buffers):
-    """One evaluation: C, and the gradient in buffers.grad."""
+    """One evaluation, by `narrow_evaluate` or `wide_evaluate` as X's N rows and the widths
+    make the network: C, and the gradient in buffers.grad."""
     check_layout(net)
-    return evaluate(net, theta, X, X.reshape(X.size), y, buffers)
+    if is_narrow(net.widths, X.shape[0]):
+        return narrow_evaluate(net, theta, X.reshape(X.size), X.shape[0], y, buffers)
+    return wide_evaluate(net, theta, X, y, buffers)
 
 
 @inline
@@ -1132,15 +1126,13 @@ def train_with_loop(net, theta, X, y, batches, rule, buffers, losses):
     """One optimizer step per batch, in place on θ; ``buffers`` hold a batch of the largest
     size."""
     state = rule.state
-    check_layout(net)
     for t in range(losses.shape[0]):
         n = batches.sizes[t]
-        inputs = batches.inputs[: n * X.shape[1]]
-        Xb = inputs.reshape((n, X.shape[1]))
+        Xb = batches.inputs[: n * X.shape[1]].reshape((n, X.shape[1]))
         yb = batches.targets[: n * y.shape[1]].reshape((n, y.shape[1]))
         gather(batches.rows[t], n, X, Xb)
         gather(batches.rows[t], n, y, yb)
-        losses[t] = evaluate(net, theta, Xb, inputs, yb, buffers)
+        losses[t] = loss_and_grads_into(net, theta, Xb, yb, buffers)
         optimizer_update(rule.kind, rule.hyper, rule.flags, t + 1, theta, buffers.grad,
                          state[0], state[1], state[2], state[3])  # fmt: skip
 
