@@ -839,12 +839,12 @@ def backward(net, theta, X, buffers):
 # and sums in the same order, reading and writing θ and the buffers at offsets, with no view at
 # all: the inputs come flat, the softmax's rows, the loss and the output delta index the output
 # layer's block, and each entry's f and f′ go through `activation_of` and `activation_back`.
-# The walk is inlined into its own training loop (`narrow_train_loop`), whose step can raise
-# nowhere: measured on the notebook, each of a reshape a step, a view of the output layer, the
-# wide walk's calls and a raise left in the dispatch cost 0.1–0.3 µs a step, about what its
-# arithmetic takes (the step is now about 0.31 µs, the hand-written floor's 0.12). Which
-# walk a call takes depends on its widths and N, read at run time: nothing is compiled per
-# network.
+# The walk is compiled whole into `narrow_evaluate`, which a training loop of its own calls
+# (`narrow_train_loop`), and nothing in a step can raise: measured on the notebook, each of a
+# reshape a step, a view of the output layer, the wide walk's calls and a raise left in the
+# dispatch cost 0.1–0.3 µs a step, about what its arithmetic takes (the step is now about
+# 0.31 µs, the hand-written floor's 0.12). Which walk a call takes depends on its widths and
+# N, read at run time: nothing is compiled per network.
 
 
 @inline

@@ -109,8 +109,8 @@ def add_recurrence(z, hu, b, first):
 
 @nb.jit
 def rnn_cells(activation, z, hu, b, first, h):
-    """z_t += h_{t−1} U + b, then h_t = f(z_t), (N, H); two passes, as one the activation's
-    loop does not vectorise."""
+    """z_t += h_{t−1} U + b, then h_t = f(z_t) (`activations`), (N, H): passes apart, as the
+    activation's loop does not vectorise with the sum in it."""
     for n in range(z.shape[0]):
         add_recurrence(z[n], hu[n], b, first)
     activations(activation, z, h)
