@@ -660,17 +660,15 @@ def weights(theta, widths, bias, l):
 @inline
 def block(arena, widths, N, l):
     """Layer l's (N, n_l) block, l ≥ 1, of a buffer holding layers 1..L in order."""
-    at = 0
-    for k in range(1, l):
-        at += N * widths[k]
+    at = block_at(widths, N, l)
     return arena[at : at + N * widths[l]].reshape((N, widths[l]))
 
 
 @inline
-def output_at(widths, N):
-    """Where the output layer's (N, n_L) block starts in a buffer holding layers 1..L."""
+def block_at(widths, N, l):
+    """Where layer l's block starts, l ≥ 1, in a buffer holding layers 1..L in order."""
     at = 0
-    for k in range(1, len(widths) - 1):
+    for k in range(1, l):
         at += N * widths[k]
     return at
 
@@ -932,7 +930,7 @@ def narrow_backward(net, theta, inputs, N, buffers):
 @inline
 def loss_and_output_delta(net, y, N, buffers):
     """C, and δ_L = ∂C/∂z_L into the deltas, from the output layer's block of N rows."""
-    at = output_at(net.widths, N)
+    at = block_at(net.widths, N, len(net.widths) - 1)  # the output layer's
     value = loss(net.loss, buffers.acts, buffers.zs, at, buffers.log_norm, y)
     output_delta(net.loss, net.activations[-1], buffers.zs, buffers.acts, at, y, buffers.deltas)
     return value

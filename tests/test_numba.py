@@ -350,7 +350,7 @@ def test_the_narrow_walk_computes_what_the_walk_over_views_does(hidden, output, 
             nb.narrow_forward(ws.net, ws.theta, inputs, N, ws.buffers)
         else:
             nb.forward(ws.net, ws.theta, ws.X, ws.buffers)
-        b, at = ws.buffers, nb.output_at(ws.net.widths, N)
+        b, at = ws.buffers, nb.block_at(ws.net.widths, N, net.depth)
         nb.output_delta(ws.net.loss, ws.net.activations[-1], b.zs, b.acts, at, y, b.deltas)
         if narrow:
             nb.narrow_backward(ws.net, ws.theta, inputs, N, ws.buffers)
