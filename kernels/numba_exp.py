@@ -133,37 +133,23 @@ def _expm1_normal_32(x):
     return fma(two_k, q * r, two_k - np.float32(1))
 
 
-@overload(expm1_normal)
-def _expm1_normal(x):
-    if x == types.float64:
-        return lambda x: _expm1_normal_64(x)
-    if x == types.float32:
-        return lambda x: _expm1_normal_32(x)
-    return None
+def _by_dtype(for_64, for_32):
+    """An overload's typing function: the implementation for x's float type, None (no match)
+    for any other type."""
+
+    def implementation(x):
+        if x == types.float64:
+            return for_64
+        if x == types.float32:
+            return for_32
+        return None
+
+    return implementation
 
 
-@overload(exp_normal)
-def _exp_normal(x):
-    if x == types.float64:
-        return lambda x: _exp_normal_64(x)
-    if x == types.float32:
-        return lambda x: _exp_normal_32(x)
-    return None
-
-
-@overload(min_normal_arg)
-def _min_normal_arg(x):
-    if x == types.float64:
-        return lambda x: _MIN_NORMAL_ARG_64
-    if x == types.float32:
-        return lambda x: _MIN_NORMAL_ARG_32
-    return None
-
-
-@njit(cache=True, error_model="numpy")
-def exp_nonpositive(x):
-    """x ← e^x in place for a 1-D array ``x`` of values ≤ 0."""
-    exp_nonpositive_at(x, 0, x.shape[0])
+overload(expm1_normal)(_by_dtype(lambda x: _expm1_normal_64(x), lambda x: _expm1_normal_32(x)))
+overload(exp_normal)(_by_dtype(lambda x: _exp_normal_64(x), lambda x: _exp_normal_32(x)))
+overload(min_normal_arg)(_by_dtype(lambda x: _MIN_NORMAL_ARG_64, lambda x: _MIN_NORMAL_ARG_32))
 
 
 @njit(cache=True, error_model="numpy", inline="always")
