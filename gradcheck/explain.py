@@ -1150,25 +1150,28 @@ def explain_layer_conventions(
     neighbour is computed by the reference in float64 from the float64 ``inputs`` and held to
     the observed quantities at the tolerances ``point`` and ``trajectory``, the gradient
     relative to ``magnitudes``. Only a neighbour that changes just the quantities that failed
-    among predictions, loss and gradient is tried; its predictions, loss and gradient must fit
-    the backend's whether these failed or not, and only then is its training run, the costly
-    part, compared; the first that fits is the explanation, in one line."""
+    among predictions, loss and gradient is tried, and only what it changes is computed: the
+    rest is the reference's, which the backend's fit (they did not fail). Its predictions, loss
+    and gradient must fit the backend's, and only then is its training run, the costly part,
+    compared; the first that fits is the explanation, in one line."""
     net64, params64, X, y = inputs
 
-    def fits(neighbour: Network) -> bool:
-        expected = reference.predict(neighbour, params64, X)
-        if not _fits([observed.predictions], [expected], point, [np.abs(expected)]):
-            return False
-        value, grads = reference.loss_and_grads(neighbour, params64, X, y)
-        loss = np.asarray(value, np.float64)
-        if not _fits([np.asarray(observed.loss)], [loss], point, [np.abs(loss)]):
-            return False
-        keys = [(i, k) for i, layer in enumerate(grads) for k in layer]
-        if not _fits(
-            [observed.grads[i].get(k) for i, k in keys], [grads[i][k] for i, k in keys],
-            point, [magnitudes[i][k] for i, k in keys],
-        ):  # fmt: skip
-            return False
+    def fits(neighbour: Network, changes: frozenset[str]) -> bool:
+        if "predictions" in changes:
+            expected = reference.predict(neighbour, params64, X)
+            if not _fits([observed.predictions], [expected], point, [np.abs(expected)]):
+                return False
+        if changes:  # the loss and the gradient, which one call computes
+            value, grads = reference.loss_and_grads(neighbour, params64, X, y)
+            loss = np.asarray(value, np.float64)
+            if not _fits([np.asarray(observed.loss)], [loss], point, [np.abs(loss)]):
+                return False
+            keys = [(i, k) for i, layer in enumerate(grads) for k in layer]
+            if not _fits(
+                [observed.grads[i].get(k) for i, k in keys], [grads[i][k] for i, k in keys],
+                point, [magnitudes[i][k] for i, k in keys],
+            ):  # fmt: skip
+                return False
         if "training run" in groups:
             run = training.run(reference, neighbour, params64, X, y)
             if (
@@ -1180,7 +1183,7 @@ def explain_layer_conventions(
 
     quantities = [g for g in ("predictions", "loss", "gradient", "training run") if g in groups]
     for meaning, neighbour, changes in layer_neighbours(net64) if quantities else ():
-        if changes == FORWARD & groups and fits(neighbour):  # it changes just what failed
+        if changes == FORWARD & groups and fits(neighbour, changes):  # just what failed
             verb = "is" if len(quantities) == 1 else "are"
             text = f"{backend}'s {listing(quantities)} {verb} the network's with {meaning}"
             return [Explanation(backend, quantities[0], "convention", None, (), text)]
