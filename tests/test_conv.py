@@ -264,3 +264,24 @@ def test_the_comparison_catches_the_classic_mistakes(mistake, gradcheck_dtype, g
     wrong = mistake(delta, W, stride, x.shape)
     tolerance = _tolerance(gradcheck_dtype, delta.size + W.size) * np.abs(want).max()
     assert np.max(np.abs(wrong - np.asarray(want))) > 100 * tolerance
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [(len(ACTIVATION_CODES), "unknown activation code"), (ACTIVATION_CODES["softmax"], "softmax")],
+)
+def test_an_activation_the_convolution_cannot_apply_is_refused_before_any_work(code, message):
+    """An unknown code, or the softmax's (which takes a row, not an entry), raises before z, δ
+    or a gradient is written."""
+    x, W, b = np.ones((2, 4, 4, 1)), np.ones((3, 3, 1, 2)), np.zeros(2)
+    z, delta = np.full((2, 2, 2, 2), 7.0), np.full((2, 2, 2, 2), 7.0)
+    with pytest.raises(ValueError, match=message):
+        nb.conv2d(x, W, b, 1, code, False, z, z, *nb.no_pool(x.dtype))
+    dW_parts, db_parts = nb.block_sums(W, len(x)), nb.block_sums(b, len(x))
+    with pytest.raises(ValueError, match=message):
+        nb.conv2d_backward(x, delta, W, 1, False, dW_parts, db_parts, np.empty((0,) * 4), code,
+                           z, z, *nb.no_pool(x.dtype))  # fmt: skip
+    assert (z == 7).all()
+    assert (delta == 7).all()
+    assert not dW_parts.any()
+    assert not db_parts.any()
