@@ -34,8 +34,9 @@ gaps):
 
 The activation, and δ = ∂C/∂a ⊙ f′, are `numba_backprop`'s array kernels (`nb.activate`,
 `nb.activation_backward`) on a group's rows of z and δ at once: their loops each run one
-activation, in vector registers, where a choice of activation per entry ran none (on a digits
-CNN's step the activation took 1.4 ms by entry against 0.2, float64, one thread).
+activation, in vector registers, where a choice of activation per entry ran none (the forward
+over all 1797 digits took 3.0 ms with relu chosen by entry, float64, one thread, and 2.3 ms
+now).
 
 Max pooling keeps the position of each window's first maximum, so its gradient routes δ without
 searching the window again.
