@@ -8,8 +8,9 @@ pytest-benchmark. Every timing is warm: the first call of each backend (compilat
 cache loading) is timed on its own and reported as such. Then, problem by problem and dtype by
 dtype, the backends' rounds are interleaved — one round of each in turn, `ROUNDS` times — so a
 moment of contention falls on all of them alike, and each backend's best and median round are
-kept. The ratios are ratios of the bests: the protocol the kernels' targets are set in. BLAS
-threads are pinned to one per core for the whole run, or to one.
+kept; each round starts once the threads of the round before have stopped spinning. The
+ratios are ratios of the bests: the protocol the kernels' targets are set in. BLAS threads are
+pinned to one per core for the whole run, or to one.
 
 A figure is only as good as the machine was quiet. `Conditions` records what the machine was
 doing — the matmul ceiling at the start and at the end of the run and the cores other processes
@@ -344,7 +345,8 @@ def run(
 
 def time_rows(c: Case, backends: Sequence[str | Backend], rounds: int) -> list[Row]:
     """Each backend's first call timed alone and `WARMUP_ROUNDS` in all untimed, then
-    ``rounds`` timed rounds of every backend, interleaved: one of each in turn."""
+    ``rounds`` timed rounds of every backend, interleaved: one of each in turn, each once the
+    threads of the one before have gone idle (`cpu_load.settle`)."""
     firsts = []
     for backend in backends:
         start = time.perf_counter()
@@ -355,6 +357,7 @@ def time_rows(c: Case, backends: Sequence[str | Backend], rounds: int) -> list[R
     times: list[list[float]] = [[] for _ in backends]
     for _ in range(rounds):
         for backend, kept in zip(backends, times, strict=True):
+            cpu_load.settle()  # the threads of the round before would take its cores
             start = time.perf_counter()
             c.train(backend)
             kept.append(time.perf_counter() - start)

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -109,6 +110,34 @@ def test_the_load_meter_sees_another_process_busy():
         busy.wait()
     assert others is not None
     assert others > 0.6  # the busy loop is one core
+
+
+def test_settle_waits_for_this_processs_spinning_threads_alone():
+    """`cpu_load.settle` returns once this process's threads are idle: not while one of them
+    spins (as OpenBLAS's do after a product), and without waiting on a busy process beside it."""
+    done = threading.Event()
+
+    def spin(seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+        done.set()
+
+    spinner = threading.Thread(target=spin, args=(0.3,))
+    spinner.start()
+    try:
+        assert not cpu_load.settle(limit=0.05)  # spinning still
+        assert cpu_load.settle(limit=5)
+        assert done.is_set()
+    finally:
+        spinner.join()
+    busy = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
+    try:
+        time.sleep(0.3)  # the interpreter started
+        assert cpu_load.settle(limit=0.5)
+    finally:
+        busy.kill()
+        busy.wait()
 
 
 def test_bench_beside_a_busy_loop_says_it_is_contended():
