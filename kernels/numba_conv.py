@@ -7,9 +7,10 @@ The convolution's two kernels, `conv2d` and `conv2d_backward`, run over the samp
 ``prange``: the samples split into `BLOCKS` fixed blocks, each block worked through by one thread
 with scratch of its own (``*_block``, which a process that cannot use the threads calls in turn:
 `numba_threads`). A weight gradient is summed per block and the blocks' sums added in order
-afterwards, so its value does not depend on how many threads ran. Inside the loops nothing makes
-a view: a view counts a reference on its array, and two threads counting on one array wait on
-each other. The activation, its derivative and a pooling layer right after the convolution run
+afterwards, so its value does not depend on how many threads ran. Inside the loops over
+entries nothing makes a view: a view counts a reference on its array, and two threads counting
+on one array wait on each other; the activation's kernels take a view of a group's rows, one
+per group of samples. The activation, its derivative and a pooling layer right after the convolution run
 inside the same kernels, on each block while its images are in cache; a pooling layer elsewhere
 runs alone, on one thread (`pool_rows`, `pool_grad_rows`).
 
