@@ -469,10 +469,9 @@ Activation = IntEnum("Activation", ACTIVATION_NAMES, start=0)  # type: ignore[mi
 # registry so that a change of codes changes this file and with it Numba's cached code. The
 # compiled code compares with ``Activation.sigmoid``; the Python boundary looks a name up in
 # ``ACTIVATION_CODES``; a code without a branch raises (`check_code`, before any per-entry
-# dispatch). Numba's cache checks only the file of
-# each compiled function, so `numba_conv`, whose kernels compile in `activation_of` and
-# `activation_back`, repeats this list (a test holds the two equal): a new code changes both
-# files, and both files' cached code.
+# dispatch). Numba's cache checks only the file of each compiled function, so `numba_conv`,
+# whose kernels compile in `activate_entries` and `activation_backward`, repeats this list (a
+# test holds the two equal): a new code changes both files, and both files' cached code.
 ACTIVATION_CODES = {code.name: int(code) for code in Activation}
 #: By activation code: whether f′ reads z (the registry's ``needs``), so that the forward pass
 #: keeps a copy of z before f overwrites it.
@@ -513,6 +512,15 @@ def check_code(activation):
     against 0.30, measured)."""
     if activation < 0 or activation >= len(ACTIVATION_NAMES):
         raise ValueError("check_code: unknown activation code")
+
+
+@jit
+def check_entrywise(activation):
+    """`check_code`, and refuse the softmax, which takes a whole row: for the kernels that
+    apply f entry by entry (`activate_entries`)."""
+    check_code(activation)
+    if activation == Activation.softmax:
+        raise ValueError("check_entrywise: the softmax takes whole rows")
 
 
 @inline
@@ -585,6 +593,14 @@ def activate(activation, z, b, bias, log_norm):
         gelu_tanh(z, b, bias)
     else:
         raise ValueError("activate: unknown activation code")
+
+
+@jit
+def activate_entries(activation, z):
+    """a = f(z), overwriting z (N, n), without a bias: `activate` for an activation that
+    `check_entrywise` passes, which keeps no row's normaliser."""
+    unused = np.empty(0, z.dtype)
+    activate(activation, z, unused, False, unused)
 
 
 @jit

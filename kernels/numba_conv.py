@@ -33,11 +33,11 @@ gaps):
     ∂C/∂W[p,q,c,o] = Σ_groups Σ_t xp[…, t + …] d[o, t]                 conv2d_grads_group
     ∂C/∂xp[…, t + …] += W[p,q,c,o] d[o, t]                             conv2d_input_grad_group
 
-The activation, and δ = ∂C/∂a ⊙ f′, are `numba_backprop`'s array kernels (`nb.activate`,
-`nb.activation_backward`) on a group's rows of z and δ at once: their loops each run one
-activation, in vector registers, where a choice of activation per entry ran none (the forward
-over all 1797 digits took 3.0 ms with relu chosen by entry, float64, one thread, and 2.3 ms
-now).
+The activation, and δ = ∂C/∂a ⊙ f′, are `numba_backprop`'s array kernels
+(`nb.activate_entries`, `nb.activation_backward`) on a group's rows of z and δ at once: their
+loops each run one activation, in vector registers, where a choice of activation per entry ran
+none (the forward over all 1797 digits took 3.0 ms with relu chosen by entry, float64, one
+thread, and 2.3 ms now).
 
 Max pooling keeps the position of each window's first maximum, so its gradient routes δ without
 searching the window again.
@@ -63,8 +63,8 @@ reassociating = njit(cache=True, nogil=True, error_model="numpy", fastmath={"rea
 #: the number of threads.
 BLOCKS = 16
 #: `numba_backprop.ACTIVATION_NAMES`, whose codes these kernels compile in (through
-#: `nb.activate` and `nb.activation_backward`): Numba's cache checks only this file, so a new
-#: activation must change it too, and with it the cached kernels (a test holds the two equal).
+#: `nb.activate_entries` and `nb.activation_backward`): Numba's cache checks only this file, so a
+#: new activation must change it too, and with it the cached kernels (a test holds the two equal).
 ACTIVATION_NAMES = (
     "sigmoid", "tanh", "relu", "identity", "softplus", "softmax", "silu", "gelu", "gelu_tanh"
 )  # fmt: skip
@@ -85,15 +85,6 @@ def block_index(k):
     twice, its index first as int64 and then, as the loop becomes parallel, as uint64: each
     type would compile the block function (and all it calls) once more."""
     return np.int64(k)
-
-
-@jit
-def check_elementwise(activation):
-    """`nb.check_code`, and refuse the softmax, which takes a whole row: a convolution's
-    activation acts entry by entry."""
-    nb.check_code(activation)
-    if activation == nb.Activation.softmax:
-        raise ValueError("conv2d: the softmax is no convolution's activation")
 
 
 @jit
@@ -217,7 +208,7 @@ def conv2d(x, W, b, stride, activation, keep, kept, z, pool, size, pool_stride, 
     ← the sum before f, which f′ reads. With a `Pool` other than none, also pooled ← z pooled
     (windows of ``size`` at ``pool_stride``; ``first`` as `max_pool` keeps it), while z is in
     cache."""
-    check_elementwise(activation)
+    nb.check_entrywise(activation)
     blocks = block_count(z.shape[0])
     for k in prange(blocks):
         conv2d_block(x, W, b, stride, activation, keep, kept, z, pool, size, pool_stride, pooled,
@@ -243,13 +234,13 @@ def channel_rows(a):
 @jit
 def conv2d_rows(x, W, b, stride, activation, keep, kept, z, start, stop):
     """`conv2d` on samples start to stop, a group at a time: the sums into z (and kept), then
-    f over the group's rows by `nb.activate`, whose loops each run one activation."""
+    f over the group's rows by `nb.activate_entries`, whose loops each run one activation."""
     _, rows, cols, n_out = z.shape
     width, slot = phase_width(x, stride), phase_size(x, stride)
     group = group_size(slot)
     xp = phase_scratch(x, stride, group)
     acc = np.empty((n_out, group * slot), z.dtype)
-    z_rows, kept_rows, unused = channel_rows(z), channel_rows(kept), np.empty(0, z.dtype)
+    z_rows, kept_rows = channel_rows(z), channel_rows(kept)
     for n0 in range(start, stop, group):
         count = min(group, stop - n0)
         for g in range(count):
@@ -263,7 +254,7 @@ def conv2d_rows(x, W, b, stride, activation, keep, kept, z, start, stop):
         first, last = n0 * rows * cols, (n0 + count) * rows * cols
         if keep:
             kept_rows[first:last] = z_rows[first:last]
-        nb.activate(activation, z_rows[first:last], unused, False, unused)
+        nb.activate_entries(activation, z_rows[first:last])
 
 
 @reassociating
@@ -314,7 +305,7 @@ def conv2d_backward(
     sums into dW_parts[k] and db_parts[k] (`block_sums`; `add_blocks` adds them up), and —
     with ``input_grad`` — ∂C/∂x (padded; entries no window reaches 0) into dx, where every
     window's Σ_o δ[n,i,j,o] W[p,q,c,o] adds to x[n, i·s+p, j·s+q, c]."""
-    check_elementwise(activation)
+    nb.check_entrywise(activation)
     blocks = dW_parts.shape[0]
     for k in prange(blocks):
         conv2d_backward_block(x, delta, W, stride, input_grad, dW_parts, db_parts, dx,
