@@ -600,7 +600,8 @@ def activate_entries(activation, z):
     """a = f(z), overwriting z (N, n), without a bias: `activate` for an activation that
     `check_entrywise` passes, which keeps no row's normaliser."""
     unused = np.empty(0, z.dtype)
-    activate(activation, z, unused, False, unused)
+    no_bias = unused.size > 0  # False, as a bool: the literal False would compile every
+    activate(activation, z, unused, no_bias, unused)  # activation a second time, for itself
 
 
 @jit
