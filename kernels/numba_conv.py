@@ -4,10 +4,10 @@ The names and equations are ``numpy_conv``'s; each kernel writes into the arrays
 Inputs arrive padded, as in ``numpy_conv`` (`numpy_conv.pad`).
 
 The convolution's two kernels, `conv2d` and `conv2d_backward`, run over the samples with
-``prange``: the samples split into `BLOCKS` fixed blocks, each block worked through by one thread
-with scratch of its own (``*_block``, which a process that cannot use the threads calls in turn:
-`numba_threads`). A weight gradient is summed per block and the blocks' sums added in order
-afterwards, so its value does not depend on how many threads ran. Inside the loops over
+``prange``, in `numba_blocks`'s fixed blocks of samples (``*_block``, which a process that cannot
+use the threads calls in turn: `numba_threads`), a weight gradient summed per block and the
+blocks' sums added in order, so that its value does not depend on how many threads ran. Inside
+the loops over
 entries nothing makes a view: a view counts a reference on its array, and two threads counting
 on one array wait on each other; the activation's kernels take a view of a group's rows, one
 per group of samples. The activation, its derivative and a pooling layer right after the
@@ -51,17 +51,16 @@ import numpy as np
 from numba import njit, prange
 
 from gradcheck.kernels import numba_backprop as nb
+from gradcheck.kernels.numba_blocks import block_bounds, block_count, block_index, parallel
 
 jit = njit(cache=True, nogil=True, error_model="numpy")
-parallel = njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 inline = njit(cache=True, nogil=True, inline="always", error_model="numpy")
 #: For the sums over a sample's positions: LLVM may add them in any order (so, in vector
 #: registers); the order is fixed for the compiled code, whatever the threads.
 reassociating = njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
 
-#: The samples are split into this many blocks (fewer if there are fewer samples), whatever
-#: the number of threads.
-BLOCKS = 16
+#: A block may be a single sample: a sample's convolution is work enough for a thread.
+SMALLEST_BLOCK = 1
 #: `numba_backprop.ACTIVATION_NAMES`, whose codes these kernels compile in (through
 #: `nb.activate_entries` and `nb.activation_backward`): Numba's cache checks only this file, so a
 #: new activation must change it too, and with it the cached kernels (a test holds the two equal).
@@ -71,31 +70,6 @@ ACTIVATION_NAMES = (
 #: A block's samples are worked through in groups whose phase images, end to end, make about
 #: this many positions: long loops, and a group's scratch in the core's own cache.
 GROUP_POSITIONS = 1024
-
-
-@inline
-def block_bounds(k, blocks, n_samples):
-    """The first and one past the last sample of block k."""
-    return k * n_samples // blocks, (k + 1) * n_samples // blocks
-
-
-@inline
-def block_index(k):
-    """A prange index as the int64 a block function takes. Numba types a parallel loop's body
-    twice, its index first as int64 and then, as the loop becomes parallel, as uint64: each
-    type would compile the block function (and all it calls) once more."""
-    return np.int64(k)
-
-
-@jit
-def block_count(n_samples):
-    """How many blocks n samples make."""
-    return min(BLOCKS, max(n_samples, 1))
-
-
-def block_sums(out: np.ndarray, n_samples: int) -> np.ndarray:
-    """Zeroed room for the partial sums, shaped like out, of the blocks of n samples."""
-    return np.zeros((block_count(n_samples), *out.shape), out.dtype)
 
 
 @inline
@@ -209,7 +183,7 @@ def conv2d(x, W, b, stride, activation, keep, kept, z, pool, size, pool_stride, 
     (windows of ``size`` at ``pool_stride``; ``first`` as `max_pool` keeps it), while z is in
     cache."""
     nb.check_entrywise(activation)
-    blocks = block_count(z.shape[0])
+    blocks = block_count(z.shape[0], SMALLEST_BLOCK)
     for k in prange(blocks):
         conv2d_block(x, W, b, stride, activation, keep, kept, z, pool, size, pool_stride, pooled,
                      first, block_index(k), blocks)  # fmt: skip
@@ -302,9 +276,9 @@ def conv2d_backward(
     output's gradient dpooled, routed through the pool into delta first — δ = ∂C/∂a ⊙ f′ in
     delta (f′ from kept z and a, as `nb.activation_backward` reads them), then
     ∂C/∂W[p,q,c,o] = Σ_{n,i,j} x[n, i·s+p, j·s+q, c] δ[n,i,j,o] and ∂C/∂b = Σ δ, block k's
-    sums into dW_parts[k] and db_parts[k] (`block_sums`; `add_blocks` adds them up), and —
-    with ``input_grad`` — ∂C/∂x (padded; entries no window reaches 0) into dx, where every
-    window's Σ_o δ[n,i,j,o] W[p,q,c,o] adds to x[n, i·s+p, j·s+q, c]."""
+    sums into dW_parts[k] and db_parts[k] (`numba_blocks.block_sums`, which `add_blocks` adds
+    up), and — with ``input_grad`` — ∂C/∂x (padded; entries no window reaches 0) into dx, where
+    every window's Σ_o δ[n,i,j,o] W[p,q,c,o] adds to x[n, i·s+p, j·s+q, c]."""
     nb.check_entrywise(activation)
     blocks = dW_parts.shape[0]
     for k in prange(blocks):
@@ -357,17 +331,6 @@ def conv2d_backward_rows(
             conv2d_input_grad_group(d, W, stride, width, span, dxp)
             for g in range(count):
                 join_phases(dxp, g * slot, stride, n0 + g, dx)
-
-
-@jit
-def add_blocks(parts, out):
-    """out = parts[0] + parts[1] + …, added in that order."""
-    flat, each = out.reshape(out.size), parts.reshape((parts.shape[0], out.size))
-    for i in range(out.size):
-        total = each[0, i]
-        for k in range(1, parts.shape[0]):
-            total += each[k, i]
-        flat[i] = total
 
 
 @jit

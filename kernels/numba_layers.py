@@ -35,6 +35,7 @@ from gradcheck.kernels import numba_backprop as nb
 from gradcheck.kernels import numba_conv as nc
 from gradcheck.kernels import numba_dropout, numba_embedding, numba_recurrent, numpy_conv
 from gradcheck.kernels import numba_norm as nn
+from gradcheck.kernels.numba_blocks import add_blocks, block_count, block_sums
 from gradcheck.kernels.numba_threads import launch, on_numba_threads
 from gradcheck.layers import (
     LSTM,
@@ -241,7 +242,8 @@ def forward_calls(net: Network, weights: Weights, buffers: Buffers, training: bo
                 calls.append(partial(np.copyto, interior, x))
                 x = source
             keep = buffers.zs[k] is not out  # f′ reads z: keep it
-            calls.append(partial(launch, nc.conv2d, nc.conv2d_block, len(x), x, values["W"],
+            blocks = block_count(len(x), nc.SMALLEST_BLOCK)
+            calls.append(partial(launch, nc.conv2d, nc.conv2d_block, blocks, x, values["W"],
                                  weights.b[w], layer.strides, weights.codes[k], keep,
                                  buffers.zs[k], out,
                                  *_pooling(net, buffers, k, buffers.outs)))  # fmt: skip
@@ -254,10 +256,11 @@ def forward_calls(net: Network, weights: Weights, buffers: Buffers, training: bo
         elif isinstance(layer, Embedding):  # each id's row; ids are checked on the way in
             calls.append(partial(np.take, values["E"], x, axis=0, out=out, mode="clip"))
         elif isinstance(layer, Recurrent):
-            calls.append(partial(numba_recurrent.forward, isinstance(layer, LSTM),
-                                 weights.codes[k], x, values["W"], values["U"], values["b"],
-                                 buffers.steps[k], _as_steps(out),
-                                 layer.return_sequences))  # fmt: skip
+            s = buffers.steps[k]
+            calls.append(partial(launch, numba_recurrent.forward, numba_recurrent.forward_block,
+                                 numba_recurrent.block_total(s), isinstance(layer, LSTM),
+                                 weights.codes[k], x, values["W"], values["U"], values["b"], s,
+                                 _as_steps(out), layer.return_sequences))  # fmt: skip
         elif isinstance(layer, Dropout) and training:
             calls.append(partial(numba_dropout.dropout, x, layer.rate, layer.scale, buffers.draw,
                                  k, out, buffers.masks[k]))  # fmt: skip
@@ -320,10 +323,12 @@ def backward_calls(net: Network, weights: Weights, buffers: Buffers, loss_code: 
         elif isinstance(layer, Recurrent):
             values, grads = weights.params[w], weights.grads[w]
             dx = below if below is not None else np.empty((0,) * 3, grad.dtype)  # unused
-            calls.append(partial(numba_recurrent.backward, isinstance(layer, LSTM),
+            s = buffers.steps[k]
+            calls.append(partial(launch, numba_recurrent.backward, numba_recurrent.backward_block,
+                                 numba_recurrent.block_total(s), isinstance(layer, LSTM),
                                  weights.codes[k], _as_steps(grad), layer.return_sequences,
-                                 values["W"], values["U"], buffers.steps[k], grads["W"],
-                                 grads["U"], grads["b"], dx, below is not None))  # fmt: skip
+                                 values["W"], values["U"], s, dx, below is not None))  # fmt: skip
+            calls.append(partial(numba_recurrent.add_sums, s, grads["W"], grads["U"], grads["b"]))
         elif below is None:  # the layers without parameters lie above that one
             raise AssertionError(f"layer {k} below the first with parameters")
         elif isinstance(layer, Dropout):
@@ -368,16 +373,16 @@ def _conv_backward(
         source, dx = buffers.padded[k][1], buffers.padded[k][2]
     else:
         source, dx = x, below if below is not None else np.empty((0,) * 4, x.dtype)  # unused
-    dW, db, n = weights.grads[w]["W"], weights.db[w], len(x)
-    dW_parts, db_parts = nc.block_sums(dW, n), nc.block_sums(db, n)
+    dW, db, blocks = weights.grads[w]["W"], weights.db[w], block_count(len(x), nc.SMALLEST_BLOCK)
+    dW_parts, db_parts = block_sums(dW, blocks), block_sums(db, blocks)
     launch(
-        nc.conv2d_backward, nc.conv2d_backward_block, n, source, buffers.grads[k],
+        nc.conv2d_backward, nc.conv2d_backward_block, blocks, source, buffers.grads[k],
         weights.params[w]["W"], layer.strides, input_grad, dW_parts, db_parts, dx,
         weights.codes[k], buffers.zs[k], buffers.outs[k],
         *_pooling(net, buffers, k, buffers.grads),
     )  # fmt: skip
-    nc.add_blocks(dW_parts, dW)
-    nc.add_blocks(db_parts, db)
+    add_blocks(dW_parts, dW)
+    add_blocks(db_parts, db)
     if below is not None and k in buffers.padded:
         below[...] = dx[:, top : top + below.shape[1], left : left + below.shape[2]]
 
@@ -466,12 +471,12 @@ def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
 def _time_steps(layer: Layer, s: numba_recurrent.Steps) -> TimeSteps:
     """A recurrent layer's time-major buffers as a trace's (N, T, ·) arrays."""
 
-    def batch_major(a: np.ndarray) -> np.ndarray:
-        return np.swapaxes(a, 0, 1).copy()
+    def batch_major(rows: np.ndarray) -> np.ndarray:
+        return numba_recurrent.batch_major(rows, len(s.hu), numba_recurrent.block_total(s))
 
     z = batch_major(s.z)
     lstm = isinstance(layer, LSTM)
-    return TimeSteps(None if lstm else z, z if lstm else None, batch_major(s.h[1:]),
+    return TimeSteps(None if lstm else z, z if lstm else None, batch_major(s.h)[:, 1:],
                      batch_major(s.delta))  # fmt: skip
 
 

@@ -28,8 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from gradcheck.kernels.numba_conv import block_count
-from gradcheck.layers import Conv2D
+from gradcheck.layers import Conv2D, Recurrent
 
 _pool_lock = threading.Lock()
 _pool_users = 0
@@ -85,11 +84,12 @@ def _serialised() -> Any:
 def on_numba_threads(function: F) -> F:
     """Run ``function(net, ...)`` inside `one_thread_pool`, one thread at a time where the
     threading layer needs it (`_serialised`), when ``net`` has layers whose kernels run on
-    Numba's threads (Conv2D); a network without them keeps BLAS's threads for its products."""
+    Numba's threads (Conv2D, SimpleRNN, LSTM); a network without them keeps BLAS's threads for
+    its products."""
 
     @functools.wraps(function)
     def wrapped(net: Any, *args: Any, **kwargs: Any) -> Any:
-        if not any(isinstance(layer, Conv2D) for layer in net.stack):
+        if not any(isinstance(layer, Conv2D | Recurrent) for layer in net.stack):
             return function(net, *args, **kwargs)
         with _serialised(), one_thread_pool():
             return function(net, *args, **kwargs)
@@ -101,15 +101,15 @@ def on_numba_threads(function: F) -> F:
 _threads_started_in: int | None = None
 
 
-def launch(kernel: Any, block: Any, n_samples: int, *args: Any) -> None:
-    """``kernel(*args)`` on Numba's threads. In a process forked from one whose kernels had
-    started them, OpenMP's threads are gone and entering them terminates the process; there,
-    ``block(*args, k, blocks)`` for each block in turn, which computes the same numbers."""
+def launch(kernel: Any, block: Any, blocks: int, *args: Any) -> None:
+    """``kernel(*args)`` on Numba's threads, over its ``blocks`` blocks of samples. In a process
+    forked from one whose kernels had started them, OpenMP's threads are gone and entering them
+    terminates the process; there, ``block(*args, k, blocks)`` for each block in turn, which
+    computes the same numbers."""
     global _threads_started_in
     if _threads_started_in in (None, os.getpid()):
         _threads_started_in = os.getpid()
         kernel(*args)
         return
-    blocks = block_count(n_samples)
     for k in range(blocks):
         block(*args, k, blocks)

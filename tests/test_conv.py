@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from gradcheck.kernels import numba_blocks as blocks
 from gradcheck.kernels import numba_conv as nb
 from gradcheck.kernels import numpy_conv as nc
 from gradcheck.kernels.numba_backprop import ACTIVATION_CODES
@@ -38,14 +39,18 @@ def _numba_conv2d(x, W, b, stride):
     return z
 
 
+def _block_sums(out, n_samples):
+    return blocks.block_sums(out, blocks.block_count(n_samples, nb.SMALLEST_BLOCK))
+
+
 def _numba_backward(x, delta, W, stride):
     dW, db, dx = np.empty_like(W), np.empty(W.shape[3], dtype=W.dtype), np.empty_like(x)
     delta = delta.copy()  # where the kernel makes ∂C/∂a into δ, by identity′ = 1
-    dW_parts, db_parts = nb.block_sums(dW, len(x)), nb.block_sums(db, len(x))
+    dW_parts, db_parts = _block_sums(dW, len(x)), _block_sums(db, len(x))
     nb.conv2d_backward(x, delta, W, stride, True, dW_parts, db_parts, dx, IDENTITY, delta, delta,
                        *nb.no_pool(x.dtype))  # fmt: skip
-    nb.add_blocks(dW_parts, dW)
-    nb.add_blocks(db_parts, db)
+    blocks.add_blocks(dW_parts, dW)
+    blocks.add_blocks(db_parts, db)
     return dx, dW, db
 
 
@@ -277,7 +282,7 @@ def test_an_activation_the_convolution_cannot_apply_is_refused_before_any_work(c
     z, delta = np.full((2, 2, 2, 2), 7.0), np.full((2, 2, 2, 2), 7.0)
     with pytest.raises(ValueError, match=message):
         nb.conv2d(x, W, b, 1, code, False, z, z, *nb.no_pool(x.dtype))
-    dW_parts, db_parts = nb.block_sums(W, len(x)), nb.block_sums(b, len(x))
+    dW_parts, db_parts = _block_sums(W, len(x)), _block_sums(b, len(x))
     with pytest.raises(ValueError, match=message):
         nb.conv2d_backward(x, delta, W, 1, False, dW_parts, db_parts, np.empty((0,) * 4), code,
                            z, z, *nb.no_pool(x.dtype))  # fmt: skip

@@ -232,36 +232,42 @@ def test_only_the_most_recent_sizes_keep_their_buffers():
     assert nb.kept_buffers(nets[0], 5) is not first  # pushed out by KEPT_BUFFERS newer sizes
 
 
-#: Trains a small CNN from two threads at once (or, with "alone", one run after the other) and
-#: prints each run's losses and weights as hex, for runs to be compared bit for bit.
-_CNN_FROM_THREADS = """
+#: Trains a small CNN and a small LSTM — the layers whose kernels run on Numba's threads — from
+#: two threads at once (or, with "alone", one run after the other) and prints each run's losses,
+#: first weights and their gradient at the end as hex, for runs to be compared bit for bit (the
+#: LSTM's gradients are too small for a last bit of theirs to move its weights).
+_RUNS_FROM_THREADS = """
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 import gradcheck
-from gradcheck.layers import Conv2D, Dense, Flatten, MaxPool2D
+from gradcheck.layers import LSTM, Conv2D, Dense, Flatten, MaxPool2D
 
-net = gradcheck.Network(
+images, y = gradcheck.datasets.digits(images=True)
+cnn = gradcheck.Network(
     [Conv2D(4, 3, padding="same", activation="relu"), MaxPool2D(2), Flatten(),
      Dense(10, activation="softmax")],
     loss="softmax_ce", input_shape=(8, 8, 1),
 )
-X, y = gradcheck.datasets.digits(images=True)
+lstm = gradcheck.Network([LSTM(16), Dense(10, activation="softmax")], loss="softmax_ce",
+                         input_shape=(8, 8))
+jobs = [(net, X, seed) for net, X in ((cnn, images), (lstm, images[..., 0])) for seed in (0, 1)]
 backend = gradcheck.get_backend("numba")
-starts = [net.init(seed=seed) for seed in range(4)]
-def train(params):
-    return backend.train(net, params, X[:400], y[:400], 5, 0.5)
+def train(job):
+    net, X, seed = job
+    run = backend.train(net, net.init(seed=seed), X[:400], y[:400], 5, 0.5)
+    return run.losses, run.params[0]["W"], backend.loss_and_grads(net, run.params, X, y)[1][0]["W"]
 
 
 if sys.argv[1] == "alone":
-    runs = [train(params) for params in starts]
+    runs = [train(job) for job in jobs]
 else:
     with ThreadPoolExecutor(2) as pool:
-        runs = list(pool.map(train, starts))
+        runs = list(pool.map(train, jobs))
 for run in runs:
-    print(run.losses.tobytes().hex(), run.params[0]["W"].tobytes().hex())
+    print(*(a.tobytes().hex() for a in run))
 """
 
 
@@ -269,51 +275,56 @@ def _floats(hexed: str) -> np.ndarray:
     return np.frombuffer(bytes.fromhex(hexed), np.float64)
 
 
-def _cnn_runs(how: str, **env: str) -> list[str]:
+def _runs(how: str, **env: str) -> list[str]:
+    """The script's output, run with ``env`` and otherwise Numba's threads on every core: not
+    an xdist worker's one (`conftest`), which the process would inherit."""
+    inherited = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
     result = subprocess.run(
-        [sys.executable, "-c", _CNN_FROM_THREADS, how],
-        capture_output=True, text=True, env={**os.environ, **env}, timeout=600,
+        [sys.executable, "-c", _RUNS_FROM_THREADS, how],
+        capture_output=True, text=True, env={**inherited, **env}, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout.splitlines()
 
 
 @pytest.fixture(scope="module")
-def cnn_alone() -> list[str]:
-    """The CNN runs one after another on the default threading layer and both cores."""
-    return _cnn_runs("alone")
+def runs_alone() -> list[str]:
+    """The runs one after another on the default threading layer and both cores."""
+    return _runs("alone")
 
 
 @pytest.mark.parametrize("layer", ["default", "workqueue"])
-def test_parallel_kernels_entered_from_two_threads_at_once(layer, cnn_alone):
+def test_parallel_kernels_entered_from_two_threads_at_once(layer, runs_alone):
     """Numba's workqueue layer aborts the process when two threads enter it at once; the
     backend serialises its calls there, and lets them run together on OpenMP's. Either way each
-    run computes what it computes alone (the convolution's blocks do not depend on the threads,
-    nor on the layer) — up to a rounding: OpenBLAS, which the Dense layer calls, on one thread
-    but from two at once, was seen to round a product's last bit differently."""
-    together = _cnn_runs("together", NUMBA_THREADING_LAYER=layer)
-    assert len(together) == len(cnn_alone)
-    for run, alone in zip(together, cnn_alone, strict=True):
+    run computes what it computes alone (the kernels' blocks do not depend on the threads, nor
+    on the layer) — up to a rounding: OpenBLAS, which the Dense layer calls, on one thread but
+    from two at once, was seen to round a product's last bit differently."""
+    together = _runs("together", NUMBA_THREADING_LAYER=layer)
+    assert len(together) == len(runs_alone)
+    for run, alone in zip(together, runs_alone, strict=True):
         for ours, theirs in zip(run.split(), alone.split(), strict=True):
             np.testing.assert_allclose(_floats(ours), _floats(theirs), rtol=1e-12, atol=1e-15)
 
 
-def test_one_thread_and_two_give_the_same_numbers(cnn_alone):
+def test_one_thread_and_two_give_the_same_numbers(runs_alone):
     """The samples are split into fixed blocks, each block's sums added in order, and BLAS
-    keeps to one thread: a CNN trained on one Numba thread or two is the same to the bit."""
-    assert _cnn_runs("alone", NUMBA_NUM_THREADS="1") == cnn_alone
+    keeps to one thread: a CNN or an LSTM trained on one Numba thread or two is the same to the
+    bit."""
+    assert _runs("alone", NUMBA_NUM_THREADS="1") == runs_alone
 
 
 def test_a_process_forked_after_the_threads_started_trains_all_the_same():
     """GNU OpenMP's threads do not survive a fork, and Numba terminates a forked child that
     enters them; there the kernels run their blocks in turn, to the same numbers."""
-    code = _CNN_FROM_THREADS.split("if sys.argv[1]")[0] + (
+    code = _RUNS_FROM_THREADS.split("if sys.argv[1]")[0] + (
         "import multiprocessing\n"
-        "mine = train(starts[0])\n"
-        "with multiprocessing.get_context('fork').Pool(1) as pool:\n"
-        "    child = pool.apply_async(train, (starts[0],)).get(timeout=120)\n"
-        "assert np.array_equal(child.losses, mine.losses), (child.losses, mine.losses)\n"
-        "assert np.array_equal(child.params[0]['W'], mine.params[0]['W'])\n"
+        "for job in (jobs[0], jobs[-1]):  # the CNN, the LSTM\n"
+        "    mine = train(job)\n"
+        "    with multiprocessing.get_context('fork').Pool(1) as pool:\n"
+        "        child = pool.apply_async(train, (job,)).get(timeout=120)\n"
+        "    for ours, theirs in zip(child, mine, strict=True):\n"
+        "        assert np.array_equal(ours, theirs), (ours, theirs)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=600)  # fmt: skip
