@@ -111,6 +111,15 @@ def matmul_nt(a, b, out):
             out[i, j] = total
 
 
+@inline
+def copy_rows(source, out):
+    """out (m, n) ← source (m, n), entry by entry: assigning one slice from another compiles
+    Numba's message for mismatched shapes, 2 s of compiling per number of axes per process."""
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = source[i, j]
+
+
 # --- activations: f(z + b) in place beside its f′(z, a) ---------------------------------------
 # Each activation's forward overwrites z (N, n), which holds a_{l-1} W, with f(z + b); its
 # backward overwrites grad (N, n), holding ∂C/∂a, with ∂C/∂z, reading z (as the forward pass

@@ -52,7 +52,8 @@ def add_blocks(parts, out):
     """out = parts[0] + parts[1] + …, added in that order (a block's sums at a time, in a loop
     that vectorises)."""
     flat, each = out.reshape(out.size), parts.reshape((parts.shape[0], out.size))
-    flat[:] = each[0]
+    for i in range(out.size):  # not flat[:] = each[0]: see `numba_backprop.copy_rows`
+        flat[i] = each[0, i]
     for k in range(1, parts.shape[0]):
         part = each[k]
         for i in range(out.size):

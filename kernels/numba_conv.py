@@ -227,7 +227,7 @@ def conv2d_rows(x, W, b, stride, activation, keep, kept, z, start, stop):
                         z[n0 + g, i, j, o] = acc[o, g * slot + i * width + j]
         first, last = n0 * rows * cols, (n0 + count) * rows * cols
         if keep:
-            kept_rows[first:last] = z_rows[first:last]
+            nb.copy_rows(z_rows[first:last], kept_rows[first:last])
         nb.activate_entries(activation, z_rows[first:last])
 
 
