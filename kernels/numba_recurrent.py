@@ -46,7 +46,6 @@ from gradcheck.kernels.numba_blocks import (
     block_bounds,
     block_count,
     block_index,
-    block_sums,
     parallel,
 )
 
@@ -80,15 +79,14 @@ def steps(x_shape: tuple[int, ...], units: int, blocks: int, dtype: np.dtype) ->
     """Buffers for a batch x of ``x_shape`` (N, T, D)."""
     N, T, D = x_shape
     G, lstm, parts = blocks * units, blocks == 4, block_count(N, SMALLEST_BLOCK)
-    db = np.empty(G, dtype)
     return Steps(
         np.empty((T * N, D), dtype), np.empty((T * N, G), dtype),
         np.zeros(((T + 1) * N, units), dtype), np.zeros(((T + 1) * N if lstm else 0, units), dtype),
         np.empty((T * N if lstm else 0, units), dtype), np.empty((T * N, G), dtype),
         np.empty((T * N, D), dtype), np.empty((N, G), dtype), np.empty((N, units), dtype),
         np.empty((N if lstm else 0, units), dtype), np.empty(N, np.bool_),
-        block_sums(np.empty((D, G), dtype), parts), block_sums(np.empty((units, G), dtype), parts),
-        block_sums(db, parts),
+        np.zeros((parts, D, G), dtype), np.zeros((parts, units, G), dtype),
+        np.zeros((parts, G), dtype),
     )  # fmt: skip
 
 
@@ -261,7 +259,7 @@ def forward_block(lstm, activation, x, W, U, b, s, out, sequences, k, blocks):
             rnn_cells(activation, at(z, t, m), hu, b, t == 0, at(h, t + 1, m))
     for i in range(m):
         for t in range(out.shape[1]):
-            state = h[((t + 1 if sequences else T) * m + i)]
+            state = h[(t + 1 if sequences else T) * m + i]
             for j in range(out.shape[2]):
                 out[n0 + i, t, j] = state[j]
 

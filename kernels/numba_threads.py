@@ -7,8 +7,8 @@ to a library that others call:
   after each product, on the cores Numba's threads need: that made a digits-CNN step 1.7 times
   slower. threadpoolctl limits BLAS while a kernel runs, scoped, and counted across threads so
   that calls from several at once restore it once, when the last one leaves. A network with no
-  kernel on Numba's threads (no Conv2D) keeps BLAS's threads: a digits_norm step in float64
-  took 203 µs with BLAS on one thread, 175 µs on two.
+  kernel on Numba's threads (no Conv2D or recurrent layer) keeps BLAS's threads: a digits_norm
+  step in float64 took 203 µs with BLAS on one thread, 175 µs on two.
 - **Calls from several threads at once** (`on_numba_threads`). Numba takes TBB where its library
   is found (pip installs none), then OpenMP, then its own workqueue. OpenMP may be entered from
   several threads at once; the workqueue aborts the process when it is, so there — and before
