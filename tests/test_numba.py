@@ -331,6 +331,21 @@ def test_a_process_forked_after_the_threads_started_trains_all_the_same():
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+@pytest.mark.parametrize("name", ["unknown", "softmax"])
+def test_a_simple_rnn_refuses_an_activation_it_cannot_apply_before_any_work(name):
+    """An unknown code, or the softmax's (which takes a row, not an entry), raises before the
+    recurrent layer's kernels write a state or an output."""
+    nb = pytest.importorskip("gradcheck.kernels.numba_backprop")
+    nr = pytest.importorskip("gradcheck.kernels.numba_recurrent")
+    code = nb.ACTIVATION_CODES.get(name, len(nb.ACTIVATION_CODES))
+    x, W, U, b = np.ones((4, 3, 2)), np.ones((2, 5)), np.ones((5, 5)), np.zeros(5)
+    s, out = nr.steps(x.shape, 5, 1, x.dtype), np.full((4, 1, 5), 7.0)
+    with pytest.raises(ValueError, match="unknown activation code" if name == "unknown" else name):
+        nr.forward(False, code, x, W, U, b, s, out, False)
+    assert (out == 7).all()
+    assert not s.h.any()
+
+
 @pytest.mark.parametrize("hidden", ["sigmoid", "tanh", "relu", "identity", "softplus", "silu"])
 @pytest.mark.parametrize(
     ("output", "loss"),
