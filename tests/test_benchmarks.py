@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -112,25 +111,38 @@ def test_the_load_meter_sees_another_process_busy():
     assert others > 0.6  # the busy loop is one core
 
 
-def test_settle_waits_for_this_processs_spinning_threads_alone():
-    """`cpu_load.settle` returns once this process's threads are idle: not while one of them
-    spins (as OpenBLAS's do after a product), and without waiting on a busy process beside it."""
-    done = threading.Event()
+class _SpinningProcess:
+    """The clock `cpu_load.settle` reads, for a process whose threads keep one core busy until
+    ``spins_until`` seconds (as OpenBLAS's spin after a product) and then rest. Real threads
+    would not do: on a loaded machine a spinning thread is at times kept off the cores for a
+    whole window, which `settle` rightly counts as idle."""
 
-    def spin(seconds: float) -> None:
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            pass
-        done.set()
+    def __init__(self, spins_until: float) -> None:
+        self.wall, self.cpu, self.spins_until = 0.0, 0.0, spins_until
 
-    spinner = threading.Thread(target=spin, args=(0.3,))
-    spinner.start()
-    try:
-        assert not cpu_load.settle(limit=0.05)  # spinning still
-        assert cpu_load.settle(limit=5)
-        assert done.is_set()
-    finally:
-        spinner.join()
+    def perf_counter(self) -> float:
+        return self.wall
+
+    def process_time(self) -> float:
+        return self.cpu
+
+    def sleep(self, seconds: float) -> None:
+        self.cpu += max(0.0, min(self.wall + seconds, self.spins_until) - self.wall)
+        self.wall += seconds
+
+
+def test_settle_waits_until_this_processs_threads_stop_spinning(monkeypatch):
+    """Threads spinning for 0.3 s: not settled within 0.05 s; settled within 5 s, in the first
+    window after the spinning ends."""
+    process = _SpinningProcess(spins_until=0.3)
+    monkeypatch.setattr(cpu_load, "time", process)
+    assert not cpu_load.settle(limit=0.05)
+    assert cpu_load.settle(limit=5)
+    assert 0.3 <= process.wall <= 0.3 + 2 * cpu_load.SETTLE_WINDOW
+
+
+def test_settle_does_not_wait_on_a_busy_process_beside_it():
+    """Another process's busy loop is not this process's threads: settled at once."""
     busy = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
     try:
         time.sleep(0.3)  # the interpreter started
