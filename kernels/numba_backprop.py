@@ -169,13 +169,6 @@ def sigmoid_of(v, one):
 
 
 @inline
-def sigmoid_normal(v, one, normal):
-    """σ(v); through `exp_normal`, so that a loop of them vectorises, when ``normal``: when
-    every e^{−|v|} the loop meets is a normal float."""
-    return sigmoid_from(v, exp_normal(-abs(v)) if normal else np.exp(-abs(v)), one)
-
-
-@inline
 def sigmoid_back(g, z, a, one):
     return g * (a * (one - a))  # σ′ = σ(1 − σ)
 
