@@ -7,12 +7,11 @@ The convolution's two kernels, `conv2d` and `conv2d_backward`, run over the samp
 ``prange``, in `numba_blocks`'s fixed blocks of samples (``*_block``, which a process that cannot
 use the threads calls in turn: `numba_threads`), a weight gradient summed per block and the
 blocks' sums added in order, so that its value does not depend on how many threads ran. Inside
-the loops over
-entries nothing makes a view: a view counts a reference on its array, and two threads counting
-on one array wait on each other; the activation's kernels take a view of a group's rows, one
-per group of samples. The activation, its derivative and a pooling layer right after the
-convolution run inside the same kernels, on each block while its images are in cache; a pooling
-layer elsewhere runs alone, on one thread (`pool_rows`, `pool_grad_rows`).
+the loops over entries nothing makes a view: a view counts a reference on its array, and two
+threads counting on one array wait on each other; the activation's kernels take a view of a
+group's rows, one per group of samples. The activation, its derivative and a pooling layer
+right after the convolution run inside the same kernels, on each block while its images are in
+cache; a pooling layer elsewhere runs alone, on one thread (`pool_rows`, `pool_grad_rows`).
 
 The convolution is organised for long loops. A loop over a filter's 8 outputs, or a row's 8
 positions, spends more on starting than on arithmetic; so each sample's padded input is first
