@@ -69,6 +69,23 @@ def compiled_code_released():
     release_compiled_code()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_xla_compilations(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """XLA's compiled programs kept on disk for the session (JAX's persistent compilation
+    cache), so that a program compiled once is loaded rather than compiled again: by the other
+    pytest-xdist workers, by the command lines and sessions the tests start, and after
+    `compiled_code_released` has let a module's programs go. Set before the first test compiles
+    anything; the directory is the session's, which pytest removes in time."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    settings = {"jax_compilation_cache_dir": str(shared / "xla"),
+                "jax_persistent_cache_min_compile_time_secs": 0.0}  # fmt: skip
+    os.environ.update({name.upper(): str(value) for name, value in settings.items()})
+    if "jax" in sys.modules:
+        for name, value in settings.items():
+            sys.modules["jax"].config.update(name, value)
+
+
 @pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The documentation site, built as ``make docs`` builds it (warnings as errors), once per
