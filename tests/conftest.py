@@ -69,6 +69,16 @@ def compiled_code_released():
     release_compiled_code()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Warnings are errors (pyproject.toml), but one of JAX's: the persistent compilation cache
+    that `shared_xla_compilations` turns on writes an entry in place, so a worker that reads it
+    while another is writing it gets a short read, which JAX reports with this warning and
+    treats as a miss — it compiles the program itself."""
+    config.addinivalue_line(
+        "filterwarnings", "ignore:Error reading persistent compilation cache entry:UserWarning"
+    )
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_xla_compilations(tmp_path_factory: pytest.TempPathFactory) -> None:
     """XLA's compiled programs kept on disk for the session (JAX's persistent compilation
