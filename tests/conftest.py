@@ -83,17 +83,18 @@ def pytest_configure(config: pytest.Config) -> None:
 def shared_xla_compilations(tmp_path_factory: pytest.TempPathFactory) -> None:
     """XLA's compiled programs kept on disk for the session (JAX's persistent compilation
     cache), so that a program compiled once is loaded rather than compiled again: by the other
-    pytest-xdist workers, by the command lines and sessions the tests start, and after
-    `compiled_code_released` has let a module's programs go. Set before the first test compiles
-    anything; the directory is the session's, which pytest removes in time."""
+    pytest-xdist workers, and after `compiled_code_released` has let a module's programs go.
+    Set in this process before the first test compiles anything, and not passed on to the
+    processes tests start, which must meet JAX as a user does; the directory is the session's,
+    which pytest removes in time."""
+    if "jax" not in gradcheck.available_backends():
+        return
+    import jax
+
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    settings = {"jax_compilation_cache_dir": str(shared / "xla"),
-                "jax_persistent_cache_min_compile_time_secs": 0.0}  # fmt: skip
-    os.environ.update({name.upper(): str(value) for name, value in settings.items()})
-    if "jax" in sys.modules:
-        for name, value in settings.items():
-            sys.modules["jax"].config.update(name, value)
+    jax.config.update("jax_compilation_cache_dir", str(shared / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 @pytest.fixture(scope="session")
