@@ -24,20 +24,21 @@ lint: $(BIN)/gradcheck
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Two lines of work side by side: Numba's float64 kernels then the documentation site (its
-# notebook trains with them), and lint then the float32 kernels (Numba compiles one process per
-# dtype, into its on-disk cache; lint staggers the two). Then the tests, on the site just built,
-# and the docs' and README's code blocks run on every core (pytest-xdist): seeds 0-2 and the
-# default slice of each sweep, with the slowest tests and the seconds per file at the end. A
-# worker that runs out of tests takes some of another's (worksteal): dealt out once, the tests
-# kept one core busy long after the other had finished (the suite took 302 and 366 s that way,
-# 251 and 287 s so). Compiling first spares the test workers compiling the same kernels at
-# once, each for itself. A slice of the benchmarks runs in the same session, untimed, so they
-# cannot rot; `make bench` times them all.
+# Two lines of work side by side: Numba's float64 kernels, and lint then the float32 kernels
+# (Numba compiles one process per dtype, into its on-disk cache; lint staggers the two); then
+# the tests and the docs' and README's code blocks run on every core (pytest-xdist): seeds 0-2
+# and the default slice of each sweep, with the slowest tests and the seconds per file at the
+# end. A worker that runs out of tests takes some of another's (worksteal): dealt out once, the
+# tests kept one core busy long after the other had finished (the suite took 302 and 366 s that
+# way, 251 and 287 s so). Compiling first spares the test workers compiling the same kernels at
+# once, each for itself. The first worker to need the documentation site builds it as `make
+# docs` does while the other tests on, after both compiling processes have ended, so that its
+# notebook's Numba calls never meet their cache writes. A slice of the benchmarks runs in the
+# same session, untimed, so they cannot rot; `make bench` times them all.
 test: $(BIN)/gradcheck browser
-	$(MAKE) --no-print-directory -j2 docs lint numba-float32
-	$(QUIET_TF) GRADCHECK_SITE=$(CURDIR)/site $(BIN)/pytest -n auto --dist worksteal --markdown-docs \
-		--durations=15 tests docs README.md bench --benchmark-disable
+	$(MAKE) --no-print-directory -j2 numba-float64 lint numba-float32
+	$(QUIET_TF) $(BIN)/pytest -n auto --dist worksteal --markdown-docs --durations=15 \
+		tests docs README.md bench --benchmark-disable
 
 # Every case of every sweep, seeds 0-19 and hypothesis's thorough profile (400 networks).
 test-thorough: $(BIN)/gradcheck

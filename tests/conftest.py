@@ -102,8 +102,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The documentation site, built as ``make docs`` builds it (warnings as errors), once per
     session: under pytest-xdist by the first worker to need it, into the session's directory
     that the workers share, while the others wait for it or test on; or, where
-    ``GRADCHECK_SITE`` names one, the site already built there (make test builds it into
-    site/ while it compiles the float32 kernels)."""
+    ``GRADCHECK_SITE`` names one, the site already built there."""
     if os.environ.get("GRADCHECK_SITE"):
         return Path(os.environ["GRADCHECK_SITE"]).resolve()
     pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install '.[docs]'")
