@@ -69,6 +69,12 @@ def compiled_code_released():
     release_compiled_code()
 
 
+def _session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's temporary directory, which pytest-xdist's workers share."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Warnings are errors (pyproject.toml), but one of JAX's: the persistent compilation cache
     that `shared_xla_compilations` turns on writes an entry in place, so a worker that reads it
@@ -91,9 +97,7 @@ def shared_xla_compilations(tmp_path_factory: pytest.TempPathFactory) -> None:
         return
     import jax
 
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    jax.config.update("jax_compilation_cache_dir", str(shared / "xla"))
+    jax.config.update("jax_compilation_cache_dir", str(_session_dir(tmp_path_factory) / "xla"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
@@ -106,8 +110,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if os.environ.get("GRADCHECK_SITE"):
         return Path(os.environ["GRADCHECK_SITE"]).resolve()
     pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install '.[docs]'")
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the workers share it
+    shared = _session_dir(tmp_path_factory)
     out = shared / "site"
     with open(shared / "site.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one worker builds; the others find it built
