@@ -848,6 +848,47 @@ def backward(net, theta, X, buffers):
                          block(acts, widths, N, l), block(deltas, widths, N, l))  # fmt: skip
 
 
+# --- a list of layers: each layer's pass as one call from `numba_layers`' walk -----------------
+# That walk runs in Python, and a call into Numba costs about 0.5 µs to unbox nine arrays, as
+# much as a (64, 128) batch's element-wise pass: so a layer's work in one direction is one call.
+
+
+@jit
+def dense_backward(activation, turn, z, a, grad, x, bias, dW, db, W, input_grad, below):
+    """A Dense layer on input rows x (N, n_{l-1}): with ``turn``, ∂C/∂a_l in grad (N, n_l)
+    made δ_l in place (the output layer's grad is δ_L already); ∂C/∂W_l and ∂C/∂b_l; and with
+    ``input_grad``, ∂C/∂a_{l-1} into below."""
+    if turn:
+        activation_backward(activation, z, a, grad)
+    layer_grads(x, grad, bias, dW, db)
+    if input_grad:
+        matmul_nt(grad, W, below)  # (N, n_l) @ (n_l, n_{l-1}) -> (N, n_{l-1})
+
+
+@jit
+def activation_layer(activation, x, out, log_norm):
+    """An Activation layer: out = f(x), (N, n); a softmax's row normalisers into log_norm."""
+    copy_rows(x, out)
+    no_bias = log_norm.size < 0  # False, as a bool (see `activate_entries`)
+    activate(activation, out, log_norm, no_bias, log_norm)
+
+
+@jit
+def activation_layer_backward(activation, x, a, grad, below):
+    """An Activation layer's ∂C/∂x = ∂C/∂a ⊙ f′ into below, from its input x and output a."""
+    copy_rows(grad, below)
+    activation_backward(activation, x, a, below)
+
+
+@inline
+def loss_and_delta(loss_code, activation, z, a, at, log_norm, y, delta):
+    """C, and δ_L = ∂C/∂z_L into delta: `loss` and `output_delta` on the output layer's block
+    at ``at`` of the flat z, a and delta."""
+    value = loss(loss_code, a, z, at, log_norm, y)
+    output_delta(loss_code, activation, z, a, at, y, delta)
+    return value
+
+
 # --- narrow networks: the same walks, every entry indexed in the flat buffers -------------------
 # On a network whose products are all too small for BLAS (the notebook's 3-4-1 on 4 samples: 60
 # multiply-adds and 20 exponentials a step), the views of the walks above and the calls between
@@ -950,9 +991,8 @@ def narrow_backward(net, theta, inputs, N, buffers):
 def loss_and_output_delta(net, y, N, buffers):
     """C, and δ_L = ∂C/∂z_L into the deltas, from the output layer's block of N rows."""
     at = block_at(net.widths, N, len(net.widths) - 1)  # the output layer's
-    value = loss(net.loss, buffers.acts, buffers.zs, at, buffers.log_norm, y)
-    output_delta(net.loss, net.activations[-1], buffers.zs, buffers.acts, at, y, buffers.deltas)
-    return value
+    return loss_and_delta(net.loss, net.activations[-1], buffers.zs, buffers.acts, at,
+                          buffers.log_norm, y, buffers.deltas)  # fmt: skip
 
 
 @jit

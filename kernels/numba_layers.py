@@ -250,9 +250,8 @@ def forward_calls(net: Network, weights: Weights, buffers: Buffers, training: bo
         elif isinstance(layer, Norm):
             calls.append(_norm_forward(layer, values, buffers.norms[k], x, out, training))
         elif isinstance(layer, Activation):
-            calls.append(partial(np.copyto, out, x))
-            calls.append(partial(nb.activate, weights.codes[k], _as_rows(out),
-                                 np.empty(0, out.dtype), False, buffers.log_norm))  # fmt: skip
+            calls.append(partial(nb.activation_layer, weights.codes[k], _as_rows(x),
+                                 _as_rows(out), buffers.log_norm))  # fmt: skip
         elif isinstance(layer, Embedding):  # each id's row; ids are checked on the way in
             calls.append(partial(np.take, values["E"], x, axis=0, out=out, mode="clip"))
         elif isinstance(layer, Recurrent):
@@ -289,34 +288,30 @@ def _norm_forward(
                    values["moving_var"], layer.epsilon, out)  # fmt: skip
 
 
-def backward_calls(net: Network, weights: Weights, buffers: Buffers, loss_code: int) -> list[Call]:
+def backward_calls(net: Network, weights: Weights, buffers: Buffers) -> list[Call]:
     """The backward pass as calls bound once: every gradient into ``weights.grads`` from the
     output delta, layer by layer down to the first layer with parameters."""
     last = len(net.stack) - 1
-    calls: list[Call] = [partial(nb.output_delta, loss_code, weights.codes[last],
-                                 buffers.logits, buffers.outs[last].reshape(-1), 0,
-                                 _as_rows(buffers.y), buffers.grads[last].reshape(-1))]  # fmt: skip
+    calls: list[Call] = []
     w, first = len(weights.params), net.parametric_positions[0]
     for k in range(last, first - 1, -1):
         layer, grad, x = net.stack[k], buffers.grads[k], _input(buffers, k)
         # ∂C/∂(the input), but for the first layer with parameters: nothing below it needs one
         below = None if k == first else buffers.grads[k - 1]
         w -= isinstance(layer, Parametric)
-        if isinstance(layer, Dense):
-            if k != last:  # ∂C/∂a_l -> δ_l, in place
-                z, a = _as_rows(buffers.zs[k]), _as_rows(buffers.outs[k])
-                calls.append(partial(nb.activation_backward, weights.codes[k], z, a,
-                                     _as_rows(grad)))  # fmt: skip
+        if isinstance(layer, Dense):  # ∂C/∂a_l -> δ_l in place, but at the output layer
             grads, x, grad = weights.grads[w], _as_rows(x), _as_rows(grad)
-            calls.append(partial(nb.layer_grads, x, grad, "b" in grads, grads["W"], weights.db[w]))
-            if below is not None:  # (N, n_l) @ (n_l, n_{l-1}) -> (N, n_{l-1})
-                calls.append(partial(nb.matmul_nt, grad, weights.params[w]["W"], _as_rows(below)))
+            dx = _as_rows(below) if below is not None else np.empty((0, 0), grad.dtype)  # unused
+            calls.append(partial(nb.dense_backward, weights.codes[k], k != last,
+                                 _as_rows(buffers.zs[k]), _as_rows(buffers.outs[k]), grad, x,
+                                 "b" in grads, grads["W"], weights.db[w], weights.params[w]["W"],
+                                 below is not None, dx))  # fmt: skip
         elif isinstance(layer, Conv2D):
             calls.append(partial(_conv_backward, net, weights, w, buffers, k, x, below))
         elif isinstance(layer, Norm):
             below = below if below is not None else np.empty_like(grad)  # the input's, unused
-            calls += _norm_backward(layer, weights.params[w], weights.grads[w], buffers.norms[k],
-                                    grad, below)  # fmt: skip
+            calls.append(_norm_backward(layer, weights.params[w], weights.grads[w],
+                                        buffers.norms[k], grad, below))  # fmt: skip
         elif isinstance(layer, Embedding):  # the first layer
             ids, rows = x.reshape(-1), grad.reshape(-1, grad.shape[-1])
             calls.append(partial(numba_embedding.embedding_grad, ids, rows, weights.grads[w]["E"]))
@@ -333,10 +328,10 @@ def backward_calls(net: Network, weights: Weights, buffers: Buffers, loss_code: 
             raise AssertionError(f"layer {k} below the first with parameters")
         elif isinstance(layer, Dropout):
             calls.append(partial(np.multiply, grad, buffers.masks[k], out=below))
-        elif isinstance(layer, Activation):  # ∂C/∂(output) -> ∂C/∂(input), in place
-            calls.append(partial(np.copyto, below, grad))
-            calls.append(partial(nb.activation_backward, weights.codes[k], _as_rows(x),
-                                 _as_rows(buffers.outs[k]), _as_rows(below)))  # fmt: skip
+        elif isinstance(layer, Activation):
+            calls.append(partial(nb.activation_layer_backward, weights.codes[k], _as_rows(x),
+                                 _as_rows(buffers.outs[k]), _as_rows(grad),
+                                 _as_rows(below)))  # fmt: skip
         elif isinstance(layer, MaxPool2D | AvgPool2D) and k not in buffers.fused:
             calls.append(partial(nc.pool_grad_rows, _pool_code(layer), grad, buffers.first[k],
                                  layer.pool_size, layer.stride, below, 0, len(grad)))  # fmt: skip
@@ -346,16 +341,11 @@ def backward_calls(net: Network, weights: Weights, buffers: Buffers, loss_code: 
 
 def _norm_backward(
     layer: Norm, values: dict, grads: dict, norm: NormBuffers, grad: np.ndarray, below: np.ndarray
-) -> list[Call]:
+) -> Call:
     grad, below = _as_rows(grad), _as_rows(below)
     gamma, dgamma, dbeta = values["gamma"], grads["gamma"], grads["beta"]
-    if isinstance(layer, BatchNorm):
-        return [partial(nn.batch_norm_backward, grad, gamma, norm.x_hat, norm.inv_std, dgamma,
-                        dbeta, below)]  # fmt: skip
-    return [
-        partial(nn.norm_param_grads, grad, norm.x_hat, dgamma, dbeta),
-        partial(nn.layer_norm_backward, grad, gamma, norm.x_hat, norm.inv_std, below),
-    ]
+    backward = nn.batch_norm_backward if isinstance(layer, BatchNorm) else nn.layer_norm_backward
+    return partial(backward, grad, gamma, norm.x_hat, norm.inv_std, dgamma, dbeta, below)
 
 
 def _conv_backward(
@@ -394,13 +384,13 @@ class Walk:
     place)."""
 
     def __init__(self, net: Network, weights: Weights, buffers: Buffers) -> None:
-        loss_code = lookup(nb.LOSS_CODES, net.loss, "loss")
         self.buffers = buffers
         self.forward = forward_calls(net, weights, buffers, training=True)
-        self.loss = partial(nb.loss, loss_code, buffers.outs[-1].reshape(-1),
-                            buffers.logits, 0, buffers.log_norm,
-                            _as_rows(buffers.y))  # fmt: skip
-        self.backward = backward_calls(net, weights, buffers, loss_code)
+        self.loss = partial(nb.loss_and_delta, lookup(nb.LOSS_CODES, net.loss, "loss"),
+                            weights.codes[-1], buffers.logits, buffers.outs[-1].reshape(-1), 0,
+                            buffers.log_norm, _as_rows(buffers.y),
+                            buffers.grads[-1].reshape(-1))  # fmt: skip
+        self.backward = backward_calls(net, weights, buffers)
         self.moves = [
             partial(
                 nn.move_statistics,
@@ -417,7 +407,8 @@ class Walk:
         ]
 
     def loss_and_grads(self) -> float:
-        """Forward, C, backward on ``buffers.x`` and ``buffers.y``; returns C."""
+        """Forward, C and the output delta, backward on ``buffers.x`` and ``buffers.y``;
+        returns C."""
         for call in self.forward:
             call()
         value = self.loss()

@@ -11,6 +11,13 @@ Each kernel writes into buffers it is given, as `numba_backprop`'s do; constants
 the data's dtype. They run on one thread: each reads and writes every value of a layer about
 twice, a few microseconds for the catalogue's (64, 128) batches, less than starting Numba's
 threads would cost; and the sums run in a fixed order, whatever the number of threads.
+
+A LayerNorm's sums run along a row, and a sum added one entry after another waits for each
+addition before the next; LLVM adds in vector registers only where it may change the order. The
+row sums are functions of their own that allow it (`reassociating`, as `numba_conv`'s sums over
+positions do): a (64, 128) forward went from 7.9 to 1.5 µs in float32, the backward from 5.5 to
+2.2. Their order is fixed for the compiled code, the same at every call and on any number of
+threads; it differs from an entry-by-entry sum by rounding alone.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import numpy as np
 from numba import njit
 
 jit = njit(cache=True, nogil=True, error_model="numpy")
+#: For the sums along a row: LLVM may add them in any order (so, in vector registers).
+reassociating = njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
 
 
 @jit
@@ -65,15 +74,8 @@ def layer_norm_forward(x, gamma, beta, epsilon, x_hat, inv_std, out):
     rows, cols = x.shape
     count, eps = x.dtype.type(cols), x.dtype.type(epsilon)
     for i in range(rows):
-        total = x.dtype.type(0)
-        for c in range(cols):
-            total += x[i, c]
-        mu = total / count
-        square = x.dtype.type(0)
-        for c in range(cols):
-            d = x[i, c] - mu
-            square += d * d
-        r = x.dtype.type(1) / np.sqrt(square / count + eps)
+        mu = row_sum(x, i) / count
+        r = x.dtype.type(1) / np.sqrt(row_square_sum(x, i, mu) / count + eps)
         inv_std[i] = r
         for c in range(cols):
             x_hat[i, c] = (x[i, c] - mu) * r
@@ -106,17 +108,14 @@ def batch_norm_backward(g, gamma, x_hat, inv_std, dgamma, dbeta, dx):
 
 
 @jit
-def layer_norm_backward(g, gamma, x_hat, inv_std, dx):
-    """∂C/∂x = r (ĝ − mean(ĝ) − x̂ mean(ĝ x̂)), ĝ = γ g, the means over each row's columns
-    (∂C/∂γ and ∂C/∂β are `norm_param_grads`')."""
+def layer_norm_backward(g, gamma, x_hat, inv_std, dgamma, dbeta, dx):
+    """∂C/∂γ and ∂C/∂β (C,), and ∂C/∂x = r (ĝ − mean(ĝ) − x̂ mean(ĝ x̂)), ĝ = γ g, the means
+    over each row's columns."""
     rows, cols = g.shape
+    norm_param_grads(g, x_hat, dgamma, dbeta)
     count = g.dtype.type(cols)
     for i in range(rows):
-        total, total_x = g.dtype.type(0), g.dtype.type(0)
-        for c in range(cols):
-            g_hat = gamma[c] * g[i, c]
-            total += g_hat
-            total_x += g_hat * x_hat[i, c]
+        total, total_x = row_scaled_sums(g, gamma, x_hat, i)
         mean_g, mean_gx = total / count, total_x / count
         for c in range(cols):
             dx[i, c] = inv_std[i] * (gamma[c] * g[i, c] - mean_g - x_hat[i, c] * mean_gx)
@@ -131,3 +130,36 @@ def move_statistics(moving_mean, moving_var, mean, var, momentum, unbiased, rows
     for c in range(mean.size):
         moving_mean[c] = moving_mean[c] * kept + mean[c] * taken
         moving_var[c] = moving_var[c] * kept + (var[c] * scale) * taken
+
+
+# --- the sums along a row, in vector registers ---------------------------------------------------
+
+
+@reassociating
+def row_sum(x, i):
+    """Σ_c x_ic."""
+    total = x.dtype.type(0)
+    for c in range(x.shape[1]):
+        total += x[i, c]
+    return total
+
+
+@reassociating
+def row_square_sum(x, i, mu):
+    """Σ_c (x_ic − μ)²."""
+    total = x.dtype.type(0)
+    for c in range(x.shape[1]):
+        d = x[i, c] - mu
+        total += d * d
+    return total
+
+
+@reassociating
+def row_scaled_sums(g, gamma, x_hat, i):
+    """Σ_c ĝ_ic and Σ_c ĝ_ic x̂_ic, ĝ = γ g."""
+    total, total_x = g.dtype.type(0), g.dtype.type(0)
+    for c in range(g.shape[1]):
+        g_hat = gamma[c] * g[i, c]
+        total += g_hat
+        total_x += g_hat * x_hat[i, c]
+    return total, total_x
