@@ -89,9 +89,9 @@ def test_numba_implements_exactly_the_registry():
         if code != nb.ACTIVATION_CODES["softmax"]:
             assert np.isfinite(nb.activation_of(code, 0.5, 1.0))
             assert np.isfinite(nb.activation_back(code, 0.5, 0.5, 0.5, 1.0))
+    sigmoid = nb.ACTIVATION_CODES["sigmoid"]
     for code in nb.LOSS_CODES.values():  # the loss and δ_L, as the layer walk calls them
         delta = np.full(Y.size, np.nan)
-        sigmoid = nb.ACTIVATION_CODES["sigmoid"]
         value = nb.loss_and_delta(code, sigmoid, flat, flat, 0, np.zeros(len(X)), np.abs(Y), delta)
         assert np.isfinite(value)
         assert np.isfinite(delta).all()
