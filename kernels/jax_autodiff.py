@@ -107,8 +107,10 @@ def _forward(
             a = lookup(ACTIVATIONS, layer.activation, "activation")(a)
             continue
         if isinstance(layer, Embedding):  # each id's row; autodiff scatter-adds the gradient
-            overwrites = getattr(layer, "overwrites", False)  # a hand-written backward's slip
-            a = _overwritten_lookup(values["E"], a) if overwrites else values["E"][a]
+            if getattr(layer, "overwrites", False):  # a hand-written backward's slip
+                a = _overwritten_lookup(values["E"], a, _real_positions(a, mask))
+            else:
+                a = values["E"][a]
             continue
         if isinstance(layer, Recurrent):
             step_offsets = None if offsets is None else offsets[1][len(walk.steps)]
@@ -249,22 +251,33 @@ _dU_from_h_t.defvjp(_dU_from_h_t_forward, _dU_from_h_t_backward)
 
 
 @jax.custom_vjp
-def _overwritten_lookup(E: jax.Array, ids: jax.Array) -> jax.Array:
+def _overwritten_lookup(E: jax.Array, ids: jax.Array, real: jax.Array) -> jax.Array:
     """E[ids], differentiated as a backward that writes each position's gradient over its
-    id's row (the last write kept) instead of adding them."""
+    id's row (the last write kept) instead of adding them. Only the ``real`` positions write:
+    a padded batch's padding, which a port never sees, would write its zeros last."""
     return E[ids]
 
 
-def _lookup_forward(E: jax.Array, ids: jax.Array) -> tuple[jax.Array, tuple]:
-    return E[ids], (E, ids)
+def _lookup_forward(E: jax.Array, ids: jax.Array, real: jax.Array) -> tuple[jax.Array, tuple]:
+    return E[ids], (E, ids, real)
 
 
-def _lookup_backward(saved: tuple, grad: jax.Array) -> tuple[jax.Array, None]:
-    E, ids = saved
-    return jnp.zeros_like(E).at[ids.reshape(-1)].set(grad.reshape(-1, E.shape[-1])), None
+def _lookup_backward(saved: tuple, grad: jax.Array) -> tuple[jax.Array, None, None]:
+    E, ids, real = saved
+    rows = jnp.where(real, ids, len(E))  # the padding's out of range, where a scatter drops it
+    dE = jnp.zeros_like(E).at[rows.reshape(-1)].set(grad.reshape(-1, E.shape[-1]), mode="drop")
+    return dE, None, None
 
 
 _overwritten_lookup.defvjp(_lookup_forward, _lookup_backward)
+
+
+def _real_positions(ids: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Which of a batch's id positions (N, T) belong to real samples, from ``mask`` (N,), 1 for
+    a real sample and 0 for a padded batch's padding (None: all are real)."""
+    if mask is None:
+        return jnp.ones(ids.shape, bool)
+    return jnp.broadcast_to(mask.reshape(-1, *(1,) * (ids.ndim - 1)) > 0, ids.shape)
 
 
 def _normalise(
