@@ -123,8 +123,9 @@ def probe(
                 off = float(np.max(np.abs(twice - 2 * once), initial=0.0))
             if not (largest > 0 and off <= PROPORTIONAL * largest):  # False for NaN
                 return (
-                    f"rounds {labels[k]}, or what it computes from it, to float32 inside (a "
-                    "change below float32's resolution did not move its result in proportion)"
+                    f"rounds {labels[k]}, or what it computes from it, to float32 or narrower "
+                    "inside (a change below float32's resolution did not move its result in "
+                    "proportion)"
                 )
     except Exception as error:  # the user's code: anything it raises is the answer
         return f"raised on float64 copies ({type(error).__name__}: {error})"
