@@ -264,7 +264,7 @@ def _lookup_forward(E: jax.Array, ids: jax.Array, real: jax.Array) -> tuple[jax.
 
 def _lookup_backward(saved: tuple, grad: jax.Array) -> tuple[jax.Array, None, None]:
     E, ids, real = saved
-    rows = jnp.where(real, ids, len(E))  # the padding's out of range, where a scatter drops it
+    rows = jnp.where(real, ids, len(E))  # the padding's ids out of range: the scatter drops them
     dE = jnp.zeros_like(E).at[rows.reshape(-1)].set(grad.reshape(-1, E.shape[-1]), mode="drop")
     return dE, None, None
 
