@@ -118,33 +118,33 @@ def phase_scratch(x, stride, group):
 
 @jit
 def split_phases(x, n, stride, xp, offset):
-    """xp[(a·s + b)·C + c, offset + h·Wq + w] = x[n, h·s + a, w·s + b, c]."""
+    """xp[(a·s + b)·C + c, offset + h·Wq + w] = x[n, h·s + a, w·s + b, c], a phase row at a
+    time, the columns innermost (a loop over the channels innermost, one entry long for the
+    digits, made the copy 2.3 times as slow)."""
     _, rows, cols, channels = x.shape
     width = phase_width(x, stride)
     for a in range(stride):
-        for h in range((rows - a + stride - 1) // stride):
-            for b in range(stride):
-                for w in range((cols - b + stride - 1) // stride):
-                    for c in range(channels):
-                        xp[(a * stride + b) * channels + c, offset + h * width + w] = x[
-                            n, h * stride + a, w * stride + b, c
-                        ]
+        for b in range(stride):
+            for c in range(channels):
+                row = (a * stride + b) * channels + c
+                for h in range((rows - a + stride - 1) // stride):
+                    for w in range((cols - b + stride - 1) // stride):
+                        xp[row, offset + h * width + w] = x[n, h * stride + a, w * stride + b, c]
 
 
 @jit
 def join_phases(xp, offset, stride, n, dx):
     """dx[n, h·s + a, w·s + b, c] = xp[(a·s + b)·C + c, offset + h·Wq + w]: `split_phases`
-    undone."""
+    undone, in its order."""
     _, rows, cols, channels = dx.shape
     width = phase_width(dx, stride)
     for a in range(stride):
-        for h in range((rows - a + stride - 1) // stride):
-            for b in range(stride):
-                for w in range((cols - b + stride - 1) // stride):
-                    for c in range(channels):
-                        dx[n, h * stride + a, w * stride + b, c] = xp[
-                            (a * stride + b) * channels + c, offset + h * width + w
-                        ]
+        for b in range(stride):
+            for c in range(channels):
+                row = (a * stride + b) * channels + c
+                for h in range((rows - a + stride - 1) // stride):
+                    for w in range((cols - b + stride - 1) // stride):
+                        dx[n, h * stride + a, w * stride + b, c] = xp[row, offset + h * width + w]
 
 
 @jit
