@@ -19,10 +19,12 @@ Each kernel is compiled once and called, except the scalar helpers used inside h
 (`biased`, `sigmoid_from`, `softplus_scalar`, `row_max`, `row_sum`), which Numba inlines so that
 the loops vectorise. The walks over the layers take a network as a few flat buffers and its
 widths (see "the layout" below), never as a tuple of per-layer arrays, whose type would change
-with the depth: so each entry point (`forward`, `loss_and_grads_into`, `train_loop`,
-`train_with_loop`) is compiled once per dtype, whatever the network, and cached on disk
-(``cache=True``). Only the first process on a machine pays for compilation, and a network of a
-new depth or width compiles nothing.
+with the depth: so each entry point (`forward`, the narrow and the wide walk's
+`*_loss_and_grads` and `*_train_loop`, `train_with_loop`) is compiled once per dtype, whatever
+the network, and cached on disk (``cache=True``). Only the first process on a machine pays for
+compilation, and a network of a new depth or width compiles nothing. A network compiles only
+the walk its widths choose (the backend chooses it, by `is_narrow`), except in
+`train_with_loop`, whose batches may differ in size.
 """
 
 from __future__ import annotations
@@ -1014,13 +1016,30 @@ def narrow_evaluate(net, theta, inputs, N, y, buffers):
 
 
 @jit
-def loss_and_grads_into(net, theta, X, y, buffers):
-    """One evaluation, by `narrow_evaluate` or `wide_evaluate` as X's N rows and the widths
-    make the network: C, and the gradient in buffers.grad."""
+def narrow_loss_and_grads(net, theta, inputs, N, y, buffers):
+    """`narrow_evaluate` after `check_layout`: one evaluation of a narrow network, as the
+    backend calls it."""
     check_layout(net)
-    if is_narrow(net.widths, X.shape[0]):
-        return narrow_evaluate(net, theta, X.reshape(X.size), X.shape[0], y, buffers)
+    return narrow_evaluate(net, theta, inputs, N, y, buffers)
+
+
+@jit
+def wide_loss_and_grads(net, theta, X, y, buffers):
+    """`wide_evaluate` after `check_layout`: one evaluation, as the backend calls it."""
+    check_layout(net)
     return wide_evaluate(net, theta, X, y, buffers)
+
+
+@jit
+def loss_and_grads_into(net, theta, X, y, buffers):
+    """One evaluation, by the walk that X's N rows and the widths make the network's
+    (`is_narrow`): C, and the gradient in buffers.grad. For a training loop whose batches may
+    differ in size; the backend, given one batch, chooses the walk itself and calls its entry
+    (`narrow_loss_and_grads`, `wide_loss_and_grads`), so that a network compiles only its own
+    walk: the notebook's first `gradcheck verify` compiled both, 37 of its 49 seconds."""
+    if is_narrow(net.widths, X.shape[0]):
+        return narrow_loss_and_grads(net, theta, X.reshape(X.size), X.shape[0], y, buffers)
+    return wide_loss_and_grads(net, theta, X, y, buffers)
 
 
 @inline
@@ -1031,15 +1050,9 @@ def descend(theta, grad, lr):
 
 
 @jit
-def train_loop(net, theta, X, y, lr, buffers, losses):
-    """``len(losses)`` gradient-descent steps on θ in place; losses[t] before step t. The walk
-    is chosen once, and a narrow network's steps run in a loop of their own
-    (`narrow_train_loop`): in a loop that could also call the wide walk's kernels, which may
-    raise, the notebook's step took twice as long."""
+def wide_train_loop(net, theta, X, y, lr, buffers, losses):
+    """``len(losses)`` gradient-descent steps on θ in place; losses[t] before step t."""
     check_layout(net)
-    if is_narrow(net.widths, X.shape[0]):
-        narrow_train_loop(net, theta, X.reshape(X.size), X.shape[0], y, lr, buffers, losses)
-        return
     for t in range(losses.shape[0]):
         losses[t] = wide_evaluate(net, theta, X, y, buffers)
         descend(theta, buffers.grad, lr)
@@ -1047,7 +1060,10 @@ def train_loop(net, theta, X, y, lr, buffers, losses):
 
 @jit
 def narrow_train_loop(net, theta, inputs, N, y, lr, buffers, losses):
-    """`train_loop` for a narrow network, from its N inputs flat."""
+    """`wide_train_loop` for a narrow network, from its N inputs flat. A loop of its own: in a
+    loop that could also call the wide walk's kernels, which may raise, the notebook's step
+    took twice as long."""
+    check_layout(net)
     for t in range(losses.shape[0]):
         losses[t] = narrow_evaluate(net, theta, inputs, N, y, buffers)
         descend(theta, buffers.grad, lr)

@@ -26,10 +26,13 @@ from gradcheck.kernels.numba_backprop import (
     Layout,
     Rule,
     forward,
-    loss_and_grads_into,
+    is_narrow,
+    narrow_loss_and_grads,
+    narrow_train_loop,
     optimizer_settings,
-    train_loop,
     train_with_loop,
+    wide_loss_and_grads,
+    wide_train_loop,
 )
 from gradcheck.network import Network, Params
 from gradcheck.ops import lookup
@@ -167,7 +170,17 @@ def _evaluate(
     net: Network, params: Params, X: np.ndarray, y: np.ndarray
 ) -> tuple[float, Workspace]:
     ws = Workspace(net, params, X)
-    return float(loss_and_grads_into(ws.net, ws.theta, ws.X, y, ws.buffers)), ws
+    if _narrow(ws):
+        value = narrow_loss_and_grads(ws.net, ws.theta, ws.X.reshape(-1), len(X), y, ws.buffers)
+    else:
+        value = wide_loss_and_grads(ws.net, ws.theta, ws.X, y, ws.buffers)
+    return float(value), ws
+
+
+def _narrow(ws: Workspace) -> bool:
+    """Whether the workspace's network and rows take the narrow walk, by `is_narrow` itself:
+    each walk is its own compiled entry, so a network compiles only the walk it takes."""
+    return bool(is_narrow.py_func(ws.net.widths, len(ws.X)))
 
 
 def train_with(
@@ -199,5 +212,9 @@ def train(
     """All ``steps`` steps in one compiled call, on a copy of ``params``."""
     losses = np.empty(steps, net.dtype)
     ws = Workspace(net, params, X, kept=True)
-    train_loop(ws.net, ws.theta, ws.X, y, net.np_dtype.type(lr), ws.buffers, losses)
+    rate = net.np_dtype.type(lr)
+    if _narrow(ws):
+        narrow_train_loop(ws.net, ws.theta, ws.X.reshape(-1), len(X), y, rate, ws.buffers, losses)
+    else:
+        wide_train_loop(ws.net, ws.theta, ws.X, y, rate, ws.buffers, losses)
     return Trajectory(as_params(net, ws.theta), losses)

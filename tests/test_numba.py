@@ -143,7 +143,7 @@ for steps in (1, 1, 10, 1000):  # the first call loads the compiled code and sta
     ws = backend.Workspace(net, params, X)
     losses = np.empty(steps)
     before = rtsys.get_allocation_stats().alloc if counts else 0
-    nb.train_loop(ws.net, ws.theta, ws.X, y, 0.5, ws.buffers, losses)
+    nb.wide_train_loop(ws.net, ws.theta, ws.X, y, 0.5, ws.buffers, losses)
     counts.append(rtsys.get_allocation_stats().alloc - before)
 print(counts[1:])
 """
@@ -180,13 +180,13 @@ def _digits_sized_run(seed: int, dtype: str = "float64"):
 
 
 def _trained_on_fresh_buffers(net, params, X, y, steps, lr):
-    """`numba_backprop.train_loop` on a workspace of its own, kept by no one."""
+    """`numba_backprop.wide_train_loop` on a workspace of its own, kept by no one."""
     from gradcheck.kernels import numba_backprop as nb
     from gradcheck.kernels import numba_dense as backend
 
     ws = backend.Workspace(net, params, X)
     losses = np.empty(steps, net.dtype)
-    nb.train_loop(ws.net, ws.theta, ws.X, y, net.np_dtype.type(lr), ws.buffers, losses)
+    nb.wide_train_loop(ws.net, ws.theta, ws.X, y, net.np_dtype.type(lr), ws.buffers, losses)
     return [layer["W"] for layer in backend.as_params(net, ws.theta)], losses
 
 

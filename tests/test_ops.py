@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -148,12 +149,18 @@ def test_numba_dispatch_raises_on_an_unknown_name_or_code():
     dense = importlib.import_module("gradcheck.kernels.numba_dense")
     ws = dense.Workspace(stand_in(), PARAMS, X)
     theta = ws.theta.copy()
+    flat, N, losses = ws.X.reshape(-1), len(X), np.empty(3)
     for layout in (ws.net._replace(activations=np.array([unknown])),
                    ws.net._replace(loss=unknown)):  # fmt: skip
-        with pytest.raises(ValueError, match=r"unknown (activation|loss) code"):
-            nb.train_loop(layout, ws.theta, ws.X, Y, 0.5, ws.buffers, np.empty(3))
-        with pytest.raises(ValueError, match=r"unknown (activation|loss) code"):
-            nb.loss_and_grads_into(layout, ws.theta, ws.X, Y, ws.buffers)
+        for entry in (  # each walk's entries, whichever walk the widths choose
+            partial(nb.narrow_train_loop, layout, ws.theta, flat, N, Y, 0.5, ws.buffers, losses),
+            partial(nb.wide_train_loop, layout, ws.theta, ws.X, Y, 0.5, ws.buffers, losses),
+            partial(nb.narrow_loss_and_grads, layout, ws.theta, flat, N, Y, ws.buffers),
+            partial(nb.wide_loss_and_grads, layout, ws.theta, ws.X, Y, ws.buffers),
+            partial(nb.loss_and_grads_into, layout, ws.theta, ws.X, Y, ws.buffers),
+        ):
+            with pytest.raises(ValueError, match=r"unknown (activation|loss) code"):
+                entry()
     assert np.array_equal(ws.theta, theta)
     with pytest.raises(ValueError, match="unknown activation code"):
         nb.check_code(unknown)
