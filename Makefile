@@ -51,10 +51,12 @@ browser:
 		&& apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "no Chromium: the browser test will skip (apt-get install chromium)"
 
-# Every Numba kernel compiled for one dtype: each catalogue problem trained once.
+# Every Numba kernel compiled for one dtype: each catalogue problem trained once and its
+# predictions made once (a narrow network predicts through an entry of its own).
 numba-float64 numba-float32: $(BIN)/gradcheck
-	$(BIN)/python -c "from gradcheck import benchmarks as b; \
-		[b.case(problem, '$(@:numba-%=%)').train('numba') for problem in b.PROBLEMS]"
+	$(BIN)/python -c "from gradcheck import benchmarks as b, get_backend; \
+		cases = [b.case(problem, '$(@:numba-%=%)') for problem in b.PROBLEMS]; \
+		[(c.train('numba'), get_backend('numba').predict(c.net, c.params, c.X)) for c in cases]"
 
 # The documentation site, into site/. Its notebook trains with Numba in float64: the kernels are
 # compiled first, so that the notebook loads them from Numba's cache rather than compiling them

@@ -947,6 +947,14 @@ def narrow_forward(net, theta, inputs, N, buffers):
         w_at = b_at + (n if bias else 0)
 
 
+@jit
+def narrow_predict(net, theta, inputs, N, buffers):
+    """`forward` for a narrow network, from its N inputs flat: the activations in buffers.acts,
+    the codes checked first (`check_codes`)."""
+    check_codes(net.activations)
+    narrow_forward(net, theta, inputs, N, buffers)
+
+
 @inline
 def narrow_backward(net, theta, inputs, N, buffers):
     """`backward` for a narrow network: the gradient from the output delta in D[L-1]."""

@@ -28,6 +28,7 @@ from gradcheck.kernels.numba_backprop import (
     forward,
     is_narrow,
     narrow_loss_and_grads,
+    narrow_predict,
     narrow_train_loop,
     optimizer_settings,
     train_with_loop,
@@ -131,7 +132,10 @@ def blocks(net: Network, arena: np.ndarray, samples: int) -> list[np.ndarray]:
 
 def predict(net: Network, params: Params, X: np.ndarray) -> np.ndarray:
     ws = Workspace(net, params, X)
-    forward(ws.net, ws.theta, ws.X, ws.buffers)
+    if _narrow(ws):
+        narrow_predict(ws.net, ws.theta, ws.X.reshape(-1), len(X), ws.buffers)
+    else:
+        forward(ws.net, ws.theta, ws.X, ws.buffers)
     return blocks(net, ws.buffers.acts, len(X))[-1]
 
 

@@ -161,6 +161,9 @@ def test_numba_dispatch_raises_on_an_unknown_name_or_code():
         ):
             with pytest.raises(ValueError, match=r"unknown (activation|loss) code"):
                 entry()
+    with pytest.raises(ValueError, match="unknown activation code"):  # predictions: no loss
+        nb.narrow_predict(ws.net._replace(activations=np.array([unknown])), ws.theta, flat, N,
+                          ws.buffers)  # fmt: skip
     assert np.array_equal(ws.theta, theta)
     with pytest.raises(ValueError, match="unknown activation code"):
         nb.check_code(unknown)
