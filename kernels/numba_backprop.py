@@ -1044,7 +1044,7 @@ def loss_and_grads_into(net, theta, X, y, buffers):
     (`is_narrow`): C, and the gradient in buffers.grad. For a training loop whose batches may
     differ in size; the backend, given one batch, chooses the walk itself and calls its entry
     (`narrow_loss_and_grads`, `wide_loss_and_grads`), so that a network compiles only its own
-    walk: the notebook's first `gradcheck verify` compiled both, 37 of its 49 seconds."""
+    walk: the notebook's first `gradcheck verify` compiled both, 33 of its 41–44 seconds."""
     if is_narrow(net.widths, X.shape[0]):
         return narrow_loss_and_grads(net, theta, X.reshape(X.size), X.shape[0], y, buffers)
     return wide_loss_and_grads(net, theta, X, y, buffers)
