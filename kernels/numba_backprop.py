@@ -19,11 +19,11 @@ Each kernel is compiled once and called, except the scalar helpers used inside h
 (`biased`, `sigmoid_from`, `softplus_scalar`, `row_max`, `row_sum`), which Numba inlines so that
 the loops vectorise. The walks over the layers take a network as a few flat buffers and its
 widths (see "the layout" below), never as a tuple of per-layer arrays, whose type would change
-with the depth: so each entry point (`forward`, the narrow and the wide walk's
-`*_loss_and_grads` and `*_train_loop`, `train_with_loop`) is compiled once per dtype, whatever
-the network, and cached on disk (``cache=True``). Only the first process on a machine pays for
-compilation, and a network of a new depth or width compiles nothing. A network compiles only
-the walk its widths choose (the backend chooses it, by `is_narrow`), except in
+with the depth: so each entry point (`forward` and `narrow_predict`, the narrow and the wide
+walk's `*_loss_and_grads` and `*_train_loop`, `train_with_loop`) is compiled once per dtype,
+whatever the network, and cached on disk (``cache=True``). Only the first process on a machine
+pays for compilation, and a network of a new depth or width compiles nothing. A network compiles
+only the walk its widths choose (the backend chooses it, by `is_narrow`), except in
 `train_with_loop`, whose batches may differ in size.
 """
 
