@@ -15,8 +15,11 @@ pytest_plugins = ["pytester"]
 
 # Under pytest-xdist (make test runs `pytest -n auto`) the workers already use every core, and
 # BLAS, XLA and TensorFlow pools of their own in each would oversubscribe them: each worker runs
-# its frameworks on one thread.
+# its frameworks on one thread. SciPy's OpenBLAS, which Numba's products call, is loaded first so
+# that the limit reaches it too: left on two threads, OpenBLAS spinning in both workers at once
+# made some tests 5 to 20 times slower than alone (the suite took 360 s, and 292 s so).
 if os.environ.get("PYTEST_XDIST_WORKER"):
+    import scipy.linalg.cython_blas  # noqa: F401 - loaded, so that the limit reaches it
     from threadpoolctl import threadpool_limits
 
     pin_framework_threads()
