@@ -296,6 +296,16 @@ def blas_threads(single_thread: bool) -> int:
     return 1 if single_thread else os.cpu_count() or 1
 
 
+def blas_limits(threads: int) -> Any:
+    """threadpoolctl's limit on the BLAS libraries, scoped (``with``), SciPy's among them: the
+    one Numba's ``np.dot`` calls loads only with the first compiled kernel, after the limit, which
+    then never reached it (a single-threaded run's Numba products ran on two threads)."""
+    import scipy.linalg.cython_blas  # noqa: F401 - loaded, so that the limit reaches it
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
 def pin_framework_threads() -> None:
     """Make JAX, TensorFlow and Numba run on one thread each, as a single-threaded run needs.
     They read these settings when they load, so this is called before any backend is used."""
@@ -323,12 +333,10 @@ def run(
     """Time every backend's training run, and the floor on its problem, by `time_rows`; returns
     the rows and the machine's conditions. ``single_thread`` pins BLAS to one thread; the
     frameworks are pinned too if `pin_framework_threads` ran before they loaded."""
-    from threadpoolctl import threadpool_limits
-
     rows: list[Row] = []
     groups = [(p, d) for p in problems for d in dtypes]
     threads = blas_threads(single_thread)
-    with threadpool_limits(limits=threads, user_api="blas"):
+    with blas_limits(threads):
         load = cpu_load.LoadMeter.start()
         start = ceilings(dtypes) if needs_ceiling(problems) else {}
         for done, (name, dtype) in enumerate(groups):

@@ -179,14 +179,14 @@ def gradcheck_rule() -> Any:
 
 @contextlib.contextmanager
 def _blas_threads(single_thread: bool) -> Iterator[None]:
-    """BLAS pinned to one thread for a single-threaded run (threadpoolctl, the bench extra);
-    nothing otherwise."""
+    """BLAS pinned to one thread for a single-threaded run (`benchmarks.blas_limits`, by
+    threadpoolctl, the bench extra); nothing otherwise."""
     if not single_thread:
         yield
         return
-    from threadpoolctl import threadpool_limits
+    from gradcheck.benchmarks import blas_limits
 
-    with threadpool_limits(limits=1, user_api="blas"):
+    with blas_limits(1):
         yield
 
 

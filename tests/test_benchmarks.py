@@ -187,6 +187,34 @@ def test_single_thread_pins_blas_and_the_frameworks():
     assert pinned == {"NUMBA_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
 
 
+@pytest.mark.skipif("numba" not in gradcheck.available_backends(), reason="numba is not installed")
+def test_a_single_threaded_run_holds_the_blas_numba_calls_to_one_thread():
+    """SciPy's OpenBLAS, which Numba's products call, loads with the first compiled kernel, in
+    the middle of the run: the limit must reach it all the same. A fresh process, where nothing
+    has loaded it yet; the BLAS threads are read after each of the backend's calls."""
+    code = (
+        "import json\n"
+        "from threadpoolctl import threadpool_info\n"
+        "from gradcheck import benchmarks, get_backend\n"
+        "numba, seen = get_backend('numba'), set()\n"
+        "class Watched:\n"
+        "    name = 'watched'\n"
+        "    def __getattr__(self, attr):\n"
+        "        def call(*args, **kwargs):\n"
+        "            out = getattr(numba, attr)(*args, **kwargs)\n"
+        "            seen.update(i['num_threads'] for i in threadpool_info()"
+        " if i['user_api'] == 'blas')\n"
+        "            return out\n"
+        "        return call\n"
+        "benchmarks.run([Watched()], problems=['digits'], dtypes=['float64'], rounds=1,"
+        " single_thread=True)\n"
+        "print(json.dumps(sorted(seen)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == [1]
+
+
 def test_pinning_after_a_framework_loaded_is_refused():
     code = "import numba\nfrom gradcheck import benchmarks\nbenchmarks.pin_framework_threads()"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
