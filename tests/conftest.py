@@ -17,7 +17,7 @@ pytest_plugins = ["pytester"]
 # BLAS, XLA and TensorFlow pools of their own in each would oversubscribe them: each worker runs
 # its frameworks on one thread. SciPy's OpenBLAS, which Numba's products call, is loaded first so
 # that the limit reaches it too: left on two threads, OpenBLAS spinning in both workers at once
-# made some tests 5 to 20 times slower than alone (the suite took 360 s, and 292 s so).
+# made some tests 5 to 20 times slower than alone (the suite took 360 s, and 292–320 s so).
 if os.environ.get("PYTEST_XDIST_WORKER"):
     import scipy.linalg.cython_blas  # noqa: F401 - loaded, so that the limit reaches it
     from threadpoolctl import threadpool_limits
