@@ -108,11 +108,16 @@ def progress(enabled: bool = True) -> Iterator[Progress]:
     )
     task = bar.add_task("", total=None)
     started = time.perf_counter()
+    shown = [""]  # the stage on the bar
 
     def update(done: int, total: int, label: str) -> None:
         if not bar.live.is_started and time.perf_counter() - started >= PROGRESS_DELAY:
             bar.start()
-        bar.update(task, completed=done, total=total, description=label)
+        # drawn at once when the stage changes: a stage quicker than rich's refresh would
+        # otherwise never show
+        changed = bar.live.is_started and label != shown[0]
+        bar.update(task, completed=done, total=total, description=label, refresh=changed)
+        shown[0] = label
 
     try:
         yield update

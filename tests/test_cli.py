@@ -367,6 +367,20 @@ def test_on_a_terminal_verify_fits_the_width_in_colour_with_a_progress_bar(monke
     assert "600/600" in bar  # the reference, the horizon, 2 backends, finite differences, verdict
 
 
+def test_the_bar_draws_every_stage_however_quick(monkeypatch):
+    """Each stage's label reaches the terminal when it begins, not at rich's next refresh,
+    which a stage quicker than a tenth of a second never met."""
+    from gradcheck import terminal as term
+
+    _, err = as_terminal(monkeypatch)
+    stages = [f"stage {k}" for k in range(5)]
+    with term.progress() as update:
+        for k, label in enumerate(stages):
+            update(k, len(stages), label)
+    bar = ANSI.sub("", err.getvalue())
+    assert all(label in bar for label in stages), bar
+
+
 def test_no_color_turns_the_colour_off_and_json_the_bar(monkeypatch):
     out, err = as_terminal(monkeypatch)
     monkeypatch.setenv("NO_COLOR", "1")
