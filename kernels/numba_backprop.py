@@ -22,7 +22,14 @@ is a compiled function of its own, which LLVM inlines: Numba links a kernel's ca
 module and optimises the whole, so the loops that call them vectorise as before (the same vector
 instructions, the same times), where Numba's own inlining typed and lowered the eight
 activations' bodies again at every call site (compiling every catalogue problem's kernels in
-float32 took 95 s that way, 84.5 s so). The walks over the layers take a network as a few flat
+float32 took 95 s that way, 84.5 s so). The output layer's loss and δ (`loss_and_delta`, the
+four losses' dispatch) is compiled once too, for the wide walk and the layered networks; only
+the narrow walk lowers it inline, where a call cost the notebook's step 8%. Thin wrappers are
+the other way round: a compiled function is optimised and compiled to machine code together
+with everything it calls, so a compiled wrapper costs about as much as the walk beneath it, and
+`wide_evaluate` and `loss_and_grads_into` are inlined into the entries that call them (the
+dense problems' kernels, float32, compiled in 33–35 s rather than 38–49 s). The walks over the
+layers take a network as a few flat
 buffers and its widths (see "the layout" below), never as a tuple of per-layer arrays, whose
 type would change with the depth: so each entry point (`forward` and `narrow_predict`, the
 narrow and the wide walk's `*_loss_and_grads` and `*_train_loop`, `train_with_loop`) is compiled
@@ -887,13 +894,20 @@ def activation_layer_backward(activation, x, a, grad, below):
     activation_backward(activation, x, a, below)
 
 
-@inline
+@jit
 def loss_and_delta(loss_code, activation, z, a, at, log_norm, y, delta):
     """C, and δ_L = ∂C/∂z_L into delta: `loss` and `output_delta` on the output layer's block
-    at ``at`` of the flat z, a and delta."""
+    at ``at`` of the flat z, a and delta. Compiled once, for the wide walk and the layered
+    networks: the four losses' dispatch is the largest body a walk has, and typing it again in
+    every kernel that inlined it took a quarter of the dense kernels' compile time."""
     value = loss(loss_code, a, z, at, log_norm, y)
     output_delta(loss_code, activation, z, a, at, y, delta)
     return value
+
+
+#: `loss_and_delta` lowered into the narrow walk rather than called: the call's arguments cost
+#: the notebook's step 8% (0.42 µs → 0.46).
+loss_and_delta_inline = inline(loss_and_delta.py_func)
 
 
 # --- narrow networks: the same walks, every entry indexed in the flat buffers -------------------
@@ -1003,18 +1017,23 @@ def narrow_backward(net, theta, inputs, N, buffers):
 
 
 @inline
-def loss_and_output_delta(net, y, N, buffers):
-    """C, and δ_L = ∂C/∂z_L into the deltas, from the output layer's block of N rows."""
+def loss_and_output_delta(net, y, N, buffers, kernel):
+    """C, and δ_L = ∂C/∂z_L into the deltas, from the output layer's block of N rows, by
+    ``kernel`` (`loss_and_delta` or its inlined form)."""
     at = block_at(net.widths, N, len(net.widths) - 1)  # the output layer's
-    return loss_and_delta(net.loss, net.activations[-1], buffers.zs, buffers.acts, at,
-                          buffers.log_norm, y, buffers.deltas)  # fmt: skip
+    return kernel(net.loss, net.activations[-1], buffers.zs, buffers.acts, at,
+                  buffers.log_norm, y, buffers.deltas)  # fmt: skip
 
 
-@jit
+@inline
 def wide_evaluate(net, theta, X, y, buffers):
-    """One evaluation: forward, C, δ_L and backward; returns C, the gradient in buffers.grad."""
+    """One evaluation: forward, C, δ_L and backward; returns C, the gradient in buffers.grad.
+    Lowered into the entries that call it (`wide_loss_and_grads`, `wide_train_loop`) rather
+    than compiled on its own, as `loss_and_grads_into` is into `train_with_loop`: each compiled
+    function is optimised and compiled to machine code with everything it calls, so a thin
+    compiled wrapper costs as much to compile as the walk beneath it."""
     forward(net, theta, X, buffers)
-    value = loss_and_output_delta(net, y, X.shape[0], buffers)
+    value = loss_and_output_delta(net, y, X.shape[0], buffers, loss_and_delta)
     backward(net, theta, X, buffers)
     return value
 
@@ -1023,7 +1042,7 @@ def wide_evaluate(net, theta, X, y, buffers):
 def narrow_evaluate(net, theta, inputs, N, y, buffers):
     """`wide_evaluate` for a narrow network, from its N inputs as one flat (N·n_0,) array."""
     narrow_forward(net, theta, inputs, N, buffers)
-    value = loss_and_output_delta(net, y, N, buffers)
+    value = loss_and_output_delta(net, y, N, buffers, loss_and_delta_inline)
     narrow_backward(net, theta, inputs, N, buffers)
     return value
 
@@ -1043,7 +1062,7 @@ def wide_loss_and_grads(net, theta, X, y, buffers):
     return wide_evaluate(net, theta, X, y, buffers)
 
 
-@jit
+@inline
 def loss_and_grads_into(net, theta, X, y, buffers):
     """One evaluation, by the walk that X's N rows and the widths make the network's
     (`is_narrow`): C, and the gradient in buffers.grad. For a training loop whose batches may

@@ -355,8 +355,8 @@ def test_a_simple_rnn_refuses_an_activation_it_cannot_apply_before_any_work(name
 def test_the_narrow_walk_computes_what_the_walk_over_views_does(hidden, output, loss, dtype):
     """A network too narrow for BLAS walks its layers by index (`narrow_evaluate`); the walk
     over views (`wide_evaluate`) computes the same sums in the same order, so the loss and every
-    activation, δ and gradient are the same to the bit. Both are the compiled entries the backend
-    calls, which make test has compiled already."""
+    activation, δ and gradient are the same to the bit. Both are called through the compiled
+    entries the backend calls, which make test has compiled already."""
     from gradcheck.kernels import numba_backprop as nb
     from gradcheck.kernels import numba_dense as backend
 
@@ -374,9 +374,10 @@ def test_the_narrow_walk_computes_what_the_walk_over_views_does(hidden, output, 
     for narrow in (True, False):
         ws = backend.Workspace(net, params, X)
         if narrow:
-            value = nb.narrow_evaluate(ws.net, ws.theta, ws.X.reshape(-1), N, y, ws.buffers)
+            value = nb.narrow_loss_and_grads(ws.net, ws.theta, ws.X.reshape(-1), N, y,
+                                             ws.buffers)  # fmt: skip
         else:
-            value = nb.wide_evaluate(ws.net, ws.theta, ws.X, y, ws.buffers)
+            value = nb.wide_loss_and_grads(ws.net, ws.theta, ws.X, y, ws.buffers)
         b = ws.buffers
         results.append((np.array(value), b.acts.copy(), b.deltas.copy(), b.grad.copy()))
     for narrow, wide in zip(*results, strict=True):

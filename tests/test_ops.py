@@ -16,6 +16,7 @@ import pytest
 import gradcheck
 from gradcheck import ops, tolerance, witness
 from gradcheck.layers import Dense
+from gradcheck.optimizers import SGD
 
 ACTIVATIONS = set(ops.ACTIVATIONS)
 LOSSES = set(ops.LOSSES)
@@ -150,6 +151,8 @@ def test_numba_dispatch_raises_on_an_unknown_name_or_code():
     ws = dense.Workspace(stand_in(), PARAMS, X)
     theta = ws.theta.copy()
     flat, N, losses = ws.X.reshape(-1), len(X), np.empty(3)
+    batches = nb.Batches(np.arange(N)[None], np.array([N]), np.empty(X.size), np.empty(Y.size))
+    rule = nb.Rule(*nb.optimizer_settings(SGD(0.5), X.dtype), np.zeros((4, theta.size)))
     for layout in (ws.net._replace(activations=np.array([unknown])),
                    ws.net._replace(loss=unknown)):  # fmt: skip
         for entry in (  # each walk's entries, whichever walk the widths choose
@@ -157,7 +160,9 @@ def test_numba_dispatch_raises_on_an_unknown_name_or_code():
             partial(nb.wide_train_loop, layout, ws.theta, ws.X, Y, 0.5, ws.buffers, losses),
             partial(nb.narrow_loss_and_grads, layout, ws.theta, flat, N, Y, ws.buffers),
             partial(nb.wide_loss_and_grads, layout, ws.theta, ws.X, Y, ws.buffers),
-            partial(nb.loss_and_grads_into, layout, ws.theta, ws.X, Y, ws.buffers),
+            partial(
+                nb.train_with_loop, layout, ws.theta, ws.X, Y, batches, rule, ws.buffers, losses[:1]
+            ),  # either walk, by the batch's N
         ):
             with pytest.raises(ValueError, match=r"unknown (activation|loss) code"):
                 entry()
