@@ -108,16 +108,17 @@ def progress(enabled: bool = True) -> Iterator[Progress]:
     )
     task = bar.add_task("", total=None)
     started = time.perf_counter()
-    shown = [""]  # the stage on the bar
+    shown = ""  # the stage on the bar
 
     def update(done: int, total: int, label: str) -> None:
+        nonlocal shown
         if not bar.live.is_started and time.perf_counter() - started >= PROGRESS_DELAY:
             bar.start()
         # drawn at once when the stage changes: a stage quicker than rich's refresh would
         # otherwise never show
-        changed = bar.live.is_started and label != shown[0]
+        changed = bar.live.is_started and label != shown
         bar.update(task, completed=done, total=total, description=label, refresh=changed)
-        shown[0] = label
+        shown = label
 
     try:
         yield update

@@ -27,11 +27,12 @@ four losses' dispatch) is compiled once too, for the wide walk and the layered n
 the narrow walk lowers it inline, where a call cost the notebook's step 8%. Thin wrappers are
 the other way round: a compiled function is optimised and compiled to machine code together
 with everything it calls, so a compiled wrapper costs about as much as the walk beneath it, and
-`wide_evaluate` and `loss_and_grads_into` are inlined into the entries that call them (the
-dense problems' kernels, float32, compiled in 33–35 s rather than 38–49 s). The walks over the
-layers take a network as a few flat
-buffers and its widths (see "the layout" below), never as a tuple of per-layer arrays, whose
-type would change with the depth: so each entry point (`forward` and `narrow_predict`, the
+`wide_evaluate` and `loss_and_grads_into` are inlined into the entries that call them. The
+dense problems' kernels in float32 compiled in 37.9 s with the wrappers inlined and in 32.7 s
+with `loss_and_delta` compiled once as well, against 42.6 s before (one sitting; 33–35 s
+against 38–49 s in two more, alternated). The walks over the layers take a network as a few
+flat buffers and its widths (see "the layout" below), never as a tuple of per-layer arrays,
+whose type would change with the depth: so each entry point (`forward` and `narrow_predict`, the
 narrow and the wide walk's `*_loss_and_grads` and `*_train_loop`, `train_with_loop`) is compiled
 once per dtype, whatever the network, and cached on disk (``cache=True``). Only the first
 process on a machine pays for compilation, and a network of a new depth or width compiles
@@ -898,8 +899,8 @@ def activation_layer_backward(activation, x, a, grad, below):
 def loss_and_delta(loss_code, activation, z, a, at, log_norm, y, delta):
     """C, and δ_L = ∂C/∂z_L into delta: `loss` and `output_delta` on the output layer's block
     at ``at`` of the flat z, a and delta. Compiled once, for the wide walk and the layered
-    networks: the four losses' dispatch is the largest body a walk has, and typing it again in
-    every kernel that inlined it took a quarter of the dense kernels' compile time."""
+    networks, rather than typed again in every kernel that calls it (see the module's
+    docstring)."""
     value = loss(loss_code, a, z, at, log_norm, y)
     output_delta(loss_code, activation, z, a, at, y, delta)
     return value
@@ -1028,10 +1029,9 @@ def loss_and_output_delta(net, y, N, buffers, kernel):
 @inline
 def wide_evaluate(net, theta, X, y, buffers):
     """One evaluation: forward, C, δ_L and backward; returns C, the gradient in buffers.grad.
-    Lowered into the entries that call it (`wide_loss_and_grads`, `wide_train_loop`) rather
-    than compiled on its own, as `loss_and_grads_into` is into `train_with_loop`: each compiled
-    function is optimised and compiled to machine code with everything it calls, so a thin
-    compiled wrapper costs as much to compile as the walk beneath it."""
+    Inlined into the entries that call it (`wide_loss_and_grads`, `wide_train_loop`): compiled
+    on its own, it cost as much to compile as the walk beneath it (see the module's
+    docstring)."""
     forward(net, theta, X, buffers)
     value = loss_and_output_delta(net, y, X.shape[0], buffers, loss_and_delta)
     backward(net, theta, X, buffers)
@@ -1066,9 +1066,10 @@ def wide_loss_and_grads(net, theta, X, y, buffers):
 def loss_and_grads_into(net, theta, X, y, buffers):
     """One evaluation, by the walk that X's N rows and the widths make the network's
     (`is_narrow`): C, and the gradient in buffers.grad. For a training loop whose batches may
-    differ in size; the backend, given one batch, chooses the walk itself and calls its entry
-    (`narrow_loss_and_grads`, `wide_loss_and_grads`), so that a network compiles only its own
-    walk: the notebook's first `gradcheck verify` compiled both, 33 of its 41–44 seconds."""
+    differ in size (inlined into `train_with_loop`, its one caller); the backend, given one
+    batch, chooses the walk itself and calls its entry (`narrow_loss_and_grads`,
+    `wide_loss_and_grads`), so that a network compiles only its own walk: the notebook's first
+    `gradcheck verify` compiled both, 33 of its 41–44 seconds."""
     if is_narrow(net.widths, X.shape[0]):
         return narrow_loss_and_grads(net, theta, X.reshape(X.size), X.shape[0], y, buffers)
     return wide_loss_and_grads(net, theta, X, y, buffers)
