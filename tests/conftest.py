@@ -29,7 +29,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # new fusion emitters and LLVM's optimisation cost more than they save: without them the suite
 # took 241 s rather than 304 s, an LSTM verify-and-explain test 7.9 s rather than 16.9 s. The
 # flags change how fast XLA's code runs, not what it computes (fast-math stays off); set before
-# JAX starts its backend, and passed on to the processes the tests start.
+# JAX starts its backend, and passed on to the processes the tests start. They are the options
+# `jax_autodiff.QUICK_COMPILE` gives the reference's one-off programs, here for every program
+# (spelled as flags: importing that module here would load JAX in every test process).
 CHEAP_XLA = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0"
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {CHEAP_XLA}".strip()
 
