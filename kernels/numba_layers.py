@@ -69,10 +69,12 @@ class Buffers:
     max pool, each normalisation's x̂ and statistics (`NormBuffers`) and the loss's work space.
     Flatten's output and gradient are views of its input's. ``fused`` holds the pooling layers
     that directly follow a Conv2D layer: the convolution's kernels pool too, while its output is
-    in cache."""
+    in cache. Unless ``full`` (as a trace wants them), a convolution whose max pool is fused
+    writes neither its output nor its δ (`numba_conv.Pooling`'s ``maxima_only``)."""
 
-    def __init__(self, net: Network, n: int) -> None:
+    def __init__(self, net: Network, n: int, full: bool = False) -> None:
         dtype = net.np_dtype
+        self.full = full
         self.x = np.empty((n, *net.input_shape), np.int64 if net.takes_ids else dtype)
         self.outs: list[np.ndarray] = []
         self.grads: list[np.ndarray] = []
@@ -202,15 +204,19 @@ def _as_steps(a: np.ndarray) -> np.ndarray:
     return a if a.ndim == 3 else a[:, None]
 
 
-def _pooling(net: Network, buffers: Buffers, k: int, arrays: list[np.ndarray]) -> tuple:
-    """The pooling arguments of the Conv2D layer k's kernels: the pool above it if fused —
-    its code, size, stride, its entry of ``arrays`` (outputs or gradients) and first maxima —
-    or none."""
+def _pooling(net: Network, buffers: Buffers, k: int) -> nc.Pooling:
+    """The pool the Conv2D layer k's kernels do too: the layer above it, if fused, else none.
+    Unless the buffers are ``full``, a max pool over an activation whose f′ reads a alone
+    leaves the convolution's output and δ unwritten."""
     if k + 1 not in buffers.fused:
         return nc.no_pool(buffers.x.dtype)
     layer = net.stack[k + 1]
     assert isinstance(layer, MaxPool2D | AvgPool2D)
-    return _pool_code(layer), layer.pool_size, layer.stride, arrays[k + 1], buffers.first[k + 1]
+    maxima_only = (
+        isinstance(layer, MaxPool2D) and buffers.zs[k] is buffers.outs[k] and not buffers.full
+    )
+    return nc.Pooling(_pool_code(layer), layer.pool_size, layer.stride, buffers.outs[k + 1],
+                      buffers.grads[k + 1], buffers.first[k + 1], maxima_only)  # fmt: skip
 
 
 def _pool_code(layer: MaxPool2D | AvgPool2D) -> int:
@@ -245,8 +251,7 @@ def forward_calls(net: Network, weights: Weights, buffers: Buffers, training: bo
             blocks = block_count(len(x), nc.SMALLEST_BLOCK)
             calls.append(partial(launch, nc.conv2d, nc.conv2d_block, blocks, x, values["W"],
                                  weights.b[w], layer.strides, weights.codes[k], keep,
-                                 buffers.zs[k], out,
-                                 *_pooling(net, buffers, k, buffers.outs)))  # fmt: skip
+                                 buffers.zs[k], out, _pooling(net, buffers, k)))  # fmt: skip
         elif isinstance(layer, Norm):
             calls.append(_norm_forward(layer, values, buffers.norms[k], x, out, training))
         elif isinstance(layer, Activation):
@@ -368,8 +373,7 @@ def _conv_backward(
     launch(
         nc.conv2d_backward, nc.conv2d_backward_block, blocks, source, buffers.grads[k],
         weights.params[w]["W"], layer.strides, input_grad, dW_parts, db_parts, dx,
-        weights.codes[k], buffers.zs[k], buffers.outs[k],
-        *_pooling(net, buffers, k, buffers.grads),
+        weights.codes[k], buffers.zs[k], buffers.outs[k], _pooling(net, buffers, k),
     )  # fmt: skip
     add_blocks(dW_parts, dW)
     add_blocks(db_parts, db)
@@ -422,8 +426,10 @@ class Walk:
             call()
 
 
-def _evaluate(net: Network, params: Params, X: np.ndarray, y: np.ndarray | None) -> tuple:
-    weights, buffers = Weights(net, params, copy=False), Buffers(net, len(X))
+def _evaluate(
+    net: Network, params: Params, X: np.ndarray, y: np.ndarray | None, full: bool = False
+) -> tuple:
+    weights, buffers = Weights(net, params, copy=False), Buffers(net, len(X), full)
     buffers.x[...] = X
     if y is None:
         for call in forward_calls(net, weights, buffers, training=False):
@@ -451,7 +457,7 @@ def trace(net: Network, params: Params, X: np.ndarray, y: np.ndarray) -> Trace:
     """The buffers of one evaluation. The activations overwrite the pre-activations in place,
     so z is kept only for the output layer (the logits) and where f′ reads it; an LSTM's gates
     overwrite its z."""
-    value, weights, buffers = _evaluate(net, params, X, y)
+    value, weights, buffers = _evaluate(net, params, X, y, full=True)
     kept = [k for k, layer in enumerate(net.stack) if isinstance(layer, Weighted)]
     zs = [None if buffers.zs[k] is buffers.outs[k] else buffers.zs[k] for k in kept]
     outputs = [buffers.outs[k] for k in kept]

@@ -215,6 +215,38 @@ def test_every_backend_computes_the_literal_loops(name, backend):
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.parametrize(
+    ("name", "exact"),
+    [("3x3-same-relu-maxpool2", True), ("3x3-stride2-same-tanh-maxpool2-stride1", False)],
+)
+def test_numba_routes_a_max_pool_s_gradient_to_the_maxima_alone_as_its_full_pass_does(
+    name, exact, gradcheck_dtype, gradcheck_seed
+):
+    """Below a fused max pool, the Numba backend's loss_and_grads leaves the convolution's δ
+    unwritten and routes the pool's gradient ⊙ f′ to each window's first maximum; its trace
+    writes every δ and takes the full pass, which the rest of this file holds to JAX. The two
+    give the same gradients: to the bit where windows do not overlap, and within a few roundings
+    where a maximum may be shared (there δ sums the windows' gradients before f′ or after)."""
+    if "numba" not in gradcheck.available_backends():
+        pytest.skip("Numba is not installed")
+    net, X, y, params = _problem(name, gradcheck_dtype, gradcheck_seed)
+    X = np.repeat(X, 40, axis=0) + np.linspace(0, 1, 40 * len(X)).reshape(-1, 1, 1, 1)
+    y = np.repeat(y, 40, axis=0)  # 200 samples: blocks on both threads, groups of several
+    backend = gradcheck.get_backend("numba")
+    loss, grads = backend.loss_and_grads(net, params, X, y)
+    trace = backend.trace(net, params, X, y)
+    assert np.count_nonzero(trace.delta[0]) < trace.delta[0].size  # zero off the maxima
+    assert loss == trace.loss
+    eps = float(np.finfo(gradcheck_dtype).eps)
+    for got, want in zip(grads, trace.grads, strict=True):
+        for key in want:
+            if exact:
+                np.testing.assert_array_equal(got[key], want[key])
+            else:
+                scale = np.abs(want[key]).max()
+                np.testing.assert_allclose(got[key], want[key], rtol=0, atol=64 * eps * scale)
+
+
 def _conv_input_grad_unflipped(a_prev, conv, delta, W):
     pads = nc.padding(a_prev.shape, conv.kernel, conv.strides, conv.padding)
     padded_shape = nc.pad(a_prev[:0], pads).shape[1:]

@@ -35,7 +35,7 @@ CONVS = [
 def _numba_conv2d(x, W, b, stride):
     rows, cols = (nc.output_size(x.shape[1 + a], W.shape[a], stride) for a in (0, 1))
     z = np.empty((x.shape[0], rows, cols, W.shape[3]), dtype=x.dtype)
-    nb.conv2d(x, W, b, stride, IDENTITY, False, z, z, *nb.no_pool(x.dtype))
+    nb.conv2d(x, W, b, stride, IDENTITY, False, z, z, nb.no_pool(x.dtype))
     return z
 
 
@@ -48,7 +48,7 @@ def _numba_backward(x, delta, W, stride):
     delta = delta.copy()  # where the kernel makes ∂C/∂a into δ, by identity′ = 1
     dW_parts, db_parts = _block_sums(dW, len(x)), _block_sums(db, len(x))
     nb.conv2d_backward(x, delta, W, stride, True, dW_parts, db_parts, dx, IDENTITY, delta, delta,
-                       *nb.no_pool(x.dtype))  # fmt: skip
+                       nb.no_pool(x.dtype))  # fmt: skip
     blocks.add_blocks(dW_parts, dW)
     blocks.add_blocks(db_parts, db)
     return dx, dW, db
@@ -281,11 +281,11 @@ def test_an_activation_the_convolution_cannot_apply_is_refused_before_any_work(c
     x, W, b = np.ones((2, 4, 4, 1)), np.ones((3, 3, 1, 2)), np.zeros(2)
     z, delta = np.full((2, 2, 2, 2), 7.0), np.full((2, 2, 2, 2), 7.0)
     with pytest.raises(ValueError, match=message):
-        nb.conv2d(x, W, b, 1, code, False, z, z, *nb.no_pool(x.dtype))
+        nb.conv2d(x, W, b, 1, code, False, z, z, nb.no_pool(x.dtype))
     dW_parts, db_parts = _block_sums(W, len(x)), _block_sums(b, len(x))
     with pytest.raises(ValueError, match=message):
         nb.conv2d_backward(x, delta, W, 1, False, dW_parts, db_parts, np.empty((0,) * 4), code,
-                           z, z, *nb.no_pool(x.dtype))  # fmt: skip
+                           z, z, nb.no_pool(x.dtype))  # fmt: skip
     assert (z == 7).all()
     assert (delta == 7).all()
     assert not dW_parts.any()
