@@ -1,7 +1,8 @@
 """The convolution and pooling kernels of ``numpy_conv``, compiled with Numba.
 
 The names and equations are ``numpy_conv``'s; each kernel writes into the arrays it is given.
-Inputs arrive padded, as in ``numpy_conv`` (`numpy_conv.pad`).
+A convolution's input arrives unpadded, with its padding and room for its phase images (below)
+in an `Input`: the forward pass lays the padded input out there, and the backward pass reads it.
 
 The convolution's two kernels, `conv2d` and `conv2d_backward`, run over the samples with
 ``prange``, in `numba_blocks`'s fixed blocks of samples (``*_block``, which a process that cannot
@@ -20,12 +21,14 @@ the maxima.
 The convolution is organised for long loops. A loop over a filter's 8 outputs, or a row's 8
 positions, spends more on starting than on arithmetic; so each sample's padded input is first
 split into its s² *phase images*, one row of ``xp`` for each (a, b, c) holding rows h·s + a and
-columns w·s + b of channel c, and a group of samples' phase images are laid end to end, sample
-g's at g·Hq·Wq (Hq × Wq being a phase image's size, `GROUP_POSITIONS` in all). Every output
-position (g, i, j) is numbered t = g·Hq·Wq + i·Wq + j. Then kernel position (p, q) meets, for
-every t at once, the run
+columns w·s + b of channel c, and the samples' phase images are laid end to end, sample n's at
+n·Hq·Wq (Hq × Wq being a phase image's size). The kernels work through them a group of samples
+at a time, `GROUP_POSITIONS` positions in all, each group's sums in scratch of its own. In a
+group, output position (g, i, j) is numbered t = g·Hq·Wq + i·Wq + j. Then kernel position
+(p, q) meets, for every t at once, the run
 
-    xp[(p mod s, q mod s, c), t + (p ÷ s)·Wq + q ÷ s],  t < span = (G − 1)·Hq·Wq + (Ho − 1)·Wq + Wo,
+    xp[(p mod s, q mod s, c), n₀·Hq·Wq + t + (p ÷ s)·Wq + q ÷ s],
+    t < span = (G − 1)·Hq·Wq + (Ho − 1)·Wq + Wo,
 
 so each (o, p, q, c) is one loop over all of a group's positions — including the gap positions
 at the end of each row and of each sample, which are computed and never read. The three sums
@@ -76,16 +79,40 @@ ACTIVATION_NAMES = (
 GROUP_POSITIONS = 1024
 
 
-@inline
-def phase_width(x, stride):
-    """Wq: the width of a phase image of the padded x, ⌈Wp / s⌉."""
-    return (x.shape[2] + stride - 1) // stride
+class Input(NamedTuple):
+    """A convolution's input as its kernels take it: x (N, H, W, C), the padding of each side,
+    and room for x's phase images, padded (`input_of`): (s·s·C, N·Hq·Wq), sample n's at
+    n·Hq·Wq. `conv2d` writes x into it, where the backward pass reads it again; the padding
+    stays 0."""
+
+    x: np.ndarray
+    xp: np.ndarray
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+
+def input_of(x: np.ndarray, pads: tuple, stride: int) -> Input:
+    """The `Input` of x padded by ``pads``, ((top, bottom), (left, right))."""
+    (top, bottom), (left, right) = pads
+    N, H, W, C = x.shape
+    rows, cols = -(-(H + top + bottom) // stride), -(-(W + left + right) // stride)
+    xp = np.zeros((stride * stride * C, N * rows * cols), x.dtype)
+    return Input(x, xp, top, bottom, left, right)
 
 
 @inline
-def phase_size(x, stride):
-    """Hq·Wq: the positions of a phase image of the padded x, a sample's slot in a group."""
-    return ((x.shape[1] + stride - 1) // stride) * phase_width(x, stride)
+def phase_width(source, stride):
+    """Wq: the width of a phase image of the padded input, ⌈Wp / s⌉."""
+    return (source.x.shape[2] + source.left + source.right + stride - 1) // stride
+
+
+@inline
+def phase_size(source, stride):
+    """Hq·Wq: the positions of a phase image of the padded input, a sample's slot."""
+    rows = (source.x.shape[1] + source.top + source.bottom + stride - 1) // stride
+    return rows * phase_width(source, stride)
 
 
 @inline
@@ -115,55 +142,74 @@ def group_span(count, slot, width, rows, cols):
 
 
 @jit
-def phase_scratch(x, stride, group):
-    """Zeroed room for a group's phase images (s·s·C, group·Hq·Wq), entries beyond x
-    staying 0."""
-    return np.zeros((stride * stride * x.shape[3], group * phase_size(x, stride)), x.dtype)
-
-
-@jit
-def split_phases(x, n, stride, xp, offset):
-    """xp[(a·s + b)·C + c, offset + h·Wq + w] = x[n, h·s + a, w·s + b, c], a phase row at a
-    time, the columns innermost (a loop over the channels innermost, one entry long for the
-    digits, made the copy 2.3 times as slow)."""
-    _, rows, cols, channels = x.shape
-    width = phase_width(x, stride)
-    for a in range(stride):
-        for b in range(stride):
-            for c in range(channels):
-                row = (a * stride + b) * channels + c
-                for h in range((rows - a + stride - 1) // stride):
-                    for w in range((cols - b + stride - 1) // stride):
-                        xp[row, offset + h * width + w] = x[n, h * stride + a, w * stride + b, c]
-
-
-@jit
-def join_phases(xp, offset, stride, n, dx):
-    """dx[n, h·s + a, w·s + b, c] = xp[(a·s + b)·C + c, offset + h·Wq + w]: `split_phases`
-    undone, in its order."""
-    _, rows, cols, channels = dx.shape
-    width = phase_width(dx, stride)
-    for a in range(stride):
-        for b in range(stride):
-            for c in range(channels):
-                row = (a * stride + b) * channels + c
-                for h in range((rows - a + stride - 1) // stride):
-                    for w in range((cols - b + stride - 1) // stride):
-                        dx[n, h * stride + a, w * stride + b, c] = xp[row, offset + h * width + w]
+def phase_scratch(source, stride, group):
+    """Room for a group's phase images (s·s·C, group·Hq·Wq): the input gradient's."""
+    channels = stride * stride * source.x.shape[3]
+    return np.empty((channels, group * phase_size(source, stride)), source.x.dtype)
 
 
 @inline
-def tap(i, W, stride, width):
-    """Tap i of the kernel, its (p, q, c) in row-major order: the kernel position and channel,
-    its phase row and its shift (p÷s)·Wq + q÷s."""
-    _, kw, n_in, _ = W.shape
-    p, q, c = i // (kw * n_in), (i // n_in) % kw, i % n_in
-    return p, q, c, phase_row(p, q, c, stride, n_in), (p // stride) * width + q // stride
+def inside(pad, a, stride, size):
+    """The phase positions h whose padded position h·s + a lies inside x (from ``pad`` to
+    ``pad`` + ``size``): from the first to one past the last."""
+    return max(0, (pad - a + stride - 1) // stride), (size + pad - a + stride - 1) // stride
 
 
 @jit
-def conv2d_group(xp, W, b, stride, width, span, acc):
-    """acc[o, t] = b[o] + Σ_{p,q,c} W[p,q,c,o] xp[(p, q, c)'s phase row, t + (p÷s)·Wq + q÷s],
+def split_phases(source, start, stop, stride):
+    """xp[(a·s + b)·C + c, n·Hq·Wq + h·Wq + w] = x[n, h·s + a − top, w·s + b − left, c] for
+    samples n from start to stop, where that lies inside x; the rest, the padding, is left as it
+    is (0). A phase row at a time, the columns innermost (a loop over the channels innermost,
+    one entry long for the digits, made the copy 2.3 times as slow)."""
+    x, xp, top, left = source.x, source.xp, source.top, source.left
+    _, rows, cols, channels = x.shape
+    width, slot = phase_width(source, stride), phase_size(source, stride)
+    for n in range(start, stop):
+        for a in range(stride):
+            for b in range(stride):
+                (h0, h1), (w0, w1) = inside(top, a, stride, rows), inside(left, b, stride, cols)
+                for c in range(channels):
+                    row = (a * stride + b) * channels + c
+                    for h in range(h0, h1):
+                        for w in range(w0, w1):
+                            xp[row, n * slot + h * width + w] = x[
+                                n, h * stride + a - top, w * stride + b - left, c
+                            ]
+
+
+@jit
+def join_phases(dxp, offset, source, stride, n, dx):
+    """dx[n, h·s + a − top, w·s + b − left, c] = dxp[(a·s + b)·C + c, offset + h·Wq + w]:
+    `split_phases` undone, from a group's phase images, into dx shaped like x; the padding's
+    gradient is dropped."""
+    _, rows, cols, channels = dx.shape
+    top, left, width = source.top, source.left, phase_width(source, stride)
+    for a in range(stride):
+        for b in range(stride):
+            (h0, h1), (w0, w1) = inside(top, a, stride, rows), inside(left, b, stride, cols)
+            for c in range(channels):
+                row = (a * stride + b) * channels + c
+                for h in range(h0, h1):
+                    for w in range(w0, w1):
+                        dx[n, h * stride + a - top, w * stride + b - left, c] = dxp[
+                            row, offset + h * width + w
+                        ]
+
+
+@inline
+def tap(i, W, stride, width, start):
+    """Tap i of the kernel, its (p, q, c) in row-major order: the kernel position and channel,
+    its phase row, and the column of that row that output position t = 0 meets, for a group
+    whose phase images begin at column ``start``: start + (p÷s)·Wq + q÷s."""
+    _, kw, n_in, _ = W.shape
+    p, q, c = i // (kw * n_in), (i // n_in) % kw, i % n_in
+    return p, q, c, phase_row(p, q, c, stride, n_in), start + (p // stride) * width + q // stride
+
+
+@jit
+def conv2d_group(xp, start, W, b, stride, width, span, acc):
+    """acc[o, t] = b[o] + Σ_{p,q,c} W[p,q,c,o] xp[(p, q, c)'s phase row, start + t + (p÷s)·Wq
+    + q÷s], for a group whose phase images begin at column ``start`` of xp,
     the taps three at a time: a pass over acc per three taps, not per tap, a third of its loads
     and stores (the sums of a digits-CNN forward on one thread took 1.34 ms a tap at a time,
     0.95 ms three at a time)."""
@@ -172,15 +218,15 @@ def conv2d_group(xp, W, b, stride, width, span, acc):
         for t in range(span):
             acc[o, t] = b[o]
         for i in range(0, taps - 2, 3):
-            p0, q0, c0, r0, s0 = tap(i, W, stride, width)
-            p1, q1, c1, r1, s1 = tap(i + 1, W, stride, width)
-            p2, q2, c2, r2, s2 = tap(i + 2, W, stride, width)
+            p0, q0, c0, r0, s0 = tap(i, W, stride, width, start)
+            p1, q1, c1, r1, s1 = tap(i + 1, W, stride, width, start)
+            p2, q2, c2, r2, s2 = tap(i + 2, W, stride, width, start)
             w0, w1, w2 = W[p0, q0, c0, o], W[p1, q1, c1, o], W[p2, q2, c2, o]
             for t in range(span):
                 acc[o, t] += (w0 * xp[r0, shifted(s0, t)] + w1 * xp[r1, shifted(s1, t)]
                               + w2 * xp[r2, shifted(s2, t)])  # fmt: skip
         for i in range(taps - taps % 3, taps):
-            p, q, c, row, shift = tap(i, W, stride, width)
+            p, q, c, row, shift = tap(i, W, stride, width, start)
             w = W[p, q, c, o]
             for t in range(span):
                 acc[o, t] += w * xp[row, shifted(shift, t)]
@@ -203,7 +249,7 @@ class Pooling(NamedTuple):
     place, and routes it to the maxima. A digits-CNN step then writes and reads neither of two
     arrays of 1797 × 8 × 8 × 8, and applies f′ to a quarter of the entries."""
 
-    code: int
+    code: int  # a `Pool` code, as a plain int: Numba types an IntEnum member slowly
     size: int
     stride: int
     out: np.ndarray
@@ -215,7 +261,7 @@ class Pooling(NamedTuple):
 def no_pool(dtype: np.dtype) -> Pooling:
     """The `Pooling` of a convolution followed by no pool."""
     empty = np.empty((0,) * 4, dtype)
-    return Pooling(Pool.none, 1, 1, empty, empty, np.empty((0,) * 4, np.int64), False)
+    return Pooling(int(Pool.none), 1, 1, empty, empty, np.empty((0,) * 4, np.int64), False)
 
 
 @jit
@@ -228,36 +274,37 @@ def check_pooling(pooling):
 
 
 @parallel
-def conv2d(x, W, b, stride, activation, keep, kept, z, pooling):
-    """z[n,i,j,o] = f(Σ_{p,q,c} x[n, i·s+p, j·s+q, c] W[p,q,c,o] + b[o]) on a padded x (b of
-    zeros: no bias), f by its activation code (not the softmax); with ``keep``, kept (like z)
-    ← the sum before f, which f′ reads. With a `Pooling` other than none, also its output ←
-    z pooled, while the block's z is in cache."""
+def conv2d(source, W, b, stride, activation, keep, kept, z, pooling):
+    """z[n,i,j,o] = f(Σ_{p,q,c} x[n, i·s+p, j·s+q, c] W[p,q,c,o] + b[o]) on the padded x of
+    the `Input` ``source``, whose phase images it writes first (b of zeros: no bias), f by its
+    activation code (not the softmax); with ``keep``, kept (like z) ← the sum before f, which
+    f′ reads. With a `Pooling` other than none, also its output ← z pooled, a group at a time
+    while its z is in cache."""
     nb.check_entrywise(activation)
     check_pooling(pooling)
     blocks = block_count(z.shape[0], SMALLEST_BLOCK)
     for k in prange(blocks):
-        conv2d_block(x, W, b, stride, activation, keep, kept, z, pooling, block_index(k), blocks)
+        conv2d_block(source, W, b, stride, activation, keep, kept, z, pooling, block_index(k),
+                     blocks)  # fmt: skip
 
 
 @jit
-def conv2d_block(x, W, b, stride, activation, keep, kept, z, pooling, k, blocks):
+def conv2d_block(source, W, b, stride, activation, keep, kept, z, pooling, k, blocks):
     """`conv2d` on block k of the samples, a group at a time: the sums in ``acc``, channels
     first, into the group's z (and kept), then f over the group's rows by
     `nb.activate_entries`, whose loops each run one activation, then the group's pool. With
     ``maxima_only`` nothing reads z after the pool: it goes to scratch the size of a group."""
     start, stop = block_bounds(k, blocks, z.shape[0])
     _, rows, cols, n_out = z.shape
-    width, slot = phase_width(x, stride), phase_size(x, stride)
+    width, slot = phase_width(source, stride), phase_size(source, stride)
     group = group_size(slot)
-    xp = phase_scratch(x, stride, group)
     acc = np.empty((n_out, group * slot), z.dtype)
     scratch = np.empty((group if pooling.maxima_only else 0, rows, cols, n_out), z.dtype)
+    split_phases(source, start, stop, stride)
     for n0 in range(start, stop, group):
         count = min(group, stop - n0)
-        for g in range(count):
-            split_phases(x, n0 + g, stride, xp, g * slot)
-        conv2d_group(xp, W, b, stride, width, group_span(count, slot, width, rows, cols), acc)
+        span = group_span(count, slot, width, rows, cols)
+        conv2d_group(source.xp, n0 * slot, W, b, stride, width, span, acc)
         out = scratch[:count] if pooling.maxima_only else z[n0 : n0 + count]
         to_channels_last(acc, slot, width, count, out)
         if keep:
@@ -312,8 +359,8 @@ def route_maxima(pooling, slot, width, n0, count, d):
 
 
 @reassociating
-def conv2d_grads_group(xp, d, stride, width, span, dW, db):
-    """dW[p,q,c,o] += Σ_t xp[(p, q, c)'s phase row, t + (p÷s)·Wq + q÷s] d[o, t];
+def conv2d_grads_group(xp, start, d, stride, width, span, dW, db):
+    """dW[p,q,c,o] += Σ_t xp[(p, q, c)'s phase row, start + t + (p÷s)·Wq + q÷s] d[o, t];
     db[o] += Σ_t d[o, t]. Four filters o at a time: each entry of xp loaded once for four
     products (the sums of a digits-CNN backward on one thread took 1.56 ms a filter at a time,
     1.32 ms four at a time)."""
@@ -325,7 +372,7 @@ def conv2d_grads_group(xp, d, stride, width, span, dW, db):
             total += d[o, t]
         db[o] += total
     for i in range(taps):
-        p, q, c, row, shift = tap(i, dW, stride, width)
+        p, q, c, row, shift = tap(i, dW, stride, width, start)
         for o in range(0, n_out - 3, 4):
             t0, t1, t2, t3 = zero, zero, zero, zero
             for t in range(span):
@@ -360,27 +407,28 @@ def conv2d_input_grad_group(d, W, stride, width, span, dxp):
 
 
 @parallel
-def conv2d_backward(x, delta, W, stride, input_grad, dW_parts, db_parts, dx, activation, kept, a,
-                    pooling):  # fmt: skip
+def conv2d_backward(source, delta, W, stride, input_grad, dW_parts, db_parts, dx, activation, kept,
+                    a, pooling):  # fmt: skip
     """From ∂C/∂a in delta (N, Ho, Wo, O) — or, with a `Pooling` other than none, from its
     output's gradient, routed through the pool into delta first — δ = ∂C/∂a ⊙ f′ in delta (f′
     from kept z and a, as `nb.activation_backward` reads them), then
-    ∂C/∂W[p,q,c,o] = Σ_{n,i,j} x[n, i·s+p, j·s+q, c] δ[n,i,j,o] and ∂C/∂b = Σ δ, block k's
-    sums into dW_parts[k] and db_parts[k] (`numba_blocks.block_sums`, which `add_blocks` adds
-    up), and — with ``input_grad`` — ∂C/∂x (padded; entries no window reaches 0) into dx, where
+    ∂C/∂W[p,q,c,o] = Σ_{n,i,j} x[n, i·s+p, j·s+q, c] δ[n,i,j,o] (x padded, read from the
+    phase images `conv2d` wrote into ``source``) and ∂C/∂b = Σ δ, block k's sums into
+    dW_parts[k] and db_parts[k] (`numba_blocks.block_sums`, which `add_blocks` adds up), and —
+    with ``input_grad`` — ∂C/∂x into dx (shaped like x; entries no window reaches 0), where
     every window's Σ_o δ[n,i,j,o] W[p,q,c,o] adds to x[n, i·s+p, j·s+q, c]. With
     ``maxima_only``, δ is the pooled output's gradient ⊙ f′ in place, at the maxima alone."""
     nb.check_entrywise(activation)
     check_pooling(pooling)
     blocks = dW_parts.shape[0]
     for k in prange(blocks):
-        conv2d_backward_block(x, delta, W, stride, input_grad, dW_parts, db_parts, dx,
+        conv2d_backward_block(source, delta, W, stride, input_grad, dW_parts, db_parts, dx,
                               activation, kept, a, pooling, block_index(k), blocks)  # fmt: skip
 
 
 @jit
 def conv2d_backward_block(
-    x, delta, W, stride, input_grad, dW_parts, db_parts, dx, activation, kept, a, pooling, k,
+    source, delta, W, stride, input_grad, dW_parts, db_parts, dx, activation, kept, a, pooling, k,
     blocks,
 ):  # fmt: skip
     """`conv2d_backward` on block k of the samples, a group at a time, its sums added to
@@ -391,15 +439,12 @@ def conv2d_backward_block(
         pool_grad_rows(pooling.code, pooling.grad, pooling.first, pooling.size, pooling.stride,
                        delta, start, stop)  # fmt: skip
     _, rows, cols, n_out = delta.shape
-    width, slot = phase_width(x, stride), phase_size(x, stride)
+    width, slot = phase_width(source, stride), phase_size(source, stride)
     group = group_size(slot)
-    xp = phase_scratch(x, stride, group)
-    dxp = np.empty_like(xp)
+    dxp = phase_scratch(source, stride, group if input_grad else 0)
     d = np.zeros((n_out, group * slot), delta.dtype)  # the gaps stay 0
     for n0 in range(start, stop, group):
         count = min(group, stop - n0)
-        for g in range(count):
-            split_phases(x, n0 + g, stride, xp, g * slot)
         if pooling.maxima_only:  # δ at the maxima, f′ from a there: the pooled value
             per = pooling.out.shape[1] * pooling.out.shape[2]
             pooled = channel_rows(pooling.out)[n0 * per : (n0 + count) * per]
@@ -413,11 +458,11 @@ def conv2d_backward_block(
                                    channel_rows(delta)[lo:hi])  # fmt: skip
             to_channels_first(delta, slot, width, n0, count, d)
         span = group_span(count, slot, width, rows, cols)
-        conv2d_grads_group(xp, d, stride, width, span, dW, db)
+        conv2d_grads_group(source.xp, n0 * slot, d, stride, width, span, dW, db)
         if input_grad:
             conv2d_input_grad_group(d, W, stride, width, span, dxp)
             for g in range(count):
-                join_phases(dxp, g * slot, stride, n0 + g, dx)
+                join_phases(dxp, g * slot, source, stride, n0 + g, dx)
 
 
 @jit

@@ -32,10 +32,15 @@ CONVS = [
 ]
 
 
+#: The padding of an input that arrives padded.
+NO_PADS = ((0, 0), (0, 0))
+
+
 def _numba_conv2d(x, W, b, stride):
     rows, cols = (nc.output_size(x.shape[1 + a], W.shape[a], stride) for a in (0, 1))
     z = np.empty((x.shape[0], rows, cols, W.shape[3]), dtype=x.dtype)
-    nb.conv2d(x, W, b, stride, IDENTITY, False, z, z, nb.no_pool(x.dtype))
+    nb.conv2d(nb.input_of(x, NO_PADS, stride), W, b, stride, IDENTITY, False, z, z,
+              nb.no_pool(x.dtype))  # fmt: skip
     return z
 
 
@@ -47,8 +52,12 @@ def _numba_backward(x, delta, W, stride):
     dW, db, dx = np.empty_like(W), np.empty(W.shape[3], dtype=W.dtype), np.empty_like(x)
     delta = delta.copy()  # where the kernel makes ∂C/∂a into δ, by identity′ = 1
     dW_parts, db_parts = _block_sums(dW, len(x)), _block_sums(db, len(x))
-    nb.conv2d_backward(x, delta, W, stride, True, dW_parts, db_parts, dx, IDENTITY, delta, delta,
-                       nb.no_pool(x.dtype))  # fmt: skip
+    # the forward pass lays x out as the backward pass reads it
+    source, z = nb.input_of(x, NO_PADS, stride), np.empty_like(delta)
+    nb.conv2d(source, W, np.zeros(W.shape[3], W.dtype), stride, IDENTITY, False, z, z,
+              nb.no_pool(x.dtype))  # fmt: skip
+    nb.conv2d_backward(source, delta, W, stride, True, dW_parts, db_parts, dx, IDENTITY, delta,
+                       delta, nb.no_pool(x.dtype))  # fmt: skip
     blocks.add_blocks(dW_parts, dW)
     blocks.add_blocks(db_parts, db)
     return dx, dW, db
@@ -280,13 +289,15 @@ def test_an_activation_the_convolution_cannot_apply_is_refused_before_any_work(c
     or a gradient is written."""
     x, W, b = np.ones((2, 4, 4, 1)), np.ones((3, 3, 1, 2)), np.zeros(2)
     z, delta = np.full((2, 2, 2, 2), 7.0), np.full((2, 2, 2, 2), 7.0)
+    source = nb.input_of(x, NO_PADS, 1)
     with pytest.raises(ValueError, match=message):
-        nb.conv2d(x, W, b, 1, code, False, z, z, nb.no_pool(x.dtype))
+        nb.conv2d(source, W, b, 1, code, False, z, z, nb.no_pool(x.dtype))
     dW_parts, db_parts = _block_sums(W, len(x)), _block_sums(b, len(x))
     with pytest.raises(ValueError, match=message):
-        nb.conv2d_backward(x, delta, W, 1, False, dW_parts, db_parts, np.empty((0,) * 4), code,
-                           z, z, nb.no_pool(x.dtype))  # fmt: skip
+        nb.conv2d_backward(source, delta, W, 1, False, dW_parts, db_parts, np.empty((0,) * 4),
+                           code, z, z, nb.no_pool(x.dtype))  # fmt: skip
     assert (z == 7).all()
+    assert not source.xp.any()
     assert (delta == 7).all()
     assert not dW_parts.any()
     assert not db_parts.any()
