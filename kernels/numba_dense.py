@@ -11,8 +11,6 @@ call more than a step does.
 from __future__ import annotations
 
 import itertools
-import threading
-from collections import OrderedDict
 
 import numpy as np
 
@@ -35,6 +33,7 @@ from gradcheck.kernels.numba_backprop import (
     wide_loss_and_grads,
     wide_train_loop,
 )
+from gradcheck.kernels.numba_threads import kept
 from gradcheck.network import Network, Params
 from gradcheck.ops import lookup
 from gradcheck.optimizers import Batch, Optimizer, padded
@@ -52,23 +51,12 @@ def buffers(net: Network, samples: int) -> Buffers:
     )
 
 
-#: Training calls keep the buffers of this many recent (network sizes, samples) per thread.
-KEPT_BUFFERS = 4
-_kept = threading.local()
-
-
 def kept_buffers(net: Network, samples: int) -> Buffers:
-    """The `Buffers` this thread used for the last call with the same sizes, or new ones. A
-    training loop returns none of them, so the next call may overwrite them; reusing them spares
-    allocating and first touching megabytes a call (6–9% of a 10-step digits call)."""
-    kept: OrderedDict = _kept.__dict__.setdefault("buffers", OrderedDict())
-    key = (net.widths, samples, net.dtype, net.bias)
-    if key not in kept:
-        kept[key] = buffers(net, samples)
-        if len(kept) > KEPT_BUFFERS:
-            kept.popitem(last=False)  # the least recently used
-    kept.move_to_end(key)
-    return kept[key]
+    """The `Buffers` this thread used for the last call with the same sizes, or new ones
+    (`numba_threads.kept`): reusing them spares allocating and first touching megabytes a call
+    (6–9% of a 10-step digits call)."""
+    key = ("widths", net.widths, samples, net.dtype, net.bias)
+    return kept(key, lambda: buffers(net, samples))
 
 
 class Workspace:

@@ -13,6 +13,9 @@ to a library that others call:
   is found (pip installs none), then OpenMP, then its own workqueue. OpenMP may be entered from
   several threads at once; the workqueue aborts the process when it is, so there — and before
   Numba has chosen, at the first parallel loop — calls take turns.
+- **Buffers kept per thread** (`kept`). A training call returns none of its buffers, so the
+  next call of the same sizes on the same thread may reuse them: first touching the megabytes
+  of a fresh allocation costs a short call more than a step does.
 - **A forked process** (`launch`). GNU OpenMP's threads do not survive a fork, and Numba
   terminates a child that enters them; in a process forked after the kernels had started them,
   a kernel's blocks run one after another, which computes the same numbers.
@@ -24,7 +27,8 @@ import contextlib
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -66,6 +70,23 @@ def one_thread_pool() -> Iterator[None]:
 
 _serial = threading.Lock()
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+#: Training calls keep the buffers of this many recent sizes (networks, batch sizes) per thread.
+KEPT_BUFFERS = 4
+_kept = threading.local()
+
+
+def kept(key: Hashable, make: Callable[[], T]) -> T:
+    """What ``make()`` made for ``key`` on this thread's last call with that key, or a new one;
+    the `KEPT_BUFFERS` keys this thread used last are kept."""
+    made: OrderedDict = _kept.__dict__.setdefault("made", OrderedDict())
+    if key not in made:
+        made[key] = make()
+        if len(made) > KEPT_BUFFERS:
+            made.popitem(last=False)  # the least recently used
+    made.move_to_end(key)
+    return made[key]
 
 
 def _serialised() -> Any:

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import random_problem
 
 import gradcheck
 
@@ -206,6 +207,33 @@ def test_a_training_call_on_kept_buffers_computes_what_fresh_buffers_do(dtype):
     assert not np.array_equal(runs[0].losses, runs[1].losses)
 
 
+def test_a_layer_list_s_training_call_on_kept_buffers_computes_what_fresh_buffers_do():
+    """A CNN with dropout, trained from one set of weights, then another, then the first
+    again on this thread's kept buffers (its convolution's phase images, pooled maxima and
+    Dropout masks among them): the third run is the first to the bit, and so is a run on
+    another thread, on buffers of its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradcheck.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D
+
+    net = gradcheck.Network(
+        [Conv2D(3, 3, padding="same", activation="relu"), MaxPool2D(2), Flatten(), Dropout(0.25),
+         Dense(4, "softmax")], input_shape=(6, 6, 2), loss="softmax_ce",
+    )  # fmt: skip
+    backend = gradcheck.get_backend("numba")
+    X, y, first = random_problem(net, n_samples=40, seed=0)
+    _, _, other = random_problem(net, n_samples=40, seed=1)
+    runs = [backend.train(net, params, X, y, 5, 0.5) for params in (first, other, first)]
+    with ThreadPoolExecutor(1) as pool:
+        fresh = pool.submit(backend.train, net, first, X, y, 5, 0.5).result()
+    assert not np.array_equal(runs[0].losses, runs[1].losses)
+    for run in (runs[2], fresh):
+        np.testing.assert_array_equal(run.losses, runs[0].losses)
+        for got, want in zip(run.params, runs[0].params, strict=True):
+            for key in want:
+                np.testing.assert_array_equal(got[key], want[key])
+
+
 def test_threads_training_at_once_keep_buffers_of_their_own():
     """Two threads train networks of the same sizes from different weights at the same time
     (the compiled loop releases the GIL); each gets what it gets alone."""
@@ -222,8 +250,9 @@ def test_threads_training_at_once_keep_buffers_of_their_own():
 
 def test_only_the_most_recent_sizes_keep_their_buffers():
     from gradcheck.kernels import numba_dense as nb
+    from gradcheck.kernels.numba_threads import KEPT_BUFFERS
 
-    nets = [gradcheck.Network([3, w, 1]) for w in range(2, 3 + nb.KEPT_BUFFERS)]
+    nets = [gradcheck.Network([3, w, 1]) for w in range(2, 3 + KEPT_BUFFERS)]
     first = nb.kept_buffers(nets[0], 5)
     assert nb.kept_buffers(nets[0], 5) is first
     assert nb.kept_buffers(nets[0], 6) is not first  # another batch size
