@@ -33,10 +33,16 @@ import numpy as np
 from gradcheck.backends import TimeSteps, Trace, Trajectory
 from gradcheck.kernels import numba_backprop as nb
 from gradcheck.kernels import numba_conv as nc
-from gradcheck.kernels import numba_dropout, numba_embedding, numba_recurrent, numpy_conv
+from gradcheck.kernels import (
+    numba_dropout,
+    numba_embedding,
+    numba_recurrent,
+    numba_rows,
+    numpy_conv,
+)
 from gradcheck.kernels import numba_norm as nn
 from gradcheck.kernels.numba_blocks import add_blocks, block_count, block_sums
-from gradcheck.kernels.numba_threads import kept, launch, on_numba_threads
+from gradcheck.kernels.numba_threads import kept, launch, on_numba_threads, runs_on_numba_threads
 from gradcheck.layers import (
     LSTM,
     Activation,
@@ -246,9 +252,13 @@ def forward_calls(net: Network, weights: Weights, buffers: Buffers, training: bo
         x, out = _input(buffers, k), buffers.outs[k]
         values = weights.params[w] if isinstance(layer, Parametric) else {}
         if isinstance(layer, Dense):  # on a sequence, every step a row
-            calls.append(partial(nb.dense_forward, weights.codes[k], _as_rows(x), values["W"],
-                                 weights.b[w], "b" in values, k == last, _as_rows(out),
-                                 _as_rows(buffers.zs[k]), buffers.log_norm))  # fmt: skip
+            rows = _as_rows(x)
+            args = (weights.codes[k], rows, values["W"], weights.b[w], "b" in values, k == last,
+                    _as_rows(out), _as_rows(buffers.zs[k]), buffers.log_norm)  # fmt: skip
+            blocks = _row_blocks(net, len(rows))
+            calls.append(partial(launch, numba_rows.dense_forward,
+                                 numba_rows.dense_forward_block, blocks, *args)
+                         if blocks > 1 else partial(nb.dense_forward, *args))  # fmt: skip
         elif isinstance(layer, Conv2D):
             keep = buffers.zs[k] is not out  # f′ reads z: keep it
             blocks = block_count(len(x), nc.SMALLEST_BLOCK)
@@ -308,12 +318,7 @@ def backward_calls(net: Network, weights: Weights, buffers: Buffers) -> list[Cal
         below = None if k == first else buffers.grads[k - 1]
         w -= isinstance(layer, Parametric)
         if isinstance(layer, Dense):  # ∂C/∂a_l -> δ_l in place, but at the output layer
-            grads, x, grad = weights.grads[w], _as_rows(x), _as_rows(grad)
-            dx = _as_rows(below) if below is not None else np.empty((0, 0), grad.dtype)  # unused
-            calls.append(partial(nb.dense_backward, weights.codes[k], k != last,
-                                 _as_rows(buffers.zs[k]), _as_rows(buffers.outs[k]), grad, x,
-                                 "b" in grads, grads["W"], weights.db[w], weights.params[w]["W"],
-                                 below is not None, dx))  # fmt: skip
+            calls.extend(_dense_backward(net, weights, w, buffers, k, x, below))
         elif isinstance(layer, Conv2D):
             calls.append(partial(_conv_backward, net, weights, w, buffers, k, x, below))
         elif isinstance(layer, Norm):
@@ -345,6 +350,36 @@ def backward_calls(net: Network, weights: Weights, buffers: Buffers) -> list[Cal
                                  layer.pool_size, layer.stride, below, 0, len(grad)))  # fmt: skip
         # Flatten: its gradient is a view of its input's; a fused pool's, the convolution's
     return calls
+
+
+def _row_blocks(net: Network, rows: int) -> int:
+    """How many blocks of rows a Dense layer's kernels take: more than one only in a network
+    whose other kernels run on Numba's threads, with BLAS on one thread (`numba_rows`)."""
+    return block_count(rows, numba_rows.SMALLEST_BLOCK) if runs_on_numba_threads(net) else 1
+
+
+def _dense_backward(
+    net: Network, weights: Weights, w: int, buffers: Buffers, k: int, x: np.ndarray,
+    below: np.ndarray | None,
+) -> list[Call]:  # fmt: skip
+    """Dense layer k (weight layer w): ∂C/∂a made δ in place (but at the output layer, whose
+    gradient is δ already), ∂C/∂W and ∂C/∂b and, given ``below``, ∂C/∂(its input) into it; in
+    blocks of rows, each block's weight gradients summed apart and added after."""
+    grads, x, grad = weights.grads[w], _as_rows(x), _as_rows(buffers.grads[k])
+    dx = _as_rows(below) if below is not None else np.empty((0, 0), grad.dtype)  # unused
+    before = (weights.codes[k], k != len(net.stack) - 1, _as_rows(buffers.zs[k]),
+              _as_rows(buffers.outs[k]), grad, x, "b" in grads)  # fmt: skip
+    after = (weights.params[w]["W"], below is not None, dx)
+    blocks = _row_blocks(net, len(x))
+    if blocks == 1:
+        return [partial(nb.dense_backward, *before, grads["W"], weights.db[w], *after)]
+    dW_parts, db_parts = block_sums(grads["W"], blocks), block_sums(weights.db[w], blocks)
+    return [
+        partial(launch, numba_rows.dense_backward, numba_rows.dense_backward_block, blocks,
+                *before, dW_parts, db_parts, *after),
+        partial(add_blocks, dW_parts, grads["W"]),
+        partial(add_blocks, db_parts, weights.db[w]),
+    ]  # fmt: skip
 
 
 def _norm_backward(

@@ -102,6 +102,12 @@ def _serialised() -> Any:
     return contextlib.nullcontext() if safe else _serial
 
 
+def runs_on_numba_threads(net: Any) -> bool:
+    """Whether ``net`` has layers whose kernels run on Numba's threads: Conv2D, SimpleRNN and
+    LSTM layers."""
+    return any(isinstance(layer, Conv2D | Recurrent) for layer in net.stack)
+
+
 def on_numba_threads(function: F) -> F:
     """Run ``function(net, ...)`` inside `one_thread_pool`, one thread at a time where the
     threading layer needs it (`_serialised`), when ``net`` has layers whose kernels run on
@@ -110,7 +116,7 @@ def on_numba_threads(function: F) -> F:
 
     @functools.wraps(function)
     def wrapped(net: Any, *args: Any, **kwargs: Any) -> Any:
-        if not any(isinstance(layer, Conv2D | Recurrent) for layer in net.stack):
+        if not runs_on_numba_threads(net):
             return function(net, *args, **kwargs)
         with _serialised(), one_thread_pool():
             return function(net, *args, **kwargs)

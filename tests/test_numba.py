@@ -234,6 +234,27 @@ def test_a_layer_list_s_training_call_on_kept_buffers_computes_what_fresh_buffer
                 np.testing.assert_array_equal(got[key], want[key])
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_dense_layer_in_blocks_of_rows_agrees_with_numpy(dtype):
+    """Below a convolution, whose kernels run on Numba's threads, a Dense layer of 600 rows
+    runs in blocks of rows (`numba_rows`), its weight gradients summed per block: the gradients
+    and a short training run agree with the NumPy backend's single products."""
+    from gradcheck.kernels import numba_layers
+    from gradcheck.layers import Conv2D, Dense, Flatten
+
+    net = gradcheck.Network(
+        [Conv2D(2, 3, activation="tanh"), Flatten(), Dense(6, "relu"), Dense(3, "softmax")],
+        input_shape=(5, 5, 1), loss="softmax_ce", dtype=dtype,
+    )  # fmt: skip
+    assert numba_layers._row_blocks(net, 600) > 1
+    X, y, params = random_problem(net, n_samples=600, seed=3)
+    report = gradcheck.verify(net, X, y, params=params, backends=["numpy", "numba"], steps=5)
+    report.assert_ok()
+    assert {("numba", "gradient"), ("numba", "train params")} <= {
+        (c.backend, c.quantity) for c in report.checks
+    }
+
+
 def test_threads_training_at_once_keep_buffers_of_their_own():
     """Two threads train networks of the same sizes from different weights at the same time
     (the compiled loop releases the GIL); each gets what it gets alone."""
