@@ -739,6 +739,12 @@ def dense_forward(activation, a_prev, W, b, bias, last, z, kept, log_norm):
     output layer (``last``: the logits) and where f′ reads z (`NEEDS_Z`); a softmax also keeps
     each row's log-normaliser in log_norm."""
     pre_activation(a_prev, W, z)
+    dense_activate(activation, b, bias, last, z, kept, log_norm)
+
+
+@jit
+def dense_activate(activation, b, bias, last, z, kept, log_norm):
+    """`dense_forward` once z holds a_{l-1} W_l: z ← f(z + b), z + b kept where it is."""
     keep = last or NEEDS_Z[activation]
     if keep:
         keep_pre_activation(z, b, bias, kept)  # adds b to z

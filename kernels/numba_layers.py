@@ -252,13 +252,17 @@ def forward_calls(net: Network, weights: Weights, buffers: Buffers, training: bo
         x, out = _input(buffers, k), buffers.outs[k]
         values = weights.params[w] if isinstance(layer, Parametric) else {}
         if isinstance(layer, Dense):  # on a sequence, every step a row
-            rows = _as_rows(x)
-            args = (weights.codes[k], rows, values["W"], weights.b[w], "b" in values, k == last,
-                    _as_rows(out), _as_rows(buffers.zs[k]), buffers.log_norm)  # fmt: skip
-            blocks = _row_blocks(net, len(rows))
-            calls.append(partial(launch, numba_rows.dense_forward,
-                                 numba_rows.dense_forward_block, blocks, *args)
-                         if blocks > 1 else partial(nb.dense_forward, *args))  # fmt: skip
+            rows, W, z = _as_rows(x), values["W"], _as_rows(out)
+            after = (weights.b[w], "b" in values, k == last, z, _as_rows(buffers.zs[k]),
+                     buffers.log_norm)  # fmt: skip
+            blocks = row_blocks(net, len(rows))
+            if blocks == 1:
+                calls.append(partial(nb.dense_forward, weights.codes[k], rows, W, *after))
+            else:  # the products in blocks of rows, then f over them all
+                calls.append(partial(launch, numba_rows.pre_activation,
+                                     numba_rows.pre_activation_block, blocks, rows, W,
+                                     z))  # fmt: skip
+                calls.append(partial(nb.dense_activate, weights.codes[k], *after))
         elif isinstance(layer, Conv2D):
             keep = buffers.zs[k] is not out  # f′ reads z: keep it
             blocks = block_count(len(x), nc.SMALLEST_BLOCK)
@@ -352,7 +356,7 @@ def backward_calls(net: Network, weights: Weights, buffers: Buffers) -> list[Cal
     return calls
 
 
-def _row_blocks(net: Network, rows: int) -> int:
+def row_blocks(net: Network, rows: int) -> int:
     """How many blocks of rows a Dense layer's kernels take: more than one only in a network
     whose other kernels run on Numba's threads, with BLAS on one thread (`numba_rows`)."""
     return block_count(rows, numba_rows.SMALLEST_BLOCK) if runs_on_numba_threads(net) else 1
@@ -367,18 +371,20 @@ def _dense_backward(
     blocks of rows, each block's weight gradients summed apart and added after."""
     grads, x, grad = weights.grads[w], _as_rows(x), _as_rows(buffers.grads[k])
     dx = _as_rows(below) if below is not None else np.empty((0, 0), grad.dtype)  # unused
-    before = (weights.codes[k], k != len(net.stack) - 1, _as_rows(buffers.zs[k]),
-              _as_rows(buffers.outs[k]), grad, x, "b" in grads)  # fmt: skip
-    after = (weights.params[w]["W"], below is not None, dx)
-    blocks = _row_blocks(net, len(x))
+    code, turn, W = weights.codes[k], k != len(net.stack) - 1, weights.params[w]["W"]
+    z, a, bias = _as_rows(buffers.zs[k]), _as_rows(buffers.outs[k]), "b" in grads
+    dW, db = grads["W"], weights.db[w]
+    blocks = row_blocks(net, len(x))
     if blocks == 1:
-        return [partial(nb.dense_backward, *before, grads["W"], weights.db[w], *after)]
-    dW_parts, db_parts = block_sums(grads["W"], blocks), block_sums(weights.db[w], blocks)
+        return [partial(nb.dense_backward, code, turn, z, a, grad, x, bias, dW, db, W,
+                        below is not None, dx)]  # fmt: skip
+    dW_parts, db_parts = block_sums(dW, blocks), block_sums(db, blocks)
     return [
-        partial(launch, numba_rows.dense_backward, numba_rows.dense_backward_block, blocks,
-                *before, dW_parts, db_parts, *after),
-        partial(add_blocks, dW_parts, grads["W"]),
-        partial(add_blocks, db_parts, weights.db[w]),
+        *([partial(nb.activation_backward, code, z, a, grad)] if turn else []),
+        partial(launch, numba_rows.grads, numba_rows.grads_block, blocks, x, grad, bias,
+                dW_parts, db_parts, W, below is not None, dx),
+        partial(add_blocks, dW_parts, dW),
+        partial(add_blocks, db_parts, db),
     ]  # fmt: skip
 
 

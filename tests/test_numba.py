@@ -246,7 +246,7 @@ def test_a_dense_layer_in_blocks_of_rows_agrees_with_numpy(dtype):
         [Conv2D(2, 3, activation="tanh"), Flatten(), Dense(6, "relu"), Dense(3, "softmax")],
         input_shape=(5, 5, 1), loss="softmax_ce", dtype=dtype,
     )  # fmt: skip
-    assert numba_layers._row_blocks(net, 600) > 1
+    assert numba_layers.row_blocks(net, 600) > 1
     X, y, params = random_problem(net, n_samples=600, seed=3)
     report = gradcheck.verify(net, X, y, params=params, backends=["numpy", "numba"], steps=5)
     report.assert_ok()
@@ -284,8 +284,9 @@ def test_only_the_most_recent_sizes_keep_their_buffers():
 
 #: Trains a small CNN and a small LSTM — the layers whose kernels run on Numba's threads — from
 #: two threads at once (or, with "alone", one run after the other) and prints each run's losses,
-#: first weights and their gradient at the end as hex, for runs to be compared bit for bit (the
-#: LSTM's gradients are too small for a last bit of theirs to move its weights).
+#: first weights and their gradient at the end, and the last layer's gradient, as hex, for runs
+#: to be compared bit for bit (the LSTM's gradients are too small for a last bit of theirs to
+#: move its weights).
 _RUNS_FROM_THREADS = """
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -308,7 +309,8 @@ backend = gradcheck.get_backend("numba")
 def train(job):
     net, X, seed = job
     run = backend.train(net, net.init(seed=seed), X[:400], y[:400], 5, 0.5)
-    return run.losses, run.params[0]["W"], backend.loss_and_grads(net, run.params, X, y)[1][0]["W"]
+    grads = backend.loss_and_grads(net, run.params, X, y)[1]  # the Dense layer's in row blocks
+    return run.losses, run.params[0]["W"], grads[0]["W"], grads[-1]["W"]
 
 
 if sys.argv[1] == "alone":
