@@ -209,10 +209,10 @@ def tap(i, W, stride, width, start):
 @jit
 def conv2d_group(xp, start, W, b, stride, width, span, acc):
     """acc[o, t] = b[o] + Σ_{p,q,c} W[p,q,c,o] xp[(p, q, c)'s phase row, start + t + (p÷s)·Wq
-    + q÷s], for a group whose phase images begin at column ``start`` of xp,
-    the taps three at a time: a pass over acc per three taps, not per tap, a third of its loads
-    and stores (the sums of a digits-CNN forward on one thread took 1.34 ms a tap at a time,
-    0.95 ms three at a time)."""
+    + q÷s], for a group whose phase images begin at column ``start`` of xp. The taps three at a
+    time: a pass over acc per three taps, not per tap, a third of its loads and stores (the sums
+    of a digits-CNN forward on one thread took 1.34 ms a tap at a time, 0.95 ms three at a
+    time)."""
     taps, n_out = W.shape[0] * W.shape[1] * W.shape[2], W.shape[3]
     for o in range(n_out):
         for t in range(span):
@@ -326,14 +326,14 @@ def to_channels_last(acc, slot, width, count, out):
 
 
 @jit
-def to_channels_first(out, slot, width, n0, count, acc):
-    """acc[o, g·Hq·Wq + i·Wq + j] = out[n0 + g, i, j, o]: `to_channels_last` undone."""
+def to_channels_first(out, slot, width, count, acc):
+    """acc[o, g·Hq·Wq + i·Wq + j] = out[g, i, j, o]: `to_channels_last` undone."""
     _, rows, cols, n_out = out.shape
     for g in range(count):
         for i in range(rows):
             for j in range(cols):
                 for o in range(n_out):
-                    acc[o, g * slot + i * width + j] = out[n0 + g, i, j, o]
+                    acc[o, g * slot + i * width + j] = out[g, i, j, o]
 
 
 @inline
@@ -461,7 +461,7 @@ def conv2d_backward_block(
             lo, hi = n0 * rows * cols, (n0 + count) * rows * cols
             nb.activation_backward(activation, channel_rows(kept)[lo:hi], channel_rows(a)[lo:hi],
                                    channel_rows(delta)[lo:hi])  # fmt: skip
-            to_channels_first(delta, slot, width, n0, count, d)
+            to_channels_first(delta[n0 : n0 + count], slot, width, count, d)
         span = group_span(count, slot, width, rows, cols)
         conv2d_grads_group(source.xp, n0 * slot, d, stride, width, span, dW, db)
         if input_grad:
