@@ -399,16 +399,14 @@ def conv2d_grads_group(xp, start, d, stride, width, span, dW, db):
 @jit
 def conv2d_input_grad_group(d, W, stride, width, span, dxp):
     """dxp[(p, q, c)'s phase row, t + (p÷s)·Wq + q÷s] += W[p,q,c,o] d[o, t], from dxp = 0."""
-    kh, kw, n_in, n_out = W.shape
+    taps, n_out = W.shape[0] * W.shape[1] * W.shape[2], W.shape[3]
     fill(dxp, 0, dxp.shape[0], 0)
     for o in range(n_out):
-        for p in range(kh):
-            for q in range(kw):
-                shift = (p // stride) * width + q // stride
-                for c in range(n_in):
-                    w, row = W[p, q, c, o], phase_row(p, q, c, stride, n_in)
-                    for t in range(span):
-                        dxp[row, shifted(shift, t)] += w * d[o, t]
+        for i in range(taps):
+            p, q, c, row, shift = tap(i, W, stride, width, 0)
+            w = W[p, q, c, o]
+            for t in range(span):
+                dxp[row, shifted(shift, t)] += w * d[o, t]
 
 
 @parallel
