@@ -939,8 +939,9 @@ loss_and_delta_inline = inline(loss_and_delta.py_func)
 # their kernels cost more than the arithmetic: a view counts a reference on its buffer and a
 # reshape builds its shape. So such a network walks its layers here, with the same equations
 # and sums in the same order, reading and writing θ and the buffers at offsets (`unsigned`), with
-# no view at all: the inputs come flat, the softmax's rows, the loss and the output delta index the output
-# layer's block, and each entry's f and f′ go through `activation_of` and `activation_back`.
+# no view at all: the inputs come flat, the softmax's rows, the loss and the output delta index
+# the output layer's block, and each entry's f and f′ go through `activation_of` and
+# `activation_back`.
 # The walk is compiled whole into `narrow_evaluate`, which a training loop of its own calls
 # (`narrow_train_loop`), and nothing in a step can raise: measured on the notebook, each of a
 # reshape a step, a view of the output layer, the wide walk's calls and a raise left in the
