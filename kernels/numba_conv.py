@@ -130,9 +130,9 @@ def phase_row(p, q, c, stride, channels):
 
 @inline
 def shifted(shift, t):
-    """shift + t as an unsigned index: Numba then skips the check for a negative index, which
-    keeps the loops over t from vectorising."""
-    return np.uint64(shift) + np.uint64(t)
+    """shift + t as an unsigned index (`nb.unsigned`): the check for a negative index would keep
+    the loops over t from vectorising."""
+    return nb.unsigned(shift + t)
 
 
 @inline
